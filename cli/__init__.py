@@ -1,0 +1,1 @@
+"""The `effnet` command line: one small module per command over the library."""

@@ -1,0 +1,123 @@
+"""`effnet describe`: a spec's stages, parameters and FLOPs, analytic and (optionally) fvcore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from effnet.cli.common import clean_input_errors, console, emit_json
+from effnet.nas.errors import InputError
+from effnet.nas.flops import CostReport, analytic_cost, fvcore_count
+from effnet.nas.layout import plan_network
+from effnet.nas.spec import NetworkSpec, load_spec
+from effnet.nas.units import format_size
+from effnet.scaling.presets import OFFICIAL, official_preset
+
+
+def stage_rows(spec: NetworkSpec, report: CostReport) -> list[dict[str, Any]]:
+    plan = plan_network(spec)
+    rows = []
+    for i, (stage, cost) in enumerate(zip(spec.stages, report.stages)):
+        blocks = [b for b in plan.blocks if b.stage == i]
+        rows.append({
+            "stage": i + 1, "block": stage.block, "repeats": stage.repeats, "kernel": stage.kernel,
+            "stride": stage.stride, "expand": stage.expand, "se_ratio": stage.se_ratio, "skip": stage.skip,
+            "in_channels": blocks[0].in_channels, "out_channels": stage.out_channels,
+            "out_size": blocks[-1].out_size, "params": cost.params, "flops": cost.flops,
+        })
+    return rows
+
+
+def describe_data(spec: NetworkSpec, with_fvcore: bool) -> dict[str, Any]:
+    report = analytic_cost(spec)
+    data: dict[str, Any] = {
+        "name": spec.name,
+        "resolution": spec.resolution,
+        "num_classes": spec.num_classes,
+        "params": report.params,
+        "flops": report.flops,
+        "flops_by_operator": report.total.by_operator(),
+        "stem": {"out_channels": spec.stem.out_channels, "params": report.stem.params, "flops": report.stem.flops},
+        "stages": stage_rows(spec, report),
+        "head": {"out_channels": spec.head.out_channels, "params": report.head.params, "flops": report.head.flops},
+        "provenance": dict(spec.provenance),
+    }
+    if with_fvcore:
+        counted = fvcore_count(spec)
+        data["fvcore"] = {"flops": counted.total, "flops_by_operator": counted.by_operator,
+                          "matches_analytic": counted.by_operator == data["flops_by_operator"]}
+    return data
+
+
+def block_label(row: dict[str, Any]) -> str:
+    """A stage in one short string, e.g. `mbconv6 k5 s2 se0.25` (`noskip` where the shortcut is off)."""
+    label = f"{row['block']}{row['expand'] if row['block'] == 'mbconv' else ''} k{row['kernel']} s{row['stride']}"
+    if row["se_ratio"]:
+        label += f" se{row['se_ratio']:g}"
+    return label if row["skip"] else label + " noskip"
+
+
+def print_description(data: dict[str, Any]) -> None:
+    total = data["flops"]
+    table = Table(title=f"{data['name']} @ {data['resolution']} px, {data['num_classes']} classes")
+    for column in ("stage", "operator", "×", "channels", "size", "params", "FLOPs", "share"):
+        left = column in ("operator", "channels")
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
+
+    def add(label: str, op: str, repeats: str, channels: str, size: str, row: dict[str, Any]) -> None:
+        table.add_row(label, op, repeats, channels, size, f"{row['params']:,}", format_size(row["flops"]),
+                      f"{100 * row['flops'] / total:.1f}%")
+
+    add("stem", "conv k3 s2", "1", f"3→{data['stem']['out_channels']}", "", data["stem"])
+    for r in data["stages"]:
+        add(str(r["stage"]), block_label(r), str(r["repeats"]), f"{r['in_channels']}→{r['out_channels']}",
+            f"{r['out_size']}²", r)
+    add("head", "conv1x1 pool fc", "1",
+        f"{data['stages'][-1]['out_channels']}→{data['head']['out_channels']}→{data['num_classes']}",
+        f"{data['stages'][-1]['out_size']}²",
+        data["head"])
+    table.add_section()
+    table.add_row("total", "", "", "", "", f"{data['params']:,}", format_size(total), "100%")
+    console.print(table)
+
+    ops = Table(title="FLOPs by operator (fvcore convention: 1 multiply-add = 1 FLOP)")
+    ops.add_column("operator")
+    ops.add_column("analytic", justify="right")
+    if "fvcore" in data:
+        ops.add_column("fvcore", justify="right")
+    for op, value in data["flops_by_operator"].items():
+        row = [op, f"{value:,}"]
+        if "fvcore" in data:
+            row.append(f"{data['fvcore']['flops_by_operator'].get(op, 0):,}")
+        ops.add_row(*row)
+    total_row = ["total", f"{total:,}"]
+    if "fvcore" in data:
+        total_row.append(f"{data['fvcore']['flops']:,}")
+    ops.add_row(*total_row)
+    console.print(ops)
+    if "fvcore" in data:
+        verdict = "agree exactly" if data["fvcore"]["matches_analytic"] else "DISAGREE"
+        console.print(f"analytic and fvcore counts {verdict}")
+
+
+@clean_input_errors
+def describe(
+    spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help="A network spec file."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help=f"Describe an official EfficientNet instead: {', '.join(OFFICIAL)}.",
+        autocompletion=lambda: list(OFFICIAL)),
+    fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore and show both counts."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Show a spec's stages, parameters and FLOPs (per stage and per operator)."""
+    if (spec_path is None) == (preset is None):
+        raise InputError("give either a spec file (effnet describe SPEC.yaml) or --preset b0..b7, not both or neither")
+    spec = official_preset(preset) if preset else load_spec(spec_path)
+    data = describe_data(spec, fvcore)
+    if as_json:
+        emit_json(data)
+    else:
+        print_description(data)

@@ -1,0 +1,1 @@
+"""The architecture language, model builder, FLOP counters and the architecture search."""

@@ -1,0 +1,57 @@
+"""Reading YAML safely and writing files atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from effnet.nas.errors import InputError
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load` with syntax errors turned into one line naming the file and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise InputError(f"{source}:{line} YAML syntax error: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{source}: YAML syntax error: {err}") from None
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such {what}; check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a YAML {what}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{p}: cannot read the {what}: {err}") from None
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a file so a crash never leaves it half-written: a temporary file, fsync, rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def dump_yaml(data: Any, path: str | os.PathLike[str]) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200))

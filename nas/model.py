@@ -1,0 +1,149 @@
+"""Spec -> `nn.Module`: one builder for every spec.
+
+Stem conv-BN-act; per block MBConv, depthwise-separable or regular conv with optional
+squeeze-excitation and an identity shortcut with stochastic depth; head 1x1 conv-BN-act,
+global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
+analytic counters read too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from effnet.nas.layout import BlockPlan, plan_network
+from effnet.nas.spec import NetworkSpec
+
+_ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
+
+def _activation(name: str) -> nn.Module:
+    return _ACTIVATIONS[name](inplace=True)
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias, padding kernel // 2) -> BatchNorm -> optional activation."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, spec: NetworkSpec,
+                 groups: int = 1, act: bool = True):
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_ch, eps=spec.batch_norm.epsilon, momentum=1.0 - spec.batch_norm.decay),
+        ]
+        if act:
+            layers.append(_activation(spec.activation))
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """Global mean -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate.
+
+    The squeeze is `mean` rather than `AdaptiveAvgPool2d`, as in the TensorFlow reference; fvcore
+    does not count `mean`, and the analytic counter follows it.
+    """
+
+    def __init__(self, channels: int, reduced: int, activation: str):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.act = _activation(activation)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.expand(self.act(self.reduce(scale)))
+        return x * scale.sigmoid()
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, drop_rate: float):
+        super().__init__()
+        self.drop_rate = drop_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_rate == 0.0:
+            return x
+        keep = 1.0 - self.drop_rate
+        mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_rate={self.drop_rate:.4f}"
+
+
+class Block(nn.Module):
+    """One block of any type; its layers in order, then the shortcut where the plan keeps one."""
+
+    def __init__(self, plan: BlockPlan, spec: NetworkSpec):
+        super().__init__()
+        layers: list[nn.Module] = []
+        p = plan
+        if p.block == "mbconv":
+            if p.mid_channels != p.in_channels:
+                layers.append(ConvBNAct(p.in_channels, p.mid_channels, 1, 1, spec))
+            layers.append(ConvBNAct(p.mid_channels, p.mid_channels, p.kernel, p.stride, spec, groups=p.mid_channels))
+            if p.se_channels:
+                layers.append(SqueezeExcite(p.mid_channels, p.se_channels, spec.activation))
+            layers.append(ConvBNAct(p.mid_channels, p.out_channels, 1, 1, spec, act=False))
+        elif p.block == "dsconv":
+            layers.append(ConvBNAct(p.in_channels, p.in_channels, p.kernel, p.stride, spec, groups=p.in_channels))
+            if p.se_channels:
+                layers.append(SqueezeExcite(p.in_channels, p.se_channels, spec.activation))
+            layers.append(ConvBNAct(p.in_channels, p.out_channels, 1, 1, spec))
+        else:
+            layers.append(ConvBNAct(p.in_channels, p.out_channels, p.kernel, p.stride, spec))
+            if p.se_channels:
+                layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
+        self.layers = nn.Sequential(*layers)
+        self.residual = p.residual
+        self.drop_path = DropPath(p.drop_rate) if p.residual and p.drop_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            return x + self.drop_path(self.layers(x))
+        return self.layers(x)
+
+
+class Network(nn.Module):
+    def __init__(self, spec: NetworkSpec):
+        super().__init__()
+        plan = plan_network(spec)
+        self.spec = spec
+        self.stem = ConvBNAct(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride, spec)
+        self.blocks = nn.Sequential(*(Block(b, spec) for b in plan.blocks))
+        self.head = ConvBNAct(plan.final_channels, spec.head.out_channels, 1, 1, spec)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(spec.dropout, inplace=True)
+        self.classifier = nn.Linear(spec.head.out_channels, spec.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The reference initialisation: He-normal (fan-out) convs, uniform(1/sqrt(out)) classifier."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / m.out_features ** 0.5
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+def build_model(spec: NetworkSpec) -> Network:
+    return Network(spec)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

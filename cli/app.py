@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import optuna
 import typer
 
 from effnet.cli.describe import describe
+from effnet.cli.search import search
+from effnet.cli.export_family import export_family
 
 app = typer.Typer(
     name="effnet",
@@ -13,12 +16,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command()(search)
 app.command()(describe)
+app.command("export-family")(export_family)
 
 
 @app.callback()
 def root() -> None:
     """effnet: search a base network, grid-search its scaling coefficients, export the family."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main() -> None:

@@ -1,9 +1,12 @@
-"""`scale`: one pure function from spec to spec, used by the official presets and the compound family."""
+"""`scale`: one pure function from spec to spec, used by the official presets and the compound family;
+`compound_scale`: the paper's d = alpha^phi, w = beta^phi, r = gamma^phi on top of it."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from effnet.nas.errors import InputError
 from effnet.nas.rounding import round_filters, round_repeats
@@ -46,4 +49,64 @@ def scale(spec: NetworkSpec, depth: float, width: float, resolution: int, *,
         head=HeadSpec(round_filters(spec.head.out_channels, width)),
         dropout=spec.dropout if dropout is None else float(dropout),
         provenance=record,
+    )
+
+
+MAX_DROPOUT = 0.5
+"""The reference family's dropout ceiling (B6 and B7)."""
+
+
+def reference_dropout(base_dropout: float, phi: float) -> float:
+    """Dropout of the member at `phi`: the reference family's ladder B0..B7 = .2 .2 .3 .3 .4 .4 .5 .5.
+
+    Rule: `base + 0.1 * ceil((phi - 1) / 2)`, never below the base and never above 0.5 (a base
+    already at or above 0.5 keeps its own value). The same formula serves fractional phi: for any
+    phi > 0 it equals the value of the integer member `ceil(phi)`, so a member between two
+    reference models takes the dropout of the larger one (the conservative side: more
+    regularisation). phi <= 1 keeps the base value.
+    """
+    steps = max(0, math.ceil((phi - 1) / 2))
+    grown = min(MAX_DROPOUT, base_dropout + 0.1 * steps)
+    return round(max(base_dropout, grown), 10)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Compound scaling coefficients: depth `alpha`, width `beta`, resolution `gamma` per unit of phi."""
+
+    alpha: float
+    beta: float
+    gamma: float
+
+    def __post_init__(self) -> None:
+        for key in ("alpha", "beta", "gamma"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{key} must be a number, got {value!r}")
+            if value < 1:
+                raise InputError(f"{key} must be at least 1 (compound scaling only grows the network), got {value}")
+
+    @property
+    def flops_factor(self) -> float:
+        """The paper's ideal FLOPs growth per unit of phi, alpha * beta^2 * gamma^2."""
+        return self.alpha * self.beta ** 2 * self.gamma ** 2
+
+    def as_dict(self) -> dict[str, float]:
+        return {"alpha": float(self.alpha), "beta": float(self.beta), "gamma": float(self.gamma)}
+
+
+def compound_scale(spec: NetworkSpec, alpha: float, beta: float, gamma: float, phi: float, *,
+                   dropout_rule: Callable[[float, float], float] = reference_dropout,
+                   name: str | None = None) -> NetworkSpec:
+    """Grow `spec` along the compound direction: depth alpha^phi, width beta^phi, resolution
+    `scaled_resolution(spec.resolution, gamma^phi)`, dropout `dropout_rule(spec.dropout, phi)`."""
+    coefficients = Coefficients(alpha, beta, gamma)
+    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not math.isfinite(phi) or phi < 0:
+        raise InputError(f"phi must be a number >= 0, got {phi!r}")
+    depth, width, resolution_multiplier = alpha ** phi, beta ** phi, gamma ** phi
+    return scale(
+        spec, depth=depth, width=width, resolution=scaled_resolution(spec.resolution, resolution_multiplier),
+        dropout=dropout_rule(spec.dropout, phi), name=name or f"{spec.name}-phi{phi:g}",
+        provenance={"method": "compound scaling", **coefficients.as_dict(), "phi": float(phi),
+                    "resolution_multiplier": float(resolution_multiplier), "base_resolution": spec.resolution},
     )

@@ -1,0 +1,212 @@
+"""`effnet export-family`: grow a base network into its compound-scaled family, B1-B7 by default."""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import shlex
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.nas.errors import InputError
+from effnet.nas.files import atomic_write_text, dump_yaml
+from effnet.nas.resources import reference_b0_path
+from effnet.nas.spec import NetworkSpec, dump_spec, load_spec
+from effnet.nas.units import format_size
+from effnet.scaling.compound import Coefficients
+from effnet.scaling.family import (
+    DEFAULT_PHIS, MATCH_TOLERANCE, PAPER_COEFFICIENTS, FamilyMember, PresetFit, compound_family,
+    load_coefficients, match_flops_family, official_family, parse_phi_list,
+)
+from effnet.scaling.plots import plot_family
+
+PRESETS = ("official",)
+CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "flops", "flops_ratio", "ideal_ratio",
+               "doubling_ratio", "dropout", "path")
+MATCH_COLUMNS = ("step", "target_ratio", "target_flops", "deviation", "within_tolerance", "phi_low", "phi_high", "why")
+
+
+def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[float], beta: Optional[float],
+                         gamma: Optional[float], official: bool) -> tuple[Coefficients, str]:
+    """The coefficients and where they came from; the official preset alone may fall back to the paper's."""
+    flags = {"--alpha": alpha, "--beta": beta, "--gamma": gamma}
+    given = [name for name, value in flags.items() if value is not None]
+    if coefficients_path is not None and given:
+        raise InputError(f"give --coefficients FILE or --alpha/--beta/--gamma, not both (got {given[0]} too)")
+    if coefficients_path is not None:
+        return load_coefficients(coefficients_path), str(coefficients_path)
+    if len(given) == 3:
+        return Coefficients(alpha, beta, gamma), "command line"
+    if given:
+        missing = [name for name in flags if name not in given]
+        raise InputError(f"{' and '.join(missing)} missing: give all of --alpha, --beta and --gamma, "
+                         "or --coefficients coefficients.yaml")
+    if official:
+        return PAPER_COEFFICIENTS, "paper (alpha 1.2, beta 1.1, gamma 1.15)"
+    raise InputError("no scaling coefficients: give --coefficients coefficients.yaml (from effnet grid-scale) "
+                     "or all of --alpha, --beta and --gamma (the paper's: --alpha 1.2 --beta 1.1 --gamma 1.15)")
+
+
+def build_members(base: NetworkSpec, coefficients: Coefficients, phis: tuple[float, ...],
+                  match_flops: bool, preset: Optional[str]) -> tuple[list[FamilyMember], list[PresetFit]]:
+    if preset == "official":
+        return official_family(base, coefficients)
+    if match_flops:
+        return match_flops_family(base, coefficients, phis), []
+    return compound_family(base, coefficients, phis), []
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("effnet", "torch", "optuna"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def command_line(arguments: dict[str, Any]) -> str:
+    """The command that reproduces this run, from its resolved arguments."""
+    words = ["effnet", "export-family"]
+    for key, value in arguments.items():
+        if value is None or value is False:
+            continue
+        words.append(f"--{key.replace('_', '-')}")
+        if value is not True:
+            words.append(str(value))
+    return shlex.join(words)
+
+
+def write_csv(rows: list[dict[str, Any]], columns: tuple[str, ...], path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def family_table(members: list[FamilyMember], coefficients: Coefficients, title: str) -> Table:
+    """Measured FLOPs ÷ B0 beside the ideal: 2^φ and the formula's (αβ²γ²)^φ, or the target 2^k
+    and the miss under --match-flops (the formula then is in the CSV and JSON)."""
+    matching = any(m.match for m in members)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    ideal = ["2^k", "off"] if matching else ["2^φ", "formula"]
+    for column in ["name", "φ", "depth", "width", "res", "params", "FLOPs", "÷B0", *ideal, "drop"]:
+        table.add_column(column, justify="left" if column == "name" else "right", no_wrap=True)
+    for m in members:
+        if matching:
+            off = f"{m.deviation:+.1%}" if m.within_tolerance else f"[red]{m.deviation:+.1%}[/]"
+            ideal_cells = [f"{2.0 ** m.match.step:.4g}x", off]
+        else:
+            ideal_cells = [f"{m.doubling_ratio:.4g}x", f"{m.ideal_ratio:.2f}x"]
+        table.add_row(m.name, f"{m.phi:.4g}", f"{m.depth:.2f}", f"{m.width:.2f}", str(m.resolution),
+                      format_size(m.params), format_size(m.flops), f"{m.flops_ratio:.2f}x", *ideal_cells,
+                      f"{m.dropout:g}")
+    table.caption = (f"formula = (αβ²γ²)^φ with α={coefficients.alpha:g} β={coefficients.beta:g} "
+                     f"γ={coefficients.gamma:g} (αβ²γ² = {coefficients.flops_factor:.4g}); "
+                     "FLOPs: fvcore convention, 1 multiply-add = 1")
+    return table
+
+
+def print_misses(members: list[FamilyMember]) -> None:
+    for m in members:
+        if m.match is not None and m.match.why:
+            console.print(f"[red]{m.name}[/]: no network within {MATCH_TOLERANCE:.0%} of "
+                          f"{2.0 ** m.match.step:.4g}x B0; nearest {m.deviation:+.1%}: {m.match.why}")
+
+
+def fit_table(fits: list[PresetFit], coefficients: Coefficients) -> Table:
+    table = Table(title=f"φ that best explains each official preset under α={coefficients.alpha:g} "
+                        f"β={coefficients.beta:g} γ={coefficients.gamma:g} (least squares on logs)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for column in ("preset", "φ", "depth", "α^φ", "off", "width", "β^φ", "off", "res/224", "γ^φ", "off"):
+        table.add_column(column, justify="left" if column == "preset" else "right", no_wrap=True)
+    for f in fits:
+        r = f.row()
+        table.add_row(f.name, f"{f.phi:.3f}", f"{f.depth:g}", f"{f.depth_model:.3f}", f"{r['depth_off']:+.1%}",
+                      f"{f.width:g}", f"{f.width_model:.3f}", f"{r['width_off']:+.1%}",
+                      f"{f.resolution_ratio:.3f}", f"{f.resolution_model:.3f}", f"{r['resolution_off']:+.1%}")
+    return table
+
+
+@clean_input_errors
+def export_family(
+    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec (B0) to grow.",
+                                   show_default="the reference EfficientNet-B0"),
+    coefficients_path: Optional[Path] = typer.Option(None, "--coefficients",
+                                                     help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
+    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values.", show_default="1,2,3,4,5,6,7"),
+    match_flops: bool = typer.Option(False, "--match-flops",
+                                     help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
+    preset: Optional[str] = typer.Option(None, "--preset",
+                                         help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
+    run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Emit the compound-scaled family of a base spec: one YAML spec per member, family.csv, family.png."""
+    started = time.perf_counter()
+    if preset is not None and preset not in PRESETS:
+        raise InputError(f"--preset {preset!r} is not known; the only preset is 'official'")
+    official = preset == "official"
+    if official and (match_flops or phi is not None):
+        raise InputError("--preset official emits the reference's fixed B1-B7; drop --phi and --match-flops")
+    phis = parse_phi_list(phi) if phi is not None else DEFAULT_PHIS
+    coefficients, source = resolve_coefficients(coefficients_path, alpha, beta, gamma, official)
+    base = load_spec(base_path)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--run-dir {run_dir}: exists and is not a directory; choose another path")
+
+    with progress_console.status("sizing the family", spinner="dots"):
+        members, fits = build_members(base, coefficients, phis, match_flops, preset)
+    mode = "official" if official else "match-flops" if match_flops else "compound"
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for member in members:
+        path = dump_spec(member.spec, run_dir / f"{member.name}.yaml")
+        rows.append({**member.row(), "path": str(path)})
+    columns = CSV_COLUMNS + (MATCH_COLUMNS if match_flops else ())
+    write_csv(rows, columns, run_dir / "family.csv")
+    if fits:
+        write_csv([f.row() for f in fits], tuple(fits[0].row()), run_dir / "official_fit.csv")
+    title = f"{base.name} family ({mode})"
+    plot_family(members, run_dir / "family.png", title)
+
+    arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
+                 "alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi, "match_flops": match_flops,
+                 "preset": preset, "run_dir": str(run_dir)}
+    dump_yaml({"command": command_line(arguments), "versions": versions(), "arguments": arguments,
+               "coefficients": {**coefficients.as_dict(), "source": source}, "mode": mode,
+               "seconds": round(time.perf_counter() - started, 3)}, run_dir / "run.yaml")
+
+    result = {
+        "run_dir": str(run_dir), "mode": mode, "base": {"path": str(base_path), "name": base.name},
+        "coefficients": {**coefficients.as_dict(), "flops_factor": coefficients.flops_factor, "source": source},
+        "members": rows, "files": {"csv": str(run_dir / "family.csv"), "plot": str(run_dir / "family.png"),
+                                   "run": str(run_dir / "run.yaml")},
+    }
+    if match_flops:
+        result["tolerance"] = MATCH_TOLERANCE
+    if fits:
+        result["official_fit"] = [f.row() for f in fits]
+        result["files"]["fit_csv"] = str(run_dir / "official_fit.csv")
+    if as_json:
+        emit_json(result)
+        return
+    console.print(family_table(members, coefficients, title))
+    print_misses(members)
+    if fits:
+        console.print(fit_table(fits, coefficients))
+    console.print(f"wrote {len(members)} specs, family.csv, family.png and run.yaml to {run_dir}")

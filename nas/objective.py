@@ -1,0 +1,70 @@
+"""Rewards and the FLOPs band: what a search maximises and which candidates it may train.
+
+MnasNet (Tan et al., CVPR 2019, eq. 2) and EfficientNet (Tan & Le, ICML 2019, section 4) reward a
+model m by ACC(m) * [FLOPS(m) / T] ** w. The soft constraint w = -0.07 makes a doubling of cost
+worth about 5 % relative accuracy (2 ** -0.07 = 0.952); the hard constraint uses w = 0 under the
+target and w = -1 over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from effnet.nas.errors import InputError
+
+SOFT_EXPONENT = -0.07
+OBJECTIVES = ("reward", "hard", "pareto")
+
+
+def mnasnet_reward(accuracy: float, flops: float, target: float, w: float = SOFT_EXPONENT) -> float:
+    """ACC(m) * (FLOPS(m) / T) ** w."""
+    return accuracy * (flops / target) ** w
+
+
+def hard_reward(accuracy: float, flops: float, target: float) -> float:
+    """MnasNet's hard constraint: w = 0 at or under the target, w = -1 over it."""
+    return mnasnet_reward(accuracy, flops, target, 0.0 if flops <= target else -1.0)
+
+
+@dataclass(frozen=True)
+class FlopsBand:
+    """The FLOPs a candidate may have to be trained: [low, high] around the target.
+
+    For the soft reward and the Pareto search the band is target * (1 ± tolerance); for the hard
+    constraint it ends at the target, since anything over it is infeasible by definition.
+    """
+
+    target: int
+    tolerance: float
+    hard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target < 1:
+            raise InputError(f"target FLOPs must be positive, got {self.target}")
+        if not 0 < self.tolerance < 1:
+            raise InputError(f"--flops-tolerance must lie in (0, 1), e.g. 0.1 for ±10 %; got {self.tolerance}")
+
+    @property
+    def low(self) -> float:
+        return self.target * (1 - self.tolerance)
+
+    @property
+    def high(self) -> float:
+        return self.target if self.hard else self.target * (1 + self.tolerance)
+
+    def violation(self, flops: float) -> float:
+        """Optuna's constraint value: <= 0 inside the band, else the relative distance outside it."""
+        if flops < self.low:
+            return (self.low - flops) / self.target
+        if flops > self.high:
+            return (flops - self.high) / self.target
+        return -min(flops - self.low, self.high - flops) / self.target
+
+    def contains(self, flops: float) -> bool:
+        return self.low <= flops <= self.high
+
+
+def reward_for(objective: str, accuracy: float, flops: float, target: float) -> float:
+    if objective == "hard":
+        return hard_reward(accuracy, flops, target)
+    return mnasnet_reward(accuracy, flops, target)

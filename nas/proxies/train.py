@@ -1,0 +1,160 @@
+"""The `train` proxy: train a candidate for a few epochs at a small resolution, score its validation top-1.
+
+The whole dataset lives in memory as tensors; one epoch is a seeded permutation gathered once into
+a contiguous buffer and cut into batches, so no per-step host work remains but the step itself.
+AdamW with a one-cycle schedule; BatchNorm parameters and biases get no weight decay. On CUDA the
+epoch buffer is pinned and copied with non_blocking, the model and batches are channels_last and
+the forward runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.nas.data import ImageData
+from effnet.nas.errors import InputError
+from effnet.nas.model import build_model
+from effnet.nas.proxies import ProxyFailure, ProxySettings
+from effnet.nas.spec import NetworkSpec
+
+EVAL_BATCH = 256
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is the user's to fix."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` intra-op threads, restoring the previous count afterwards."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def proxy_network(spec: NetworkSpec, data: ImageData, settings: ProxySettings) -> NetworkSpec:
+    """The spec as the proxy builds it: proxy resolution, the data's classes and channels."""
+    return spec.replace(resolution=settings.resolution, num_classes=data.num_classes, in_channels=data.in_channels)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv and linear weights only; BatchNorm scales/shifts and biases are left free."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    free = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    """Top-1 accuracy of `model` on (x, y), in eval mode, batched."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    autocast = _autocast(device)
+    with torch.inference_mode():
+        for start in range(0, len(y), EVAL_BATCH):
+            images = _to_device(x[start:start + EVAL_BATCH], device)
+            labels = y[start:start + EVAL_BATCH].to(device, non_blocking=True)
+            with autocast:
+                logits = model(images)
+            correct += (logits.argmax(dim=1) == labels).sum()
+    return correct.item() / len(y)
+
+
+class TrainProxy:
+    """Short AdamW + one-cycle training; `score` returns the last epoch's validation accuracy."""
+
+    name = "train"
+
+    def __init__(self, data: ImageData, settings: ProxySettings):
+        if len(data.train_y) < 2:
+            raise InputError("the training split needs at least two images")
+        self.data = data
+        self.settings = settings
+
+    def steps_per_epoch(self) -> int:
+        s = self.settings
+        steps = max(1, len(self.data.train_y) // s.batch_size)
+        return min(steps, s.max_train_batches) if s.max_train_batches else steps
+
+    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
+        s = self.settings
+        device = resolve_device(s.device)
+        forked = [device.index or 0] if device.type == "cuda" else []
+        with cpu_threads(s.threads), torch.random.fork_rng(devices=forked):
+            torch.manual_seed(s.seed)
+            model = build_model(proxy_network(spec, self.data, s))
+            return self._train(model, device, report)
+
+    def _train(self, model: nn.Module, device: torch.device, report: Callable[[int, float], None] | None) -> float:
+        s, data = self.settings, self.data
+        model = model.to(device, memory_format=torch.channels_last)
+        steps = self.steps_per_epoch()
+        batch = min(s.batch_size, len(data.train_y))
+        optimizer = torch.optim.AdamW(parameter_groups(model, s.weight_decay), lr=s.lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps)
+        generator = torch.Generator().manual_seed(s.seed)
+        pinned = device.type == "cuda"
+        epoch_x = torch.empty((steps * batch, *data.train_x.shape[1:]), pin_memory=pinned)
+        epoch_y = torch.empty((steps * batch,), dtype=torch.int64, pin_memory=pinned)
+        losses = torch.empty(steps, device=device)
+        check_every = 1 if device.type == "cpu" else steps  # a finite-loss check syncs a GPU
+        autocast = _autocast(device)
+        accuracy = 0.0
+        for epoch in range(1, s.epochs + 1):
+            order = torch.randperm(len(data.train_y), generator=generator)[: steps * batch]
+            torch.index_select(data.train_x, 0, order, out=epoch_x)
+            torch.index_select(data.train_y, 0, order, out=epoch_y)
+            model.train()
+            for step in range(steps):
+                images = _to_device(epoch_x[step * batch:(step + 1) * batch], device)
+                labels = epoch_y[step * batch:(step + 1) * batch].to(device, non_blocking=True)
+                with autocast:
+                    loss = F.cross_entropy(model(images), labels)
+                losses[step] = loss.detach()
+                if (step + 1) % check_every == 0:
+                    _check_finite(losses, step + 1 - check_every, step + 1, epoch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            accuracy = evaluate(model, data.val_x, data.val_y, device)
+            if report is not None:
+                report(epoch, accuracy)
+        return accuracy
+
+
+def _check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:
+    window = losses[start:stop]
+    bad = (~torch.isfinite(window)).nonzero()
+    if len(bad):
+        step = start + int(bad[0]) + 1
+        raise ProxyFailure(f"loss became NaN at epoch {epoch} step {step} "
+                           f"(value {losses[step - 1].item()}); lower the learning rate")
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.to(device, non_blocking=True, memory_format=torch.channels_last)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+

@@ -1,0 +1,132 @@
+"""Where studies live: a journal file in the run directory by default, any Optuna storage by URL.
+
+Optuna's journal file storage is safe for several processes on one machine (SQLite locks under
+concurrent writers); an RDB server (PostgreSQL, MySQL) shares a study across machines. RDB
+storages get Optuna heartbeats, so a trial whose worker died is failed after the grace period and
+re-enqueued. The journal storage has no heartbeats; `recover_stale_trials` stands in for them
+on one machine, from the host and process id each worker records on its trials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from effnet.nas.errors import InputError
+
+JOURNAL_NAME = "study.journal"
+HEARTBEAT_INTERVAL_S = 30
+GRACE_PERIOD_S = 120
+MAX_RETRY = 3
+WORKER_ATTR = "worker"
+STALE_ATTR = "stale"
+_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, for output, logs and run files."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def describe_storage(url: str | None, run_dir: Path) -> str:
+    return redact_url(url) if url else f"journal file {run_dir / JOURNAL_NAME}"
+
+
+def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
+    """Open (and check) the study storage; every failure is an `InputError` with the URL redacted."""
+    if url is None or url.startswith("journal:") or url.endswith((".journal", ".log")):
+        path = run_dir / JOURNAL_NAME if url is None else Path(url.removeprefix("journal:"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise InputError(f"cannot open the journal storage {path}: {err.strerror}; "
+                             f"choose a writable --run-dir or --storage path") from None
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in _RDB_SCHEMES:
+        raise InputError(f"unsupported storage URL {redact_url(url)!r}; use postgresql://user:pass@host/db, "
+                         f"mysql://..., sqlite:///path.db, or journal:PATH")
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if scheme in ("postgresql", "postgres"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    elif scheme == "sqlite":
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
+        )
+    except ImportError as err:
+        raise InputError(f"the storage {redact_url(url)} needs a database driver that is not installed "
+                         f"({err.name}); for PostgreSQL: pip install 'effnet[postgres]'") from None
+    except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+        reason = redact_url(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot reach the storage {redact_url(url)}: {reason}; "
+                         f"check the host, port, credentials and database name") from None
+
+
+def worker_identity() -> str:
+    """host:pid of this process, recorded on each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale_trials(study: optuna.Study, min_age_s: float = 0.0) -> list[int]:
+    """Fail the RUNNING trials whose worker process on this host is gone, and re-enqueue their parameters.
+
+    RDB storages do this with heartbeats (`optuna.storages.fail_stale_trials`), which this also calls.
+    Returns the numbers of the trials it failed.
+    """
+    storage = study._storage
+    failed: list[int] = []
+    if isinstance(storage, RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+        return failed
+    host = socket.gethostname()
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        if not owner or ":" not in owner:
+            continue
+        owner_host, owner_pid = owner.rsplit(":", 1)
+        if owner_host != host or _process_alive(int(owner_pid)):
+            continue
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - started < min_age_s:
+            continue
+        retries = int(trial.user_attrs.get("retries", 0))
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {owner} died mid-trial")
+            storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        if retries < MAX_RETRY:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+        failed.append(trial.number)
+    return failed

@@ -1,0 +1,61 @@
+"""Plots of a compound-scaled family (matplotlib's Agg canvas: no display, no global pyplot state)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from effnet.scaling.family import FamilyMember
+
+
+def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], title: str) -> Path:
+    """FLOPs and parameters (÷ base, log scale) against phi: measured beside the formula's
+    (alpha*beta^2*gamma^2)^phi (FLOPs) or (alpha*beta^2)^phi (parameters) and the ideal 2^phi;
+    `--match-flops` targets 2^k as crosses."""
+    ordered = sorted(members, key=lambda m: m.phi)
+    phis = [m.phi for m in ordered]
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    flops_ax, params_ax = fig.subplots(1, 2)
+
+    flops_ax.plot(phis, [m.flops_ratio for m in ordered], "o-", label="measured (rounded)")
+    flops_ax.plot(phis, [m.ideal_ratio for m in ordered], "s--", label="formula (αβ²γ²)^φ")
+    flops_ax.plot(phis, [m.doubling_ratio for m in ordered], ":", color="grey", label="ideal 2^φ")
+    targets = [(m.phi, 2.0 ** m.match.step) for m in ordered if m.match is not None]
+    if targets:
+        flops_ax.plot(*zip(*targets), "x", color="black", markersize=9, label="target 2^k")
+    flops_ax.set_title("FLOPs ÷ base")
+
+    params_ax.plot(phis, [m.params_ratio for m in ordered], "o-", label="measured (rounded)")
+    params_ax.plot(phis, [m.ideal_params_ratio for m in ordered], "s--", label="formula (αβ²)^φ")
+    params_ax.set_title("parameters ÷ base")
+
+    for ax in (flops_ax, params_ax):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("φ")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        for m in ordered:
+            ax.annotate(m.name, (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
+                        textcoords="offset points", xytext=(4, -10), fontsize=8)
+    fig.suptitle(title)
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

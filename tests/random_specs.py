@@ -1,0 +1,67 @@
+"""Seeded random network specs across the MnasNet operator set, small enough to count quickly.
+
+Every draw goes through `spec_from_dict`, so each one is also a spec the validator accepts.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from effnet.nas.spec import ACTIVATIONS, NetworkSpec, spec_from_dict
+
+SE_RATIOS = (0.0, 0.0, 0.05, 0.1, 0.25, 0.5, 0.9)
+EXPANDS = (1, 3, 4, 6)
+KERNELS = (3, 5, 7)
+NAMES = ("net", "yes", "null", "123", "1e3", "a: b", "- dash", "~", "ünïcode")
+"""Names that YAML would read as something else unless the dumper quotes them."""
+
+
+def random_stage(rng: random.Random) -> dict[str, Any]:
+    block = rng.choice(("mbconv", "mbconv", "dsconv", "conv"))
+    return {
+        "block": block,
+        "repeats": rng.randint(1, 3),
+        "kernel": rng.choice(KERNELS),
+        "stride": rng.choice((1, 2)),
+        "expand": rng.choice(EXPANDS) if block == "mbconv" else 1,
+        "out_channels": rng.randint(3, 16),
+        "se_ratio": rng.choice(SE_RATIOS),
+        "skip": rng.random() < 0.7,
+    }
+
+
+def random_resolution(rng: random.Random, total_stride: int) -> int:
+    """Mostly 32-64 px, sometimes up to 160 px or down to the smallest size the strides allow."""
+    draw = rng.random()
+    if draw < 0.1:
+        return rng.randint(total_stride, 32)
+    if draw < 0.2:
+        return rng.randint(65, 160)
+    return rng.randint(max(32, total_stride), 64)
+
+
+def random_spec_dict(rng: random.Random) -> dict[str, Any]:
+    stem = {"out_channels": rng.randint(3, 16), "kernel": rng.choice((1, 3, 5)), "stride": rng.choice((1, 2))}
+    stages = [random_stage(rng) for _ in range(rng.randint(1, 5))]
+    total_stride = stem["stride"] * 2 ** sum(s["stride"] == 2 for s in stages)
+    return {
+        "name": rng.choice(NAMES),
+        "resolution": random_resolution(rng, total_stride),
+        "num_classes": rng.randint(1, 120),
+        "in_channels": rng.choice((1, 3, 4)),
+        "activation": rng.choice(ACTIVATIONS),
+        "dropout": rng.choice((0.0, 0.2, 0.5)),
+        "drop_connect": rng.choice((0.0, 0.1, 0.3)),
+        "batch_norm": {"decay": rng.choice((0.9, 0.99, 0.997)), "epsilon": rng.choice((1e-3, 1e-5))},
+        "stem": stem,
+        "stages": stages,
+        "head": {"out_channels": rng.randint(8, 64)},
+        "provenance": {"trial": rng.randint(0, 10_000), "note": rng.choice(("random", "x: y", "")),
+                       "coefficients": {"alpha": rng.random(), "phi": rng.randint(1, 7)}},
+    }
+
+
+def random_specs(count: int, seed: int) -> list[NetworkSpec]:
+    rng = random.Random(seed)
+    return [spec_from_dict(random_spec_dict(rng), f"<random spec {i} of seed {seed}>") for i in range(count)]

@@ -8,6 +8,8 @@ import typer
 from effnet.cli.describe import describe
 from effnet.cli.search import search
 from effnet.cli.export_family import export_family
+from effnet.cli.grid_scale import grid_scale
+from effnet.cli.train import train
 
 app = typer.Typer(
     name="effnet",
@@ -19,6 +21,8 @@ app = typer.Typer(
 app.command()(search)
 app.command()(describe)
 app.command("export-family")(export_family)
+app.command("grid-scale")(grid_scale)
+app.command()(train)
 
 
 @app.callback()

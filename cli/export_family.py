@@ -26,11 +26,10 @@ from effnet.scaling.family import (
     DEFAULT_PHIS, MATCH_TOLERANCE, PAPER_COEFFICIENTS, FamilyMember, PresetFit, compound_family,
     load_coefficients, match_flops_family, official_family, parse_phi_list,
 )
-from effnet.scaling.plots import plot_family
 
 PRESETS = ("official",)
-CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "flops", "flops_ratio", "ideal_ratio",
-               "doubling_ratio", "dropout", "path")
+CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "params_ratio", "flops", "flops_ratio",
+               "ideal_ratio", "doubling_ratio", "dropout", "path")
 MATCH_COLUMNS = ("step", "target_ratio", "target_flops", "deviation", "within_tolerance", "phi_low", "phi_high", "why")
 
 
@@ -50,7 +49,7 @@ def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[floa
         raise InputError(f"{' and '.join(missing)} missing: give all of --alpha, --beta and --gamma, "
                          "or --coefficients coefficients.yaml")
     if official:
-        return PAPER_COEFFICIENTS, "paper (alpha 1.2, beta 1.1, gamma 1.15)"
+        return PAPER_COEFFICIENTS, "the paper's (none given)"
     raise InputError("no scaling coefficients: give --coefficients coefficients.yaml (from effnet grid-scale) "
                      "or all of --alpha, --beta and --gamma (the paper's: --alpha 1.2 --beta 1.1 --gamma 1.15)")
 
@@ -142,20 +141,24 @@ def fit_table(fits: list[PresetFit], coefficients: Coefficients) -> Table:
 def export_family(
     base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec (B0) to grow.",
                                    show_default="the reference EfficientNet-B0"),
-    coefficients_path: Optional[Path] = typer.Option(None, "--coefficients",
-                                                     help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
+    coefficients_path: Optional[Path] = typer.Option(
+        None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
     beta: Optional[float] = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
-    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values.", show_default="1,2,3,4,5,6,7"),
-    match_flops: bool = typer.Option(False, "--match-flops",
-                                     help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
-    preset: Optional[str] = typer.Option(None, "--preset",
-                                         help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
+    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values.",
+                                      show_default="1,2,3,4,5,6,7"),
+    match_flops: bool = typer.Option(
+        False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
     run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Emit the compound-scaled family of a base spec: one YAML spec per member, family.csv, family.png."""
+    """Emit the compound-scaled family of a base spec: one YAML spec per member, family.csv, family.png.
+
+    Member φ: depth α^φ, width β^φ, resolution γ^φ (reference rounding); dropout base + 0.1·ceil((φ-1)/2), at most 0.5.
+    """
     started = time.perf_counter()
     if preset is not None and preset not in PRESETS:
         raise InputError(f"--preset {preset!r} is not known; the only preset is 'official'")
@@ -182,6 +185,8 @@ def export_family(
     if fits:
         write_csv([f.row() for f in fits], tuple(fits[0].row()), run_dir / "official_fit.csv")
     title = f"{base.name} family ({mode})"
+    from effnet.scaling.plots import plot_family  # matplotlib takes ~1 s to import; only this command needs it
+
     plot_family(members, run_dir / "family.png", title)
 
     arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
@@ -209,4 +214,5 @@ def export_family(
     print_misses(members)
     if fits:
         console.print(fit_table(fits, coefficients))
-    console.print(f"wrote {len(members)} specs, family.csv, family.png and run.yaml to {run_dir}")
+    console.print(f"coefficients from {source}; wrote {len(members)} specs, family.csv, family.png and run.yaml "
+                  f"to {run_dir}")

@@ -8,6 +8,7 @@ target and w = -1 over it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from effnet.nas.errors import InputError
@@ -45,12 +46,13 @@ class FlopsBand:
             raise InputError(f"--flops-tolerance must lie in (0, 1), e.g. 0.1 for ±10 %; got {self.tolerance}")
 
     @property
-    def low(self) -> float:
-        return self.target * (1 - self.tolerance)
+    def low(self) -> int:
+        """The smallest whole FLOP count inside the band (1e-9 absorbs float error in target * tolerance)."""
+        return math.ceil(self.target * (1 - self.tolerance) - 1e-9)
 
     @property
-    def high(self) -> float:
-        return self.target if self.hard else self.target * (1 + self.tolerance)
+    def high(self) -> int:
+        return self.target if self.hard else math.floor(self.target * (1 + self.tolerance) + 1e-9)
 
     def violation(self, flops: float) -> float:
         """Optuna's constraint value: <= 0 inside the band, else the relative distance outside it."""

@@ -234,6 +234,11 @@ class Budget:
     stop_reason: str | None = field(default=None)
 
     def __call__(self, study: optuna.Study, _trial: FrozenTrial) -> None:
+        if self.check(study):
+            study.stop()
+
+    def check(self, study: optuna.Study) -> str | None:
+        """Why the worker should stop now, or None."""
         trials = study.get_trials(deepcopy=False)
         trained = sum(counts_toward_budget(t) for t in trials)
         outside = sum(1 for t in trials if t.state == TrialState.COMPLETE and not is_in_band(t))
@@ -245,8 +250,7 @@ class Budget:
             self.stop_reason = "timeout"
         if self.on_trial is not None:
             self.on_trial(study)
-        if self.stop_reason:
-            study.stop()
+        return self.stop_reason
 
 
 def trained_count(study: optuna.Study) -> int:
@@ -266,8 +270,7 @@ def run_worker(config: SearchConfig, worker_index: int, deadline: float | None,
     recover_stale_trials(study)
     budget = Budget(trials=config.trials, deadline=deadline,
                     out_of_band_limit=max(1000, OUT_OF_BAND_FACTOR * config.trials), on_trial=on_trial)
-    budget(study, None)  # a resumed study may already be done
-    if budget.stop_reason:
+    if budget.check(study):  # a resumed study may already be done
         return budget.stop_reason
     objective = TrialObjective(config, space, make_proxy_factory(config, threads))
     timeout = None if deadline is None else max(0.0, deadline - time.time())

@@ -61,11 +61,13 @@ def parse_phi_list(text: str) -> tuple[float, ...]:
         try:
             value = float(item)
         except ValueError:
-            raise InputError(f"--phi {text!r}: {item!r} is not a number; write a comma list like 1,2,3,4,5,6,7") from None
+            raise InputError(f"--phi {text!r}: {item!r} is not a number; "
+                             "write a comma list like 1,2,3,4,5,6,7") from None
         if not math.isfinite(value) or value <= 0:
             raise InputError(f"--phi {text!r}: every phi must be a positive number, got {item!r}")
-        if value in values:
-            raise InputError(f"--phi {text!r}: phi {item} is listed twice")
+        twin = next((v for v in values if member_name(v) == member_name(value)), None)
+        if twin is not None:
+            raise InputError(f"--phi {text!r}: phi {item} is listed twice (or too close to {twin:g} to name apart)")
         values.append(value)
     return tuple(values)
 
@@ -74,7 +76,7 @@ def member_name(phi: float) -> str:
     """`b3` for phi = 3; a file-safe name for a fractional phi: 1.5 -> `b1p5`."""
     if float(phi).is_integer():
         return f"b{int(phi)}"
-    return "b" + f"{phi:.6f}".rstrip("0").replace(".", "p")
+    return "b" + f"{phi:.12f}".rstrip("0").rstrip(".").replace(".", "p")
 
 
 # -- members ------------------------------------------------------------------------------------
@@ -202,7 +204,8 @@ def _describe_jump(before: NetworkSpec, after: NetworkSpec) -> str:
                        f"{[s.repeats for s in after.stages]} ({before.num_blocks} to {after.num_blocks} blocks)")
     widths = [(label, a, b) for label, a, b in [
         ("stem", before.stem.out_channels, after.stem.out_channels),
-        *[(f"stage {i + 1}", x.out_channels, y.out_channels) for i, (x, y) in enumerate(zip(before.stages, after.stages))],
+        *[(f"stage {i + 1}", x.out_channels, y.out_channels)
+          for i, (x, y) in enumerate(zip(before.stages, after.stages))],
         ("head", before.head.out_channels, after.head.out_channels)] if a != b]
     if widths:
         changes.append("width rounding jumps " + ", ".join(f"{label} from {a} to {b}" for label, a, b in widths)
@@ -211,9 +214,31 @@ def _describe_jump(before: NetworkSpec, after: NetworkSpec) -> str:
         text = f"resolution rounding jumps from {before.resolution} to {after.resolution} px"
         final_before, final_after = plan_network(before).final_size, plan_network(after).final_size
         if final_before != final_after:
-            text += f" (strided convolutions round up, so the last feature map grows from {final_before} to {final_after} px)"
+            text += (f" (strided convolutions round up, so the last feature map grows from {final_before} "
+                     f"to {final_after} px)")
         changes.append(text)
     return "; ".join(changes)
+
+
+def _bisect(low: float, high: float, is_high: Callable[[float], bool]) -> tuple[float, float]:
+    """Narrow [low, high] to the tolerance around the switch of a monotone predicate, false at low
+    and true at high; returns the last sampled false point and the first sampled true one."""
+    while high - low > _PHI_TOLERANCE * max(1.0, high):
+        mid = (low + high) / 2
+        if is_high(mid):
+            high = mid
+        else:
+            low = mid
+    return low, high
+
+
+def _simplest_number(low: float, high: float) -> float:
+    """The number with the fewest decimals in [low, high]."""
+    for digits in range(12):
+        candidate = math.ceil(low * 10 ** digits) / 10 ** digits
+        if candidate <= high:
+            return candidate
+    return low
 
 
 class _CompoundLine:
@@ -233,7 +258,8 @@ class _CompoundLine:
     def upper_bound(self, target: int) -> float:
         """A phi whose network is at least 10 % over `target` (so the step above it is in range)."""
         if self.c.flops_factor == 1:
-            raise InputError("alpha = beta = gamma = 1 never grows the network; --match-flops needs a coefficient above 1")
+            raise InputError("alpha = beta = gamma = 1 never grows the network; "
+                             "--match-flops needs a coefficient above 1")
         phi = 1 + 1.5 * math.log(target / self.base_flops) / math.log(self.c.flops_factor)
         while self.flops(phi) < 1.1 * target:
             phi *= 2
@@ -242,16 +268,6 @@ class _CompoundLine:
                                  "use larger coefficients or a shorter ladder")
         return phi
 
-    def boundary(self, low: float, high: float, is_high: Callable[[float], bool]) -> tuple[float, float]:
-        """Bisect to (lo, hi), hi - lo <= tolerance, with `is_high` false at lo and true at hi."""
-        while high - low > _PHI_TOLERANCE * max(1.0, high):
-            mid = (low + high) / 2
-            if is_high(mid):
-                high = mid
-            else:
-                low = mid
-        return low, high
-
     def step_extent(self, phi: float, phi_max: float) -> tuple[float, float]:
         """The sampled ends of the phi interval over which the network equals the one at `phi`."""
         shape = _shape(self.spec(phi))
@@ -259,18 +275,9 @@ class _CompoundLine:
         def same(x: float) -> bool:
             return _shape(self.spec(x)) == shape
 
-        low = 0.0 if same(0.0) else self.boundary(0.0, phi, same)[1]
-        high = phi_max if same(phi_max) else self.boundary(phi, phi_max, lambda x: not same(x))[0]
+        low = 0.0 if same(0.0) else _bisect(0.0, phi, same)[1]
+        high = phi_max if same(phi_max) else _bisect(phi, phi_max, lambda x: not same(x))[0]
         return low, high
-
-    def simplest_phi(self, low: float, high: float) -> float:
-        """The number with the fewest decimals in [low, high] (any phi there gives the same network)."""
-        for digits in range(12):
-            scale = 10 ** digits
-            candidate = math.ceil(low * scale) / scale
-            if candidate <= high:
-                return candidate
-        return low
 
 
 def _match_step(line: _CompoundLine, step: float, phi_max: float) -> FamilyMember:
@@ -279,7 +286,7 @@ def _match_step(line: _CompoundLine, step: float, phi_max: float) -> FamilyMembe
         low = high = 0.0
         below, above = None, line.spec(0.0)
     else:
-        low, high = line.boundary(0.0, phi_max, lambda phi: line.flops(phi) >= target)
+        low, high = _bisect(0.0, phi_max, lambda phi: line.flops(phi) >= target)
         below, above = line.spec(low), line.spec(high)
     candidates = [(phi, spec) for phi, spec in ((low, below), (high, above)) if spec is not None]
     costs = {phi: analytic_cost(spec).flops for phi, spec in candidates}
@@ -295,7 +302,7 @@ def _match_step(line: _CompoundLine, step: float, phi_max: float) -> FamilyMembe
                    f"{format_size(costs[low])} ({costs[low] / target - 1:+.1%}) to "
                    f"{format_size(costs[high])} ({costs[high] / target - 1:+.1%}), nothing in between")
     extent = line.step_extent(best_phi, phi_max)
-    phi = line.simplest_phi(*extent)
+    phi = _simplest_number(*extent)  # any phi in the step gives the same network; report the plainest
     if _shape(line.spec(phi)) != _shape(line.spec(best_phi)):
         phi = best_phi
     match = FlopsMatch(step=step, target_flops=target, phi_range=extent, why=why)

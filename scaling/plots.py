@@ -1,4 +1,5 @@
-"""Plots of a compound-scaled family (matplotlib's Agg canvas: no display, no global pyplot state)."""
+"""Plots of a compound-scaled family and of the coefficient grid (matplotlib's Agg canvas: no display,
+no global pyplot state)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from effnet.scaling.family import FamilyMember
+from effnet.scaling.grid import FLOPS_TARGET, GridDefinition, PointResult, ranked
 
 
 def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], title: str) -> Path:
@@ -47,7 +49,43 @@ def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], t
             ax.annotate(m.name, (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)
     fig.suptitle(title)
+    return _save_png(fig, path)
 
+
+def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str) -> Path:
+    """Score of every scored grid point against the formula's alpha*beta^2*gamma^2 (left) and the
+    measured FLOPs ratio of its phi = 1 network (right), coloured by gamma; the kept band shaded on
+    the side the constraint used, the best point starred."""
+    scored = [r for r in results if r.score is not None]
+    best = ranked(results)[0] if scored else None
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    formula_ax, measured_ax = fig.subplots(1, 2, sharey=True)
+    gammas = [r.point.gamma for r in scored]
+    for ax, measure, label, constrained in (
+            (formula_ax, lambda r: r.point.product, "α·β²·γ²", not grid.measured),
+            (measured_ax, lambda r: r.point.flops_ratio, "measured FLOPs ÷ base (φ = 1, rounded)", grid.measured)):
+        if constrained:
+            ax.axvspan(FLOPS_TARGET - grid.tolerance, FLOPS_TARGET + grid.tolerance, color="grey", alpha=0.12,
+                       label=f"kept: |x − {FLOPS_TARGET}| ≤ {grid.tolerance:g}")
+        ax.axvline(FLOPS_TARGET, color="grey", linestyle=":")
+        dots = ax.scatter([measure(r) for r in scored], [r.score for r in scored], c=gammas, cmap="viridis",
+                          s=28, edgecolors="black", linewidths=0.3)
+        if best is not None:
+            ax.plot(measure(best), best.score, "*", color="red", markersize=16, markeredgecolor="black",
+                    label=f"best α={best.point.alpha:g} β={best.point.beta:g} γ={best.point.gamma:g}")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    formula_ax.set_ylabel("proxy score (validation accuracy)")
+    if scored:
+        fig.colorbar(dots, ax=measured_ax, label="γ")
+    fig.suptitle(title)
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write the figure atomically."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -35,7 +35,7 @@ def random_resolution(rng: random.Random, total_stride: int) -> int:
     """Mostly 32-64 px, sometimes up to 160 px or down to the smallest size the strides allow."""
     draw = rng.random()
     if draw < 0.1:
-        return rng.randint(total_stride, 32)
+        return rng.randint(total_stride, max(total_stride, 32))
     if draw < 0.2:
         return rng.randint(65, 160)
     return rng.randint(max(32, total_stride), 64)

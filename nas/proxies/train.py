@@ -55,6 +55,20 @@ def proxy_network(spec: NetworkSpec, data: ImageData, settings: ProxySettings) -
     return spec.replace(resolution=settings.resolution, num_classes=data.num_classes, in_channels=data.in_channels)
 
 
+def epoch_average_batch_norm(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Switch BatchNorm to an equal-weight running average (momentum None) and return the layers.
+
+    With the spec's decay 0.99 (momentum 0.01) the running statistics of a few dozen proxy steps
+    stay near their initial values (depthwise outputs have variances far below the initial 1),
+    and evaluation sits at chance. The trainer resets these layers at the start of every epoch,
+    so evaluation uses the average over the last epoch's batches.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.momentum = None
+    return layers
+
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv and linear weights only; BatchNorm scales/shifts and biases are left free."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -105,6 +119,7 @@ class TrainProxy:
     def _train(self, model: nn.Module, device: torch.device, report: Callable[[int, float], None] | None) -> float:
         s, data = self.settings, self.data
         model = model.to(device, memory_format=torch.channels_last)
+        batch_norms = epoch_average_batch_norm(model)
         steps = self.steps_per_epoch()
         batch = min(s.batch_size, len(data.train_y))
         optimizer = torch.optim.AdamW(parameter_groups(model, s.weight_decay), lr=s.lr)
@@ -122,6 +137,8 @@ class TrainProxy:
             torch.index_select(data.train_x, 0, order, out=epoch_x)
             torch.index_select(data.train_y, 0, order, out=epoch_y)
             model.train()
+            for layer in batch_norms:
+                layer.reset_running_stats()
             for step in range(steps):
                 images = _to_device(epoch_x[step * batch:(step + 1) * batch], device)
                 labels = epoch_y[step * batch:(step + 1) * batch].to(device, non_blocking=True)

@@ -1,0 +1,3 @@
+from effnet.cli.app import main
+
+main()

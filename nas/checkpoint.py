@@ -1,0 +1,73 @@
+"""Training checkpoints: written atomically, read back with `torch.load(..., weights_only=True)`.
+
+A checkpoint holds only what the restricted unpickler accepts: tensors, dicts, lists, tuples,
+numbers, strings, booleans and None. A crash while saving leaves the previous checkpoint whole:
+the new one goes to a temporary file in the same directory, is flushed to disk, then renamed
+over the old one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from effnet.nas.errors import InputError
+
+FORMAT = "effnet-train-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sync_directory(target.parent)
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU; anything unreadable or foreign is an `InputError`."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"{source}: no checkpoint to resume from; run without --resume to start training")
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise InputError(f"{source}: not a readable checkpoint ({reason}); delete it to start over "
+                         "or choose another --run-dir") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise InputError(f"{source}: not an effnet training checkpoint; choose another --run-dir")
+    if state.get("version") != VERSION:
+        raise InputError(f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
+                         f"{VERSION}; finish the run with the effnet that wrote it or start over")
+    return state
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); platforms without directory handles skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

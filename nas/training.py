@@ -1,0 +1,467 @@
+"""Full training of one spec with the EfficientNet paper's recipe, resumable, single process or DDP.
+
+The recipe (Tan & Le 2019, section 5.2, and the TensorFlow reference's defaults):
+
+- RMSProp with decay 0.9 and momentum 0.9. TensorFlow adds its epsilon (1e-3) inside the square
+  root, ``g / sqrt(ms + eps)``; `torch.optim.RMSprop` adds it outside, ``g / (sqrt(ms) + eps)``.
+  Both denominators tend to sqrt(ms) where ms >> eps and are floored near sqrt(eps) where ms is
+  small, so torch gets ``eps = sqrt(1e-3) ~ 0.0316``. (TensorFlow also starts ms at 1 and torch at
+  0, which the warm-up covers.)
+- Learning rate 0.256 for a batch of 4096, scaled linearly with the batch: ``0.256 * batch / 4096``;
+  linear warm-up over the first epochs, then staircase decay by 0.97 every 2.4 epochs, both counted
+  in steps from the start of training, as the reference does.
+- L2 weight decay 1e-5 on every weight but BatchNorm's (torch's `weight_decay` adds ``wd * w`` to
+  the gradient, the gradient of the reference's ``wd * sum(w**2) / 2``).
+- The spec's dropout and stochastic depth, label smoothing 0.1, and an exponential moving average
+  of the weights (`WeightEma`, decay 0.9999 with the reference's warm-up of the decay). Both the raw
+  and the averaged weights are evaluated every epoch.
+
+Randomness is reseeded at every epoch from (seed, epoch) for the data order and (seed, epoch,
+rank) for dropout and stochastic depth, so a run resumed from an epoch's checkpoint continues
+exactly as the uninterrupted run would, whatever process it runs in, with no generator state
+carried in the checkpoint.
+
+Under `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) every process trains a
+shard of each global batch in DistributedDataParallel (NCCL on CUDA, Gloo on CPU) and only rank 0
+writes files. `--batch-size` is the global batch: it sets the learning rate, and each of the N
+processes takes batch / N images per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.nas.checkpoint import load_checkpoint, save_checkpoint
+from effnet.nas.data import ImageData
+from effnet.nas.ema import WeightEma
+from effnet.nas.errors import InputError
+from effnet.nas.files import atomic_write_text
+from effnet.nas.model import build_model
+from effnet.nas.proxies.train import resolve_device
+from effnet.nas.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
+
+PAPER_LR = 0.256
+PAPER_BATCH = 4096
+PAPER_WARMUP_EPOCHS = 5.0
+EVAL_BATCH = 256
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.csv"
+METRICS_COLUMNS = ("epoch", "train_loss", "val_top1", "ema_val_top1", "lr", "seconds")
+CHECKPOINT_KEYS = ("spec", "settings", "epoch", "model", "ema", "optimizer", "scheduler", "best", "history")
+
+RESUMABLE_CHANGES = ("epochs",)
+"""Settings a resumed run may change: more epochs continue the same schedule."""
+
+
+def paper_lr(batch_size: int) -> float:
+    """The paper's 0.256 per 4096 images, scaled linearly to `batch_size`."""
+    return PAPER_LR * batch_size / PAPER_BATCH
+
+
+def default_warmup_epochs(epochs: int) -> float:
+    """The paper's 5 epochs, or a tenth of a run shorter than 50 epochs."""
+    return min(PAPER_WARMUP_EPOCHS, epochs / 10)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    data: str
+    resolution: int
+    epochs: int
+    batch_size: int
+    """The global batch over all processes."""
+    lr: float
+    warmup_epochs: float
+    seed: int = 0
+    decay_rate: float = 0.97
+    decay_epochs: float = 2.4
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.9999
+    rmsprop_decay: float = 0.9
+    momentum: float = 0.9
+    rmsprop_epsilon: float = 1e-3
+    """TensorFlow's epsilon (inside the square root); torch gets its square root, see the module notes."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
+            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}"),
+            (0.0 <= self.ema_decay < 1.0, f"--ema-decay must lie in [0, 1), got {self.ema_decay}"),
+            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay must be 0 or more, got {self.weight_decay}"),
+            (0.0 < self.decay_rate <= 1.0, f"decay rate must lie in (0, 1], got {self.decay_rate}"),
+            (self.decay_epochs > 0, f"decay interval must be positive, got {self.decay_epochs} epochs"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a `torchrun` job; world size 1 is a plain single-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env(environ: dict[str, str] | None = None) -> Distributed:
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" not in env:
+        return Distributed()
+    try:
+        rank, world, local = int(env.get("RANK", "0")), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise InputError("RANK, WORLD_SIZE and LOCAL_RANK must be integers; start the job with torchrun") from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise InputError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}")
+    return Distributed(rank=rank, world_size=world, local_rank=local)
+
+
+def training_spec(spec: NetworkSpec, data: ImageData, resolution: int) -> NetworkSpec:
+    """The spec as trained: the data's classes and channels at `resolution`, validated again."""
+    changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
+    return spec_from_dict(spec_to_dict(changed), f"{spec.name} at --resolution {resolution}")
+
+
+def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None for a fresh run (which must not overwrite one)."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if resume:
+        checkpoint = load_checkpoint(path)
+        missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+        if missing:
+            raise InputError(f"{path}: checkpoint lacks {', '.join(missing)}; delete it to start over")
+        if not (isinstance(checkpoint["settings"], dict) and isinstance(checkpoint["epoch"], int)
+                and isinstance(checkpoint["history"], list) and isinstance(checkpoint["spec"], str)):
+            raise InputError(f"{path}: checkpoint fields have unexpected types; delete it to start over")
+        return checkpoint
+    if path.exists():
+        raise InputError(f"{path} holds an earlier run's checkpoint; pass --resume to continue it, "
+                         "or choose another --run-dir")
+    return None
+
+
+def check_resumable(checkpoint: dict[str, Any], spec: NetworkSpec, settings: TrainSettings, path: Path) -> None:
+    """A checkpoint resumes only the run that wrote it: same spec, same settings but for `epochs`."""
+    if checkpoint["spec"] != dump_spec_text(spec):
+        raise InputError(f"{path} was written for a different spec than {spec.name!r} at {spec.resolution} px "
+                         f"with {spec.num_classes} classes; resume with the same spec, --data and --resolution, "
+                         "or choose another --run-dir")
+    theirs, mine = checkpoint["settings"], settings.as_dict()
+    for key, value in mine.items():
+        if key not in RESUMABLE_CHANGES and theirs.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise InputError(f"{path} was written with {flag} {theirs.get(key)}, this run asks for {value}; "
+                             "resume with the same settings or choose another --run-dir")
+    done = int(checkpoint["epoch"])
+    if settings.epochs < done:
+        raise InputError(f"{path} has already trained {done} epochs; pass --epochs {done} or more to resume it")
+
+
+def check_run(spec: NetworkSpec, data: ImageData, settings: TrainSettings, checkpoint: dict[str, Any] | None,
+              checkpoint_path: Path, dist: Distributed) -> int:
+    """Everything that can be checked before training starts; returns the steps per epoch."""
+    if checkpoint is not None:
+        check_resumable(checkpoint, spec, settings, checkpoint_path)
+    if settings.batch_size % dist.world_size:
+        raise InputError(f"--batch-size {settings.batch_size} does not split evenly over {dist.world_size} "
+                         "processes; use a multiple of the process count")
+    steps = len(data.train_y) // settings.batch_size
+    if steps == 0:
+        raise InputError(f"--batch-size {settings.batch_size} exceeds the {len(data.train_y)} training images; "
+                         "lower it")
+    return steps
+
+
+class TrainMonitor:
+    """Progress hooks; the library itself never prints. The default does nothing."""
+
+    def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def epoch_done(self, record: dict[str, float]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs: int
+    top1: float
+    ema_top1: float
+    best_top1: float
+    best_epoch: int
+    best_weights: str
+    """"raw" or "ema": which weights reached `best_top1`."""
+    history: list[dict[str, float]]
+    checkpoint: Path
+    metrics: Path
+    seconds: float
+    resumed_from: int
+    steps_per_epoch: int
+    device: str
+
+
+def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, decay_rate: float) -> float:
+    """Linear warm-up to 1 over `warmup_steps`, then `decay_rate` per `decay_steps` (staircase, from step 0)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return decay_rate ** (step // decay_steps)
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.RMSprop:
+    batch_norm = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                  for p in m.parameters(recurse=False)}
+    decayed = [p for p in model.parameters() if id(p) not in batch_norm]
+    free = [p for p in model.parameters() if id(p) in batch_norm]
+    groups = [{"params": decayed, "weight_decay": settings.weight_decay}, {"params": free, "weight_decay": 0.0}]
+    optimizer = torch.optim.RMSprop(groups, lr=settings.lr, alpha=settings.rmsprop_decay, momentum=settings.momentum,
+                                    eps=math.sqrt(settings.rmsprop_epsilon))
+    for p in model.parameters():
+        # TensorFlow's mean square starts at 1, torch's at 0 (its first steps would be ~3x the
+        # learning rate per weight, sign-like). Torch creates this state only where none exists.
+        optimizer.state[p] = {"step": torch.zeros(()), "square_avg": torch.ones_like(p),
+                              "momentum_buffer": torch.zeros_like(p)}
+    return optimizer
+
+
+def epoch_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
+          device: str = "auto", checkpoint: dict[str, Any] | None = None, monitor: TrainMonitor | None = None,
+          dist: Distributed | None = None) -> TrainResult:
+    """Train `spec` (already `training_spec`) on `data`; checkpoint every epoch under `run_dir`.
+
+    `checkpoint` (from `open_run`) resumes that run. Under a distributed `dist` the caller has
+    started the process group (`distributed_session`).
+    """
+    dist = dist or Distributed()
+    monitor = monitor or TrainMonitor()
+    run_dir = Path(run_dir)
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
+    steps = check_run(spec, data, settings, checkpoint, checkpoint_path, dist)
+    torch_device = _device(device, dist)
+    channels_last = torch.channels_last if torch_device.type == "cuda" else torch.contiguous_format
+
+    torch.manual_seed(settings.seed)
+    model = build_model(spec)
+    model = model.to(torch_device, memory_format=channels_last)
+    ema = WeightEma(model, settings.ema_decay)
+    optimizer = make_optimizer(model, settings)
+    warmup_steps = round(settings.warmup_epochs * steps)
+    decay_steps = max(1, round(settings.decay_epochs * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, warmup_steps, decay_steps, settings.decay_rate))
+    first_epoch, history, best = 1, [], {"top1": 0.0, "epoch": 0, "weights": "raw"}
+    if checkpoint is not None:
+        _restore(checkpoint, checkpoint_path, model, ema, optimizer, scheduler)
+        first_epoch = int(checkpoint["epoch"]) + 1
+        history = [dict(row) for row in checkpoint["history"]]
+        best = dict(checkpoint["best"])
+    net: nn.Module = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    local_batch = settings.batch_size // dist.world_size
+    started = time.perf_counter()
+    monitor.started(first_epoch, settings.epochs, steps)
+    for epoch in range(first_epoch, settings.epochs + 1):
+        epoch_start = time.perf_counter()
+        images, labels = _epoch_shard(data, settings, epoch, steps, dist, pin=torch_device.type == "cuda")
+        torch.manual_seed(epoch_seed(settings.seed, epoch, dist.rank))
+        net.train()
+        loss_sum = torch.zeros((), device=torch_device)
+        lr = optimizer.param_groups[0]["lr"]
+        for step in range(steps):
+            batch = slice(step * local_batch, (step + 1) * local_batch)
+            x = images[batch].to(torch_device, non_blocking=True, memory_format=channels_last)
+            y = labels[batch].to(torch_device, non_blocking=True)
+            with _autocast(torch_device):
+                loss = F.cross_entropy(net(x), y, label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            ema.update(model)
+            loss_sum += loss.detach().float()
+            monitor.step()
+        train_loss = _mean_over_ranks(loss_sum, steps, dist)
+        if not math.isfinite(train_loss):
+            raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr "
+                             f"(now {settings.lr:g}) or raise --warmup-epochs")
+        if dist.enabled:
+            _broadcast_buffers(model)
+            _broadcast_buffers(ema.average)
+        top1 = _top1(model, data, torch_device, dist)
+        ema_top1 = _top1(ema.average, data, torch_device, dist)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1, "ema_val_top1": ema_top1,
+                  "lr": lr, "seconds": time.perf_counter() - epoch_start}
+        history.append(record)
+        for weights, accuracy in (("raw", top1), ("ema", ema_top1)):
+            if accuracy > best["top1"]:
+                best = {"top1": accuracy, "epoch": epoch, "weights": weights}
+        if dist.is_main:
+            save_checkpoint({
+                "spec": dump_spec_text(spec), "settings": settings.as_dict(), "epoch": epoch,
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "best": best, "history": history,
+                "world_size": dist.world_size,
+            }, checkpoint_path)
+            write_metrics(history, metrics_path)
+        monitor.epoch_done(record)
+
+    last = history[-1]
+    return TrainResult(
+        epochs=int(last["epoch"]), top1=last["val_top1"], ema_top1=last["ema_val_top1"], best_top1=best["top1"],
+        best_epoch=int(best["epoch"]), best_weights=str(best["weights"]), history=history,
+        checkpoint=checkpoint_path, metrics=metrics_path, seconds=time.perf_counter() - started,
+        resumed_from=first_epoch - 1, steps_per_epoch=steps, device=str(torch_device),
+    )
+
+
+@contextlib.contextmanager
+def distributed_session(dist: Distributed, device: str) -> Iterator[None]:
+    """Join the `torchrun` process group for the duration (nothing to do for one process)."""
+    if not dist.enabled:
+        yield
+        return
+    cuda = resolve_device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(_device(device, dist))
+    torch_dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def write_metrics(history: list[dict[str, float]], path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for row in history:
+        writer.writerow([int(row["epoch"])] + [f"{row[c]:.6g}" for c in METRICS_COLUMNS[1:]])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _device(name: str, dist: Distributed) -> torch.device:
+    device = resolve_device(name)
+    if device.type != "cuda":
+        return device
+    if dist.local_rank >= torch.cuda.device_count():
+        raise InputError(f"LOCAL_RANK {dist.local_rank} but only {torch.cuda.device_count()} CUDA GPUs are visible; "
+                         "start at most one process per GPU")
+    return torch.device("cuda", dist.local_rank)
+
+
+def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: WeightEma,
+             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    try:
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise InputError(f"{path}: the stored state does not fit the spec ({reason}); "
+                         "delete the checkpoint to start over") from None
+
+
+def _epoch_shard(data: ImageData, settings: TrainSettings, epoch: int, steps: int, dist: Distributed,
+                 pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's images for the epoch, in step order: its slice of every global batch.
+
+    Every process draws the same permutation (seeded by seed and epoch), keeps the first
+    steps x batch images (the remainder is dropped, as with drop_last) and takes columns
+    [rank * b, (rank + 1) * b) of each global batch of the permutation.
+    """
+    generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
+    order = torch.randperm(len(data.train_y), generator=generator)[: steps * settings.batch_size]
+    local = settings.batch_size // dist.world_size
+    order = order.view(steps, settings.batch_size)[:, dist.rank * local:(dist.rank + 1) * local].reshape(-1)
+    images, labels = data.train_x.index_select(0, order), data.train_y.index_select(0, order)
+    if pin:
+        images, labels = images.pin_memory(), labels.pin_memory()
+    return images, labels
+
+
+def _top1(model: nn.Module, data: ImageData, device: torch.device, dist: Distributed) -> float:
+    """Validation top-1; each process scores every world_size-th image and the counts are summed."""
+    model.eval()
+    x, y = data.val_x[dist.rank::dist.world_size], data.val_y[dist.rank::dist.world_size]
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    counts = torch.zeros(2, dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for start in range(0, len(y), EVAL_BATCH):
+            images = x[start:start + EVAL_BATCH].to(device, non_blocking=True, memory_format=memory_format)
+            labels = y[start:start + EVAL_BATCH].to(device, non_blocking=True)
+            with _autocast(device):
+                logits = model(images)
+            counts[0] += (logits.argmax(dim=1) == labels).sum()
+        counts[1] += len(y)
+    if dist.enabled:
+        torch_dist.all_reduce(counts)
+    return counts[0].item() / max(1, counts[1].item())
+
+
+def _mean_over_ranks(total: torch.Tensor, steps: int, dist: Distributed) -> float:
+    if dist.enabled:
+        total = total.clone()
+        torch_dist.all_reduce(total)
+    return total.item() / (steps * dist.world_size)
+
+
+def _broadcast_buffers(module: nn.Module) -> None:
+    """Give every process rank 0's BatchNorm statistics, so all evaluate (and save) the same model."""
+    for buffer in module.buffers():
+        torch_dist.broadcast(buffer, src=0)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,297 @@
+"""Stage 1: the search space, the reward, the FLOPs band, the study loop, resume, workers, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from effnet.cli.app import app
+from effnet.nas.flops import analytic_flops
+from effnet.nas.model import build_model, count_parameters
+from effnet.nas.objective import FlopsBand, hard_reward, mnasnet_reward
+from effnet.nas.proxies import ProxyFailure
+from effnet.nas.search import SearchConfig, TrialObjective, open_study
+from effnet.nas.space import load_space, space_from_dict
+from effnet.nas.spec import load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.storage import redact_url
+from effnet.scaling.presets import reference_b0
+
+TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
+TINY_ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
+             "--epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none"]
+runner = CliRunner()
+
+
+# -- the space ------------------------------------------------------------------------------------
+
+B0_DECISIONS = {  # EfficientNet-B0, paper Table 1, written as decisions of the default space
+    1: ("mbconv", 1, 3), 2: ("mbconv", 6, 3), 3: ("mbconv", 6, 5), 4: ("mbconv", 6, 3),
+    5: ("mbconv", 6, 5), 6: ("mbconv", 6, 5), 7: ("mbconv", 6, 3),
+}
+
+
+def b0_params() -> dict:
+    params = {}
+    for stage, (block, expand, kernel) in B0_DECISIONS.items():
+        params.update({f"s{stage}_block": block, f"s{stage}_expand": expand, f"s{stage}_kernel": kernel,
+                       f"s{stage}_se_ratio": 0.25, f"s{stage}_skip": True, f"s{stage}_width": 1.0,
+                       f"s{stage}_repeats_offset": 0})
+    return params
+
+
+def test_default_space_contains_reference_b0():
+    spec = load_space().spec_from_params(b0_params())
+    reference = reference_b0()
+    assert spec.stages == reference.stages
+    assert (spec.stem, spec.head, spec.resolution, spec.batch_norm) == (
+        reference.stem, reference.head, reference.resolution, reference.batch_norm)
+    assert count_parameters(build_model(spec)) == 5_288_548
+
+
+def test_mnasnet_space_follows_mobilenet_v2_skeleton():
+    space = load_space("mnasnet")
+    assert [s.out_channels for s in space.stages] == [16, 24, 32, 64, 96, 160, 320]  # MobileNetV2 Table 2
+    assert [s.stride for s in space.stages] == [1, 2, 2, 2, 1, 2, 1]
+    assert all(s.width == (0.75, 1.0, 1.25) and s.expand == (3, 6) for s in space.stages)
+
+
+@pytest.mark.parametrize("name", ["efficientnet", "mnasnet"])
+def test_every_sampled_spec_is_valid_and_shares_choices_within_a_stage(name):
+    space = load_space(name)
+    rng = random.Random(7)
+    for _ in range(300):
+        spec = space.random_spec(rng)
+        assert spec_from_dict(spec_to_dict(spec)) == spec  # passes full validation
+        for stage, skeleton in zip(spec.stages, space.stages):
+            assert stage.stride == skeleton.stride
+            assert stage.repeats - skeleton.repeats in skeleton.repeats_offset
+            assert stage.out_channels % 8 == 0
+            assert stage.block != "mbconv" or stage.expand in skeleton.expand
+
+
+def test_optuna_trials_sample_valid_specs():
+    space = load_space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(50):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        assert spec_from_dict(spec_to_dict(spec)) == spec
+        assert space.spec_from_params(trial.params) == spec
+        study.tell(trial, 0.0)
+
+
+def test_bad_space_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "space.yaml"
+    bad.write_text(Path(TINY).read_text().replace("kernel: [3, 5]", "kernel: [3, 4]"))
+    result = runner.invoke(app, ["search", "--space", str(bad), "--data", "synthetic", "--trials", "1"])
+    assert result.exit_code == 2
+    assert "choices.kernel" in result.output and "odd" in result.output and "Traceback" not in result.output
+    with pytest.raises(Exception, match="unknown key 'colour'"):
+        space_from_dict({"base": {}, "choices": {}, "skeleton": [], "colour": 1}, "x.yaml")
+
+
+# -- reward and band ------------------------------------------------------------------------------
+
+def test_soft_reward_matches_hand_computation():
+    # 2 ** -0.07 = exp(-0.07 ln 2) = 0.952638...: doubling the FLOPs costs 4.7 % relative accuracy
+    assert mnasnet_reward(0.8, 800e6, 400e6) == pytest.approx(0.8 * 0.9526380, rel=1e-6)
+    assert mnasnet_reward(0.8, 200e6, 400e6) == pytest.approx(0.8 / 0.9526380, rel=1e-6)
+    assert mnasnet_reward(0.75, 400e6, 400e6) == 0.75
+
+
+def test_hard_reward_is_flat_under_target_and_inverse_over_it():
+    assert hard_reward(0.7, 390e6, 400e6) == 0.7
+    assert hard_reward(0.7, 500e6, 400e6) == pytest.approx(0.7 * 400 / 500)
+
+
+def test_flops_band_constraint_sign():
+    band = FlopsBand(400_000_000, 0.1)
+    assert (band.low, band.high) == (360e6, 440e6)
+    assert band.violation(400e6) < 0 and band.violation(440e6) <= 0
+    assert band.violation(300e6) == pytest.approx(0.15) and band.violation(480e6) == pytest.approx(0.1)
+    assert FlopsBand(400_000_000, 0.1, hard=True).high == 400e6
+
+
+# -- the trial loop ---------------------------------------------------------------------------------
+
+class RecordingProxy:
+    """Scores by a fixed rule and remembers what it was asked to score; fails on request."""
+
+    name = "recording"
+
+    def __init__(self, fail_every: int = 0):
+        self.scored: list[int] = []
+        self.fail_every = fail_every
+
+    def score(self, spec, report=None):
+        self.scored.append(analytic_flops(spec))
+        if self.fail_every and len(self.scored) % self.fail_every == 0:
+            raise ProxyFailure("loss became NaN at epoch 1 step 3")
+        if report:
+            report(1, 0.5)
+        return 0.5
+
+
+def tiny_config(tmp_path, **overrides) -> SearchConfig:
+    settings = dict(target_flops=1_000_000, flops_tolerance=0.3, run_dir=tmp_path, space=TINY, data="synthetic",
+                    trials=15, pruner="none")
+    settings.update(overrides)
+    return SearchConfig(**settings)
+
+
+def test_out_of_band_candidates_are_never_trained(tmp_path):
+    config = tiny_config(tmp_path)
+    proxy = RecordingProxy()
+    study = open_study(config)
+    study.optimize(TrialObjective(config, load_space(TINY), lambda: proxy), n_trials=80)
+    band = config.band
+    outside = [t for t in study.trials if not t.user_attrs["in_band"]]
+    inside = [t for t in study.trials if t.user_attrs["in_band"]]
+    assert outside and inside
+    assert all(band.contains(f) for f in proxy.scored)
+    assert len(proxy.scored) == len(inside)
+    assert all("accuracy" not in t.user_attrs and t.constraints["flops_band"] > 0 for t in outside)
+    assert all(t.constraints["flops_band"] <= 0 for t in inside)
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    config = tiny_config(tmp_path)
+    proxy = RecordingProxy(fail_every=2)
+    study = open_study(config)
+    study.optimize(TrialObjective(config, load_space(TINY), lambda: proxy), n_trials=60, catch=(Exception,))
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["in_band"]]
+    assert len(failed) >= 2 and len(completed) >= 2
+    assert all(t.user_attrs["error"] == "ProxyFailure: loss became NaN at epoch 1 step 3" for t in failed)
+
+
+def test_resumed_study_must_keep_its_settings(tmp_path):
+    open_study(tiny_config(tmp_path))
+    with pytest.raises(Exception, match="created with different settings .*target_flops=1000000"):
+        open_study(tiny_config(tmp_path, target_flops=2_000_000))
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effnet.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_search_command_writes_a_b0_inside_the_band(tmp_path):
+    result = runner.invoke(app, ["search", *TINY_ARGS, "--trials", "6", "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["trials_completed"] + summary["trials_pruned"] + summary["trials_failed"] >= 6
+    spec = load_spec(summary["best_spec"])
+    assert 0.7e6 <= summary["flops"] <= 1.3e6
+    assert analytic_flops(spec) == summary["flops"]  # certified by fvcore, equal to the analytic count
+    assert spec.provenance["trial"] == summary["trial"] and spec.provenance["reward"] == summary["reward"]
+    for name in ("trials.csv", "history.png", "accuracy_vs_flops.png", "run.yaml", "study.journal"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def completed_trials(run_dir: Path) -> dict[int, float]:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if not (run_dir / "study.journal").exists():
+        return {}
+    storage = JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    try:
+        study = optuna.load_study(study_name="search", storage=storage)
+    except KeyError:
+        return {}
+    return {t.number: t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("in_band")}
+
+
+def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
+    args = ["search", *TINY_ARGS, "--epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: len(completed_trials(tmp_path)) >= 4, 180), "the search made no progress"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = completed_trials(tmp_path)
+    budget = len(before) + 3
+    result = run_cli(["search", *TINY_ARGS, "--epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path),
+                      "--json"])
+    assert result.returncode == 0, result.stderr
+    after = completed_trials(tmp_path)
+    assert all(after.get(n) == v for n, v in before.items()), "a completed trial was lost or changed"
+    summary = json.loads(result.stdout)
+    assert summary["trials_completed"] + summary["trials_pruned"] >= budget
+
+
+def test_two_workers_share_one_study_and_count_each_trial_once(tmp_path):
+    result = run_cli(["search", *TINY_ARGS, "--epochs", "2", "--trials", "12", "--workers", "2",
+                      "--run-dir", str(tmp_path), "--json"])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    import csv
+
+    with (tmp_path / "trials.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    numbers = [int(r["number"]) for r in rows]
+    assert len(numbers) == len(set(numbers))
+    trained = [r for r in rows if r["in_band"] == "True" and r["state"] in ("COMPLETE", "PRUNED")]
+    # each worker stops once the study holds 12 trained trials: at most one extra from the other worker
+    assert 12 <= len(trained) <= 13
+    assert summary["trials_completed"] + summary["trials_pruned"] == len(trained)
+    assert len({r["worker"] for r in trained}) == 2
+
+
+@pytest.mark.parametrize("target", ["400X", "-5M", "0", "abc", "1e400"])
+def test_bad_targets_exit_2_with_one_line(target):
+    result = runner.invoke(app, ["search", "--target-flops", target, "--data", "synthetic"])
+    assert result.exit_code == 2
+    assert "--target-flops" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_data_path_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["search", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "nowhere" in result.output and "Traceback" not in result.output
+
+
+def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
+    url = "postgresql://effnet:s3cret-pw@127.0.0.1:1/effnet"
+    result = runner.invoke(app, ["search", *TINY_ARGS, "--storage", url, "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "cannot reach the storage" in result.output and "s3cret-pw" not in result.output
+
+
+def test_redact_url_hides_passwords_only():
+    assert redact_url("postgresql://u:p%40ss@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert redact_url("sqlite:///runs/a.db") == "sqlite:///runs/a.db"
+
+
+def test_impossible_tolerance_is_rejected():
+    result = runner.invoke(app, ["search", "--flops-tolerance", "1.5", "--data", "synthetic"])
+    assert result.exit_code == 2 and "--flops-tolerance" in result.output
+
+
+def test_default_band_holds_the_reference_b0():
+    # The reference B0 (399,352,864 FLOPs by fvcore, DESIGN.md) lies inside the default 400M ± 10 % band.
+    assert FlopsBand(400_000_000, 0.1).contains(399_352_864)
+    assert not FlopsBand(400_000_000, 0.1, hard=True).contains(400_000_001)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import optuna
 import typer
 
+from effnet.cli.common import write_crash_log
 from effnet.cli.describe import describe
 from effnet.cli.search import search
 from effnet.cli.export_family import export_family
@@ -32,4 +35,14 @@ def root() -> None:
 
 
 def main() -> None:
-    app()
+    """Entry point: bad input exits 2 inside the commands; anything unexpected exits 1 with a log."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:
+        log = write_crash_log()
+        print(f"effnet: unexpected error: {type(err).__name__}: {' '.join(str(err).split())[:300]} "
+              f"(traceback in {log})", file=sys.stderr)
+        raise SystemExit(1) from None

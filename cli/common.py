@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -38,6 +42,27 @@ def clean_input_errors(fn: F) -> F:
             raise fail(str(err)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_run_dir: list[Path] = []
+
+
+def set_run_dir(path: Path) -> None:
+    """Where a crash log goes if the command fails unexpectedly."""
+    _run_dir[:] = [path]
+
+
+def write_crash_log() -> Path:
+    """Save the current exception's traceback in the run directory (or the temp dir); return its path."""
+    folder = _run_dir[0] if _run_dir else Path(tempfile.gettempdir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "error.log"
+        path.write_text(traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        path = Path(tempfile.gettempdir()) / f"effnet-error-{os.getpid()}.log"
+        path.write_text(traceback.format_exc(), encoding="utf-8")
+    return path
 
 
 def emit_json(data: Any) -> None:

@@ -40,7 +40,9 @@ def describe_data(spec: NetworkSpec, with_fvcore: bool) -> dict[str, Any]:
         "params": report.params,
         "flops": report.flops,
         "flops_by_operator": report.total.by_operator(),
-        "stem": {"out_channels": spec.stem.out_channels, "params": report.stem.params, "flops": report.stem.flops},
+        "stem": {"in_channels": spec.in_channels, "out_channels": spec.stem.out_channels, "kernel": spec.stem.kernel,
+                 "stride": spec.stem.stride, "out_size": plan_network(spec).stem_size,
+                 "params": report.stem.params, "flops": report.stem.flops},
         "stages": stage_rows(spec, report),
         "head": {"out_channels": spec.head.out_channels, "params": report.head.params, "flops": report.head.flops},
         "provenance": dict(spec.provenance),
@@ -65,13 +67,15 @@ def print_description(data: dict[str, Any]) -> None:
     table = Table(title=f"{data['name']} @ {data['resolution']} px, {data['num_classes']} classes")
     for column in ("stage", "operator", "×", "channels", "size", "params", "FLOPs", "share"):
         left = column in ("operator", "channels")
-        table.add_column(column, justify="left" if left else "right", no_wrap=left)
+        table.add_column(column, justify="left" if left else "right", no_wrap=not left)
 
     def add(label: str, op: str, repeats: str, channels: str, size: str, row: dict[str, Any]) -> None:
         table.add_row(label, op, repeats, channels, size, f"{row['params']:,}", format_size(row["flops"]),
                       f"{100 * row['flops'] / total:.1f}%")
 
-    add("stem", "conv k3 s2", "1", f"3→{data['stem']['out_channels']}", "", data["stem"])
+    stem = data["stem"]
+    add("stem", f"conv k{stem['kernel']} s{stem['stride']}", "1", f"{stem['in_channels']}→{stem['out_channels']}",
+        f"{stem['out_size']}²", stem)
     for r in data["stages"]:
         add(str(r["stage"]), block_label(r), str(r["repeats"]), f"{r['in_channels']}→{r['out_channels']}",
             f"{r['out_size']}²", r)

@@ -139,15 +139,16 @@ def print_result(result: dict[str, Any], results: list[PointResult]) -> None:
     order = ranked(results)
     table = Table(title=f"grid points by score ({result['points_scored']} of {result['points_total']} scored; "
                         f"{result['grid']['rule']})", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
-    for column in ("rank", "α", "β", "γ", "αβ²γ²", "FLOPs ÷ B0", "FLOPs", "params", "proxy px", "score", "s"):
+    for column in ("rank", "α", "β", "γ", "αβ²γ²", "FLOPs÷B0", "params", "px", "score", "s"):
         table.add_column(column, justify="right", no_wrap=True)
     for rank, r in enumerate(order[:TABLE_ROWS], start=1):
         p = r.point
         table.add_row(str(rank), f"{p.alpha:g}", f"{p.beta:g}", f"{p.gamma:g}", f"{p.product:.4f}",
-                      f"{p.flops_ratio:.3f}x", format_size(p.flops), format_size(p.params), str(r.proxy_resolution),
-                      f"{r.score:.4f}", f"{r.seconds:.1f}" if r.seconds is not None else "")
+                      f"{p.flops_ratio:.3f}x", format_size(p.params), str(r.proxy_resolution), f"{r.score:.4f}",
+                      f"{r.seconds:.0f}" if r.seconds is not None else "")
+    table.caption = "FLOPs÷B0: measured at φ = 1 after rounding; px: proxy resolution; s: proxy seconds"
     if len(order) > TABLE_ROWS:
-        table.caption = f"{len(order) - TABLE_ROWS} more in grid.csv"
+        table.caption += f"; {len(order) - TABLE_ROWS} more in grid.csv"
     console.print(table)
     for r in results:
         if r.state == "failed":

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.nas.errors import InputError
 from effnet.nas.objective import OBJECTIVES
 from effnet.nas.plots import plot_accuracy_vs_flops, plot_history
@@ -260,6 +260,7 @@ def search(
 
     load_data(data, proxy_resolution, seed=seed)  # a bad --data path fails here, before the study starts
     check_run_dir(run_dir)
+    set_run_dir(run_dir)
     progress = SearchProgress(config, enabled=not as_json)
     started = time.time()
     if not as_json:

@@ -12,10 +12,26 @@ import yaml
 from effnet.nas.errors import InputError
 
 
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """yaml's SafeLoader (no arbitrary objects), refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys are refused by SafeLoader itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (each key may appear once)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, source: str) -> Any:
-    """`yaml.safe_load` with syntax errors turned into one line naming the file and the line."""
+    """Safe YAML loading (SafeLoader, duplicate keys refused) with errors as one line naming file and line."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeySafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""

@@ -20,21 +20,19 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 
-from effnet.nas.layout import BlockPlan, NetworkPlan, plan_network
+from effnet.nas.layout import BlockPlan, conv_output_size, stage_blocks
 from effnet.nas.spec import NetworkSpec
 
 OPERATORS = ("conv", "batch_norm", "adaptive_avg_pool2d", "linear")
 
 
-@dataclass
 class Cost:
-    """FLOPs by fvcore operator name, and parameters, of one part of a network."""
+    """FLOPs by fvcore operator name, and parameters, of one part of a network (plain ints: this is hot)."""
 
-    conv: int = 0
-    batch_norm: int = 0
-    adaptive_avg_pool2d: int = 0
-    linear: int = 0
-    params: int = 0
+    __slots__ = ("conv", "batch_norm", "adaptive_avg_pool2d", "linear", "params")
+
+    def __init__(self) -> None:
+        self.conv = self.batch_norm = self.adaptive_avg_pool2d = self.linear = self.params = 0
 
     @property
     def flops(self) -> int:
@@ -54,9 +52,12 @@ class Cost:
         self.conv += 2 * channels * reduced
         self.params += 2 * channels * reduced + channels + reduced
 
-    def __iadd__(self, other: "Cost") -> "Cost":
-        for name in (*OPERATORS, "params"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+    def add(self, other: "Cost", times: int = 1) -> "Cost":
+        self.conv += other.conv * times
+        self.batch_norm += other.batch_norm * times
+        self.adaptive_avg_pool2d += other.adaptive_avg_pool2d * times
+        self.linear += other.linear * times
+        self.params += other.params * times
         return self
 
 
@@ -99,27 +100,31 @@ def block_cost(b: BlockPlan) -> Cost:
     return cost
 
 
-def plan_cost(plan: NetworkPlan) -> CostReport:
-    spec = plan.spec
+def analytic_cost(spec: NetworkSpec) -> CostReport:
+    """FLOPs (fvcore's convention) and parameters of a spec, from the spec alone.
+
+    A stage's later repeats share one shape (`stage_blocks`), so each is counted once and multiplied.
+    """
     stem = Cost()
-    stem.add_conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, plan.stem_size)
-    stages = [Cost() for _ in spec.stages]
-    for b in plan.blocks:
-        stages[b.stage] += block_cost(b)
+    stem_size = conv_output_size(spec.resolution, spec.stem.stride)
+    stem.add_conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, stem_size)
+    stages = []
+    last = None
+    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages):
+        cost = block_cost(first)
+        if repeated is not None:
+            cost.add(block_cost(repeated), stage.repeats - 1)
+        stages.append(cost)
+        last = repeated or first
     head = Cost()
-    head.add_conv_bn(plan.final_channels, spec.head.out_channels, 1, plan.final_size)
-    head.adaptive_avg_pool2d = spec.head.out_channels * plan.final_size * plan.final_size
+    head.add_conv_bn(last.out_channels, spec.head.out_channels, 1, last.out_size)
+    head.adaptive_avg_pool2d = spec.head.out_channels * last.out_size * last.out_size
     head.linear = spec.head.out_channels * spec.num_classes
     head.params += spec.head.out_channels * spec.num_classes + spec.num_classes
     total = Cost()
     for part in (stem, *stages, head):
-        total += part
+        total.add(part)
     return CostReport(total=total, stem=stem, stages=stages, head=head)
-
-
-def analytic_cost(spec: NetworkSpec) -> CostReport:
-    """FLOPs (fvcore's convention) and parameters of a spec, from the spec alone."""
-    return plan_cost(plan_network(spec))
 
 
 def analytic_flops(spec: NetworkSpec) -> int:

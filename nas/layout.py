@@ -7,6 +7,7 @@ and the network that is counted cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from effnet.nas.spec import NetworkSpec
 
@@ -21,8 +22,9 @@ def se_channels(in_channels: int, se_ratio: float) -> int:
     return max(1, int(in_channels * se_ratio)) if se_ratio > 0 else 0
 
 
-@dataclass(frozen=True)
-class BlockPlan:
+class BlockPlan(NamedTuple):
+    """One block's shapes (a NamedTuple: the analytic counter builds these thousands of times a second)."""
+
     index: int
     stage: int
     block: str
@@ -53,18 +55,21 @@ class NetworkPlan:
         return self.blocks[-1].out_channels
 
 
-def plan_network(spec: NetworkSpec) -> NetworkPlan:
+def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
+    """Per stage, its first block and (if it repeats) the block every later repeat copies.
+
+    Only the first block of a stage strides or changes channels, so two shapes describe a stage.
+    `index` and `drop_rate` are those of the stage's first block.
+    """
     size = conv_output_size(spec.resolution, spec.stem.stride)
-    stem_size = size
     channels = spec.stem.out_channels
-    total = spec.num_blocks
-    blocks = []
+    index, total = 0, spec.num_blocks
+    stages = []
     for stage_index, stage in enumerate(spec.stages):
-        for repeat in range(stage.repeats):
-            stride = stage.stride if repeat == 0 else 1
+        shapes = []
+        for stride in ((stage.stride, 1) if stage.repeats > 1 else (stage.stride,)):
             out_size = conv_output_size(size, stride)
-            index = len(blocks)
-            blocks.append(BlockPlan(
+            shapes.append(BlockPlan(
                 index=index,
                 stage=stage_index,
                 block=stage.block,
@@ -80,4 +85,17 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
                 drop_rate=spec.drop_connect * index / total,
             ))
             channels, size = stage.out_channels, out_size
-    return NetworkPlan(spec=spec, stem_size=stem_size, blocks=tuple(blocks))
+        stages.append((shapes[0], shapes[1] if len(shapes) > 1 else None))
+        index += stage.repeats
+    return stages
+
+
+def plan_network(spec: NetworkSpec) -> NetworkPlan:
+    blocks = []
+    total = spec.num_blocks
+    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages):
+        blocks.append(first)
+        for offset in range(1, stage.repeats):
+            index = first.index + offset
+            blocks.append(repeated._replace(index=index, drop_rate=spec.drop_connect * index / total))
+    return NetworkPlan(spec=spec, stem_size=conv_output_size(spec.resolution, spec.stem.stride), blocks=tuple(blocks))

@@ -244,7 +244,8 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     if f.has("head"):
         g = _Fields(data["head"], "head", HeadSpec, source)
         head = HeadSpec(out_channels=g.integer("out_channels") if g.has("out_channels") else head.out_channels)
-    provenance = data.get("provenance") or {}
+    provenance = data.get("provenance")
+    provenance = {} if provenance is None else provenance
     if not isinstance(provenance, dict):
         f.fail(f"must be a mapping, got {_yaml_type(provenance)}", "provenance")
     spec = NetworkSpec(

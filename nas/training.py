@@ -2,11 +2,15 @@
 
 The recipe (Tan & Le 2019, section 5.2, and the TensorFlow reference's defaults):
 
-- RMSProp with decay 0.9 and momentum 0.9. TensorFlow adds its epsilon (1e-3) inside the square
-  root, ``g / sqrt(ms + eps)``; `torch.optim.RMSprop` adds it outside, ``g / (sqrt(ms) + eps)``.
-  Both denominators tend to sqrt(ms) where ms >> eps and are floored near sqrt(eps) where ms is
-  small, so torch gets ``eps = sqrt(1e-3) ~ 0.0316``. (TensorFlow also starts ms at 1 and torch at
-  0, which the warm-up covers.)
+- RMSProp with decay 0.9 and momentum 0.9, as `torch.optim.RMSprop(alpha=0.9, momentum=0.9,
+  eps=sqrt(1e-3))`. TensorFlow adds its epsilon (1e-3) inside the square root, ``g / sqrt(ms + eps)``;
+  torch adds it outside, ``g / (sqrt(ms) + eps)``. With torch's eps = sqrt(1e-3) ~ 0.0316 both
+  denominators tend to sqrt(ms) where ms >> 1e-3, both tend to 0.0316 where ms << 1e-3, and they
+  never differ by more than a factor sqrt(2). TensorFlow starts the mean square at 1, torch at 0
+  (whose first steps are sign-like, up to about 3x the learning rate per weight), so the optimizer's
+  state is created at 1 here. One difference remains: TensorFlow multiplies the learning rate into
+  the momentum buffer, torch applies the current rate to the whole buffer, which only matters
+  while the rate changes (warm-up, each 3 % decay).
 - Learning rate 0.256 for a batch of 4096, scaled linearly with the batch: ``0.256 * batch / 4096``;
   linear warm-up over the first epochs, then staircase decay by 0.97 every 2.4 epochs, both counted
   in steps from the start of training, as the reference does.
@@ -308,7 +312,7 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
     monitor.started(first_epoch, settings.epochs, steps)
     for epoch in range(first_epoch, settings.epochs + 1):
         epoch_start = time.perf_counter()
-        images, labels = _epoch_shard(data, settings, epoch, steps, dist, pin=torch_device.type == "cuda")
+        images, labels = epoch_shard(data, settings, epoch, steps, dist, pin=torch_device.type == "cuda")
         torch.manual_seed(epoch_seed(settings.seed, epoch, dist.rank))
         net.train()
         loss_sum = torch.zeros((), device=torch_device)
@@ -411,7 +415,7 @@ def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: Weig
                          "delete the checkpoint to start over") from None
 
 
-def _epoch_shard(data: ImageData, settings: TrainSettings, epoch: int, steps: int, dist: Distributed,
+def epoch_shard(data: ImageData, settings: TrainSettings, epoch: int, steps: int, dist: Distributed,
                  pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's images for the epoch, in step order: its slice of every global batch.
 

@@ -211,10 +211,11 @@ class GridConfig:
     study_name: str = "grid"
 
     def __post_init__(self) -> None:
-        for name in ("workers", "proxy_epochs", "proxy_resolution", "batch_size"):
+        flags = {"workers": "--workers", "proxy_epochs": "--epochs", "proxy_resolution": "--proxy-resolution",
+                 "batch_size": "--batch-size"}
+        for name, flag in flags.items():
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('proxy_', '').replace('_', '-')} must be at least 1, "
-                                 f"got {getattr(self, name)}")
+                raise InputError(f"{flag} must be at least 1, got {getattr(self, name)}")
 
     def proxy_resolution_for(self, gamma: float) -> int:
         """The proxy scales resolution like the model does: `scaled_resolution(proxy_resolution, gamma)`."""

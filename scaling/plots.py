@@ -76,7 +76,8 @@ def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | 
                     label=f"best α={best.point.alpha:g} β={best.point.beta:g} γ={best.point.gamma:g}")
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
     formula_ax.set_ylabel("proxy score (validation accuracy)")
     if scored:
         fig.colorbar(dots, ax=measured_ax, label="γ")

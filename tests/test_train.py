@@ -20,7 +20,7 @@ from effnet.nas.errors import InputError
 from effnet.nas.model import build_model
 from effnet.nas.files import parse_yaml
 from effnet.nas.spec import load_spec, spec_from_dict
-from effnet.nas.training import (Distributed, TrainSettings, _epoch_shard, distributed_from_env, lr_multiplier,
+from effnet.nas.training import (Distributed, TrainSettings, epoch_shard, distributed_from_env, lr_multiplier,
                                  make_optimizer, paper_lr, training_spec)
 
 TINY_SPEC = """\
@@ -113,6 +113,19 @@ def test_rmsprop_maps_tensorflows_epsilon_and_spares_batchnorm_from_weight_decay
     assert len(free["params"]) == 2 * len(batch_norms)
 
 
+def test_first_rmsprop_step_is_tensorflows_within_the_epsilon_mapping():
+    """TF: ms = 0.9 * 1 + 0.1 * g**2; step = lr * g / sqrt(ms + 1e-3) (ms starts at 1, eps inside the root)."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()  # weight decay then adds nothing to the gradient
+    settings = TrainSettings(data="digits", resolution=16, epochs=1, batch_size=64, lr=0.01, warmup_epochs=0)
+    optimizer = make_optimizer(model, settings)
+    model.weight.grad = torch.full_like(model.weight, 0.1)
+    optimizer.step()
+    tensorflow_step = 0.01 * 0.1 / math.sqrt(0.9 + 0.1 * 0.1 ** 2 + 1e-3)  # 1.0529e-3
+    assert -model.weight.item() == pytest.approx(tensorflow_step, rel=0.05)
+
+
 def test_ema_warms_its_decay_up_as_tensorflow_does():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
@@ -138,8 +151,8 @@ def test_torchrun_environment_is_read_and_checked():
 def test_processes_share_each_global_batch_without_overlap():
     data = load_data("synthetic", 8)  # 256 training images
     settings = TrainSettings(data="synthetic", resolution=8, epochs=1, batch_size=64, lr=0.004, warmup_epochs=0)
-    _, whole = _epoch_shard(data, settings, 3, 4, Distributed(), pin=False)
-    halves = [_epoch_shard(data, settings, 3, 4, Distributed(rank, 2, rank), pin=False)[1] for rank in (0, 1)]
+    _, whole = epoch_shard(data, settings, 3, 4, Distributed(), pin=False)
+    halves = [epoch_shard(data, settings, 3, 4, Distributed(rank, 2, rank), pin=False)[1] for rank in (0, 1)]
     for step in range(4):
         batch = whole[step * 64:(step + 1) * 64]
         shared = torch.cat([half[step * 32:(step + 1) * 32] for half in halves])
@@ -152,7 +165,7 @@ def test_tiny_spec_learns_digits_well_above_chance(runs):
     result = runs["whole"]
     assert result["num_classes"] == 10 and result["resolution"] == 16 and result["epochs"] == 4
     assert result["lr"] == pytest.approx(0.004)
-    # 10 classes: chance is 0.10; four seeds measured 0.78-0.93 raw and 0.81-0.94 EMA
+    # 10 classes: chance is 0.10; seeds 0-3 measured 0.65-0.88 raw and 0.77-0.82 EMA
     assert result["top1"] > 0.5
     assert result["ema_top1"] > 0.5
     assert result["best_top1"] >= max(result["top1"], result["ema_top1"])

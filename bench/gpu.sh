@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One CUDA GPU, under 5 minutes: B0 training throughput at 224 px, batch 256 (fp32 against bf16 autocast
+# + channels_last, and that under torch.compile), then a short one-worker search on the GPU.
+#
+# Usage: bench/gpu.sh [OUT_DIR]      (default: $OUT, else runs/gpu-bench)
+# Needs: the project installed beside a CUDA build of torch (`pip install -e .`); PYTHON picks the interpreter.
+# Writes: OUT_DIR/gpu.txt, throughput.{txt,json}, search.json and the search's run directory gpu-search/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-runs/gpu-bench}}"
+python="${PYTHON:-python}"
+mkdir -p "$out"
+
+if ! "$python" -c "import effnet.nas.model" 2>/dev/null; then
+    echo "error: the project is not importable by $python; install it first: pip install -e ." >&2
+    exit 2
+fi
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+  "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+    torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device visible')"
+} | tee "$out/gpu.txt"
+
+started=$(date +%s)
+timeout 180 "$python" bench/bench_gpu.py --json "$out/throughput.json" | tee "$out/throughput.txt"
+echo "throughput: exit ${PIPESTATUS[0]} after $(( $(date +%s) - started )) s" >&2
+
+started=$(date +%s)
+timeout 100 "$python" -m effnet.cli search --target-flops 400M --device cuda --trials 20 --timeout 90 \
+    --run-dir "$out/gpu-search" --json > "$out/search.json"
+echo "search: exit $? after $(( $(date +%s) - started )) s (summary in $out/search.json)" >&2

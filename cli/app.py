@@ -12,6 +12,7 @@ from effnet.cli.describe import describe
 from effnet.cli.search import search
 from effnet.cli.export_family import export_family
 from effnet.cli.grid_scale import grid_scale
+from effnet.cli.proxy_check import proxy_check
 from effnet.cli.train import train
 
 app = typer.Typer(
@@ -22,10 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(search)
-app.command()(describe)
-app.command("export-family")(export_family)
 app.command("grid-scale")(grid_scale)
+app.command("export-family")(export_family)
+app.command()(describe)
 app.command()(train)
+app.command("proxy-check")(proxy_check)
 
 
 @app.callback()

@@ -15,7 +15,7 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.cli.search import check_device, check_run_dir, parse_duration, resolved_device
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
@@ -106,7 +106,7 @@ def finish(study: optuna.Study, config: GridConfig, points: list[GridPoint], bas
     from effnet.scaling.plots import plot_grid  # matplotlib takes ~1 s to import; only the report needs it
 
     plot_grid(results, config.grid, run_dir / "grid.png",
-              f"{config.base.name}: grid at φ = 1, {config.proxy} proxy on {config.data}")
+              f"{config.base.name}: grid at φ = 1, {config.proxy} proxy on {config.data}", config.score_name)
     storage = describe_storage(config.storage, run_dir)
     provenance = {"command": "effnet grid-scale", "study": config.study_name, "storage": storage,
                   "run_dir": str(run_dir), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -185,8 +185,8 @@ def check_proxy(proxy: str, data: str, config: GridConfig) -> None:
 def grid_scale(
     base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec B0 (e.g. runs/search/b0.yaml).",
                                    show_default="the reference EfficientNet-B0"),
-    alpha_range: str = typer.Option("1.0:1.4", "--alpha-range", help="Depth coefficient range LOW:HIGH (or one value)."),
-    beta_range: str = typer.Option("1.0:1.3", "--beta-range", help="Width coefficient range LOW:HIGH (or one value)."),
+    alpha_range: str = typer.Option("1.0:1.4", "--alpha-range", help="Depth coefficient range LOW:HIGH or one value."),
+    beta_range: str = typer.Option("1.0:1.3", "--beta-range", help="Width coefficient range LOW:HIGH or one value."),
     gamma_range: str = typer.Option("1.0:1.3", "--gamma-range", help="Resolution coefficient range LOW:HIGH."),
     step: float = typer.Option(0.05, "--step", help="Grid step on every axis (0.05 holds the paper's 1.15)."),
     tolerance: float = typer.Option(0.1, "--tolerance", help="Keep points with |α·β²·γ² − 2| <= tolerance."),
@@ -204,13 +204,15 @@ def grid_scale(
                                                   "resumes; several workers may overshoot by one each)."),
     timeout: str = typer.Option("none", "--timeout", help="Stop starting points after: 480, 8m, 2h or none."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes sharing the grid's study."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://…, "
-                                          "sqlite:///…, journal:PATH); default: a journal file in the run directory."),
+    storage: Optional[str] = typer.Option(None, "--storage",
+                                          help="Optuna storage URL (postgresql://…, sqlite:///…, journal:PATH); "
+                                               "default: a journal file in the run directory."),
     study_name: str = typer.Option("grid", "--study", help="Study name inside the storage."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<study>)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per worker (default: cores ÷ workers)."),
+    threads: Optional[int] = typer.Option(None, "--threads",
+                                          help="CPU threads per worker (default: cores ÷ workers)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
     """Grid-search α, β, γ at φ = 1 under α·β²·γ² ≈ 2; writes coefficients.yaml for export-family.
@@ -236,6 +238,7 @@ def grid_scale(
     points = grid.points(base)
     check_proxy(proxy, data, config)
     check_run_dir(run_dir)
+    set_run_dir(run_dir)
 
     started = time.time()
     study, recovered, queued = prepare_grid(config, points)

@@ -19,7 +19,7 @@ from effnet.nas.plots import plot_accuracy_vs_flops, plot_history
 from effnet.nas.report import (best_trial, pareto_front, summarize, write_best_spec, write_run_record,
                                write_trials_csv)
 from effnet.nas.search import (PRUNERS, SAMPLERS, SearchConfig, config_dict, is_in_band, open_study, run_worker,
-                               start_workers, trained_count)
+                               start_workers, stop_workers, trained_count, worker_threads)
 from effnet.nas.space import load_space
 from effnet.nas.storage import describe_storage
 from effnet.nas.units import format_size, parse_size
@@ -116,7 +116,7 @@ def run_search(config: SearchConfig, progress: SearchProgress) -> tuple[optuna.S
     deadline = None if config.timeout_s is None else time.time() + config.timeout_s
     study = open_study(config)  # validates the storage and the resume settings before any worker starts
     if config.workers == 1:
-        reason = run_worker(config, 0, deadline, on_trial=progress.update)
+        reason = run_worker(config, 0, deadline, on_trial=progress.update, threads=worker_threads(config))
         return study, reason or "budget"
     processes = start_workers(config, deadline)
     try:
@@ -124,8 +124,7 @@ def run_search(config: SearchConfig, progress: SearchProgress) -> tuple[optuna.S
             progress.update(study)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        for p in processes:
-            p.join(timeout=30)
+        stop_workers(processes)
         raise
     for p in processes:
         p.join()
@@ -138,8 +137,10 @@ def run_search(config: SearchConfig, progress: SearchProgress) -> tuple[optuna.S
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
-    """Trials cut short by Ctrl-C are failed by Optuna; queue their parameters for the rerun."""
-    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    """Trials cut short by Ctrl-C are failed by Optuna; queue their parameters for the rerun (unless a
+    retry is queued already: by this, by the journal's dead-worker recovery, or by Optuna's heartbeat)."""
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get("retry_of") for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
     count = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if is_in_band(t) and "error" not in t.user_attrs and t.number not in queued and t.params:

@@ -10,10 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.cli.search import check_run_dir
 from effnet.nas.data import load_data
-from effnet.nas.proxies.train import resolve_device
+from effnet.nas.runtime import configure_allocator, resolve_device
 from effnet.nas.report import write_run_record
 from effnet.nas.spec import NetworkSpec, load_spec, spec_to_dict
 from effnet.nas.training import (CHECKPOINT_NAME, PAPER_BATCH, PAPER_LR, TrainMonitor, TrainResult, TrainSettings,
@@ -96,15 +96,20 @@ def train(
     ema_decay: float = typer.Option(0.9999, "--ema-decay", help="Decay of the weights' moving average (warmed up as (1+n)/(10+n))."),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="L2 on all weights but BatchNorm's."),
+    precise_bn: int = typer.Option(10, "--precise-bn", help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); 0 keeps the moving averages."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (bf16 autocast and channels_last on CUDA)."),
     seed: int = typer.Option(0, "--seed"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
-    """Train a spec with the EfficientNet recipe (RMSProp, warm-up + exponential decay, EMA), checkpointing every epoch."""
+    """Train a spec with the EfficientNet recipe (RMSProp, warm-up + exponential decay, EMA), checkpointing every epoch.
+
+    The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its share of each batch (DistributedDataParallel); only rank 0 writes files.
+    """
     dist = distributed_from_env()
     resolve_device(device)
+    configure_allocator()
     spec = load_spec(spec_path)
     size = spec.resolution if resolution is None else resolution
     images = load_data(data, size, seed=seed)
@@ -120,11 +125,12 @@ def train(
         data=data if data in ("digits", "synthetic") else str(Path(data).expanduser().resolve()),
         resolution=size, epochs=epochs, batch_size=batch_size, lr=paper_lr(batch_size) if lr is None else lr,
         warmup_epochs=warmup_epochs, seed=seed, weight_decay=weight_decay, label_smoothing=label_smoothing,
-        ema_decay=ema_decay,
+        ema_decay=ema_decay, precise_bn_batches=precise_bn,
     )
     check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
     talk = dist.is_main and not as_json
     if dist.is_main:
+        set_run_dir(run_dir)
         check_run_dir(run_dir)
         write_run_record(run_dir, "train", settings.as_dict(), {"spec": spec_to_dict(trained), "result": None})
     if talk:

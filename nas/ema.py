@@ -15,6 +15,11 @@ import torch
 from torch import nn
 
 
+def warmed_decay(decay: float, updates: int) -> float:
+    """TensorFlow's moving-average decay after `updates` updates: ``min(decay, (1 + n) / (10 + n))``."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
 class WeightEma:
     """Holds `average`, a frozen copy of the model whose weights are the running average."""
 
@@ -25,12 +30,9 @@ class WeightEma:
         self.updates = 0
         self.average = copy.deepcopy(model).eval().requires_grad_(False)
 
-    def current_decay(self) -> float:
-        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        weight = 1.0 - self.current_decay()
+        weight = 1.0 - warmed_decay(self.decay, self.updates)
         averaged, latest, copied, source = [], [], [], []
         for mine, theirs in zip(self.average.state_dict().values(), model.state_dict().values()):
             if mine.is_floating_point():

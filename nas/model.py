@@ -9,16 +9,42 @@ analytic counters read too.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.layout import BlockPlan, plan_network
 from effnet.nas.spec import NetworkSpec
 
-_ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
+class SiLU(nn.SiLU):
+    """SiLU in place only while autograd is off.
+
+    Under autograd an in-place SiLU (like ReLU6 and Hardswish, unlike ReLU) makes autograd clone
+    its input, because its gradient needs it: a copy more than the out-of-place op, for no saving.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
+class ReLU6(nn.ReLU6):
+    """ReLU6 in place only while autograd is off (see `SiLU`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardtanh(x, 0.0, 6.0, inplace=not torch.is_grad_enabled())
+
+
+class Hardswish(nn.Hardswish):
+    """Hardswish in place only while autograd is off (see `SiLU`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardswish(x, inplace=not torch.is_grad_enabled())
 
 
 def _activation(name: str) -> nn.Module:
-    return _ACTIVATIONS[name](inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)  # its gradient needs only the output: in place costs nothing
+    return {"silu": SiLU, "relu6": ReLU6, "hardswish": Hardswish}[name]()
 
 
 class ConvBNAct(nn.Sequential):
@@ -50,23 +76,31 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = x.mean((2, 3), keepdim=True)
-        scale = self.expand(self.act(self.reduce(scale)))
-        return x * scale.sigmoid()
+        gate = self.expand(self.act(self.reduce(scale))).sigmoid_()
+        return x * gate if torch.is_grad_enabled() else x.mul_(gate)
+
+
+def _add_residual(shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """shortcut + branch, into the branch's buffer while autograd is off (the branch is fresh)."""
+    return shortcut + branch if torch.is_grad_enabled() else branch.add_(shortcut)
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample while training."""
+    """Stochastic depth on a residual: shortcut + branch, the branch dropped per sample while training.
+
+    The scaled mask is applied and added in one `addcmul`: one pass and one allocation.
+    """
 
     def __init__(self, drop_rate: float):
         super().__init__()
         self.drop_rate = drop_rate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_rate == 0.0:
-            return x
+            return _add_residual(shortcut, branch)
         keep = 1.0 - self.drop_rate
-        mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask.div_(keep)
+        mask = branch.new_empty((branch.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
+        return torch.addcmul(shortcut, branch, mask)
 
     def extra_repr(self) -> str:
         return f"drop_rate={self.drop_rate:.4f}"
@@ -97,12 +131,14 @@ class Block(nn.Module):
                 layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
         self.layers = nn.Sequential(*layers)
         self.residual = p.residual
-        self.drop_path = DropPath(p.drop_rate) if p.residual and p.drop_rate > 0 else nn.Identity()
+        self.drop_path = DropPath(p.drop_rate) if p.residual and p.drop_rate > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.residual:
-            return x + self.drop_path(self.layers(x))
-        return self.layers(x)
+        if not self.residual:
+            return self.layers(x)
+        if self.drop_path is None:
+            return _add_residual(x, self.layers(x))
+        return self.drop_path(x, self.layers(x))
 
 
 class Network(nn.Module):

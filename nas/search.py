@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -184,6 +187,9 @@ class TrialObjective:
                 raise FloatingPointError(f"the proxy returned {accuracy}")
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued for the next run")
+            raise
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
             _release_accelerator_memory()
@@ -278,8 +284,16 @@ def run_worker(config: SearchConfig, worker_index: int, deadline: float | None,
     return budget.stop_reason or "timeout"
 
 
+def interrupt_once(signum: int, frame: Any) -> None:
+    """A worker's SIGINT handler: the first Ctrl-C stops its trial; later ones (a terminal's and the
+    parent's both arrive) are ignored, so they cannot cut short recording the trial as failed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _worker_process(config: SearchConfig, worker_index: int, deadline: float | None, threads: int | None,
                     gpu: str | None) -> None:
+    signal.signal(signal.SIGINT, interrupt_once)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA initialises in this fresh process
     try:
@@ -312,13 +326,47 @@ def start_workers(config: SearchConfig, deadline: float | None) -> list[multipro
     context = multiprocessing.get_context("spawn")
     gpus = visible_gpus() if config.device == "cuda" else []
     processes = []
-    for index in range(config.workers):
-        gpu = gpus[index % len(gpus)] if gpus else None
-        p = context.Process(target=_worker_process, args=(config, index, deadline, worker_threads(config), gpu),
-                            name=f"effnet-worker-{index}")
-        p.start()
-        processes.append(p)
+    with sigint_ignored():
+        for index in range(config.workers):
+            gpu = gpus[index % len(gpus)] if gpus else None
+            p = context.Process(target=_worker_process, args=(config, index, deadline, worker_threads(config), gpu),
+                                name=f"effnet-worker-{index}")
+            p.start()
+            processes.append(p)
     return processes
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Start processes with SIGINT ignored, which they inherit: a Ctrl-C while a spawned worker still
+    imports would print its traceback. Each worker takes `interrupt_once` as its handler when ready."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_workers(processes: list[multiprocessing.Process], timeout_s: float = 60.0) -> None:
+    """After Ctrl-C: pass SIGINT on to the workers (`kill -INT` reaches only this process; a worker still
+    starting up ignores it, so it is repeated) and wait for each to record its trial as failed."""
+    end = time.time() + timeout_s
+    while time.time() < end and any(p.is_alive() for p in processes):
+        for p in processes:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        for p in processes:
+            p.join(timeout=0.5)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+            p.join()
 
 
 def config_dict(config: SearchConfig) -> dict[str, Any]:

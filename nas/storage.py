@@ -5,10 +5,16 @@ concurrent writers); an RDB server (PostgreSQL, MySQL) shares a study across mac
 storages get Optuna heartbeats, so a trial whose worker died is failed after the grace period and
 re-enqueued. The journal storage has no heartbeats; `recover_stale_trials` stands in for them
 on one machine, from the host and process id each worker records on its trials.
+
+Heartbeats default to every 30 s with a 120 s grace period; the environment variables
+EFFNET_HEARTBEAT_INTERVAL and EFFNET_HEARTBEAT_GRACE (whole seconds) change them, for instance
+to notice dead workers sooner in tests. Every worker on a study should use the same values: a
+worker taken for dead too early has its trial run twice.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -28,6 +34,9 @@ from effnet.nas.errors import InputError
 JOURNAL_NAME = "study.journal"
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
+HEARTBEAT_INTERVAL_ENV = "EFFNET_HEARTBEAT_INTERVAL"
+HEARTBEAT_GRACE_ENV = "EFFNET_HEARTBEAT_GRACE"
+SCHEMA_RACE_RETRIES = 5
 MAX_RETRY = 3
 WORKER_ATTR = "worker"
 STALE_ATTR = "stale"
@@ -35,8 +44,11 @@ _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, for output, logs and run files."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The text with the password of any URL in it replaced by ***, for output, logs and run files.
+
+    Everything from the user name's colon to the last @ goes: a password may hold an unescaped @.
+    """
+    return re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", url)
 
 
 def describe_storage(url: str | None, run_dir: Path) -> str:
@@ -59,26 +71,87 @@ def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
     if scheme not in _RDB_SCHEMES:
         raise InputError(f"unsupported storage URL {redact_url(url)!r}; use postgresql://user:pass@host/db, "
                          f"mysql://..., sqlite:///path.db, or journal:PATH")
+    engine_url = _with_postgres_driver(url, scheme)
+    interval, grace = heartbeat_settings()
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if scheme in ("postgresql", "postgres"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     elif scheme == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": 60}
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
-        )
-    except ImportError as err:
-        raise InputError(f"the storage {redact_url(url)} needs a database driver that is not installed "
-                         f"({err.name}); for PostgreSQL: pip install 'effnet[postgres]'") from None
-    except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
-        reason = redact_url(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot reach the storage {redact_url(url)}: {reason}; "
-                         f"check the host, port, credentials and database name") from None
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(engine_url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                                  grace_period=grace, **_retry_stale_trials())
+        except ImportError as err:
+            raise InputError(f"the storage {redact_url(url)} needs a database driver that is not installed "
+                             f"({err.name}); for PostgreSQL: pip install 'effnet[postgres]'") from None
+        except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+            if _is_schema_race(err) and attempt < SCHEMA_RACE_RETRIES:
+                attempt += 1
+                time.sleep(0.2 * attempt)
+                continue
+            reason = redact_url(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
+            raise InputError(f"cannot reach the storage {redact_url(url)}: {reason}; "
+                             f"check the host, port, credentials and database name") from None
+
+
+def _retry_stale_trials() -> dict[str, Any]:
+    """Re-enqueue a dead worker's trial; Optuna 4.9 renamed the callback (the old name is deprecated)."""
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if retry is not None:
+        return {"heartbeat_stale_trial_callback": retry(max_retry=MAX_RETRY)}
+    return {"failed_trial_callback": RetryFailedTrialCallback(max_retry=MAX_RETRY)}
+
+
+def _with_postgres_driver(url: str, scheme: str) -> str:
+    """Name an installed driver in a plain postgresql:// (or postgres://) URL.
+
+    SQLAlchemy 2.1 reads postgresql:// as psycopg 3 and no longer knows postgres://; the
+    `postgres` extra installs psycopg2, which older SQLAlchemy versions took by default.
+    """
+    if scheme not in ("postgresql", "postgres") or "+" in url.split("://", 1)[0]:
+        return url
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    raise InputError(f"the storage {redact_url(url)} needs a PostgreSQL driver and none is installed; "
+                     f"pip install 'effnet[postgres]' (psycopg2)")
+
+
+def _is_schema_race(err: Exception) -> bool:
+    """Workers started at once on an empty database all create Optuna's tables; the losers of that
+    race get a unique violation (PostgreSQL) or "already exists", and a retry finds the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return isinstance(err, (IntegrityError, ProgrammingError)) and (
+        "already exists" in str(err) or "duplicate key" in str(err))
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """Heartbeat interval and grace period in seconds, from the environment or the defaults."""
+    values = []
+    for name, default in ((HEARTBEAT_INTERVAL_ENV, HEARTBEAT_INTERVAL_S), (HEARTBEAT_GRACE_ENV, GRACE_PERIOD_S)):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values.append(default)
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise InputError(f"{name}={text!r} must be a whole number of seconds, at least 1 "
+                             f"(default {default}); fix or unset it")
+        values.append(value)
+    interval, grace = values
+    if grace <= interval:
+        raise InputError(f"{HEARTBEAT_GRACE_ENV} ({grace} s) must be longer than {HEARTBEAT_INTERVAL_ENV} "
+                         f"({interval} s), or live workers are taken for dead; raise the grace period")
+    return interval, grace
 
 
 def worker_identity() -> str:
@@ -105,7 +178,9 @@ def recover_stale_trials(study: optuna.Study, min_age_s: float = 0.0) -> list[in
     storage = study._storage
     failed: list[int] = []
     if isinstance(storage, RDBStorage):
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return failed
     host = socket.gethostname()
     now = time.time()

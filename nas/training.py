@@ -20,6 +20,14 @@ The recipe (Tan & Le 2019, section 5.2, and the TensorFlow reference's defaults)
   of the weights (`WeightEma`, decay 0.9999 with the reference's warm-up of the decay). Both the raw
   and the averaged weights are evaluated every epoch.
 
+Before each evaluation the BatchNorm statistics of both models are recomputed with their current
+weights over the first `precise_bn_batches` training batches of the epoch (PreciseBN, Wu & Johnson
+2021, "Rethinking Batch in BatchNorm"). Running statistics never enter a training step, so this
+changes what is evaluated and saved, not how the weights train. The reference's moving averages
+(decay 0.99) are fine over 350 ImageNet epochs, but a short run's lag far behind its weights:
+EfficientNet-B0 on digits at 32 px after 6 epochs scored 0.10 (chance) with them and 0.86 (raw) /
+0.91 (EMA) with statistics recomputed over 10 batches of 64.
+
 Randomness is reseeded at every epoch from (seed, epoch) for the data order and (seed, epoch,
 rank) for dropout and stochastic depth, so a run resumed from an epoch's checkpoint continues
 exactly as the uninterrupted run would, whatever process it runs in, with no generator state
@@ -56,7 +64,7 @@ from effnet.nas.ema import WeightEma
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text
 from effnet.nas.model import build_model
-from effnet.nas.proxies.train import resolve_device
+from effnet.nas.runtime import resolve_device
 from effnet.nas.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
 
 PAPER_LR = 0.256
@@ -102,6 +110,8 @@ class TrainSettings:
     momentum: float = 0.9
     rmsprop_epsilon: float = 1e-3
     """TensorFlow's epsilon (inside the square root); torch gets its square root, see the module notes."""
+    precise_bn_batches: int = 10
+    """Training batches (per process) to recompute BatchNorm statistics over before each evaluation; 0: off."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -116,6 +126,7 @@ class TrainSettings:
              f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (0.0 < self.decay_rate <= 1.0, f"decay rate must lie in (0, 1], got {self.decay_rate}"),
             (self.decay_epochs > 0, f"decay interval must be positive, got {self.decay_epochs} epochs"),
+            (self.precise_bn_batches >= 0, f"--precise-bn must be 0 or more batches, got {self.precise_bn_batches}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -250,16 +261,13 @@ def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, decay_rate: fl
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.RMSprop:
-    batch_norm = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                  for p in m.parameters(recurse=False)}
+    batch_norm = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters(recurse=False)}
     decayed = [p for p in model.parameters() if id(p) not in batch_norm]
     free = [p for p in model.parameters() if id(p) in batch_norm]
     groups = [{"params": decayed, "weight_decay": settings.weight_decay}, {"params": free, "weight_decay": 0.0}]
     optimizer = torch.optim.RMSprop(groups, lr=settings.lr, alpha=settings.rmsprop_decay, momentum=settings.momentum,
                                     eps=math.sqrt(settings.rmsprop_epsilon))
-    for p in model.parameters():
-        # TensorFlow's mean square starts at 1, torch's at 0 (its first steps would be ~3x the
-        # learning rate per weight, sign-like). Torch creates this state only where none exists.
+    for p in model.parameters():  # TensorFlow's start (ms = 1); torch fills in state only where there is none
         optimizer.state[p] = {"step": torch.zeros(()), "square_avg": torch.ones_like(p),
                               "momentum_buffer": torch.zeros_like(p)}
     return optimizer
@@ -316,7 +324,6 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
         torch.manual_seed(epoch_seed(settings.seed, epoch, dist.rank))
         net.train()
         loss_sum = torch.zeros((), device=torch_device)
-        lr = optimizer.param_groups[0]["lr"]
         for step in range(steps):
             batch = slice(step * local_batch, (step + 1) * local_batch)
             x = images[batch].to(torch_device, non_blocking=True, memory_format=channels_last)
@@ -335,9 +342,11 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
         if not math.isfinite(train_loss):
             raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr "
                              f"(now {settings.lr:g}) or raise --warmup-epochs")
-        if dist.enabled:
-            _broadcast_buffers(model)
-            _broadcast_buffers(ema.average)
+        calibration = images[: min(settings.precise_bn_batches, steps) * local_batch]
+        for network in (model, ema.average):
+            recompute_batchnorm(network, calibration, local_batch, torch_device)
+            if dist.enabled:
+                _broadcast_buffers(network)
         top1 = _top1(model, data, torch_device, dist)
         ema_top1 = _top1(ema.average, data, torch_device, dist)
         record = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1, "ema_val_top1": ema_top1,
@@ -381,6 +390,29 @@ def distributed_session(dist: Distributed, device: str) -> Iterator[None]:
         torch_dist.destroy_process_group()
 
 
+def recompute_batchnorm(model: nn.Module, images: torch.Tensor, batch: int, device: torch.device) -> None:
+    """Replace every BatchNorm layer's running statistics by their plain average over `images`, cut in
+    batches of `batch`, with the current weights; the rest of the model runs in eval mode (no dropout).
+    With no images the running statistics are left as they are."""
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not layers or len(images) == 0:
+        return
+    model.eval()
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches
+        layer.train()
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            with _autocast(device):
+                model(images[start:start + batch].to(device, non_blocking=True, memory_format=memory_format))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    model.eval()
+
+
 def write_metrics(history: list[dict[str, float]], path: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -393,9 +425,13 @@ def write_metrics(history: list[dict[str, float]], path: Path) -> Path:
 # -- helpers -------------------------------------------------------------------------------------
 
 def _device(name: str, dist: Distributed) -> torch.device:
+    """The resolved device; under torchrun on CUDA, this process's GPU cuda:LOCAL_RANK."""
     device = resolve_device(name)
-    if device.type != "cuda":
+    if device.type != "cuda" or not dist.enabled:
         return device
+    if device.index is not None:
+        raise InputError(f"--device {name}: under torchrun each process takes cuda:LOCAL_RANK; pass --device cuda "
+                         "and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if dist.local_rank >= torch.cuda.device_count():
         raise InputError(f"LOCAL_RANK {dist.local_rank} but only {torch.cuda.device_count()} CUDA GPUs are visible; "
                          "start at most one process per GPU")

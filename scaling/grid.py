@@ -11,8 +11,9 @@ without a live or finished trial queues it (`queue_missing_points`), and the rec
 worker re-queues its point (`recover_stale_trials`). Should two runs queue the same point at once,
 the claim rule `earlier_twin` still lets only one trial evaluate it: a claimed trial stands down
 when its point already has an evaluated trial, or a waiting or running one with a lower number.
-Numbers only grow and finished states are final, so of two twins the lower-numbered one never
-stands down for the higher, and the higher evaluates only once the lower is finished unevaluated.
+So the higher of two twins proceeds only once the lower is finished without a score, and finished
+states are final: the lower can no longer record one. A trial failed as stale while its worker
+lives on (a missed RDB heartbeat) cannot record its score either: Optuna refuses the late `tell`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,7 +34,6 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.errors import InputError
@@ -47,6 +48,9 @@ FLOPS_TARGET = 2
 MAX_AXIS_VALUES = 1000
 MAX_GRID_SIZE = 1_000_000
 _DIGITS = Decimal("1e-9")
+UNNAMED_GRACE_S = 60.0
+"""A worker names itself on a trial (host:pid) right after claiming it; a RUNNING trial still unnamed
+after this long lost its worker in between."""
 COEFFICIENTS = ("alpha", "beta", "gamma")
 
 
@@ -85,7 +89,8 @@ def parse_range(text: str, flag: str) -> AxisRange:
     try:
         ends = [Decimal(p.strip()) for p in parts]
     except InvalidOperation:
-        raise InputError(f"{flag} {text!r} is not a range; write LOW:HIGH like 1.0:1.4, or one value like 1.2") from None
+        raise InputError(f"{flag} {text!r} is not a range; write LOW:HIGH like 1.0:1.4, "
+                         f"or one value like 1.2") from None
     if not all(e.is_finite() for e in ends):
         raise InputError(f"{flag} {text!r}: both ends must be finite numbers, like 1.0:1.4")
     low, high = ends[0], ends[-1]
@@ -225,7 +230,11 @@ class GridConfig:
         return {"name": self.proxy, "data": self.data, "epochs": self.proxy_epochs,
                 "resolution": self.proxy_resolution,
                 "resolution_rule": "round(resolution * gamma), halves up (the model's own rule)",
-                "batch_size": self.batch_size, "seed": self.seed, "score": "validation top-1 accuracy"}
+                "batch_size": self.batch_size, "seed": self.seed, "score": self.score_name}
+
+    @property
+    def score_name(self) -> str:
+        return "validation top-1 accuracy" if self.proxy == "train" else f"{self.proxy} score (higher is better)"
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed grid must agree on: otherwise its scores are not comparable."""
@@ -286,13 +295,13 @@ def queue_missing_points(study: optuna.Study, config: GridConfig, points: list[G
     return added
 
 
-def claim_point(study: optuna.Study) -> optuna.Trial | None:
-    """Pop one WAITING trial for this process (the storage gives each to one claimant), or None."""
+def claim_point(study: optuna.Study) -> tuple[optuna.Trial, tuple[float, float, float] | None] | None:
+    """Pop one WAITING trial for this process (the storage gives each to one claimant) and its point, or None."""
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                return optuna.Trial(study, trial._trial_id)
+                return optuna.Trial(study, trial._trial_id), trial_point(trial)
         except UpdateFinishedTrialError:
             continue
     return None
@@ -317,8 +326,8 @@ def points_taken(study: optuna.Study) -> int:
 @contextmanager
 def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     """Record heartbeats while a point is scored, on the storages that fail stale trials by them."""
-    storage = study._storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+    storage = study._storage  # the RDB storages, behind Optuna's cache wrapper; the journal has no heartbeats
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
     if interval is None:
         yield
         return
@@ -373,13 +382,19 @@ def _requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
                                               user_attrs={"retry_of": trial.number}))
 
 
-def evaluate_point(study: optuna.Study, trial: optuna.Trial, config: GridConfig, scorer: Callable) -> None:
+def evaluate_point(study: optuna.Study, trial: optuna.Trial, key: tuple[float, float, float] | None,
+                   config: GridConfig, scorer: Callable) -> None:
     """Score the point of a claimed trial, unless a twin of it takes precedence."""
     trial.set_user_attr(WORKER_ATTR, worker_identity())
+    if key is None:
+        trial.set_user_attr("fail_reason", "not a grid point: the trial has no alpha, beta and gamma")
+        study.tell(trial, state=TrialState.FAIL)
+        return
     distributions = config.distributions()
-    alpha, beta, gamma = (trial.suggest_float(name, distributions[name].low, distributions[name].high)
-                          for name in COEFFICIENTS)
-    twin = earlier_twin(study, trial.number, point_key(trial.params))
+    for name in COEFFICIENTS:  # materialises the point of a re-queued trial (held as fixed parameters)
+        trial.suggest_float(name, distributions[name].low, distributions[name].high)
+    alpha, beta, gamma = key
+    twin = earlier_twin(study, trial.number, key)
     if twin is not None:
         trial.set_user_attr("duplicate_of", twin)
         study.tell(trial, state=TrialState.FAIL)
@@ -435,18 +450,40 @@ def run_grid_worker(config: GridConfig, deadline: float | None = None, limit: in
             return "timeout"
         if limit is not None and points_taken(study) >= limit:
             return "max-points"
-        trial = claim_point(study)
-        if trial is None:
+        claimed = claim_point(study)
+        if claimed is None:
             return "done"
-        evaluate_point(study, trial, config, scorer)
+        evaluate_point(study, *claimed, config, scorer)
         if on_point is not None:
             on_point(study)
+
+
+def recover_unnamed_trials(study: optuna.Study, grace_s: float = UNNAMED_GRACE_S) -> list[int]:
+    """Fail the RUNNING trials that no worker named `grace_s` after their claim: the claimant died
+    between claiming and naming itself, so neither the host:pid check nor a heartbeat can find it.
+    Their points are queued again by `queue_missing_points`."""
+    storage = study._storage
+    now = datetime.now()  # trial start times are naive local times, in both storages
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None:
+            continue
+        if (now - trial.datetime_start).total_seconds() < grace_s:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its worker died right after claiming it")
+            storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
+        failed.append(trial.number)
+    return failed
 
 
 def prepare_grid(config: GridConfig, points: list[GridPoint]) -> tuple[optuna.Study, list[int], int]:
     """Open the study, recover points of dead workers and queue missing ones; before any worker starts."""
     study = open_grid_study(config)
-    recovered = recover_stale_trials(study)
+    recovered = recover_stale_trials(study) + recover_unnamed_trials(study)
     queued = queue_missing_points(study, config, points)
     return study, recovered, queued
 

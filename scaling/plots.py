@@ -52,7 +52,8 @@ def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], t
     return _save_png(fig, path)
 
 
-def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str) -> Path:
+def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str,
+              score_name: str) -> Path:
     """Score of every scored grid point against the formula's alpha*beta^2*gamma^2 (left) and the
     measured FLOPs ratio of its phi = 1 network (right), coloured by gamma; the kept band shaded on
     the side the constraint used, the best point starred."""
@@ -78,7 +79,7 @@ def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | 
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right", fontsize=8)
-    formula_ax.set_ylabel("proxy score (validation accuracy)")
+    formula_ax.set_ylabel(score_name)
     if scored:
         fig.colorbar(dots, ax=measured_ax, label="γ")
     fig.suptitle(title)

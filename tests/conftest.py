@@ -29,3 +29,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for this test session (tests/postgres.py), stopped at the end; skips without one."""
+    from postgres import server_bin_dir, start_server
+
+    bin_dir = server_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine; "
+                    "apt-get install postgresql to run the PostgreSQL tests")
+    server = start_server(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """A fresh database on the session's server; the URL carries the test user's real password."""
+    import re
+    import secrets
+
+    name = re.sub(r"\W+", "_", request.node.name.lower())[:40]
+    return postgres_server.create_database(f"t_{name}_{secrets.token_hex(3)}")

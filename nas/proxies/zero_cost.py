@@ -19,7 +19,8 @@ from torch import nn
 from effnet.nas.data import ImageData
 from effnet.nas.model import DropPath, build_model
 from effnet.nas.proxies import ProxyFailure, ProxySettings
-from effnet.nas.proxies.train import cpu_threads, proxy_network, resolve_device
+from effnet.nas.proxies.train import cpu_threads, proxy_network
+from effnet.nas.runtime import resolve_device
 from effnet.nas.spec import NetworkSpec
 
 MIN_SCORE = 1e-12
@@ -119,8 +120,9 @@ class SynflowProxy(_ZeroCostProxy):
         d = self.data
         ones = torch.ones(1, d.in_channels, d.resolution, d.resolution, dtype=torch.float64, device=device)
         model(ones).sum().backward()
-        total = sum(float((m.weight * m.weight.grad).abs().sum())
-                    for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+        with torch.no_grad():
+            total = sum(float((m.weight * m.weight.grad).abs().sum())
+                        for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
         if not math.isfinite(total):
             raise ProxyFailure("synflow overflowed float64 (the network is too deep for an all-ones pass)")
         return math.log(total) if total > 0 else -math.inf

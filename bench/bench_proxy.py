@@ -1,0 +1,91 @@
+"""Accuracy proxies on the embedded digits: seconds per candidate and the score, for B0 and variants.
+
+For the reference EfficientNet-B0 and three compound variants of it (narrow, shallow, wide+deep),
+one process runs the `train` proxy (default ProxySettings: 3 epochs, 32 px, batch 64, AdamW
+one-cycle) and the two zero-cost scores, and prints a table: seconds per candidate, the score,
+and each variant's training time relative to B0's (the baseline, measured in the same process).
+
+    python bench/bench_proxy.py [--epochs 3] [--threads N] [--lr 0.01] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from effnet.nas.data import load_data
+from effnet.nas.flops import analytic_cost
+from effnet.nas.proxies import ProxySettings, make_proxy
+from effnet.nas.proxies.train import proxy_network
+from effnet.nas.runtime import configure_allocator
+from effnet.scaling.compound import scale
+from effnet.scaling.presets import reference_b0
+
+
+def candidates():
+    b0 = reference_b0()
+    return [
+        ("B0", b0),
+        ("B0 width 0.5", scale(b0, depth=1.0, width=0.5, resolution=224, name="w0.5")),
+        ("B0 depth 0.5", scale(b0, depth=0.5, width=1.0, resolution=224, name="d0.5")),
+        ("B0 width 1.2 depth 1.4", scale(b0, depth=1.4, width=1.2, resolution=224, name="w1.2d1.4")),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=ProxySettings.epochs)
+    parser.add_argument("--lr", type=float, default=ProxySettings.lr)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    allocator = configure_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = ProxySettings(epochs=args.epochs, lr=args.lr)
+    data = load_data("digits", settings.resolution)
+    train = make_proxy("train", data, settings)
+    zero_cost = [(name, make_proxy(name, data, settings)) for name in ("zero-cost", "synflow")]
+    rows = []
+    for label, spec in candidates():
+        params = analytic_cost(proxy_network(spec, data, settings)).params
+        accuracies: list[float] = []
+        started = time.perf_counter()
+        train.score(spec, lambda _epoch, accuracy: accuracies.append(accuracy))
+        seconds = time.perf_counter() - started
+        scores = []
+        for _name, proxy in zero_cost:
+            started = time.perf_counter()
+            value = proxy.score(spec)
+            scores.append((value, time.perf_counter() - started))
+        rows.append((label, params, seconds, accuracies, scores))
+        print(f"{label}: {seconds:.1f} s, accuracy per epoch {[round(a, 3) for a in accuracies]}", flush=True)
+    baseline = rows[0][2]
+    header = ["candidate", "params", "train s", "× B0", "val acc per epoch", "naswot", "naswot s", "synflow",
+              "synflow s"]
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, allocator: {allocator}; digits {settings.resolution} px, "
+          f"{settings.epochs} epochs, batch {settings.batch_size}, AdamW one-cycle lr {settings.lr}, "
+          f"weight decay {settings.weight_decay}")
+    table = [header] + [
+        [label, f"{params:,}", f"{seconds:.1f}", f"{seconds / baseline:.2f}",
+         " / ".join(f"{a:.3f}" for a in accuracies),
+         f"{scores[0][0]:.1f}", f"{scores[0][1]:.2f}", f"{scores[1][0]:.1f}", f"{scores[1][1]:.2f}"]
+        for label, params, seconds, accuracies, scores in rows
+    ]
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for row in table[1:]:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for row in table:
+            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Faults: a worker killed mid-trial, Ctrl-C, a write cut short, a run directory that cannot hold the run."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import signal
+import time
+from collections import namedtuple
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+from typer.testing import CliRunner
+
+from effnet.cli.app import app
+from effnet.nas.files import dump_yaml
+from effnet.nas.plots import plot_history
+from effnet.nas.report import write_run_record, write_trials_csv
+from effnet.nas.spec import dump_spec, load_spec
+from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
+from effnet.scaling.plots import plot_family
+from effnet.scaling.presets import reference_b0
+from postgres import FAST_HEARTBEATS, TINY_SEARCH, start_effnet, wait_for
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+runner = CliRunner()
+
+
+def in_band(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get("in_band") is True
+
+
+def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if in_band(t) and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def completed(trials: list[FrozenTrial]) -> dict[int, float]:
+    return {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+@contextmanager
+def postgres_study(url: str) -> Iterator[Callable[[], list[FrozenTrial]]]:
+    """A reader of the study's trials, straight through Optuna and psycopg2; empty until the study exists."""
+    storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
+
+    def trials() -> list[FrozenTrial]:
+        try:
+            return optuna.load_study(study_name="search", storage=storage).get_trials()
+        except KeyError:
+            return []
+
+    try:
+        yield trials
+    finally:
+        storage.engine.dispose()
+
+
+def journal_trials(run_dir: Path) -> list[FrozenTrial]:
+    path = run_dir / "study.journal"
+    if not path.exists():
+        return []
+    try:
+        return optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(path)))).get_trials()
+    except KeyError:
+        return []
+
+
+# -- SIGKILL ----------------------------------------------------------------------------------------
+
+def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_url, tmp_path):
+    budget = 6
+    args = ["search", *TINY_SEARCH, "--epochs", "3", "--storage", postgres_url, "--json"]
+    victim = start_effnet([*args, "--trials", budget, "--seed", 0, "--run-dir", tmp_path / "victim"],
+                          tmp_path / "logs", "victim", env=FAST_HEARTBEATS)
+    survivor = start_effnet([*args, "--trials", budget, "--seed", 1, "--run-dir", tmp_path / "survivor"],
+                            tmp_path / "logs", "survivor", env=FAST_HEARTBEATS)
+    with postgres_study(postgres_url) as read_trials:
+        def victim_is_training() -> list[FrozenTrial]:
+            trials = read_trials()
+            if len(trained(trials)) < 2:
+                return []
+            return [t for t in trials if t.state == TrialState.RUNNING and in_band(t)
+                    and t.user_attrs.get("worker") == victim.worker]
+
+        wait_for(victim_is_training, 240)
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait()
+        killed_at = time.time()
+        at_kill = read_trials()
+        orphans = [t for t in at_kill if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == victim.worker]
+        assert len(orphans) == 1, "the killed worker should leave exactly its one trial running"
+        killed = orphans[0]
+
+        assert survivor.wait(300) == 0, survivor.stderr[-3000:]
+
+        def retry_of_killed(trials: list[FrozenTrial]) -> FrozenTrial | None:
+            return next((t for t in trials if t.system_attrs.get("failed_trial") == killed.number), None)
+
+        retry = retry_of_killed(read_trials())
+        if retry is None or retry.state not in FINISHED:
+            # The survivor met the budget before it took the trial for dead: the rerun picks it up
+            # (once the grace period is over; until then the trial may still belong to a live worker).
+            time.sleep(max(0.0, killed_at + int(FAST_HEARTBEATS["EFFNET_HEARTBEAT_GRACE"]) + 1 - time.time()))
+            rerun = start_effnet([*args, "--trials", len(trained(read_trials())) + 1, "--run-dir", tmp_path / "rerun"],
+                                 tmp_path / "logs", "rerun", env=FAST_HEARTBEATS)
+            assert rerun.wait(300) == 0, rerun.stderr[-3000:]
+        trials = read_trials()
+
+    dead = next(t for t in trials if t.number == killed.number)
+    assert dead.state == TrialState.FAIL and "error" not in dead.user_attrs  # failed by heartbeat, not counted
+    retry = retry_of_killed(trials)
+    assert retry is not None and retry.params == killed.params
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.user_attrs["worker"] != victim.worker
+    assert all(completed(trials).get(n) == v for n, v in completed(at_kill).items()), "a completed trial was lost"
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len(trained(trials)) >= budget
+
+
+# -- SIGINT -----------------------------------------------------------------------------------------
+
+def interrupted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs]
+
+
+def check_files_for_completed(run_dir: Path, trials: list[FrozenTrial]) -> None:
+    """b0.yaml is the best completed trial, trials.csv lists every trial, the plots are there."""
+    done = [t for t in trials if in_band(t) and t.state == TrialState.COMPLETE]
+    best = max(done, key=lambda t: (t.value, -t.number))
+    assert load_spec(run_dir / "b0.yaml").provenance["trial"] == best.number
+    with (run_dir / "trials.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(int(r["number"]) for r in rows) == sorted(t.number for t in trials)
+    for name in ("history.png", "accuracy_vs_flops.png", "run.yaml"):
+        assert (run_dir / name).stat().st_size > 0
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--epochs", "3", "--run-dir", run_dir, "--json"]
+    command = start_effnet([*args, "--trials", 200], tmp_path / "logs", "search")
+    wait_for(lambda: len(trained(journal_trials(run_dir))) >= 2 and any(
+        t.state == TrialState.RUNNING and in_band(t) for t in journal_trials(run_dir)), 240)
+    command.process.send_signal(signal.SIGINT)
+    assert command.wait(120) == 130, command.stderr[-3000:]
+    assert "Traceback" not in command.stderr and "interrupted: completed trials and files are saved" in command.stderr
+    assert command.json()["stop_reason"] == "interrupt"
+
+    trials = journal_trials(run_dir)
+    [cut] = interrupted_trials(trials)
+    assert in_band(cut) and cut.user_attrs["fail_reason"].startswith("interrupted")
+    [queued] = [t for t in trials if t.state == TrialState.WAITING]
+    assert queued.user_attrs["retry_of"] == cut.number
+    check_files_for_completed(run_dir, trials)
+
+    budget = len(trained(trials)) + 2
+    rerun = start_effnet([*args, "--trials", budget], tmp_path / "logs", "rerun")
+    assert rerun.wait(300) == 0, rerun.stderr[-3000:]
+    after = journal_trials(run_dir)
+    assert all(completed(after).get(n) == v for n, v in completed(trials).items())
+    redone = next(t for t in after if t.number == queued.number)
+    assert redone.state in (TrialState.COMPLETE, TrialState.PRUNED) and redone.params == cut.params
+    assert len(trained(after)) >= budget
+    assert not [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_ctrl_c_stops_every_worker_cleanly(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the command and both its workers."""
+    run_dir = tmp_path / "run"
+    command = start_effnet(["search", *TINY_SEARCH, "--epochs", "3", "--workers", 2, "--trials", 200,
+                            "--run-dir", run_dir, "--json"], tmp_path / "logs", "search", new_session=True)
+    wait_for(lambda: len(trained(journal_trials(run_dir))) >= 2 and any(
+        t.state == TrialState.RUNNING and in_band(t) for t in journal_trials(run_dir)), 240)
+    os.killpg(command.pid, signal.SIGINT)
+    assert command.wait(120) == 130, command.stderr[-3000:]
+    assert "Traceback" not in command.stderr and "exited with an error" not in command.stderr
+
+    trials = journal_trials(run_dir)
+    workers = {t.user_attrs["worker"] for t in trials if t.state != TrialState.WAITING}
+    assert len(workers) == 2 and not any(alive(int(w.rsplit(":", 1)[1])) for w in workers)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    cut = [t for t in interrupted_trials(trials) if in_band(t)]
+    assert cut, "a worker in the middle of training should have had its trial cut"
+    queued = sorted(t.user_attrs["retry_of"] for t in trials if t.state == TrialState.WAITING)
+    assert queued == sorted(t.number for t in cut)
+    check_files_for_completed(run_dir, trials)
+
+
+# -- atomic writes ----------------------------------------------------------------------------------
+
+def study_with(n: int) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for i in range(n):
+        study.add_trial(optuna.trial.create_trial(value=0.1 * i, user_attrs={"in_band": True, "reward": 0.1 * i}))
+    return study
+
+
+WRITERS: dict[str, tuple[str, Callable[[Path, int], object]]] = {
+    "spec": ("text", lambda path, v: dump_spec(reference_b0().replace(name=f"version{v}"), path)),
+    "coefficients": ("text", lambda path, v: dump_yaml({"alpha": 1.2, "beta": 1.1, "gamma": 1.1 + v}, path)),
+    "run record": ("text", lambda path, v: write_run_record(path.parent, "search", {"version": v})),
+    "trials csv": ("text", lambda path, v: write_trials_csv(study_with(v + 1), path)),
+    "search plot": ("png", lambda path, v: plot_history(study_with(v + 2).trials, "reward", path)),
+    "family plot": ("png", lambda path, v: plot_family(
+        compound_family(reference_b0(), PAPER_COEFFICIENTS, (1.0 + v,)), path, f"version {v}")),
+}
+NAMES = {"run record": "run.yaml", "trials csv": "trials.csv", "search plot": "history.png",
+         "family plot": "family.png"}
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def half_written_png(self, target, *args, **kwargs):
+    data = b"\x89PNG\r\n\x1a\n half"
+    if hasattr(target, "write"):
+        target.write(data)
+    else:
+        Path(target).write_bytes(data)
+    disk_full()
+
+
+@pytest.mark.parametrize("failure", ["while writing", "at the rename"])
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_write_cut_short_leaves_the_previous_file_whole(writer, failure, tmp_path, monkeypatch, one_torch_thread):
+    kind, write = WRITERS[writer]
+    path = tmp_path / NAMES.get(writer, f"{writer.replace(' ', '_')}.yaml")
+    write(path, 1)
+    before = path.read_bytes()
+    write(path, 2)
+    assert path.read_bytes() != before, "the two versions must differ for the test to mean anything"
+    before = path.read_bytes()
+    if failure == "at the rename":
+        monkeypatch.setattr(os, "replace", disk_full)
+    elif kind == "text":
+        monkeypatch.setattr(os, "fsync", disk_full)
+    else:
+        import matplotlib.figure
+
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_written_png)
+    with pytest.raises(OSError, match="No space left"):
+        write(path, 3)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name], "a temporary file was left behind"
+
+
+# -- the run directory ------------------------------------------------------------------------------
+
+SEARCH = ["search", *TINY_SEARCH]
+GRID = ["grid-scale", "--proxy", "zero-cost", "--data", "synthetic", "--alpha-range", "1.2", "--beta-range", "1.1",
+        "--gamma-range", "1.15", "--tolerance", "0.1"]
+FAMILY = ["export-family", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1"]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any worker starts: the error must come before training."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a worker started")
+
+    import effnet.cli.grid_scale
+    import effnet.cli.search
+
+    for module, name in ((effnet.cli.search, "run_worker"), (effnet.cli.search, "start_workers"),
+                         (effnet.cli.grid_scale, "run_grid_worker"), (effnet.cli.grid_scale, "start_grid_workers")):
+        monkeypatch.setattr(module, name, forbidden)
+
+
+@pytest.mark.parametrize("command", [SEARCH, GRID, FAMILY], ids=["search", "grid-scale", "export-family"])
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_an_unwritable_run_directory_is_a_clear_error(command, where, tmp_path, no_training):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    run_dir = blocker / "run" if where == "under a file" else Path("/proc/effnet-run")
+    result = runner.invoke(app, [*command, "--run-dir", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(run_dir) in lines[0]
+    assert "not writable" in lines[0] or "cannot" in lines[0]
+
+
+@pytest.mark.parametrize("command", [SEARCH, GRID], ids=["search", "grid-scale"])
+def test_a_full_disk_is_a_clear_error_before_training(command, tmp_path, monkeypatch, no_training):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(100 * 2**30, 100 * 2**30 - 2**20, 2**20))
+    result = runner.invoke(app, [*command, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: only 1 MiB free under ") and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "study.journal").exists()
+
+
+def test_bad_heartbeat_settings_are_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFNET_HEARTBEAT_INTERVAL", "5")
+    monkeypatch.setenv("EFFNET_HEARTBEAT_GRACE", "5")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = runner.invoke(app, [*SEARCH, "--storage", url, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "EFFNET_HEARTBEAT_GRACE (5 s) must be longer than EFFNET_HEARTBEAT_INTERVAL (5 s)" in result.output
+    monkeypatch.setenv("EFFNET_HEARTBEAT_GRACE", "soon")
+    result = runner.invoke(app, [*SEARCH, "--storage", url, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "EFFNET_HEARTBEAT_GRACE='soon' must be a whole number" in result.output

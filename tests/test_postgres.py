@@ -1,0 +1,191 @@
+"""Many workers on one study in a real PostgreSQL database (tests/postgres.py starts the server).
+
+Every trial is counted once, the best is the same whichever process reports it (given what it could
+see), no worker crashes on contention, and the storage password shows up nowhere.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from postgres import TINY_SEARCH, Command, files_holding, start_effnet
+
+BUDGET = 6
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@contextmanager
+def study_at(url: str, name: str = "search") -> Iterator[optuna.Study]:
+    """The study read straight through Optuna and psycopg2 (not through effnet's storage code)."""
+    storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        yield optuna.load_study(study_name=name, storage=storage)
+    finally:
+        storage.engine.dispose()
+
+
+def in_band(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get("in_band") is True
+
+
+def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Candidates inside the FLOPs band that were trained: completed, pruned, or failed by their own error."""
+    return [t for t in trials if in_band(t) and (t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                                                 or (t.state == TrialState.FAIL and "error" in t.user_attrs))]
+
+
+def best_of(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The highest reward among completed in-band trials; the lower number wins a tie."""
+    done = [t for t in trials if in_band(t) and t.state == TrialState.COMPLETE]
+    return max(done, key=lambda t: (t.value, -t.number), default=None)
+
+
+def check_sums(trials: list[FrozenTrial], summary: dict) -> None:
+    """A summary's counts add up to every finished trial of the study it read."""
+    finished = [t for t in trials if t.state in FINISHED]
+    assert summary["trials_completed"] == sum(in_band(t) and t.state == TrialState.COMPLETE for t in trials)
+    assert summary["trials_pruned"] == sum(in_band(t) and t.state == TrialState.PRUNED for t in trials)
+    assert summary["trials_failed"] == sum(t.state == TrialState.FAIL for t in trials)
+    assert summary["trials_outside_band"] == sum(not in_band(t) and t.state == TrialState.COMPLETE for t in trials)
+    assert (summary["trials_completed"] + summary["trials_pruned"] + summary["trials_failed"]
+            + summary["trials_outside_band"]) == len(finished)
+
+
+def check_shared_study(trials: list[FrozenTrial], workers: int) -> None:
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials))), "a trial number is missing or repeated"
+    assert not [t.number for t in trials if t.state not in FINISHED], "a trial was left running or waiting"
+    # Each worker checks the budget before it starts a trial and stops once the study holds BUDGET
+    # trained trials; when the last one lands, each other worker can be in the middle of one more
+    # (decided before the budget was met), which it finishes and records: at most workers-1 extra.
+    assert BUDGET <= len(trained(trials)) <= BUDGET + workers - 1
+    assert not [t.number for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+
+
+def check_no_password(password: str, commands: list[Command], *folders: Path) -> None:
+    for command in commands:
+        assert password not in command.stdout and password not in command.stderr
+    assert files_holding(password, *folders) == []
+
+
+def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path):
+    """Three `effnet search` commands started at once, as on three machines, each with its own run dir."""
+    commands = [start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
+                              "--study", "search", "--seed", seed, "--run-dir", tmp_path / f"machine{seed}",
+                              "--json"], tmp_path / "logs", f"machine{seed}") for seed in range(3)]
+    for command in commands:
+        assert command.wait(300) == 0, command.stderr[-3000:]
+        assert "Traceback" not in command.stderr
+    with study_at(postgres_url) as study:
+        trials = study.get_trials()
+    check_shared_study(trials, workers=3)
+    assert {t.user_attrs["worker"] for t in trials} == {c.worker for c in commands}
+
+    for command in commands:
+        # Each command reports the best of the study as it read it once its own worker stopped:
+        # after its own last trial, before it exited. Trials other workers finish after that read
+        # may beat it, so its best is the best of the trials finished by some moment in between.
+        summary = command.json()
+        reported = next(t for t in trials if t.number == summary["trial"])
+        assert reported.state == TrialState.COMPLETE and in_band(reported)
+        assert (summary["reward"], summary["flops"]) == (reported.value, reported.user_attrs["flops"])
+        own_last = max(t.datetime_complete for t in trials if t.user_attrs["worker"] == command.worker)
+        moments = sorted({own_last, *(t.datetime_complete for t in trials if own_last < t.datetime_complete
+                                      <= command.ended)})
+        seen = [best_of([t for t in trials if t.datetime_complete <= moment]) for moment in moments]
+        assert reported.number in {t.number for t in seen if t is not None}
+        assert (tmp_path / f"machine{commands.index(command)}" / "b0.yaml").is_file()
+
+    # A fourth command on the finished study trains nothing and reports the study's best and sums.
+    reader = start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url, "--study", "search",
+                           "--run-dir", tmp_path / "reader", "--json"], tmp_path / "logs", "reader")
+    assert reader.wait(120) == 0, reader.stderr[-3000:]
+    summary = reader.json()
+    assert summary["stop_reason"] == "budget"
+    with study_at(postgres_url) as study:
+        assert [t.number for t in study.get_trials()] == [t.number for t in trials]
+    check_sums(trials, summary)
+    assert summary["trial"] == best_of(trials).number
+    check_no_password(postgres_server.password, [*commands, reader], tmp_path)
+
+
+def test_one_command_with_three_workers(postgres_server, postgres_url, tmp_path):
+    run_dir = tmp_path / "run"
+    command = start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--workers", 3, "--storage", postgres_url,
+                            "--run-dir", run_dir, "--json"], tmp_path / "logs", "workers3")
+    assert command.wait(300) == 0, command.stderr[-3000:]
+    assert "exited with an error" not in command.stderr and "Traceback" not in command.stderr
+    with study_at(postgres_url) as study:
+        trials = study.get_trials()
+    check_shared_study(trials, workers=3)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2
+    summary = command.json()
+    check_sums(trials, summary)  # all workers have stopped before the command reads the study
+    assert summary["trial"] == best_of(trials).number
+    check_no_password(postgres_server.password, [command], tmp_path)
+
+
+TINY_BASE = """\
+name: tiny
+resolution: 32
+num_classes: 4
+dropout: 0.0
+drop_connect: 0.0
+stem: {out_channels: 8, kernel: 3, stride: 2}
+stages:
+- {block: mbconv, repeats: 1, kernel: 3, stride: 1, expand: 1, out_channels: 8, se_ratio: 0.25, skip: true}
+- {block: mbconv, repeats: 1, kernel: 3, stride: 2, expand: 3, out_channels: 16, se_ratio: 0.25, skip: true}
+head: {out_channels: 32}
+"""
+# alpha 1.1..1.3, beta and gamma 1.0..1.2 by 0.1, |alpha*beta^2*gamma^2 - 2| <= 0.15 keeps 7 points (by hand:
+# 1.1*1.1²*1.2² = 1.1*1.2²*1.1² = 1.9166, 1.2*1.1²*1.2² = 1.2*1.2²*1.1² = 2.0909,
+# 1.3*1.0²*1.2² = 1.3*1.2²*1.0² = 1.872, 1.3*1.1²*1.1² = 1.9033; every other one is further than 0.15 from 2)
+GRID_POINTS = {(1.1, 1.1, 1.2), (1.1, 1.2, 1.1), (1.2, 1.1, 1.2), (1.2, 1.2, 1.1), (1.3, 1.0, 1.2), (1.3, 1.1, 1.1),
+               (1.3, 1.2, 1.0)}
+
+
+def test_two_grid_scale_processes_score_each_point_once(postgres_server, postgres_url, tmp_path):
+    base = tmp_path / "tiny.yaml"
+    base.write_text(TINY_BASE)
+    args = ["grid-scale", "--base", base, "--alpha-range", "1.1:1.3", "--beta-range", "1.0:1.2", "--gamma-range",
+            "1.0:1.2", "--step", "0.1", "--tolerance", "0.15", "--proxy", "zero-cost", "--data", "synthetic",
+            "--proxy-resolution", "16", "--batch-size", "8", "--threads", "1", "--storage", postgres_url, "--json"]
+    commands = [start_effnet([*args, "--run-dir", tmp_path / f"machine{i}"], tmp_path / "logs", f"grid{i}")
+                for i in range(2)]
+    for command in commands:
+        assert command.wait(300) == 0, command.stderr[-3000:]
+    with study_at(postgres_url, "grid") as study:
+        trials = study.get_trials()
+    scored = [t for t in trials if t.state == TrialState.COMPLETE]
+    points = [tuple(round(t.params[k], 6) for k in ("alpha", "beta", "gamma")) for t in scored]
+    assert sorted(points) == sorted(GRID_POINTS), "a grid point was scored twice or not at all"
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    last = max(commands, key=lambda c: c.ended)
+    assert last.json()["points_scored"] == len(GRID_POINTS)
+    check_no_password(postgres_server.password, commands, tmp_path)
+
+
+def test_a_wrong_password_is_a_clear_error_that_hides_it(postgres_server, postgres_url, tmp_path):
+    wrong = postgres_url.replace(postgres_server.password, "not-the-password-9431")
+    command = start_effnet(["search", *TINY_SEARCH, "--storage", wrong, "--run-dir", tmp_path / "run", "--json"],
+                           tmp_path / "logs", "wrong")
+    assert command.wait(120) == 2
+    assert "password authentication failed" in command.stderr
+    assert "not-the-password-9431" not in command.stderr + command.stdout
+    assert command.stdout == "" and len(command.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql+psycopg2"])
+def test_other_spellings_of_the_url_reach_the_same_server(postgres_url, scheme, tmp_path):
+    from effnet.nas.storage import open_storage
+
+    storage = open_storage(postgres_url.replace("postgresql", scheme, 1), tmp_path)
+    assert storage.get_all_studies() == []
+    storage.engine.dispose()

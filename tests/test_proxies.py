@@ -1,0 +1,143 @@
+"""Accuracy proxies: short training (learns, deterministic, reports, fails on NaN), zero-cost scores, ranks."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from effnet.nas.data import load_data
+from effnet.nas.errors import InputError
+from effnet.nas.files import parse_yaml
+from effnet.nas.proxies import PROXIES, ProxyFailure, ProxySettings, make_proxy
+from effnet.nas.proxies.rank import kendall_tau, spearman_rho
+from effnet.nas.proxies.zero_cost import positive_score
+from effnet.nas.spec import spec_from_dict
+
+TINY = """
+name: tiny
+resolution: 224
+num_classes: 1000
+dropout: 0.0
+drop_connect: 0.0
+stem: {out_channels: 8, kernel: 3, stride: 2}
+stages:
+- {block: mbconv, repeats: 1, kernel: 3, stride: 1, expand: 1, out_channels: 8, se_ratio: 0.25, skip: true}
+- {block: mbconv, repeats: 2, kernel: 3, stride: 2, expand: 3, out_channels: 16, se_ratio: 0.0, skip: true}
+head: {out_channels: 32}
+"""
+
+
+def tiny_spec(**changes):
+    return spec_from_dict(parse_yaml(TINY, "tiny"), "tiny").replace(**changes)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_data("synthetic", 16)
+
+
+def fast(**changes) -> ProxySettings:
+    return ProxySettings(**{"epochs": 3, "resolution": 16, "batch_size": 32, "threads": 1, **changes})
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+def test_train_proxy_learns_well_above_chance_and_reports_every_epoch(synthetic):
+    reports = []
+    accuracy = make_proxy("train", synthetic, fast()).score(tiny_spec(), lambda e, a: reports.append((e, a)))
+    assert accuracy > 0.6  # 4 balanced classes: chance is 0.25
+    assert [e for e, _ in reports] == [1, 2, 3]
+    assert reports[-1][1] == accuracy
+    assert all(0.0 <= a <= 1.0 for _, a in reports)
+
+
+def test_train_proxy_is_deterministic_for_a_seed(synthetic):
+    settings = fast(epochs=1, max_train_batches=3)
+    first = make_proxy("train", synthetic, settings).score(tiny_spec())
+    second = make_proxy("train", synthetic, settings).score(tiny_spec())
+    assert first == second
+    torch.manual_seed(123)  # the proxy seeds itself and leaves the caller's generator alone
+    before = torch.random.get_rng_state()
+    make_proxy("train", synthetic, settings).score(tiny_spec())
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_trial_pruned_raised_in_report_propagates(synthetic):
+    def report(epoch, accuracy):
+        raise optuna.TrialPruned(f"pruned at {epoch}")
+
+    with pytest.raises(optuna.TrialPruned, match="pruned at 1"):
+        make_proxy("train", synthetic, fast(max_train_batches=1)).score(tiny_spec(), report)
+
+
+def test_nan_loss_raises_proxy_failure(synthetic):
+    with pytest.raises(ProxyFailure, match=r"loss became NaN at epoch 1 step \d+"):
+        make_proxy("train", synthetic, fast(lr=1e30, epochs=1)).score(tiny_spec())
+
+
+def test_unknown_proxy_and_bad_settings_are_input_errors(synthetic):
+    assert PROXIES == ("train", "zero-cost")
+    with pytest.raises(InputError, match="unknown proxy 'magic'"):
+        make_proxy("magic", synthetic, fast())
+    with pytest.raises(InputError, match="epochs"):
+        make_proxy("train", synthetic, fast(epochs=0))
+
+
+# -- zero-cost ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["zero-cost", "synflow"])
+def test_zero_cost_scores_are_finite_positive_and_tell_networks_apart(synthetic, name):
+    proxy = make_proxy(name, synthetic, fast())
+    small = proxy.score(tiny_spec())
+    wide = proxy.score(tiny_spec(head=tiny_spec().head.__class__(out_channels=128)))
+    assert math.isfinite(small) and small > 0
+    assert math.isfinite(wide) and wide > 0
+    assert wide != small
+    assert proxy.score(tiny_spec()) == small  # deterministic
+
+
+def test_naswot_kernel_matches_hand_count_for_a_single_relu():
+    """One ReLU over 4 units, 2 images: codes 1100 and 1010 share 2 bits, so K = [[4, 2], [2, 4]], det 12."""
+    from effnet.nas.proxies.zero_cost import NaswotProxy
+
+    class OneReLU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = torch.nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x)
+
+    data = load_data("synthetic", 16)
+    proxy = NaswotProxy(data, fast(batch_size=2))
+    proxy.minibatch = lambda: torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
+    assert proxy.log_score(OneReLU(), torch.device("cpu")) == pytest.approx(math.log(12.0))
+
+
+def test_positive_score_transform():
+    assert positive_score(700.0) == 700.0  # log(1 + e^700) = 700 to double precision
+    assert positive_score(0.0) == pytest.approx(math.log(2.0))
+    assert 0 < positive_score(-math.inf) < 1e-9
+    with pytest.raises(ProxyFailure):
+        positive_score(math.nan)
+
+
+# -- rank correlations ----------------------------------------------------------------------------
+
+def test_kendall_and_spearman_against_hand_computed_values():
+    # one adjacent swap of 4 items: 5 concordant and 1 discordant pair -> tau = (5 - 1) / 6;
+    # rank differences 0, 1, 1, 0 -> rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert kendall_tau([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert spearman_rho([0.1, 0.5, 0.2], [10, 50, 20]) == pytest.approx(1.0)
+
+
+def test_rank_correlation_of_a_constant_is_nan_and_bad_input_raises():
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    assert math.isnan(spearman_rho([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError, match="equal length"):
+        kendall_tau([1, 2], [1, 2, 3])

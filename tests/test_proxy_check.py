@@ -1,0 +1,78 @@
+"""`effnet proxy-check` end to end on synthetic data with a tiny space and budget, and its bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from effnet.cli.proxy_check import draw_candidates, proxy_check
+from effnet.nas.flops import analytic_flops
+from effnet.nas.space import load_space
+
+TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
+TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
+             "--epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--resolution", "16", "--threads", "1"]
+
+_app = typer.Typer()
+_app.callback()(lambda: None)
+_app.command("proxy-check")(proxy_check)
+
+
+def invoke(*args):
+    """`effnet proxy-check ARGS...` in-process."""
+    return CliRunner().invoke(_app, ["proxy-check", *[str(a) for a in args]])
+
+
+def test_proxy_check_end_to_end(tmp_path):
+    run_dir = tmp_path / "check"
+    result = invoke(*TINY_ARGS, "--proxy", "train", "--proxy", "zero-cost", "--run-dir", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["candidates"] == 3
+    assert set(summary["correlations"]) == {"train", "zero-cost", "params", "flops"}
+    for row in summary["correlations"].values():
+        for key in ("kendall_tau", "spearman_rho"):
+            assert row[key] is None or -1.0 <= row[key] <= 1.0
+    rows = list(csv.DictReader((run_dir / "proxy_check.csv").read_text().splitlines()))
+    assert len(rows) == 3
+    for row in rows:
+        assert 0.7e6 <= int(row["flops"]) <= 1.3e6  # inside the band 1M ± 30 %
+        assert 0.0 <= float(row["reference"]) <= 1.0 and float(row["zero-cost"]) > 0
+    saved = yaml.safe_load((run_dir / "proxy_check.yaml").read_text())
+    assert saved["correlations"] == summary["correlations"] and len(saved["results"]) == 3
+    assert (run_dir / "run.yaml").exists()
+
+
+def test_proxy_check_prints_tables(tmp_path):
+    result = invoke(*TINY_ARGS, "--proxy", "synflow", "--run-dir", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    assert "Kendall" in result.stdout and "params (baseline)" in result.stdout
+
+
+def test_candidates_are_distinct_and_inside_the_band():
+    space = load_space(TINY_SPACE)
+    specs = draw_candidates(space, 5, 0.7e6, 1.3e6, seed=3)
+    assert len({repr(s.stages) for s in specs}) == 5
+    assert all(0.7e6 <= analytic_flops(s) <= 1.3e6 for s in specs)
+    assert [s.stages for s in specs] == [s.stages for s in draw_candidates(space, 5, 0.7e6, 1.3e6, seed=3)]
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path):
+    cases = [
+        (["--target-flops", "400X"], "not a size"),
+        (["--proxy", "magic"], "--proxy 'magic' is unknown"),
+        (["--candidates", "2"], "at least 3"),
+        (["--flops-tolerance", "1.5"], "between 0 and 1"),
+        (["--target-flops", "1"], "distinct candidates"),
+        (["--space", tmp_path / "none.yaml"], "no such search-space file"),
+    ]
+    for extra, message in cases:
+        result = invoke(*TINY_ARGS, "--run-dir", tmp_path / "r", *extra)
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output, (extra, result.output)
+        assert "Traceback" not in result.output

@@ -146,9 +146,12 @@ def train(
             result = train_spec(trained, images, settings, run_dir, device=device, checkpoint=checkpoint,
                                 monitor=monitor if dist.is_main else None, dist=dist)
     except KeyboardInterrupt:
-        if dist.is_main:
-            progress_console.print(f"interrupted: {run_dir}/checkpoint.pt holds the last finished epoch; "
+        saved = run_dir / CHECKPOINT_NAME
+        if dist.is_main and saved.exists():
+            progress_console.print(f"interrupted: {saved} holds the last finished epoch; "
                                    "rerun with --resume to continue")
+        elif dist.is_main:
+            progress_console.print("interrupted before the first epoch finished; nothing to resume")
         raise typer.Exit(130) from None
     if not dist.is_main:
         return

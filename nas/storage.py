@@ -43,12 +43,13 @@ STALE_ATTR = "stale"
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql")
 
 
-def redact_url(url: str) -> str:
-    """The text with the password of any URL in it replaced by ***, for output, logs and run files.
+_CREDENTIALS = re.compile(r"(^|://|[\s'\"(])([^:/@\s'\"]*:)(?!//)[^\s'\"]*@")
 
-    Everything from the user name's colon to the last @ goes: a password may hold an unescaped @.
-    """
-    return re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", url)
+
+def redact_url(text: str) -> str:
+    """The text with the password of any URL in it (user:password@host) replaced by ***, for output,
+    logs and run files. Everything from the user name's colon to the last @ goes."""
+    return _CREDENTIALS.sub(r"\1\2***@", text)
 
 
 def describe_storage(url: str | None, run_dir: Path) -> str:
@@ -68,9 +69,12 @@ def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
             raise InputError(f"cannot open the journal storage {path}: {err.strerror}; "
                              f"choose a writable --run-dir or --storage path") from None
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in _RDB_SCHEMES:
+    if scheme not in _RDB_SCHEMES or "://" not in url:
         raise InputError(f"unsupported storage URL {redact_url(url)!r}; use postgresql://user:pass@host/db, "
                          f"mysql://..., sqlite:///path.db, or journal:PATH")
+    if url.split("://", 1)[1].count("@") > 1:
+        raise InputError(f"the storage URL {redact_url(url)} holds more than one @ before the host; "
+                         f"write an @ in the user name or password as %40")
     engine_url = _with_postgres_driver(url, scheme)
     interval, grace = heartbeat_settings()
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}

@@ -55,3 +55,26 @@ def postgres_url(postgres_server, request) -> str:
 
     name = re.sub(r"\W+", "_", request.node.name.lower())[:40]
     return postgres_server.create_database(f"t_{name}_{secrets.token_hex(3)}")
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if a search or grid worker starts: a bad input must be refused before any training."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a worker started: the error should have come before any training")
+
+    import effnet.cli.grid_scale
+    import effnet.cli.search
+
+    for module, name in ((effnet.cli.search, "run_worker"), (effnet.cli.search, "start_workers"),
+                         (effnet.cli.grid_scale, "run_grid_worker"), (effnet.cli.grid_scale, "start_grid_workers")):
+        monkeypatch.setattr(module, name, forbidden)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say why the PostgreSQL tests were skipped even under -q (pytest shows skip reasons only with -rs)."""
+    reasons = [report.longrepr[2].removeprefix("Skipped: ") for report in terminalreporter.stats.get("skipped", [])
+               if isinstance(report.longrepr, tuple) and "PostgreSQL" in report.longrepr[2]]
+    for reason in sorted(set(reasons)):
+        terminalreporter.write_line(f"{reasons.count(reason)} PostgreSQL tests skipped: {reason}", yellow=True)

@@ -269,20 +269,6 @@ GRID = ["grid-scale", "--proxy", "zero-cost", "--data", "synthetic", "--alpha-ra
 FAMILY = ["export-family", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1"]
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    """Fail the test if any worker starts: the error must come before training."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a worker started")
-
-    import effnet.cli.grid_scale
-    import effnet.cli.search
-
-    for module, name in ((effnet.cli.search, "run_worker"), (effnet.cli.search, "start_workers"),
-                         (effnet.cli.grid_scale, "run_grid_worker"), (effnet.cli.grid_scale, "start_grid_workers")):
-        monkeypatch.setattr(module, name, forbidden)
-
-
 @pytest.mark.parametrize("command", [SEARCH, GRID, FAMILY], ids=["search", "grid-scale", "export-family"])
 @pytest.mark.parametrize("where", ["under a file", "in /proc"])
 def test_an_unwritable_run_directory_is_a_clear_error(command, where, tmp_path, no_training):

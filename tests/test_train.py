@@ -178,9 +178,9 @@ def test_tiny_spec_learns_digits_well_above_chance(runs):
     result = runs["whole"]
     assert result["num_classes"] == 10 and result["resolution"] == 16 and result["epochs"] == 4
     assert result["lr"] == pytest.approx(0.004)
-    # 10 classes: chance is 0.10; seeds 0-3 measured 0.65-0.88 raw and 0.77-0.82 EMA
-    assert result["top1"] > 0.5
-    assert result["ema_top1"] > 0.5
+    # 10 classes: chance is 0.10; seeds 0-3 measured 0.88-0.90 raw and 0.875-0.906 EMA
+    assert result["top1"] > 0.7
+    assert result["ema_top1"] > 0.7
     assert result["best_top1"] >= max(result["top1"], result["ema_top1"])
     rows = metrics_without_time(Path(result["metrics_csv"]))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]

@@ -1,0 +1,209 @@
+"""Bad input: the corpus in tests/bad_inputs/ (each case one clear line and exit code 2, never a traceback),
+and property tests that random YAML never crashes the spec or space loader with anything but InputError."""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from effnet.cli.app import app
+from effnet.nas.errors import InputError
+from effnet.nas.spec import NetworkSpec, load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.space import SearchSpace, load_space
+from effnet.nas.storage import redact_url
+from postgres import TINY_SEARCH, TINY_SPACE
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+CASES: list[dict[str, Any]] = yaml.safe_load((CORPUS / "cases.yaml").read_text())
+PREFIX = {
+    "describe": ["describe"],
+    "search": ["search", *TINY_SEARCH, "--run-dir", "@TMP/run", "--json"],
+    "grid-scale": ["grid-scale", "--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution", "16",
+                   "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15", "--tolerance", "0.1",
+                   "--run-dir", "@TMP/run", "--json"],
+    "export-family": ["export-family", "--phi", "1", "--run-dir", "@TMP/run", "--json"],
+}
+"""Each command with quick settings; a case's own arguments come after and override them."""
+runner = CliRunner()
+
+
+def expand(arg: str, tmp_path: Path) -> str:
+    if arg == "@EMPTY":
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        return str(tmp_path / "empty")
+    return arg.replace("@DIR", str(CORPUS)).replace("@TMP", str(tmp_path))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_a_bad_input_gives_one_clear_line_and_exit_code_2(case, tmp_path, no_training, one_torch_thread):
+    args = [expand(str(a), tmp_path) for a in [*PREFIX[case["run"]], *case["args"]]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.output or result.exception!r}"
+    assert result.stdout == "" and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert case["error"] in lines[0]
+    for secret in case.get("hidden", []):
+        assert secret not in result.output
+
+
+def test_the_corpus_is_complete():
+    ids = [case["id"] for case in CASES]
+    assert len(ids) == len(set(ids)), "two cases share an id"
+    paths = {Path(m) for case in CASES for a in case["args"] for m in re.findall(r"@DIR/(\S+)", str(a))}
+    assert len([p for p in paths if (CORPUS / p).exists()]) >= 30, "at least 30 bad input files"
+    files = {p.relative_to(CORPUS) for p in CORPUS.rglob("*") if p.is_file() and p.name != "cases.yaml"}
+    unused = [f for f in files if not any(f == p or p in f.parents for p in paths)]
+    assert unused == [], "a corpus file no case uses"
+    assert {case["run"] for case in CASES} == set(PREFIX)
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ("postgresql://effnet:pw@db:5432/x", "postgresql://effnet:***@db:5432/x"),
+    ("postgresql+psycopg2://effnet:p%40ss:w/rd@db/x", "postgresql+psycopg2://effnet:***@db/x"),
+    ("mysql://:pw@db/x?charset=utf8", "mysql://:***@db/x?charset=utf8"),
+    ("effnet:pw@db.example/x", "effnet:***@db.example/x"),
+    ("cannot reach 'postgresql://u:pw@h/x': refused", "cannot reach 'postgresql://u:***@h/x': refused"),
+    ("postgresql://effnet@db/x", "postgresql://effnet@db/x"),
+    ("sqlite:///runs/a:b@c.db", "sqlite:///runs/a:b@c.db"),
+    ("journal:/runs/study.journal", "journal:/runs/study.journal"),
+])
+def test_redact_url_hides_the_password_and_nothing_else(text, redacted):
+    assert redact_url(text) == redacted
+
+
+# -- random YAML ------------------------------------------------------------------------------------
+
+SPEC_WORDS = ["name", "resolution", "num_classes", "in_channels", "activation", "dropout", "drop_connect",
+              "batch_norm", "stem", "stages", "head", "provenance", "block", "repeats", "kernel", "stride",
+              "expand", "out_channels", "se_ratio", "skip", "decay", "epsilon", "mbconv", "dsconv", "conv", "silu"]
+SPACE_WORDS = ["base", "choices", "skeleton", "description", "width", "repeats_offset"]
+NASTY = [10**400, -(10**400), 2**63, float("nan"), float("inf"), -0.0, 1e-320, "", "1e3", True, None, [], {}]
+"""Values at the edges of what a loader converts: too big for a float, not a number, empty, the wrong type."""
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-300, 300), st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.sampled_from(SPEC_WORDS + SPACE_WORDS),
+    st.sampled_from(NASTY),
+)
+keys = st.one_of(st.sampled_from(SPEC_WORDS + SPACE_WORDS), st.text(max_size=8), st.integers(-3, 3))
+documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5),
+                         max_leaves=30)
+LOADER_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("random-yaml") / "input.yaml"
+
+
+def load_spec_or_input_error(path: Path, text: str | bytes) -> NetworkSpec | None:
+    """The spec loader on a file holding `text`: a valid spec or InputError, nothing else."""
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
+    try:
+        spec = load_spec(path)
+    except InputError:
+        return None
+    assert spec_from_dict(spec_to_dict(spec)) == spec, "an accepted spec must survive its own round trip"
+    return spec
+
+
+def load_space_or_input_error(path: Path, text: str) -> SearchSpace | None:
+    path.write_text(text)
+    try:
+        space = load_space(path)
+    except InputError:
+        return None
+    spec = space.random_spec(random.Random(0))
+    assert spec_from_dict(spec_to_dict(spec)) == spec, "an accepted space must sample valid specs"
+    return space
+
+
+@LOADER_SETTINGS
+@given(document=documents)
+def test_random_yaml_documents_never_crash_the_spec_loader(document, scratch):
+    load_spec_or_input_error(scratch, yaml.safe_dump(document))
+
+
+@LOADER_SETTINGS
+@given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200)))
+def test_random_text_never_crashes_the_spec_loader(text, scratch):
+    load_spec_or_input_error(scratch, text)
+
+
+def positions(node: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key or index) in a parsed YAML document."""
+    found = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found.append((node, key))
+        found.extend(positions(value))
+    return found
+
+
+def mutate(document: Any, data: st.DataObject) -> None:
+    """Replace, nudge, retype, delete or add one entry somewhere in the document."""
+    places = positions(document)
+    if not places:
+        document[data.draw(keys)] = data.draw(documents)
+        return
+    leaves = [(c, k) for c, k in places if not isinstance(c[k], (dict, list))]
+    action = data.draw(st.sampled_from(["leaf", "leaf", "leaf", "replace", "nudge", "retype", "delete", "add"]))
+    pool = leaves if action == "leaf" and leaves else places
+    container, key = pool[data.draw(st.integers(0, len(pool) - 1), label="position")]
+    value = container[key]
+    if action == "leaf":
+        container[key] = data.draw(st.one_of(st.sampled_from(NASTY), scalars))
+    elif action == "replace":
+        container[key] = data.draw(documents)
+    elif action == "nudge" and isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300:
+        container[key] = value + data.draw(st.sampled_from([-1, 1, -value, 0.5, 1e9]))
+    elif action == "retype":
+        container[key] = data.draw(st.sampled_from([[value], {"value": value}, str(value), None]))
+    elif action == "delete":
+        del container[key]
+    elif isinstance(container, dict):
+        container[data.draw(keys)] = data.draw(documents)
+    else:
+        container.insert(key, copy.deepcopy(value) if data.draw(st.booleans()) else data.draw(documents))
+
+
+REFERENCE_B0 = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "efficientnet-b0.yaml").read_text())
+TINY = yaml.safe_load(Path(TINY_SPACE).read_text())
+
+
+@LOADER_SETTINGS
+@given(data=st.data())
+def test_mutations_of_the_reference_b0_never_crash_the_spec_loader(data, scratch):
+    document = copy.deepcopy(REFERENCE_B0)
+    for _ in range(data.draw(st.integers(1, 4))):
+        mutate(document, data)
+    load_spec_or_input_error(scratch, yaml.safe_dump(document))
+
+
+@LOADER_SETTINGS
+@given(data=st.data())
+def test_mutations_of_a_search_space_never_crash_the_space_loader(data, scratch):
+    document = copy.deepcopy(TINY)
+    for _ in range(data.draw(st.integers(1, 4))):
+        mutate(document, data)
+    load_space_or_input_error(scratch, yaml.safe_dump(document))
+
+
+@LOADER_SETTINGS
+@given(document=documents)
+def test_random_yaml_documents_never_crash_the_space_loader(document, scratch):
+    load_space_or_input_error(scratch, yaml.safe_dump(document))
+
+
+def test_the_mutation_tests_start_from_valid_documents(tmp_path):
+    assert load_spec_or_input_error(tmp_path / "b0.yaml", yaml.safe_dump(REFERENCE_B0)) is not None
+    assert load_space_or_input_error(tmp_path / "tiny.yaml", yaml.safe_dump(TINY)) is not None

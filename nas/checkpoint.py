@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from effnet.nas.errors import InputError
+from effnet.nas.files import current_umask
 
 FORMAT = "effnet-train-checkpoint"
 VERSION = 1
@@ -28,7 +29,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the usual mode
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a checkpoint gets the usual mode
         with os.fdopen(fd, "wb") as fh:
             torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
             fh.flush()
@@ -60,10 +61,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+
 
 
 def _sync_directory(directory: Path) -> None:

@@ -158,6 +158,13 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+def heartbeat_interval(storage: BaseStorage) -> int | None:
+    """Seconds between a worker's heartbeats on this storage, or None where it has none (the journal).
+    A study holds its RDBStorage wrapped in Optuna's cache, so ask the storage rather than its type."""
+    get_interval = getattr(storage, "get_heartbeat_interval", None)
+    return get_interval() if get_interval is not None else None
+
+
 def worker_identity() -> str:
     """host:pid of this process, recorded on each trial it runs."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -181,7 +188,7 @@ def recover_stale_trials(study: optuna.Study, min_age_s: float = 0.0) -> list[in
     """
     storage = study._storage
     failed: list[int] = []
-    if isinstance(storage, RDBStorage):
+    if heartbeat_interval(storage) is not None:  # no host:pid check: machines may share a host name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)

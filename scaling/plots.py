@@ -78,7 +78,7 @@ def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | 
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
     formula_ax.set_ylabel(score_name)
     if scored:
         fig.colorbar(dots, ax=measured_ax, label="γ")

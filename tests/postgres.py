@@ -39,7 +39,10 @@ FAST_HEARTBEATS = {"EFFNET_HEARTBEAT_INTERVAL": "1", "EFFNET_HEARTBEAT_GRACE": "
 
 def server_bin_dir() -> Path | None:
     """The newest PostgreSQL server's bin dir (Debian's /usr/lib/postgresql/N/bin, or initdb on PATH)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    def version(initdb: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in Path(initdb).parts[-3].split(".") if part.isdigit())
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")

@@ -88,6 +88,7 @@ SPEC_WORDS = ["name", "resolution", "num_classes", "in_channels", "activation", 
               "expand", "out_channels", "se_ratio", "skip", "decay", "epsilon", "mbconv", "dsconv", "conv", "silu"]
 SPACE_WORDS = ["base", "choices", "skeleton", "description", "width", "repeats_offset"]
 NASTY = [10**400, -(10**400), 2**63, float("nan"), float("inf"), -0.0, 1e-320, "", "1e3", True, None, [], {}]
+NASTY_IDS = ["1e400", "-1e400", "2**63", "nan", "inf", "-0.0", "1e-320", "empty", "1e3 string", "true", "null", "[]", "{}"]
 """Values at the edges of what a loader converts: too big for a float, not a number, empty, the wrong type."""
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-300, 300), st.integers(-(10**400), 10**400),
@@ -202,6 +203,35 @@ def test_mutations_of_a_search_space_never_crash_the_space_loader(data, scratch)
 @given(document=documents)
 def test_random_yaml_documents_never_crash_the_space_loader(document, scratch):
     load_space_or_input_error(scratch, yaml.safe_dump(document))
+
+
+def leaf_paths(node: Any, path: tuple = ()) -> list[tuple]:
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in leaf_paths(value, (*path, key))]
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in leaf_paths(value, (*path, i))]
+    return [path]
+
+
+def with_value(document: Any, path: tuple, value: Any) -> Any:
+    changed = copy.deepcopy(document)
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return changed
+
+
+@pytest.mark.parametrize("nasty", NASTY, ids=NASTY_IDS)
+def test_each_edge_value_in_each_field_of_the_reference_b0(nasty, scratch):
+    for path in leaf_paths(REFERENCE_B0):
+        load_spec_or_input_error(scratch, yaml.safe_dump(with_value(REFERENCE_B0, path, nasty)))
+
+
+@pytest.mark.parametrize("nasty", NASTY, ids=NASTY_IDS)
+def test_each_edge_value_in_each_field_of_a_search_space(nasty, scratch):
+    for path in leaf_paths(TINY):
+        load_space_or_input_error(scratch, yaml.safe_dump(with_value(TINY, path, nasty)))
 
 
 def test_the_mutation_tests_start_from_valid_documents(tmp_path):

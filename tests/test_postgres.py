@@ -6,18 +6,22 @@ see), no worker crashes on contention, and the storage password shows up nowhere
 
 from __future__ import annotations
 
+import json
+import threading
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
+from typer.testing import CliRunner
 
+from effnet.cli.app import app
 from postgres import TINY_SEARCH, Command, files_holding, start_effnet
 
 BUDGET = 6
+runner = CliRunner()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -66,7 +70,7 @@ def check_shared_study(trials: list[FrozenTrial], workers: int) -> None:
     # trained trials; when the last one lands, each other worker can be in the middle of one more
     # (decided before the budget was met), which it finishes and records: at most workers-1 extra.
     assert BUDGET <= len(trained(trials)) <= BUDGET + workers - 1
-    assert not [t.number for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    assert [t.user_attrs["error"] for t in trials if "error" in t.user_attrs] == []  # e.g. a storage error
 
 
 def check_no_password(password: str, commands: list[Command], *folders: Path) -> None:
@@ -75,7 +79,7 @@ def check_no_password(password: str, commands: list[Command], *folders: Path) ->
     assert files_holding(password, *folders) == []
 
 
-def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path):
+def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path, one_torch_thread):
     """Three `effnet search` commands started at once, as on three machines, each with its own run dir."""
     commands = [start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
                               "--study", "search", "--seed", seed, "--run-dir", tmp_path / f"machine{seed}",
@@ -103,17 +107,18 @@ def test_three_search_processes_share_one_study(postgres_server, postgres_url, t
         assert reported.number in {t.number for t in seen if t is not None}
         assert (tmp_path / f"machine{commands.index(command)}" / "b0.yaml").is_file()
 
-    # A fourth command on the finished study trains nothing and reports the study's best and sums.
-    reader = start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url, "--study", "search",
-                           "--run-dir", tmp_path / "reader", "--json"], tmp_path / "logs", "reader")
-    assert reader.wait(120) == 0, reader.stderr[-3000:]
-    summary = reader.json()
+    # The same command once more on the finished study trains nothing and reports its best and sums.
+    reader = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", str(BUDGET), "--storage", postgres_url,
+                                 "--run-dir", str(tmp_path / "reader"), "--json"])
+    assert reader.exit_code == 0, reader.output
+    summary = json.loads(reader.stdout)
     assert summary["stop_reason"] == "budget"
     with study_at(postgres_url) as study:
         assert [t.number for t in study.get_trials()] == [t.number for t in trials]
     check_sums(trials, summary)
     assert summary["trial"] == best_of(trials).number
-    check_no_password(postgres_server.password, [*commands, reader], tmp_path)
+    assert postgres_server.password not in reader.output
+    check_no_password(postgres_server.password, commands, tmp_path)
 
 
 def test_one_command_with_three_workers(postgres_server, postgres_url, tmp_path):
@@ -172,14 +177,35 @@ def test_two_grid_scale_processes_score_each_point_once(postgres_server, postgre
     check_no_password(postgres_server.password, commands, tmp_path)
 
 
-def test_a_wrong_password_is_a_clear_error_that_hides_it(postgres_server, postgres_url, tmp_path):
+def test_a_wrong_password_is_a_clear_error_that_hides_it(postgres_server, postgres_url, tmp_path, no_training):
     wrong = postgres_url.replace(postgres_server.password, "not-the-password-9431")
-    command = start_effnet(["search", *TINY_SEARCH, "--storage", wrong, "--run-dir", tmp_path / "run", "--json"],
-                           tmp_path / "logs", "wrong")
-    assert command.wait(120) == 2
-    assert "password authentication failed" in command.stderr
-    assert "not-the-password-9431" not in command.stderr + command.stdout
-    assert command.stdout == "" and len(command.stderr.strip().splitlines()) == 1
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--storage", wrong, "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: cannot reach the storage postgresql://effnet:***@127.0.0.1:")
+    assert 'password authentication failed for user "effnet"' in line and "not-the-password-9431" not in line
+
+
+def test_workers_opening_an_empty_database_at_once_all_get_in(postgres_url, tmp_path):
+    """Each worker creates Optuna's tables on first contact; without a retry, all but one of six lose
+    that race with a unique violation (seen: 5 of 6, three times out of three)."""
+    from effnet.nas.storage import open_storage
+
+    barrier, errors = threading.Barrier(6), []
+
+    def open_at_once() -> None:
+        barrier.wait()
+        try:
+            open_storage(postgres_url, tmp_path).engine.dispose()
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_at_once) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql+psycopg2"])

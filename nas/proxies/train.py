@@ -11,7 +11,7 @@ finite-loss check reads the device once per epoch instead of every step.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -19,12 +19,14 @@ from torch import nn
 
 from effnet.nas.data import ImageData
 from effnet.nas.errors import InputError
-from effnet.nas.model import build_model
+from effnet.nas.model import DropPath, build_model
 from effnet.nas.proxies import ProxyFailure, ProxySettings
 from effnet.nas.runtime import place_batch, place_model, resolve_device
 from effnet.nas.spec import NetworkSpec
 
 EVAL_BATCH = 256
+CALIBRATION_BATCHES = 8
+"""Training batches whose statistics BatchNorm uses at each evaluation (`recalibrate_batch_norm`)."""
 
 
 @contextlib.contextmanager
@@ -46,18 +48,29 @@ def proxy_network(spec: NetworkSpec, data: ImageData, settings: ProxySettings) -
     return spec.replace(resolution=settings.resolution, num_classes=data.num_classes, in_channels=data.in_channels)
 
 
-def epoch_average_batch_norm(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """Switch BatchNorm to an equal-weight running average (momentum None) and return the layers.
+def recalibrate_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> None:
+    """Recompute every BatchNorm's running statistics for the current weights ("precise BN").
 
-    With the spec's decay 0.99 (momentum 0.01) the running statistics of a few dozen proxy steps
-    stay near their initial values (depthwise outputs have variances far below the initial 1),
-    and evaluation sits at chance. The trainer resets these layers at the start of every epoch,
-    so evaluation uses the average over the last epoch's batches.
+    Running averages over a few dozen proxy steps describe weights that no longer exist: with the
+    spec's decay 0.99 they stay near their initial values (depthwise outputs have variances far
+    below the initial 1) and evaluation sits at chance. Before each evaluation the statistics are
+    reset and averaged with equal weights over `batches` of training images, forward only, with
+    drop-path off.
     """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
     for layer in layers:
+        layer.reset_running_stats()
         layer.momentum = None
-    return layers
+    model.train()
+    for module in model.modules():
+        if isinstance(module, DropPath):
+            module.eval()
+    with torch.no_grad(), _autocast(device):
+        for images in batches:
+            model(place_batch(images, device))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -110,8 +123,8 @@ class TrainProxy:
     def _train(self, model: nn.Module, device: torch.device, report: Callable[[int, float], None] | None) -> float:
         s, data = self.settings, self.data
         model = place_model(model, device)
-        batch_norms = epoch_average_batch_norm(model)
         steps = self.steps_per_epoch()
+        calibration = min(steps, CALIBRATION_BATCHES)
         batch = min(s.batch_size, len(data.train_y))
         optimizer = torch.optim.AdamW(parameter_groups(model, s.weight_decay), lr=s.lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps)
@@ -128,8 +141,6 @@ class TrainProxy:
             torch.index_select(data.train_x, 0, order, out=epoch_x)
             torch.index_select(data.train_y, 0, order, out=epoch_y)
             model.train()
-            for layer in batch_norms:
-                layer.reset_running_stats()
             for step in range(steps):
                 images = place_batch(epoch_x[step * batch:(step + 1) * batch], device)
                 labels = epoch_y[step * batch:(step + 1) * batch].to(device, non_blocking=True)
@@ -142,6 +153,7 @@ class TrainProxy:
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+            recalibrate_batch_norm(model, (epoch_x[i * batch:(i + 1) * batch] for i in range(calibration)), device)
             accuracy = evaluate(model, data.val_x, data.val_y, device)
             if report is not None:
                 report(epoch, accuracy)

@@ -36,6 +36,8 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = err.problem_mark or err.context_mark
         line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         raise InputError(f"{source}:{line} YAML syntax error: {err.problem or err.context}") from None
+    except RecursionError:
+        raise InputError(f"{source}: YAML nested too deeply to read; flatten the document") from None
     except yaml.YAMLError as err:
         raise InputError(f"{source}: YAML syntax error: {err}") from None
 

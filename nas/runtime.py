@@ -26,7 +26,7 @@ ALLOCATOR_ENV = "EFFNET_ALLOCATOR"
 """`system` leaves the C allocator alone; anything else (or unset) applies the tuned settings."""
 
 MMAP_THRESHOLD = 1 << 30
-"""Allocations above this still get their own mapping (1 GiB: far above any B0-B7 activation)."""
+"""Allocations above this still get their own mapping (1 GiB: above any B0-B7 activation at batch 32)."""
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

@@ -22,6 +22,8 @@ from effnet.nas.rounding import round_filters
 from effnet.nas.spec import BLOCK_TYPES, NetworkSpec, StageSpec, spec_from_dict
 
 DEFAULT_SPACE = "efficientnet"
+MAX_OPTION = 1_000_000
+"""Largest number a space file may use anywhere (channels, repeats, expand, width)."""
 CHOICE_KEYS = ("block", "expand", "kernel", "se_ratio", "skip", "width", "repeats_offset")
 
 
@@ -112,8 +114,9 @@ def _options(value: Any, key: str, where: str) -> tuple[Any, ...]:
     def bad(expected: str) -> InputError:
         return InputError(f"{where}.{key}: every option must be {expected}, got {value}")
 
-    is_int = [isinstance(v, int) and not isinstance(v, bool) for v in value]
-    is_num = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in value]
+    # every numeric option in a sane range (|v| <= MAX_OPTION), so no choice can overflow a float later
+    is_num = [isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MAX_OPTION for v in value]
+    is_int = [ok and isinstance(v, int) for ok, v in zip(is_num, value)]
     if key == "block" and not all(v in BLOCK_TYPES for v in value):
         raise bad(f"one of {', '.join(BLOCK_TYPES)}")
     if key == "expand" and not all(ok and v >= 1 for ok, v in zip(is_int, value)):
@@ -143,8 +146,8 @@ def _mapping(value: Any, where: str, allowed: Sequence[str]) -> dict[str, Any]:
 
 
 def _positive_int(value: Any, where: str, allowed: Sequence[int] | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{where}: must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OPTION:
+        raise InputError(f"{where}: must be a positive integer up to {MAX_OPTION:,}, got {value!r}")
     if allowed is not None and value not in allowed:
         raise InputError(f"{where}: must be one of {', '.join(map(str, allowed))}, got {value}")
     return value

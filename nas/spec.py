@@ -33,6 +33,9 @@ from effnet.nas.files import atomic_write_text, parse_yaml, read_text
 BLOCK_TYPES = ("mbconv", "dsconv", "conv")
 """The MnasNet operator set: mobile inverted bottleneck, depthwise-separable conv, regular conv."""
 
+MAX_INTEGER = 10_000_000
+"""Largest integer a spec field takes (channels, repeats, resolution, classes): beyond any real network."""
+
 ACTIVATIONS = ("silu", "relu", "relu6", "hardswish")
 
 
@@ -149,11 +152,13 @@ class _Fields:
             self.fail(f"must be an integer, got {_yaml_type(value)} {value!r}", key)
         if value < minimum:
             self.fail(f"must be at least {minimum}, got {value}", key)
+        if value > MAX_INTEGER:
+            self.fail(f"must be at most {MAX_INTEGER:,}, got {value}", key)
         return value
 
     def number(self, key: str, *, low: float, high: float, high_open: bool = False) -> float:
         value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             self.fail(f"must be a number, got {_yaml_type(value)} {value!r}", key)
         if value < low or value > high or (high_open and value == high):
             bracket = ")" if high_open else "]"
@@ -189,6 +194,24 @@ class _Fields:
         if value not in (1, 2):
             self.fail(f"must be 1 or 2, got {value}", key)
         return value
+
+
+def _is_tree(value: Any, parents: tuple[int, ...] = ()) -> bool:
+    """False if a list or mapping contains itself (a recursive YAML alias)."""
+    if not isinstance(value, (list, dict)):
+        return True
+    if id(value) in parents:
+        return False
+    children = value.values() if isinstance(value, dict) else value
+    return all(_is_tree(child, (*parents, id(value))) for child in children)
+
+
+def _finite(value: int | float) -> bool:
+    """True for a number a float can hold (YAML integers can be far larger)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _yaml_type(value: Any) -> str:
@@ -248,6 +271,8 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     provenance = {} if provenance is None else provenance
     if not isinstance(provenance, dict):
         f.fail(f"must be a mapping, got {_yaml_type(provenance)}", "provenance")
+    if not _is_tree(provenance):
+        f.fail("must be plain data (recursive YAML aliases are not allowed)", "provenance")
     spec = NetworkSpec(
         name=f.text("name") if f.has("name") else defaults.name,
         resolution=f.integer("resolution") if f.has("resolution") else defaults.resolution,

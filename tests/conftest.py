@@ -78,3 +78,20 @@ def pytest_terminal_summary(terminalreporter):
                if isinstance(report.longrepr, tuple) and "PostgreSQL" in report.longrepr[2]]
     for reason in sorted(set(reasons)):
         terminalreporter.write_line(f"{reasons.count(reason)} PostgreSQL tests skipped: {reason}", yellow=True)
+
+
+@pytest.fixture
+def effnet_command(tmp_path):
+    """Start `effnet ARGS` as a real process: effnet_command(args, name, env=None) -> Command (tests/postgres.py),
+    output in tmp_path/logs/NAME.out and .err; whatever still runs at the end of the test is killed."""
+    from postgres import start_effnet
+
+    started = []
+
+    def start(args, name, env=None):
+        started.append(start_effnet(args, tmp_path / "logs", name, env))
+        return started[-1]
+
+    yield start
+    for command in started:
+        command.kill()

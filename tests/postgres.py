@@ -17,6 +17,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -162,12 +163,20 @@ class Command:
             self.ended = datetime.now()
         return code
 
+    def kill(self) -> None:
+        """SIGKILL the command and its workers, if still running."""
+        if self.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+
     def wait(self, timeout: float) -> int:
         end = time.time() + timeout
         while self.poll() is None:
             if time.time() > end:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
                 raise AssertionError(f"effnet did not finish in {timeout:.0f} s; stderr: {self.stderr[-2000:]}")
             time.sleep(0.1)
         return self.process.returncode
@@ -184,14 +193,14 @@ class Command:
         return json.loads(self.stdout)
 
 
-def start_effnet(args: list[str], logs: Path, name: str, env: dict[str, str] | None = None,
-                 new_session: bool = False) -> Command:
-    """Start `effnet ARGS` (python -m effnet.cli, so the pid is the command's own)."""
+def start_effnet(args: list[str], logs: Path, name: str, env: dict[str, str] | None = None) -> Command:
+    """Start `effnet ARGS` (python -m effnet.cli, so the pid is the command's own) in a process group of its
+    own with its workers: a Ctrl-C is sent to the group, and a test's clean-up kills the whole group."""
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / f"{name}.out", logs / f"{name}.err"
     with out.open("w") as stdout, err.open("w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "effnet.cli", *map(str, args)], stdout=stdout,
-                                   stderr=stderr, env={**os.environ, **(env or {})}, start_new_session=new_session)
+                                   stderr=stderr, env={**os.environ, **(env or {})}, start_new_session=True)
     return Command(process, out, err)
 
 

@@ -26,7 +26,7 @@ from effnet.nas.spec import dump_spec, load_spec
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
 from effnet.scaling.presets import reference_b0
-from postgres import FAST_HEARTBEATS, TINY_SEARCH, start_effnet, wait_for
+from postgres import FAST_HEARTBEATS, TINY_SEARCH, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 runner = CliRunner()
@@ -83,13 +83,13 @@ def journal_trials(run_dir: Path) -> list[FrozenTrial]:
 
 # -- SIGKILL ----------------------------------------------------------------------------------------
 
-def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_url, tmp_path):
+def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_url, tmp_path, effnet_command):
     budget = 6
     args = ["search", *TINY_SEARCH, "--epochs", "3", "--storage", postgres_url, "--json"]
-    victim = start_effnet([*args, "--trials", budget, "--seed", 0, "--run-dir", tmp_path / "victim"],
-                          tmp_path / "logs", "victim", env=FAST_HEARTBEATS)
-    survivor = start_effnet([*args, "--trials", budget, "--seed", 1, "--run-dir", tmp_path / "survivor"],
-                            tmp_path / "logs", "survivor", env=FAST_HEARTBEATS)
+    victim = effnet_command([*args, "--trials", budget, "--seed", 0, "--run-dir", tmp_path / "victim"], "victim",
+                            env=FAST_HEARTBEATS)
+    survivor = effnet_command([*args, "--trials", budget, "--seed", 1, "--run-dir", tmp_path / "survivor"],
+                              "survivor", env=FAST_HEARTBEATS)
     with postgres_study(postgres_url) as read_trials:
         def victim_is_training() -> list[FrozenTrial]:
             trials = read_trials()
@@ -117,8 +117,9 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_u
             # The survivor met the budget before it took the trial for dead: the rerun picks it up
             # (once the grace period is over; until then the trial may still belong to a live worker).
             time.sleep(max(0.0, killed_at + int(FAST_HEARTBEATS["EFFNET_HEARTBEAT_GRACE"]) + 1 - time.time()))
-            rerun = start_effnet([*args, "--trials", len(trained(read_trials())) + 1, "--run-dir", tmp_path / "rerun"],
-                                 tmp_path / "logs", "rerun", env=FAST_HEARTBEATS)
+            budget_now = len(trained(read_trials())) + 1
+            rerun = effnet_command([*args, "--trials", budget_now, "--run-dir", tmp_path / "rerun"], "rerun",
+                                   env=FAST_HEARTBEATS)
             assert rerun.wait(300) == 0, rerun.stderr[-3000:]
         trials = read_trials()
 
@@ -157,10 +158,10 @@ def check_files_for_completed(run_dir: Path, trials: list[FrozenTrial]) -> None:
         assert (run_dir / name).stat().st_size > 0
 
 
-def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
     run_dir = tmp_path / "run"
     args = ["search", *TINY_SEARCH, "--epochs", "3", "--run-dir", run_dir, "--json"]
-    command = start_effnet([*args, "--trials", 200], tmp_path / "logs", "search")
+    command = effnet_command([*args, "--trials", 200], "search")
     wait_for(lambda: training_early(journal_trials(run_dir)), 240)
     command.process.send_signal(signal.SIGINT)
     assert command.wait(120) == 130, command.stderr[-3000:]
@@ -175,7 +176,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     check_files_for_completed(run_dir, trials)
 
     budget = len(trained(trials)) + 2
-    rerun = start_effnet([*args, "--trials", budget], tmp_path / "logs", "rerun")
+    rerun = effnet_command([*args, "--trials", budget], "rerun")
     assert rerun.wait(300) == 0, rerun.stderr[-3000:]
     after = journal_trials(run_dir)
     assert all(completed(after).get(n) == v for n, v in completed(trials).items())
@@ -185,11 +186,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     assert not [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
-def test_ctrl_c_stops_every_worker_cleanly(tmp_path):
+def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     """Ctrl-C in a terminal reaches the whole process group: the command and both its workers."""
     run_dir = tmp_path / "run"
-    command = start_effnet(["search", *TINY_SEARCH, "--epochs", "3", "--workers", 2, "--trials", 200,
-                            "--run-dir", run_dir, "--json"], tmp_path / "logs", "search", new_session=True)
+    command = effnet_command(["search", *TINY_SEARCH, "--epochs", "3", "--workers", 2, "--trials", 200,
+                              "--run-dir", run_dir, "--json"], "search")
     wait_for(lambda: training_early(journal_trials(run_dir)), 240)
     os.killpg(command.pid, signal.SIGINT)
     assert command.wait(120) == 130, command.stderr[-3000:]

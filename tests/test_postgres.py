@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from postgres import TINY_SEARCH, Command, files_holding, start_effnet
+from postgres import TINY_SEARCH, Command, files_holding
 
 BUDGET = 6
 runner = CliRunner()
@@ -79,11 +79,12 @@ def check_no_password(password: str, commands: list[Command], *folders: Path) ->
     assert files_holding(password, *folders) == []
 
 
-def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path, one_torch_thread):
+def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path, one_torch_thread,
+                                                effnet_command):
     """Three `effnet search` commands started at once, as on three machines, each with its own run dir."""
-    commands = [start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
-                              "--study", "search", "--seed", seed, "--run-dir", tmp_path / f"machine{seed}",
-                              "--json"], tmp_path / "logs", f"machine{seed}") for seed in range(3)]
+    commands = [effnet_command(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
+                                "--study", "search", "--seed", seed, "--run-dir", tmp_path / f"machine{seed}",
+                                "--json"], f"machine{seed}") for seed in range(3)]
     for command in commands:
         assert command.wait(300) == 0, command.stderr[-3000:]
         assert "Traceback" not in command.stderr
@@ -121,10 +122,10 @@ def test_three_search_processes_share_one_study(postgres_server, postgres_url, t
     check_no_password(postgres_server.password, commands, tmp_path)
 
 
-def test_one_command_with_three_workers(postgres_server, postgres_url, tmp_path):
+def test_one_command_with_three_workers(postgres_server, postgres_url, tmp_path, effnet_command):
     run_dir = tmp_path / "run"
-    command = start_effnet(["search", *TINY_SEARCH, "--trials", BUDGET, "--workers", 3, "--storage", postgres_url,
-                            "--run-dir", run_dir, "--json"], tmp_path / "logs", "workers3")
+    command = effnet_command(["search", *TINY_SEARCH, "--trials", BUDGET, "--workers", 3, "--storage", postgres_url,
+                              "--run-dir", run_dir, "--json"], "workers3")
     assert command.wait(300) == 0, command.stderr[-3000:]
     assert "exited with an error" not in command.stderr and "Traceback" not in command.stderr
     with study_at(postgres_url) as study:
@@ -156,13 +157,13 @@ GRID_POINTS = {(1.1, 1.1, 1.2), (1.1, 1.2, 1.1), (1.2, 1.1, 1.2), (1.2, 1.2, 1.1
                (1.3, 1.2, 1.0)}
 
 
-def test_two_grid_scale_processes_score_each_point_once(postgres_server, postgres_url, tmp_path):
+def test_two_grid_scale_processes_score_each_point_once(postgres_server, postgres_url, tmp_path, effnet_command):
     base = tmp_path / "tiny.yaml"
     base.write_text(TINY_BASE)
     args = ["grid-scale", "--base", base, "--alpha-range", "1.1:1.3", "--beta-range", "1.0:1.2", "--gamma-range",
             "1.0:1.2", "--step", "0.1", "--tolerance", "0.15", "--proxy", "zero-cost", "--data", "synthetic",
             "--proxy-resolution", "16", "--batch-size", "8", "--threads", "1", "--storage", postgres_url, "--json"]
-    commands = [start_effnet([*args, "--run-dir", tmp_path / f"machine{i}"], tmp_path / "logs", f"grid{i}")
+    commands = [effnet_command([*args, "--run-dir", tmp_path / f"machine{i}"], f"grid{i}")
                 for i in range(2)]
     for command in commands:
         assert command.wait(300) == 0, command.stderr[-3000:]

@@ -40,7 +40,8 @@ def synthetic():
 
 
 def fast(**changes) -> ProxySettings:
-    return ProxySettings(**{"epochs": 3, "resolution": 16, "batch_size": 32, "threads": 1, **changes})
+    """A tiny network learns the synthetic patterns within 2 epochs at lr 0.01 (every seed tried)."""
+    return ProxySettings(**{"epochs": 3, "resolution": 16, "batch_size": 32, "lr": 0.01, "threads": 1, **changes})
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -48,7 +49,7 @@ def fast(**changes) -> ProxySettings:
 def test_train_proxy_learns_well_above_chance_and_reports_every_epoch(synthetic):
     reports = []
     accuracy = make_proxy("train", synthetic, fast()).score(tiny_spec(), lambda e, a: reports.append((e, a)))
-    assert accuracy > 0.6  # 4 balanced classes: chance is 0.25
+    assert accuracy > 0.9  # 4 balanced classes: chance is 0.25
     assert [e for e, _ in reports] == [1, 2, 3]
     assert reports[-1][1] == accuracy
     assert all(0.0 <= a <= 1.0 for _, a in reports)

@@ -128,6 +128,68 @@ def open_study(config: SearchConfig, worker_index: int = 0) -> optuna.Study:
     return study
 
 
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+
+INTERRUPTED = threading.Event()
+"""Set by Ctrl-C. A KeyboardInterrupt raised in the middle of a storage write breaks Optuna (its journal
+file lock, cut short while it waits, releases a lock it does not hold and raises RuntimeError, which the
+search would catch as a failed trial and go on; a tell cut short raises UnboundLocalError), so Ctrl-C
+raises at once only while a candidate trains, and elsewhere stops the worker after the trial in progress."""
+_TRAINING = threading.Event()
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGINT handler: stop a training now, anything else at the next safe point; a second Ctrl-C at once."""
+    repeated = INTERRUPTED.is_set()
+    INTERRUPTED.set()
+    if repeated or _TRAINING.is_set():
+        raise KeyboardInterrupt
+
+
+def interrupt_once(signum: int, frame: Any) -> None:
+    """A worker's SIGINT handler: the first Ctrl-C stops it; later ones (a terminal's and the parent's both
+    arrive) are ignored, so they cannot cut short recording its trial as failed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupt(signum, frame)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """In the main thread, Python's own SIGINT handler replaced by `interrupt` (workers have theirs)."""
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def training(active: bool = True) -> Iterator[None]:
+    """Mark where Ctrl-C may raise at once (active) or not (a storage write inside a training)."""
+    if active and INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+    was = _TRAINING.is_set()
+    _set_training(active)
+    try:
+        yield
+    finally:
+        _set_training(was)
+    if was and INTERRUPTED.is_set():  # back in a training after a deferred Ctrl-C
+        raise KeyboardInterrupt
+
+
+def _set_training(active: bool) -> None:
+    if active:
+        _TRAINING.set()
+    else:
+        _TRAINING.clear()
+
+
 # -- one trial --------------------------------------------------------------------------------------
 
 def is_in_band(trial: FrozenTrial) -> bool:
@@ -146,8 +208,10 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 class TrialObjective:
     """Sample, count, constrain, and (inside the band only) score one candidate."""
 
-    def __init__(self, config: SearchConfig, space: SearchSpace, proxy_factory: Callable[[], Any]):
+    def __init__(self, config: SearchConfig, space: SearchSpace, proxy_factory: Callable[[], Any],
+                 deadline: float | None = None):
         self.config = config
+        self.deadline = deadline  # past it, a training candidate stops (pruned) at its next epoch
         self.space = space
         self.band = config.band
         self._proxy_factory = proxy_factory
@@ -175,14 +239,21 @@ class TrialObjective:
         def report(epoch: int, accuracy: float) -> None:
             if config.multi_objective:
                 return
-            trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
-            if trial.should_prune():
-                trial.set_user_attr("accuracy", accuracy)
+            with training(active=False):
+                trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
+                prune = trial.should_prune()
+                if prune:
+                    trial.set_user_attr("accuracy", accuracy)
+            if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.4f}")
+            if self.deadline is not None and time.time() >= self.deadline:
+                trial.set_user_attr("accuracy", accuracy)
+                raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
 
         started = time.perf_counter()
         try:
-            accuracy = float(self.proxy.score(spec, report))
+            with training():
+                accuracy = float(self.proxy.score(spec, report))
             if not math.isfinite(accuracy):
                 raise FloatingPointError(f"the proxy returned {accuracy}")
         except optuna.TrialPruned:
@@ -248,7 +319,9 @@ class Budget:
         trials = study.get_trials(deepcopy=False)
         trained = sum(counts_toward_budget(t) for t in trials)
         outside = sum(1 for t in trials if t.state == TrialState.COMPLETE and not is_in_band(t))
-        if trained >= self.trials:
+        if INTERRUPTED.is_set():
+            self.stop_reason = "interrupt"
+        elif trained >= self.trials:
             self.stop_reason = "budget"
         elif outside >= self.out_of_band_limit:
             self.stop_reason = "band"
@@ -265,7 +338,17 @@ def trained_count(study: optuna.Study) -> int:
 
 def run_worker(config: SearchConfig, worker_index: int, deadline: float | None,
                on_trial: Callable[[optuna.Study], None] | None = None, threads: int | None = None) -> str | None:
-    """Run trials on the shared study until the budget, the band limit or the deadline stops it."""
+    """Run trials on the shared study until the budget, the band limit or the deadline stops it, or
+    Ctrl-C does (KeyboardInterrupt, once the trial in progress is recorded)."""
+    with interrupts_deferred():
+        reason = _run_trials(config, worker_index, deadline, on_trial, threads)
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+    return reason
+
+
+def _run_trials(config: SearchConfig, worker_index: int, deadline: float | None,
+                on_trial: Callable[[optuna.Study], None] | None, threads: int | None) -> str | None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if threads:
         import torch
@@ -278,17 +361,10 @@ def run_worker(config: SearchConfig, worker_index: int, deadline: float | None,
                     out_of_band_limit=max(1000, OUT_OF_BAND_FACTOR * config.trials), on_trial=on_trial)
     if budget.check(study):  # a resumed study may already be done
         return budget.stop_reason
-    objective = TrialObjective(config, space, make_proxy_factory(config, threads))
+    objective = TrialObjective(config, space, make_proxy_factory(config, threads), deadline)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(objective, timeout=timeout, callbacks=[budget], catch=(Exception,), gc_after_trial=False)
     return budget.stop_reason or "timeout"
-
-
-def interrupt_once(signum: int, frame: Any) -> None:
-    """A worker's SIGINT handler: the first Ctrl-C stops its trial; later ones (a terminal's and the
-    parent's both arrive) are ignored, so they cannot cut short recording the trial as failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def _worker_process(config: SearchConfig, worker_index: int, deadline: float | None, threads: int | None,

@@ -207,6 +207,34 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     check_files_for_completed(run_dir, trials)
 
 
+def test_ctrl_c_stops_a_training_at_once_but_lets_a_storage_write_finish():
+    from effnet.nas import search
+
+    search.INTERRUPTED.clear()
+    try:
+        search.interrupt(signal.SIGINT, None)  # between trials: remembered, the trial in progress finishes
+        assert search.INTERRUPTED.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            with search.training():  # a training does not start after it
+                raise AssertionError("trained after Ctrl-C")
+        search.INTERRUPTED.clear()
+        written = []
+        with pytest.raises(KeyboardInterrupt):
+            with search.training():
+                with pytest.raises(KeyboardInterrupt):
+                    search.interrupt(signal.SIGINT, None)  # while training: at once
+                search.INTERRUPTED.clear()
+                with search.training(active=False):  # a storage write inside the training
+                    search.interrupt(signal.SIGINT, None)
+                    written.append("whole")
+                raise AssertionError("the training went on after the write")
+        assert written == ["whole"]
+        with pytest.raises(KeyboardInterrupt):
+            search.interrupt(signal.SIGINT, None)  # a second Ctrl-C raises anywhere
+    finally:
+        search.INTERRUPTED.clear()
+
+
 # -- atomic writes ----------------------------------------------------------------------------------
 
 def study_with(n: int) -> optuna.Study:

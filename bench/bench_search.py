@@ -2,6 +2,7 @@
 
     python bench/bench_search.py                      # digits, train proxy, 3 seeds x 12 trained trials
     python bench/bench_search.py --trials 6 --seeds 1 # a quick look
+    python bench/bench_search.py --proxy zero-cost --trials 40   # the samplers alone, on a fast proxy
 
 For each sampler and seed it runs the default search (`effnet search` defaults: 400M ± 10 %,
 the efficientnet space, the train proxy on the embedded digits) into a fresh run directory and
@@ -24,9 +25,9 @@ from effnet.nas.report import best_trial, summarize
 from effnet.nas.search import SearchConfig, open_study, run_worker
 
 
-def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, root: Path) -> dict:
+def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy: str, root: Path) -> dict:
     config = SearchConfig(target_flops=400_000_000, run_dir=root / f"{sampler}-{seed}", sampler=sampler, seed=seed,
-                          trials=trials, data=data, proxy_epochs=epochs)
+                          trials=trials, data=data, proxy_epochs=epochs, proxy=proxy)
     started = time.perf_counter()
     run_worker(config, 0, deadline=None)
     wall = time.perf_counter() - started
@@ -49,18 +50,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data", default="digits")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--proxy", default="train", help="train (default) or zero-cost")
     args = parser.parse_args()
     console = Console()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for sampler in ("tpe", "random"):  # interleaved, so machine noise hits both alike
-                row = run_one(sampler, seed, args.trials, args.data, args.epochs, Path(tmp))
+                row = run_one(sampler, seed, args.trials, args.data, args.epochs, args.proxy, Path(tmp))
                 console.print(f"{sampler} seed {seed}: best reward {row['best_reward']:.4f}, "
                               f"{row['trained']} trained / {row['outside']} outside band in {row['wall_s']:.0f} s")
                 rows.append(row)
     table = Table(title=f"TPE vs random search: {args.trials} trained candidates per run, {args.data}, "
-                        f"{args.epochs}-epoch train proxy, 400M ± 10 %")
+                        f"{args.proxy} proxy ({args.epochs} epochs if train), 400M ± 10 %")
     for column in ("sampler", "seed", "best reward", "trained", "pruned", "outside band", "trained/min",
                    "time outside training"):
         table.add_column(column, justify="right")

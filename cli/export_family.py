@@ -16,6 +16,7 @@ from rich import box
 from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.cli.search import check_run_dir
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
 from effnet.nas.resources import reference_b0_path
@@ -168,8 +169,7 @@ def export_family(
     phis = parse_phi_list(phi) if phi is not None else DEFAULT_PHIS
     coefficients, source = resolve_coefficients(coefficients_path, alpha, beta, gamma, official)
     base = load_spec(base_path)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"--run-dir {run_dir}: exists and is not a directory; choose another path")
+    check_run_dir(run_dir)
 
     with progress_console.status("sizing the family", spinner="dots"):
         members, fits = build_members(base, coefficients, phis, match_flops, preset)

@@ -150,13 +150,11 @@ def _cell(value: float | None) -> str:
 
 def print_result(summary: dict[str, Any], results: list[CandidateResult], proxies: list[str]) -> None:
     candidates = Table(title=f"candidates ({summary['data']}, {summary['resolution']} px)")
-    for column in ("#", "FLOPs", "params", *proxies, f"{REFERENCE} ({summary['reference_epochs']} ep)",
-                   "architecture"):
-        candidates.add_column(column, justify="left" if column == "architecture" else "right")
+    for column in ("#", "FLOPs", "params", *proxies, f"{REFERENCE} ({summary['reference_epochs']} ep)"):
+        candidates.add_column(column, justify="right")
     for r in results:
         candidates.add_row(str(r.index), format_size(r.flops), format_size(r.params),
-                           *[_cell(r.scores.get(n)) or "failed" for n in proxies],
-                           _cell(r.scores.get(REFERENCE)) or "failed", architecture(r.spec))
+                           *[_short(r.scores.get(n)) for n in [*proxies, REFERENCE]])
     console.print(candidates)
     table = Table(title=f"rank agreement with {summary['reference_epochs']}-epoch training "
                         f"({summary['candidates']} candidates)")
@@ -168,7 +166,12 @@ def print_result(summary: dict[str, Any], results: list[CandidateResult], proxie
     console.print(table)
     low, high = summary["reference_accuracy"]["min"], summary["reference_accuracy"]["max"]
     if low is not None:
-        console.print(f"reference accuracy spans {low:.4f}–{high:.4f}; results in {summary['csv']} and {summary['yaml']}")
+        console.print(f"reference accuracy spans {low:.4f}–{high:.4f}")
+    console.print(f"architectures and scores: {summary['csv']}, {summary['yaml']}")
+
+
+def _short(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.4g}"
 
 
 def _show(value: float | None) -> str:

@@ -20,7 +20,7 @@ from effnet.nas.objective import mnasnet_reward
 from effnet.nas.search import SearchConfig, counts_toward_budget, is_in_band
 from effnet.nas.space import SearchSpace
 from effnet.nas.spec import NetworkSpec, dump_spec
-from effnet.nas.storage import STALE_ATTR, WORKER_ATTR
+from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, redact_url
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
                "duration_s", "worker", "error")
@@ -134,6 +134,6 @@ def versions() -> dict[str, str]:
 
 
 def write_run_record(run_dir: Path, command: str, settings: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    record = {"command": command, "argv": list(sys.argv), "versions": versions(), "settings": settings}
+    record = {"command": command, "argv": [redact_url(a) for a in sys.argv], "versions": versions(), "settings": settings}
     record.update(extra or {})
     return dump_yaml(record, run_dir / "run.yaml")

@@ -247,7 +247,8 @@ class TrialObjective:
             if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.4f}")
             if self.deadline is not None and time.time() >= self.deadline:
-                trial.set_user_attr("accuracy", accuracy)
+                with training(active=False):
+                    trial.set_user_attr("accuracy", accuracy)
                 raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
 
         started = time.perf_counter()

@@ -28,7 +28,7 @@ from effnet.scaling.presets import reference_b0
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none"]
+             "--epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none", "--threads", "1"]
 runner = CliRunner()
 
 

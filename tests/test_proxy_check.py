@@ -6,11 +6,11 @@ import csv
 import json
 from pathlib import Path
 
-import typer
 import yaml
 from typer.testing import CliRunner
 
-from effnet.cli.proxy_check import draw_candidates, proxy_check
+from effnet.cli.app import app
+from effnet.cli.proxy_check import draw_candidates
 from effnet.nas.flops import analytic_flops
 from effnet.nas.space import load_space
 
@@ -18,14 +18,9 @@ TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
              "--epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--resolution", "16", "--threads", "1"]
 
-_app = typer.Typer()
-_app.callback()(lambda: None)
-_app.command("proxy-check")(proxy_check)
-
-
 def invoke(*args):
     """`effnet proxy-check ARGS...` in-process."""
-    return CliRunner().invoke(_app, ["proxy-check", *[str(a) for a in args]])
+    return CliRunner().invoke(app, ["proxy-check", *[str(a) for a in args]])
 
 
 def test_proxy_check_end_to_end(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,26 +17,14 @@ from typing import Any
 import torch
 
 from effnet.nas.errors import InputError
-from effnet.nas.files import current_umask
+from effnet.nas.files import atomic_write
 
 FORMAT = "effnet-train-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a checkpoint gets the usual mode
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = atomic_write(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **state}, fh))
     _sync_directory(target.parent)
     return target
 

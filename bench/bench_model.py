@@ -38,7 +38,6 @@ class Variant:
     model_name: str
     layout: str
     model: Any
-    compiled: bool = False
 
 
 def minor_faults() -> int:
@@ -114,7 +113,6 @@ def measure_case(variants: list[Variant], mode: str, resolution: int, args: argp
 
 def profile_training_step(model: Any, batch: int, rows: int) -> list[dict]:
     """torch.profiler's top operators (self CPU time) for one 224 px training step of `model`."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     variant = Variant("profile", "ours", "channels_last", model)
@@ -158,7 +156,7 @@ def worker(args: argparse.Namespace) -> dict:
     if args.compile:
         torch.manual_seed(0)
         model = torch.compile(build_model(spec).to(memory_format=torch.channels_last))
-        variants.append(Variant("ours CL+compile", "ours", "channels_last", model, compiled=True))
+        variants.append(Variant("ours CL+compile", "ours", "channels_last", model))
     params = {v.label: count_parameters(v.model) for v in variants}
     if set(params.values()) != {REFERENCE_PARAMS}:
         raise SystemExit(f"parameter counts differ: {params} (expected {REFERENCE_PARAMS:,} each)")
@@ -345,7 +343,8 @@ def measure_all(args: argparse.Namespace) -> dict[str, dict]:
     rounds: dict[str, list[dict]] = {name: [] for name in args.allocators}
     for round_index in range(args.rounds):
         for name in args.allocators:
-            print(f"round {round_index + 1}/{args.rounds}: worker with the {name} allocator", file=sys.stderr, flush=True)
+            print(f"round {round_index + 1}/{args.rounds}: worker with the {name} allocator",
+                  file=sys.stderr, flush=True)
             profile = args.profile and round_index == 0 and name == args.allocators[0]
             rounds[name].append(run_worker(name, args, profile))
     return {name: merge_rounds(runs, args.batch) for name, runs in rounds.items()}
@@ -361,9 +360,11 @@ def main() -> None:
             results = json.load(handle)
     else:
         results = measure_all(args)
+    if args.json_path:
+        with open(args.json_path, "w") as handle:
+            json.dump(results, handle, indent=2)
     first = next(iter(results.values()))
-    steps = sum(len(figures["step_s"]) for figures in first["cases"].values()) // (
-        len(first["cases"]) * len(next(iter(first["cases"].values()))))
+    steps = len(next(iter(next(iter(first["cases"].values())).values()))["step_s"])
     args.batch = first["batch"]
     tables = []
     for name, result in results.items():
@@ -381,9 +382,6 @@ def main() -> None:
     print(f"torch {first['torch']}, torchvision {first['torchvision']}, {first['threads']} threads, "
           f"parameters {first['params']:,} (both models)")
     print_tables(tables, args.markdown)
-    if args.json_path:
-        with open(args.json_path, "w") as handle:
-            json.dump(results, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ class SqueezeExcite(nn.Module):
     """Global mean -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate.
 
     The squeeze is `mean` rather than `AdaptiveAvgPool2d`, as in the TensorFlow reference; fvcore
-    does not count `mean`, and the analytic counter follows it.
+    (which traces without autograd) does not count `mean`, and the analytic counter follows it.
+    Without autograd the gate multiplies in place: the input is this block's fresh activation.
     """
 
     def __init__(self, channels: int, reduced: int, activation: str):
@@ -75,9 +76,14 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
-        gate = self.expand(self.act(self.reduce(scale))).sigmoid_()
-        return x * gate if torch.is_grad_enabled() else x.mul_(gate)
+        if not torch.is_grad_enabled():
+            return x.mul_(self._gate(x.mean((2, 3), keepdim=True)))
+        # Under autograd, sum-then-scale instead of `mean`: the gradient of `sum` is a broadcast view,
+        # that of `mean` a full-size tensor in the contiguous layout (measured 1.5x slower SE steps).
+        return x * self._gate(x.sum((2, 3), keepdim=True).div_(x.shape[2] * x.shape[3]))
+
+    def _gate(self, squeezed: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.act(self.reduce(squeezed))).sigmoid_()
 
 
 def _add_residual(shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,11 @@ Allocator. On Linux with glibc, large tensors (above glibc's dynamic mmap thresh
 32 MiB) are served by fresh `mmap` calls and returned with `munmap` on free, so every training
 step page-faults its activations in again: measured on a 2-core VM, over a million minor faults
 and seconds of system time per EfficientNet-B0 step at 224 px. `configure_allocator` keeps them
-in the heap instead (`mallopt`: mmap threshold 1 GiB, trimming off), which measured about 2x
-faster training (bench/RESULTS.md, "Model speed"). It acts on the running process, so no re-exec
-is needed, and exports the same settings as `GLIBC_TUNABLES` for child processes. The cost: the
-process keeps its peak heap instead of returning it to the system between steps.
-Switch it off with `EFFNET_ALLOCATOR=system`.
+in the heap instead (`mallopt`: mmap threshold 1 GiB, trimming off), which measured 1.8-2.1x
+faster B0 training at 224 px and 1.4-1.6x faster inference (bench/RESULTS.md, "Model speed").
+It acts on the running process, so no re-exec is needed, and exports the same settings as
+`GLIBC_TUNABLES` for child processes. The cost: the process keeps its peak heap instead of
+returning it to the system between steps. Switch it off with `EFFNET_ALLOCATOR=system`.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def memory_format(channels_last: bool = True) -> torch.memory_format:
-    """channels_last unless asked otherwise: measured faster on CPU (oneDNN depthwise convs) and
-    the layout cuDNN's tensor-core kernels want."""
+    """channels_last unless asked otherwise: on CPU it measured 1.6x faster B0 training at 224 px and
+    2.5x at the proxy's 32 px (bench/RESULTS.md); on CUDA it is the layout cuDNN's tensor cores want."""
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
@@ -124,6 +124,6 @@ def place_batch(images: torch.Tensor, device: torch.device, channels_last: bool 
 
 
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
-    """`torch.compile` the model when asked. On CPU it measured slower than eager for B0 and takes
-    minutes per architecture to compile (bench/RESULTS.md), so it is for long CUDA trainings."""
+    """`torch.compile` the model when asked. On CPU it measured slower than eager for B0 and took a
+    minute per architecture to compile (bench/RESULTS.md), so it is for long CUDA trainings."""
     return torch.compile(model) if enabled else model

@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
-from effnet.cli.search import check_run_dir
+from effnet.cli.options import check_run_dir
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
 from effnet.nas.resources import reference_b0_path

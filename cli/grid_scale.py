@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
-from effnet.cli.search import check_device, check_run_dir, parse_duration, resolved_device
+from effnet.cli.options import check_run_dir, parse_duration, worker_device
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
 from effnet.nas.report import write_run_record
@@ -25,6 +25,7 @@ from effnet.nas.search import worker_threads
 from effnet.nas.spec import load_spec
 from effnet.nas.storage import describe_storage
 from effnet.nas.units import format_size
+from effnet.nas.workers import watch_workers
 from effnet.scaling.grid import (
     GridConfig, GridDefinition, GridPoint, PointResult, coefficients_record, grid_results, open_grid_study,
     parse_range, parse_step, points_taken, prepare_grid, ranked, run_grid_worker, start_grid_workers,
@@ -66,18 +67,7 @@ def run_grid(config: GridConfig, progress: GridProgress, deadline: float | None,
     if config.workers == 1:
         return study, run_grid_worker(config, deadline, limit, on_point=progress.update,
                                       threads=worker_threads(config))
-    processes = start_grid_workers(config, deadline, limit)
-    try:
-        while any(p.is_alive() for p in processes):
-            progress.update(study)
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        for p in processes:
-            p.join(timeout=30)
-        raise
-    for p in processes:
-        p.join()
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    failed = watch_workers(start_grid_workers(config, deadline, limit), lambda: progress.update(study))
     if failed:
         progress_console.print(f"[yellow]warning:[/] worker(s) {', '.join(failed)} exited with an error; "
                                f"their points are re-queued on the next run")
@@ -221,7 +211,6 @@ def grid_scale(
 
     The points live in an Optuna study in the run directory: a rerun resumes, workers share them.
     """
-    check_device(device)
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
     if max_points is not None and max_points < 1:
@@ -233,7 +222,7 @@ def grid_scale(
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(base=base, grid=grid, run_dir=run_dir, proxy=proxy, data=data, proxy_epochs=epochs,
                         proxy_resolution=proxy_resolution, batch_size=batch_size, seed=seed,
-                        device=resolved_device(device), threads=threads, workers=workers, storage=storage,
+                        device=worker_device(device), threads=threads, workers=workers, storage=storage,
                         study_name=study_name)
     points = grid.points(base)
     check_proxy(proxy, data, config)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
-from effnet.cli.search import check_device, check_run_dir
+from effnet.cli.options import check_run_dir
 from effnet.nas.data import ImageData, load_data
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
@@ -31,7 +31,7 @@ from effnet.nas.proxies import PROXY_NAMES, ProxyFailure, ProxySettings, make_pr
 from effnet.nas.proxies.rank import kendall_tau, spearman_rho
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.report import write_run_record
-from effnet.nas.runtime import configure_allocator
+from effnet.nas.runtime import configure_allocator, resolve_device
 from effnet.nas.space import SearchSpace, load_space
 from effnet.nas.spec import NetworkSpec, spec_to_dict
 from effnet.nas.units import format_size, parse_size
@@ -59,16 +59,6 @@ class CandidateResult:
         if name == "flops":
             return float(self.flops)
         return self.scores.get(name, math.nan)
-
-
-def architecture(spec: NetworkSpec) -> str:
-    """One token per stage, e.g. `mb6k5x3-ds k3x1`: block, expand, kernel, repeats (+se, -noskip)."""
-    tokens = []
-    for s in spec.stages:
-        block = {"mbconv": f"mb{s.expand}", "dsconv": "ds", "conv": "cv"}[s.block]
-        tokens.append(f"{block}k{s.kernel}x{s.repeats}c{s.out_channels}{'se' if s.se_ratio else ''}"
-                      f"{'' if s.skip else '!'}")
-    return " ".join(tokens)
 
 
 def draw_candidates(space: SearchSpace, count: int, low: float, high: float, seed: int) -> list[NetworkSpec]:
@@ -140,7 +130,7 @@ def write_csv(results: list[CandidateResult], names: list[str], path: Path) -> P
         scores = [_cell(r.scores.get(n)) for n in names if n not in BASELINES]
         writer.writerow([r.index, r.flops, r.params, *scores, _cell(r.scores.get(REFERENCE)),
                          *[f"{r.seconds.get(n, 0.0):.2f}" for n in timed],
-                         "; ".join(f"{k}: {v}" for k, v in r.failures.items()), architecture(r.spec)])
+                         "; ".join(f"{k}: {v}" for k, v in r.failures.items()), r.spec.summary])
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -192,7 +182,7 @@ def proxy_check(
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     resolution: int = typer.Option(32, "--resolution", help="Image size the proxies and the reference train at."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),
-    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     run_dir: Path = typer.Option(Path("runs/proxy-check"), "--run-dir", help="Where proxy_check.csv and .yaml go."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
@@ -210,7 +200,7 @@ def proxy_check(
         raise InputError(f"--flops-tolerance must lie strictly between 0 and 1, got {flops_tolerance}")
     if resolution < 8:
         raise InputError(f"--resolution must be at least 8 pixels, got {resolution}")
-    check_device(device)
+    device = str(resolve_device(device))
     target = parse_size(target_flops, "--target-flops")
     search_space = load_space(space)
     images = load_data(data, resolution, seed=seed)

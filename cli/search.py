@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -13,81 +12,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
+from effnet.cli.options import check_run_dir, parse_duration, worker_device
 from effnet.nas.errors import InputError
 from effnet.nas.objective import OBJECTIVES
 from effnet.nas.plots import plot_accuracy_vs_flops, plot_history
 from effnet.nas.report import (best_trial, pareto_front, summarize, write_best_spec, write_run_record,
                                write_trials_csv)
 from effnet.nas.search import (PRUNERS, SAMPLERS, SearchConfig, config_dict, is_in_band, open_study, run_worker,
-                               start_workers, stop_workers, trained_count, worker_threads)
+                               start_workers, trained_count, worker_threads)
 from effnet.nas.space import load_space
 from effnet.nas.storage import describe_storage
 from effnet.nas.units import format_size, parse_size
-
-MIN_FREE_BYTES = 64 * 2**20
-
-
-def parse_duration(text: str) -> float | None:
-    """`90`, `90s`, `8m`, `2h`, or `none` for no limit."""
-    value = text.strip().lower()
-    if value in ("none", "0", ""):
-        return None
-    units = {"s": 1, "m": 60, "h": 3600}
-    factor = units.get(value[-1], 1)
-    number = value[:-1] if value[-1] in units else value
-    try:
-        seconds = float(number) * factor
-    except ValueError:
-        raise InputError(f"--timeout {text!r} is not a duration; write it like 480, 90s, 8m, 2h or none") from None
-    if seconds <= 0:
-        raise InputError(f"--timeout must be positive (or none), got {text!r}")
-    return seconds
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """Fail before any training if the run directory cannot hold the study and its files."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"run directory {run_dir} is not writable ({err.strerror}); choose another --run-dir") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < MIN_FREE_BYTES:
-        raise InputError(f"only {free // 2**20} MiB free under {run_dir}; free some space or choose another --run-dir")
-
-
-def check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (or auto)")
-
-
-def resolved_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def arch_summary(space, trial: optuna.trial.FrozenTrial) -> str:
-    """A compact architecture string, one token per stage: e.g. `mb6k5x3` (se/noskip marked)."""
-    spec = space.spec_from_params(trial.params)
-    short = {"mbconv": "mb", "dsconv": "ds", "conv": "cv"}
-    tokens = []
-    for s in spec.stages:
-        token = f"{short[s.block]}{s.expand if s.block == 'mbconv' else ''}k{s.kernel}x{s.repeats}c{s.out_channels}"
-        token += "" if s.se_ratio else "-se"
-        token += "" if s.skip else "-ns"
-        tokens.append(token)
-    return " ".join(tokens)
-
+from effnet.nas.workers import watch_workers
 
 class SearchProgress:
     """A rich progress bar fed from the study itself, so it is right for any number of workers."""
@@ -118,17 +54,7 @@ def run_search(config: SearchConfig, progress: SearchProgress) -> tuple[optuna.S
     if config.workers == 1:
         reason = run_worker(config, 0, deadline, on_trial=progress.update, threads=worker_threads(config))
         return study, reason or "budget"
-    processes = start_workers(config, deadline)
-    try:
-        while any(p.is_alive() for p in processes):
-            progress.update(study)
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        stop_workers(processes)
-        raise
-    for p in processes:
-        p.join()
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    failed = watch_workers(start_workers(config, deadline), lambda: progress.update(study))
     if failed:
         progress_console.print(f"[yellow]warning:[/] worker(s) {', '.join(failed)} exited with an error; "
                                f"their trials are in the study and a rerun resumes")
@@ -187,7 +113,7 @@ def finish(study: optuna.Study, config: SearchConfig, stop_reason: str, elapsed:
         result.update({
             "best_spec": str(spec_path), "trial": best.number, "flops": certified,
             "params": best.user_attrs.get("params"), "accuracy": best.user_attrs.get("accuracy"),
-            "reward": best.user_attrs.get("reward"), "architecture": arch_summary(space, best),
+            "reward": best.user_attrs.get("reward"), "architecture": spec.summary,
         })
     write_run_record(run_dir, "search", {**config_dict(config), "storage": describe_storage(config.storage, run_dir)},
                      {"result": result})
@@ -204,7 +130,8 @@ def print_result(study: optuna.Study, config: SearchConfig, result: dict[str, An
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for t in done[:5]:
         table.add_row(str(t.number), f"{t.user_attrs.get('reward', 0):.4f}", f"{t.user_attrs.get('accuracy', 0):.4f}",
-                      format_size(t.user_attrs["flops"]), format_size(t.user_attrs["params"]), arch_summary(space, t))
+                      format_size(t.user_attrs["flops"]), format_size(t.user_attrs["params"]),
+                      space.spec_from_params(t.params).summary)
     console.print(table)
     console.print(f"trained {result['trials_completed']} completed + {result['trials_pruned']} pruned, "
                   f"{result['trials_failed']} failed, {result['trials_outside_band']} sampled outside the band "
@@ -243,14 +170,13 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
     """Search a base network B0 near a FLOPs target (MnasNet space, Optuna, measured accuracy proxy)."""
-    check_device(device)
     run_dir = run_dir or Path("runs") / study_name
     config = SearchConfig(
         target_flops=parse_size(target_flops, "--target-flops"), flops_tolerance=flops_tolerance,
         objective=objective, space=space, proxy=proxy, data=data, proxy_epochs=epochs,
         proxy_resolution=proxy_resolution, batch_size=batch_size, trials=trials,
         timeout_s=parse_duration(timeout), workers=workers, storage=storage, study_name=study_name,
-        run_dir=run_dir, seed=seed, sampler=sampler, pruner=pruner, device=resolved_device(device), threads=threads,
+        run_dir=run_dir, seed=seed, sampler=sampler, pruner=pruner, device=worker_device(device), threads=threads,
     )
     load_space(config.space)
     from effnet.nas.proxies import PROXIES

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
-from effnet.cli.search import check_run_dir
+from effnet.cli.options import check_run_dir
 from effnet.nas.data import load_data
 from effnet.nas.runtime import configure_allocator, resolve_device
 from effnet.nas.report import write_run_record

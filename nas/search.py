@@ -29,6 +29,7 @@ from effnet.nas.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.space import SearchSpace, load_space
 from effnet.nas.spec import NetworkSpec
 from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
+from effnet.nas.workers import spawn_workers, take_gpu
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
@@ -236,14 +237,19 @@ class TrialObjective:
         if not in_band:
             return (0.0, float(cost.flops)) if config.multi_objective else 0.0
 
+        reporting = 0.0  # seconds spent in `report` (storage writes, pruning checks), not training
+
         def report(epoch: int, accuracy: float) -> None:
+            nonlocal reporting
             if config.multi_objective:
                 return
+            begun = time.perf_counter()
             with training(active=False):
                 trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
                 prune = trial.should_prune()
                 if prune:
                     trial.set_user_attr("accuracy", accuracy)
+            reporting += time.perf_counter() - begun
             if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.4f}")
             if self.deadline is not None and time.time() >= self.deadline:
@@ -251,10 +257,11 @@ class TrialObjective:
                     trial.set_user_attr("accuracy", accuracy)
                 raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
 
+        proxy = self.proxy  # the first in-band candidate of a worker loads the data here, before the clock
         started = time.perf_counter()
         try:
             with training():
-                accuracy = float(self.proxy.score(spec, report))
+                accuracy = float(proxy.score(spec, report))
             if not math.isfinite(accuracy):
                 raise FloatingPointError(f"the proxy returned {accuracy}")
         except optuna.TrialPruned:
@@ -267,7 +274,8 @@ class TrialObjective:
             _release_accelerator_memory()
             raise
         finally:
-            trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 3))
+            trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started - reporting, 3))
+            trial.set_user_attr("report_seconds", round(reporting, 3))
         reward = reward_for(config.objective, accuracy, cost.flops, config.target_flops)
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("reward", reward)
@@ -368,11 +376,10 @@ def _run_trials(config: SearchConfig, worker_index: int, deadline: float | None,
     return budget.stop_reason or "timeout"
 
 
-def _worker_process(config: SearchConfig, worker_index: int, deadline: float | None, threads: int | None,
+def _worker_process(config: SearchConfig, deadline: float | None, threads: int | None, worker_index: int,
                     gpu: str | None) -> None:
     signal.signal(signal.SIGINT, interrupt_once)
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA initialises in this fresh process
+    take_gpu(gpu)
     try:
         run_worker(config, worker_index, deadline, threads=threads)
     except KeyboardInterrupt:
@@ -388,62 +395,10 @@ def worker_threads(config: SearchConfig) -> int | None:
     return max(1, (os.cpu_count() or 1) // config.workers) if config.workers > 1 else None
 
 
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use, one per worker in turn (CUDA_VISIBLE_DEVICES is respected)."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed:
-        return [g.strip() for g in listed.split(",") if g.strip()]
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
 def start_workers(config: SearchConfig, deadline: float | None) -> list[multiprocessing.Process]:
-    """Start `config.workers` worker processes on the shared study (spawned, so CUDA is safe)."""
-    context = multiprocessing.get_context("spawn")
-    gpus = visible_gpus() if config.device == "cuda" else []
-    processes = []
-    with sigint_ignored():
-        for index in range(config.workers):
-            gpu = gpus[index % len(gpus)] if gpus else None
-            p = context.Process(target=_worker_process, args=(config, index, deadline, worker_threads(config), gpu),
-                                name=f"effnet-worker-{index}")
-            p.start()
-            processes.append(p)
-    return processes
-
-
-@contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Start processes with SIGINT ignored, which they inherit: a Ctrl-C while a spawned worker still
-    imports would print its traceback. Each worker takes `interrupt_once` as its handler when ready."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def stop_workers(processes: list[multiprocessing.Process], timeout_s: float = 60.0) -> None:
-    """After Ctrl-C: pass SIGINT on to the workers (`kill -INT` reaches only this process; a worker still
-    starting up ignores it, so it is repeated) and wait for each to record its trial as failed."""
-    end = time.time() + timeout_s
-    while time.time() < end and any(p.is_alive() for p in processes):
-        for p in processes:
-            if p.is_alive() and p.pid is not None:
-                try:
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        for p in processes:
-            p.join(timeout=0.5)
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-            p.join()
+    """Start `config.workers` worker processes on the shared study."""
+    return spawn_workers(_worker_process, (config, deadline, worker_threads(config)), config.workers,
+                         config.device, "effnet-worker")
 
 
 def config_dict(config: SearchConfig) -> dict[str, Any]:

@@ -65,6 +65,14 @@ class StageSpec:
     se_ratio: float = 0.25
     skip: bool = True
 
+    @property
+    def summary(self) -> str:
+        """A short token: block (with expand ratio), kernel, repeats, channels, `+se`, `-skip`;
+        e.g. `mb6k5x3c40+se` is three MBConv6 5x5 blocks to 40 channels with squeeze-excitation."""
+        block = {"mbconv": f"mb{self.expand}", "dsconv": "ds", "conv": "cv"}.get(self.block, self.block)
+        return (f"{block}k{self.kernel}x{self.repeats}c{self.out_channels}" + ("+se" if self.se_ratio else "")
+                + ("" if self.skip else "-skip"))
+
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -101,6 +109,11 @@ class NetworkSpec:
     @property
     def num_blocks(self) -> int:
         return sum(stage.repeats for stage in self.stages)
+
+    @property
+    def summary(self) -> str:
+        """The stages' tokens in one line (see `StageSpec.summary`)."""
+        return " ".join(stage.summary for stage in self.stages)
 
     def replace(self, **changes: Any) -> "NetworkSpec":
         return dataclasses.replace(self, **changes)

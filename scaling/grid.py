@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -38,9 +38,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.errors import InputError
 from effnet.nas.flops import analytic_cost
-from effnet.nas.search import visible_gpus, worker_threads
+from effnet.nas.search import worker_threads
 from effnet.nas.spec import NetworkSpec, spec_to_dict
 from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
+from effnet.nas.workers import raise_once, spawn_workers, take_gpu
 from effnet.scaling.compound import compound_scale, scaled_resolution
 
 FLOPS_TARGET = 2
@@ -489,9 +490,9 @@ def prepare_grid(config: GridConfig, points: list[GridPoint]) -> tuple[optuna.St
 
 
 def _worker_process(config: GridConfig, deadline: float | None, limit: int | None, threads: int | None,
-                    gpu: str | None) -> None:
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA initialises in this fresh process
+                    worker_index: int, gpu: str | None) -> None:
+    signal.signal(signal.SIGINT, raise_once)
+    take_gpu(gpu)
     try:
         run_grid_worker(config, deadline, limit, threads=threads)
     except KeyboardInterrupt:
@@ -499,17 +500,9 @@ def _worker_process(config: GridConfig, deadline: float | None, limit: int | Non
 
 
 def start_grid_workers(config: GridConfig, deadline: float | None, limit: int | None) -> list[multiprocessing.Process]:
-    """`config.workers` spawned processes on the shared study (spawn, so CUDA is safe)."""
-    context = multiprocessing.get_context("spawn")
-    gpus = visible_gpus() if config.device == "cuda" else []
-    processes = []
-    for index in range(config.workers):
-        gpu = gpus[index % len(gpus)] if gpus else None
-        process = context.Process(target=_worker_process, name=f"effnet-grid-worker-{index}",
-                                  args=(config, deadline, limit, worker_threads(config), gpu))
-        process.start()
-        processes.append(process)
-    return processes
+    """`config.workers` processes on the shared study."""
+    return spawn_workers(_worker_process, (config, deadline, limit, worker_threads(config)), config.workers,
+                         config.device, "effnet-grid-worker")
 
 
 # -- results --------------------------------------------------------------------------------------

@@ -193,6 +193,19 @@ class Command:
         return json.loads(self.stdout)
 
 
+def wait_all(commands: list[Command], timeout: float) -> None:
+    """Wait for every command, polling all of them together so each `ended` is its own exit time (one after
+    another, a command that ended first would be stamped when its turn came); each must exit with 0."""
+    end = time.time() + timeout
+    while any(c.poll() is None for c in commands) and time.time() < end:
+        time.sleep(0.1)
+    for command in commands:
+        if command.poll() is None:
+            command.kill()
+            raise AssertionError(f"effnet did not finish in {timeout:.0f} s; stderr: {command.stderr[-2000:]}")
+        assert command.process.returncode == 0, command.stderr[-3000:]
+
+
 def start_effnet(args: list[str], logs: Path, name: str, env: dict[str, str] | None = None) -> Command:
     """Start `effnet ARGS` (python -m effnet.cli, so the pid is the command's own) in a process group of its
     own with its workers: a Ctrl-C is sent to the group, and a test's clean-up kills the whole group."""

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from postgres import TINY_SEARCH, Command, files_holding
+from postgres import TINY_SEARCH, Command, files_holding, wait_all
 
 BUDGET = 6
 runner = CliRunner()
@@ -85,9 +85,8 @@ def test_three_search_processes_share_one_study(postgres_server, postgres_url, t
     commands = [effnet_command(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
                                 "--study", "search", "--seed", seed, "--run-dir", tmp_path / f"machine{seed}",
                                 "--json"], f"machine{seed}") for seed in range(3)]
-    for command in commands:
-        assert command.wait(300) == 0, command.stderr[-3000:]
-        assert "Traceback" not in command.stderr
+    wait_all(commands, 300)
+    assert not [c for c in commands if "Traceback" in c.stderr]
     with study_at(postgres_url) as study:
         trials = study.get_trials()
     check_shared_study(trials, workers=3)
@@ -165,8 +164,7 @@ def test_two_grid_scale_processes_score_each_point_once(postgres_server, postgre
             "--proxy-resolution", "16", "--batch-size", "8", "--threads", "1", "--storage", postgres_url, "--json"]
     commands = [effnet_command([*args, "--run-dir", tmp_path / f"machine{i}"], f"grid{i}")
                 for i in range(2)]
-    for command in commands:
-        assert command.wait(300) == 0, command.stderr[-3000:]
+    wait_all(commands, 300)
     with study_at(postgres_url, "grid") as study:
         trials = study.get_trials()
     scored = [t for t in trials if t.state == TrialState.COMPLETE]

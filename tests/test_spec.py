@@ -32,6 +32,17 @@ def test_reference_b0_is_paper_table_1(b0_yaml):
     assert spec.num_blocks == 16
 
 
+def test_summary_reads_like_paper_table_1(b0_yaml):
+    """One token per stage, written out by hand from Table 1 (MBConv1 3x3 to 16, MBConv6 3x3 x2 to 24, ...)."""
+    assert load_spec(b0_yaml).summary == ("mb1k3x1c16+se mb6k3x2c24+se mb6k5x2c40+se mb6k3x3c80+se "
+                                          "mb6k5x3c112+se mb6k5x4c192+se mb6k3x1c320+se")
+    spec = spec_from_dict({"stages": [
+        {"block": "dsconv", "repeats": 2, "kernel": 5, "stride": 1, "expand": 1, "out_channels": 24,
+         "se_ratio": 0, "skip": False},
+        {"block": "conv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 40}]})
+    assert spec.summary == "dsk5x2c24-skip cvk3x1c40+se"
+
+
 def test_omitted_fields_take_the_reference_defaults():
     spec = spec_from_dict({"stages": [{"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 1,
                                        "expand": 1, "out_channels": 16}]})

@@ -48,6 +48,18 @@ def proxy_network(spec: NetworkSpec, data: ImageData, settings: ProxySettings) -
     return spec.replace(resolution=settings.resolution, num_classes=data.num_classes, in_channels=data.in_channels)
 
 
+@contextlib.contextmanager
+def seeded_proxy_model(spec: NetworkSpec, data: ImageData,
+                       settings: ProxySettings) -> Iterator[tuple[nn.Module, torch.device]]:
+    """The proxy network built from the seed, and its device; inside, the thread limit holds and the
+    random state is forked, so scoring a candidate neither reads nor moves the caller's generators."""
+    device = resolve_device(settings.device)
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with cpu_threads(settings.threads), torch.random.fork_rng(devices=forked):
+        torch.manual_seed(settings.seed)
+        yield build_model(proxy_network(spec, data, settings)), device
+
+
 def recalibrate_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> None:
     """Recompute every BatchNorm's running statistics for the current weights ("precise BN").
 
@@ -114,12 +126,7 @@ class TrainProxy:
         return min(steps, s.max_train_batches) if s.max_train_batches else steps
 
     def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
-        s = self.settings
-        device = resolve_device(s.device)
-        forked = [device.index or 0] if device.type == "cuda" else []
-        with cpu_threads(s.threads), torch.random.fork_rng(devices=forked):
-            torch.manual_seed(s.seed)
-            model = build_model(proxy_network(spec, self.data, s))
+        with seeded_proxy_model(spec, self.data, self.settings) as (model, device):
             return self._train(model, device, report)
 
     def _train(self, model: nn.Module, device: torch.device, report: Callable[[int, float], None] | None) -> float:

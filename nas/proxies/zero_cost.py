@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 from effnet.nas.data import ImageData
-from effnet.nas.model import DropPath, build_model
+from effnet.nas.model import DropPath
 from effnet.nas.proxies import ProxyFailure, ProxySettings
-from effnet.nas.proxies.train import cpu_threads, proxy_network
-from effnet.nas.runtime import resolve_device
+from effnet.nas.proxies.train import seeded_proxy_model
 from effnet.nas.spec import NetworkSpec
 
 MIN_SCORE = 1e-12
@@ -43,13 +42,8 @@ class _ZeroCostProxy:
         self.settings = settings
 
     def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
-        s = self.settings
-        device = resolve_device(s.device)
-        forked = [device.index or 0] if device.type == "cuda" else []
-        with cpu_threads(s.threads), torch.random.fork_rng(devices=forked):
-            torch.manual_seed(s.seed)
-            model = build_model(proxy_network(spec, self.data, s)).to(device)
-            return positive_score(self.log_score(model, device))
+        with seeded_proxy_model(spec, self.data, self.settings) as (model, device):
+            return positive_score(self.log_score(model.to(device), device))
 
     def log_score(self, model: nn.Module, device: torch.device) -> float:
         raise NotImplementedError

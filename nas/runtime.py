@@ -13,6 +13,7 @@ returning it to the system between steps. Switch it off with `EFFNET_ALLOCATOR=s
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -121,6 +122,13 @@ def place_batch(images: torch.Tensor, device: torch.device, channels_last: bool 
     """Move a batch of images to `device` in the chosen layout; non-blocking from pinned memory."""
     return images.to(device=device, memory_format=memory_format(channels_last),
                      non_blocking=images.is_pinned())
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (the tensor cores' format; no loss scaling needed); full fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:

@@ -18,10 +18,11 @@ from effnet.nas.data import load_data
 from effnet.nas.ema import WeightEma
 from effnet.nas.errors import InputError
 from effnet.nas.model import build_model
+from effnet.nas.precise_bn import recompute_batch_norm
 from effnet.nas.files import parse_yaml
 from effnet.nas.spec import load_spec, spec_from_dict
 from effnet.nas.training import (Distributed, TrainSettings, epoch_shard, distributed_from_env, lr_multiplier,
-                                 make_optimizer, paper_lr, recompute_batchnorm, training_spec)
+                                 make_optimizer, paper_lr, training_spec)
 
 TINY_SPEC = """\
 name: tiny
@@ -146,7 +147,7 @@ def test_precise_batchnorm_statistics_are_the_plain_average_over_the_batches():
     images = 3.0 + 2.0 * torch.randn(12, 2, 3, 3, generator=generator)
     with torch.no_grad():
         features = model[0](images)
-    recompute_batchnorm(model, images, 4, torch.device("cpu"))
+    recompute_batch_norm(model, images.split(4), torch.device("cpu"))
     batches = features.split(4)
     assert torch.allclose(layer.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
     expected_var = torch.stack([b.var(dim=(0, 2, 3), unbiased=True) for b in batches]).mean(0)

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 USER = "effnet"
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
+TINY_BASE = str(Path(__file__).parent / "data" / "tiny_base.yaml")
 TINY_SEARCH = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
                "--epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none",
                "--threads", "1"]

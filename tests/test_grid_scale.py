@@ -29,22 +29,10 @@ from effnet.scaling.grid import (
     recover_unnamed_trials, run_grid_worker,
 )
 from effnet.scaling.presets import reference_b0
+from postgres import TINY_BASE
 
 runner = CliRunner()
 
-TINY_SPEC = """\
-name: tiny
-resolution: 32
-num_classes: 4
-dropout: 0.0
-drop_connect: 0.0
-stem: {out_channels: 8, kernel: 3, stride: 2}
-stages:
-- {block: mbconv, repeats: 1, kernel: 3, stride: 1, expand: 1, out_channels: 8, se_ratio: 0.25, skip: true}
-- {block: mbconv, repeats: 1, kernel: 3, stride: 2, expand: 3, out_channels: 16, se_ratio: 0.25, skip: true}
-- {block: mbconv, repeats: 1, kernel: 3, stride: 2, expand: 3, out_channels: 24, se_ratio: 0.25, skip: true}
-head: {out_channels: 32}
-"""
 # alpha 1.1..1.3, beta and gamma 1.0..1.2 in steps of 0.1, |alpha*beta^2*gamma^2 - 2| <= 0.15 keeps 7 points
 # (by hand: 1.1*1.1²*1.2² = 1.9166, 1.1*1.2²*1.1² = 1.9166, 1.2*1.1²*1.2² = 2.0909, 1.2*1.2²*1.1² = 2.0909,
 #  1.3*1.0²*1.2² = 1.872, 1.3*1.1²*1.1² = 1.9033, 1.3*1.2²*1.0² = 1.872; every other combination misses)
@@ -59,10 +47,8 @@ ZERO_COST_ARGS = ["--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolu
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("base") / "tiny.yaml"
-    path.write_text(TINY_SPEC)
-    return path
+def tiny_base() -> Path:
+    return Path(TINY_BASE)
 
 
 def grid_scale(*args):

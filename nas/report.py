@@ -23,7 +23,9 @@ from effnet.nas.spec import NetworkSpec, dump_spec
 from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, redact_url
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
-               "duration_s", "worker", "error")
+               "report_seconds", "duration_s", "worker", "error")
+"""`proxy_seconds` is the candidate's training alone; `report_seconds` its per-epoch reports and pruning
+checks (storage writes); `duration_s` the whole trial, sampling and counting included."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "accuracy": trial.user_attrs.get("accuracy"),
         "reward": trial.user_attrs.get("reward"),
         "proxy_seconds": trial.user_attrs.get("proxy_seconds"),
+        "report_seconds": trial.user_attrs.get("report_seconds"),
         "duration_s": round(duration, 3) if duration is not None else None,
         "worker": trial.user_attrs.get(WORKER_ATTR),
         "error": trial.user_attrs.get("error") or trial.user_attrs.get("fail_reason"),

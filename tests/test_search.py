@@ -163,6 +163,38 @@ def test_out_of_band_candidates_are_never_trained(tmp_path):
     assert all(t.constraints["flops_band"] <= 0 for t in inside)
 
 
+class SlowProxy:
+    """Trains for 0.2 s, then reports one epoch."""
+
+    name = "slow"
+
+    def score(self, spec, report=None):
+        time.sleep(0.2)
+        report(1, 0.5)
+        return 0.5
+
+
+def test_training_time_and_reporting_time_are_recorded_apart(tmp_path, monkeypatch):
+    """trials.csv's proxy_seconds is the training alone: a slow report (a storage write, a pruning check) is
+    counted in report_seconds, so the share of time outside training is not hidden inside the training's."""
+    original = optuna.trial.Trial.report
+
+    def slow_report(self, value, step):
+        time.sleep(0.15)
+        original(self, value, step)
+
+    monkeypatch.setattr(optuna.trial.Trial, "report", slow_report)
+    config = tiny_config(tmp_path)
+    study = open_study(config)
+    study.optimize(TrialObjective(config, load_space(TINY), SlowProxy), n_trials=12)
+    trained = [t for t in study.trials if t.user_attrs["in_band"]]
+    assert trained
+    for t in trained:
+        assert 0.2 <= t.user_attrs["proxy_seconds"] < 0.3
+        assert t.user_attrs["report_seconds"] >= 0.15
+        assert t.user_attrs["proxy_seconds"] + t.user_attrs["report_seconds"] <= t.duration.total_seconds()
+
+
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
     config = tiny_config(tmp_path)
     proxy = RecordingProxy(fail_every=2)

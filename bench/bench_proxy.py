@@ -6,6 +6,10 @@ one-cycle) and the two zero-cost scores, and prints a table: seconds per candida
 and each variant's training time relative to B0's (the baseline, measured in the same process).
 
     python bench/bench_proxy.py [--epochs 3] [--threads N] [--lr 0.01] [--markdown]
+    python bench/bench_proxy.py --sweep [--markdown]   # batch size x threads for the train proxy
+
+`--sweep` trains B0 and its shallow variant at batch 32, 64 and 128 on 1 and 2 threads (interleaved,
+in one process) and prints seconds and final accuracy per setting: what the defaults rest on.
 """
 
 from __future__ import annotations
@@ -35,13 +39,57 @@ def candidates():
     ]
 
 
+SWEEP_BATCHES = (32, 64, 128)
+SWEEP_THREADS = (1, 2)
+
+
+def sweep(markdown: bool) -> None:
+    """Seconds and final accuracy of the train proxy per batch size and thread count."""
+    allocator = configure_allocator()
+    data = load_data("digits", ProxySettings.resolution)
+    header = ["candidate", "batch", "threads", "train s", "img/s", "val acc (3rd epoch)"]
+    rows = []
+    for label, spec in [c for c in candidates() if c[0] in ("B0", "B0 depth 0.5")]:
+        for batch in SWEEP_BATCHES:
+            for threads in SWEEP_THREADS:
+                settings = ProxySettings(batch_size=batch, threads=threads)
+                proxy = make_proxy("train", data, settings)
+                started = time.perf_counter()
+                accuracy = proxy.score(spec)
+                seconds = time.perf_counter() - started
+                images = settings.epochs * proxy.steps_per_epoch() * batch
+                rows.append([label, str(batch), str(threads), f"{seconds:.1f}", f"{images / seconds:.0f}",
+                             f"{accuracy:.3f}"])
+                print(f"{label} batch {batch} threads {threads}: {seconds:.1f} s, accuracy {accuracy:.3f}", flush=True)
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, allocator: {allocator}; "
+          f"digits {ProxySettings.resolution} px, {ProxySettings.epochs} epochs, lr {ProxySettings.lr}")
+    print_table(header, rows, markdown)
+
+
+def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> None:
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        table = [header, *rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for row in table:
+            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=ProxySettings.epochs)
     parser.add_argument("--lr", type=float, default=ProxySettings.lr)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--sweep", action="store_true", help="batch size x threads for the train proxy")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    if args.sweep:
+        sweep(args.markdown)
+        return
     allocator = configure_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,21 +118,12 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, allocator: {allocator}; digits {settings.resolution} px, "
           f"{settings.epochs} epochs, batch {settings.batch_size}, AdamW one-cycle lr {settings.lr}, "
           f"weight decay {settings.weight_decay}")
-    table = [header] + [
+    print_table(header, [
         [label, f"{params:,}", f"{seconds:.1f}", f"{seconds / baseline:.2f}",
          " / ".join(f"{a:.3f}" for a in accuracies),
          f"{scores[0][0]:.1f}", f"{scores[0][1]:.2f}", f"{scores[1][0]:.1f}", f"{scores[1][1]:.2f}"]
         for label, params, seconds, accuracies, scores in rows
-    ]
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" for _ in header) + "|")
-        for row in table[1:]:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        for row in table:
-            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    ], args.markdown)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def train(
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="L2 on all weights but BatchNorm's."),
     precise_bn: int = typer.Option(10, "--precise-bn", help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); 0 keeps the moving averages."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (bf16 autocast and channels_last on CUDA)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."),
+    compiled: bool = typer.Option(False, "--compile", help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of compiling."),
     seed: int = typer.Option(0, "--seed"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt."),
@@ -132,7 +133,7 @@ def train(
     if dist.is_main:
         set_run_dir(run_dir)
         check_run_dir(run_dir)
-        write_run_record(run_dir, "train", settings.as_dict(), {"spec": spec_to_dict(trained), "result": None})
+        write_run_record(run_dir, "train", settings.as_dict() | {"compile": compiled}, {"spec": spec_to_dict(trained), "result": None})
     if talk:
         classes = (f"num_classes {spec.num_classes} → {trained.num_classes} from the data"
                    if spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")
@@ -144,7 +145,7 @@ def train(
     try:
         with distributed_session(dist, device), monitor.progress:
             result = train_spec(trained, images, settings, run_dir, device=device, checkpoint=checkpoint,
-                                monitor=monitor if dist.is_main else None, dist=dist)
+                                monitor=monitor if dist.is_main else None, dist=dist, compiled=compiled)
     except KeyboardInterrupt:
         saved = run_dir / CHECKPOINT_NAME
         if dist.is_main and saved.exists():
@@ -156,7 +157,7 @@ def train(
     if not dist.is_main:
         return
     data_out = summary(trained, settings, result, run_dir, dist.world_size)
-    write_run_record(run_dir, "train", settings.as_dict(), {"spec": spec_to_dict(trained), "result": data_out})
+    write_run_record(run_dir, "train", settings.as_dict() | {"compile": compiled}, {"spec": spec_to_dict(trained), "result": data_out})
     if as_json:
         emit_json(data_out)
     else:

@@ -68,7 +68,7 @@ from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text
 from effnet.nas.model import build_model
 from effnet.nas.precise_bn import recompute_batch_norm
-from effnet.nas.runtime import autocast_for, place_batch, place_model, resolve_device
+from effnet.nas.runtime import autocast_for, compile_model, place_batch, place_model, resolve_device
 from effnet.nas.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
 
 PAPER_LR = 0.256
@@ -283,11 +283,13 @@ def epoch_seed(*parts: int) -> int:
 
 def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
           device: str = "auto", checkpoint: dict[str, Any] | None = None, monitor: TrainMonitor | None = None,
-          dist: Distributed | None = None) -> TrainResult:
+          dist: Distributed | None = None, compiled: bool = False) -> TrainResult:
     """Train `spec` (already `training_spec`) on `data`; checkpoint every epoch under `run_dir`.
 
     `checkpoint` (from `open_run`) resumes that run. Under a distributed `dist` the caller has
-    started the process group (`distributed_session`).
+    started the process group (`distributed_session`). `compiled` runs the training forward and
+    backward through `torch.compile` (evaluation, precise BN and checkpoints use the plain module,
+    which shares its parameters); it changes speed, not results, so a resumed run may switch it.
     """
     dist = dist or Distributed()
     monitor = monitor or TrainMonitor()
@@ -314,6 +316,7 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
+    net = compile_model(net, compiled)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -25,6 +25,7 @@ from effnet.nas.storage import describe_storage
 from effnet.nas.units import format_size, parse_size
 from effnet.nas.workers import watch_workers
 
+
 class SearchProgress:
     """A rich progress bar fed from the study itself, so it is right for any number of workers."""
 
@@ -47,10 +48,9 @@ class SearchProgress:
         self.progress.update(self.task, completed=min(summary.trained, self.config.trials), status=status)
 
 
-def run_search(config: SearchConfig, progress: SearchProgress) -> tuple[optuna.Study, str]:
+def run_search(config: SearchConfig, study: optuna.Study, progress: SearchProgress) -> tuple[optuna.Study, str]:
     """Run the workers (in this process for one, spawned processes for several) until done."""
     deadline = None if config.timeout_s is None else time.time() + config.timeout_s
-    study = open_study(config)  # validates the storage and the resume settings before any worker starts
     if config.workers == 1:
         reason = run_worker(config, 0, deadline, on_trial=progress.update, threads=worker_threads(config))
         return study, reason or "budget"
@@ -188,6 +188,7 @@ def search(
     load_data(data, proxy_resolution, seed=seed)  # a bad --data path fails here, before the study starts
     check_run_dir(run_dir)
     set_run_dir(run_dir)
+    study = open_study(config)  # a bad storage URL or changed resume settings fail here, before any output
     progress = SearchProgress(config, enabled=not as_json)
     started = time.time()
     if not as_json:
@@ -196,10 +197,10 @@ def search(
     interrupted = False
     with progress.progress:
         try:
-            study, reason = run_search(config, progress)
+            study, reason = run_search(config, study, progress)
         except KeyboardInterrupt:
             interrupted = True
-            study, reason = open_study(config), "interrupt"
+            reason = "interrupt"
     if interrupted:
         requeue_interrupted(study)
     result = finish(study, config, reason, time.time() - started)

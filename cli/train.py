@@ -129,11 +129,12 @@ def train(
         ema_decay=ema_decay, precise_bn_batches=precise_bn,
     )
     check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
+    recorded = settings.as_dict() | {"compile": compiled}  # speed only: a resumed run may switch it
     talk = dist.is_main and not as_json
     if dist.is_main:
         set_run_dir(run_dir)
         check_run_dir(run_dir)
-        write_run_record(run_dir, "train", settings.as_dict() | {"compile": compiled}, {"spec": spec_to_dict(trained), "result": None})
+        write_run_record(run_dir, "train", recorded, {"spec": spec_to_dict(trained), "result": None})
     if talk:
         classes = (f"num_classes {spec.num_classes} → {trained.num_classes} from the data"
                    if spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")
@@ -157,7 +158,7 @@ def train(
     if not dist.is_main:
         return
     data_out = summary(trained, settings, result, run_dir, dist.world_size)
-    write_run_record(run_dir, "train", settings.as_dict() | {"compile": compiled}, {"spec": spec_to_dict(trained), "result": data_out})
+    write_run_record(run_dir, "train", recorded, {"spec": spec_to_dict(trained), "result": data_out})
     if as_json:
         emit_json(data_out)
     else:

@@ -182,22 +182,16 @@ REFERENCE_B0 = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" /
 TINY = yaml.safe_load(Path(TINY_SPACE).read_text())
 
 
+@pytest.mark.parametrize("original, load", [(REFERENCE_B0, load_spec_or_input_error),
+                                            (TINY, load_space_or_input_error)], ids=["b0-spec", "space"])
 @LOADER_SETTINGS
 @given(data=st.data())
-def test_mutations_of_the_reference_b0_never_crash_the_spec_loader(data, scratch):
-    document = copy.deepcopy(REFERENCE_B0)
+def test_mutations_of_valid_files_never_crash_their_loader(original, load, data, scratch):
+    """One to four random edits of the reference B0 or a search space: a valid file or InputError."""
+    document = copy.deepcopy(original)
     for _ in range(data.draw(st.integers(1, 4))):
         mutate(document, data)
-    load_spec_or_input_error(scratch, yaml.safe_dump(document))
-
-
-@LOADER_SETTINGS
-@given(data=st.data())
-def test_mutations_of_a_search_space_never_crash_the_space_loader(data, scratch):
-    document = copy.deepcopy(TINY)
-    for _ in range(data.draw(st.integers(1, 4))):
-        mutate(document, data)
-    load_space_or_input_error(scratch, yaml.safe_dump(document))
+    load(scratch, yaml.safe_dump(document))
 
 
 @LOADER_SETTINGS

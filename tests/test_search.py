@@ -310,6 +310,7 @@ def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
     result = runner.invoke(app, ["search", *TINY_ARGS, "--storage", url, "--run-dir", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert "cannot reach the storage" in result.output and "s3cret-pw" not in result.output
+    assert result.stderr.splitlines() == [next(l for l in result.stderr.splitlines() if l.startswith("error: "))]
 
 
 def test_redact_url_hides_passwords_only():

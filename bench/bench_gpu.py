@@ -41,9 +41,9 @@ def measure(variant: str, args: argparse.Namespace, device) -> dict:
     import torch
     from torch import nn
 
-    from effnet.nas.model import build_model
+    from effnet.nas.net.model import build_model
     from effnet.nas.resources import reference_b0_path
-    from effnet.nas.spec import load_spec
+    from effnet.nas.net.spec import load_spec
 
     channels_last = "channels_last" in variant
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -88,10 +88,10 @@ def main() -> None:
     import torch
 
     from effnet.nas.errors import InputError
-    from effnet.nas.flops import analytic_flops
+    from effnet.nas.net.flops import analytic_flops
     from effnet.nas.resources import reference_b0_path
-    from effnet.nas.runtime import resolve_device
-    from effnet.nas.spec import load_spec
+    from effnet.nas.training.runtime import resolve_device
+    from effnet.nas.net.spec import load_spec
 
     try:
         device = resolve_device(args.device)

@@ -128,7 +128,7 @@ def profile_training_step(model: Any, batch: int, rows: int) -> list[dict]:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    from effnet.nas.runtime import configure_allocator, configure_threads
+    from effnet.nas.training.runtime import configure_allocator, configure_threads
 
     allocator = configure_allocator()
     threads = configure_threads(args.threads)
@@ -137,10 +137,10 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     import torchvision
 
-    from effnet.nas.flops import analytic_flops
-    from effnet.nas.model import build_model, count_parameters
+    from effnet.nas.net.flops import analytic_flops
+    from effnet.nas.net.model import build_model, count_parameters
     from effnet.nas.resources import reference_b0_path
-    from effnet.nas.spec import load_spec
+    from effnet.nas.net.spec import load_spec
 
     spec = load_spec(reference_b0_path())
     builders = {"ours": lambda: build_model(spec),

@@ -21,8 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from effnet.nas.report import best_trial, summarize
-from effnet.nas.search import SearchConfig, open_study, run_worker
+from effnet.nas.study.report import best_trial, summarize
+from effnet.nas.study.search import SearchConfig, open_study, run_worker
 
 
 def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy: str, root: Path) -> dict:

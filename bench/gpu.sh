@@ -11,7 +11,7 @@ out="${1:-${OUT:-runs/gpu-bench}}"
 python="${PYTHON:-python}"
 mkdir -p "$out"
 
-if ! "$python" -c "import effnet.nas.model" 2>/dev/null; then
+if ! "$python" -c "import effnet.nas.net.model" 2>/dev/null; then
     echo "error: the project is not importable by $python; install it first: pip install -e ." >&2
     exit 2
 fi

@@ -34,7 +34,7 @@ app.command("proxy-check")(proxy_check)
 def root() -> None:
     """effnet: search a base network, grid-search its scaling coefficients, export the family."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from effnet.nas.runtime import configure_allocator
+    from effnet.nas.training.runtime import configure_allocator
 
     configure_allocator()  # before any training allocates; EFFNET_ALLOCATOR=system turns it off
 

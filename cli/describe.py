@@ -10,9 +10,9 @@ from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json
 from effnet.nas.errors import InputError
-from effnet.nas.flops import CostReport, analytic_cost, fvcore_count
-from effnet.nas.layout import plan_network
-from effnet.nas.spec import NetworkSpec, load_spec
+from effnet.nas.net.flops import CostReport, analytic_cost, fvcore_count
+from effnet.nas.net.layout import plan_network
+from effnet.nas.net.spec import NetworkSpec, load_spec
 from effnet.nas.units import format_size
 from effnet.scaling.presets import OFFICIAL, official_preset
 

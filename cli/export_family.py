@@ -20,7 +20,7 @@ from effnet.cli.options import check_run_dir
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
 from effnet.nas.resources import reference_b0_path
-from effnet.nas.spec import NetworkSpec, dump_spec, load_spec
+from effnet.nas.net.spec import NetworkSpec, dump_spec, load_spec
 from effnet.nas.units import format_size
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.family import (

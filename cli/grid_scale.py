@@ -19,13 +19,13 @@ from effnet.cli.common import clean_input_errors, console, emit_json, progress_c
 from effnet.cli.options import check_run_dir, parse_duration, worker_device
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
-from effnet.nas.report import write_run_record
+from effnet.nas.study.report import write_run_record
 from effnet.nas.resources import reference_b0_path
-from effnet.nas.search import worker_threads
-from effnet.nas.spec import load_spec
-from effnet.nas.storage import describe_storage
+from effnet.nas.study.search import worker_threads
+from effnet.nas.net.spec import load_spec
+from effnet.nas.study.storage import describe_storage
 from effnet.nas.units import format_size
-from effnet.nas.workers import watch_workers
+from effnet.nas.study.workers import watch_workers
 from effnet.scaling.grid import (
     GridConfig, GridDefinition, GridPoint, PointResult, coefficients_record, grid_results, open_grid_study,
     parse_range, parse_step, points_taken, prepare_grid, ranked, run_grid_worker, start_grid_workers,
@@ -160,7 +160,7 @@ def print_result(result: dict[str, Any], results: list[PointResult]) -> None:
 
 def check_proxy(proxy: str, data: str, config: GridConfig) -> None:
     """Fail on a bad proxy, data source or proxy setting before the study starts."""
-    from effnet.nas.data import load_data
+    from effnet.nas.data.sources import load_data
     from effnet.nas.proxies import PROXIES, ProxySettings, make_proxy
 
     if proxy not in PROXIES:

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from effnet.nas.errors import InputError
-from effnet.nas.runtime import resolve_device
+from effnet.nas.training.runtime import resolve_device
 
 MIN_FREE_BYTES = 64 * 2**20
 

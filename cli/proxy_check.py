@@ -23,17 +23,17 @@ from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.cli.options import check_run_dir
-from effnet.nas.data import ImageData, load_data
+from effnet.nas.data.sources import ImageData, load_data
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, dump_yaml
-from effnet.nas.flops import analytic_cost, analytic_flops
+from effnet.nas.net.flops import analytic_cost, analytic_flops
 from effnet.nas.proxies import PROXY_NAMES, ProxyFailure, ProxySettings, make_proxy
 from effnet.nas.proxies.rank import kendall_tau, spearman_rho
 from effnet.nas.proxies.train import proxy_network
-from effnet.nas.report import write_run_record
-from effnet.nas.runtime import configure_allocator, resolve_device
-from effnet.nas.space import SearchSpace, load_space
-from effnet.nas.spec import NetworkSpec, spec_to_dict
+from effnet.nas.study.report import write_run_record
+from effnet.nas.training.runtime import configure_allocator, resolve_device
+from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.units import format_size, parse_size
 
 BASELINES = ("params", "flops")

@@ -14,16 +14,16 @@ from rich.table import Table
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.cli.options import check_run_dir, parse_duration, worker_device
 from effnet.nas.errors import InputError
-from effnet.nas.objective import OBJECTIVES
-from effnet.nas.plots import plot_accuracy_vs_flops, plot_history
-from effnet.nas.report import (best_trial, pareto_front, summarize, write_best_spec, write_run_record,
+from effnet.nas.study.objective import OBJECTIVES
+from effnet.nas.study.plots import plot_accuracy_vs_flops, plot_history
+from effnet.nas.study.report import (best_trial, pareto_front, summarize, write_best_spec, write_run_record,
                                write_trials_csv)
-from effnet.nas.search import (PRUNERS, SAMPLERS, SearchConfig, config_dict, is_in_band, open_study, run_worker,
+from effnet.nas.study.search import (PRUNERS, SAMPLERS, SearchConfig, config_dict, is_in_band, open_study, run_worker,
                                start_workers, trained_count, worker_threads)
-from effnet.nas.space import load_space
-from effnet.nas.storage import describe_storage
+from effnet.nas.study.space import load_space
+from effnet.nas.study.storage import describe_storage
 from effnet.nas.units import format_size, parse_size
-from effnet.nas.workers import watch_workers
+from effnet.nas.study.workers import watch_workers
 
 
 class SearchProgress:
@@ -183,7 +183,7 @@ def search(
 
     if proxy not in PROXIES:
         raise InputError(f"--proxy must be one of {', '.join(PROXIES)}, got {proxy!r}")
-    from effnet.nas.data import load_data
+    from effnet.nas.data.sources import load_data
 
     load_data(data, proxy_resolution, seed=seed)  # a bad --data path fails here, before the study starts
     check_run_dir(run_dir)

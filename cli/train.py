@@ -12,11 +12,11 @@ from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.cli.options import check_run_dir
-from effnet.nas.data import load_data
-from effnet.nas.runtime import configure_allocator, resolve_device
-from effnet.nas.report import write_run_record
-from effnet.nas.spec import NetworkSpec, load_spec, spec_to_dict
-from effnet.nas.training import (CHECKPOINT_NAME, PAPER_BATCH, PAPER_LR, TrainMonitor, TrainResult, TrainSettings,
+from effnet.nas.data.sources import load_data
+from effnet.nas.training.runtime import configure_allocator, resolve_device
+from effnet.nas.study.report import write_run_record
+from effnet.nas.net.spec import NetworkSpec, load_spec, spec_to_dict
+from effnet.nas.training.trainer import (CHECKPOINT_NAME, PAPER_BATCH, PAPER_LR, TrainMonitor, TrainResult, TrainSettings,
                                  check_run, default_warmup_epochs, distributed_from_env, distributed_session, open_run,
                                  paper_lr, train as train_spec, training_spec)
 

@@ -1,1 +1,14 @@
-"""The architecture language, model builder, FLOP counters and the architecture search."""
+"""The search half of effnet, grouped by concern.
+
+- `effnet.nas.net`: the network language and its counting (spec, block layout, model builder,
+  FLOP and parameter counters, the reference rounding).
+- `effnet.nas.study`: searches and studies (search spaces, rewards, the one study runner that
+  search and grid share: storage, settings fingerprint, seeds, workers, signals, stale trials).
+- `effnet.nas.data`: image data for proxies and training.
+- `effnet.nas.training`: training (the paper's recipe, EMA, precise BatchNorm, checkpoints,
+  device and allocator settings).
+- `effnet.nas.proxies`: accuracy proxies (short training, zero-cost scores) and their rank check.
+
+Beside them: `errors` (the library's exception), `files` (safe reading, atomic writing), `record`
+(the run record every command writes), `units` (sizes like 400M) and `resources` (shipped configs).
+"""

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from effnet.nas.errors import InputError
-from effnet.nas.rounding import round_filters, round_repeats
-from effnet.nas.spec import HeadSpec, NetworkSpec, StemSpec
+from effnet.nas.net.rounding import round_filters, round_repeats
+from effnet.nas.net.spec import HeadSpec, NetworkSpec, StemSpec
 
 
 def scaled_resolution(base_resolution: int, multiplier: float) -> int:

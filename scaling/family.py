@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 from effnet.nas.errors import InputError
 from effnet.nas.files import parse_yaml, read_text
-from effnet.nas.flops import analytic_cost
-from effnet.nas.layout import plan_network
-from effnet.nas.spec import NetworkSpec
+from effnet.nas.net.flops import analytic_cost
+from effnet.nas.net.layout import plan_network
+from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.units import format_size
 from effnet.scaling.compound import Coefficients, compound_scale
 from effnet.scaling.presets import OFFICIAL, official_preset

@@ -37,11 +37,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.errors import InputError
-from effnet.nas.flops import analytic_cost
-from effnet.nas.search import worker_threads
-from effnet.nas.spec import NetworkSpec, spec_to_dict
-from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
-from effnet.nas.workers import raise_once, spawn_workers, take_gpu
+from effnet.nas.net.flops import analytic_cost
+from effnet.nas.study.search import worker_threads
+from effnet.nas.net.spec import NetworkSpec, spec_to_dict
+from effnet.nas.study.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
+from effnet.nas.study.workers import raise_once, spawn_workers, take_gpu
 from effnet.scaling.compound import compound_scale, scaled_resolution
 
 FLOPS_TARGET = 2
@@ -359,7 +359,7 @@ class PointScorer:
 
     def proxy(self, resolution: int) -> Any:
         if resolution not in self._proxies:
-            from effnet.nas.data import load_data
+            from effnet.nas.data.sources import load_data
             from effnet.nas.proxies import ProxySettings, make_proxy
 
             c = self.config

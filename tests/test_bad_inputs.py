@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
-from effnet.nas.spec import NetworkSpec, load_spec, spec_from_dict, spec_to_dict
-from effnet.nas.space import SearchSpace, load_space
-from effnet.nas.storage import redact_url
+from effnet.nas.net.spec import NetworkSpec, load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.study.storage import redact_url
 from postgres import TINY_SEARCH, TINY_SPACE
 
 CORPUS = Path(__file__).parent / "bad_inputs"

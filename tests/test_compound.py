@@ -7,7 +7,7 @@ import math
 import pytest
 
 from effnet.nas.errors import InputError
-from effnet.nas.model import build_model, count_parameters
+from effnet.nas.net.model import build_model, count_parameters
 from effnet.scaling.compound import Coefficients, compound_scale, reference_dropout, scale, scaled_resolution
 from effnet.scaling.presets import official_preset, reference_b0
 

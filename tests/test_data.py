@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet.nas.data import load_data
+from effnet.nas.data.sources import load_data
 from effnet.nas.errors import InputError
 
 

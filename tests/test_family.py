@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effnet.nas.errors import InputError
-from effnet.nas.flops import analytic_flops
+from effnet.nas.net.flops import analytic_flops
 from effnet.scaling.compound import Coefficients, compound_scale
 from effnet.scaling.family import (
     MATCH_TOLERANCE, compound_family, load_coefficients, match_flops_family, member_name,

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.files import dump_yaml
-from effnet.nas.plots import plot_history
-from effnet.nas.report import write_run_record, write_trials_csv
-from effnet.nas.spec import dump_spec, load_spec
+from effnet.nas.study.plots import plot_history
+from effnet.nas.study.report import write_run_record, write_trials_csv
+from effnet.nas.net.spec import dump_spec, load_spec
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
 from effnet.scaling.presets import reference_b0
@@ -208,7 +208,7 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
 
 
 def test_ctrl_c_stops_a_training_at_once_but_lets_a_storage_write_finish():
-    from effnet.nas import search
+    from effnet.nas.study import search
 
     search.INTERRUPTED.clear()
     try:

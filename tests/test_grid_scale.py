@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.spec import load_spec
-from effnet.nas.storage import WORKER_ATTR
+from effnet.nas.net.spec import load_spec
+from effnet.nas.study.storage import WORKER_ATTR
 from effnet.scaling.family import load_coefficients
 from effnet.scaling.grid import (
     GridConfig, GridDefinition, open_grid_study, parse_range, parse_step, prepare_grid, queue_missing_points,

@@ -7,9 +7,9 @@ Reference figures come from torchvision 0.29.1's `efficientnet_b0..b7(num_classe
 import pytest
 from torch import nn
 
-from effnet.nas.flops import analytic_cost
-from effnet.nas.model import DropPath, SqueezeExcite, build_model, count_parameters
-from effnet.nas.spec import load_spec
+from effnet.nas.net.flops import analytic_cost
+from effnet.nas.net.model import DropPath, SqueezeExcite, build_model, count_parameters
+from effnet.nas.net.spec import load_spec
 from effnet.scaling.presets import official_preset
 
 # torchvision 0.29.1: parameters, and fvcore's conv / batch_norm / linear FLOPs at each preset's resolution.

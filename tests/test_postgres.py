@@ -176,7 +176,7 @@ def test_a_wrong_password_is_a_clear_error_that_hides_it(postgres_server, postgr
 def test_workers_opening_an_empty_database_at_once_all_get_in(postgres_url, tmp_path):
     """Each worker creates Optuna's tables on first contact; without a retry, all but one of six lose
     that race with a unique violation (seen: 5 of 6, three times out of three)."""
-    from effnet.nas.storage import open_storage
+    from effnet.nas.study.storage import open_storage
 
     barrier, errors = threading.Barrier(6), []
 
@@ -197,7 +197,7 @@ def test_workers_opening_an_empty_database_at_once_all_get_in(postgres_url, tmp_
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql+psycopg2"])
 def test_other_spellings_of_the_url_reach_the_same_server(postgres_url, scheme, tmp_path):
-    from effnet.nas.storage import open_storage
+    from effnet.nas.study.storage import open_storage
 
     storage = open_storage(postgres_url.replace("postgresql", scheme, 1), tmp_path)
     assert storage.get_all_studies() == []

@@ -8,13 +8,13 @@ import optuna
 import pytest
 import torch
 
-from effnet.nas.data import load_data
+from effnet.nas.data.sources import load_data
 from effnet.nas.errors import InputError
 from effnet.nas.files import parse_yaml
 from effnet.nas.proxies import PROXIES, ProxyFailure, ProxySettings, make_proxy
 from effnet.nas.proxies.rank import kendall_tau, spearman_rho
 from effnet.nas.proxies.zero_cost import positive_score
-from effnet.nas.spec import spec_from_dict
+from effnet.nas.net.spec import spec_from_dict
 
 TINY = """
 name: tiny

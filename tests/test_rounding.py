@@ -6,7 +6,7 @@ round_repeats(r, d) = ceil(d * r).
 
 import pytest
 
-from effnet.nas.rounding import round_filters, round_repeats
+from effnet.nas.net.rounding import round_filters, round_repeats
 from effnet.scaling.presets import official_preset
 
 FILTER_CASES = [

@@ -13,7 +13,7 @@ from torch import nn
 
 from effnet.cli.options import worker_device
 from effnet.nas.errors import InputError
-from effnet.nas.runtime import ALLOCATOR_ENV, MMAP_THRESHOLD, place_batch, place_model, resolve_device
+from effnet.nas.training.runtime import ALLOCATOR_ENV, MMAP_THRESHOLD, place_batch, place_model, resolve_device
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_model_and_batch_are_channels_last_by_default():
 
 
 ALLOCATOR_PROBE = (
-    "import json, os; from effnet.nas.runtime import configure_allocator; "
+    "import json, os; from effnet.nas.training.runtime import configure_allocator; "
     "print(json.dumps({'said': configure_allocator(), 'tunables': os.environ.get('GLIBC_TUNABLES')}))"
 )
 

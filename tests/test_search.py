@@ -15,14 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.flops import analytic_flops
-from effnet.nas.model import build_model, count_parameters
-from effnet.nas.objective import FlopsBand, hard_reward, mnasnet_reward
+from effnet.nas.net.flops import analytic_flops
+from effnet.nas.net.model import build_model, count_parameters
+from effnet.nas.study.objective import FlopsBand, hard_reward, mnasnet_reward
 from effnet.nas.proxies import ProxyFailure
-from effnet.nas.search import SearchConfig, TrialObjective, open_study
-from effnet.nas.space import load_space, space_from_dict
-from effnet.nas.spec import load_spec, spec_from_dict, spec_to_dict
-from effnet.nas.storage import redact_url
+from effnet.nas.study.search import SearchConfig, TrialObjective, open_study
+from effnet.nas.study.space import load_space, space_from_dict
+from effnet.nas.net.spec import load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.study.storage import redact_url
 from effnet.scaling.presets import reference_b0
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")

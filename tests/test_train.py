@@ -14,14 +14,14 @@ from torch import nn
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.data import load_data
-from effnet.nas.ema import WeightEma
+from effnet.nas.data.sources import load_data
+from effnet.nas.training.ema import WeightEma
 from effnet.nas.errors import InputError
-from effnet.nas.model import build_model
-from effnet.nas.precise_bn import recompute_batch_norm
+from effnet.nas.net.model import build_model
+from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.files import parse_yaml
-from effnet.nas.spec import load_spec, spec_from_dict
-from effnet.nas.training import (Distributed, TrainSettings, epoch_shard, distributed_from_env, lr_multiplier,
+from effnet.nas.net.spec import load_spec, spec_from_dict
+from effnet.nas.training.trainer import (Distributed, TrainSettings, epoch_shard, distributed_from_env, lr_multiplier,
                                  make_optimizer, paper_lr, training_spec)
 
 TINY_SPEC = """\

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from effnet.nas.errors import InputError
 
 if TYPE_CHECKING:
-    from effnet.nas.data import ImageData
-    from effnet.nas.spec import NetworkSpec
+    from effnet.nas.data.sources import ImageData
+    from effnet.nas.net.spec import NetworkSpec
 
 PROXIES: tuple[str, ...] = ("train", "zero-cost")
 """The proxies the search offers; `proxy-check` also ranks by the "params" and "flops" baselines."""

@@ -3,7 +3,7 @@
 The whole dataset lives in memory as tensors; one epoch is a seeded permutation gathered once into
 a contiguous buffer and cut into batches, so no per-step host work remains but the step itself.
 AdamW with a one-cycle schedule; BatchNorm parameters and biases get no weight decay. Model and
-batches are channels_last (measured faster on CPU too, `effnet.nas.runtime`). On CUDA the epoch
+batches are channels_last (measured faster on CPU too, `effnet.nas.training.runtime`). On CUDA the epoch
 buffer is pinned and copied with non_blocking, the forward runs under bf16 autocast, and the
 finite-loss check reads the device once per epoch instead of every step.
 """
@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.data import ImageData
+from effnet.nas.data.sources import ImageData
 from effnet.nas.errors import InputError
-from effnet.nas.model import build_model
+from effnet.nas.net.model import build_model
 from effnet.nas.proxies import ProxyFailure, ProxySettings
-from effnet.nas.precise_bn import recompute_batch_norm
-from effnet.nas.runtime import autocast_for, place_batch, place_model, resolve_device
-from effnet.nas.spec import NetworkSpec
+from effnet.nas.training.precise_bn import recompute_batch_norm
+from effnet.nas.training.runtime import autocast_for, place_batch, place_model, resolve_device
+from effnet.nas.net.spec import NetworkSpec
 
 EVAL_BATCH = 256
 CALIBRATION_BATCHES = 8

@@ -16,11 +16,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effnet.nas.data import ImageData
-from effnet.nas.model import DropPath
+from effnet.nas.data.sources import ImageData
+from effnet.nas.net.model import DropPath
 from effnet.nas.proxies import ProxyFailure, ProxySettings
 from effnet.nas.proxies.train import seeded_proxy_model
-from effnet.nas.spec import NetworkSpec
+from effnet.nas.net.spec import NetworkSpec
 
 MIN_SCORE = 1e-12
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish)

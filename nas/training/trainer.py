@@ -61,15 +61,15 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.checkpoint import load_checkpoint, save_checkpoint
-from effnet.nas.data import ImageData
-from effnet.nas.ema import WeightEma
+from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
+from effnet.nas.data.sources import ImageData
+from effnet.nas.training.ema import WeightEma
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text
-from effnet.nas.model import build_model
-from effnet.nas.precise_bn import recompute_batch_norm
-from effnet.nas.runtime import autocast_for, compile_model, place_batch, place_model, resolve_device
-from effnet.nas.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
+from effnet.nas.net.model import build_model
+from effnet.nas.training.precise_bn import recompute_batch_norm
+from effnet.nas.training.runtime import autocast_for, compile_model, place_batch, place_model, resolve_device
+from effnet.nas.net.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
 
 PAPER_LR = 0.256
 PAPER_BATCH = 4096

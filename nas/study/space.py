@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 from effnet.nas.errors import InputError
 from effnet.nas.files import parse_yaml, read_text
 from effnet.nas.resources import config_path
-from effnet.nas.rounding import round_filters
-from effnet.nas.spec import BLOCK_TYPES, NetworkSpec, StageSpec, spec_from_dict
+from effnet.nas.net.rounding import round_filters
+from effnet.nas.net.spec import BLOCK_TYPES, NetworkSpec, StageSpec, spec_from_dict
 
 DEFAULT_SPACE = "efficientnet"
 MAX_OPTION = 1_000_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.objective import FlopsBand
+from effnet.nas.study.objective import FlopsBand
 
 
 def _save(fig, path: Path) -> Path:

@@ -15,12 +15,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.files import atomic_write_text, dump_yaml
-from effnet.nas.flops import fvcore_count
-from effnet.nas.objective import mnasnet_reward
-from effnet.nas.search import SearchConfig, counts_toward_budget, is_in_band
-from effnet.nas.space import SearchSpace
-from effnet.nas.spec import NetworkSpec, dump_spec
-from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, redact_url
+from effnet.nas.net.flops import fvcore_count
+from effnet.nas.study.objective import mnasnet_reward
+from effnet.nas.study.search import SearchConfig, counts_toward_budget, is_in_band
+from effnet.nas.study.space import SearchSpace
+from effnet.nas.net.spec import NetworkSpec, dump_spec
+from effnet.nas.study.storage import STALE_ATTR, WORKER_ATTR, redact_url
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
                "report_seconds", "duration_s", "worker", "error")

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.layout import BlockPlan, plan_network
-from effnet.nas.spec import NetworkSpec
+from effnet.nas.net.layout import BlockPlan, plan_network
+from effnet.nas.net.spec import NetworkSpec
 
 
 class SiLU(nn.SiLU):

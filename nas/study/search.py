@@ -24,12 +24,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.errors import InputError
-from effnet.nas.flops import analytic_cost
-from effnet.nas.objective import OBJECTIVES, FlopsBand, reward_for
-from effnet.nas.space import SearchSpace, load_space
-from effnet.nas.spec import NetworkSpec
-from effnet.nas.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
-from effnet.nas.workers import spawn_workers, take_gpu
+from effnet.nas.net.flops import analytic_cost
+from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
+from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.study.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
+from effnet.nas.study.workers import spawn_workers, take_gpu
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
@@ -295,7 +295,7 @@ def make_proxy_factory(config: SearchConfig, threads: int | None) -> Callable[[]
     """Data and proxy are built lazily, once per worker, on the first in-band candidate."""
 
     def factory() -> Any:
-        from effnet.nas.data import load_data
+        from effnet.nas.data.sources import load_data
         from effnet.nas.proxies import ProxySettings, make_proxy
 
         data = load_data(config.data, config.proxy_resolution, seed=config.seed)

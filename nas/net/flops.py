@@ -20,8 +20,8 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 
-from effnet.nas.layout import BlockPlan, conv_output_size, stage_blocks
-from effnet.nas.spec import NetworkSpec
+from effnet.nas.net.layout import BlockPlan, conv_output_size, stage_blocks
+from effnet.nas.net.spec import NetworkSpec
 
 OPERATORS = ("conv", "batch_norm", "adaptive_avg_pool2d", "linear")
 
@@ -145,7 +145,7 @@ def fvcore_count(spec: NetworkSpec, model=None) -> FvcoreCount:
     """
     import torch
 
-    from effnet.nas.model import build_model
+    from effnet.nas.net.model import build_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -17,7 +17,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from effnet.nas.runtime import autocast_for, place_batch
+from effnet.nas.training.runtime import autocast_for, place_batch
 
 
 def recompute_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from effnet.nas.spec import NetworkSpec
+from effnet.nas.net.spec import NetworkSpec
 
 
 def conv_output_size(size: int, stride: int) -> int:

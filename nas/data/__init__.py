@@ -1,0 +1,1 @@
+"""Image data for the accuracy proxies and for training."""

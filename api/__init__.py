@@ -1,1 +1,87 @@
-"""effnet (placeholder)."""
+"""effnet: search a base network under a FLOPs budget, find how to grow it, and emit the grown family.
+
+The Python API, the same pipeline as the command line::
+
+    import effnet
+
+    spec = effnet.load_spec("configs/efficientnet-b0.yaml")      # or effnet.reference_b0()
+    effnet.count_flops(spec).total                                 # 399,352,864 (fvcore's convention)
+    model = effnet.build_model(spec)                               # a torch nn.Module
+
+    found = effnet.search(effnet.SearchConfig(target_flops=400_000_000))     # writes runs/search/
+    grid = effnet.grid_scale(effnet.GridConfig(base=found.best_spec, grid=effnet.GridDefinition.default()))
+    family = effnet.export_family(found.best_spec, grid.coefficients, run_dir="runs/family")
+
+Stages:
+
+- `search(SearchConfig) -> SearchResult`: an Optuna study over a MnasNet search space for a base network
+  near a FLOPs target, by the reward ACC(m) * (FLOPS(m) / T) ** -0.07 with a measured accuracy proxy.
+- `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 under
+  alpha * beta^2 * gamma^2 ~ 2.
+- `export_family(base, coefficients) -> FamilyResult`: the members B1-B7 with the reference rounding.
+- `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training.
+
+Every long call takes a progress callback (`on_progress`) and never prints; bad input raises
+`InputError` (a `SettingError` names the setting). A call leaves process-wide state as it found it
+(signal handlers, Optuna's log level, torch's threads). Importing `effnet` is cheap: each name loads
+its module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # the network language
+    "NetworkSpec": "effnet.nas.net.spec",
+    "StageSpec": "effnet.nas.net.spec",
+    "load_spec": "effnet.nas.net.spec",
+    "dump_spec": "effnet.nas.net.spec",
+    "spec_from_dict": "effnet.nas.net.spec",
+    "spec_to_dict": "effnet.nas.net.spec",
+    "build_model": "effnet.nas.net.model",
+    "count_flops": "effnet.nas.net.flops",
+    "FlopCount": "effnet.nas.net.flops",
+    "reference_b0": "effnet.scaling.presets",
+    "official_preset": "effnet.scaling.presets",
+    # scaling
+    "scale": "effnet.scaling.compound",
+    "compound_scale": "effnet.scaling.compound",
+    "Coefficients": "effnet.scaling.compound",
+    # studies
+    "StudyConfig": "effnet.nas.study.runner",
+    "StudyProgress": "effnet.nas.study.runner",
+    "ProxyConfig": "effnet.nas.proxies",
+    "SearchConfig": "effnet.nas.study.search",
+    "SearchResult": "effnet.nas.study.search",
+    "search": "effnet.nas.study.search",
+    "GridConfig": "effnet.scaling.grid",
+    "GridDefinition": "effnet.scaling.grid",
+    "GridResult": "effnet.scaling.grid",
+    "grid_scale": "effnet.scaling.grid",
+    "FamilyResult": "effnet.scaling.export",
+    "export_family": "effnet.scaling.export",
+    "ProxyCheckConfig": "effnet.nas.proxies.check",
+    "proxy_check": "effnet.nas.proxies.check",
+    "TrainConfig": "effnet.nas.training.trainer",
+    "train_network": "effnet.nas.training.trainer",
+    # errors
+    "InputError": "effnet.nas.errors",
+    "SettingError": "effnet.nas.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -128,7 +128,8 @@ def profile_training_step(model: Any, batch: int, rows: int) -> list[dict]:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    from effnet.nas.training.runtime import configure_allocator, configure_threads
+    from effnet.nas.training.allocator import configure_allocator
+    from effnet.nas.training.runtime import configure_threads
 
     allocator = configure_allocator()
     threads = configure_threads(args.threads)

@@ -24,7 +24,7 @@ from effnet.nas.data.sources import load_data
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.proxies import ProxySettings, make_proxy
 from effnet.nas.proxies.train import proxy_network
-from effnet.nas.training.runtime import configure_allocator
+from effnet.nas.training.allocator import configure_allocator
 from effnet.scaling.compound import scale
 from effnet.scaling.presets import reference_b0
 

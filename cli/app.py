@@ -1,18 +1,20 @@
-"""The `effnet` Typer application and its entry point."""
+"""The `effnet` Typer application and its entry point.
+
+Command modules import the library inside their bodies: `effnet --help` loads neither torch nor optuna.
+"""
 
 from __future__ import annotations
 
 import sys
 
-import optuna
 import typer
 
 from effnet.cli.common import write_crash_log
 from effnet.cli.describe import describe
-from effnet.cli.search import search
 from effnet.cli.export_family import export_family
 from effnet.cli.grid_scale import grid_scale
 from effnet.cli.proxy_check import proxy_check
+from effnet.cli.search import search
 from effnet.cli.train import train
 
 app = typer.Typer(
@@ -33,8 +35,7 @@ app.command("proxy-check")(proxy_check)
 @app.callback()
 def root() -> None:
     """effnet: search a base network, grid-search its scaling coefficients, export the family."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from effnet.nas.training.runtime import configure_allocator
+    from effnet.nas.training.allocator import configure_allocator
 
     configure_allocator()  # before any training allocates; EFFNET_ALLOCATOR=system turns it off
 

@@ -1,4 +1,8 @@
-"""What every command shares: clean exits on bad input, consoles, JSON output."""
+"""What every command shares: clean exits on bad input, consoles, progress bars, JSON output.
+
+Commands import the library inside their bodies, so `effnet --help` and `effnet COMMAND --help`
+load neither torch nor optuna.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,10 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import typer
 from rich.console import Console
-
-from effnet.nas.errors import InputError
 
 console = Console(highlight=False)
 """Tables and summaries; commands print none of them under `--json`, which owns stdout."""
@@ -31,17 +33,31 @@ def fail(message: str) -> "typer.Exit":
     return typer.Exit(2)
 
 
-def clean_input_errors(fn: F) -> F:
-    """Turn `InputError` into one line on stderr and exit code 2, with no traceback."""
+def flag_for(setting: str, flags: Mapping[str, str] | None = None) -> str:
+    """The command-line flag of a library setting: `proxy_epochs` -> `--proxy-epochs` unless mapped."""
+    return (flags or {}).get(setting, "--" + setting.replace("_", "-"))
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as err:
-            raise fail(str(err)) from None
 
-    return wrapper  # type: ignore[return-value]
+def clean_input_errors(flags: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Turn the library's `InputError` into one line on stderr and exit code 2, with no traceback; a
+    `SettingError` is worded with the command's flag for the setting (`flags` maps the exceptions to the
+    `--` + name rule)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from effnet.nas.errors import InputError, SettingError
+
+            try:
+                return fn(*args, **kwargs)
+            except SettingError as err:
+                raise fail(f"{flag_for(err.setting, flags)} {err.problem}") from None
+            except InputError as err:
+                raise fail(str(err)) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 _run_dir: list[Path] = []
@@ -68,3 +84,63 @@ def write_crash_log() -> Path:
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+class ProgressBar:
+    """One rich progress bar on stderr for every command: `update(done, total, status)`, or call it with
+    the library's `StudyProgress`. Use it as a context manager; disabled, it shows nothing. It appears
+    with the first update (after the library has checked its input, so a refusal stays one line),
+    preceded by `header` if given."""
+
+    def __init__(self, label: str, enabled: bool = True, header: str | None = None):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn(f"[bold]{label}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=progress_console, disable=not enabled, transient=False,
+        )
+        self.task = self.progress.add_task(label, total=None, stage="", status="")
+        self.enabled = enabled
+        self.header = header
+        self.started = False
+
+    def update(self, done: int | None = None, total: int | None = None, status: str | None = None,
+               stage: str | None = None) -> None:
+        if not self.started:
+            self.started = True
+            if self.enabled and self.header:
+                progress_console.print(self.header)
+            self.progress.start()
+        fields: dict[str, Any] = {}
+        if total is not None:
+            fields["total"] = total
+        if done is not None:
+            fields["completed"] = done
+        if status is not None:
+            fields["status"] = status
+        if stage is not None:
+            fields["stage"] = stage
+        self.progress.update(self.task, **fields)
+
+    def advance(self, steps: int = 1) -> None:
+        self.progress.advance(self.task, steps)
+
+    def __call__(self, progress: Any) -> None:
+        self.update(progress.done, progress.total, progress.status)
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+def exit_for_signal(signum: int | None, what: str) -> None:
+    """After a run stopped by a signal: say how to resume and exit 128 + signal (130 Ctrl-C, 143 SIGTERM)."""
+    if signum is None:
+        return
+    progress_console.print(f"interrupted: {what} saved; rerun the same command to resume")
+    raise typer.Exit(128 + signum)

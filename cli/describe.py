@@ -6,18 +6,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json
-from effnet.nas.errors import InputError
-from effnet.nas.net.flops import CostReport, analytic_cost, fvcore_count
-from effnet.nas.net.layout import plan_network
-from effnet.nas.net.spec import NetworkSpec, load_spec
-from effnet.nas.units import format_size
-from effnet.scaling.presets import OFFICIAL, official_preset
+
+PRESETS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 
 
-def stage_rows(spec: NetworkSpec, report: CostReport) -> list[dict[str, Any]]:
+def stage_rows(spec: Any, report: Any) -> list[dict[str, Any]]:
+    from effnet.nas.net.layout import plan_network
+
     plan = plan_network(spec)
     rows = []
     for i, (stage, cost) in enumerate(zip(spec.stages, report.stages)):
@@ -31,7 +28,10 @@ def stage_rows(spec: NetworkSpec, report: CostReport) -> list[dict[str, Any]]:
     return rows
 
 
-def describe_data(spec: NetworkSpec, with_fvcore: bool) -> dict[str, Any]:
+def describe_data(spec: Any, with_fvcore: bool) -> dict[str, Any]:
+    from effnet.nas.net.flops import analytic_cost, fvcore_count
+    from effnet.nas.net.layout import plan_network
+
     report = analytic_cost(spec)
     data: dict[str, Any] = {
         "name": spec.name,
@@ -63,6 +63,10 @@ def block_label(row: dict[str, Any]) -> str:
 
 
 def print_description(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from effnet.nas.units import format_size
+
     total = data["flops"]
     table = Table(title=f"{data['name']} @ {data['resolution']} px, {data['num_classes']} classes")
     for column in ("stage", "operator", "×", "channels", "size", "params", "FLOPs", "share"):
@@ -107,16 +111,20 @@ def print_description(data: dict[str, Any]) -> None:
         console.print(f"analytic and fvcore counts {verdict}")
 
 
-@clean_input_errors
+@clean_input_errors()
 def describe(
     spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help="A network spec file."),
     preset: Optional[str] = typer.Option(
-        None, "--preset", help=f"Describe an official EfficientNet instead: {', '.join(OFFICIAL)}.",
-        autocompletion=lambda: list(OFFICIAL)),
+        None, "--preset", help=f"Describe an official EfficientNet instead: {', '.join(PRESETS)}.",
+        autocompletion=lambda: list(PRESETS)),
     fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore and show both counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Show a spec's stages, parameters and FLOPs (per stage and per operator)."""
+    from effnet.nas.errors import InputError
+    from effnet.nas.net.spec import load_spec
+    from effnet.scaling.presets import official_preset
+
     if (spec_path is None) == (preset is None):
         raise InputError("give either a spec file (effnet describe SPEC.yaml) or --preset b0..b7, not both or neither")
     spec = official_preset(preset) if preset else load_spec(spec_path)

@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import platform
-import shlex
-import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich import box
-from rich.table import Table
 
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
-from effnet.cli.options import check_run_dir
-from effnet.nas.errors import InputError
-from effnet.nas.files import atomic_write_text, dump_yaml
 from effnet.nas.resources import reference_b0_path
-from effnet.nas.net.spec import NetworkSpec, dump_spec, load_spec
-from effnet.nas.units import format_size
-from effnet.scaling.compound import Coefficients
-from effnet.scaling.family import (
-    DEFAULT_PHIS, MATCH_TOLERANCE, PAPER_COEFFICIENTS, FamilyMember, PresetFit, compound_family,
-    load_coefficients, match_flops_family, official_family, parse_phi_list,
-)
 
 PRESETS = ("official",)
-CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "params_ratio", "flops", "flops_ratio",
-               "ideal_ratio", "doubling_ratio", "dropout", "path")
-MATCH_COLUMNS = ("step", "target_ratio", "target_flops", "deviation", "within_tolerance", "phi_low", "phi_high", "why")
 
 
 def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[float], beta: Optional[float],
-                         gamma: Optional[float], official: bool) -> tuple[Coefficients, str]:
+                         gamma: Optional[float], official: bool) -> tuple[Any, str]:
     """The coefficients and where they came from; the official preset alone may fall back to the paper's."""
+    from effnet.nas.errors import InputError
+    from effnet.scaling.compound import Coefficients
+    from effnet.scaling.family import PAPER_COEFFICIENTS, load_coefficients
+
     flags = {"--alpha": alpha, "--beta": beta, "--gamma": gamma}
     given = [name for name, value in flags.items() if value is not None]
     if coefficients_path is not None and given:
@@ -55,48 +38,14 @@ def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[floa
                      "or all of --alpha, --beta and --gamma (the paper's: --alpha 1.2 --beta 1.1 --gamma 1.15)")
 
 
-def build_members(base: NetworkSpec, coefficients: Coefficients, phis: tuple[float, ...],
-                  match_flops: bool, preset: Optional[str]) -> tuple[list[FamilyMember], list[PresetFit]]:
-    if preset == "official":
-        return official_family(base, coefficients)
-    if match_flops:
-        return match_flops_family(base, coefficients, phis), []
-    return compound_family(base, coefficients, phis), []
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("effnet", "torch", "optuna"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def command_line(arguments: dict[str, Any]) -> str:
-    """The command that reproduces this run, from its resolved arguments."""
-    words = ["effnet", "export-family"]
-    for key, value in arguments.items():
-        if value is None or value is False:
-            continue
-        words.append(f"--{key.replace('_', '-')}")
-        if value is not True:
-            words.append(str(value))
-    return shlex.join(words)
-
-
-def write_csv(rows: list[dict[str, Any]], columns: tuple[str, ...], path: Path) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(path, buffer.getvalue())
-
-
-def family_table(members: list[FamilyMember], coefficients: Coefficients, title: str) -> Table:
+def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
     """Measured FLOPs ÷ B0 beside the ideal: 2^φ and the formula's (αβ²γ²)^φ, or the target 2^k
     and the miss under --match-flops (the formula then is in the CSV and JSON)."""
+    from rich import box
+    from rich.table import Table
+
+    from effnet.nas.units import format_size
+
     matching = any(m.match for m in members)
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     ideal = ["2^k", "off"] if matching else ["2^φ", "formula"]
@@ -117,14 +66,19 @@ def family_table(members: list[FamilyMember], coefficients: Coefficients, title:
     return table
 
 
-def print_misses(members: list[FamilyMember]) -> None:
+def print_misses(members: list[Any]) -> None:
+    from effnet.scaling.family import MATCH_TOLERANCE
+
     for m in members:
         if m.match is not None and m.match.why:
             console.print(f"[red]{m.name}[/]: no network within {MATCH_TOLERANCE:.0%} of "
                           f"{2.0 ** m.match.step:.4g}x B0; nearest {m.deviation:+.1%}: {m.match.why}")
 
 
-def fit_table(fits: list[PresetFit], coefficients: Coefficients) -> Table:
+def fit_table(fits: list[Any], coefficients: Any) -> Any:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=f"φ that best explains each official preset under α={coefficients.alpha:g} "
                         f"β={coefficients.beta:g} γ={coefficients.gamma:g} (least squares on logs)",
                   box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
@@ -138,7 +92,7 @@ def fit_table(fits: list[PresetFit], coefficients: Coefficients) -> Table:
     return table
 
 
-@clean_input_errors
+@clean_input_errors()
 def export_family(
     base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec (B0) to grow.",
                                    show_default="the reference EfficientNet-B0"),
@@ -160,7 +114,11 @@ def export_family(
 
     Member φ: depth α^φ, width β^φ, resolution γ^φ (reference rounding); dropout base + 0.1·ceil((φ-1)/2), at most 0.5.
     """
-    started = time.perf_counter()
+    from effnet.nas.errors import InputError
+    from effnet.nas.net.spec import load_spec
+    from effnet.scaling.export import export_family as run_export
+    from effnet.scaling.family import DEFAULT_PHIS, MATCH_TOLERANCE, parse_phi_list
+
     if preset is not None and preset not in PRESETS:
         raise InputError(f"--preset {preset!r} is not known; the only preset is 'official'")
     official = preset == "official"
@@ -169,50 +127,31 @@ def export_family(
     phis = parse_phi_list(phi) if phi is not None else DEFAULT_PHIS
     coefficients, source = resolve_coefficients(coefficients_path, alpha, beta, gamma, official)
     base = load_spec(base_path)
-    check_run_dir(run_dir)
-
-    with progress_console.status("sizing the family", spinner="dots"):
-        members, fits = build_members(base, coefficients, phis, match_flops, preset)
     mode = "official" if official else "match-flops" if match_flops else "compound"
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for member in members:
-        path = dump_spec(member.spec, run_dir / f"{member.name}.yaml")
-        rows.append({**member.row(), "path": str(path)})
-    columns = CSV_COLUMNS + (MATCH_COLUMNS if match_flops else ())
-    write_csv(rows, columns, run_dir / "family.csv")
-    if fits:
-        write_csv([f.row() for f in fits], tuple(fits[0].row()), run_dir / "official_fit.csv")
-    title = f"{base.name} family ({mode})"
-    from effnet.scaling.plots import plot_family  # matplotlib takes ~1 s to import; only this command needs it
-
-    plot_family(members, run_dir / "family.png", title)
-
     arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
                  "alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi, "match_flops": match_flops,
-                 "preset": preset, "run_dir": str(run_dir)}
-    dump_yaml({"command": command_line(arguments), "versions": versions(), "arguments": arguments,
-               "coefficients": {**coefficients.as_dict(), "source": source}, "mode": mode,
-               "seconds": round(time.perf_counter() - started, 3)}, run_dir / "run.yaml")
+                 "preset": preset, "run_dir": str(run_dir), "coefficients_source": source}
+    with progress_console.status("sizing the family", spinner="dots"):
+        result = run_export(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments)
 
-    result = {
+    data: dict[str, Any] = {
         "run_dir": str(run_dir), "mode": mode, "base": {"path": str(base_path), "name": base.name},
         "coefficients": {**coefficients.as_dict(), "flops_factor": coefficients.flops_factor, "source": source},
-        "members": rows, "files": {"csv": str(run_dir / "family.csv"), "plot": str(run_dir / "family.png"),
-                                   "run": str(run_dir / "run.yaml")},
+        "members": result.rows(), "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]),
+                                            "run": str(result.files["run"])},
     }
     if match_flops:
-        result["tolerance"] = MATCH_TOLERANCE
-    if fits:
-        result["official_fit"] = [f.row() for f in fits]
-        result["files"]["fit_csv"] = str(run_dir / "official_fit.csv")
+        data["tolerance"] = MATCH_TOLERANCE
+    if result.fits:
+        data["official_fit"] = [f.row() for f in result.fits]
+        data["files"]["fit_csv"] = str(result.files["fit_csv"])
     if as_json:
-        emit_json(result)
+        emit_json(data)
         return
-    console.print(family_table(members, coefficients, title))
-    print_misses(members)
-    if fits:
-        console.print(fit_table(fits, coefficients))
-    console.print(f"coefficients from {source}; wrote {len(members)} specs, family.csv, family.png and run.yaml "
-                  f"to {run_dir}")
+    title = f"{base.name} family ({mode})"
+    console.print(family_table(result.members, coefficients, title))
+    print_misses(result.members)
+    if result.fits:
+        console.print(fit_table(result.fits, coefficients))
+    console.print(f"coefficients from {source}; wrote {len(result.members)} specs, family.csv, family.png and "
+                  f"run.yaml to {run_dir}")

@@ -2,79 +2,51 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
-from effnet.cli.options import check_run_dir
-from effnet.nas.data.sources import load_data
-from effnet.nas.training.runtime import configure_allocator, resolve_device
-from effnet.nas.study.report import write_run_record
-from effnet.nas.net.spec import NetworkSpec, load_spec, spec_to_dict
-from effnet.nas.training.trainer import (CHECKPOINT_NAME, PAPER_BATCH, PAPER_LR, TrainMonitor, TrainResult, TrainSettings,
-                                 check_run, default_warmup_epochs, distributed_from_env, distributed_session, open_run,
-                                 paper_lr, train as train_spec, training_spec)
+from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, progress_console, set_run_dir
 
 TABLE_EPOCHS = 10
 """The end-of-run table shows at most this many of the last epochs."""
 
 
-class ProgressMonitor(TrainMonitor):
-    """A rich progress bar over all steps of the run, with the last epoch's accuracies."""
+class ProgressMonitor:
+    """The library's training hooks on the shared progress bar, with the last epoch's accuracies."""
 
-    def __init__(self, enabled: bool):
-        self.progress = Progress(
-            TextColumn("[bold]train[/] {task.fields[epoch]}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-            console=progress_console, disable=not enabled,
-        )
-        self.task = self.progress.add_task("train", total=None, epoch="", status="")
+    def __init__(self, bar: ProgressBar, talk: bool):
+        self.bar = bar
+        self.talk = talk
         self.epochs = 0
+
+    def describe(self, text: str) -> None:
+        if self.talk:
+            progress_console.print(text)
 
     def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
-        self.progress.update(self.task, total=epochs * steps_per_epoch, completed=(first_epoch - 1) * steps_per_epoch,
-                             epoch=f"epoch {min(first_epoch, epochs)}/{epochs}")
+        self.bar.update((first_epoch - 1) * steps_per_epoch, epochs * steps_per_epoch,
+                        stage=f"epoch {min(first_epoch, epochs)}/{epochs}")
 
     def step(self) -> None:
-        self.progress.advance(self.task)
+        self.bar.advance()
 
     def epoch_done(self, record: dict[str, float]) -> None:
         epoch = int(record["epoch"])
-        self.progress.update(self.task, epoch=f"epoch {min(epoch + 1, self.epochs)}/{self.epochs}",
-                             status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
-                                    f"loss {record['train_loss']:.3f}")
+        self.bar.update(stage=f"epoch {min(epoch + 1, self.epochs)}/{self.epochs}",
+                        status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
+                               f"loss {record['train_loss']:.3f}")
 
 
-def default_run_dir(spec: NetworkSpec) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip("-.") or "network"
-    return Path("runs") / f"train-{safe}"
+def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
+    from rich.table import Table
 
-
-def summary(spec: NetworkSpec, settings: TrainSettings, result: TrainResult, run_dir: Path,
-            world_size: int) -> dict[str, Any]:
-    return {
-        "spec": spec.name, "run_dir": str(run_dir), "data": settings.data, "num_classes": spec.num_classes,
-        "resolution": spec.resolution, "batch_size": settings.batch_size, "lr": settings.lr,
-        "warmup_epochs": settings.warmup_epochs, "device": result.device, "world_size": world_size,
-        "epochs": result.epochs, "resumed_from": result.resumed_from,
-        "top1": result.top1, "ema_top1": result.ema_top1,
-        "best_top1": result.best_top1, "best_epoch": result.best_epoch, "best_weights": result.best_weights,
-        "checkpoint": str(result.checkpoint), "metrics_csv": str(result.metrics),
-        "seconds": round(result.seconds, 2),
-    }
-
-
-def print_result(result: TrainResult, data: dict[str, Any]) -> None:
     table = Table(title=f"{data['spec']} on {data['data']} @ {data['resolution']} px, {data['num_classes']} classes")
     for column in ("epoch", "train loss", "top-1", "EMA top-1", "lr", "seconds"):
         table.add_column(column, justify="right")
-    for row in result.history[-TABLE_EPOCHS:]:
+    for row in history[-TABLE_EPOCHS:]:
         table.add_row(f"{row['epoch']:.0f}", f"{row['train_loss']:.4f}", f"{row['val_top1']:.4f}",
                       f"{row['ema_val_top1']:.4f}", f"{row['lr']:.3g}", f"{row['seconds']:.1f}")
     console.print(table)
@@ -84,13 +56,13 @@ def print_result(result: TrainResult, data: dict[str, Any]) -> None:
     console.print(f"checkpoint: {data['checkpoint']}  metrics: {data['metrics_csv']}")
 
 
-@clean_input_errors
+@clean_input_errors({"precise_bn_batches": "--precise-bn"})
 def train(
     spec_path: str = typer.Argument(..., metavar="SPEC.yaml", help="The network spec to train (a family member, say)."),
     data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
     epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the paper: 350); a resumed run may raise it."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch, split over torchrun's processes."),
-    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate (default {PAPER_LR}·batch/{PAPER_BATCH}, the paper's rule)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 0.256·batch/4096, the paper's rule)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size (default the spec's own; e.g. 32 for digits)."),
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up (default 5, or a tenth of a shorter run; on --resume the checkpoint's)."),
     ema_decay: float = typer.Option(0.9999, "--ema-decay", help="Decay of the weights' moving average (warmed up as (1+n)/(10+n))."),
@@ -108,58 +80,31 @@ def train(
 
     The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its share of each batch (DistributedDataParallel); only rank 0 writes files.
     """
-    dist = distributed_from_env()
-    resolve_device(device)
-    configure_allocator()
-    spec = load_spec(spec_path)
-    size = spec.resolution if resolution is None else resolution
-    images = load_data(data, size, seed=seed)
-    trained = training_spec(spec, images, size)
-    run_dir = run_dir or default_run_dir(spec)
-    checkpoint = open_run(run_dir, resume)
-    if warmup_epochs is None:
-        warmup_epochs = default_warmup_epochs(epochs)
-        stored = checkpoint["settings"].get("warmup_epochs") if checkpoint is not None else None
-        if isinstance(stored, (int, float)) and not isinstance(stored, bool):
-            warmup_epochs = float(stored)
-    settings = TrainSettings(
-        data=data if data in ("digits", "synthetic") else str(Path(data).expanduser().resolve()),
-        resolution=size, epochs=epochs, batch_size=batch_size, lr=paper_lr(batch_size) if lr is None else lr,
-        warmup_epochs=warmup_epochs, seed=seed, weight_decay=weight_decay, label_smoothing=label_smoothing,
-        ema_decay=ema_decay, precise_bn_batches=precise_bn,
-    )
-    check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
-    recorded = settings.as_dict() | {"compile": compiled}  # speed only: a resumed run may switch it
-    talk = dist.is_main and not as_json
-    if dist.is_main:
-        set_run_dir(run_dir)
-        check_run_dir(run_dir)
-        write_run_record(run_dir, "train", recorded, {"spec": spec_to_dict(trained), "result": None})
-    if talk:
-        classes = (f"num_classes {spec.num_classes} → {trained.num_classes} from the data"
-                   if spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")
-        progress_console.print(f"{spec.name} @ {size} px on {images.name} ({len(images.train_y)} train, "
-                               f"{len(images.val_y)} val images; {classes}); lr {settings.lr:g}"
-                               f"{' (0.256·batch/4096)' if lr is None else ''}, warm-up {settings.warmup_epochs:g} "
-                               f"epochs" + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else ""))
-    monitor = ProgressMonitor(enabled=talk)
+    from effnet.nas.net.spec import load_spec
+    from effnet.nas.training.trainer import CHECKPOINT_NAME, TrainConfig, distributed_from_env, train_network
+
+    config = TrainConfig(spec=load_spec(spec_path), data=data, resolution=resolution, epochs=epochs,
+                         batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, ema_decay=ema_decay,
+                         label_smoothing=label_smoothing, weight_decay=weight_decay, precise_bn=precise_bn,
+                         device=device, compiled=compiled, seed=seed, run_dir=run_dir, resume=resume)
+    main = distributed_from_env().is_main
+    if main:
+        set_run_dir(config.directory)
+    talk = main and not as_json
     try:
-        with distributed_session(dist, device), monitor.progress:
-            result = train_spec(trained, images, settings, run_dir, device=device, checkpoint=checkpoint,
-                                monitor=monitor if dist.is_main else None, dist=dist, compiled=compiled)
+        with ProgressBar("train", enabled=talk) as bar:
+            outcome = train_network(config, ProgressMonitor(bar, talk))
     except KeyboardInterrupt:
-        saved = run_dir / CHECKPOINT_NAME
-        if dist.is_main and saved.exists():
-            progress_console.print(f"interrupted: {saved} holds the last finished epoch; "
-                                   "rerun with --resume to continue")
-        elif dist.is_main:
+        saved = config.directory / CHECKPOINT_NAME
+        if main and saved.exists():
+            progress_console.print(f"interrupted: {saved} holds the last finished epoch; rerun with --resume to continue")
+        elif main:
             progress_console.print("interrupted before the first epoch finished; nothing to resume")
         raise typer.Exit(130) from None
-    if not dist.is_main:
+    if outcome.result is None:
         return
-    data_out = summary(trained, settings, result, run_dir, dist.world_size)
-    write_run_record(run_dir, "train", recorded, {"spec": spec_to_dict(trained), "result": data_out})
+    summary = outcome.as_dict()
     if as_json:
-        emit_json(data_out)
+        emit_json(summary)
     else:
-        print_result(result, data_out)
+        print_result(outcome.result.history, summary)

@@ -1,11 +1,19 @@
-"""Reading YAML safely and writing files atomically."""
+"""Reading YAML safely, and the one writer of every file effnet leaves behind.
+
+Every file (specs, YAML and CSV reports, plots, checkpoints) is written by `atomic_write`: a
+temporary file in the target's directory, flushed to disk, then renamed over the target, so a crash
+never leaves a half-written file; each gets the usual permissions (0666 less the umask).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -87,3 +95,37 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def dump_yaml(data: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200))
+
+
+def write_csv(path: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """A CSV file with a header row; each row a mapping (keys outside `columns` are ignored)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """A matplotlib `Figure` as a PNG file."""
+    return atomic_write(path, lambda fh: figure.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
+
+
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the directory if needed; refuse one that cannot be written or has under 64 MiB free."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"directory {folder} is not writable ({err.strerror}); choose another run directory") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise InputError(f"only {free // 2**20} MiB free under {folder}; free some space or choose another "
+                         "run directory")
+    return folder

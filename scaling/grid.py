@@ -1,58 +1,54 @@
 """The grid over compound scaling coefficients: fix phi = 1, score alpha, beta, gamma near alpha*beta^2*gamma^2 = 2.
 
-Every grid point lives in an Optuna study as one trial, added once as a WAITING trial with its
-parameters. Workers never sample: each pops a WAITING trial, which the storage hands to exactly one
-process (the RDB storages lock the row, the journal storage's replay accepts only the first RUNNING
-transition), scores it, and stops when none is left. Optuna's `GridSampler` is not used: with
-several workers it evaluates points twice and raises after the last point under ask/tell.
+Every grid point lives in an Optuna study as one trial, queued once (`enqueue_trial`) with its
+parameters and the marker `queued_point`. Workers never sample: each takes a queued trial (the
+storage hands each to exactly one process), scores it, and stops when none is left; the study runner
+(`effnet.nas.study.runner`) runs them, so the grid resumes, shares its study between workers and
+machines, and recovers the points of dead workers like the search does. Optuna's `GridSampler` is
+not used: with several workers it evaluates points twice and raises after the last point.
 
 Points enter the queue in two places, both idempotent and safe to race: the run that finds a point
 without a live or finished trial queues it (`queue_missing_points`), and the recovery of a dead
-worker re-queues its point (`recover_stale_trials`). Should two runs queue the same point at once,
-the claim rule `earlier_twin` still lets only one trial evaluate it: a claimed trial stands down
-when its point already has an evaluated trial, or a waiting or running one with a lower number.
-So the higher of two twins proceeds only once the lower is finished without a score, and finished
-states are final: the lower can no longer record one. A trial failed as stale while its worker
-lives on (a missed RDB heartbeat) cannot record its score either: Optuna refuses the late `tell`.
+worker queues its point again. Should two runs queue the same point at once, the claim rule
+`earlier_twin` still lets only one trial evaluate it: a taken trial stands down when its point
+already has an evaluated trial, or a waiting or running one with a lower number. A worker that asks
+for a trial just as the queue runs dry gets a fresh one with no point; it stands down too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import multiprocessing
-import signal
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import FloatDistribution
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError
+from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.net.flops import analytic_cost
-from effnet.nas.study.search import worker_threads
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
-from effnet.nas.study.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
-from effnet.nas.study.workers import raise_once, spawn_workers, take_gpu
-from effnet.scaling.compound import compound_scale, scaled_resolution
+from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.record import write_run_record
+from effnet.nas.study.recovery import QUEUED_PREFIX, WORKER_ATTR
+from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, open_study, run_study
+from effnet.scaling.compound import Coefficients, compound_scale, scaled_resolution
 
 FLOPS_TARGET = 2
 """The paper's constraint at phi = 1: alpha * beta^2 * gamma^2 ~ 2 (each unit of phi doubles the FLOPs)."""
 MAX_AXIS_VALUES = 1000
 MAX_GRID_SIZE = 1_000_000
 _DIGITS = Decimal("1e-9")
-UNNAMED_GRACE_S = 60.0
-"""A worker names itself on a trial (host:pid) right after claiming it; a RUNNING trial still unnamed
-after this long lost its worker in between."""
 COEFFICIENTS = ("alpha", "beta", "gamma")
+POINT_ATTR = QUEUED_PREFIX + "point"
+"""Marks a trial queued for a grid point (kept when a dead worker's point is queued again)."""
 
 
 # -- the grid -------------------------------------------------------------------------------------
@@ -164,6 +160,12 @@ class GridDefinition:
             raise InputError(f"--step {_plain(self.step)} makes a grid of {counts[0]}x{counts[1]}x{counts[2]} "
                              f"points; use a larger step or narrower ranges")
 
+    @classmethod
+    def default(cls) -> "GridDefinition":
+        """The command line's grid: alpha 1.0-1.4, beta and gamma 1.0-1.3, step 0.05, |alpha*beta^2*gamma^2 - 2| <= 0.1."""
+        return cls(parse_range("1.0:1.4", "alpha range"), parse_range("1.0:1.3", "beta range"),
+                   parse_range("1.0:1.3", "gamma range"), parse_step("0.05"), 0.1, False)
+
     @property
     def rule(self) -> str:
         measure = "measured FLOPs ratio of the phi=1 network" if self.measured else "alpha*beta^2*gamma^2"
@@ -201,75 +203,55 @@ class GridDefinition:
 
 @dataclass(frozen=True)
 class GridConfig:
+    """A grid: the base network, the grid definition, the proxy (its resolution is the one at gamma = 1;
+    a point trains at `scaled_resolution(resolution, gamma)`), where the study lives, and `max_points`,
+    how many more points this run may score (None: all)."""
+
     base: NetworkSpec
     grid: GridDefinition
-    run_dir: Path
-    proxy: str = "train"
-    data: str = "digits"
-    proxy_epochs: int = 3
-    proxy_resolution: int = 32
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    workers: int = 1
-    storage: str | None = None
-    study_name: str = "grid"
+    proxy: ProxyConfig = ProxyConfig()
+    study: StudyConfig = StudyConfig(run_dir=Path("runs/grid"), name="grid")
+    max_points: int | None = None
 
     def __post_init__(self) -> None:
-        flags = {"workers": "--workers", "proxy_epochs": "--epochs", "proxy_resolution": "--proxy-resolution",
-                 "batch_size": "--batch-size"}
-        for name, flag in flags.items():
-            if getattr(self, name) < 1:
-                raise InputError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.max_points is not None:
+            checks.whole("max_points", self.max_points, low=1)
 
     def proxy_resolution_for(self, gamma: float) -> int:
-        """The proxy scales resolution like the model does: `scaled_resolution(proxy_resolution, gamma)`."""
-        return scaled_resolution(self.proxy_resolution, gamma)
+        """The proxy scales resolution like the model does: `scaled_resolution(proxy resolution, gamma)`."""
+        return scaled_resolution(self.proxy.resolution, gamma)
 
     def proxy_settings(self) -> dict[str, Any]:
-        return {"name": self.proxy, "data": self.data, "epochs": self.proxy_epochs,
-                "resolution": self.proxy_resolution,
+        return {"name": self.proxy.name, "data": self.proxy.data, "epochs": self.proxy.epochs,
+                "resolution": self.proxy.resolution,
                 "resolution_rule": "round(resolution * gamma), halves up (the model's own rule)",
-                "batch_size": self.batch_size, "seed": self.seed, "score": self.score_name}
+                "batch_size": self.proxy.batch_size, "seed": self.study.seed, "score": self.score_name}
 
     @property
     def score_name(self) -> str:
-        return "validation top-1 accuracy" if self.proxy == "train" else f"{self.proxy} score (higher is better)"
+        return "validation top-1 accuracy" if self.proxy.name == "train" else f"{self.proxy.name} score (higher is better)"
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed grid must agree on: otherwise its scores are not comparable."""
         spec_text = json.dumps(spec_to_dict(self.base.replace(provenance={})), sort_keys=True)
         return {"base": hashlib.sha256(spec_text.encode()).hexdigest()[:16], **self.grid.describe(),
-                "proxy": self.proxy, "data": self.data, "epochs": self.proxy_epochs,
-                "proxy_resolution": self.proxy_resolution, "batch_size": self.batch_size, "seed": self.seed}
+                "proxy": self.proxy.fingerprint(), "seed": self.study.seed}
 
     def distributions(self) -> dict[str, FloatDistribution]:
         return {"alpha": self.grid.alpha.distribution(), "beta": self.grid.beta.distribution(),
                 "gamma": self.grid.gamma.distribution()}
 
+    def settings(self, base_label: str) -> dict[str, Any]:
+        return {"base": base_label, "grid": self.grid.describe(), "proxy": self.proxy_settings(),
+                "study": {**dataclasses.asdict(self.study), "run_dir": str(self.study.run_dir),
+                          "storage": self.study.storage_label},
+                "max_points": self.max_points}
+
 
 # -- the study --------------------------------------------------------------------------------------
 
-def open_grid_study(config: GridConfig) -> optuna.Study:
-    """Create or load the grid's study; a resumed study must have been created with the same settings."""
-    storage = open_storage(config.storage, config.run_dir)
-    study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=config.seed), load_if_exists=True)
-    fingerprint = config.fingerprint()
-    stored = study.user_attrs.get("grid")
-    if stored is None:
-        study.set_user_attr("grid", fingerprint)
-    elif stored != fingerprint:
-        changed = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
-        raise InputError(f"study {config.study_name!r} in this storage holds a grid with different settings "
-                         f"({', '.join(f'{k}={stored.get(k)}' for k in changed)}); rerun with those, or use "
-                         f"a new --study or --run-dir")
-    return study
-
-
 def trial_point(trial: FrozenTrial) -> tuple[float, float, float] | None:
-    """The point a trial stands for: its parameters, or the fixed ones of a re-queued trial."""
+    """The point a trial stands for: its parameters, or the fixed ones of a queued trial not yet taken."""
     return point_key(trial.params) or point_key(trial.system_attrs.get("fixed_params", {}))
 
 
@@ -282,30 +264,16 @@ def is_live(trial: FrozenTrial) -> bool:
     return trial.state in (TrialState.WAITING, TrialState.RUNNING)
 
 
-def queue_missing_points(study: optuna.Study, config: GridConfig, points: list[GridPoint]) -> int:
-    """Add a WAITING trial for every point without a waiting, running or evaluated trial; returns how many."""
+def queue_missing_points(study: optuna.Study, points: list[GridPoint]) -> int:
+    """Queue a trial for every point without a waiting, running or evaluated trial; returns how many."""
     covered = {trial_point(t) for t in study.get_trials(deepcopy=False) if is_live(t) or is_evaluated(t)}
-    distributions = config.distributions()
     added = 0
     for point in points:
         if point.key in covered:
             continue
-        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=point.params_dict(),
-                                                  distributions=distributions))
+        study.enqueue_trial(point.params_dict(), user_attrs={POINT_ATTR: True})
         added += 1
     return added
-
-
-def claim_point(study: optuna.Study) -> tuple[optuna.Trial, tuple[float, float, float] | None] | None:
-    """Pop one WAITING trial for this process (the storage gives each to one claimant) and its point, or None."""
-    storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                return optuna.Trial(study, trial._trial_id), trial_point(trial)
-        except UpdateFinishedTrialError:
-            continue
-    return None
 
 
 def earlier_twin(study: optuna.Study, number: int, key: tuple[float, float, float]) -> int | None:
@@ -319,190 +287,125 @@ def earlier_twin(study: optuna.Study, number: int, key: tuple[float, float, floa
 
 
 def points_taken(study: optuna.Study) -> int:
-    """Points evaluated or being evaluated: what `--max-points` counts."""
+    """Points evaluated or being evaluated: what `max_points` counts."""
     return len({trial_point(t) for t in study.get_trials(deepcopy=False)
-                if is_evaluated(t) or t.state == TrialState.RUNNING})
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
-    """Record heartbeats while a point is scored, on the storages that fail stale trials by them."""
-    storage = study._storage  # the RDB storages, behind Optuna's cache wrapper; the journal has no heartbeats
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
-    if interval is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+                if is_evaluated(t) or t.state == TrialState.RUNNING} - {None})
 
 
 class PointScorer:
     """Scores phi = 1 networks with the chosen proxy; data and proxy built once per proxy resolution."""
 
-    def __init__(self, config: GridConfig, threads: int | None):
-        self.config = config
-        self.threads = threads
+    def __init__(self, proxy: ProxyConfig, runtime: ProxyRuntime):
+        self.config = proxy
+        self.runtime = runtime
         self._proxies: dict[int, Any] = {}
 
     def proxy(self, resolution: int) -> Any:
         if resolution not in self._proxies:
             from effnet.nas.data.sources import load_data
-            from effnet.nas.proxies import ProxySettings, make_proxy
+            from effnet.nas.proxies import make_proxy
 
-            c = self.config
-            data = load_data(c.data, resolution, seed=c.seed)
-            settings = ProxySettings(epochs=c.proxy_epochs, resolution=resolution, batch_size=c.batch_size,
-                                     device=c.device, seed=c.seed, threads=self.threads)
-            self._proxies[resolution] = make_proxy(c.proxy, data, settings)
+            config = dataclasses.replace(self.config, resolution=resolution)
+            data = load_data(config.data, resolution, seed=self.runtime.seed)
+            self._proxies[resolution] = make_proxy(config, data, self.runtime)
         return self._proxies[resolution]
 
     def __call__(self, spec: NetworkSpec, resolution: int) -> float:
         return float(self.proxy(resolution).score(spec))
 
 
-def _requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Fail a trial cut short (not evaluated) and queue its point again."""
-    trial.set_user_attr("fail_reason", reason)
-    trial.set_user_attr(STALE_ATTR, True)
-    study.tell(trial, state=TrialState.FAIL)
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
-                                              distributions=trial.distributions,
-                                              user_attrs={"retry_of": trial.number}))
+class PointObjective:
+    """Scores the point of a taken trial, unless a twin of it takes precedence or it has none."""
 
+    def __init__(self, config: GridConfig, study: optuna.Study, scorer: Callable[[NetworkSpec, int], float]):
+        self.config = config
+        self.study = study
+        self.scorer = scorer
+        self.base_flops = analytic_cost(config.base).flops
 
-def evaluate_point(study: optuna.Study, trial: optuna.Trial, key: tuple[float, float, float] | None,
-                   config: GridConfig, scorer: Callable) -> None:
-    """Score the point of a claimed trial, unless a twin of it takes precedence."""
-    trial.set_user_attr(WORKER_ATTR, worker_identity())
-    if key is None:
-        trial.set_user_attr("fail_reason", "not a grid point: the trial has no alpha, beta and gamma")
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    distributions = config.distributions()
-    for name in COEFFICIENTS:  # materialises the point of a re-queued trial (held as fixed parameters)
-        trial.suggest_float(name, distributions[name].low, distributions[name].high)
-    alpha, beta, gamma = key
-    twin = earlier_twin(study, trial.number, key)
-    if twin is not None:
-        trial.set_user_attr("duplicate_of", twin)
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    spec = phi1_spec(config.base, alpha, beta, gamma)
-    cost, base_flops = analytic_cost(spec), analytic_cost(config.base).flops
-    resolution = config.proxy_resolution_for(gamma)
-    trial.set_user_attr("product", float(Decimal(str(alpha)) * Decimal(str(beta)) ** 2 * Decimal(str(gamma)) ** 2))
-    trial.set_user_attr("flops", cost.flops)
-    trial.set_user_attr("params", cost.params)
-    trial.set_user_attr("flops_ratio", cost.flops / base_flops)
-    trial.set_user_attr("proxy_resolution", resolution)
-    started = time.perf_counter()
-    try:
-        with heartbeat(study, trial._trial_id):
-            score = scorer(spec, resolution)
-    except KeyboardInterrupt:
-        _requeue(study, trial, "interrupted")
-        raise
-    except Exception as err:
-        trial.set_user_attr("error", f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
-        trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 3))
-        _tell(study, trial, state=TrialState.FAIL)
-        return
-    trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 3))
-    _tell(study, trial, value=score)
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
-          state: TrialState | None = None) -> None:
-    try:
-        study.tell(trial, value, state=state)
-    except UpdateFinishedTrialError:
-        pass  # failed as stale meanwhile (a missed heartbeat) and already re-queued: that copy counts
-
-
-# -- workers ----------------------------------------------------------------------------------------
-
-def run_grid_worker(config: GridConfig, deadline: float | None = None, limit: int | None = None,
-                    on_point: Callable[[optuna.Study], None] | None = None, threads: int | None = None,
-                    scorer: Callable | None = None) -> str:
-    """Claim and score points until none waits ("done"), `limit` points are taken ("max-points") or the
-    deadline passes ("timeout"); a point in progress is finished first."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    study = open_grid_study(config)
-    scorer = scorer or PointScorer(config, threads)
-    while True:
-        if deadline is not None and time.time() >= deadline:
-            return "timeout"
-        if limit is not None and points_taken(study) >= limit:
-            return "max-points"
-        claimed = claim_point(study)
-        if claimed is None:
-            return "done"
-        evaluate_point(study, *claimed, config, scorer)
-        if on_point is not None:
-            on_point(study)
-
-
-def recover_unnamed_trials(study: optuna.Study, grace_s: float = UNNAMED_GRACE_S) -> list[int]:
-    """Fail the RUNNING trials that no worker named `grace_s` after their claim: the claimant died
-    between claiming and naming itself, so neither the host:pid check nor a heartbeat can find it.
-    Their points are queued again by `queue_missing_points`."""
-    storage = study._storage
-    now = datetime.now()  # trial start times are naive local times, in both storages
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None:
-            continue
-        if (now - trial.datetime_start).total_seconds() < grace_s:
-            continue
+    def __call__(self, trial: optuna.Trial) -> float:
+        if not trial.user_attrs.get(POINT_ATTR):
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("no grid point was left to take")
+        distributions = self.config.distributions()
+        key = tuple(trial.suggest_float(name, distributions[name].low, distributions[name].high)
+                    for name in COEFFICIENTS)
+        twin = earlier_twin(self.study, trial.number, key)
+        if twin is not None:
+            trial.set_user_attr("duplicate_of", twin)
+            raise optuna.TrialPruned(f"trial {twin} evaluates this point")
+        alpha, beta, gamma = key
+        spec = phi1_spec(self.config.base, alpha, beta, gamma)
+        cost = analytic_cost(spec)
+        resolution = self.config.proxy_resolution_for(gamma)
+        trial.set_user_attr("product", float(Decimal(str(alpha)) * Decimal(str(beta)) ** 2 * Decimal(str(gamma)) ** 2))
+        trial.set_user_attr("flops", cost.flops)
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("flops_ratio", cost.flops / self.base_flops)
+        trial.set_user_attr("proxy_resolution", resolution)
+        started = time.perf_counter()
         try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its worker died right after claiming it")
-            storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            continue
-        failed.append(trial.number)
-    return failed
+            from effnet.nas.study.signals import training
+
+            with training():
+                score = self.scorer(spec, resolution)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
+            raise
+        finally:
+            trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 3))
+        return score
 
 
-def prepare_grid(config: GridConfig, points: list[GridPoint]) -> tuple[optuna.Study, list[int], int]:
-    """Open the study, recover points of dead workers and queue missing ones; before any worker starts."""
-    study = open_grid_study(config)
-    recovered = recover_stale_trials(study) + recover_unnamed_trials(study)
-    queued = queue_missing_points(study, config, points)
-    return study, recovered, queued
+@dataclass(frozen=True)
+class GridJob:
+    """The grid as a `StudyJob` for the study runner; `limit` is the points-taken count at which this
+    run stops (None: none); `scorer(spec, resolution)` replaces the proxy (None: `PointScorer`)."""
 
+    config: GridConfig
+    points: tuple[GridPoint, ...]
+    limit: int | None = None
+    scorer: Callable[[NetworkSpec, int], float] | None = None
+    kind: str = "grid"
 
-def _worker_process(config: GridConfig, deadline: float | None, limit: int | None, threads: int | None,
-                    worker_index: int, gpu: str | None) -> None:
-    signal.signal(signal.SIGINT, raise_once)
-    take_gpu(gpu)
-    try:
-        run_grid_worker(config, deadline, limit, threads=threads)
-    except KeyboardInterrupt:
-        pass
+    def fingerprint(self) -> dict[str, Any]:
+        return self.config.fingerprint()
 
+    def directions(self) -> list[str]:
+        return ["maximize"]
 
-def start_grid_workers(config: GridConfig, deadline: float | None, limit: int | None) -> list[multiprocessing.Process]:
-    """`config.workers` processes on the shared study."""
-    return spawn_workers(_worker_process, (config, deadline, limit, worker_threads(config)), config.workers,
-                         config.device, "effnet-grid-worker")
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)  # queued points only; it never samples one
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.NopPruner()
+
+    def prepare(self, study: optuna.Study) -> None:
+        queue_missing_points(study, list(self.points))
+
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
+                  device: str) -> Callable[[optuna.Trial], Any]:
+        runtime = ProxyRuntime(device=device, seed=self.config.study.seed, threads=threads)
+        return PointObjective(self.config, study, self.scorer or PointScorer(self.config.proxy, runtime))
+
+    def stop_reason(self, study: optuna.Study) -> str | None:
+        if self.limit is not None and points_taken(study) >= self.limit:
+            return "max-points"
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return "done"
+        return None
+
+    def progress(self, study: optuna.Study) -> StudyProgress:
+        results = grid_results(study, self.config, list(self.points))
+        done = sum(r.state in ("complete", "failed") for r in results)
+        order = ranked(results)
+        status = f"running {sum(r.state == 'running' for r in results)}"
+        if order:
+            p = order[0].point
+            status += f" · best {order[0].score:.4f} at α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}"
+        return StudyProgress(done=done, total=len(results), status=status)
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -594,3 +497,97 @@ def _point_entry(result: PointResult) -> dict[str, Any]:
     if result.error:
         entry["error"] = result.error
     return entry
+
+
+CSV_COLUMNS = ("alpha", "beta", "gamma", "product", "flops_ratio", "flops", "params", "proxy_resolution", "score",
+               "state", "trial", "seconds", "worker", "error")
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """What `grid_scale` found and wrote: every point's result (grid order), the best point's
+    coefficients (None until a point is scored), whether the grid is complete, and the files."""
+
+    config: GridConfig
+    points: list[PointResult]
+    coefficients: Coefficients | None
+    record: dict[str, Any] | None
+    """What coefficients.yaml holds (None until a point is scored)."""
+    stop_reason: str
+    """done, max-points, timeout, interrupt, or workers ended."""
+    signal: int | None
+    elapsed_s: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ranked(self) -> list[PointResult]:
+        return ranked(self.points)
+
+    @property
+    def complete(self) -> bool:
+        return not any(r.state in ("pending", "running") for r in self.points)
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.config
+        counts = {state: sum(r.state == state for r in self.points)
+                  for state in ("complete", "failed", "running", "pending")}
+        data: dict[str, Any] = {
+            "run_dir": str(c.study.run_dir), "study": c.study.name, "storage": c.study.storage_label,
+            "stop_reason": self.stop_reason, "elapsed_s": round(self.elapsed_s, 1),
+            "base": {"path": self.record["base"]["path"] if self.record else None, "name": c.base.name},
+            "grid": c.grid.describe(), "proxy": c.proxy_settings(),
+            "points_total": len(self.points), "points_scored": counts["complete"], "points_failed": counts["failed"],
+            "points_left": counts["running"] + counts["pending"], "best": None, "coefficients": None,
+            "files": {"grid_csv": str(self.files["grid_csv"]), "plot": str(self.files["plot"]),
+                      "run": str(self.files["run_record"])},
+            "points": [r.row() for r in self.ranked] + [r.row() for r in self.points if r.score is None],
+        }
+        if self.record is not None:
+            data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "product", "flops_ratio")}
+            data["coefficients"] = str(self.files["coefficients"])
+        return data
+
+
+def check_grid(config: GridConfig) -> list[GridPoint]:
+    """Everything that can be refused before the study starts: the grid's points, the data, the directory."""
+    points = config.grid.points(config.base)
+    config.study.worker_device()
+    from effnet.nas.data.sources import load_data
+
+    load_data(config.proxy.data, config.proxy.resolution, seed=config.study.seed)
+    ensure_writable_dir(config.study.run_dir)
+    return points
+
+
+def grid_scale(config: GridConfig, base_label: str = "<spec>",
+               on_progress: ProgressCallback | None = None) -> GridResult:
+    """Score the grid's points (resuming the study in the run directory) and write grid.csv, grid.png,
+    coefficients.yaml (once a point is scored) and run.yaml. `base_label` is how the files name the base
+    (its path, say). A stop signal ends the run early with what was scored written."""
+    points = tuple(check_grid(config))
+    job = GridJob(config, points)
+    if config.max_points is not None:
+        study, _ = open_study(job, config.study)
+        job = dataclasses.replace(job, limit=points_taken(study) + config.max_points)
+    run = run_study(job, config.study, on_progress)
+    results = grid_results(run.study, config, list(points))
+    run_dir = config.study.run_dir
+    files = {"grid_csv": write_csv(run_dir / "grid.csv", CSV_COLUMNS, (r.row() for r in results))}
+    from effnet.scaling.plots import plot_grid
+
+    files["plot"] = plot_grid(results, config.grid, run_dir / "grid.png",
+                              f"{config.base.name}: grid at φ = 1, {config.proxy.name} proxy on {config.proxy.data}",
+                              config.score_name)
+    provenance = {"command": "effnet grid-scale", "study": config.study.name, "storage": config.study.storage_label,
+                  "run_dir": str(run_dir)}
+    record = coefficients_record(config, results, base_label, provenance)
+    coefficients = None
+    if record is not None:
+        files["coefficients"] = dump_yaml(record, run_dir / "coefficients.yaml")
+        coefficients = Coefficients(record["alpha"], record["beta"], record["gamma"])
+    files["run_record"] = run_dir / "run.yaml"
+    result = GridResult(config=config, points=results, coefficients=coefficients, record=record,
+                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files)
+    summary = {k: v for k, v in result.as_dict().items() if k != "points"}
+    write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
+    return result

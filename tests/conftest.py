@@ -64,12 +64,10 @@ def no_training(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a worker started: the error should have come before any training")
 
-    import effnet.cli.grid_scale
-    import effnet.cli.search
+    from effnet.nas.study import runner
 
-    for module, name in ((effnet.cli.search, "run_worker"), (effnet.cli.search, "start_workers"),
-                         (effnet.cli.grid_scale, "run_grid_worker"), (effnet.cli.grid_scale, "start_grid_workers")):
-        monkeypatch.setattr(module, name, forbidden)
+    for name in ("_work", "spawn_workers"):
+        monkeypatch.setattr(runner, name, forbidden)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -32,7 +32,7 @@ USER = "effnet"
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_BASE = str(Path(__file__).parent / "data" / "tiny_base.yaml")
 TINY_SEARCH = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-               "--epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none",
+               "--proxy-epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none",
                "--threads", "1"]
 """A fast search: the tiny space, 4-class synthetic data, one epoch, one torch thread per worker."""
 FAST_HEARTBEATS = {"EFFNET_HEARTBEAT_INTERVAL": "1", "EFFNET_HEARTBEAT_GRACE": "4"}

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.files import dump_yaml
 from effnet.nas.study.plots import plot_history
-from effnet.nas.study.report import write_run_record, write_trials_csv
+from effnet.nas.record import write_run_record
+from effnet.nas.study.report import write_trials_csv
 from effnet.nas.net.spec import dump_spec, load_spec
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
@@ -85,10 +86,10 @@ def journal_trials(run_dir: Path) -> list[FrozenTrial]:
 
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_url, tmp_path, effnet_command):
     budget = 6
-    args = ["search", *TINY_SEARCH, "--epochs", "3", "--storage", postgres_url, "--json"]
-    victim = effnet_command([*args, "--trials", budget, "--seed", 0, "--run-dir", tmp_path / "victim"], "victim",
+    args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", postgres_url, "--json"]
+    victim = effnet_command([*args, "--trials", budget, "--run-dir", tmp_path / "victim"], "victim",
                             env=FAST_HEARTBEATS)
-    survivor = effnet_command([*args, "--trials", budget, "--seed", 1, "--run-dir", tmp_path / "survivor"],
+    survivor = effnet_command([*args, "--trials", budget, "--run-dir", tmp_path / "survivor"],
                               "survivor", env=FAST_HEARTBEATS)
     with postgres_study(postgres_url) as read_trials:
         def victim_is_training() -> list[FrozenTrial]:
@@ -160,7 +161,7 @@ def check_files_for_completed(run_dir: Path, trials: list[FrozenTrial]) -> None:
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
     run_dir = tmp_path / "run"
-    args = ["search", *TINY_SEARCH, "--epochs", "3", "--run-dir", run_dir, "--json"]
+    args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--run-dir", run_dir, "--json"]
     command = effnet_command([*args, "--trials", 200], "search")
     wait_for(lambda: training_early(journal_trials(run_dir)), 240)
     command.process.send_signal(signal.SIGINT)
@@ -170,7 +171,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
 
     trials = journal_trials(run_dir)
     [cut] = interrupted_trials(trials)
-    assert in_band(cut) and cut.user_attrs["fail_reason"].startswith("interrupted")
+    assert in_band(cut) and cut.user_attrs["interrupted"] is True
     [queued] = [t for t in trials if t.state == TrialState.WAITING]
     assert queued.user_attrs["retry_of"] == cut.number
     check_files_for_completed(run_dir, trials)
@@ -189,7 +190,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
 def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     """Ctrl-C in a terminal reaches the whole process group: the command and both its workers."""
     run_dir = tmp_path / "run"
-    command = effnet_command(["search", *TINY_SEARCH, "--epochs", "3", "--workers", 2, "--trials", 200,
+    command = effnet_command(["search", *TINY_SEARCH, "--proxy-epochs", "3", "--workers", 2, "--trials", 200,
                               "--run-dir", run_dir, "--json"], "search")
     wait_for(lambda: training_early(journal_trials(run_dir)), 240)
     os.killpg(command.pid, signal.SIGINT)
@@ -207,32 +208,33 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     check_files_for_completed(run_dir, trials)
 
 
-def test_ctrl_c_stops_a_training_at_once_but_lets_a_storage_write_finish():
-    from effnet.nas.study import search
+def test_a_stop_signal_stops_a_training_at_once_but_lets_a_storage_write_finish():
+    from effnet.nas.study import signals
 
-    search.INTERRUPTED.clear()
+    signals._clear()
     try:
-        search.interrupt(signal.SIGINT, None)  # between trials: remembered, the trial in progress finishes
-        assert search.INTERRUPTED.is_set()
+        signals._handle(signal.SIGINT, None)  # between trials: remembered, the trial in progress finishes
+        assert signals.stop_requested() == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
-            with search.training():  # a training does not start after it
+            with signals.training():  # a training does not start after it
                 raise AssertionError("trained after Ctrl-C")
-        search.INTERRUPTED.clear()
+        signals._stop.clear()
+        signals._received.clear()
         written = []
-        with pytest.raises(KeyboardInterrupt):
-            with search.training():
+        with pytest.raises(signals.Interrupted) as stopped:
+            with signals.training():
                 with pytest.raises(KeyboardInterrupt):
-                    search.interrupt(signal.SIGINT, None)  # while training: at once
-                search.INTERRUPTED.clear()
-                with search.training(active=False):  # a storage write inside the training
-                    search.interrupt(signal.SIGINT, None)
+                    signals._handle(signal.SIGTERM, None)  # while training: at once
+                signals._stop.clear()  # as if that signal had not come: the next one is a first one again
+                with signals.training(active=False):  # a storage write inside the training
+                    signals._handle(signal.SIGTERM, None)
                     written.append("whole")
                 raise AssertionError("the training went on after the write")
-        assert written == ["whole"]
+        assert written == ["whole"] and stopped.value.signum == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
-            search.interrupt(signal.SIGINT, None)  # a second Ctrl-C raises anywhere
+            signals._handle(signal.SIGINT, None)  # a second signal raises anywhere
     finally:
-        search.INTERRUPTED.clear()
+        signals._clear()
 
 
 # -- atomic writes ----------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.net.spec import load_spec
-from effnet.nas.study.storage import WORKER_ATTR
+from effnet.nas.proxies import ProxyConfig
+from effnet.nas.study.recovery import WORKER_ATTR, recover_stale_trials
+from effnet.nas.study.runner import StudyConfig, open_study, run_study, run_worker
 from effnet.scaling.family import load_coefficients
 from effnet.scaling.grid import (
-    GridConfig, GridDefinition, open_grid_study, parse_range, parse_step, prepare_grid, queue_missing_points,
-    recover_unnamed_trials, run_grid_worker,
+    POINT_ATTR, GridConfig, GridDefinition, GridJob, parse_range, parse_step, queue_missing_points,
 )
 from effnet.scaling.presets import reference_b0
 from postgres import TINY_BASE
@@ -40,7 +41,7 @@ TINY_POINTS = {(1.1, 1.1, 1.2), (1.1, 1.2, 1.1), (1.2, 1.1, 1.2), (1.2, 1.2, 1.1
                (1.3, 1.1, 1.1), (1.3, 1.2, 1.0)}
 GRID_ARGS = ["--alpha-range", "1.1:1.3", "--beta-range", "1.0:1.2", "--gamma-range", "1.0:1.2", "--step", "0.1",
              "--tolerance", "0.15"]
-PROXY_ARGS = ["--data", "synthetic", "--epochs", "1", "--proxy-resolution", "16", "--batch-size", "8",
+PROXY_ARGS = ["--data", "synthetic", "--proxy-epochs", "1", "--proxy-resolution", "16", "--batch-size", "8",
               "--threads", "1"]
 ZERO_COST_ARGS = ["--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution", "16", "--batch-size", "8",
                   "--threads", "1"]
@@ -60,9 +61,21 @@ def study_trials(run_dir: Path, name: str = "grid") -> list[optuna.trial.FrozenT
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
-def point_of(trial) -> tuple[float, float, float]:
+def point_of(trial) -> tuple[float, float, float] | None:
     params = trial.params or trial.system_attrs.get("fixed_params", {})
-    return (params["alpha"], params["beta"], params["gamma"])
+    return (params["alpha"], params["beta"], params["gamma"]) if params else None
+
+
+def points_of(trials, state=None) -> Counter:
+    """How often each point has a trial (in `state`); trials without a point (surplus) left out."""
+    return Counter(point_of(t) for t in trials if point_of(t) is not None and (state is None or t.state == state))
+
+
+def surplus(trials) -> list:
+    """Trials a worker took just as the queue ran dry: no point, pruned, marked."""
+    extra = [t for t in trials if point_of(t) is None]
+    assert all(t.state == TrialState.PRUNED and t.user_attrs.get("surplus") for t in extra)
+    return extra
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -108,10 +121,11 @@ def test_measured_ratio_of_the_papers_point_is_far_from_two():
 
 # -- the study: each point once -------------------------------------------------------------------
 
-def tiny_config(base: Path, run_dir: Path, **overrides) -> GridConfig:
+def tiny_config(base: Path, run_dir: Path, storage: str | None = None, **proxy) -> GridConfig:
     grid = GridDefinition(parse_range("1.1:1.3", "a"), parse_range("1.0:1.2", "b"), parse_range("1.0:1.2", "g"),
                           parse_step(0.1), 0.15, measured=False)
-    return GridConfig(base=load_spec(base), grid=grid, run_dir=run_dir, data="synthetic", **overrides)
+    return GridConfig(base=load_spec(base), grid=grid, proxy=ProxyConfig(data="synthetic", **proxy),
+                      study=StudyConfig(run_dir=run_dir, name="grid", storage=storage))
 
 
 class FakeScorer:
@@ -132,65 +146,72 @@ class FakeScorer:
         return resolution / 100
 
 
+def prepared(config: GridConfig, scorer=None) -> tuple[GridJob, optuna.Study]:
+    """The grid's job and its study with every point queued, as a run prepares it before its workers start."""
+    job = GridJob(config, tuple(config.grid.points(config.base)), scorer=scorer)
+    study, _ = open_study(job, config.study)
+    job.prepare(study)
+    return job, study
+
+
 def test_two_racing_workers_claim_each_point_once(tiny_base, tmp_path):
     config = tiny_config(tiny_base, tmp_path)
-    points = config.grid.points(config.base)
-    prepare_grid(config, points)
+    job, _ = prepared(config)
     scorers = [FakeScorer(delay=0.1), FakeScorer(delay=0.1)]
-    workers = [threading.Thread(target=run_grid_worker, args=(config,), kwargs={"scorer": s}) for s in scorers]
+    workers = [threading.Thread(target=run_worker, args=(GridJob(config, job.points, scorer=s), config.study))
+               for s in scorers]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     trials = study_trials(tmp_path)
-    assert Counter(point_of(t) for t in trials) == Counter(TINY_POINTS)  # one trial per point, no extras
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert points_of(trials) == Counter(TINY_POINTS)  # one trial per point
+    assert all(t.state == TrialState.COMPLETE for t in trials if point_of(t) is not None)
+    assert len(surplus(trials)) <= 1  # the other worker may take a trial as the queue runs dry
     assert sum(len(s.calls) for s in scorers) == 7 and all(s.calls for s in scorers)
 
 
 def test_a_twin_queued_by_a_racing_run_is_never_scored(tiny_base, tmp_path):
     config = tiny_config(tiny_base, tmp_path)
-    points = config.grid.points(config.base)
-    study, _, queued = prepare_grid(config, points)
-    assert queued == 7
-    twin = points[2].params_dict()
-    study.enqueue_trial(twin)  # what a second run queueing the same grid at the same moment leaves behind
     scorer = FakeScorer()
-    assert run_grid_worker(config, scorer=scorer) == "done"
+    job, study = prepared(config, scorer)
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 7
+    twin = job.points[2].params_dict()
+    study.enqueue_trial(twin, user_attrs={POINT_ATTR: True})  # what a second run queueing at the same moment leaves
+    assert run_worker(job, config.study) == "done"
     trials = study_trials(tmp_path)
-    scored = Counter(point_of(t) for t in trials if t.state == TrialState.COMPLETE)
-    assert scored == Counter(TINY_POINTS) and len(scorer.calls) == 7
+    assert points_of(trials, TrialState.COMPLETE) == Counter(TINY_POINTS) and len(scorer.calls) == 7
     (duplicate,) = [t for t in trials if "duplicate_of" in t.user_attrs]
-    assert duplicate.state == TrialState.FAIL and point_of(duplicate) == tuple(twin.values())
-    assert prepare_grid(config, points)[2] == 0  # a rerun queues nothing more
+    assert duplicate.state == TrialState.PRUNED and point_of(duplicate) == tuple(twin.values())
+    assert queue_missing_points(study, list(job.points)) == 0  # a rerun queues nothing more
 
 
 def test_an_interrupted_point_is_requeued_and_scored_once_on_resume(tiny_base, tmp_path):
     config = tiny_config(tiny_base, tmp_path)
-    points = config.grid.points(config.base)
-    prepare_grid(config, points)
+    job, _ = prepared(config, FakeScorer(interrupt_at=3))
     with pytest.raises(KeyboardInterrupt):
-        run_grid_worker(config, scorer=FakeScorer(interrupt_at=3))
+        run_worker(job, config.study)
     interrupted = [t for t in study_trials(tmp_path) if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"] == "interrupted"
-    assert run_grid_worker(config, scorer=FakeScorer()) == "done"
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["interrupted"] is True
+    run = run_study(GridJob(config, job.points, scorer=FakeScorer()), config.study)
+    assert run.stop_reason == "done"
     trials = study_trials(tmp_path)
-    assert Counter(point_of(t) for t in trials if t.state == TrialState.COMPLETE) == Counter(TINY_POINTS)
+    assert points_of(trials, TrialState.COMPLETE) == Counter(TINY_POINTS)
     assert len(trials) == 8  # 7 points + the interrupted attempt
 
 
-def test_a_point_claimed_by_a_worker_that_died_before_naming_itself_is_recovered(tiny_base, tmp_path):
+def test_a_point_taken_by_a_worker_that_died_before_naming_itself_is_recovered(tiny_base, tmp_path):
     config = tiny_config(tiny_base, tmp_path)
-    points = config.grid.points(config.base)
-    study, _, _ = prepare_grid(config, points)
+    job, study = prepared(config, FakeScorer())
+    storage = study._storage  # the test plays the dead worker: the trial is taken, never named
     orphan = study.get_trials(states=(TrialState.WAITING,))[0]
-    assert study._storage.set_trial_state_values(orphan._trial_id, TrialState.RUNNING)  # claimed, never named
-    assert recover_unnamed_trials(study, grace_s=3600) == []  # too recent: its worker may still name it
-    assert recover_unnamed_trials(study, grace_s=0) == [orphan.number]
-    assert queue_missing_points(study, config, points) == 1
-    assert run_grid_worker(config, scorer=FakeScorer()) == "done"
+    assert storage.set_trial_state_values(orphan._trial_id, TrialState.RUNNING)
+    assert recover_stale_trials(storage, study, grace_s=3600) == []  # too recent: its worker may still name it
+    assert recover_stale_trials(storage, study, grace_s=0) == [orphan.number]
+    assert queue_missing_points(study, list(job.points)) == 0  # the recovery queued its point again
+    assert run_worker(job, config.study) == "done"
     trials = study_trials(tmp_path)
-    assert Counter(point_of(t) for t in trials if t.state == TrialState.COMPLETE) == Counter(TINY_POINTS)
+    assert points_of(trials, TrialState.COMPLETE) == Counter(TINY_POINTS)
 
 
 # open_storage's RDB options warn (deprecated retry callback, experimental heartbeats); not this test's subject
@@ -200,8 +221,8 @@ def test_an_rdb_storage_gets_a_heartbeat_for_every_scored_point(tiny_base, tmp_p
 
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     config = tiny_config(tiny_base, tmp_path, storage=url)
-    prepare_grid(config, config.grid.points(config.base))
-    assert run_grid_worker(config, scorer=FakeScorer()) == "done"
+    job, _ = prepared(config, FakeScorer())
+    assert run_worker(job, config.study) == "done"
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as connection:
         beats = connection.execute(sqlalchemy.text("select count(distinct trial_id) from trial_heartbeats")).scalar()
@@ -210,9 +231,9 @@ def test_an_rdb_storage_gets_a_heartbeat_for_every_scored_point(tiny_base, tmp_p
 
 
 def test_resumed_grid_must_keep_its_settings(tiny_base, tmp_path):
-    open_grid_study(tiny_config(tiny_base, tmp_path))
-    with pytest.raises(Exception, match="different settings .*epochs=3"):
-        open_grid_study(tiny_config(tiny_base, tmp_path, proxy_epochs=2))
+    prepared(tiny_config(tiny_base, tmp_path))
+    with pytest.raises(Exception, match="other settings .*'epochs': 3.*now.*'epochs': 2"):
+        prepared(tiny_config(tiny_base, tmp_path, epochs=2))
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -262,7 +283,7 @@ def test_partial_run_stops_at_max_points(resumed_run):
 def test_resume_scores_every_point_once_and_keeps_earlier_scores(resumed_run):
     trials = study_trials(resumed_run["dir"])
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert Counter(point_of(t) for t in complete) == Counter(TINY_POINTS)  # each point scored exactly once
+    assert points_of(complete) == Counter(TINY_POINTS)  # each point scored exactly once
     kept = {t.number: (point_of(t), t.value) for t in complete if t.number in resumed_run["before"]}
     assert kept == resumed_run["before"]  # the first run's points were not re-run
     killed = next(t for t in trials if t.number == resumed_run["killed"])
@@ -293,9 +314,10 @@ def test_two_worker_processes_score_each_point_once(tiny_base, tmp_path):
                         "--run-dir", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     trials = study_trials(tmp_path)
-    assert Counter(point_of(t) for t in trials) == Counter(TINY_POINTS)  # one trial per point, nothing twice
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+    assert points_of(trials) == Counter(TINY_POINTS)  # one trial per point, nothing twice
+    assert all(t.state == TrialState.COMPLETE for t in trials if point_of(t) is not None)
+    assert len(surplus(trials)) <= 1
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials if point_of(t) is not None}) == 2
     assert json.loads(result.stdout)["points_scored"] == 7
 
 

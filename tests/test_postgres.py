@@ -81,10 +81,11 @@ def check_no_password(password: str, commands: list[Command], *folders: Path) ->
 
 def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path, one_torch_thread,
                                                 effnet_command):
-    """Three `effnet search` commands started at once, as on three machines, each with its own run dir."""
+    """Three `effnet search` commands started at once, as on three machines, each with its own run dir (and
+    the same seed: the study's, part of its settings; each worker's sampler differs by its first trial)."""
     commands = [effnet_command(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
-                                "--study", "search", "--seed", seed, "--run-dir", tmp_path / f"machine{seed}",
-                                "--json"], f"machine{seed}") for seed in range(3)]
+                                "--study", "search", "--run-dir", tmp_path / f"machine{k}",
+                                "--json"], f"machine{k}") for k in range(3)]
     wait_all(commands, 300)
     assert not [c for c in commands if "Traceback" in c.stderr]
     with study_at(postgres_url) as study:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from effnet.nas.data.sources import load_data
-from effnet.nas.errors import InputError
+from effnet.nas.errors import SettingError
 from effnet.nas.files import parse_yaml
-from effnet.nas.proxies import PROXIES, ProxyFailure, ProxySettings, make_proxy
+from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
 from effnet.nas.proxies.rank import kendall_tau, spearman_rho
 from effnet.nas.proxies.zero_cost import positive_score
 from effnet.nas.net.spec import spec_from_dict
@@ -39,16 +39,19 @@ def synthetic():
     return load_data("synthetic", 16)
 
 
-def fast(**changes) -> ProxySettings:
+ONE_THREAD = ProxyRuntime(threads=1)
+
+
+def fast(**changes) -> ProxyConfig:
     """A tiny network learns the synthetic patterns within 2 epochs at lr 0.01 (every seed tried)."""
-    return ProxySettings(**{"epochs": 3, "resolution": 16, "batch_size": 32, "lr": 0.01, "threads": 1, **changes})
+    return ProxyConfig(**{"data": "synthetic", "epochs": 3, "resolution": 16, "batch_size": 32, "lr": 0.01, **changes})
 
 
 # -- train ----------------------------------------------------------------------------------------
 
 def test_train_proxy_learns_well_above_chance_and_reports_every_epoch(synthetic):
     reports = []
-    accuracy = make_proxy("train", synthetic, fast()).score(tiny_spec(), lambda e, a: reports.append((e, a)))
+    accuracy = make_proxy(fast(), synthetic, ONE_THREAD).score(tiny_spec(), lambda e, a: reports.append((e, a)))
     assert accuracy > 0.9  # 4 balanced classes: chance is 0.25
     assert [e for e, _ in reports] == [1, 2, 3]
     assert reports[-1][1] == accuracy
@@ -57,12 +60,12 @@ def test_train_proxy_learns_well_above_chance_and_reports_every_epoch(synthetic)
 
 def test_train_proxy_is_deterministic_for_a_seed(synthetic):
     settings = fast(epochs=1, max_train_batches=3)
-    first = make_proxy("train", synthetic, settings).score(tiny_spec())
-    second = make_proxy("train", synthetic, settings).score(tiny_spec())
+    first = make_proxy(settings, synthetic, ONE_THREAD).score(tiny_spec())
+    second = make_proxy(settings, synthetic, ONE_THREAD).score(tiny_spec())
     assert first == second
     torch.manual_seed(123)  # the proxy seeds itself and leaves the caller's generator alone
     before = torch.random.get_rng_state()
-    make_proxy("train", synthetic, settings).score(tiny_spec())
+    make_proxy(settings, synthetic, ONE_THREAD).score(tiny_spec())
     assert torch.equal(before, torch.random.get_rng_state())
 
 
@@ -71,27 +74,26 @@ def test_trial_pruned_raised_in_report_propagates(synthetic):
         raise optuna.TrialPruned(f"pruned at {epoch}")
 
     with pytest.raises(optuna.TrialPruned, match="pruned at 1"):
-        make_proxy("train", synthetic, fast(max_train_batches=1)).score(tiny_spec(), report)
+        make_proxy(fast(max_train_batches=1), synthetic, ONE_THREAD).score(tiny_spec(), report)
 
 
 def test_nan_loss_raises_proxy_failure(synthetic):
     with pytest.raises(ProxyFailure, match=r"loss became NaN at epoch 1 step \d+"):
-        make_proxy("train", synthetic, fast(lr=1e30, epochs=1)).score(tiny_spec())
+        make_proxy(fast(lr=1e30, epochs=1), synthetic, ONE_THREAD).score(tiny_spec())
 
 
-def test_unknown_proxy_and_bad_settings_are_input_errors(synthetic):
-    assert PROXIES == ("train", "zero-cost")
-    with pytest.raises(InputError, match="unknown proxy 'magic'"):
-        make_proxy("magic", synthetic, fast())
-    with pytest.raises(InputError, match="epochs"):
-        make_proxy("train", synthetic, fast(epochs=0))
+def test_unknown_proxy_and_bad_settings_are_setting_errors():
+    with pytest.raises(SettingError, match="proxy must be one of train, zero-cost, naswot, synflow, got 'magic'"):
+        fast(name="magic")
+    with pytest.raises(SettingError, match="proxy_epochs must be at least 1, got 0"):
+        fast(epochs=0)
 
 
 # -- zero-cost ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["zero-cost", "synflow"])
 def test_zero_cost_scores_are_finite_positive_and_tell_networks_apart(synthetic, name):
-    proxy = make_proxy(name, synthetic, fast())
+    proxy = make_proxy(fast(name=name), synthetic, ONE_THREAD)
     small = proxy.score(tiny_spec())
     wide = proxy.score(tiny_spec(head=tiny_spec().head.__class__(out_channels=128)))
     assert math.isfinite(small) and small > 0
@@ -113,7 +115,7 @@ def test_naswot_kernel_matches_hand_count_for_a_single_relu():
             return self.act(x)
 
     data = load_data("synthetic", 16)
-    proxy = NaswotProxy(data, fast(batch_size=2))
+    proxy = NaswotProxy(data, fast(batch_size=2), ONE_THREAD)
     proxy.minibatch = lambda: torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
     assert proxy.log_score(OneReLU(), torch.device("cpu")) == pytest.approx(math.log(12.0))
 

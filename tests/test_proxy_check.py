@@ -10,13 +10,13 @@ import yaml
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.cli.proxy_check import draw_candidates
+from effnet.nas.proxies.check import draw_candidates
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.study.space import load_space
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--resolution", "16", "--threads", "1"]
+             "--proxy-epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--proxy-resolution", "16", "--threads", "1"]
 
 def invoke(*args):
     """`effnet proxy-check ARGS...` in-process."""
@@ -60,9 +60,9 @@ def test_candidates_are_distinct_and_inside_the_band():
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
     cases = [
         (["--target-flops", "400X"], "not a size"),
-        (["--proxy", "magic"], "--proxy 'magic' is unknown"),
-        (["--candidates", "2"], "at least 3"),
-        (["--flops-tolerance", "1.5"], "between 0 and 1"),
+        (["--proxy", "magic"], "--proxy must be one of train, zero-cost, naswot, synflow, got 'magic'"),
+        (["--candidates", "2"], "--candidates must be at least 3, got 2"),
+        (["--flops-tolerance", "1.5"], "--flops-tolerance must be below 1, got 1.5"),
         (["--target-flops", "1"], "distinct candidates"),
         (["--space", tmp_path / "none.yaml"], "no such search-space file"),
     ]

@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from effnet.cli.options import worker_device
-from effnet.nas.errors import InputError
-from effnet.nas.training.runtime import ALLOCATOR_ENV, MMAP_THRESHOLD, place_batch, place_model, resolve_device
+from effnet.nas.errors import SettingError
+from effnet.nas.study.runner import StudyConfig
+from effnet.nas.training.allocator import ALLOCATOR_ENV, MMAP_THRESHOLD
+from effnet.nas.training.runtime import place_batch, place_model, resolve_device
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def two_gpus(monkeypatch):
 
 def test_auto_is_cpu_without_cuda(no_cuda):
     assert resolve_device("auto") == torch.device("cpu")
-    assert worker_device("auto") == "cpu"
+    assert StudyConfig(run_dir="r", name="s", device="auto").worker_device() == "cpu"
 
 
 def test_auto_is_cuda_with_cuda(two_gpus):
@@ -39,26 +40,26 @@ def test_auto_is_cuda_with_cuda(two_gpus):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("cuda", "no CUDA device is available here; use --device cpu"),
+    ("cuda", "device 'cuda': no CUDA device is available here; use cpu or auto"),
     ("cuda:0", "no CUDA device is available here"),
     ("tpu", "unknown device; use auto, cpu, cuda or cuda:N"),
     ("cuda:x", "`cuda` or `cuda:N` with N a number"),
 ])
 def test_device_errors_without_cuda(no_cuda, name, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(SettingError, match=message):
         resolve_device(name)
 
 
 def test_device_index_beyond_the_visible_gpus(two_gpus):
-    with pytest.raises(InputError, match="only 2 CUDA device"):
+    with pytest.raises(SettingError, match="only 2 CUDA device"):
         resolve_device("cuda:2")
 
 
 def test_workers_refuse_a_numbered_gpu(two_gpus):
     """Workers take the visible GPUs in turn; `cuda:1` would silently be ignored, so it is refused."""
-    assert worker_device("cuda") == "cuda"
-    with pytest.raises(InputError, match="CUDA_VISIBLE_DEVICES"):
-        worker_device("cuda:1")
+    assert StudyConfig(run_dir="r", name="s", device="cuda").worker_device() == "cuda"
+    with pytest.raises(SettingError, match="CUDA_VISIBLE_DEVICES"):
+        StudyConfig(run_dir="r", name="s", device="cuda:1")
 
 
 def test_model_and_batch_are_channels_last_by_default():
@@ -72,7 +73,7 @@ def test_model_and_batch_are_channels_last_by_default():
 
 
 ALLOCATOR_PROBE = (
-    "import json, os; from effnet.nas.training.runtime import configure_allocator; "
+    "import json, os; from effnet.nas.training.allocator import configure_allocator; "
     "print(json.dumps({'said': configure_allocator(), 'tunables': os.environ.get('GLIBC_TUNABLES')}))"
 )
 

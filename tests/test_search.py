@@ -19,15 +19,17 @@ from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model, count_parameters
 from effnet.nas.study.objective import FlopsBand, hard_reward, mnasnet_reward
 from effnet.nas.proxies import ProxyFailure
-from effnet.nas.study.search import SearchConfig, TrialObjective, open_study
+from effnet.nas.proxies import ProxyConfig
+from effnet.nas.study.runner import StudyConfig, open_study
+from effnet.nas.study.search import SearchConfig, SearchJob, TrialObjective
 from effnet.nas.study.space import load_space, space_from_dict
 from effnet.nas.net.spec import load_spec, spec_from_dict, spec_to_dict
-from effnet.nas.study.storage import redact_url
+from effnet.nas.redact import redact_url
 from effnet.scaling.presets import reference_b0
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none", "--threads", "1"]
+             "--proxy-epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none", "--threads", "1"]
 runner = CliRunner()
 
 
@@ -141,17 +143,22 @@ class RecordingProxy:
         return 0.5
 
 
-def tiny_config(tmp_path, **overrides) -> SearchConfig:
-    settings = dict(target_flops=1_000_000, flops_tolerance=0.3, run_dir=tmp_path, space=TINY, data="synthetic",
-                    trials=15, pruner="none")
+def tiny_config(tmp_path, proxy: dict | None = None, study: dict | None = None, **overrides) -> SearchConfig:
+    settings = dict(target_flops=1_000_000, flops_tolerance=0.3, space=TINY, trials=15, pruner="none",
+                    proxy=ProxyConfig(data="synthetic", **(proxy or {})),
+                    study=StudyConfig(run_dir=tmp_path, name="search", **(study or {})))
     settings.update(overrides)
     return SearchConfig(**settings)
+
+
+def study_of(config: SearchConfig) -> optuna.Study:
+    return open_study(SearchJob(config, load_space(config.space)), config.study)[0]
 
 
 def test_out_of_band_candidates_are_never_trained(tmp_path):
     config = tiny_config(tmp_path)
     proxy = RecordingProxy()
-    study = open_study(config)
+    study = study_of(config)
     study.optimize(TrialObjective(config, load_space(TINY), lambda: proxy), n_trials=80)
     band = config.band
     outside = [t for t in study.trials if not t.user_attrs["in_band"]]
@@ -185,7 +192,7 @@ def test_training_time_and_reporting_time_are_recorded_apart(tmp_path, monkeypat
 
     monkeypatch.setattr(optuna.trial.Trial, "report", slow_report)
     config = tiny_config(tmp_path)
-    study = open_study(config)
+    study = study_of(config)
     study.optimize(TrialObjective(config, load_space(TINY), SlowProxy), n_trials=12)
     trained = [t for t in study.trials if t.user_attrs["in_band"]]
     assert trained
@@ -198,7 +205,7 @@ def test_training_time_and_reporting_time_are_recorded_apart(tmp_path, monkeypat
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
     config = tiny_config(tmp_path)
     proxy = RecordingProxy(fail_every=2)
-    study = open_study(config)
+    study = study_of(config)
     study.optimize(TrialObjective(config, load_space(TINY), lambda: proxy), n_trials=60, catch=(Exception,))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["in_band"]]
@@ -207,9 +214,9 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
 
 def test_resumed_study_must_keep_its_settings(tmp_path):
-    open_study(tiny_config(tmp_path))
-    with pytest.raises(Exception, match="created with different settings .*target_flops=1000000"):
-        open_study(tiny_config(tmp_path, target_flops=2_000_000))
+    study_of(tiny_config(tmp_path))
+    with pytest.raises(Exception, match="created with other settings .*target_flops=1000000, now 2000000"):
+        study_of(tiny_config(tmp_path, target_flops=2_000_000))
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -255,7 +262,7 @@ def completed_trials(run_dir: Path) -> dict[int, float]:
 
 
 def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
-    args = ["search", *TINY_ARGS, "--epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
+    args = ["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -265,7 +272,7 @@ def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
         proc.wait()
     before = completed_trials(tmp_path)
     budget = len(before) + 3
-    result = run_cli(["search", *TINY_ARGS, "--epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path),
+    result = run_cli(["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path),
                       "--json"])
     assert result.returncode == 0, result.stderr
     after = completed_trials(tmp_path)
@@ -275,7 +282,7 @@ def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
 
 
 def test_two_workers_share_one_study_and_count_each_trial_once(tmp_path):
-    result = run_cli(["search", *TINY_ARGS, "--epochs", "2", "--trials", "12", "--workers", "2",
+    result = run_cli(["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "12", "--workers", "2",
                       "--run-dir", str(tmp_path), "--json"])
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -335,7 +335,7 @@ def test_resume_asking_fewer_epochs_than_trained_is_refused(runs):
     (["{spec}", "--batch-size", "5000"], "exceeds the 1437 training images"),
     (["{spec}", "--epochs", "0"], "--epochs must be at least 1"),
     (["{spec}", "--lr", "-1"], "--lr must be a positive number"),
-    (["{spec}", "--device", "tpu"], "--device tpu"),
+    (["{spec}", "--device", "tpu"], "--device 'tpu': unknown device"),
 ])
 def test_bad_input_exits_2_with_one_clear_line(runs, tmp_path, args, message):
     filled = [a.format(spec=runs["spec"], root=runs["root"]) for a in args]

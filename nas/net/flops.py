@@ -132,12 +132,26 @@ def analytic_flops(spec: NetworkSpec) -> int:
 
 
 @dataclass(frozen=True)
-class FvcoreCount:
+class FlopCount:
+    """FLOPs of a network (fvcore's convention), in total and by operator, and its parameters."""
+
     total: int
     by_operator: dict[str, int]
+    params: int
 
 
-def fvcore_count(spec: NetworkSpec, model=None) -> FvcoreCount:
+def count_flops(spec: NetworkSpec, *, method: str = "analytic") -> FlopCount:
+    """FLOPs and parameters of `spec` at its resolution, batch 1: `analytic` (from the spec alone,
+    microseconds) or `fvcore` (tracing the built model, the authority the analytic counter matches)."""
+    if method == "analytic":
+        cost = analytic_cost(spec)
+        return FlopCount(total=cost.flops, by_operator=cost.total.by_operator(), params=cost.params)
+    if method == "fvcore":
+        return fvcore_count(spec)
+    raise ValueError(f"method must be analytic or fvcore, got {method!r}")
+
+
+def fvcore_count(spec: NetworkSpec, model=None) -> FlopCount:
     """Count a built model with fvcore: eval mode, batch 1, the spec's resolution.
 
     fvcore's import and tracing emit deprecation and tracer warnings from its own modules; they
@@ -165,7 +179,8 @@ def fvcore_count(spec: NetworkSpec, model=None) -> FvcoreCount:
                 analysis.tracer_warnings("none")
                 by_op = {k: int(v) for k, v in analysis.by_operator().items() if v}
                 total = int(analysis.total())
+                params = sum(p.numel() for p in model.parameters())
         finally:
             logger.setLevel(level)
             model.train(was_training)
-    return FvcoreCount(total=total, by_operator=by_op)
+    return FlopCount(total=total, by_operator=by_op, params=params)

@@ -4,17 +4,20 @@
 - ``zero-cost`` (alias ``naswot``): NASWOT (Mellor et al., ICML 2021), training-free, one minibatch.
 - ``synflow``: synaptic flow (Tanaka et al., NeurIPS 2020), training-free, data-free.
 
-`make_proxy(name, data, settings)` returns an object with `score(spec, report=None) -> float`.
+`make_proxy(config, data, runtime)` returns an object with `score(spec, report=None) -> float`.
 Every score is finite and positive, so the search can use it in place of accuracy in the reward
 ACC * (FLOPs / T) ** w.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from effnet.nas.errors import InputError
+from effnet.nas import checks
+from effnet.nas.errors import SettingError
 
 if TYPE_CHECKING:
     from effnet.nas.data.sources import ImageData
@@ -27,6 +30,7 @@ ZERO_COST_SCORES: tuple[str, ...] = ("naswot", "synflow")
 """Training-free scores by name; "zero-cost" means the first."""
 
 PROXY_NAMES: tuple[str, ...] = PROXIES + ZERO_COST_SCORES
+BUILTIN_SOURCES = ("digits", "synthetic")
 
 
 class ProxyFailure(RuntimeError):
@@ -34,25 +38,55 @@ class ProxyFailure(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ProxySettings:
+class ProxyConfig:
+    """Everything that decides a proxy's scores, but the seed (which the study holds).
+
+    Setting names in errors are the command line's: `proxy`, `proxy_epochs`, `proxy_resolution`, ...
+    """
+
+    name: str = "train"
+    data: str = "digits"
+    """`digits`, `synthetic` or an image-folder path."""
     epochs: int = 3
     resolution: int = 32
-    """Proxy training resolution; the spec's own resolution is replaced by this one."""
+    """Proxy image size; the spec's own resolution is replaced by this one."""
     batch_size: int = 64
     lr: float = 0.002
     """Peak learning rate of AdamW's one-cycle schedule. Measured on digits at 32 px, 3 epochs, for
     the reference B0 (val top-1): peak 0.001 -> 0.78, 0.002 -> 0.85, 0.003 -> 0.80, 0.005 -> 0.63,
-    0.01 -> 0.23 (DESIGN.md's 0.01 was measured on another implementation of B0)."""
+    0.01 -> 0.23."""
     weight_decay: float = 0.05
     """AdamW weight decay on conv and linear weights, not on BatchNorm parameters or biases
     (B0 as above at lr 0.002: decay 0 -> 0.83, 0.05 -> 0.85, 0.2 -> 0.81)."""
-    device: str = "cpu"
-    """"auto", "cpu" or "cuda"."""
-    seed: int = 0
-    threads: int | None = None
-    """CPU threads while scoring (None: leave torch's setting alone)."""
     max_train_batches: int | None = None
     """Cap on training steps per epoch, for tests and benchmarks (None: whole epochs)."""
+
+    def __post_init__(self) -> None:
+        checks.choice("proxy", self.name, PROXY_NAMES)
+        if not isinstance(self.data, str) or not self.data:
+            raise SettingError("data", f"must be digits, synthetic or an image-folder path, got {self.data!r}")
+        checks.whole("proxy_epochs", self.epochs, low=1, high=10_000)
+        checks.whole("proxy_resolution", self.resolution, low=8, high=4096)
+        checks.whole("batch_size", self.batch_size, low=2, high=65_536)
+        checks.number("proxy_lr", self.lr, low=0, low_open=True)
+        checks.number("proxy_weight_decay", self.weight_decay, low=0)
+        if self.max_train_batches is not None:
+            checks.whole("max_train_batches", self.max_train_batches, low=1)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings as a study records them; a data folder by its absolute path."""
+        data = self.data if self.data in BUILTIN_SOURCES else str(Path(self.data).expanduser().resolve())
+        return {**dataclasses.asdict(self), "data": data}
+
+
+@dataclass(frozen=True)
+class ProxyRuntime:
+    """Where and how a proxy computes: `device` (auto, cpu, cuda, cuda:N), the seed of its trainings and
+    draws, CPU threads while scoring (None: leave torch's setting alone)."""
+
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = None
 
 
 class Proxy(Protocol):
@@ -61,41 +95,19 @@ class Proxy(Protocol):
     def score(self, spec: "NetworkSpec", report: Callable[[int, float], None] | None = None) -> float: ...
 
 
-def make_proxy(name: str, data: "ImageData", settings: ProxySettings) -> Proxy:
-    """The proxy called `name` over `data`; raises `InputError` for an unknown name or bad settings."""
-    _check_settings(settings)
-    if data.resolution != settings.resolution:
-        raise ValueError(f"data are at {data.resolution} px but the proxy trains at {settings.resolution} px; "
+def make_proxy(config: ProxyConfig, data: "ImageData", runtime: ProxyRuntime = ProxyRuntime()) -> Proxy:
+    """The proxy `config.name` over `data` (loaded at `config.resolution`)."""
+    if data.resolution != config.resolution:
+        raise ValueError(f"data are at {data.resolution} px but the proxy trains at {config.resolution} px; "
                          "load the data at the proxy resolution")
-    if name == "train":
+    if config.name == "train":
         from effnet.nas.proxies.train import TrainProxy
 
-        return TrainProxy(data, settings)
-    if name in ("zero-cost", "naswot"):
+        return TrainProxy(data, config, runtime)
+    if config.name in ("zero-cost", "naswot"):
         from effnet.nas.proxies.zero_cost import NaswotProxy
 
-        return NaswotProxy(data, settings)
-    if name == "synflow":
-        from effnet.nas.proxies.zero_cost import SynflowProxy
+        return NaswotProxy(data, config, runtime)
+    from effnet.nas.proxies.zero_cost import SynflowProxy
 
-        return SynflowProxy(data, settings)
-    raise InputError(f"unknown proxy {name!r}; choose one of {', '.join(PROXY_NAMES)}")
-
-
-def _check_settings(settings: ProxySettings) -> None:
-    if settings.epochs < 1:
-        raise InputError(f"proxy epochs must be at least 1, got {settings.epochs}")
-    if settings.resolution < 1:
-        raise InputError(f"proxy resolution must be a positive number of pixels, got {settings.resolution}")
-    if settings.batch_size < 2:
-        raise InputError(f"proxy batch size must be at least 2 (BatchNorm needs two images), got {settings.batch_size}")
-    if not settings.lr > 0:
-        raise InputError(f"proxy learning rate must be positive, got {settings.lr}")
-    if settings.weight_decay < 0:
-        raise InputError(f"proxy weight decay must not be negative, got {settings.weight_decay}")
-    if settings.device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu or cuda, got {settings.device!r}")
-    if settings.threads is not None and settings.threads < 1:
-        raise InputError(f"threads must be at least 1, got {settings.threads}")
-    if settings.max_train_batches is not None and settings.max_train_batches < 1:
-        raise InputError(f"max_train_batches must be at least 1, got {settings.max_train_batches}")
+    return SynflowProxy(data, config, runtime)

@@ -20,45 +20,32 @@ from torch import nn
 from effnet.nas.data.sources import ImageData
 from effnet.nas.errors import InputError
 from effnet.nas.net.model import build_model
-from effnet.nas.proxies import ProxyFailure, ProxySettings
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
+from effnet.nas.study.runner import cpu_threads
+from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, place_batch, place_model, resolve_device
-from effnet.nas.net.spec import NetworkSpec
 
-EVAL_BATCH = 256
 CALIBRATION_BATCHES = 8
 """Training batches whose statistics BatchNorm uses at each evaluation (`recompute_batch_norm`)."""
 
 
-@contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads, restoring the previous count afterwards."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def proxy_network(spec: NetworkSpec, data: ImageData, settings: ProxySettings) -> NetworkSpec:
-    """The spec as the proxy builds it: proxy resolution, the data's classes and channels."""
-    return spec.replace(resolution=settings.resolution, num_classes=data.num_classes, in_channels=data.in_channels)
+def proxy_network(spec: NetworkSpec, data: ImageData) -> NetworkSpec:
+    """The spec as the proxy builds it: the data's resolution, classes and channels."""
+    return spec.replace(resolution=data.resolution, num_classes=data.num_classes, in_channels=data.in_channels)
 
 
 @contextlib.contextmanager
 def seeded_proxy_model(spec: NetworkSpec, data: ImageData,
-                       settings: ProxySettings) -> Iterator[tuple[nn.Module, torch.device]]:
+                       runtime: ProxyRuntime) -> Iterator[tuple[nn.Module, torch.device]]:
     """The proxy network built from the seed, and its device; inside, the thread limit holds and the
     random state is forked, so scoring a candidate neither reads nor moves the caller's generators."""
-    device = resolve_device(settings.device)
+    device = resolve_device(runtime.device)
     forked = [device.index or 0] if device.type == "cuda" else []
-    with cpu_threads(settings.threads), torch.random.fork_rng(devices=forked):
-        torch.manual_seed(settings.seed)
-        yield build_model(proxy_network(spec, data, settings)), device
+    with cpu_threads(runtime.threads), torch.random.fork_rng(devices=forked):
+        torch.manual_seed(runtime.seed)
+        yield build_model(proxy_network(spec, data)), device
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -68,50 +55,36 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    """Top-1 accuracy of `model` on (x, y), in eval mode, batched."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    autocast = autocast_for(device)
-    with torch.inference_mode():
-        for start in range(0, len(y), EVAL_BATCH):
-            images = place_batch(x[start:start + EVAL_BATCH], device)
-            labels = y[start:start + EVAL_BATCH].to(device, non_blocking=True)
-            with autocast:
-                logits = model(images)
-            correct += (logits.argmax(dim=1) == labels).sum()
-    return correct.item() / len(y)
-
-
 class TrainProxy:
     """Short AdamW + one-cycle training; `score` returns the last epoch's validation accuracy."""
 
     name = "train"
 
-    def __init__(self, data: ImageData, settings: ProxySettings):
+    def __init__(self, data: ImageData, config: ProxyConfig, runtime: ProxyRuntime = ProxyRuntime()):
         if len(data.train_y) < 2:
             raise InputError("the training split needs at least two images")
         self.data = data
-        self.settings = settings
+        self.config = config
+        self.runtime = runtime
 
     def steps_per_epoch(self) -> int:
-        s = self.settings
+        s = self.config
         steps = max(1, len(self.data.train_y) // s.batch_size)
         return min(steps, s.max_train_batches) if s.max_train_batches else steps
 
     def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
-        with seeded_proxy_model(spec, self.data, self.settings) as (model, device):
+        with seeded_proxy_model(spec, self.data, self.runtime) as (model, device):
             return self._train(model, device, report)
 
     def _train(self, model: nn.Module, device: torch.device, report: Callable[[int, float], None] | None) -> float:
-        s, data = self.settings, self.data
+        s, data = self.config, self.data
         model = place_model(model, device)
         steps = self.steps_per_epoch()
         calibration = min(steps, CALIBRATION_BATCHES)
         batch = min(s.batch_size, len(data.train_y))
         optimizer = torch.optim.AdamW(parameter_groups(model, s.weight_decay), lr=s.lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps)
-        generator = torch.Generator().manual_seed(s.seed)
+        generator = torch.Generator().manual_seed(self.runtime.seed)
         pinned = device.type == "cuda"
         epoch_x = torch.empty((steps * batch, *data.train_x.shape[1:]), pin_memory=pinned)
         epoch_y = torch.empty((steps * batch,), dtype=torch.int64, pin_memory=pinned)
@@ -137,10 +110,15 @@ class TrainProxy:
                 optimizer.step()
                 schedule.step()
             recompute_batch_norm(model, (epoch_x[i * batch:(i + 1) * batch] for i in range(calibration)), device)
-            accuracy = evaluate(model, data.val_x, data.val_y, device)
+            accuracy = top1_accuracy(model, _batches(data.val_x, data.val_y), device)
             if report is not None:
                 report(epoch, accuracy)
         return accuracy
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(y), size):
+        yield x[start:start + size], y[start:start + size]
 
 
 def _check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:

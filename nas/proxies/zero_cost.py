@@ -18,7 +18,7 @@ from torch import nn
 
 from effnet.nas.data.sources import ImageData
 from effnet.nas.net.model import DropPath
-from effnet.nas.proxies import ProxyFailure, ProxySettings
+from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
 from effnet.nas.proxies.train import seeded_proxy_model
 from effnet.nas.net.spec import NetworkSpec
 
@@ -37,12 +37,13 @@ def positive_score(log_value: float) -> float:
 class _ZeroCostProxy:
     name = "zero-cost"
 
-    def __init__(self, data: ImageData, settings: ProxySettings):
+    def __init__(self, data: ImageData, config: ProxyConfig, runtime: ProxyRuntime = ProxyRuntime()):
         self.data = data
-        self.settings = settings
+        self.config = config
+        self.runtime = runtime
 
     def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
-        with seeded_proxy_model(spec, self.data, self.settings) as (model, device):
+        with seeded_proxy_model(spec, self.data, self.runtime) as (model, device):
             return positive_score(self.log_score(model.to(device), device))
 
     def log_score(self, model: nn.Module, device: torch.device) -> float:
@@ -65,8 +66,8 @@ class NaswotProxy(_ZeroCostProxy):
 
     def minibatch(self) -> torch.Tensor:
         n = len(self.data.train_y)
-        generator = torch.Generator().manual_seed(self.settings.seed)
-        order = torch.randperm(n, generator=generator)[: min(self.settings.batch_size, n)]
+        generator = torch.Generator().manual_seed(self.runtime.seed)
+        order = torch.randperm(n, generator=generator)[: min(self.config.batch_size, n)]
         return self.data.train_x[order]
 
     def log_score(self, model: nn.Module, device: torch.device) -> float:

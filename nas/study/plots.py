@@ -1,40 +1,28 @@
-"""Search plots (matplotlib, Agg backend): optimization history and accuracy against FLOPs."""
+"""Search plots: optimization history and accuracy against FLOPs (matplotlib's Agg canvas: no display,
+no global pyplot state)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
+from effnet.nas.files import save_figure
 from effnet.nas.study.objective import FlopsBand
 
 
-def _save(fig, path: Path) -> Path:
-    """Write the figure atomically, then close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        import matplotlib.pyplot as plt
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-        plt.close(fig)
-    return path
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def plot_history(trials: list[FrozenTrial], metric: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(metric) is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(7, 4)
     xs = [t.number for t in done]
     ys = [t.user_attrs[metric] for t in done]
     ax.scatter(xs, ys, s=14, alpha=0.6, label=f"{metric} per trained trial")
@@ -47,17 +35,12 @@ def plot_history(trials: list[FrozenTrial], metric: str, path: Path) -> Path:
     ax.set_ylabel(metric)
     ax.set_title("Optimization history")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: list[FrozenTrial],
                            best: FrozenTrial | None, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(7, 4)
     scored = [t for t in trials if t.user_attrs.get("accuracy") is not None and t.user_attrs.get("flops")]
     ax.axvspan(band.low / 1e6, band.high / 1e6, color="C2", alpha=0.12, label="FLOPs band")
     ax.axvline(band.target / 1e6, color="C2", lw=1, ls="--", label="target")
@@ -73,4 +56,4 @@ def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: li
     ax.set_ylabel("proxy accuracy")
     ax.set_title("Accuracy against FLOPs")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)

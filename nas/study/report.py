@@ -1,54 +1,27 @@
-"""What a search leaves in its run directory: trials.csv, the best spec b0.yaml, plots, run.yaml."""
+"""What a search leaves in its run directory: trials.csv, the best spec b0.yaml, plots."""
 
 from __future__ import annotations
 
-import csv
-import io
-import platform
-import sys
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.files import atomic_write_text, dump_yaml
+from effnet.nas.files import write_csv
 from effnet.nas.net.flops import fvcore_count
-from effnet.nas.study.objective import mnasnet_reward
-from effnet.nas.study.search import SearchConfig, counts_toward_budget, is_in_band
-from effnet.nas.study.space import SearchSpace
 from effnet.nas.net.spec import NetworkSpec, dump_spec
-from effnet.nas.study.storage import STALE_ATTR, WORKER_ATTR, redact_url
+from effnet.nas.study.objective import mnasnet_reward
+from effnet.nas.study.recovery import STALE_ATTR, WORKER_ATTR
+from effnet.nas.study.runner import StudyRun
+from effnet.nas.study.search import Candidate, SearchConfig, SearchResult, is_in_band, summarize
+from effnet.nas.study.space import SearchSpace
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
                "report_seconds", "duration_s", "worker", "error")
 """`proxy_seconds` is the candidate's training alone; `report_seconds` its per-epoch reports and pruning
 checks (storage writes); `duration_s` the whole trial, sampling and counting included."""
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    trained: int
-    completed: int
-    pruned: int
-    failed: int
-    outside_band: int
-    running: int
-
-
-def summarize(study: optuna.Study) -> StudySummary:
-    trials = study.get_trials(deepcopy=False)
-    in_band = [t for t in trials if is_in_band(t)]
-    return StudySummary(
-        trained=sum(counts_toward_budget(t) for t in trials),
-        completed=sum(t.state == TrialState.COMPLETE for t in in_band),
-        pruned=sum(t.state == TrialState.PRUNED for t in in_band),
-        failed=sum(t.state == TrialState.FAIL for t in trials),
-        outside_band=sum(t.state == TrialState.COMPLETE and not is_in_band(t) for t in trials),
-        running=sum(t.state == TrialState.RUNNING for t in trials),
-    )
+TOP = 5
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
@@ -74,11 +47,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     param_columns = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*CSV_COLUMNS, *param_columns], extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(path, buffer.getvalue())
+    return write_csv(path, [*CSV_COLUMNS, *param_columns], rows)
 
 
 def best_trial(study: optuna.Study, config: SearchConfig) -> FrozenTrial | None:
@@ -102,41 +71,59 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
             if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]
 
 
-def write_best_spec(study: optuna.Study, config: SearchConfig, space: SearchSpace, trial: FrozenTrial,
-                    path: Path) -> tuple[NetworkSpec, int]:
-    """Rebuild the best trial's spec, certify its FLOPs with fvcore, and write it with provenance."""
+def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial) -> tuple[NetworkSpec, int]:
+    """The best trial's spec with its provenance, and its FLOPs by fvcore, which must lie in the band."""
     spec = space.spec_from_params(trial.params)
     certified = fvcore_count(spec).total
-    spec = spec.replace(name="b0", provenance={
+    if not config.band.contains(certified):
+        raise RuntimeError(f"fvcore counts {certified} FLOPs for trial {trial.number}, outside the band "
+                           f"[{config.band.low}, {config.band.high}]: the analytic counter disagrees")
+    return spec.replace(name="b0", provenance={
         "source": "effnet search",
-        "study": config.study_name,
+        "study": config.study.name,
         "trial": trial.number,
         "objective": config.objective,
         "reward": trial.user_attrs.get("reward"),
         "accuracy": trial.user_attrs.get("accuracy"),
-        "proxy": config.proxy,
-        "data": config.data,
+        "proxy": config.proxy.name,
+        "data": config.proxy.data,
         "target_flops": config.target_flops,
         "flops_tolerance": config.flops_tolerance,
         "flops": trial.user_attrs.get("flops"),
         "fvcore_flops": certified,
         "space": space.name,
-    })
-    dump_spec(spec, path)
-    return spec, certified
+    }), certified
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("effnet", "torch", "optuna", "fvcore"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
+    a = trial.user_attrs
+    return Candidate(trial=trial.number, reward=a.get("reward"), accuracy=a.get("accuracy"), flops=a["flops"],
+                     params=a["params"], architecture=space.spec_from_params(trial.params).summary)
 
 
-def write_run_record(run_dir: Path, command: str, settings: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    record = {"command": command, "argv": [redact_url(a) for a in sys.argv], "versions": versions(), "settings": settings}
-    record.update(extra or {})
-    return dump_yaml(record, run_dir / "run.yaml")
+def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace) -> SearchResult:
+    """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
+    from effnet.nas.study.plots import plot_accuracy_vs_flops, plot_history
+
+    study, run_dir = run.study, config.study.run_dir
+    trials = study.get_trials(deepcopy=False)
+    files = {"trials_csv": write_trials_csv(study, run_dir / "trials.csv")}
+    best = best_trial(study, config)
+    scored = [t for t in trials if is_in_band(t) and t.state == TrialState.COMPLETE]
+    front = pareto_front(scored)
+    metric = "accuracy" if config.multi_objective else "reward"
+    files["history_plot"] = plot_history(trials, metric, run_dir / "history.png")
+    files["accuracy_plot"] = plot_accuracy_vs_flops(trials, config.band, front, best,
+                                                    run_dir / "accuracy_vs_flops.png")
+    ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
+    if best is not None:
+        ranked = [best] + [t for t in ranked if t.number != best.number]
+    spec, certified = None, None
+    if best is not None:
+        spec, certified = certified_spec(config, space, best)
+        files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml")
+    return SearchResult(config=config, best_spec=spec, best_flops=certified,
+                        top=[_candidate(t, space) for t in ranked[:TOP]], summary=summarize(study),
+                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s,
+                        files={**files, "run_record": run_dir / "run.yaml"})
+

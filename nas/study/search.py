@@ -3,33 +3,37 @@
 Each trial samples a spec, counts its FLOPs analytically and sets the FLOPs band as an Optuna
 constraint before any training; a candidate outside the band is recorded (so the sampler learns
 where the band is) but never trained. Candidates inside it are scored by the accuracy proxy,
-reporting per epoch to the pruner. The budget (`trials`) counts trained candidates only.
+reporting per epoch to the pruner. The budget (`trials`) counts trained candidates only. The study
+itself (storage, workers, seeds, signals, dead workers) is the study runner's
+(`effnet.nas.study.runner`); `search` runs it and writes the run directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
-import multiprocessing
-import os
-import signal
-import threading
 import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError
+from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
-from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
-from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.study.storage import STALE_ATTR, WORKER_ATTR, open_storage, recover_stale_trials, worker_identity
-from effnet.nas.study.workers import spawn_workers, take_gpu
+from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.record import write_run_record
+from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
+from effnet.nas.study.recovery import STALE_ATTR
+from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, run_study
+from effnet.nas.study.signals import training
+from effnet.nas.study.space import SearchSpace, load_space
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
@@ -39,40 +43,27 @@ OUT_OF_BAND_FACTOR = 200
 
 @dataclass(frozen=True)
 class SearchConfig:
-    target_flops: int
-    run_dir: Path
+    """A search: target and band, objective, space, budget, sampler and pruner, the accuracy proxy and
+    where the study lives (`study`: run directory, storage, workers, seed, time limit, device)."""
+
+    target_flops: int = 400_000_000
     flops_tolerance: float = 0.1
     objective: str = "reward"
     space: str | None = None
-    proxy: str = "train"
-    data: str = "digits"
-    proxy_epochs: int = 3
-    proxy_resolution: int = 32
-    batch_size: int = 64
-    trials: int = 40
-    timeout_s: float | None = None
-    workers: int = 1
-    storage: str | None = None
-    study_name: str = "search"
-    seed: int = 0
+    """A shipped space (`efficientnet`, the default, or `mnasnet`) or a space file's path."""
+    trials: int = 30
     sampler: str = "tpe"
     pruner: str = "hyperband"
-    device: str = "cpu"
-    threads: int | None = None
+    proxy: ProxyConfig = ProxyConfig()
+    study: StudyConfig = StudyConfig(run_dir=Path("runs/search"), name="search")
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise InputError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.sampler not in SAMPLERS:
-            raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.pruner not in PRUNERS:
-            raise InputError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        for name in ("trials", "workers", "proxy_epochs", "proxy_resolution", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise InputError(f"--timeout must be positive seconds, got {self.timeout_s}")
-        self.band  # validates target and tolerance
+        checks.whole("target_flops", self.target_flops, low=1)
+        checks.number("flops_tolerance", self.flops_tolerance, low=0, high=1, low_open=True, high_open=True)
+        checks.choice("objective", self.objective, OBJECTIVES)
+        checks.choice("sampler", self.sampler, SAMPLERS)
+        checks.choice("pruner", self.pruner, PRUNERS)
+        checks.whole("trials", self.trials, low=1, high=10_000_000)
 
     @property
     def band(self) -> FlopsBand:
@@ -82,113 +73,16 @@ class SearchConfig:
     def multi_objective(self) -> bool:
         return self.objective == "pareto"
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What a resumed study must agree on: otherwise its trials are not comparable."""
-        return {"target_flops": self.target_flops, "flops_tolerance": self.flops_tolerance,
-                "objective": self.objective, "space": str(self.space or "efficientnet"), "proxy": self.proxy,
-                "data": self.data, "proxy_epochs": self.proxy_epochs, "proxy_resolution": self.proxy_resolution}
+    def settings(self) -> dict[str, Any]:
+        """Every setting as plain data, for the run record."""
+        data = dataclasses.asdict(self)
+        data["study"] = {**data["study"], "run_dir": str(self.study.run_dir), "storage": self.study.storage_label}
+        return data
 
 
-# -- study ------------------------------------------------------------------------------------------
-
-def make_sampler(config: SearchConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    seed = config.seed + worker_index
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if config.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if config.sampler == "nsga2" or (config.multi_objective and config.sampler == "tpe"):
-            return optuna.samplers.NSGAIISampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=10)
-
-
-def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    if config.multi_objective or config.pruner == "none" or config.proxy != "train":
-        return optuna.pruners.NopPruner()
-    if config.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.proxy_epochs, reduction_factor=3)
-
-
-def open_study(config: SearchConfig, worker_index: int = 0) -> optuna.Study:
-    """Create or load the study; a resumed study must have been created with the same settings."""
-    storage = open_storage(config.storage, config.run_dir)
-    directions = ["maximize", "minimize"] if config.multi_objective else ["maximize"]
-    study = optuna.create_study(storage=storage, study_name=config.study_name, directions=directions,
-                                sampler=make_sampler(config, worker_index), pruner=make_pruner(config),
-                                load_if_exists=True)
-    stored = study.user_attrs.get("config")
-    if stored is None:
-        study.set_user_attr("config", config.fingerprint())
-    elif stored != config.fingerprint():
-        changed = sorted(k for k in config.fingerprint() if stored.get(k) != config.fingerprint()[k])
-        raise InputError(f"study {config.study_name!r} in this storage was created with different settings "
-                         f"({', '.join(f'{k}={stored.get(k)}' for k in changed)}); rerun with those, or use "
-                         f"a new --study or --run-dir")
-    return study
-
-
-# -- Ctrl-C ---------------------------------------------------------------------------------------
-
-INTERRUPTED = threading.Event()
-"""Set by Ctrl-C. A KeyboardInterrupt raised in the middle of a storage write breaks Optuna (its journal
-file lock, cut short while it waits, releases a lock it does not hold and raises RuntimeError, which the
-search would catch as a failed trial and go on; a tell cut short raises UnboundLocalError), so Ctrl-C
-raises at once only while a candidate trains, and elsewhere stops the worker after the trial in progress."""
-_TRAINING = threading.Event()
-
-
-def interrupt(signum: int, frame: Any) -> None:
-    """SIGINT handler: stop a training now, anything else at the next safe point; a second Ctrl-C at once."""
-    repeated = INTERRUPTED.is_set()
-    INTERRUPTED.set()
-    if repeated or _TRAINING.is_set():
-        raise KeyboardInterrupt
-
-
-def interrupt_once(signum: int, frame: Any) -> None:
-    """A worker's SIGINT handler: the first Ctrl-C stops it; later ones (a terminal's and the parent's both
-    arrive) are ignored, so they cannot cut short recording its trial as failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    interrupt(signum, frame)
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """In the main thread, Python's own SIGINT handler replaced by `interrupt` (workers have theirs)."""
-    if threading.current_thread() is not threading.main_thread() or (
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    INTERRUPTED.clear()
-    signal.signal(signal.SIGINT, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-@contextmanager
-def training(active: bool = True) -> Iterator[None]:
-    """Mark where Ctrl-C may raise at once (active) or not (a storage write inside a training)."""
-    if active and INTERRUPTED.is_set():
-        raise KeyboardInterrupt
-    was = _TRAINING.is_set()
-    _set_training(active)
-    try:
-        yield
-    finally:
-        _set_training(was)
-    if was and INTERRUPTED.is_set():  # back in a training after a deferred Ctrl-C
-        raise KeyboardInterrupt
-
-
-def _set_training(active: bool) -> None:
-    if active:
-        _TRAINING.set()
-    else:
-        _TRAINING.clear()
+def space_fingerprint(space: SearchSpace) -> str:
+    """A digest of the space's content: a space file edited between runs is another space."""
+    return hashlib.sha256(repr(space).encode()).hexdigest()[:16]
 
 
 # -- one trial --------------------------------------------------------------------------------------
@@ -226,7 +120,6 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         config = self.config
-        trial.set_user_attr(WORKER_ATTR, worker_identity())
         spec = self.space.suggest(trial)
         cost = analytic_cost(spec)
         in_band = self.band.contains(cost.flops)
@@ -241,20 +134,19 @@ class TrialObjective:
 
         def report(epoch: int, accuracy: float) -> None:
             nonlocal reporting
-            if config.multi_objective:
-                return
             begun = time.perf_counter()
+            prune = False
             with training(active=False):
-                trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
-                prune = trial.should_prune()
-                if prune:
+                if not config.multi_objective:  # Optuna prunes single-objective studies only
+                    trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
+                    prune = trial.should_prune()
+                late = self.deadline is not None and time.time() >= self.deadline
+                if prune or late:
                     trial.set_user_attr("accuracy", accuracy)
             reporting += time.perf_counter() - begun
             if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.4f}")
-            if self.deadline is not None and time.time() >= self.deadline:
-                with training(active=False):
-                    trial.set_user_attr("accuracy", accuracy)
+            if late:
                 raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
 
         proxy = self.proxy  # the first in-band candidate of a worker loads the data here, before the clock
@@ -264,10 +156,7 @@ class TrialObjective:
                 accuracy = float(proxy.score(spec, report))
             if not math.isfinite(accuracy):
                 raise FloatingPointError(f"the proxy returned {accuracy}")
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued for the next run")
+        except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
@@ -291,121 +180,182 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def make_proxy_factory(config: SearchConfig, threads: int | None) -> Callable[[], Any]:
+def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime) -> Callable[[], Any]:
     """Data and proxy are built lazily, once per worker, on the first in-band candidate."""
 
     def factory() -> Any:
         from effnet.nas.data.sources import load_data
-        from effnet.nas.proxies import ProxySettings, make_proxy
+        from effnet.nas.proxies import make_proxy
 
-        data = load_data(config.data, config.proxy_resolution, seed=config.seed)
-        settings = ProxySettings(epochs=config.proxy_epochs, resolution=config.proxy_resolution,
-                                 batch_size=config.batch_size, device=config.device, seed=config.seed,
-                                 threads=threads)
-        return make_proxy(config.proxy, data, settings)
+        return make_proxy(proxy, load_data(proxy.data, proxy.resolution, seed=runtime.seed), runtime)
 
     return factory
 
 
-# -- workers ----------------------------------------------------------------------------------------
-
-@dataclass
-class Budget:
-    """Stops a worker when the study has trained `trials` candidates or the deadline passes."""
-
-    trials: int
-    deadline: float | None
-    out_of_band_limit: int
-    on_trial: Callable[[optuna.Study], None] | None = None
-    stop_reason: str | None = field(default=None)
-
-    def __call__(self, study: optuna.Study, _trial: FrozenTrial) -> None:
-        if self.check(study):
-            study.stop()
-
-    def check(self, study: optuna.Study) -> str | None:
-        """Why the worker should stop now, or None."""
-        trials = study.get_trials(deepcopy=False)
-        trained = sum(counts_toward_budget(t) for t in trials)
-        outside = sum(1 for t in trials if t.state == TrialState.COMPLETE and not is_in_band(t))
-        if INTERRUPTED.is_set():
-            self.stop_reason = "interrupt"
-        elif trained >= self.trials:
-            self.stop_reason = "budget"
-        elif outside >= self.out_of_band_limit:
-            self.stop_reason = "band"
-        elif self.deadline is not None and time.time() >= self.deadline:
-            self.stop_reason = "timeout"
-        if self.on_trial is not None:
-            self.on_trial(study)
-        return self.stop_reason
-
+# -- the study job ----------------------------------------------------------------------------------
 
 def trained_count(study: optuna.Study) -> int:
     return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
 
 
-def run_worker(config: SearchConfig, worker_index: int, deadline: float | None,
-               on_trial: Callable[[optuna.Study], None] | None = None, threads: int | None = None) -> str | None:
-    """Run trials on the shared study until the budget, the band limit or the deadline stops it, or
-    Ctrl-C does (KeyboardInterrupt, once the trial in progress is recorded)."""
-    with interrupts_deferred():
-        reason = _run_trials(config, worker_index, deadline, on_trial, threads)
-    if INTERRUPTED.is_set():
-        raise KeyboardInterrupt
-    return reason
+@dataclass(frozen=True)
+class StudySummary:
+    trained: int
+    completed: int
+    pruned: int
+    failed: int
+    outside_band: int
+    running: int
 
 
-def _run_trials(config: SearchConfig, worker_index: int, deadline: float | None,
-                on_trial: Callable[[optuna.Study], None] | None, threads: int | None) -> str | None:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    study = open_study(config, worker_index)
-    space = load_space(config.space)
-    recover_stale_trials(study)
-    budget = Budget(trials=config.trials, deadline=deadline,
-                    out_of_band_limit=max(1000, OUT_OF_BAND_FACTOR * config.trials), on_trial=on_trial)
-    if budget.check(study):  # a resumed study may already be done
-        return budget.stop_reason
-    objective = TrialObjective(config, space, make_proxy_factory(config, threads), deadline)
-    timeout = None if deadline is None else max(0.0, deadline - time.time())
-    study.optimize(objective, timeout=timeout, callbacks=[budget], catch=(Exception,), gc_after_trial=False)
-    return budget.stop_reason or "timeout"
+def summarize(study: optuna.Study) -> StudySummary:
+    trials = study.get_trials(deepcopy=False)
+    in_band = [t for t in trials if is_in_band(t)]
+    return StudySummary(
+        trained=sum(counts_toward_budget(t) for t in trials),
+        completed=sum(t.state == TrialState.COMPLETE for t in in_band),
+        pruned=sum(t.state == TrialState.PRUNED for t in in_band),
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+        outside_band=sum(t.state == TrialState.COMPLETE and not is_in_band(t) for t in trials),
+        running=sum(t.state == TrialState.RUNNING for t in trials),
+    )
 
 
-def _worker_process(config: SearchConfig, deadline: float | None, threads: int | None, worker_index: int,
-                    gpu: str | None) -> None:
-    signal.signal(signal.SIGINT, interrupt_once)
-    take_gpu(gpu)
-    try:
-        run_worker(config, worker_index, deadline, threads=threads)
-    except KeyboardInterrupt:
+@dataclass(frozen=True)
+class SearchJob:
+    """The search as a `StudyJob` for the study runner."""
+
+    config: SearchConfig
+    space: SearchSpace
+    kind: str = "search"
+
+    def fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {"target_flops": c.target_flops, "flops_tolerance": c.flops_tolerance, "objective": c.objective,
+                "space": self.space.name, "space_digest": space_fingerprint(self.space),
+                "proxy": c.proxy.fingerprint(), "seed": c.study.seed}
+
+    def directions(self) -> list[str]:
+        return ["maximize", "minimize"] if self.config.multi_objective else ["maximize"]
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        c = self.config
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if c.sampler == "random":
+                return optuna.samplers.RandomSampler(seed=seed)
+            if c.sampler == "nsga2" or c.multi_objective:
+                return optuna.samplers.NSGAIISampler(seed=seed)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=10)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        c = self.config
+        if c.multi_objective or c.pruner == "none" or c.proxy.name != "train":
+            return optuna.pruners.NopPruner()
+        if c.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.proxy.epochs, reduction_factor=3)
+
+    def prepare(self, study: optuna.Study) -> None:
         pass
 
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
+                  device: str) -> Callable[[optuna.Trial], Any]:
+        runtime = ProxyRuntime(device=device, seed=self.config.study.seed, threads=threads)
+        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime), deadline)
 
-def worker_threads(config: SearchConfig) -> int | None:
-    """Split the CPU cores evenly between local workers unless --threads says otherwise."""
-    if config.threads:
-        return config.threads
-    if config.device == "cuda":
-        return max(1, (os.cpu_count() or 1) // config.workers)
-    return max(1, (os.cpu_count() or 1) // config.workers) if config.workers > 1 else None
+    def stop_reason(self, study: optuna.Study) -> str | None:
+        trials = study.get_trials(deepcopy=False)
+        if sum(counts_toward_budget(t) for t in trials) >= self.config.trials:
+            return "budget"
+        outside = sum(1 for t in trials if t.state == TrialState.COMPLETE and not is_in_band(t))
+        if outside >= max(1000, OUT_OF_BAND_FACTOR * self.config.trials):
+            return "band"
+        return None
+
+    def progress(self, study: optuna.Study) -> StudyProgress:
+        from effnet.nas.study.report import best_trial
+        from effnet.nas.units import format_size
+
+        summary = summarize(study)
+        best = best_trial(study, self.config)
+        status = f"outside band {summary.outside_band} · pruned {summary.pruned} · failed {summary.failed}"
+        if best is not None:
+            status += (f" · best reward {best.user_attrs.get('reward', 0):.4f}"
+                       f" at {format_size(best.user_attrs['flops'])} FLOPs")
+        return StudyProgress(done=min(summary.trained, self.config.trials), total=self.config.trials, status=status)
 
 
-def start_workers(config: SearchConfig, deadline: float | None) -> list[multiprocessing.Process]:
-    """Start `config.workers` worker processes on the shared study."""
-    return spawn_workers(_worker_process, (config, deadline, worker_threads(config)), config.workers,
-                         config.device, "effnet-worker")
+# -- the search -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Candidate:
+    """One trained candidate as the result lists it."""
+
+    trial: int
+    reward: float | None
+    accuracy: float | None
+    flops: int
+    params: int
+    architecture: str
 
 
-def config_dict(config: SearchConfig) -> dict[str, Any]:
-    data = asdict(config)
-    data["run_dir"] = str(config.run_dir)
-    return data
+@dataclass(frozen=True)
+class SearchResult:
+    """What `search` found and wrote: the certified best spec (None if no candidate in the band finished
+    training yet), the best candidates, the trial counts and the files of the run directory."""
+
+    config: SearchConfig
+    best_spec: NetworkSpec | None
+    best_flops: int | None
+    """The best spec's FLOPs by fvcore (the certification), None without a best spec."""
+    top: list[Candidate]
+    summary: StudySummary
+    stop_reason: str
+    """budget, band (too many samples outside it), timeout, interrupt, or workers ended."""
+    signal: int | None
+    elapsed_s: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as plain data (the command's `--json`)."""
+        c, s = self.config, self.summary
+        data: dict[str, Any] = {
+            "run_dir": str(c.study.run_dir), "study": c.study.name, "storage": c.study.storage_label,
+            "stop_reason": self.stop_reason, "elapsed_s": round(self.elapsed_s, 1),
+            "target_flops": c.target_flops, "band": [c.band.low, c.band.high],
+            "trials_completed": s.completed, "trials_pruned": s.pruned, "trials_failed": s.failed,
+            "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
+            "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])], "best_spec": None,
+        }
+        if self.best_spec is not None:
+            best = self.top[0]
+            data.update({"best_spec": str(self.files["best_spec"]), "trial": best.trial, "flops": self.best_flops,
+                         "params": best.params, "accuracy": best.accuracy, "reward": best.reward,
+                         "architecture": self.best_spec.summary})
+        return data
 
 
-def spec_of_trial(space: SearchSpace, trial: FrozenTrial) -> NetworkSpec:
-    return space.spec_from_params(trial.params)
+def check_search(config: SearchConfig) -> SearchSpace:
+    """Everything that can be refused before the study starts: the space, the data, the run directory."""
+    space = load_space(config.space)
+    config.study.worker_device()
+    from effnet.nas.data.sources import load_data
+
+    load_data(config.proxy.data, config.proxy.resolution, seed=config.study.seed)
+    ensure_writable_dir(config.study.run_dir)
+    return space
+
+
+def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
+    """Run (or resume) the search and write its run directory: `b0.yaml` (the best candidate, its FLOPs
+    certified by fvcore), `trials.csv`, plots and `run.yaml`. Progress reaches `on_progress`; a stop
+    signal ends the run early with what completed written (`stop_reason` "interrupt")."""
+    from effnet.nas.study.report import write_search_files
+
+    space = check_search(config)
+    run = run_study(SearchJob(config, space), config.study, on_progress)
+    result = write_search_files(run, config, space)
+    write_run_record(config.study.run_dir, "search", config.settings(), result.as_dict())
+    return result

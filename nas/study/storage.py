@@ -3,8 +3,8 @@
 Optuna's journal file storage is safe for several processes on one machine (SQLite locks under
 concurrent writers); an RDB server (PostgreSQL, MySQL) shares a study across machines. RDB
 storages get Optuna heartbeats, so a trial whose worker died is failed after the grace period and
-re-enqueued. The journal storage has no heartbeats; `recover_stale_trials` stands in for them
-on one machine, from the host and process id each worker records on its trials.
+re-enqueued. The journal storage has none; each worker records its own on its trial instead
+(`effnet.nas.study.recovery`).
 
 Heartbeats default to every 30 s with a 120 s grace period; the environment variables
 EFFNET_HEARTBEAT_INTERVAL and EFFNET_HEARTBEAT_GRACE (whole seconds) change them, for instance
@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
-import socket
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage, RetryFailedTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
-from optuna.trial import TrialState
 
 from effnet.nas.errors import InputError
+from effnet.nas.redact import redact_url
+from effnet.nas.study.recovery import MAX_RETRY
 
 JOURNAL_NAME = "study.journal"
 HEARTBEAT_INTERVAL_S = 30
@@ -37,19 +35,7 @@ GRACE_PERIOD_S = 120
 HEARTBEAT_INTERVAL_ENV = "EFFNET_HEARTBEAT_INTERVAL"
 HEARTBEAT_GRACE_ENV = "EFFNET_HEARTBEAT_GRACE"
 SCHEMA_RACE_RETRIES = 5
-MAX_RETRY = 3
-WORKER_ATTR = "worker"
-STALE_ATTR = "stale"
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql")
-
-
-_CREDENTIALS = re.compile(r"(^|://|[\s'\"(])([^:/@\s'\"]*:)(?!//)[^\s'\"]*@")
-
-
-def redact_url(text: str) -> str:
-    """The text with the password of any URL in it (user:password@host) replaced by ***, for output,
-    logs and run files. Everything from the user name's colon to the last @ goes."""
-    return _CREDENTIALS.sub(r"\1\2***@", text)
 
 
 def describe_storage(url: str | None, run_dir: Path) -> str:
@@ -156,63 +142,3 @@ def heartbeat_settings() -> tuple[int, int]:
         raise InputError(f"{HEARTBEAT_GRACE_ENV} ({grace} s) must be longer than {HEARTBEAT_INTERVAL_ENV} "
                          f"({interval} s), or live workers are taken for dead; raise the grace period")
     return interval, grace
-
-
-def heartbeat_interval(storage: BaseStorage) -> int | None:
-    """Seconds between a worker's heartbeats on this storage, or None where it has none (the journal).
-    A study holds its RDBStorage wrapped in Optuna's cache, so ask the storage rather than its type."""
-    get_interval = getattr(storage, "get_heartbeat_interval", None)
-    return get_interval() if get_interval is not None else None
-
-
-def worker_identity() -> str:
-    """host:pid of this process, recorded on each trial it runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_stale_trials(study: optuna.Study, min_age_s: float = 0.0) -> list[int]:
-    """Fail the RUNNING trials whose worker process on this host is gone, and re-enqueue their parameters.
-
-    RDB storages do this with heartbeats (`optuna.storages.fail_stale_trials`), which this also calls.
-    Returns the numbers of the trials it failed.
-    """
-    storage = study._storage
-    failed: list[int] = []
-    if heartbeat_interval(storage) is not None:  # no host:pid check: machines may share a host name
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        return failed
-    host = socket.gethostname()
-    now = time.time()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get(WORKER_ATTR)
-        if not owner or ":" not in owner:
-            continue
-        owner_host, owner_pid = owner.rsplit(":", 1)
-        if owner_host != host or _process_alive(int(owner_pid)):
-            continue
-        started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if now - started < min_age_s:
-            continue
-        retries = int(trial.user_attrs.get("retries", 0))
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {owner} died mid-trial")
-            storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            continue  # another worker recovered it first
-        if retries < MAX_RETRY:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
-        failed.append(trial.number)
-    return failed

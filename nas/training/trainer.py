@@ -45,9 +45,7 @@ processes takes batch / N images per step.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import math
 import os
 import time
@@ -64,8 +62,9 @@ from torch import nn
 from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
 from effnet.nas.data.sources import ImageData
 from effnet.nas.training.ema import WeightEma
+from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas.errors import InputError
-from effnet.nas.files import atomic_write_text
+from effnet.nas.files import write_csv
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, compile_model, place_batch, place_model, resolve_device
@@ -228,6 +227,9 @@ def check_run(spec: NetworkSpec, data: ImageData, settings: TrainSettings, check
 
 class TrainMonitor:
     """Progress hooks; the library itself never prints. The default does nothing."""
+
+    def describe(self, text: str) -> None:
+        """One line on what is about to be trained (data, classes, learning rate, resume)."""
 
     def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
         pass
@@ -396,12 +398,8 @@ def distributed_session(dist: Distributed, device: str) -> Iterator[None]:
 
 
 def write_metrics(history: list[dict[str, float]], path: Path) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(METRICS_COLUMNS)
-    for row in history:
-        writer.writerow([int(row["epoch"])] + [f"{row[c]:.6g}" for c in METRICS_COLUMNS[1:]])
-    return atomic_write_text(path, buffer.getvalue())
+    rows = [{"epoch": int(row["epoch"]), **{c: f"{row[c]:.6g}" for c in METRICS_COLUMNS[1:]}} for row in history]
+    return write_csv(path, METRICS_COLUMNS, rows)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -453,20 +451,9 @@ def epoch_shard(data: ImageData, settings: TrainSettings, epoch: int, steps: int
 
 def _top1(model: nn.Module, data: ImageData, device: torch.device, dist: Distributed) -> float:
     """Validation top-1; each process scores every world_size-th image and the counts are summed."""
-    model.eval()
     x, y = data.val_x[dist.rank::dist.world_size], data.val_y[dist.rank::dist.world_size]
-    counts = torch.zeros(2, dtype=torch.int64, device=device)
-    with torch.inference_mode():
-        for start in range(0, len(y), EVAL_BATCH):
-            images = place_batch(x[start:start + EVAL_BATCH], device)
-            labels = y[start:start + EVAL_BATCH].to(device, non_blocking=True)
-            with autocast_for(device):
-                logits = model(images)
-            counts[0] += (logits.argmax(dim=1) == labels).sum()
-        counts[1] += len(y)
-    if dist.enabled:
-        torch_dist.all_reduce(counts)
-    return counts[0].item() / max(1, counts[1].item())
+    batches = ((x[s:s + EVAL_BATCH], y[s:s + EVAL_BATCH]) for s in range(0, len(y), EVAL_BATCH))
+    return top1_accuracy(model, batches, device, all_reduce=dist.enabled)
 
 
 def _mean_over_ranks(total: torch.Tensor, steps: int, dist: Distributed) -> float:
@@ -480,3 +467,117 @@ def _broadcast_buffers(module: nn.Module) -> None:
     """Give every process rank 0's BatchNorm statistics, so all evaluate (and save) the same model."""
     for buffer in module.buffers():
         torch_dist.broadcast(buffer, src=0)
+
+
+# -- the whole job ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`train_network`'s settings: the spec (its classes and input channels are replaced by the data's),
+    the data at `resolution` (None: the spec's), the paper's recipe with `lr` None meaning
+    0.256 * batch / 4096 and `warmup_epochs` None meaning 5 (a tenth of a shorter run; a resumed run's
+    own), the device (auto, cpu, cuda, cuda:N), and the run directory (None: runs/train-<spec name>)."""
+
+    spec: NetworkSpec
+    data: str = "digits"
+    resolution: int | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float | None = None
+    warmup_epochs: float | None = None
+    ema_decay: float = 0.9999
+    label_smoothing: float = 0.1
+    weight_decay: float = 1e-5
+    precise_bn: int = 10
+    device: str = "auto"
+    compiled: bool = False
+    seed: int = 0
+    run_dir: Path | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        from effnet.nas import checks
+
+        checks.seed("seed", self.seed)
+        if self.resolution is not None:
+            checks.whole("resolution", self.resolution, low=1, high=4096)
+
+    @property
+    def directory(self) -> Path:
+        if self.run_dir is not None:
+            return Path(self.run_dir)
+        import re
+
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", self.spec.name).strip("-.") or "network"
+        return Path("runs") / f"train-{safe}"
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """A finished `train_network`: the spec as trained, the settings, the result (None on ranks other than
+    the first of a distributed run) and the run's world size."""
+
+    spec: NetworkSpec
+    settings: TrainSettings
+    result: TrainResult | None
+    world_size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        r, s = self.result, self.settings
+        assert r is not None
+        return {
+            "spec": self.spec.name, "run_dir": str(r.checkpoint.parent), "data": s.data,
+            "num_classes": self.spec.num_classes, "resolution": self.spec.resolution, "batch_size": s.batch_size,
+            "lr": s.lr, "warmup_epochs": s.warmup_epochs, "device": r.device, "world_size": self.world_size,
+            "epochs": r.epochs, "resumed_from": r.resumed_from, "top1": r.top1, "ema_top1": r.ema_top1,
+            "best_top1": r.best_top1, "best_epoch": r.best_epoch, "best_weights": r.best_weights,
+            "checkpoint": str(r.checkpoint), "metrics_csv": str(r.metrics), "seconds": round(r.seconds, 2),
+        }
+
+
+def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> TrainOutcome:
+    """Train `config.spec` with the paper's recipe, checkpointing every epoch into the run directory and
+    writing run.yaml; under `torchrun` each process trains its share and only rank 0 writes files."""
+    from effnet.nas.data.sources import load_data
+    from effnet.nas.files import ensure_writable_dir
+    from effnet.nas.record import write_run_record
+
+    monitor = monitor or TrainMonitor()
+    dist = distributed_from_env()
+    resolve_device(config.device)
+    size = config.spec.resolution if config.resolution is None else config.resolution
+    images = load_data(config.data, size, seed=config.seed)
+    trained = training_spec(config.spec, images, size)
+    run_dir = config.directory
+    checkpoint = open_run(run_dir, config.resume)
+    warmup = config.warmup_epochs
+    if warmup is None:
+        warmup = default_warmup_epochs(config.epochs)
+        stored = checkpoint["settings"].get("warmup_epochs") if checkpoint is not None else None
+        if isinstance(stored, (int, float)) and not isinstance(stored, bool):
+            warmup = float(stored)
+    data = config.data if config.data in ("digits", "synthetic") else str(Path(config.data).expanduser().resolve())
+    settings = TrainSettings(
+        data=data, resolution=size, epochs=config.epochs, batch_size=config.batch_size,
+        lr=paper_lr(config.batch_size) if config.lr is None else config.lr, warmup_epochs=warmup, seed=config.seed,
+        weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+        precise_bn_batches=config.precise_bn)
+    check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
+    recorded = settings.as_dict() | {"compile": config.compiled}  # speed only: a resumed run may switch it
+    if dist.is_main:
+        ensure_writable_dir(run_dir)
+        write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)})
+        classes = (f"num_classes {config.spec.num_classes} → {trained.num_classes} from the data"
+                   if config.spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")
+        monitor.describe(f"{config.spec.name} @ {size} px on {images.name} ({len(images.train_y)} train, "
+                         f"{len(images.val_y)} val images; {classes}); lr {settings.lr:g}"
+                         f"{' (0.256·batch/4096)' if config.lr is None else ''}, warm-up {settings.warmup_epochs:g} "
+                         f"epochs" + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else ""))
+    with distributed_session(dist, config.device):
+        result = train(trained, images, settings, run_dir, device=config.device, checkpoint=checkpoint,
+                       monitor=monitor if dist.is_main else None, dist=dist, compiled=config.compiled)
+    outcome = TrainOutcome(spec=trained, settings=settings, result=result if dist.is_main else None,
+                           world_size=dist.world_size)
+    if dist.is_main:
+        write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)}, outcome.as_dict())
+    return outcome

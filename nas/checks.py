@@ -1,0 +1,55 @@
+"""Checks of setting values, shared by every config: each returns the value or raises `SettingError`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from effnet.nas.errors import SettingError
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def whole(setting: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer in [low, high]."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SettingError(setting, f"must be a whole number, got {value!r}")
+    if low is not None and value < low:
+        raise SettingError(setting, f"must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise SettingError(setting, f"must be at most {high:,}, got {value}")
+    return value
+
+
+def number(setting: str, value: Any, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """A finite number in the range given; an open end excludes its value."""
+    if not _is_number(value):
+        raise SettingError(setting, f"must be a number, got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise SettingError(setting, f"must be a finite number, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise SettingError(setting, f"must be {'above' if low_open else 'at least'} {low:g}, got {value:g}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise SettingError(setting, f"must be {'below' if high_open else 'at most'} {high:g}, got {value:g}")
+    return float(value)
+
+
+def choice(setting: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise SettingError(setting, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+SEED_LIMIT = 2**32
+"""Seeds are whole numbers in [0, 2^32): what every generator effnet seeds (numpy, torch, Optuna) accepts."""
+
+
+def seed(setting: str, value: Any) -> int:
+    return whole(setting, value, low=0, high=SEED_LIMIT - 1)

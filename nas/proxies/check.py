@@ -1,0 +1,225 @@
+"""Can a cheap accuracy proxy be trusted to rank candidates?
+
+Draws candidates inside the FLOPs band of a search space, scores each with the cheap proxies and
+with a longer training (the reference), and reports Kendall's tau and Spearman's rho of every
+proxy against the reference, beside the baselines "params" and "flops" (rank by size alone):
+many published zero-cost proxies rank no better than parameter count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from effnet.nas import checks
+from effnet.nas.data.sources import ImageData, load_data
+from effnet.nas.errors import InputError, SettingError
+from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
+from effnet.nas.net.flops import analytic_cost, analytic_flops
+from effnet.nas.net.spec import NetworkSpec, spec_to_dict
+from effnet.nas.proxies import PROXY_NAMES, ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
+from effnet.nas.proxies.rank import kendall_tau, spearman_rho
+from effnet.nas.proxies.train import proxy_network
+from effnet.nas.record import write_run_record
+from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.units import format_size
+
+BASELINES = ("params", "flops")
+REFERENCE = "reference"
+DEFAULT_PROXIES = ("train", "zero-cost", "synflow")
+MAX_DRAWS = 1_000
+"""Random draws allowed per requested candidate before the band is declared unreachable."""
+
+
+@dataclass
+class CandidateResult:
+    index: int
+    spec: NetworkSpec
+    flops: int
+    params: int
+    scores: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def value(self, name: str) -> float:
+        if name == "params":
+            return float(self.params)
+        if name == "flops":
+            return float(self.flops)
+        return self.scores.get(name, math.nan)
+
+
+def draw_candidates(space: SearchSpace, count: int, low: float, high: float, seed: int) -> list[NetworkSpec]:
+    """`count` distinct random specs with analytic FLOPs in [low, high], reproducible from `seed`."""
+    rng = random.Random(seed)
+    found: dict[str, NetworkSpec] = {}
+    for _ in range(MAX_DRAWS * count):
+        spec = space.random_spec(rng)
+        if low <= analytic_flops(spec) <= high:
+            found.setdefault(repr(spec_to_dict(spec)["stages"]), spec)
+            if len(found) == count:
+                return list(found.values())
+    raise InputError(f"found only {len(found)} distinct candidates with {format_size(low)}–{format_size(high)} "
+                     f"FLOPs in {MAX_DRAWS * count:,} random draws from the space; widen --flops-tolerance, "
+                     "move --target-flops or ask for fewer --candidates")
+
+
+def score_candidates(candidates: list[NetworkSpec], data: ImageData, config: ProxyCheckConfig,
+                     advance: Callable[[str], None]) -> list[CandidateResult]:
+    """Every proxy and then the reference training on every candidate; a failure is recorded, not raised."""
+    runtime = ProxyRuntime(device=config.device, seed=config.seed, threads=config.threads)
+    cheap = ProxyConfig(data=config.data, epochs=config.epochs, resolution=config.resolution)
+    scorers = [(name, make_proxy(dataclasses.replace(cheap, name=name), data, runtime)) for name in config.proxies]
+    scorers.append((REFERENCE, make_proxy(dataclasses.replace(cheap, epochs=config.reference_epochs), data, runtime)))
+    results = []
+    for index, spec in enumerate(candidates):
+        params = analytic_cost(proxy_network(spec, data)).params
+        result = CandidateResult(index=index, spec=spec, flops=analytic_flops(spec), params=params)
+        for name, proxy in scorers:
+            advance(f"candidate {index + 1}/{len(candidates)}: {name}")
+            started = time.perf_counter()
+            try:
+                result.scores[name] = proxy.score(spec)
+            except ProxyFailure as err:
+                result.failures[name] = str(err)
+            result.seconds[name] = time.perf_counter() - started
+        results.append(result)
+    advance("done")
+    return results
+
+
+def correlations(results: list[CandidateResult], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Kendall tau and Spearman rho of each name's values against the reference, over scored candidates."""
+    table = {}
+    for name in names:
+        usable = [r for r in results if math.isfinite(r.value(name)) and math.isfinite(r.value(REFERENCE))]
+        x = [r.value(name) for r in usable]
+        y = [r.value(REFERENCE) for r in usable]
+        enough = len(usable) >= 2
+        seconds = [r.seconds[name] for r in results if name in r.seconds]
+        table[name] = {
+            "kendall_tau": _json_float(kendall_tau(x, y)) if enough else None,
+            "spearman_rho": _json_float(spearman_rho(x, y)) if enough else None,
+            "candidates": len(usable),
+            "seconds_per_candidate": sum(seconds) / len(seconds) if seconds else 0.0,
+        }
+    return table
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def write_candidates_csv(results: list[CandidateResult], proxies: list[str], path: Path) -> Path:
+    timed = [*proxies, REFERENCE]
+    columns = ["candidate", "flops", "params", *timed, *[f"seconds_{n}" for n in timed], "failures", "architecture"]
+    rows = [{"candidate": r.index, "flops": r.flops, "params": r.params,
+             **{n: _cell(r.scores.get(n)) for n in timed},
+             **{f"seconds_{n}": f"{r.seconds.get(n, 0.0):.2f}" for n in timed},
+             "failures": "; ".join(f"{k}: {v}" for k, v in r.failures.items()), "architecture": r.spec.summary}
+            for r in results]
+    return write_csv(path, columns, rows)
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class ProxyCheckConfig:
+    """Which proxies to check, on how many candidates drawn from which band of which space, against how
+    long a reference training; `device` is auto, cpu, cuda or cuda:N."""
+
+    target_flops: int = 400_000_000
+    flops_tolerance: float = 0.1
+    space: str | None = None
+    data: str = "digits"
+    proxies: tuple[str, ...] = DEFAULT_PROXIES
+    epochs: int = 3
+    reference_epochs: int = 8
+    candidates: int = 8
+    resolution: int = 32
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    run_dir: Path = Path("runs/proxy-check")
+
+    def __post_init__(self) -> None:
+        checks.whole("target_flops", self.target_flops, low=1)
+        checks.number("flops_tolerance", self.flops_tolerance, low=0, high=1, low_open=True, high_open=True)
+        if not self.proxies:
+            raise SettingError("proxy", "needs at least one proxy to check")
+        for name in self.proxies:
+            checks.choice("proxy", name, PROXY_NAMES)
+        checks.whole("proxy_epochs", self.epochs, low=1, high=10_000)
+        checks.whole("reference_epochs", self.reference_epochs, low=1, high=10_000)
+        checks.whole("candidates", self.candidates, low=3, high=100_000)
+        checks.whole("proxy_resolution", self.resolution, low=8, high=4096)
+        checks.seed("seed", self.seed)
+        if self.threads is not None:
+            checks.whole("threads", self.threads, low=1, high=4096)
+
+
+@dataclass(frozen=True)
+class ProxyCheckResult:
+    config: ProxyCheckConfig
+    space: str
+    data: str
+    results: list[CandidateResult]
+    correlations: dict[str, dict[str, Any]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.config
+        references = [r.scores[REFERENCE] for r in self.results if REFERENCE in r.scores]
+        return {
+            "run_dir": str(c.run_dir), "space": self.space, "data": self.data, "target_flops": c.target_flops,
+            "flops_tolerance": c.flops_tolerance, "resolution": c.resolution, "epochs": c.epochs,
+            "reference_epochs": c.reference_epochs, "seed": c.seed, "device": c.device,
+            "candidates": len(self.results), "correlations": self.correlations,
+            "reference_accuracy": {"min": min(references, default=None), "max": max(references, default=None)},
+            "failures": [{"candidate": r.index, "proxy": k, "reason": v}
+                         for r in self.results for k, v in r.failures.items()],
+            "csv": str(self.files["csv"]), "yaml": str(self.files["yaml"]),
+        }
+
+
+def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str], None] | None = None) -> ProxyCheckResult:
+    """Draw the candidates, score them with every proxy and the reference training, and write
+    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(done, total, status)` follows along."""
+    from effnet.nas.training.runtime import resolve_device
+
+    device = str(resolve_device(config.device))
+    space = load_space(config.space)
+    images = load_data(config.data, config.resolution, seed=config.seed)
+    ensure_writable_dir(config.run_dir)
+    low = config.target_flops * (1 - config.flops_tolerance)
+    high = config.target_flops * (1 + config.flops_tolerance)
+    specs = draw_candidates(space, config.candidates, low, high, config.seed)
+    total = len(specs) * (len(config.proxies) + 1)
+    steps = iter(range(total + 1))
+
+    def advance(status: str) -> None:
+        if on_progress is not None:
+            on_progress(next(steps), total, status)
+
+    results = score_candidates(specs, images, dataclasses.replace(config, device=device), advance)
+    names = [*config.proxies, *BASELINES]
+    run_dir = config.run_dir
+    files = {"csv": write_candidates_csv(results, list(config.proxies), run_dir / "proxy_check.csv"),
+             "yaml": run_dir / "proxy_check.yaml"}
+    result = ProxyCheckResult(config=dataclasses.replace(config, device=device), space=space.name, data=images.name,
+                              results=results, correlations=correlations(results, names), files=files)
+    summary = result.as_dict()
+    dump_yaml({**summary, "results": [
+        {"candidate": r.index, "flops": r.flops, "params": r.params, "scores": r.scores,
+         "seconds": {k: round(v, 3) for k, v in r.seconds.items()}, "failures": r.failures,
+         "spec": spec_to_dict(r.spec)} for r in results]}, files["yaml"])
+    settings = {**dataclasses.asdict(result.config), "run_dir": str(run_dir), "proxies": list(config.proxies)}
+    files["run"] = write_run_record(run_dir, "proxy-check", settings, {k: summary[k] for k in ("correlations", "reference_accuracy", "failures")})
+    return result

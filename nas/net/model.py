@@ -9,42 +9,17 @@ analytic counters read too.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.net.layout import BlockPlan, plan_network
 from effnet.nas.net.spec import NetworkSpec
 
 
-class SiLU(nn.SiLU):
-    """SiLU in place only while autograd is off.
-
-    Under autograd an in-place SiLU (like ReLU6 and Hardswish, unlike ReLU) makes autograd clone
-    its input, because its gradient needs it: a copy more than the out-of-place op, for no saving.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(x, inplace=not torch.is_grad_enabled())
-
-
-class ReLU6(nn.ReLU6):
-    """ReLU6 in place only while autograd is off (see `SiLU`)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardtanh(x, 0.0, 6.0, inplace=not torch.is_grad_enabled())
-
-
-class Hardswish(nn.Hardswish):
-    """Hardswish in place only while autograd is off (see `SiLU`)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardswish(x, inplace=not torch.is_grad_enabled())
-
-
 def _activation(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU(inplace=True)  # its gradient needs only the output: in place costs nothing
-    return {"silu": SiLU, "relu6": ReLU6, "hardswish": Hardswish}[name]()
+    """Out of place, like every op of the forward: a forward hook keeps what it saw, and the forward is the
+    same function of its inputs with or without autograd (and under `torch.fx` tracing). In-place ops
+    under `no_grad` bought 9-12 % B0 inference on a 2-core CPU; `fold_batch_norm` is the fast path."""
+    return {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}[name]()
 
 
 class ConvBNAct(nn.Sequential):
@@ -64,9 +39,10 @@ class ConvBNAct(nn.Sequential):
 class SqueezeExcite(nn.Module):
     """Global mean -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate.
 
-    The squeeze is `mean` rather than `AdaptiveAvgPool2d`, as in the TensorFlow reference; fvcore
-    (which traces without autograd) does not count `mean`, and the analytic counter follows it.
-    Without autograd the gate multiplies in place: the input is this block's fresh activation.
+    The squeeze is a spatial mean rather than `AdaptiveAvgPool2d`, as in the TensorFlow reference;
+    fvcore does not count it (nor `mean`), and the analytic counter follows it. It is computed as a
+    sum divided by the pixel count: under autograd the gradient of `sum` is a broadcast view, that of
+    `mean` a full-size tensor in the contiguous layout (measured 1.5x slower SE steps).
     """
 
     def __init__(self, channels: int, reduced: int, activation: str):
@@ -76,19 +52,8 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled():
-            return x.mul_(self._gate(x.mean((2, 3), keepdim=True)))
-        # Under autograd, sum-then-scale instead of `mean`: the gradient of `sum` is a broadcast view,
-        # that of `mean` a full-size tensor in the contiguous layout (measured 1.5x slower SE steps).
-        return x * self._gate(x.sum((2, 3), keepdim=True).div_(x.shape[2] * x.shape[3]))
-
-    def _gate(self, squeezed: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.act(self.reduce(squeezed))).sigmoid_()
-
-
-def _add_residual(shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """shortcut + branch, into the branch's buffer while autograd is off (the branch is fresh)."""
-    return shortcut + branch if torch.is_grad_enabled() else branch.add_(shortcut)
+        squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(squeezed))))
 
 
 class DropPath(nn.Module):
@@ -103,7 +68,7 @@ class DropPath(nn.Module):
 
     def forward(self, shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_rate == 0.0:
-            return _add_residual(shortcut, branch)
+            return shortcut + branch
         keep = 1.0 - self.drop_rate
         mask = branch.new_empty((branch.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
         return torch.addcmul(shortcut, branch, mask)
@@ -143,7 +108,7 @@ class Block(nn.Module):
         if not self.residual:
             return self.layers(x)
         if self.drop_path is None:
-            return _add_residual(x, self.layers(x))
+            return x + self.layers(x)
         return self.drop_path(x, self.layers(x))
 
 
@@ -156,7 +121,7 @@ class Network(nn.Module):
         self.blocks = nn.Sequential(*(Block(b, spec) for b in plan.blocks))
         self.head = ConvBNAct(plan.final_channels, spec.head.out_channels, 1, 1, spec)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(spec.dropout, inplace=True)
+        self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(spec.head.out_channels, spec.num_classes)
         self._init_weights()
 

@@ -7,8 +7,8 @@ worker the four variants (ours / torchvision ("tv") x default layout / channels_
 interleaved, rotating the order each repetition. A figure is the median of the timed steps, with the
 best step in brackets (on a shared machine the best is the steadier estimate of the unloaded speed).
 
-Run it in the bench venv, which has torchvision beside the project:
-    /work/refvenv/bin/python bench/bench_model.py [--profile] [--markdown]
+Needs torchvision beside the project (a dependency of effnet):
+    python bench/bench_model.py [--profile] [--markdown]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 GOAL = 1.2
-"""Ours, as effnet runs it, over the reference's default configuration (issue 5)."""
+"""Ours, as effnet runs it, over the reference's default configuration."""
 REFERENCE_PARAMS = 5_288_548
 CASES = {"train224": ("train", 224), "train64": ("train", 64), "infer224": ("infer", 224)}
 LAYOUTS = ("default", "channels_last")

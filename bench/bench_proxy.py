@@ -1,7 +1,7 @@
 """Accuracy proxies on the embedded digits: seconds per candidate and the score, for B0 and variants.
 
 For the reference EfficientNet-B0 and three compound variants of it (narrow, shallow, wide+deep),
-one process runs the `train` proxy (default ProxySettings: 3 epochs, 32 px, batch 64, AdamW
+one process runs the `train` proxy (default ProxyConfig: 3 epochs, 32 px, batch 64, AdamW
 one-cycle) and the two zero-cost scores, and prints a table: seconds per candidate, the score,
 and each variant's training time relative to B0's (the baseline, measured in the same process).
 
@@ -15,6 +15,7 @@ in one process) and prints seconds and final accuracy per setting: what the defa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 
@@ -22,7 +23,7 @@ import torch
 
 from effnet.nas.data.sources import load_data
 from effnet.nas.net.flops import analytic_cost
-from effnet.nas.proxies import ProxySettings, make_proxy
+from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.training.allocator import configure_allocator
 from effnet.scaling.compound import scale
@@ -46,14 +47,14 @@ SWEEP_THREADS = (1, 2)
 def sweep(markdown: bool) -> None:
     """Seconds and final accuracy of the train proxy per batch size and thread count."""
     allocator = configure_allocator()
-    data = load_data("digits", ProxySettings.resolution)
+    data = load_data("digits", ProxyConfig.resolution)
     header = ["candidate", "batch", "threads", "train s", "img/s", "val acc (3rd epoch)"]
     rows = []
     for label, spec in [c for c in candidates() if c[0] in ("B0", "B0 depth 0.5")]:
         for batch in SWEEP_BATCHES:
             for threads in SWEEP_THREADS:
-                settings = ProxySettings(batch_size=batch, threads=threads)
-                proxy = make_proxy("train", data, settings)
+                settings = ProxyConfig(batch_size=batch)
+                proxy = make_proxy(settings, data, ProxyRuntime(threads=threads))
                 started = time.perf_counter()
                 accuracy = proxy.score(spec)
                 seconds = time.perf_counter() - started
@@ -62,7 +63,7 @@ def sweep(markdown: bool) -> None:
                              f"{accuracy:.3f}"])
                 print(f"{label} batch {batch} threads {threads}: {seconds:.1f} s, accuracy {accuracy:.3f}", flush=True)
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, allocator: {allocator}; "
-          f"digits {ProxySettings.resolution} px, {ProxySettings.epochs} epochs, lr {ProxySettings.lr}")
+          f"digits {ProxyConfig.resolution} px, {ProxyConfig.epochs} epochs, lr {ProxyConfig.lr}")
     print_table(header, rows, markdown)
 
 
@@ -81,8 +82,8 @@ def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=ProxySettings.epochs)
-    parser.add_argument("--lr", type=float, default=ProxySettings.lr)
+    parser.add_argument("--epochs", type=int, default=ProxyConfig.epochs)
+    parser.add_argument("--lr", type=float, default=ProxyConfig.lr)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sweep", action="store_true", help="batch size x threads for the train proxy")
     parser.add_argument("--markdown", action="store_true")
@@ -93,13 +94,13 @@ def main() -> None:
     allocator = configure_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = ProxySettings(epochs=args.epochs, lr=args.lr)
+    settings = ProxyConfig(epochs=args.epochs, lr=args.lr)
     data = load_data("digits", settings.resolution)
-    train = make_proxy("train", data, settings)
-    zero_cost = [(name, make_proxy(name, data, settings)) for name in ("zero-cost", "synflow")]
+    train = make_proxy(settings, data)
+    zero_cost = [(name, make_proxy(dataclasses.replace(settings, name=name), data)) for name in ("zero-cost", "synflow")]
     rows = []
     for label, spec in candidates():
-        params = analytic_cost(proxy_network(spec, data, settings)).params
+        params = analytic_cost(proxy_network(spec, data)).params
         accuracies: list[float] = []
         started = time.perf_counter()
         train.score(spec, lambda _epoch, accuracy: accuracies.append(accuracy))

@@ -21,17 +21,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from effnet.nas.study.report import best_trial, summarize
-from effnet.nas.study.search import SearchConfig, open_study, run_worker
+from effnet.nas.proxies import ProxyConfig
+from effnet.nas.study.report import best_trial
+from effnet.nas.study.runner import StudyConfig, run_study
+from effnet.nas.study.search import SearchConfig, SearchJob, check_search, summarize
 
 
 def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy: str, root: Path) -> dict:
-    config = SearchConfig(target_flops=400_000_000, run_dir=root / f"{sampler}-{seed}", sampler=sampler, seed=seed,
-                          trials=trials, data=data, proxy_epochs=epochs, proxy=proxy)
+    config = SearchConfig(target_flops=400_000_000, sampler=sampler, trials=trials,
+                          proxy=ProxyConfig(name=proxy, data=data, epochs=epochs),
+                          study=StudyConfig(run_dir=root / f"{sampler}-{seed}", name="search", seed=seed))
     started = time.perf_counter()
-    run_worker(config, 0, deadline=None)
+    study = run_study(SearchJob(config, check_search(config)), config.study).study
     wall = time.perf_counter() - started
-    study = open_study(config)
     trials_done = study.get_trials(deepcopy=False)
     training = sum(t.user_attrs.get("proxy_seconds", 0.0) for t in trials_done)
     best = best_trial(study, config)

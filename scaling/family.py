@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import parse_yaml, read_text
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.layout import plan_network
@@ -61,13 +61,13 @@ def parse_phi_list(text: str) -> tuple[float, ...]:
         try:
             value = float(item)
         except ValueError:
-            raise InputError(f"--phi {text!r}: {item!r} is not a number; "
+            raise SettingError("phi", f"{text!r}: {item!r} is not a number; "
                              "write a comma list like 1,2,3,4,5,6,7") from None
         if not math.isfinite(value) or value <= 0:
-            raise InputError(f"--phi {text!r}: every phi must be a positive number, got {item!r}")
+            raise SettingError("phi", f"{text!r}: every phi must be a positive number, got {item!r}")
         twin = next((v for v in values if member_name(v) == member_name(value)), None)
         if twin is not None:
-            raise InputError(f"--phi {text!r}: phi {item} is listed twice (or too close to {twin:g} to name apart)")
+            raise SettingError("phi", f"{text!r}: phi {item} is listed twice (or too close to {twin:g} to name apart)")
         values.append(value)
     return tuple(values)
 
@@ -259,7 +259,7 @@ class _CompoundLine:
         """A phi whose network is at least 10 % over `target` (so the step above it is in range)."""
         if self.c.flops_factor == 1:
             raise InputError("alpha = beta = gamma = 1 never grows the network; "
-                             "--match-flops needs a coefficient above 1")
+                             "matching a FLOPs ladder needs a coefficient above 1")
         phi = 1 + 1.5 * math.log(target / self.base_flops) / math.log(self.c.flops_factor)
         while self.flops(phi) < 1.1 * target:
             phi *= 2

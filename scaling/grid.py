@@ -31,7 +31,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
@@ -104,9 +104,9 @@ def parse_step(step: float | str) -> Decimal:
     try:
         value = Decimal(str(step))
     except InvalidOperation:
-        raise InputError(f"--step {step!r} is not a number; use e.g. 0.05") from None
+        raise SettingError("step", f"{step!r} is not a number; use e.g. 0.05") from None
     if not value.is_finite() or value <= 0:
-        raise InputError(f"--step must be a positive number like 0.05, got {step}")
+        raise SettingError("step", f"must be a positive number like 0.05, got {step}")
     return value
 
 
@@ -154,10 +154,10 @@ class GridDefinition:
 
     def __post_init__(self) -> None:
         if not self.tolerance >= 0:
-            raise InputError(f"--tolerance must be a number >= 0, got {self.tolerance}")
+            raise SettingError("tolerance", f"must be a number >= 0, got {self.tolerance}")
         counts = [int((r.high - r.low) / self.step) + 1 for r in (self.alpha, self.beta, self.gamma)]
         if max(counts) > MAX_AXIS_VALUES or counts[0] * counts[1] * counts[2] > MAX_GRID_SIZE:
-            raise InputError(f"--step {_plain(self.step)} makes a grid of {counts[0]}x{counts[1]}x{counts[2]} "
+            raise SettingError("step", f"{_plain(self.step)} makes a grid of {counts[0]}x{counts[1]}x{counts[2]} "
                              f"points; use a larger step or narrower ranges")
 
     @classmethod

@@ -4,7 +4,6 @@ no global pyplot state)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from effnet.nas.files import save_figure
 from effnet.scaling.family import FamilyMember
 from effnet.scaling.grid import FLOPS_TARGET, GridDefinition, PointResult, ranked
 
@@ -49,7 +49,7 @@ def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], t
             ax.annotate(m.name, (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)
     fig.suptitle(title)
-    return _save_png(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str,
@@ -83,19 +83,4 @@ def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | 
     if scored:
         fig.colorbar(dots, ax=measured_ax, label="γ")
     fig.suptitle(title)
-    return _save_png(fig, path)
-
-
-def _save_png(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write the figure atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return save_figure(fig, path)

@@ -112,5 +112,5 @@ def test_negative_phi_is_refused():
 
 
 def test_paper_coefficients_product():
-    # alpha * beta^2 * gamma^2 = 1.2 * 1.21 * 1.3225 = 1.920270 (the "1.92")
+    # alpha * beta^2 * gamma^2 = 1.2 * 1.21 * 1.3225 = 1.920270 (the paper's grid point)
     assert Coefficients(1.2, 1.1, 1.15).flops_factor == pytest.approx(1.92027)

@@ -6,6 +6,7 @@ import csv
 import errno
 import os
 import signal
+import stat
 import time
 from collections import namedtuple
 from contextlib import contextmanager
@@ -295,6 +296,20 @@ def test_a_write_cut_short_leaves_the_previous_file_whole(writer, failure, tmp_p
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_every_file_gets_the_usual_permissions(writer, tmp_path, one_torch_thread):
+    """0666 less the umask, like any file a program creates: plots were left at mkstemp's 0600 while the
+    YAML beside them was 0644, unreadable to the group that shares a run directory."""
+    kind, write = WRITERS[writer]
+    path = tmp_path / NAMES.get(writer, f"{writer.replace(' ', '_')}.yaml")
+    previous = os.umask(0o022)
+    try:
+        write(path, 1)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 # -- the run directory ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def assert_analytic_matches_fvcore(spec) -> None:
 
 
 def test_b0_fvcore_figures(b0_yaml):
-    # DESIGN.md, measured with a reference EfficientNet: conv + BN + head pooling + linear.
+    # fvcore on torchvision's efficientnet_b0: conv + BN + head pooling + linear.
     counted = fvcore_count(load_spec(b0_yaml))
     assert counted.by_operator == {"conv": 384_534_752, "batch_norm": 13_475_392,
                                    "adaptive_avg_pool2d": 62_720, "linear": 1_280_000}

@@ -109,7 +109,7 @@ def test_default_grid_keeps_the_papers_point_and_drops_far_ones():
 
 
 def test_measured_ratio_of_the_papers_point_is_far_from_two():
-    # The figure: rounding (every one-block stage becomes two) makes phi = 1 cost about 2.55x B0
+    # Rounding (every one-block stage becomes two) makes phi = 1 cost about 2.55x B0
     wide = GridDefinition(parse_range("1.2", "a"), parse_range("1.1", "b"), parse_range("1.15", "g"),
                           parse_step(0.05), 0.6, measured=True)
     (paper,) = wide.points(reference_b0())

@@ -1,7 +1,7 @@
 """The built models against the public reference implementation and the paper.
 
 Reference figures come from torchvision 0.29.1's `efficientnet_b0..b7(num_classes=1000)` counted with
-`sum(p.numel())` and fvcore (the /work/refvenv reference environment), and from paper Table 2.
+`sum(p.numel())` and fvcore, and from paper Table 2.
 """
 
 import pytest
@@ -28,7 +28,7 @@ TORCHVISION = {
 
 # Paper Table 2: parameters in millions with the half-unit its rounding allows, and FLOPs in billions.
 # B2 is printed as 9.2M, but the reference implementations (TensorFlow, torchvision) have 9,109,994, 1 %
-# below; the issue makes the reference implementation the authority, so B2 gets 0.1M of slack.
+# below; the reference implementations are the authority, so B2 gets 0.1M of slack.
 PAPER = {
     "b1": (7.8, 0.05, 0.70), "b2": (9.2, 0.1, 1.0), "b3": (12, 0.5, 1.8), "b4": (19, 0.5, 4.2),
     "b5": (30, 0.5, 9.9), "b6": (43, 0.5, 19), "b7": (66, 0.5, 37),

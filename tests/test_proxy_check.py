@@ -23,6 +23,17 @@ def invoke(*args):
     return CliRunner().invoke(app, ["proxy-check", *[str(a) for a in args]])
 
 
+def hand_kendall_tau_b(x: list[float], y: list[float]) -> float | None:
+    """Kendall's tau-b by counting pairs: (concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y))."""
+    pairs = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x))]
+    sign = [((x[i] > x[j]) - (x[i] < x[j])) * ((y[i] > y[j]) - (y[i] < y[j])) for i, j in pairs]
+    untied_x = sum(x[i] != x[j] for i, j in pairs)
+    untied_y = sum(y[i] != y[j] for i, j in pairs)
+    if not untied_x or not untied_y:
+        return None  # a constant side: no ranking to agree with
+    return sum(sign) / (untied_x * untied_y) ** 0.5
+
+
 def test_proxy_check_end_to_end(tmp_path):
     run_dir = tmp_path / "check"
     result = invoke(*TINY_ARGS, "--proxy", "train", "--proxy", "zero-cost", "--run-dir", run_dir, "--json")
@@ -30,14 +41,16 @@ def test_proxy_check_end_to_end(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["candidates"] == 3
     assert set(summary["correlations"]) == {"train", "zero-cost", "params", "flops"}
-    for row in summary["correlations"].values():
-        for key in ("kendall_tau", "spearman_rho"):
-            assert row[key] is None or -1.0 <= row[key] <= 1.0
     rows = list(csv.DictReader((run_dir / "proxy_check.csv").read_text().splitlines()))
     assert len(rows) == 3
     for row in rows:
         assert 0.7e6 <= int(row["flops"]) <= 1.3e6  # inside the band 1M ± 30 %
         assert 0.0 <= float(row["reference"]) <= 1.0 and float(row["zero-cost"]) > 0
+    reference = [float(r["reference"]) for r in rows]
+    for name in ("train", "zero-cost", "params", "flops"):
+        scores = [float(r[name]) for r in rows]
+        expected = hand_kendall_tau_b(scores, reference)
+        assert summary["correlations"][name]["kendall_tau"] == (None if expected is None else round(expected, 4))
     saved = yaml.safe_load((run_dir / "proxy_check.yaml").read_text())
     assert saved["correlations"] == summary["correlations"] and len(saved["results"]) == 3
     assert (run_dir / "run.yaml").exists()

@@ -331,6 +331,104 @@ def test_impossible_tolerance_is_rejected():
 
 
 def test_default_band_holds_the_reference_b0():
-    # The reference B0 (399,352,864 FLOPs by fvcore, DESIGN.md) lies inside the default 400M ± 10 % band.
+    # The reference B0 (399,352,864 FLOPs by fvcore on a reference implementation) lies inside the default
+    # 400M ± 10 % band.
     assert FlopsBand(400_000_000, 0.1).contains(399_352_864)
     assert not FlopsBand(400_000_000, 0.1, hard=True).contains(400_000_001)
+
+
+# -- the study's settings and seeds ------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [{"proxy": {"batch_size": 8}}, {"study": {"seed": 1}}, {"proxy": {"epochs": 2}},
+                                    {"proxy": {"resolution": 16}}, {"objective": "hard"}])
+def test_a_resumed_study_refuses_any_setting_that_changes_a_score(tmp_path, change):
+    study_of(tiny_config(tmp_path))
+    with pytest.raises(Exception, match="created with other settings"):
+        study_of(tiny_config(tmp_path, **change))
+
+
+def test_threads_workers_timeout_and_device_may_change_on_resume(tmp_path):
+    study_of(tiny_config(tmp_path))
+    study_of(tiny_config(tmp_path, study={"threads": 2, "workers": 3, "timeout_s": 60.0, "device": "cpu"}))
+
+
+def first_draws(study: optuna.Study, space, workers: int, rounds: int) -> list[list[str]]:
+    """Each worker (its own sampler on the shared study) asks `rounds` trials, in turn; their specs."""
+    draws: list[list[str]] = [[] for _ in range(workers)]
+    samplers = [SearchJob(tiny_config(Path("unused")), space).make_sampler for _ in range(workers)]
+    from effnet.nas.study.runner import SeededPerWorker
+
+    views = [optuna.load_study(study_name=study.study_name, storage=study._storage,
+                               sampler=SeededPerWorker(make, 0)) for make in samplers]
+    for _ in range(rounds):
+        for index, view in enumerate(views):
+            trial = view.ask()
+            draws[index].append(space.suggest(trial).summary)
+            view.tell(trial, 0.0)
+    return draws
+
+
+def test_no_two_workers_of_a_study_share_a_random_stream():
+    """Eight workers (four machines of two, say) on one study, all with the study's seed: the old policy
+    seed + worker index gave machine k's worker i the stream of machine k+1's worker i - 1. Each worker's
+    sampler is now seeded by the study seed and the number of its first trial, unique in the study."""
+    from effnet.nas.study.runner import worker_seed
+
+    space = load_space(TINY)
+    study = optuna.create_study(directions=["maximize"])
+    draws = first_draws(study, space, workers=8, rounds=3)
+    assert len({tuple(d) for d in draws}) == 8
+    assert len({worker_seed(0, n) for n in range(100_000)}) == 100_000
+
+
+def test_a_fresh_one_worker_study_is_reproducible_from_its_seed():
+    space = load_space(TINY)
+    runs = [first_draws(optuna.create_study(directions=["maximize"]), space, workers=1, rounds=12)
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+class ReportingProxy:
+    """Trains `epochs` epochs of 0.05 s, reporting each; remembers how many ran."""
+
+    name = "reporting"
+
+    def __init__(self, epochs: int = 3):
+        self.epochs = epochs
+        self.ran: list[int] = []
+
+    def score(self, spec, report=None):
+        for epoch in range(1, self.epochs + 1):
+            time.sleep(0.05)
+            self.ran.append(epoch)
+            report(epoch, 0.5)
+        return 0.5
+
+
+@pytest.mark.parametrize("objective", ["reward", "pareto"])
+def test_the_time_limit_stops_a_training_at_its_next_epoch_for_every_objective(tmp_path, objective):
+    config = tiny_config(tmp_path, objective=objective)
+    proxy = ReportingProxy()
+    objective_fn = TrialObjective(config, load_space(TINY), lambda: proxy, deadline=time.time() - 1)
+    study = study_of(config)
+    study.optimize(objective_fn, n_trials=40)
+    stopped = [t for t in study.trials if t.user_attrs["in_band"]]
+    assert stopped and all(t.state == optuna.trial.TrialState.PRUNED for t in stopped)
+    assert proxy.ran == [1] * len(stopped)  # each stopped after its first epoch
+    assert all(t.user_attrs["accuracy"] == 0.5 for t in stopped)
+
+
+def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_path):
+    result = runner.invoke(app, ["search", *TINY_ARGS, "--objective", "pareto", "--trials", "8",
+                                 "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    import csv
+
+    with (tmp_path / "trials.csv").open() as fh:
+        done = [r for r in csv.DictReader(fh) if r["state"] == "COMPLETE" and r["in_band"] == "True"]
+    points = [(float(r["accuracy"]), int(r["flops"]), int(r["number"])) for r in done]
+    front = [p for p in points if not any(a >= p[0] and f <= p[1] and (a, f) != p[:2] for a, f, _ in points)]
+    best = max(front, key=lambda p: mnasnet_reward(p[0], p[1], 1_000_000))
+    assert summary["trial"] == best[2]
+    assert load_spec(summary["best_spec"]).provenance["objective"] == "pareto"

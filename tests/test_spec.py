@@ -46,7 +46,7 @@ def test_summary_reads_like_paper_table_1(b0_yaml):
 def test_omitted_fields_take_the_reference_defaults():
     spec = spec_from_dict({"stages": [{"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 1,
                                        "expand": 1, "out_channels": 16}]})
-    # DESIGN.md defaults: BN decay 0.99, epsilon 1e-3, SiLU, drop-connect 0.2, SE 0.25, stem 3x3/2 to 32.
+    # The TensorFlow reference's defaults: BN decay 0.99, epsilon 1e-3, SiLU, drop-connect 0.2, SE 0.25, stem 3x3/2 to 32.
     assert (spec.batch_norm.decay, spec.batch_norm.epsilon, spec.activation) == (0.99, 1e-3, "silu")
     assert (spec.drop_connect, spec.stages[0].se_ratio, spec.stages[0].skip) == (0.2, 0.25, True)
     assert (spec.stem.out_channels, spec.stem.kernel, spec.stem.stride) == (32, 3, 2)

@@ -150,7 +150,7 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     if not root.exists():
         raise InputError(f"{root}: no such data folder; give digits, synthetic or a path to an image folder")
     if not root.is_dir():
-        raise InputError(f"{root}: not a directory; --data takes digits, synthetic or a folder of class folders")
+        raise InputError(f"{root}: not a directory; data is digits, synthetic or a folder of class folders")
     classes = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in folder.iterdir()

@@ -65,8 +65,8 @@ def draw_candidates(space: SearchSpace, count: int, low: float, high: float, see
             if len(found) == count:
                 return list(found.values())
     raise InputError(f"found only {len(found)} distinct candidates with {format_size(low)}–{format_size(high)} "
-                     f"FLOPs in {MAX_DRAWS * count:,} random draws from the space; widen --flops-tolerance, "
-                     "move --target-flops or ask for fewer --candidates")
+                     f"FLOPs in {MAX_DRAWS * count:,} random draws from the space; widen the FLOPs tolerance, "
+                     "move the target or ask for fewer candidates")
 
 
 def score_candidates(candidates: list[NetworkSpec], data: ImageData, config: ProxyCheckConfig,

@@ -22,10 +22,9 @@ from effnet.nas.errors import InputError
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
-from effnet.nas.study.runner import cpu_threads
 from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas.training.precise_bn import recompute_batch_norm
-from effnet.nas.training.runtime import autocast_for, place_batch, place_model, resolve_device
+from effnet.nas.training.runtime import autocast_for, cpu_threads, place_batch, place_model, resolve_device
 
 CALIBRATION_BATCHES = 8
 """Training batches whose statistics BatchNorm uses at each evaluation (`recompute_batch_norm`)."""

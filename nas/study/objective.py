@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
 
 SOFT_EXPONENT = -0.07
 OBJECTIVES = ("reward", "hard", "pareto")
@@ -43,7 +43,7 @@ class FlopsBand:
         if self.target < 1:
             raise InputError(f"target FLOPs must be positive, got {self.target}")
         if not 0 < self.tolerance < 1:
-            raise InputError(f"--flops-tolerance must lie in (0, 1), e.g. 0.1 for ±10 %; got {self.tolerance}")
+            raise SettingError("flops_tolerance", f"must lie in (0, 1), e.g. 0.1 for ±10 %; got {self.tolerance}")
 
     @property
     def low(self) -> int:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
@@ -42,6 +41,7 @@ from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, WORKER_
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
 from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_storage
 from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
+from effnet.nas.training.runtime import cpu_threads
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_WORKERS = 256
@@ -157,9 +157,24 @@ class StudyRun:
 
 # -- seeds ----------------------------------------------------------------------------------------
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(value: int) -> int:
+    """MurmurHash3's 32-bit finaliser: a bijection of [0, 2^32) that scatters neighbouring numbers."""
+    value &= _MASK32
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & _MASK32
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & _MASK32
+    return value ^ (value >> 16)
+
+
 def worker_seed(study_seed: int, first_trial: int) -> int:
-    """A worker's sampler seed, from the study seed and the number of its first trial."""
-    return int(np.random.SeedSequence([int(study_seed), int(first_trial)]).generate_state(1)[0])
+    """A worker's sampler seed (what Optuna's samplers take: [0, 2^32)), from the study seed and the number of
+    its first trial. Built from bijections, it is one-to-one in the trial number for a given study seed: no
+    two workers of a study get the same seed (a hash into 32 bits would collide among ~10^5 workers)."""
+    return _mix32(study_seed + _mix32(first_trial))
 
 
 class SeededPerWorker(BaseSampler):
@@ -212,22 +227,6 @@ def optuna_quiet() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(level)
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads at `threads` while the block runs, then what they were (None: untouched)."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # -- the study ------------------------------------------------------------------------------------

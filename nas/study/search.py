@@ -23,7 +23,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
-from effnet.nas.errors import InputError
 from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec

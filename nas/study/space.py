@@ -83,15 +83,6 @@ class SearchSpace:
         """Rebuild the spec a trial sampled, from its stored parameters."""
         return self.build(lambda name, _options: params[name])
 
-    @property
-    def size(self) -> int:
-        """How many distinct decision combinations the space holds."""
-        total = 1
-        for s in self.stages:
-            per_block = sum(len(s.expand) if b == "mbconv" else 1 for b in s.block)
-            total *= per_block * len(s.kernel) * len(s.se_ratio) * len(s.skip) * len(s.width) * len(s.repeats_offset)
-        return total
-
 
 def _pick(pick: Pick, name: str, options: Sequence[Any]) -> Any:
     """Fixed decisions (one option) are not parameters: Optuna never sees them."""

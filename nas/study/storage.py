@@ -53,7 +53,7 @@ def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
                 return JournalStorage(JournalFileBackend(str(path)))
         except OSError as err:
             raise InputError(f"cannot open the journal storage {path}: {err.strerror}; "
-                             f"choose a writable --run-dir or --storage path") from None
+                             f"choose a writable run directory or storage path") from None
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme not in _RDB_SCHEMES or "://" not in url:
         raise InputError(f"unsupported storage URL {redact_url(url)!r}; use postgresql://user:pass@host/db, "

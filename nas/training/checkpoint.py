@@ -33,22 +33,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint onto the CPU; anything unreadable or foreign is an `InputError`."""
     source = Path(path)
     if not source.is_file():
-        raise InputError(f"{source}: no checkpoint to resume from; run without --resume to start training")
+        raise InputError(f"{source}: no checkpoint to resume from; start a new training instead")
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         reason = " ".join(str(err).split())[:160]
         raise InputError(f"{source}: not a readable checkpoint ({reason}); delete it to start over "
-                         "or choose another --run-dir") from None
+                         "or choose another run directory") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputError(f"{source}: not an effnet training checkpoint; choose another --run-dir")
+        raise InputError(f"{source}: not an effnet training checkpoint; choose another run directory")
     if state.get("version") != VERSION:
         raise InputError(f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
                          f"{VERSION}; finish the run with the effnet that wrote it or start over")
     return state
-
-
-
 
 
 def _sync_directory(directory: Path) -> None:

@@ -5,11 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from effnet.nas.errors import InputError, SettingError
+from effnet.nas.errors import SettingError
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads at `threads` while the block runs, then what they were (None: untouched)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -17,7 +32,7 @@ def configure_threads(threads: int | None = None) -> int:
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
+        raise SettingError("threads", f"must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     return threads
 

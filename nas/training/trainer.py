@@ -63,7 +63,8 @@ from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
 from effnet.nas.data.sources import ImageData
 from effnet.nas.training.ema import WeightEma
 from effnet.nas.training.evaluate import top1_accuracy
-from effnet.nas.errors import InputError
+from effnet.nas import checks
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_csv
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
@@ -117,23 +118,16 @@ class TrainSettings:
     """Training batches (per process) to recompute BatchNorm statistics over before each evaluation; 0: off."""
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
-            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
-             f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}"),
-            (0.0 <= self.ema_decay < 1.0, f"--ema-decay must lie in [0, 1), got {self.ema_decay}"),
-            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}"),
-            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-             f"--weight-decay must be 0 or more, got {self.weight_decay}"),
-            (0.0 < self.decay_rate <= 1.0, f"decay rate must lie in (0, 1], got {self.decay_rate}"),
-            (self.decay_epochs > 0, f"decay interval must be positive, got {self.decay_epochs} epochs"),
-            (self.precise_bn_batches >= 0, f"--precise-bn must be 0 or more batches, got {self.precise_bn_batches}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        checks.whole("epochs", self.epochs, low=1, high=100_000)
+        checks.whole("batch_size", self.batch_size, low=1, high=1_000_000)
+        checks.number("lr", self.lr, low=0, low_open=True)
+        checks.number("warmup_epochs", self.warmup_epochs, low=0)
+        checks.number("ema_decay", self.ema_decay, low=0, high=1, high_open=True)
+        checks.number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
+        checks.number("weight_decay", self.weight_decay, low=0)
+        checks.number("decay_rate", self.decay_rate, low=0, high=1, low_open=True)
+        checks.number("decay_epochs", self.decay_epochs, low=0, low_open=True)
+        checks.whole("precise_bn_batches", self.precise_bn_batches, low=0, high=100_000)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,7 +166,7 @@ def distributed_from_env(environ: dict[str, str] | None = None) -> Distributed:
 def training_spec(spec: NetworkSpec, data: ImageData, resolution: int) -> NetworkSpec:
     """The spec as trained: the data's classes and channels at `resolution`, validated again."""
     changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
-    return spec_from_dict(spec_to_dict(changed), f"{spec.name} at --resolution {resolution}")
+    return spec_from_dict(spec_to_dict(changed), f"{spec.name} at {resolution} px")
 
 
 def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -188,8 +182,7 @@ def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
             raise InputError(f"{path}: checkpoint fields have unexpected types; delete it to start over")
         return checkpoint
     if path.exists():
-        raise InputError(f"{path} holds an earlier run's checkpoint; pass --resume to continue it, "
-                         "or choose another --run-dir")
+        raise InputError(f"{path} holds an earlier run's checkpoint; resume it or choose another run directory")
     return None
 
 
@@ -197,17 +190,16 @@ def check_resumable(checkpoint: dict[str, Any], spec: NetworkSpec, settings: Tra
     """A checkpoint resumes only the run that wrote it: same spec, same settings but for `epochs`."""
     if checkpoint["spec"] != dump_spec_text(spec):
         raise InputError(f"{path} was written for a different spec than {spec.name!r} at {spec.resolution} px "
-                         f"with {spec.num_classes} classes; resume with the same spec, --data and --resolution, "
-                         "or choose another --run-dir")
+                         f"with {spec.num_classes} classes; resume with the same spec, data and resolution, "
+                         "or choose another run directory")
     theirs, mine = checkpoint["settings"], settings.as_dict()
     for key, value in mine.items():
         if key not in RESUMABLE_CHANGES and theirs.get(key) != value:
-            flag = "--" + key.replace("_", "-")
-            raise InputError(f"{path} was written with {flag} {theirs.get(key)}, this run asks for {value}; "
-                             "resume with the same settings or choose another --run-dir")
+            raise SettingError(key, f"was {theirs.get(key)} in the run that wrote {path}, this run asks for "
+                                    f"{value}; resume with the same settings or choose another run directory")
     done = int(checkpoint["epoch"])
     if settings.epochs < done:
-        raise InputError(f"{path} has already trained {done} epochs; pass --epochs {done} or more to resume it")
+        raise SettingError("epochs", f"must be {done} or more to resume {path}, which has trained {done}")
 
 
 def check_run(spec: NetworkSpec, data: ImageData, settings: TrainSettings, checkpoint: dict[str, Any] | None,
@@ -216,12 +208,12 @@ def check_run(spec: NetworkSpec, data: ImageData, settings: TrainSettings, check
     if checkpoint is not None:
         check_resumable(checkpoint, spec, settings, checkpoint_path)
     if settings.batch_size % dist.world_size:
-        raise InputError(f"--batch-size {settings.batch_size} does not split evenly over {dist.world_size} "
-                         "processes; use a multiple of the process count")
+        raise SettingError("batch_size", f"{settings.batch_size} does not split evenly over {dist.world_size} "
+                                         "processes; use a multiple of the process count")
     steps = len(data.train_y) // settings.batch_size
     if steps == 0:
-        raise InputError(f"--batch-size {settings.batch_size} exceeds the {len(data.train_y)} training images; "
-                         "lower it")
+        raise SettingError("batch_size", f"{settings.batch_size} exceeds the {len(data.train_y)} training images; "
+                                         "lower it")
     return steps
 
 
@@ -292,14 +284,31 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
     started the process group (`distributed_session`). `compiled` runs the training forward and
     backward through `torch.compile` (evaluation, precise BN and checkpoints use the plain module,
     which shares its parameters); it changes speed, not results, so a resumed run may switch it.
+    The caller's random state and cuDNN settings are as they were when it returns.
     """
     dist = dist or Distributed()
-    monitor = monitor or TrainMonitor()
-    run_dir = Path(run_dir)
+    torch_device = _device(device, dist)
+    with torch.random.fork_rng(devices=[torch_device.index or 0] if torch_device.type == "cuda" else []), \
+            cudnn_autotuner(torch_device.type == "cuda"):
+        return _train(spec, data, settings, Path(run_dir), torch_device, checkpoint, monitor or TrainMonitor(), dist,
+                      compiled)
+
+
+@contextlib.contextmanager
+def cudnn_autotuner(enabled: bool) -> Iterator[None]:
+    """cuDNN's autotuner on (for fixed-size batches) while the block runs, then as it was."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled or previous
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: Path, torch_device: torch.device,
+           checkpoint: dict[str, Any] | None, monitor: TrainMonitor, dist: Distributed, compiled: bool) -> TrainResult:
     checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
     steps = check_run(spec, data, settings, checkpoint, checkpoint_path, dist)
-    torch_device = _device(device, dist)
-
     torch.manual_seed(settings.seed)
     model = place_model(build_model(spec), torch_device)
     ema = WeightEma(model, settings.ema_decay)
@@ -319,8 +328,6 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
     net = compile_model(net, compiled)
-    if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
 
     local_batch = settings.batch_size // dist.world_size
     started = time.perf_counter()
@@ -347,8 +354,8 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
             monitor.step()
         train_loss = _mean_over_ranks(loss_sum, steps, dist)
         if not math.isfinite(train_loss):
-            raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr "
-                             f"(now {settings.lr:g}) or raise --warmup-epochs")
+            raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower the learning rate "
+                             f"(now {settings.lr:g}) or lengthen the warm-up")
         calibration = images[: min(settings.precise_bn_batches, steps) * local_batch].split(local_batch)
         for network in (model, ema.average):
             recompute_batch_norm(network, calibration, torch_device)
@@ -410,7 +417,7 @@ def _device(name: str, dist: Distributed) -> torch.device:
     if device.type != "cuda" or not dist.enabled:
         return device
     if device.index is not None:
-        raise InputError(f"--device {name}: under torchrun each process takes cuda:LOCAL_RANK; pass --device cuda "
+        raise SettingError("device", f"{name!r}: under torchrun each process takes cuda:LOCAL_RANK; use cuda "
                          "and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if dist.local_rank >= torch.cuda.device_count():
         raise InputError(f"LOCAL_RANK {dist.local_rank} but only {torch.cuda.device_count()} CUDA GPUs are visible; "

@@ -9,7 +9,7 @@ The Python API, the same pipeline as the command line::
     model = effnet.build_model(spec)                               # a torch nn.Module
 
     found = effnet.search(effnet.SearchConfig(target_flops=400_000_000))     # writes runs/search/
-    grid = effnet.grid_scale(effnet.GridConfig(base=found.best_spec, grid=effnet.GridDefinition.default()))
+    grid = effnet.grid_scale(effnet.GridConfig(base=found.best_spec, grid=effnet.GridDefinition.from_ranges()))
     family = effnet.export_family(found.best_spec, grid.coefficients, run_dir="runs/family")
 
 Stages:

@@ -98,10 +98,9 @@ def grid_scale(
     from effnet.nas.net.spec import load_spec
     from effnet.nas.proxies import ProxyConfig
     from effnet.nas.study.runner import StudyConfig
-    from effnet.scaling.grid import GridConfig, GridDefinition, grid_scale as run_grid, parse_range, parse_step
+    from effnet.scaling.grid import GridConfig, GridDefinition, grid_scale as run_grid
 
-    grid = GridDefinition(parse_range(alpha_range, "--alpha-range"), parse_range(beta_range, "--beta-range"),
-                          parse_range(gamma_range, "--gamma-range"), parse_step(step), tolerance, flops_ratio)
+    grid = GridDefinition.from_ranges(alpha_range, beta_range, gamma_range, step, tolerance, flops_ratio)
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(
         base=load_spec(base_path), grid=grid, max_points=max_points,

@@ -78,25 +78,25 @@ def _plain(value: Decimal) -> str:
     return text if "." in text else f"{text}.0"
 
 
-def parse_range(text: str, flag: str) -> AxisRange:
-    """`1.0:1.4` (a closed range) or `1.2` (one value); both ends at least 1."""
+def parse_range(text: str, setting: str) -> AxisRange:
+    """`1.0:1.4` (a closed range) or `1.2` (one value); both ends at least 1. Errors name `setting`."""
     parts = str(text).split(":")
     if len(parts) > 2:
-        raise InputError(f"{flag} {text!r} is not a range; write LOW:HIGH like 1.0:1.4, or one value like 1.2")
+        raise SettingError(setting, f"{text!r} is not a range; write LOW:HIGH like 1.0:1.4, or one value like 1.2")
     try:
         ends = [Decimal(p.strip()) for p in parts]
     except InvalidOperation:
-        raise InputError(f"{flag} {text!r} is not a range; write LOW:HIGH like 1.0:1.4, "
-                         f"or one value like 1.2") from None
+        raise SettingError(setting, f"{text!r} is not a range; write LOW:HIGH like 1.0:1.4, "
+                                    f"or one value like 1.2") from None
     if not all(e.is_finite() for e in ends):
-        raise InputError(f"{flag} {text!r}: both ends must be finite numbers, like 1.0:1.4")
+        raise SettingError(setting, f"{text!r}: both ends must be finite numbers, like 1.0:1.4")
     low, high = ends[0], ends[-1]
     if low < 1:
-        raise InputError(f"{flag} {text!r}: coefficients must be at least 1 (compound scaling only grows "
-                         f"the network); start the range at 1.0 or above")
+        raise SettingError(setting, f"{text!r}: coefficients must be at least 1 (compound scaling only grows "
+                                    f"the network); start the range at 1.0 or above")
     if low > high:
-        raise InputError(f"{flag} {text!r}: the low end is above the high end; write it as "
-                         f"{_plain(high)}:{_plain(low)}")
+        raise SettingError(setting, f"{text!r}: the low end is above the high end; write it as "
+                                    f"{_plain(high)}:{_plain(low)}")
     return AxisRange(low, high)
 
 
@@ -161,10 +161,12 @@ class GridDefinition:
                              f"points; use a larger step or narrower ranges")
 
     @classmethod
-    def default(cls) -> "GridDefinition":
-        """The command line's grid: alpha 1.0-1.4, beta and gamma 1.0-1.3, step 0.05, |alpha*beta^2*gamma^2 - 2| <= 0.1."""
-        return cls(parse_range("1.0:1.4", "alpha range"), parse_range("1.0:1.3", "beta range"),
-                   parse_range("1.0:1.3", "gamma range"), parse_step("0.05"), 0.1, False)
+    def from_ranges(cls, alpha: str = "1.0:1.4", beta: str = "1.0:1.3", gamma: str = "1.0:1.3",
+                    step: float | str = 0.05, tolerance: float = 0.1, measured: bool = False) -> "GridDefinition":
+        """A grid from ranges written `LOW:HIGH` (or one value); the defaults are the command line's:
+        alpha 1.0-1.4, beta and gamma 1.0-1.3, step 0.05, |alpha*beta^2*gamma^2 - 2| <= 0.1."""
+        return cls(parse_range(alpha, "alpha_range"), parse_range(beta, "beta_range"),
+                   parse_range(gamma, "gamma_range"), parse_step(step), tolerance, measured)
 
     @property
     def rule(self) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
@@ -432,3 +433,14 @@ def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_pa
     best = max(front, key=lambda p: mnasnet_reward(p[0], p[1], 1_000_000))
     assert summary["trial"] == best[2]
     assert load_spec(summary["best_spec"]).provenance["objective"] == "pareto"
+
+
+def test_the_old_name_of_proxy_epochs_still_works_for_one_release(tmp_path):
+    old = runner.invoke(app, ["search", *TINY_ARGS, "--epochs", "1", "--trials", "1", "--run-dir", str(tmp_path),
+                              "--json"])
+    assert old.exit_code == 0, old.output
+    assert "--epochs is deprecated and will be removed; use --proxy-epochs" in old.stderr
+    assert yaml.safe_load((tmp_path / "run.yaml").read_text())["settings"]["proxy"]["epochs"] == 1
+    both = runner.invoke(app, ["search", *TINY_ARGS, "--epochs", "2", "--proxy-epochs", "1", "--run-dir",
+                               str(tmp_path / "both")])
+    assert both.exit_code == 2 and "--epochs is the old name of --proxy-epochs" in both.output

@@ -165,7 +165,9 @@ def fvcore_count(spec: NetworkSpec, model=None) -> FlopCount:
         warnings.simplefilter("ignore")
         from fvcore.nn import FlopCountAnalysis
 
-        model = build_model(spec) if model is None else model
+        if model is None:
+            with torch.random.fork_rng(devices=[]):  # counting leaves the caller's random state alone
+                model = build_model(spec)
         was_training = model.training
         model.eval()
         x = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)

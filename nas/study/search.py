@@ -250,8 +250,8 @@ class SearchJob:
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         c = self.config
-        if c.multi_objective or c.pruner == "none" or c.proxy.name != "train":
-            return optuna.pruners.NopPruner()
+        if c.multi_objective or c.pruner == "none" or c.proxy.name != "train" or c.proxy.epochs == 1:
+            return optuna.pruners.NopPruner()  # (one epoch: the only report is the final score)
         if c.pruner == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.proxy.epochs, reduction_factor=3)

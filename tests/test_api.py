@@ -1,0 +1,69 @@
+"""The Python API: what `import effnet` offers, the README's example as written, and a library call that leaves
+the process as it found it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import effnet
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
+
+
+def test_every_exported_name_resolves_and_import_is_lazy():
+    for name in effnet.__all__:
+        assert getattr(effnet, name) is not None
+    assert set(effnet.__all__) >= {"load_spec", "dump_spec", "build_model", "count_flops", "scale", "search",
+                                   "grid_scale", "export_family", "SearchConfig", "SearchResult", "GridConfig",
+                                   "GridResult", "InputError"}
+    with pytest.raises(AttributeError):
+        effnet.no_such_thing  # noqa: B018
+    probe = "import sys, effnet; print('torch' in sys.modules, 'optuna' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.split() == ["False", "False"]
+
+
+def test_count_flops_by_both_methods_agrees_with_fvcore_on_b0(one_torch_thread):
+    b0 = effnet.reference_b0()
+    analytic, traced = effnet.count_flops(b0), effnet.count_flops(b0, method="fvcore")
+    assert analytic.total == traced.total == 399_352_864  # fvcore on a reference EfficientNet-B0
+    assert analytic.by_operator == traced.by_operator and analytic.params == traced.params == 5_288_548
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch, one_torch_thread):
+    code = re.search(r"## Python API.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    found, grid, family = namespace["found"], namespace["grid"], namespace["family"]
+    assert 360e6 <= found.best_flops <= 440e6 and (tmp_path / "runs/api-search/b0.yaml").is_file()
+    assert grid.coefficients is not None and grid.complete
+    assert [m.name for m in family.members] == [f"b{k}" for k in range(1, 8)]
+    assert isinstance(namespace["model"], torch.nn.Module)
+
+
+def process_state() -> dict:
+    return {"sigint": signal.getsignal(signal.SIGINT), "sigterm": signal.getsignal(signal.SIGTERM),
+            "optuna_verbosity": optuna.logging.get_verbosity(), "threads": torch.get_num_threads(),
+            "rng": torch.random.get_rng_state(), "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+def test_a_library_search_leaves_the_process_as_it_found_it(tmp_path):
+    before = process_state()
+    result = effnet.search(effnet.SearchConfig(
+        target_flops=1_000_000, flops_tolerance=0.3, space=TINY_SPACE, trials=2,
+        proxy=effnet.ProxyConfig(data="synthetic", epochs=1, resolution=16, batch_size=16),
+        study=effnet.StudyConfig(run_dir=tmp_path, name="search", threads=1)))
+    assert result.best_spec is not None
+    after = process_state()
+    assert before.pop("rng").equal(after.pop("rng"))
+    assert after == before

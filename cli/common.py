@@ -138,6 +138,14 @@ class ProgressBar:
             self.progress.stop()
 
 
+def warn_skipped(data: dict) -> None:
+    """A visible line when images were left out because they do not decode (run.yaml lists them)."""
+    if data.get("skipped"):
+        first = data["skipped_files"][0]
+        progress_console.print(f"[yellow]warning:[/] {data['skipped']} image file(s) did not decode and were left "
+                               f"out (first: {first}); run.yaml lists them")
+
+
 def exit_for_signal(signum: int | None, what: str) -> None:
     """After a run stopped by a signal: say how to resume and exit 128 + signal (130 Ctrl-C, 143 SIGTERM)."""
     if signum is None:

@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir,
+                               warn_skipped)
 from effnet.cli.options import parse_duration, renamed
 from effnet.nas.resources import reference_b0_path
 
@@ -73,6 +74,11 @@ def grid_scale(
     proxy_resolution: int = typer.Option(32, "--proxy-resolution",
                                          help="Proxy image size at γ = 1; a point trains at round(size·γ)."),
     batch_size: int = typer.Option(64, "--batch-size"),
+    proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
+    proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
+    augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
+    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
     max_points: Optional[int] = typer.Option(None, "--max-points",
                                              help="Score at most this many more points in this run (a rerun "
                                                   "resumes; several workers may overshoot by one each)."),
@@ -105,9 +111,11 @@ def grid_scale(
     config = GridConfig(
         base=load_spec(base_path), grid=grid, max_points=max_points,
         proxy=ProxyConfig(name=proxy, data=data, epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3),
-                          resolution=proxy_resolution, batch_size=batch_size),
+                          resolution=proxy_resolution, batch_size=batch_size, train_images=proxy_train_images,
+                          val_images=proxy_val_images, augment=augment),
         study=StudyConfig(run_dir=run_dir, name=study_name, storage=storage, workers=workers, seed=seed,
-                          timeout_s=parse_duration(timeout), device=device, threads=threads),
+                          timeout_s=parse_duration(timeout), device=device, threads=threads,
+                          loader_workers=loader_workers, cache_dir=cache_dir),
     )
     set_run_dir(run_dir)
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"
@@ -117,4 +125,6 @@ def grid_scale(
         emit_json(result.as_dict())
     else:
         print_result(result)
+    for record in result.data.values():
+        warn_skipped(record)
     exit_for_signal(result.signal, "scored points and files are")

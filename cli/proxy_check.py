@@ -69,6 +69,12 @@ def proxy_check(
     resolution: Optional[int] = typer.Option(None, "--resolution", hidden=True,
                                              help="Deprecated name of --proxy-resolution."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),
+    proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
+    proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
+    augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
+    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
+
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     run_dir: Path = typer.Option(Path("runs/proxy-check"), "--run-dir", help="Where proxy_check.csv and .yaml go."),
@@ -83,7 +89,8 @@ def proxy_check(
         data=data, proxies=tuple(dict.fromkeys(proxy or DEFAULT_PROXIES)),
         epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3), reference_epochs=reference_epochs,
         candidates=candidates, resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
-        seed=seed, device=device, threads=threads, run_dir=run_dir)
+        seed=seed, device=device, threads=threads, run_dir=run_dir, train_images=proxy_train_images,
+        val_images=proxy_val_images, augment=augment, loader_workers=loader_workers, cache_dir=cache_dir)
     set_run_dir(run_dir)
     with ProgressBar("proxy-check", enabled=not as_json) as bar:
         result = run_check(config, on_progress=lambda done, total, status: bar.update(done, total, status))

@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir,
+                               warn_skipped)
 from effnet.cli.options import parse_duration, renamed
 
 OBJECTIVES = ("reward", "hard", "pareto")
@@ -54,6 +55,11 @@ def search(
     epochs: Optional[int] = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs."),
     proxy_resolution: int = typer.Option(32, "--proxy-resolution", help="Image size the proxy trains at."),
     batch_size: int = typer.Option(64, "--batch-size"),
+    proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
+    proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
+    augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
+    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
     trials: int = typer.Option(30, "--trials", "-n", help="Candidates to train (the study's total; a rerun resumes towards it)."),
     timeout: str = typer.Option("8m", "--timeout", help="Wall-clock limit of this run: 480, 8m, 2h or none."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes on the study (on CUDA, one per visible GPU in turn)."),
@@ -78,9 +84,11 @@ def search(
         target_flops=parse_size(target_flops, "--target-flops"), flops_tolerance=flops_tolerance,
         objective=objective, space=space, trials=trials, sampler=sampler, pruner=pruner,
         proxy=ProxyConfig(name=proxy, data=data, epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3),
-                          resolution=proxy_resolution, batch_size=batch_size),
+                          resolution=proxy_resolution, batch_size=batch_size, train_images=proxy_train_images,
+                          val_images=proxy_val_images, augment=augment),
         study=StudyConfig(run_dir=run_dir, name=study_name, storage=storage, workers=workers, seed=seed,
-                          timeout_s=parse_duration(timeout), device=device, threads=threads),
+                          timeout_s=parse_duration(timeout), device=device, threads=threads,
+                          loader_workers=loader_workers, cache_dir=cache_dir),
     )
     set_run_dir(run_dir)
     header = (f"study {study_name!r} in {config.study.storage_label}; band "
@@ -91,4 +99,5 @@ def search(
         emit_json(result.as_dict())
     else:
         print_result(result)
+    warn_skipped(result.data)
     exit_for_signal(result.signal, "completed trials and files are")

@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, progress_console, set_run_dir
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, progress_console, set_run_dir,
+                               warn_skipped)
 
 TABLE_EPOCHS = 10
 """The end-of-run table shows at most this many of the last epochs."""
@@ -69,6 +70,8 @@ def train(
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="L2 on all weights but BatchNorm's."),
     precise_bn: int = typer.Option(10, "--precise-bn", help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); 0 keeps the moving averages."),
+    augment: str = typer.Option("auto", "--augment", help="none, light (random resized crop, flip), paper (+ AutoAugment's ImageNet policy); auto: paper for a folder, none for built-in data."),
+    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per training process (default: from the cores; none for built-in data)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."),
     compiled: bool = typer.Option(False, "--compile", help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of compiling."),
     seed: int = typer.Option(0, "--seed"),
@@ -86,7 +89,8 @@ def train(
     config = TrainConfig(spec=load_spec(spec_path), data=data, resolution=resolution, epochs=epochs,
                          batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, ema_decay=ema_decay,
                          label_smoothing=label_smoothing, weight_decay=weight_decay, precise_bn=precise_bn,
-                         device=device, compiled=compiled, seed=seed, run_dir=run_dir, resume=resume)
+                         augment=augment, loader_workers=loader_workers, device=device, compiled=compiled, seed=seed,
+                         run_dir=run_dir, resume=resume)
     main = distributed_from_env().is_main
     if main:
         set_run_dir(config.directory)
@@ -104,6 +108,8 @@ def train(
     if outcome.result is None:
         return
     summary = outcome.as_dict()
+    if outcome.result.skipped:
+        warn_skipped({"skipped": len(outcome.result.skipped), "skipped_files": list(outcome.result.skipped)})
     if as_json:
         emit_json(summary)
     else:

@@ -34,6 +34,17 @@ def versions() -> dict[str, str]:
     return found
 
 
+def plain(value: Any) -> Any:
+    """Plain YAML data: paths as strings, tuples as lists, mappings and lists converted throughout."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def write_run_record(run_dir: str | Path, command: str, settings: dict[str, Any],
                      result: dict[str, Any] | None = None) -> Path:
     record = {
@@ -41,7 +52,7 @@ def write_run_record(run_dir: str | Path, command: str, settings: dict[str, Any]
         "argv": [redact_url(a) for a in sys.argv],
         "versions": versions(),
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "settings": settings,
-        "result": result,
+        "settings": plain(settings),
+        "result": plain(result),
     }
     return dump_yaml(record, Path(run_dir) / RUN_RECORD)

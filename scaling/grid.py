@@ -304,12 +304,10 @@ class PointScorer:
 
     def proxy(self, resolution: int) -> Any:
         if resolution not in self._proxies:
-            from effnet.nas.data.sources import load_data
             from effnet.nas.proxies import make_proxy
 
             config = dataclasses.replace(self.config, resolution=resolution)
-            data = load_data(config.data, resolution, seed=self.runtime.seed)
-            self._proxies[resolution] = make_proxy(config, data, self.runtime)
+            self._proxies[resolution] = make_proxy(config, config.load(self.runtime), self.runtime)
         return self._proxies[resolution]
 
     def __call__(self, spec: NetworkSpec, resolution: int) -> float:
@@ -389,7 +387,7 @@ class GridJob:
 
     def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
                   device: str) -> Callable[[optuna.Trial], Any]:
-        runtime = ProxyRuntime(device=device, seed=self.config.study.seed, threads=threads)
+        runtime = self.config.study.proxy_runtime(device, threads)
         return PointObjective(self.config, study, self.scorer or PointScorer(self.config.proxy, runtime))
 
     def stop_reason(self, study: optuna.Study) -> str | None:
@@ -520,6 +518,8 @@ class GridResult:
     signal: int | None
     elapsed_s: float
     files: dict[str, Path] = field(default_factory=dict)
+    data: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Per proxy resolution, what the proxy trained on (split sizes, files left out)."""
 
     @property
     def ranked(self) -> list[PointResult]:
@@ -543,6 +543,7 @@ class GridResult:
             "files": {"grid_csv": str(self.files["grid_csv"]), "plot": str(self.files["plot"]),
                       "run": str(self.files["run_record"])},
             "points": [r.row() for r in self.ranked] + [r.row() for r in self.points if r.score is None],
+            "data": self.data,
         }
         if self.record is not None:
             data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "product", "flops_ratio")}
@@ -550,15 +551,23 @@ class GridResult:
         return data
 
 
-def check_grid(config: GridConfig) -> list[GridPoint]:
-    """Everything that can be refused before the study starts: the grid's points, the data, the directory."""
+def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) -> tuple[list[GridPoint], dict]:
+    """Everything that can be refused before the study starts (the grid's points, the data, the directory),
+    and the proxy's data at every resolution the points train at, its caches built here once for every
+    worker; returns the points and what the run record says of the data."""
+    from effnet.nas.data.sources import data_record
+
     points = config.grid.points(config.base)
     config.study.worker_device()
-    from effnet.nas.data.sources import load_data
-
-    load_data(config.proxy.data, config.proxy.resolution, seed=config.study.seed)
     ensure_writable_dir(config.study.run_dir)
-    return points
+    runtime = config.study.proxy_runtime()
+    progress = None if on_progress is None else (
+        lambda done, total, status: on_progress(StudyProgress(done, total, status)))
+    records = {}
+    for resolution in sorted({config.proxy_resolution_for(p.gamma) for p in points}):
+        data = dataclasses.replace(config.proxy, resolution=resolution).load(runtime, progress)
+        records[resolution] = data_record(data)
+    return points, records
 
 
 def grid_scale(config: GridConfig, base_label: str = "<spec>",
@@ -566,7 +575,8 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     """Score the grid's points (resuming the study in the run directory) and write grid.csv, grid.png,
     coefficients.yaml (once a point is scored) and run.yaml. `base_label` is how the files name the base
     (its path, say). A stop signal ends the run early with what was scored written."""
-    points = tuple(check_grid(config))
+    checked, data = check_grid(config, on_progress)
+    points = tuple(checked)
     job = GridJob(config, points)
     if config.max_points is not None:
         study, _ = open_study(job, config.study)
@@ -589,7 +599,8 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
         coefficients = Coefficients(record["alpha"], record["beta"], record["gamma"])
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, points=results, coefficients=coefficients, record=record,
-                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files)
+                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
+                        data=data)
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

@@ -9,6 +9,21 @@ from effnet.cli.app import app
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def proxy_cache_in_a_temporary_folder(tmp_path_factory):
+    """The decoded proxy caches of this test session go to a temporary folder, not the user's cache (commands the
+    tests start as processes inherit the variable)."""
+    import os
+
+    previous = os.environ.get("EFFNET_CACHE")
+    os.environ["EFFNET_CACHE"] = str(tmp_path_factory.mktemp("effnet-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EFFNET_CACHE", None)
+    else:
+        os.environ["EFFNET_CACHE"] = previous
+
+
 @pytest.fixture
 def b0_yaml() -> Path:
     """The reference EfficientNet-B0 spec shipped in configs/."""

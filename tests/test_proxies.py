@@ -8,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from effnet.nas.data.sources import load_data
+from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import SettingError
 from effnet.nas.files import parse_yaml
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
@@ -36,7 +36,7 @@ def tiny_spec(**changes):
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return load_data("synthetic", 16)
+    return proxy_data("synthetic", 16, seed=0)
 
 
 ONE_THREAD = ProxyRuntime(threads=1)
@@ -114,9 +114,9 @@ def test_naswot_kernel_matches_hand_count_for_a_single_relu():
         def forward(self, x):
             return self.act(x)
 
-    data = load_data("synthetic", 16)
+    data = proxy_data("synthetic", 16, seed=0)
     proxy = NaswotProxy(data, fast(batch_size=2), ONE_THREAD)
-    proxy.minibatch = lambda: torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
+    proxy.minibatch = lambda device: torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
     assert proxy.log_score(OneReLU(), torch.device("cpu")) == pytest.approx(math.log(12.0))
 
 

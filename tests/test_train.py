@@ -14,14 +14,15 @@ from torch import nn
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.data.sources import load_data
+from effnet.nas.data.loader import EpochSampler
+from effnet.nas.data.sources import training_data
 from effnet.nas.training.ema import WeightEma
 from effnet.nas.errors import InputError
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.files import parse_yaml
 from effnet.nas.net.spec import load_spec, spec_from_dict
-from effnet.nas.training.trainer import (Distributed, TrainSettings, epoch_shard, distributed_from_env, lr_multiplier,
+from effnet.nas.training.trainer import (Distributed, TrainSettings, distributed_from_env, lr_multiplier,
                                  make_optimizer, paper_lr, training_spec)
 
 TINY_SPEC = """\
@@ -123,7 +124,7 @@ def test_schedule_warms_up_linearly_then_decays_097_every_24_epochs():
 
 
 def test_rmsprop_maps_tensorflows_epsilon_and_spares_batchnorm_from_weight_decay():
-    spec = training_spec(spec_from_dict(parse_yaml(TINY_SPEC, "tiny"), "tiny"), load_data("digits", 16), 16)
+    spec = training_spec(spec_from_dict(parse_yaml(TINY_SPEC, "tiny"), "tiny"), training_data("digits", 16, 0), 16)
     model = build_model(spec)
     settings = TrainSettings(data="digits", resolution=16, epochs=1, batch_size=64, lr=0.004, warmup_epochs=0)
     optimizer = make_optimizer(model, settings)
@@ -188,14 +189,17 @@ def test_torchrun_environment_is_read_and_checked():
 
 
 def test_processes_share_each_global_batch_without_overlap():
-    data = load_data("synthetic", 8)  # 256 training images
-    settings = TrainSettings(data="synthetic", resolution=8, epochs=1, batch_size=64, lr=0.004, warmup_epochs=0)
-    _, whole = epoch_shard(data, settings, 3, 4, Distributed(), pin=False)
-    halves = [epoch_shard(data, settings, 3, 4, Distributed(rank, 2, rank), pin=False)[1] for rank in (0, 1)]
+    """Two processes with batches of 32 together train on exactly the global batches of 64 one process would."""
+
+    def order(rank: int, world: int) -> list[int]:
+        sampler = EpochSampler(256, seed=0, shuffle=True, rank=rank, world=world, even=True)
+        sampler.set_epoch(3)
+        return [index for _, index in sampler]
+
+    whole, halves = order(0, 1), [order(rank, 2) for rank in (0, 1)]
     for step in range(4):
-        batch = whole[step * 64:(step + 1) * 64]
-        shared = torch.cat([half[step * 32:(step + 1) * 32] for half in halves])
-        assert torch.equal(batch, shared)
+        shared = halves[0][step * 32:(step + 1) * 32] + halves[1][step * 32:(step + 1) * 32]
+        assert sorted(shared) == sorted(whole[step * 64:(step + 1) * 64])
 
 
 # -- training through the CLI ------------------------------------------------------------------------
@@ -231,7 +235,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_run(runs):
     assert state["epoch"] == 4
     assert state["settings"]["batch_size"] == 64 and state["settings"]["epochs"] == 4
     assert state["scheduler"]["last_epoch"] == 4 * 22
-    model = build_model(training_spec(load_spec(runs["spec"]), load_data("digits", 16), 16))
+    model = build_model(training_spec(load_spec(runs["spec"]), training_data("digits", 16, 0), 16))
     model.load_state_dict(state["model"])
     model.load_state_dict(state["ema"]["weights"])
     assert len(state["history"]) == 4

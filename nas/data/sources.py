@@ -1,21 +1,15 @@
-"""Image data for the accuracy proxies, held as normalized tensors in memory.
+"""Where a run's images come from: the one entry to the data layer for every consumer.
 
-Three sources, chosen by `load_data(source, ...)`:
+- `training_data(source, resolution, seed)` for `effnet train`: an image folder streams from its files
+  (its val/, or a held-out fifth when it has none); the built-in data sets sit in memory.
+- `proxy_data(config, seed)` for the accuracy proxies (search, grid, proxy-check): MnasNet-style, the
+  proxy's validation images are held out of the folder's *training* images (per class, from the seed;
+  a folder's own val/ is left for the final evaluation), and both splits are decoded once into caches
+  at the proxy size (`effnet.nas.data.cache`) that every worker memory-maps.
+- `check_source(source)` refuses a bad source before anything starts.
 
-- ``digits`` (the default): scikit-learn's bundled handwritten digits, 1,797 real 8x8 grey images
-  in 10 classes. They install with the tool and need no download. Each image is upsampled
-  bilinearly to the requested resolution and repeated over 3 channels, so every spec with
-  ``in_channels: 3`` trains on it unchanged.
-- ``synthetic``: a tiny deterministic set of class-dependent patterns plus noise, for tests.
-- a path to an image folder, either ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` or
-  ``PATH/<class>/*`` (split by `val_fraction`). Images are decoded with Pillow as RGB and resized
-  to the requested resolution. A folder literally named ``digits`` or ``synthetic`` is reached
-  with a path such as ``./digits``.
-
-Every source is normalized per channel with the training split's mean and standard deviation,
-and splits made here are stratified and seeded. Loaded data is cached per
-(source, resolution, seed, val_fraction) in the process, so repeated trials never reload it; the
-cached tensors are shared and must not be modified in place.
+A source is ``digits``, ``synthetic`` or an image-folder path (a folder literally named ``digits``
+is reached as ``./digits``).
 """
 
 from __future__ import annotations
@@ -23,194 +17,126 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from effnet.nas.data import builtin
+from effnet.nas.data.builtin import BUILTIN_SOURCES
+from effnet.nas.data.cache import cached_images, default_cache_dir
+from effnet.nas.data.folder import held_out_split, index_folder
+from effnet.nas.data.images import ImageSet
+from effnet.nas.data.loader import EpochSampler, TransformedImages, default_loader_workers, make_loader
+from effnet.nas.data.transforms import eval_size, prepare_transform
 from effnet.nas.errors import InputError
 
-BUILTIN_SOURCES = ("digits", "synthetic")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-SYNTHETIC_CLASSES = 4
-SYNTHETIC_PER_CLASS = 80
-"""Synthetic set: 4 classes x 80 images, one bright quadrant per class under Gaussian noise."""
+Progress = Callable[[int, int, str], None]
+"""(done, total, status)."""
 
 
-@dataclass(frozen=True, eq=False)
-class ImageData:
+@dataclass(frozen=True)
+class DataSplits:
+    """A run's training and validation images, to be shown to a network at `resolution`. `prepared`
+    images (arrays) are stored ready for evaluation at a size of at least `resolution`; files are decoded
+    as they stream. `skipped` names the files left out because they do not decode."""
+
     name: str
-    num_classes: int
-    train_x: torch.Tensor  # (N, C, H, W) float32, normalized, at the requested resolution
-    train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor
-    val_y: torch.Tensor
+    train: ImageSet
+    val: ImageSet
+    resolution: int
+    prepared: bool
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
 
     @property
     def in_channels(self) -> int:
-        return int(self.train_x.shape[1])
-
-    @property
-    def resolution(self) -> int:
-        return int(self.train_x.shape[-1])
+        return 3
 
 
-def load_data(source: str, resolution: int, *, seed: int = 0, val_fraction: float = 0.2) -> ImageData:
-    """Load `source` ("digits", "synthetic" or an image-folder path) at `resolution` pixels."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise InputError(f"resolution must be a positive number of pixels, got {resolution!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"validation fraction must lie strictly between 0 and 1, got {val_fraction}")
-    key = str(source) if str(source) in BUILTIN_SOURCES else str(Path(source).expanduser().resolve())
-    return _load_cached(key, resolution, seed, float(val_fraction))
+def data_record(data: DataSplits, shown: int = 20) -> dict:
+    """What a run record says of its data: sizes, and the files left out (the first `shown` of them)."""
+    return {"source": data.name, "train_images": len(data.train), "val_images": len(data.val),
+            "classes": data.num_classes, "resolution": data.resolution, "skipped": len(data.skipped),
+            "skipped_files": list(data.skipped[:shown])}
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(source: str, resolution: int, seed: int, val_fraction: float) -> ImageData:
+def is_builtin(source: str) -> bool:
+    return source in BUILTIN_SOURCES
+
+
+@functools.lru_cache(maxsize=4)
+def _index(path: str) -> tuple[ImageSet, ImageSet | None]:
+    return index_folder(path)
+
+
+def _folder(source: str) -> tuple[ImageSet, ImageSet | None]:
+    return _index(str(Path(source).expanduser().resolve()))
+
+
+def check_source(source: str) -> None:
+    """Refuse a missing or malformed data folder (built-in sources are always there)."""
+    if not is_builtin(source):
+        _folder(source)
+
+
+def _builtin(source: str, size: int, seed: int) -> ImageSet:
     if source == "digits":
-        return _digits(resolution, seed, val_fraction)
-    if source == "synthetic":
-        return _synthetic(resolution, seed)
-    return _image_folder(Path(source), resolution, seed, val_fraction)
+        return builtin.digits(size)
+    return builtin.synthetic(size, seed)
 
 
-# -- assembling a split -------------------------------------------------------------------------
-
-def _normalized(name: str, num_classes: int, train_x: torch.Tensor, train_y: torch.Tensor,
-                val_x: torch.Tensor, val_y: torch.Tensor) -> ImageData:
-    """Normalize both splits per channel with the training split's statistics."""
-    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
-    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return ImageData(
-        name=name,
-        num_classes=num_classes,
-        train_x=((train_x - mean) / std).float().contiguous(),
-        train_y=train_y.long(),
-        val_x=((val_x - mean) / std).float().contiguous(),
-        val_y=val_y.long(),
-    )
+def training_data(source: str, resolution: int, seed: int) -> DataSplits:
+    """`effnet train`'s data: a folder's train/ and val/ (or a held-out fifth of it), streamed; built-in
+    sets at `resolution` in memory, a fifth held out."""
+    if is_builtin(source):
+        train, val = held_out_split(_builtin(source, resolution, seed), seed)
+        return DataSplits(source, train, val, resolution, prepared=True)
+    train, val = _folder(source)
+    if val is None:
+        train, val = held_out_split(train, seed)
+    return DataSplits(train.name, train, val, resolution, prepared=False)
 
 
-def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split of indices (scikit-learn's: the validation set has ceil(f * N) items)."""
-    from sklearn.model_selection import train_test_split
-
-    indices = np.arange(len(labels))
-    try:
-        train, val = train_test_split(indices, test_size=val_fraction, random_state=seed, stratify=labels)
-    except ValueError as err:
-        raise InputError(f"{where}: cannot split {len(labels)} images into train and validation "
-                         f"stratified by class ({err}); add images or give train/ and val/ folders") from None
-    return np.sort(train), np.sort(val)
-
-
-# -- digits -------------------------------------------------------------------------------------
-
-def _digits(resolution: int, seed: int, val_fraction: float) -> ImageData:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    images = images.expand(-1, 3, -1, -1)
-    labels = digits.target.astype(np.int64)
-    train, val = _stratified_split(labels, val_fraction, seed, "digits")
-    y = torch.from_numpy(labels)
-    train, val = torch.from_numpy(train), torch.from_numpy(val)
-    return _normalized("digits", 10, images[train], y[train], images[val], y[val])
+def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | None = None,
+               val_images: int | None = None, cache_dir: Path | None = None, loader_workers: int | None = None,
+               on_progress: Progress | None = None) -> DataSplits:
+    """The proxy's data at `resolution`: `val_images` held out of the training images per class (default
+    a fifth, at most 50,000) and `train_images` of the rest (default all), from `seed`; a folder's are
+    decoded once into caches in `cache_dir` (default `default_cache_dir()`)."""
+    if is_builtin(source):
+        train, val = held_out_split(_builtin(source, resolution, seed), seed, val_images, train_images)
+        return DataSplits(source, train, val, resolution, prepared=True)
+    pool, _ = _folder(source)
+    train, val = held_out_split(pool, seed, val_images, train_images)
+    size, folder = eval_size(resolution), Path(cache_dir) if cache_dir else default_cache_dir()
+    decode = _decoder(loader_workers, on_progress)
+    cached_train = cached_images(train, size, folder / "proxy", decode)
+    cached_val = cached_images(val, size, folder / "proxy", decode)
+    skipped = cached_train.skipped + cached_val.skipped
+    present = set(cached_train.images.labels.tolist()) | set(cached_val.images.labels.tolist())
+    for label, name in enumerate(pool.classes):
+        if label not in present:
+            reason = next((s for s in skipped if f"/{name}/" in s), "no image decodes")
+            raise InputError(f"{pool.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
+                             "its files")
+    return DataSplits(pool.name, cached_train.images, cached_val.images, resolution, prepared=True, skipped=skipped)
 
 
-# -- synthetic ----------------------------------------------------------------------------------
+def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[ImageSet, int], Iterator]:
+    """Decode files into prepared squares in loader worker processes, in order, reporting progress."""
 
-def _synthetic(resolution: int, seed: int) -> ImageData:
-    """Class k brightens quadrant k (of 4) by 1.0 under N(0, 0.5) noise; 64 train, 16 val per class."""
-    generator = torch.Generator().manual_seed(seed)
-    n_val = SYNTHETIC_PER_CLASS // 5
+    def decode(images: ImageSet, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        count = default_loader_workers(images) if workers is None else workers
+        dataset = TransformedImages(images, prepare_transform(size), seed=0, draft=size)
+        loader = make_loader(dataset, EpochSampler(len(images)), 64, count, pin=False, drop_last=False)
+        done = 0
+        for batch in loader:
+            done += len(batch.labels) + len(batch.skipped)
+            if on_progress is not None:
+                on_progress(done, len(images), f"decoding {len(images):,} images at {size} px into a cache")
+            yield batch.images.numpy(), batch.labels.numpy(), batch.skipped
 
-    def balanced(per_class: int) -> torch.Tensor:
-        labels = torch.arange(SYNTHETIC_CLASSES).repeat_interleave(per_class)
-        return labels[torch.randperm(len(labels), generator=generator)]
-
-    labels = torch.cat([balanced(n_val), balanced(SYNTHETIC_PER_CLASS - n_val)])
-    images = 0.5 * torch.randn(len(labels), 3, resolution, resolution, generator=generator)
-    half = max(1, resolution // 2)
-    for k in range(SYNTHETIC_CLASSES):
-        rows = slice(0, half) if k < 2 else slice(half, None)
-        cols = slice(0, half) if k % 2 == 0 else slice(half, None)
-        images[labels == k, :, rows, cols] += 1.0
-    split = n_val * SYNTHETIC_CLASSES
-    return _normalized("synthetic", SYNTHETIC_CLASSES, images[split:], labels[split:], images[:split], labels[:split])
-
-
-# -- image folders ------------------------------------------------------------------------------
-
-def _class_folders(root: Path) -> dict[str, list[Path]]:
-    """Class name -> sorted image files, for every non-hidden subfolder of `root`."""
-    if not root.exists():
-        raise InputError(f"{root}: no such data folder; give digits, synthetic or a path to an image folder")
-    if not root.is_dir():
-        raise InputError(f"{root}: not a directory; data is digits, synthetic or a folder of class folders")
-    classes = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                             "add images or remove the folder")
-        classes[folder.name] = files
-    if not classes:
-        raise InputError(f"{root}: no class folders found; put images in {root}/<class>/ "
-                         f"or {root}/train/<class>/ and {root}/val/<class>/")
-    if len(classes) < 2:
-        raise InputError(f"{root}: only one class ({next(iter(classes))}); a classifier needs at least two "
-                         "class folders")
-    return classes
-
-
-def _decode(files: list[Path], resolution: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    array = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                array[i] = np.asarray(image.convert("RGB").resize((resolution, resolution), Image.BILINEAR))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise InputError(f"{path}: cannot read the image ({err}); fix or remove the file") from None
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _flatten(classes: dict[str, list[Path]], names: list[str]) -> tuple[list[Path], np.ndarray]:
-    files = [f for name in names for f in classes[name]]
-    labels = np.array([i for i, name in enumerate(names) for _ in classes[name]], dtype=np.int64)
-    return files, labels
-
-
-def _image_folder(root: Path, resolution: int, seed: int, val_fraction: float) -> ImageData:
-    if (root / "train").is_dir() or (root / "val").is_dir():
-        if not ((root / "train").is_dir() and (root / "val").is_dir()):
-            raise InputError(f"{root}: has only one of train/ and val/; add the other, "
-                             "or put the class folders directly under the data folder")
-        train_classes = _class_folders(root / "train")
-        val_classes = _class_folders(root / "val")
-        if set(train_classes) != set(val_classes):
-            only_train = sorted(set(train_classes) - set(val_classes))
-            only_val = sorted(set(val_classes) - set(train_classes))
-            raise InputError(f"{root}: train/ and val/ hold different classes (only in train: "
-                             f"{', '.join(only_train) or '-'}; only in val: {', '.join(only_val) or '-'}); "
-                             "give both the same class folders")
-        names = sorted(train_classes)
-        train_files, train_y = _flatten(train_classes, names)
-        val_files, val_y = _flatten(val_classes, names)
-        train_x, val_x = _decode(train_files, resolution), _decode(val_files, resolution)
-    else:
-        classes = _class_folders(root)
-        names = sorted(classes)
-        files, labels = _flatten(classes, names)
-        train_idx, val_idx = _stratified_split(labels, val_fraction, seed, str(root))
-        images = _decode(files, resolution)
-        train_x, val_x = images[torch.from_numpy(train_idx)], images[torch.from_numpy(val_idx)]
-        train_y, val_y = labels[train_idx], labels[val_idx]
-    return _normalized(root.name, len(names), train_x, torch.from_numpy(train_y),
-                       val_x, torch.from_numpy(val_y))
+    return decode

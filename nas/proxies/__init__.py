@@ -20,7 +20,7 @@ from effnet.nas import checks
 from effnet.nas.errors import SettingError
 
 if TYPE_CHECKING:
-    from effnet.nas.data.sources import ImageData
+    from effnet.nas.data.sources import DataSplits
     from effnet.nas.net.spec import NetworkSpec
 
 PROXIES: tuple[str, ...] = ("train", "zero-cost")
@@ -31,6 +31,7 @@ ZERO_COST_SCORES: tuple[str, ...] = ("naswot", "synflow")
 
 PROXY_NAMES: tuple[str, ...] = PROXIES + ZERO_COST_SCORES
 BUILTIN_SOURCES = ("digits", "synthetic")
+AUGMENTS = ("auto", "none", "light", "paper")
 
 
 class ProxyFailure(RuntimeError):
@@ -60,6 +61,13 @@ class ProxyConfig:
     (B0 as above at lr 0.002: decay 0 -> 0.83, 0.05 -> 0.85, 0.2 -> 0.81)."""
     max_train_batches: int | None = None
     """Cap on training steps per epoch, for tests and benchmarks (None: whole epochs)."""
+    train_images: int | None = None
+    """Images the proxy trains on, drawn per class from what is not held out (None: all of them)."""
+    val_images: int | None = None
+    """Training images held out, per class, to score candidates on (None: a fifth, at most 50,000)."""
+    augment: str = "auto"
+    """Training augmentation: none, light (random resized crop and flip), paper (and AutoAugment);
+    auto is light for an image folder and none for the built-in data."""
 
     def __post_init__(self) -> None:
         checks.choice("proxy", self.name, PROXY_NAMES)
@@ -72,21 +80,44 @@ class ProxyConfig:
         checks.number("proxy_weight_decay", self.weight_decay, low=0)
         if self.max_train_batches is not None:
             checks.whole("max_train_batches", self.max_train_batches, low=1)
+        if self.train_images is not None:
+            checks.whole("proxy_train_images", self.train_images, low=2)
+        if self.val_images is not None:
+            checks.whole("proxy_val_images", self.val_images, low=1)
+        checks.choice("augment", self.augment, AUGMENTS)
+
+    @property
+    def augmentation(self) -> str:
+        """The augmentation in effect (`auto` resolved for the data source)."""
+        if self.augment != "auto":
+            return self.augment
+        return "none" if self.data in BUILTIN_SOURCES else "light"
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings as a study records them; a data folder by its absolute path."""
         data = self.data if self.data in BUILTIN_SOURCES else str(Path(self.data).expanduser().resolve())
-        return {**dataclasses.asdict(self), "data": data}
+        return {**dataclasses.asdict(self), "data": data, "augment": self.augmentation}
+
+    def load(self, runtime: "ProxyRuntime", on_progress: Callable[[int, int, str], None] | None = None) -> "DataSplits":
+        """The proxy's data at its resolution (caches built where missing)."""
+        from effnet.nas.data.sources import proxy_data
+
+        return proxy_data(self.data, self.resolution, runtime.seed, train_images=self.train_images,
+                          val_images=self.val_images, cache_dir=runtime.cache_dir,
+                          loader_workers=runtime.loader_workers, on_progress=on_progress)
 
 
 @dataclass(frozen=True)
 class ProxyRuntime:
     """Where and how a proxy computes: `device` (auto, cpu, cuda, cuda:N), the seed of its trainings and
-    draws, CPU threads while scoring (None: leave torch's setting alone)."""
+    draws, CPU threads while scoring (None: leave torch's setting alone), DataLoader worker processes
+    (None: none for data in memory, else from the cores) and the cache directory (None: the default)."""
 
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+    loader_workers: int | None = None
+    cache_dir: Path | None = None
 
 
 class Proxy(Protocol):
@@ -95,7 +126,7 @@ class Proxy(Protocol):
     def score(self, spec: "NetworkSpec", report: Callable[[int, float], None] | None = None) -> float: ...
 
 
-def make_proxy(config: ProxyConfig, data: "ImageData", runtime: ProxyRuntime = ProxyRuntime()) -> Proxy:
+def make_proxy(config: ProxyConfig, data: "DataSplits", runtime: ProxyRuntime = ProxyRuntime()) -> Proxy:
     """The proxy `config.name` over `data` (loaded at `config.resolution`)."""
     if data.resolution != config.resolution:
         raise ValueError(f"data are at {data.resolution} px but the proxy trains at {config.resolution} px; "

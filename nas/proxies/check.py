@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from effnet.nas import checks
-from effnet.nas.data.sources import ImageData, load_data
+from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.net.flops import analytic_cost, analytic_flops
@@ -69,13 +69,12 @@ def draw_candidates(space: SearchSpace, count: int, low: float, high: float, see
                      "move the target or ask for fewer candidates")
 
 
-def score_candidates(candidates: list[NetworkSpec], data: ImageData, config: ProxyCheckConfig,
+def score_candidates(candidates: list[NetworkSpec], data: DataSplits, config: ProxyCheckConfig,
                      advance: Callable[[str], None]) -> list[CandidateResult]:
     """Every proxy and then the reference training on every candidate; a failure is recorded, not raised."""
-    runtime = ProxyRuntime(device=config.device, seed=config.seed, threads=config.threads)
-    cheap = ProxyConfig(data=config.data, epochs=config.epochs, resolution=config.resolution)
-    scorers = [(name, make_proxy(dataclasses.replace(cheap, name=name), data, runtime)) for name in config.proxies]
-    scorers.append((REFERENCE, make_proxy(dataclasses.replace(cheap, epochs=config.reference_epochs), data, runtime)))
+    runtime = config.runtime()
+    scorers = [(name, make_proxy(config.proxy(name), data, runtime)) for name in config.proxies]
+    scorers.append((REFERENCE, make_proxy(config.proxy(epochs=config.reference_epochs), data, runtime)))
     results = []
     for index, spec in enumerate(candidates):
         params = analytic_cost(proxy_network(spec, data)).params
@@ -148,6 +147,20 @@ class ProxyCheckConfig:
     device: str = "auto"
     threads: int | None = None
     run_dir: Path = Path("runs/proxy-check")
+    train_images: int | None = None
+    val_images: int | None = None
+    augment: str = "auto"
+    loader_workers: int | None = None
+    cache_dir: Path | None = None
+
+    def proxy(self, name: str = "train", epochs: int | None = None) -> ProxyConfig:
+        return ProxyConfig(name=name, data=self.data, epochs=self.epochs if epochs is None else epochs,
+                           resolution=self.resolution, train_images=self.train_images, val_images=self.val_images,
+                           augment=self.augment)
+
+    def runtime(self) -> ProxyRuntime:
+        return ProxyRuntime(device=self.device, seed=self.seed, threads=self.threads,
+                            loader_workers=self.loader_workers, cache_dir=self.cache_dir)
 
     def __post_init__(self) -> None:
         checks.whole("target_flops", self.target_flops, low=1)
@@ -161,6 +174,7 @@ class ProxyCheckConfig:
         checks.whole("candidates", self.candidates, low=3, high=100_000)
         checks.whole("proxy_resolution", self.resolution, low=8, high=4096)
         checks.seed("seed", self.seed)
+        self.proxy()  # the data settings, checked as any proxy's
         if self.threads is not None:
             checks.whole("threads", self.threads, low=1, high=4096)
 
@@ -196,8 +210,8 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
 
     device = str(resolve_device(config.device))
     space = load_space(config.space)
-    images = load_data(config.data, config.resolution, seed=config.seed)
     ensure_writable_dir(config.run_dir)
+    images = config.proxy().load(config.runtime(), on_progress)
     low = config.target_flops * (1 - config.flops_tolerance)
     high = config.target_flops * (1 + config.flops_tolerance)
     specs = draw_candidates(space, config.candidates, low, high, config.seed)
@@ -220,6 +234,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
         {"candidate": r.index, "flops": r.flops, "params": r.params, "scores": r.scores,
          "seconds": {k: round(v, 3) for k, v in r.seconds.items()}, "failures": r.failures,
          "spec": spec_to_dict(r.spec)} for r in results]}, files["yaml"])
-    settings = {**dataclasses.asdict(result.config), "run_dir": str(run_dir), "proxies": list(config.proxies)}
+    settings = {**dataclasses.asdict(result.config), "run_dir": str(run_dir), "proxies": list(config.proxies),
+                "data": data_record(images)}
     files["run"] = write_run_record(run_dir, "proxy-check", settings, {k: summary[k] for k in ("correlations", "reference_accuracy", "failures")})
     return result

@@ -16,7 +16,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from effnet.nas.data.sources import ImageData
+from effnet.nas.data.loader import Normalize, TransformedImages, collate
+from effnet.nas.data.sources import DataSplits
+from effnet.nas.data.transforms import eval_transform
 from effnet.nas.net.model import DropPath
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
 from effnet.nas.proxies.train import seeded_proxy_model
@@ -37,7 +39,7 @@ def positive_score(log_value: float) -> float:
 class _ZeroCostProxy:
     name = "zero-cost"
 
-    def __init__(self, data: ImageData, config: ProxyConfig, runtime: ProxyRuntime = ProxyRuntime()):
+    def __init__(self, data: DataSplits, config: ProxyConfig, runtime: ProxyRuntime = ProxyRuntime()):
         self.data = data
         self.config = config
         self.runtime = runtime
@@ -64,14 +66,18 @@ class NaswotProxy(_ZeroCostProxy):
 
     name = "naswot"
 
-    def minibatch(self) -> torch.Tensor:
-        n = len(self.data.train_y)
+    def minibatch(self, device: torch.device) -> torch.Tensor:
+        """`batch_size` training images drawn with the seed, in their evaluation view, normalised."""
+        n = len(self.data.train)
         generator = torch.Generator().manual_seed(self.runtime.seed)
         order = torch.randperm(n, generator=generator)[: min(self.config.batch_size, n)]
-        return self.data.train_x[order]
+        images = TransformedImages(self.data.train, eval_transform(self.data.resolution, self.data.prepared),
+                                   self.runtime.seed)
+        batch = collate([images[0, int(i)] for i in order])
+        return Normalize(device)(batch.images).contiguous()
 
     def log_score(self, model: nn.Module, device: torch.device) -> float:
-        images = self.minibatch().to(device)
+        images = self.minibatch(device)
         batch = len(images)
         kernel = torch.zeros(batch, batch, dtype=torch.float64, device=device)
 

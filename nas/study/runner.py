@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import optuna
 from optuna.samplers import BaseSampler
@@ -43,6 +43,9 @@ from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_
 from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
 
+if TYPE_CHECKING:
+    from effnet.nas.proxies import ProxyRuntime
+
 DEVICES = ("auto", "cpu", "cuda")
 MAX_WORKERS = 256
 
@@ -54,7 +57,8 @@ class StudyConfig:
     `seed` seeds everything random in the study (samplers, data splits, proxy trainings) and is part
     of the settings fingerprint. `device` is `auto` (CUDA when available), `cpu` or `cuda` (several
     workers take the visible GPUs one each); `threads` are CPU threads per worker (None: the cores
-    divided among the workers).
+    divided among the workers); `loader_workers` are each worker's DataLoader processes (None: from
+    the cores); `cache_dir` holds the decoded proxy caches (None: the default, shared by all runs).
     """
 
     run_dir: Path
@@ -65,6 +69,8 @@ class StudyConfig:
     timeout_s: float | None = None
     device: str = "auto"
     threads: int | None = None
+    loader_workers: int | None = None
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -78,6 +84,8 @@ class StudyConfig:
         checks.choice("device", self.device, DEVICES)
         if self.threads is not None:
             checks.whole("threads", self.threads, low=1, high=4096)
+        if self.loader_workers is not None:
+            checks.whole("loader_workers", self.loader_workers, low=0, high=256)
         if not isinstance(self.name, str) or not self.name.strip():
             raise SettingError("study", f"must be a non-empty name, got {self.name!r}")
 
@@ -95,6 +103,13 @@ class StudyConfig:
         if self.workers > 1 or self.device == "cuda":
             return max(1, cores // self.workers)
         return None
+
+    def proxy_runtime(self, device: str | None = None, threads: int | None = None) -> "ProxyRuntime":
+        """How a proxy computes in one of this study's workers."""
+        from effnet.nas.proxies import ProxyRuntime
+
+        return ProxyRuntime(device=device or self.device, seed=self.seed, threads=threads,
+                            loader_workers=self.loader_workers, cache_dir=self.cache_dir)
 
     def worker_device(self) -> str:
         """`cpu` or `cuda`, as the workers run; `auto` picks CUDA where it is available; `cuda` without

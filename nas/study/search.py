@@ -26,6 +26,7 @@ from effnet.nas import checks
 from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.record import write_run_record
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
@@ -183,10 +184,9 @@ def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime) -> Callable[[], Any
     """Data and proxy are built lazily, once per worker, on the first in-band candidate."""
 
     def factory() -> Any:
-        from effnet.nas.data.sources import load_data
         from effnet.nas.proxies import make_proxy
 
-        return make_proxy(proxy, load_data(proxy.data, proxy.resolution, seed=runtime.seed), runtime)
+        return make_proxy(proxy, proxy.load(runtime), runtime)
 
     return factory
 
@@ -261,7 +261,7 @@ class SearchJob:
 
     def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
                   device: str) -> Callable[[optuna.Trial], Any]:
-        runtime = ProxyRuntime(device=device, seed=self.config.study.seed, threads=threads)
+        runtime = self.config.study.proxy_runtime(device, threads)
         return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime), deadline)
 
     def stop_reason(self, study: optuna.Study) -> str | None:
@@ -316,6 +316,8 @@ class SearchResult:
     signal: int | None
     elapsed_s: float
     files: dict[str, Path] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    """What the proxy trained on: split sizes, and the files left out because they do not decode."""
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""
@@ -327,6 +329,7 @@ class SearchResult:
             "trials_completed": s.completed, "trials_pruned": s.pruned, "trials_failed": s.failed,
             "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
             "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])], "best_spec": None,
+            "data": self.data,
         }
         if self.best_spec is not None:
             best = self.top[0]
@@ -336,15 +339,19 @@ class SearchResult:
         return data
 
 
-def check_search(config: SearchConfig) -> SearchSpace:
-    """Everything that can be refused before the study starts: the space, the data, the run directory."""
+def check_search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> tuple[SearchSpace, DataSplits]:
+    """Everything that can be refused before the study starts (the space, the data, the run directory),
+    and the proxy's data, its caches built here once for every worker."""
     space = load_space(config.space)
     config.study.worker_device()
-    from effnet.nas.data.sources import load_data
-
-    load_data(config.proxy.data, config.proxy.resolution, seed=config.study.seed)
     ensure_writable_dir(config.study.run_dir)
-    return space
+    return space, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
+
+
+def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
+    if on_progress is None:
+        return None
+    return lambda done, total, status: on_progress(StudyProgress(done, total, status))
 
 
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
@@ -353,8 +360,8 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     signal ends the run early with what completed written (`stop_reason` "interrupt")."""
     from effnet.nas.study.report import write_search_files
 
-    space = check_search(config)
+    space, data = check_search(config, on_progress)
     run = run_study(SearchJob(config, space), config.study, on_progress)
-    result = write_search_files(run, config, space)
-    write_run_record(config.study.run_dir, "search", config.settings(), result.as_dict())
+    result = dataclasses.replace(write_search_files(run, config, space), data=data_record(data))
+    write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())
     return result

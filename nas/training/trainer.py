@@ -60,7 +60,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
-from effnet.nas.data.sources import ImageData
+from effnet.nas.data.loader import EpochSampler, Normalize, TransformedImages, default_loader_workers, make_loader
+from effnet.nas.data.sources import DataSplits
+from effnet.nas.data.transforms import AUGMENTS, eval_transform, train_transform
 from effnet.nas.training.ema import WeightEma
 from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas import checks
@@ -68,7 +70,7 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_csv
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
-from effnet.nas.training.runtime import autocast_for, compile_model, place_batch, place_model, resolve_device
+from effnet.nas.training.runtime import autocast_for, compile_model, place_model, resolve_device
 from effnet.nas.net.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
 
 PAPER_LR = 0.256
@@ -116,6 +118,8 @@ class TrainSettings:
     """TensorFlow's epsilon (inside the square root); torch gets its square root, see the module notes."""
     precise_bn_batches: int = 10
     """Training batches (per process) to recompute BatchNorm statistics over before each evaluation; 0: off."""
+    augment: str = "paper"
+    """none, light (random resized crop and flip) or paper (and AutoAugment's ImageNet policy)."""
 
     def __post_init__(self) -> None:
         checks.whole("epochs", self.epochs, low=1, high=100_000)
@@ -128,6 +132,7 @@ class TrainSettings:
         checks.number("decay_rate", self.decay_rate, low=0, high=1, low_open=True)
         checks.number("decay_epochs", self.decay_epochs, low=0, low_open=True)
         checks.whole("precise_bn_batches", self.precise_bn_batches, low=0, high=100_000)
+        checks.choice("augment", self.augment, AUGMENTS)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,7 +168,7 @@ def distributed_from_env(environ: dict[str, str] | None = None) -> Distributed:
     return Distributed(rank=rank, world_size=world, local_rank=local)
 
 
-def training_spec(spec: NetworkSpec, data: ImageData, resolution: int) -> NetworkSpec:
+def training_spec(spec: NetworkSpec, data: DataSplits, resolution: int) -> NetworkSpec:
     """The spec as trained: the data's classes and channels at `resolution`, validated again."""
     changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
     return spec_from_dict(spec_to_dict(changed), f"{spec.name} at {resolution} px")
@@ -202,7 +207,7 @@ def check_resumable(checkpoint: dict[str, Any], spec: NetworkSpec, settings: Tra
         raise SettingError("epochs", f"must be {done} or more to resume {path}, which has trained {done}")
 
 
-def check_run(spec: NetworkSpec, data: ImageData, settings: TrainSettings, checkpoint: dict[str, Any] | None,
+def check_run(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, checkpoint: dict[str, Any] | None,
               checkpoint_path: Path, dist: Distributed) -> int:
     """Everything that can be checked before training starts; returns the steps per epoch."""
     if checkpoint is not None:
@@ -210,9 +215,9 @@ def check_run(spec: NetworkSpec, data: ImageData, settings: TrainSettings, check
     if settings.batch_size % dist.world_size:
         raise SettingError("batch_size", f"{settings.batch_size} does not split evenly over {dist.world_size} "
                                          "processes; use a multiple of the process count")
-    steps = len(data.train_y) // settings.batch_size
+    steps = len(data.train) // settings.batch_size
     if steps == 0:
-        raise SettingError("batch_size", f"{settings.batch_size} exceeds the {len(data.train_y)} training images; "
+        raise SettingError("batch_size", f"{settings.batch_size} exceeds the {len(data.train)} training images; "
                                          "lower it")
     return steps
 
@@ -249,6 +254,8 @@ class TrainResult:
     resumed_from: int
     steps_per_epoch: int
     device: str
+    skipped: tuple[str, ...] = ()
+    """Files that did not decode (left out, each named with the reason)."""
 
 
 def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, decay_rate: float) -> float:
@@ -275,9 +282,9 @@ def epoch_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
+def train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
           device: str = "auto", checkpoint: dict[str, Any] | None = None, monitor: TrainMonitor | None = None,
-          dist: Distributed | None = None, compiled: bool = False) -> TrainResult:
+          dist: Distributed | None = None, compiled: bool = False, loader_workers: int | None = None) -> TrainResult:
     """Train `spec` (already `training_spec`) on `data`; checkpoint every epoch under `run_dir`.
 
     `checkpoint` (from `open_run`) resumes that run. Under a distributed `dist` the caller has
@@ -290,8 +297,9 @@ def train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: 
     torch_device = _device(device, dist)
     with torch.random.fork_rng(devices=[torch_device.index or 0] if torch_device.type == "cuda" else []), \
             cudnn_autotuner(torch_device.type == "cuda"):
+        loaders = _Loaders(data, settings, dist, torch_device, loader_workers)
         return _train(spec, data, settings, Path(run_dir), torch_device, checkpoint, monitor or TrainMonitor(), dist,
-                      compiled)
+                      compiled, loaders)
 
 
 @contextlib.contextmanager
@@ -305,8 +313,50 @@ def cudnn_autotuner(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous
 
 
-def _train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir: Path, torch_device: torch.device,
-           checkpoint: dict[str, Any] | None, monitor: TrainMonitor, dist: Distributed, compiled: bool) -> TrainResult:
+class _Loaders:
+    """This process's batches: its shard of each epoch's training images (random views of (seed, epoch,
+    image)), its share of the validation images, and the first training batches of the epoch kept
+    (normalised, on the device) to recompute BatchNorm statistics with."""
+
+    def __init__(self, data: DataSplits, settings: TrainSettings, dist: Distributed, device: torch.device,
+                 workers: int | None):
+        self.local_batch = settings.batch_size // dist.world_size
+        workers = default_loader_workers(data.train) if workers is None else workers
+        pin = device.type == "cuda"
+        self.sampler = EpochSampler(len(data.train), settings.seed, shuffle=True, rank=dist.rank,
+                                    world=dist.world_size, even=True)
+        train = TransformedImages(data.train, train_transform(data.resolution, settings.augment, data.prepared),
+                                  settings.seed)
+        self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
+        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared), settings.seed)
+        self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
+                               EVAL_BATCH, workers, pin, drop_last=False)
+        self.normalize = Normalize(device)
+        self.skipped: list[str] = []
+
+    def epoch(self, epoch: int, steps: int, keep: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's training batches, normalised on the device; the first `keep` are kept in `calibration`."""
+        self.sampler.set_epoch(epoch)
+        self.calibration: list[torch.Tensor] = []
+        for _, batch in zip(range(steps), self.train):
+            self.skipped.extend(batch.skipped)
+            if not len(batch.labels):
+                raise InputError(f"a whole batch of training images did not decode ({batch.skipped[0]}, ...); "
+                                 "fix or remove the files")
+            images = self.normalize(batch.images)
+            if len(self.calibration) < keep:
+                self.calibration.append(images)
+            yield images, batch.labels
+
+    def validation(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.val:
+            self.skipped.extend(batch.skipped)
+            yield self.normalize(batch.images), batch.labels
+
+
+def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: Path, torch_device: torch.device,
+           checkpoint: dict[str, Any] | None, monitor: TrainMonitor, dist: Distributed, compiled: bool,
+           loaders: _Loaders) -> TrainResult:
     checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
     steps = check_run(spec, data, settings, checkpoint, checkpoint_path, dist)
     torch.manual_seed(settings.seed)
@@ -329,19 +379,15 @@ def _train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir:
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
     net = compile_model(net, compiled)
 
-    local_batch = settings.batch_size // dist.world_size
     started = time.perf_counter()
     monitor.started(first_epoch, settings.epochs, steps)
     for epoch in range(first_epoch, settings.epochs + 1):
         epoch_start = time.perf_counter()
-        images, labels = epoch_shard(data, settings, epoch, steps, dist, pin=torch_device.type == "cuda")
         torch.manual_seed(epoch_seed(settings.seed, epoch, dist.rank))
         net.train()
         loss_sum = torch.zeros((), device=torch_device)
-        for step in range(steps):
-            batch = slice(step * local_batch, (step + 1) * local_batch)
-            x = place_batch(images[batch], torch_device)
-            y = labels[batch].to(torch_device, non_blocking=True)
+        for x, labels in loaders.epoch(epoch, steps, settings.precise_bn_batches):
+            y = labels.to(torch_device, non_blocking=True)
             with autocast_for(torch_device):
                 loss = F.cross_entropy(net(x), y, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -356,13 +402,12 @@ def _train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir:
         if not math.isfinite(train_loss):
             raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower the learning rate "
                              f"(now {settings.lr:g}) or lengthen the warm-up")
-        calibration = images[: min(settings.precise_bn_batches, steps) * local_batch].split(local_batch)
         for network in (model, ema.average):
-            recompute_batch_norm(network, calibration, torch_device)
+            recompute_batch_norm(network, loaders.calibration, torch_device)
             if dist.enabled:
                 _broadcast_buffers(network)
-        top1 = _top1(model, data, torch_device, dist)
-        ema_top1 = _top1(ema.average, data, torch_device, dist)
+        top1 = top1_accuracy(model, loaders.validation(), torch_device, all_reduce=dist.enabled)
+        ema_top1 = top1_accuracy(ema.average, loaders.validation(), torch_device, all_reduce=dist.enabled)
         record = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1, "ema_val_top1": ema_top1,
                   "lr": lr, "seconds": time.perf_counter() - epoch_start}
         history.append(record)
@@ -385,6 +430,7 @@ def _train(spec: NetworkSpec, data: ImageData, settings: TrainSettings, run_dir:
         best_epoch=int(best["epoch"]), best_weights=str(best["weights"]), history=history,
         checkpoint=checkpoint_path, metrics=metrics_path, seconds=time.perf_counter() - started,
         resumed_from=first_epoch - 1, steps_per_epoch=steps, device=str(torch_device),
+        skipped=tuple(dict.fromkeys(loaders.skipped)),
     )
 
 
@@ -438,31 +484,6 @@ def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: Weig
                          "delete the checkpoint to start over") from None
 
 
-def epoch_shard(data: ImageData, settings: TrainSettings, epoch: int, steps: int, dist: Distributed,
-                 pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """This process's images for the epoch, in step order: its slice of every global batch.
-
-    Every process draws the same permutation (seeded by seed and epoch), keeps the first
-    steps x batch images (the remainder is dropped, as with drop_last) and takes columns
-    [rank * b, (rank + 1) * b) of each global batch of the permutation.
-    """
-    generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
-    order = torch.randperm(len(data.train_y), generator=generator)[: steps * settings.batch_size]
-    local = settings.batch_size // dist.world_size
-    order = order.view(steps, settings.batch_size)[:, dist.rank * local:(dist.rank + 1) * local].reshape(-1)
-    images, labels = data.train_x.index_select(0, order), data.train_y.index_select(0, order)
-    if pin:
-        images, labels = images.pin_memory(), labels.pin_memory()
-    return images, labels
-
-
-def _top1(model: nn.Module, data: ImageData, device: torch.device, dist: Distributed) -> float:
-    """Validation top-1; each process scores every world_size-th image and the counts are summed."""
-    x, y = data.val_x[dist.rank::dist.world_size], data.val_y[dist.rank::dist.world_size]
-    batches = ((x[s:s + EVAL_BATCH], y[s:s + EVAL_BATCH]) for s in range(0, len(y), EVAL_BATCH))
-    return top1_accuracy(model, batches, device, all_reduce=dist.enabled)
-
-
 def _mean_over_ranks(total: torch.Tensor, steps: int, dist: Distributed) -> float:
     if dist.enabled:
         total = total.clone()
@@ -496,11 +517,15 @@ class TrainConfig:
     label_smoothing: float = 0.1
     weight_decay: float = 1e-5
     precise_bn: int = 10
+    augment: str = "auto"
+    """none, light, paper; auto is paper for an image folder and none for the built-in data."""
     device: str = "auto"
     compiled: bool = False
     seed: int = 0
     run_dir: Path | None = None
     resume: bool = False
+    loader_workers: int | None = None
+    """DataLoader worker processes per training process (None: from the cores; none for built-in data)."""
 
     def __post_init__(self) -> None:
         from effnet.nas import checks
@@ -508,6 +533,9 @@ class TrainConfig:
         checks.seed("seed", self.seed)
         if self.resolution is not None:
             checks.whole("resolution", self.resolution, low=1, high=4096)
+        checks.choice("augment", self.augment, ("auto", *AUGMENTS))
+        if self.loader_workers is not None:
+            checks.whole("loader_workers", self.loader_workers, low=0, high=256)
 
     @property
     def directory(self) -> Path:
@@ -539,13 +567,14 @@ class TrainOutcome:
             "epochs": r.epochs, "resumed_from": r.resumed_from, "top1": r.top1, "ema_top1": r.ema_top1,
             "best_top1": r.best_top1, "best_epoch": r.best_epoch, "best_weights": r.best_weights,
             "checkpoint": str(r.checkpoint), "metrics_csv": str(r.metrics), "seconds": round(r.seconds, 2),
+            "augment": s.augment, "skipped_files": len(r.skipped),
         }
 
 
 def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> TrainOutcome:
     """Train `config.spec` with the paper's recipe, checkpointing every epoch into the run directory and
     writing run.yaml; under `torchrun` each process trains its share and only rank 0 writes files."""
-    from effnet.nas.data.sources import load_data
+    from effnet.nas.data.sources import data_record, is_builtin, training_data
     from effnet.nas.files import ensure_writable_dir
     from effnet.nas.record import write_run_record
 
@@ -553,7 +582,8 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     dist = distributed_from_env()
     resolve_device(config.device)
     size = config.spec.resolution if config.resolution is None else config.resolution
-    images = load_data(config.data, size, seed=config.seed)
+    images = training_data(config.data, size, config.seed)
+    augment = config.augment if config.augment != "auto" else "none" if is_builtin(config.data) else "paper"
     trained = training_spec(config.spec, images, size)
     run_dir = config.directory
     checkpoint = open_run(run_dir, config.resume)
@@ -568,7 +598,7 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
         data=data, resolution=size, epochs=config.epochs, batch_size=config.batch_size,
         lr=paper_lr(config.batch_size) if config.lr is None else config.lr, warmup_epochs=warmup, seed=config.seed,
         weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-        precise_bn_batches=config.precise_bn)
+        precise_bn_batches=config.precise_bn, augment=augment)
     check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
     recorded = settings.as_dict() | {"compile": config.compiled}  # speed only: a resumed run may switch it
     if dist.is_main:
@@ -576,15 +606,18 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)})
         classes = (f"num_classes {config.spec.num_classes} → {trained.num_classes} from the data"
                    if config.spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")
-        monitor.describe(f"{config.spec.name} @ {size} px on {images.name} ({len(images.train_y)} train, "
-                         f"{len(images.val_y)} val images; {classes}); lr {settings.lr:g}"
+        monitor.describe(f"{config.spec.name} @ {size} px on {images.name} ({len(images.train)} train, "
+                         f"{len(images.val)} val images; {classes}; augment {augment}); lr {settings.lr:g}"
                          f"{' (0.256·batch/4096)' if config.lr is None else ''}, warm-up {settings.warmup_epochs:g} "
                          f"epochs" + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else ""))
     with distributed_session(dist, config.device):
         result = train(trained, images, settings, run_dir, device=config.device, checkpoint=checkpoint,
-                       monitor=monitor if dist.is_main else None, dist=dist, compiled=config.compiled)
+                       monitor=monitor if dist.is_main else None, dist=dist, compiled=config.compiled,
+                       loader_workers=config.loader_workers)
     outcome = TrainOutcome(spec=trained, settings=settings, result=result if dist.is_main else None,
                            world_size=dist.world_size)
     if dist.is_main:
-        write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)}, outcome.as_dict())
+        data = {**data_record(images), "skipped": len(result.skipped), "skipped_files": list(result.skipped[:20])}
+        write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data},
+                         outcome.as_dict())
     return outcome

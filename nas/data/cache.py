@@ -1,0 +1,126 @@
+"""Decoded caches of the proxy's images: decoded once, memory-mapped by every process that trains on them.
+
+A proxy trains hundreds of candidates on the same images at the same small size. Decoding them for
+each candidate would cost far more than the training; holding them decoded in each process's memory
+would cost W copies. So each (image files, size) is decoded once into one uint8 .npy file of
+prepared images (short side resized to `size`, centre square), written under a temporary name and
+renamed when complete (a crash leaves no half cache), and memory-mapped read-only by every worker of
+every study and grid point on the machine: the pages are shared through the page cache, so a worker's
+private memory does not grow with the data or with the number of workers.
+
+The file's name is a digest of what it holds (the files' paths, sizes and modification times, their
+labels, the size and this layout's version), so a changed dataset builds a new cache and an unchanged
+one is found again. A lock file makes concurrent builders of one cache wait for the first. Images that
+do not decode are left out, with their paths in the cache's record.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from effnet.nas.data.images import ArrayImages, ImageSet
+from effnet.nas.files import atomic_write, atomic_write_text
+
+LAYOUT = 1
+"""Bump when what a cache file holds changes."""
+CACHE_ENV = "EFFNET_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """EFFNET_CACHE, else $XDG_CACHE_HOME/effnet, else ~/.cache/effnet."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "effnet"
+
+
+@dataclass(frozen=True)
+class CachedImages:
+    """A cache: the prepared images and, in order, what was left out and why."""
+
+    images: ImageSet
+    skipped: tuple[str, ...]
+    built: bool
+    """True when this call decoded it, False when an earlier one had."""
+
+
+def cache_key(images: ImageSet, size: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"layout": LAYOUT, "size": size, "root": str(images.root),
+                              "classes": images.classes}).encode())
+    for index in range(len(images)):
+        path = images.file(index)
+        try:
+            stat = path.stat()
+            digest.update(b"%s\0%d\0%d\0%d\n" % (images.paths[index], stat.st_size, stat.st_mtime_ns,
+                                                 images.labels[index]))
+        except OSError:
+            digest.update(b"%s\0missing\n" % images.paths[index])
+    return digest.hexdigest()[:24]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+Decode = Callable[[ImageSet, int], Iterator[tuple[np.ndarray, np.ndarray, list[str]]]]
+"""(images, size) -> batches of (prepared uint8 images, their labels, problems of the left-out ones)."""
+
+
+def cached_images(images: ImageSet, size: int, cache_dir: Path, decode: Decode) -> CachedImages:
+    """The cache of `images` at `size` in `cache_dir`, built with `decode` if it is not there yet."""
+    key = cache_key(images, size)
+    array_path, record_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    built = False
+    with _locked(cache_dir / f"{key}.lock"):
+        if not (array_path.exists() and record_path.exists()):
+            _build(images, size, decode, array_path, record_path)
+            built = True
+    record = json.loads(record_path.read_text())
+    labels = np.asarray(record["labels"], dtype=np.int64)
+    cached = ImageSet(images.name, images.classes, labels, images=ArrayImages(path=array_path))
+    return CachedImages(cached, tuple(record["skipped"]), built)
+
+
+def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record_path: Path) -> None:
+    """Decode into a temporary .npy (memory-mapped: nothing of the size of the data in memory), shrink it if
+    images were left out, then rename record and array into place."""
+    tmp = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(images), 3, size, size))
+    labels: list[int] = []
+    skipped: list[str] = []
+    try:
+        for batch, batch_labels, problems in decode(images, size):
+            array[len(labels):len(labels) + len(batch)] = batch
+            labels.extend(int(label) for label in batch_labels)
+            skipped.extend(problems)
+        array.flush()
+        if len(labels) < len(images):
+            kept = np.array(array[: len(labels)])
+            del array
+            atomic_write(tmp, lambda fh: np.save(fh, kept))
+        else:
+            del array
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        atomic_write_text(record_path, json.dumps({"labels": labels, "skipped": skipped, "size": size,
+                                                   "classes": list(images.classes)}))
+        os.replace(tmp, array_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

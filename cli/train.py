@@ -72,6 +72,7 @@ def train(
     precise_bn: int = typer.Option(10, "--precise-bn", help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); 0 keeps the moving averages."),
     augment: str = typer.Option("auto", "--augment", help="none, light (random resized crop, flip), paper (+ AutoAugment's ImageNet policy); auto: paper for a folder, none for built-in data."),
     loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per training process (default: from the cores; none for built-in data)."),
+    decode: str = typer.Option("workers", "--decode", help="workers: decode in the DataLoader processes; device: JPEGs in batches on the training device (nvjpeg on CUDA)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."),
     compiled: bool = typer.Option(False, "--compile", help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of compiling."),
     seed: int = typer.Option(0, "--seed"),
@@ -89,7 +90,8 @@ def train(
     config = TrainConfig(spec=load_spec(spec_path), data=data, resolution=resolution, epochs=epochs,
                          batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, ema_decay=ema_decay,
                          label_smoothing=label_smoothing, weight_decay=weight_decay, precise_bn=precise_bn,
-                         augment=augment, loader_workers=loader_workers, device=device, compiled=compiled, seed=seed,
+                         augment=augment, loader_workers=loader_workers, decode=decode, device=device,
+                         compiled=compiled, seed=seed,
                          run_dir=run_dir, resume=resume)
     main = distributed_from_env().is_main
     if main:

@@ -351,3 +351,29 @@ def test_a_search_over_a_folder_with_a_bad_file_says_so_and_records_it(tmp_path)
     record = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["settings"]["data"]
     assert record["skipped"] == 1 and "broken.jpg: cannot read the image" in record["skipped_files"][0]
     assert record["train_images"] + record["val_images"] == 12
+
+
+def test_decoding_on_the_device_gives_the_views_the_workers_give(tmp_path):
+    """The nvjpeg path (here on the CPU: torchvision's batched decode_jpeg) draws the same random boxes from the
+    same seeds; only the resizing differs (tensor against PIL bicubic), by a few grey levels. A PNG among the
+    JPEGs is decoded in the worker; a broken file and a truncated one are named by both paths."""
+    from effnet.nas.training.trainer import Distributed, TrainSettings, _Loaders
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=8, val_per_class=2, sizes=(60, 100))
+    Image.new("RGB", (80, 70), (10, 220, 30)).save(data / "train" / "class0" / "flat.png")
+    (data / "train" / "class1" / "broken.jpg").write_bytes(b"\xff\xd8\xff nothing")
+    whole = (data / "train" / "class1" / "0.jpg").read_bytes()
+    (data / "train" / "class1" / "cut.jpg").write_bytes(whole[: len(whole) // 3])  # a sound header, then nothing
+    splits = training_data(str(data), 32, seed=0)
+    settings = TrainSettings(data=str(data), resolution=32, epochs=1, batch_size=len(splits.train) - 1, lr=0.01,
+                             warmup_epochs=0, augment="light")
+    views = {}
+    for decode in ("workers", "device"):
+        loaders = _Loaders(splits, settings, Distributed(), torch.device("cpu"), workers=0, decode=decode)
+        ((images, labels),) = list(loaders.epoch(1, 1, keep=0))
+        views[decode] = (images, labels, loaders.skipped)
+    (a, labels_a, skipped_a), (b, labels_b, skipped_b) = views["workers"], views["device"]
+    assert torch.equal(labels_a, labels_b) and a.shape == b.shape
+    assert (a - b).abs().mean().item() < 0.05  # normalised units: about 3 grey levels of 255
+    names = [sorted(Path(s.split(":")[0]).name for s in skipped) for skipped in (skipped_a, skipped_b)]
+    assert names[0] == names[1] == ["broken.jpg", "cut.jpg"]

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -139,3 +140,100 @@ class Normalize:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True).to(dtype=torch.float32, memory_format=torch.channels_last)
         return x.sub_(self.mean).div_(self.std)
+
+
+# -- decoding on the device (nvjpeg on CUDA) -------------------------------------------------------
+
+class EncodedImages(Dataset):
+    """For decoding on the device: `(epoch, index)` -> (payload, label, problem, item, encoded). A JPEG travels
+    as its file's bytes (its header checked here, so a decompression bomb is still refused in the worker);
+    any other file is decoded here as `TransformedImages` would. The device decodes and transforms."""
+
+    def __init__(self, images: ImageSet):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int, str | None, tuple[int, int], bool]:
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        from effnet.nas.data.images import open_image
+
+        index = item[1]
+        label, path = int(self.images.labels[index]), self.images.file(index)
+        try:
+            with open_image(path) as image:
+                jpeg = image.format == "JPEG"
+            payload = (torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8) if jpeg
+                       else pil_to_tensor(decode_image(path)))
+        except (BadImage, OSError) as err:
+            return torch.empty(0, dtype=torch.uint8), -1, str(err), item, False
+        return payload, label, None, item, jpeg
+
+
+@dataclass
+class EncodedBatch:
+    payloads: list[torch.Tensor]
+    labels: torch.Tensor
+    items: list[tuple[int, int]]
+    encoded: list[bool]
+    skipped: list[str]
+
+    def pin_memory(self) -> "EncodedBatch":
+        return self
+
+
+def collate_encoded(samples: list) -> EncodedBatch:
+    kept = [s for s in samples if s[2] is None]
+    return EncodedBatch([s[0] for s in kept], torch.tensor([s[1] for s in kept], dtype=torch.int64),
+                        [s[3] for s in kept], [s[4] for s in kept], [s[2] for s in samples if s[2] is not None])
+
+
+class DeviceDecoder:
+    """An `EncodedBatch` -> uint8 (B, 3, r, r) on `device`: JPEGs decoded together in one call (nvjpeg on CUDA),
+    then each image transformed on the device with the random state of (seed, epoch, index), as the CPU path
+    draws it. A batch the device cannot decode (a CMYK JPEG, say) is decoded image by image on the CPU.
+
+    torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec's (which need FFmpeg's
+    libraries on the machine); `torchvision.io.decode_jpeg` is still the batched nvjpeg call of the
+    torchvision this project pins, so the warning is silenced here, around that call alone."""
+
+    def __init__(self, images: ImageSet, transform: Transform, seed: int, device: torch.device):
+        self.images, self.transform, self.seed, self.device = images, transform, seed, device
+
+    def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        jpegs = [p for p, encoded in zip(batch.payloads, batch.encoded) if encoded]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device,
+                                           apply_exif_orientation=True) if jpegs else [])
+            except RuntimeError:
+                decoded = iter([self._one_on_cpu(jpeg) for jpeg in jpegs])
+        forked = [self.device.index or 0] if self.device.type == "cuda" else []
+        views, labels, skipped = [], [], list(batch.skipped)
+        for payload, encoded, label, (epoch, index) in zip(batch.payloads, batch.encoded, batch.labels,
+                                                            batch.items):
+            image = next(decoded) if encoded else payload.to(self.device, non_blocking=True)
+            if isinstance(image, str):
+                skipped.append(f"{self.images.file(index)}: cannot read the image ({image})")
+                continue
+            with torch.random.fork_rng(devices=forked):
+                torch.manual_seed(sample_seed(self.seed, epoch, index))
+                views.append(self.transform(image))
+            labels.append(label)
+        if not views:
+            return torch.empty(0, dtype=torch.uint8, device=self.device), torch.empty(0, dtype=torch.int64), skipped
+        return torch.stack(views), torch.stack(labels), skipped
+
+    def _one_on_cpu(self, jpeg: torch.Tensor) -> torch.Tensor | str:
+        """One JPEG decoded on the CPU and moved to the device, or why it cannot be."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(jpeg, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(self.device)
+        except RuntimeError as err:
+            return " ".join(str(err).split())[:160]

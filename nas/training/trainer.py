@@ -60,7 +60,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
-from effnet.nas.data.loader import EpochSampler, Normalize, TransformedImages, default_loader_workers, make_loader
+from torch.utils.data import DataLoader
+
+from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
+                                    collate_encoded, default_loader_workers, make_loader)
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.data.transforms import AUGMENTS, eval_transform, train_transform
 from effnet.nas.training.ema import WeightEma
@@ -284,20 +287,24 @@ def epoch_seed(*parts: int) -> int:
 
 def train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
           device: str = "auto", checkpoint: dict[str, Any] | None = None, monitor: TrainMonitor | None = None,
-          dist: Distributed | None = None, compiled: bool = False, loader_workers: int | None = None) -> TrainResult:
+          dist: Distributed | None = None, compiled: bool = False, loader_workers: int | None = None,
+          decode: str = "workers") -> TrainResult:
     """Train `spec` (already `training_spec`) on `data`; checkpoint every epoch under `run_dir`.
 
     `checkpoint` (from `open_run`) resumes that run. Under a distributed `dist` the caller has
     started the process group (`distributed_session`). `compiled` runs the training forward and
     backward through `torch.compile` (evaluation, precise BN and checkpoints use the plain module,
     which shares its parameters); it changes speed, not results, so a resumed run may switch it.
-    The caller's random state and cuDNN settings are as they were when it returns.
+    `decode` is where training images are decoded: `workers` (the DataLoader's processes) or `device`
+    (JPEGs in batches on the training device: nvjpeg on CUDA; it changes speed, not what is trained on,
+    up to the resizing's rounding). The caller's random state and cuDNN settings are as they were when it
+    returns.
     """
     dist = dist or Distributed()
     torch_device = _device(device, dist)
     with torch.random.fork_rng(devices=[torch_device.index or 0] if torch_device.type == "cuda" else []), \
             cudnn_autotuner(torch_device.type == "cuda"):
-        loaders = _Loaders(data, settings, dist, torch_device, loader_workers)
+        loaders = _Loaders(data, settings, dist, torch_device, loader_workers, decode)
         return _train(spec, data, settings, Path(run_dir), torch_device, checkpoint, monitor or TrainMonitor(), dist,
                       compiled, loaders)
 
@@ -319,15 +326,22 @@ class _Loaders:
     (normalised, on the device) to recompute BatchNorm statistics with."""
 
     def __init__(self, data: DataSplits, settings: TrainSettings, dist: Distributed, device: torch.device,
-                 workers: int | None):
+                 workers: int | None, decode: str = "workers"):
         self.local_batch = settings.batch_size // dist.world_size
         workers = default_loader_workers(data.train) if workers is None else workers
         pin = device.type == "cuda"
         self.sampler = EpochSampler(len(data.train), settings.seed, shuffle=True, rank=dist.rank,
                                     world=dist.world_size, even=True)
-        train = TransformedImages(data.train, train_transform(data.resolution, settings.augment, data.prepared),
-                                  settings.seed)
-        self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
+        transform = train_transform(data.resolution, settings.augment, data.prepared)
+        self.device_decoder: DeviceDecoder | None = None
+        if decode == "device" and not data.train.in_memory:
+            self.device_decoder = DeviceDecoder(data.train, transform, settings.seed, device)
+            self.train = DataLoader(EncodedImages(data.train), batch_size=self.local_batch, sampler=self.sampler,
+                                    num_workers=workers, collate_fn=collate_encoded, drop_last=True,
+                                    persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+        else:
+            train = TransformedImages(data.train, transform, settings.seed)
+            self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
         val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared), settings.seed)
         self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
                                EVAL_BATCH, workers, pin, drop_last=False)
@@ -339,14 +353,18 @@ class _Loaders:
         self.sampler.set_epoch(epoch)
         self.calibration: list[torch.Tensor] = []
         for _, batch in zip(range(steps), self.train):
-            self.skipped.extend(batch.skipped)
-            if not len(batch.labels):
-                raise InputError(f"a whole batch of training images did not decode ({batch.skipped[0]}, ...); "
+            if self.device_decoder is not None:
+                pixels, labels, skipped = self.device_decoder(batch)
+            else:
+                pixels, labels, skipped = batch.images, batch.labels, batch.skipped
+            self.skipped.extend(skipped)
+            if not len(labels):
+                raise InputError(f"a whole batch of training images did not decode ({skipped[0]}, ...); "
                                  "fix or remove the files")
-            images = self.normalize(batch.images)
+            images = self.normalize(pixels)
             if len(self.calibration) < keep:
                 self.calibration.append(images)
-            yield images, batch.labels
+            yield images, labels
 
     def validation(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in self.val:
@@ -526,6 +544,9 @@ class TrainConfig:
     resume: bool = False
     loader_workers: int | None = None
     """DataLoader worker processes per training process (None: from the cores; none for built-in data)."""
+    decode: str = "workers"
+    """Where training images are decoded: workers (the DataLoader's processes) or device (JPEGs in batches
+    on the training device, nvjpeg on CUDA)."""
 
     def __post_init__(self) -> None:
         from effnet.nas import checks
@@ -536,6 +557,7 @@ class TrainConfig:
         checks.choice("augment", self.augment, ("auto", *AUGMENTS))
         if self.loader_workers is not None:
             checks.whole("loader_workers", self.loader_workers, low=0, high=256)
+        checks.choice("decode", self.decode, ("workers", "device"))
 
     @property
     def directory(self) -> Path:
@@ -600,7 +622,7 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
         weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
         precise_bn_batches=config.precise_bn, augment=augment)
     check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
-    recorded = settings.as_dict() | {"compile": config.compiled}  # speed only: a resumed run may switch it
+    recorded = settings.as_dict() | {"compile": config.compiled, "decode": config.decode}  # a resumed run may switch
     if dist.is_main:
         ensure_writable_dir(run_dir)
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)})
@@ -613,7 +635,7 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     with distributed_session(dist, config.device):
         result = train(trained, images, settings, run_dir, device=config.device, checkpoint=checkpoint,
                        monitor=monitor if dist.is_main else None, dist=dist, compiled=config.compiled,
-                       loader_workers=config.loader_workers)
+                       loader_workers=config.loader_workers, decode=config.decode)
     outcome = TrainOutcome(spec=trained, settings=settings, result=result if dist.is_main else None,
                            world_size=dist.world_size)
     if dist.is_main:

@@ -31,7 +31,6 @@ from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, 
 
 CALIBRATION_BATCHES = 8
 """Training batches whose statistics BatchNorm uses at each evaluation (`recompute_batch_norm`)."""
-EVAL_BATCH = 256
 
 
 def proxy_network(spec: NetworkSpec, data: DataSplits) -> NetworkSpec:
@@ -78,7 +77,8 @@ class TrainProxy:
                                   runtime.seed)
         self.train_loader = make_loader(train, self.sampler, self.batch, workers, pin, drop_last=True)
         val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared), runtime.seed)
-        self.val_loader = make_loader(val, EpochSampler(len(data.val)), EVAL_BATCH, workers, pin, drop_last=False)
+        # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
+        self.val_loader = make_loader(val, EpochSampler(len(data.val)), self.batch, workers, pin, drop_last=False)
         self.normalize = Normalize(self.device)
 
     def steps_per_epoch(self) -> int:

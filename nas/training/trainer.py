@@ -79,7 +79,6 @@ from effnet.nas.net.spec import NetworkSpec, dump_spec_text, spec_from_dict, spe
 PAPER_LR = 0.256
 PAPER_BATCH = 4096
 PAPER_WARMUP_EPOCHS = 5.0
-EVAL_BATCH = 256
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.csv"
@@ -343,8 +342,9 @@ class _Loaders:
             train = TransformedImages(data.train, transform, settings.seed)
             self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
         val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared), settings.seed)
+        # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
         self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
-                               EVAL_BATCH, workers, pin, drop_last=False)
+                               self.local_batch, workers, pin, drop_last=False)
         self.normalize = Normalize(device)
         self.skipped: list[str] = []
 

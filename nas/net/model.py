@@ -1,8 +1,8 @@
 """Spec -> `nn.Module`: one builder for every spec.
 
 Stem conv-BN-act; per block MBConv, depthwise-separable or regular conv with optional
-squeeze-excitation and an identity shortcut with stochastic depth; head 1x1 conv-BN-act,
-global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
+squeeze-excitation and a shortcut (the identity, or MnasNet's pooling shortcut) with stochastic
+depth; head 1x1 conv-BN-act, global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
 analytic counters read too.
 """
 
@@ -77,6 +77,18 @@ class DropPath(nn.Module):
         return f"drop_rate={self.drop_rate:.4f}"
 
 
+def pooling_shortcut(plan: BlockPlan, spec: NetworkSpec) -> nn.Sequential:
+    """`skip: pool` where the identity cannot apply: 2x2 average pooling, stride 2, where the block strides
+    (`ceil_mode` gives ceil(size / 2), the branch's own output size; windows hanging over the edge average
+    what they cover), then a 1x1 conv + BatchNorm where the channels change (ResNet-D's downsampling shortcut)."""
+    layers: list[nn.Module] = []
+    if plan.pool_shortcut:
+        layers.append(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False))
+    if plan.project_shortcut:
+        layers.append(ConvBNAct(plan.in_channels, plan.out_channels, 1, 1, spec, act=False))
+    return nn.Sequential(*layers)
+
+
 class Block(nn.Module):
     """One block of any type; its layers in order, then the shortcut where the plan keeps one."""
 
@@ -102,14 +114,16 @@ class Block(nn.Module):
                 layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
         self.layers = nn.Sequential(*layers)
         self.residual = p.residual
+        self.shortcut = pooling_shortcut(p, spec) if p.pool_shortcut or p.project_shortcut else None
         self.drop_path = DropPath(p.drop_rate) if p.residual and p.drop_rate > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.residual:
             return self.layers(x)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
         if self.drop_path is None:
-            return x + self.layers(x)
-        return self.drop_path(x, self.layers(x))
+            return shortcut + self.layers(x)
+        return self.drop_path(shortcut, self.layers(x))
 
 
 class Network(nn.Module):

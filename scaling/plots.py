@@ -9,14 +9,23 @@ from typing import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from effnet.nas.files import save_figure
 from effnet.scaling.family import FamilyMember
 from effnet.scaling.grid import FLOPS_TARGET, GridDefinition, PointResult, ranked
 
 
+LOG_TICK_SUBS = (1.0, 2.0, 5.0)
+"""Labelled log-axis ticks at 1, 2 and 5 x powers of ten: a panel spanning less than a decade still gets several."""
+
+
 def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], title: str) -> Path:
+    """`family_figure` as a PNG file."""
+    return save_figure(family_figure(members, title), path)
+
+
+def family_figure(members: Sequence[FamilyMember], title: str) -> Figure:
     """FLOPs and parameters (÷ base, log scale) against phi: measured beside the formula's
     (alpha*beta^2*gamma^2)^phi (FLOPs) or (alpha*beta^2)^phi (parameters) and the ideal 2^phi;
     `--match-flops` targets 2^k as crosses."""
@@ -33,13 +42,16 @@ def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], t
     if targets:
         flops_ax.plot(*zip(*targets), "x", color="black", markersize=9, label="target 2^k")
     flops_ax.set_title("FLOPs ÷ base")
+    flops_ax.set_ylabel("FLOPs ÷ base (log scale)")
 
     params_ax.plot(phis, [m.params_ratio for m in ordered], "o-", label="measured (rounded)")
     params_ax.plot(phis, [m.ideal_params_ratio for m in ordered], "s--", label="formula (αβ²)^φ")
     params_ax.set_title("parameters ÷ base")
+    params_ax.set_ylabel("parameters ÷ base (log scale)")
 
     for ax in (flops_ax, params_ax):
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=LOG_TICK_SUBS))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("φ")
@@ -49,7 +61,7 @@ def plot_family(members: Sequence[FamilyMember], path: str | os.PathLike[str], t
             ax.annotate(m.name, (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_grid(results: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str,

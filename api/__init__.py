@@ -16,8 +16,8 @@ Stages:
 
 - `search(SearchConfig) -> SearchResult`: an Optuna study over a MnasNet search space for a base network
   near a FLOPs target, by the reward ACC(m) * (FLOPS(m) / T) ** -0.07 with a measured accuracy proxy.
-- `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 under
-  alpha * beta^2 * gamma^2 ~ 2.
+- `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 (or k) under
+  alpha * beta^2 * gamma^2 ~ 2, each distinct network scored once (or K times) and shared by its twins.
 - `export_family(base, coefficients) -> FamilyResult`: the members B1-B7 with the reference rounding.
 - `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training.
 
@@ -56,8 +56,8 @@ _EXPORTS = {
     "SearchConfig": "effnet.nas.study.search",
     "SearchResult": "effnet.nas.study.search",
     "search": "effnet.nas.study.search",
-    "GridConfig": "effnet.scaling.grid",
-    "GridDefinition": "effnet.scaling.grid",
+    "GridConfig": "effnet.scaling.grid_space",
+    "GridDefinition": "effnet.scaling.grid_space",
     "GridResult": "effnet.scaling.grid",
     "grid_scale": "effnet.scaling.grid",
     "FamilyResult": "effnet.scaling.export",

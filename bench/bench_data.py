@@ -74,8 +74,8 @@ def decode_rates(folder: Path, count: int, cache_dir: Path) -> list[tuple[str, f
     from effnet.nas.data.transforms import eval_transform, train_transform
 
     images, _ = index_folder(folder)
-    items = [(0, i) for i in range(min(count, len(images)))]
-    files = [images.file(i) for _, i in items]
+    items = [(0, 0, i) for i in range(min(count, len(images)))]
+    files = [images.file(i) for _, _, i in items]
 
     def plain(path: Path, size: int) -> torch.Tensor:
         with Image.open(path) as image:
@@ -92,15 +92,15 @@ def decode_rates(folder: Path, count: int, cache_dir: Path) -> list[tuple[str, f
                                            ("training view 224 px, light", 224, "light", False),
                                            ("evaluation view 224 px", 224, "none", False),
                                            ("proxy epoch 128 px, light, streamed from files", 128, "light", False)):
-        dataset = TransformedImages(images, train_transform(size, augment, prepared), seed=0)
+        dataset = TransformedImages(images, train_transform(size, augment, prepared))
         rows.append((f"effnet: {label}", rate(dataset.__getitem__, items)))
     data = proxy_data(str(folder), 128, seed=0, val_images=len(images) // 10, cache_dir=cache_dir, loader_workers=2)
-    cached = TransformedImages(data.train, train_transform(128, "light", prepared=True), seed=0)
+    cached = TransformedImages(data.train, train_transform(128, "light", prepared=True))
     rows.append(("effnet: proxy epoch 128 px, light, from the cache",
-                 rate(cached.__getitem__, [(0, i) for i in range(min(count, len(data.train)))])))
+                 rate(cached.__getitem__, [(0, 0, i) for i in range(min(count, len(data.train)))])))
     rows.append(("effnet: proxy evaluation 128 px, from the cache",
-                 rate(TransformedImages(data.val, eval_transform(128, True), 0).__getitem__,
-                      [(0, i) for i in range(len(data.val))])))
+                 rate(TransformedImages(data.val, eval_transform(128, True)).__getitem__,
+                      [(0, 0, i) for i in range(len(data.val))])))
     rows.append(("plain PIL loop (draft, resize 224, tensor)", rate(lambda p: plain(p, 224), files)))
     rows.append(("plain PIL loop (draft, resize 128, tensor)", rate(lambda p: plain(p, 128), files)))
     rows.append(("former in-RAM loader, decode 128 px to float32", rate(lambda p: old(p, 128), files)))
@@ -118,7 +118,7 @@ def loader_against_model(folder: Path, steps: int) -> list[tuple[str, float]]:
     images, _ = index_folder(folder)
     rows = []
     for workers in (1, 2):
-        dataset = TransformedImages(images, train_transform(224, "paper", prepared=False), seed=0)
+        dataset = TransformedImages(images, train_transform(224, "paper", prepared=False))
         loader = make_loader(dataset, EpochSampler(len(images), shuffle=True), 32, workers, pin=False,
                              drop_last=True)
         iterator = iter(loader)

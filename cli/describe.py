@@ -55,11 +55,12 @@ def describe_data(spec: Any, with_fvcore: bool) -> dict[str, Any]:
 
 
 def block_label(row: dict[str, Any]) -> str:
-    """A stage in one short string, e.g. `mbconv6 k5 s2 se0.25` (`noskip` where the shortcut is off)."""
+    """A stage in one short string, e.g. `mbconv6 k5 s2 se0.25` (`noskip` where the shortcut is off, `poolskip`
+    for the pooling shortcut)."""
     label = f"{row['block']}{row['expand'] if row['block'] == 'mbconv' else ''} k{row['kernel']} s{row['stride']}"
     if row["se_ratio"]:
         label += f" se{row['se_ratio']:g}"
-    return label if row["skip"] else label + " noskip"
+    return label + {True: "", False: " noskip", "pool": " poolskip"}[row["skip"]]
 
 
 def print_description(data: dict[str, Any]) -> None:

@@ -137,6 +137,7 @@ def export_family(
     data: dict[str, Any] = {
         "run_dir": str(run_dir), "mode": mode, "base": {"path": str(base_path), "name": base.name},
         "coefficients": {**coefficients.as_dict(), "flops_factor": coefficients.flops_factor, "source": source},
+        "warnings": result.warnings,
         "members": result.rows(), "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]),
                                             "run": str(result.files["run"])},
     }
@@ -145,6 +146,8 @@ def export_family(
     if result.fits:
         data["official_fit"] = [f.row() for f in result.fits]
         data["files"]["fit_csv"] = str(result.files["fit_csv"])
+    for warning in result.warnings:
+        progress_console.print(f"[yellow]warning:[/] {warning}")
     if as_json:
         emit_json(data)
         return

@@ -1,4 +1,4 @@
-"""`effnet grid-scale`: grid-search the compound scaling coefficients alpha, beta, gamma at phi = 1."""
+"""`effnet grid-scale`: grid-search the compound scaling coefficients alpha, beta, gamma at phi = 1 (or k)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ from effnet.nas.resources import reference_b0_path
 TABLE_ROWS = 15
 
 
+def coefficient_cell(network: Any, name: str) -> str:
+    """One coefficient of a network's row: its value, or the interval its twins span."""
+    low, high = network.group.interval(name)
+    return f"{low:g}" if low == high else f"{low:g}–{high:g}"
+
+
+def score_cell(network: Any) -> str:
+    return f"{network.mean:.4f}" + (f" ± {network.std:.4f}" if network.std is not None else "")
+
+
 def print_result(result: Any) -> None:
     from rich import box
     from rich.table import Table
@@ -23,35 +33,65 @@ def print_result(result: Any) -> None:
 
     data = result.as_dict()
     order = result.ranked
-    table = Table(title=f"grid points by score ({data['points_scored']} of {data['points_total']} scored; "
-                        f"{data['grid']['rule']})", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
-    for column in ("rank", "α", "β", "γ", "αβ²γ²", "FLOPs÷B0", "params", "px", "score", "s"):
+    phi, repeats = data["phi"], data["repeats"]
+    table = Table(title=f"distinct networks by mean score ({data['networks_scored']} of {data['networks_total']} "
+                        f"networks for {data['points_total']} points, {repeats} run{'s' * (repeats > 1)} each; "
+                        f"{data['grid']['rule']}, φ = {phi})", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+                  pad_edge=False)
+    for column in ("rank", "α", "β", "γ", "pts", "αβ²γ²", "FLOPs÷B0", "params", "px", "score", "s"):
         table.add_column(column, justify="right", no_wrap=True)
-    for rank, r in enumerate(order[:TABLE_ROWS], start=1):
-        p = r.point
-        table.add_row(str(rank), f"{p.alpha:g}", f"{p.beta:g}", f"{p.gamma:g}", f"{p.product:.4f}",
-                      f"{p.flops_ratio:.3f}x", format_size(p.params), str(r.proxy_resolution), f"{r.score:.4f}",
-                      f"{r.seconds:.0f}" if r.seconds is not None else "")
-    table.caption = "FLOPs÷B0: measured at φ = 1 after rounding; px: proxy resolution; s: proxy seconds"
+    for rank, n in enumerate(order[:TABLE_ROWS], start=1):
+        p = n.chosen
+        table.add_row(str(rank), *(coefficient_cell(n, name) for name in ("alpha", "beta", "gamma")),
+                      str(len(n.group.points)), f"{p.product:.4f}", f"{p.flops_ratio:.3f}x", format_size(p.params),
+                      str(p.proxy_resolution), score_cell(n), f"{n.seconds:.0f}" if n.seconds is not None else "")
+    table.caption = (f"α β γ: the twin group, the points building the same network (pts of them; one evaluation "
+                     f"scores them all); αβ²γ², FLOPs÷B0 (measured at φ = {phi} after rounding), params: the chosen "
+                     "twin's; px: proxy resolution; score: mean ± standard deviation over the runs; s: proxy seconds")
     if len(order) > TABLE_ROWS:
         table.caption += f"; {len(order) - TABLE_ROWS} more in grid.csv"
     console.print(table)
-    for r in result.points:
-        if r.state == "failed":
-            console.print(f"[red]failed[/] α={r.point.alpha:g} β={r.point.beta:g} γ={r.point.gamma:g}: {r.error}")
-    console.print(f"scored {data['points_scored']}, failed {data['points_failed']}, left {data['points_left']} "
-                  f"of {data['points_total']} points; stopped by {data['stop_reason']} after "
-                  f"{data['elapsed_s']:.0f} s")
+    for n in result.networks:
+        if n.state == "failed":
+            p = n.evaluated
+            console.print(f"[red]failed[/] α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}: {n.error}")
+    console.print(f"evaluated {data['evaluations_done']} of {data['evaluations_total']} (distinct networks × runs; "
+                  f"{data['points_total']} points, {len(data['twin_groups'])} twin groups); "
+                  f"stopped by {data['stop_reason']} after {data['elapsed_s']:.0f} s")
     if data["best"]:
-        b = data["best"]
-        console.print(f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, "
-                      f"measured FLOPs {b['flops_ratio']:.3f}x the base at φ = 1) score {b['score']:.4f} "
-                      f"-> {data['coefficients']}")
+        print_best(data)
     else:
-        console.print("[yellow]no grid point is scored yet; rerun the same command to continue[/]")
+        console.print("[yellow]no network is scored yet; rerun the same command to continue[/]")
     if data["points_left"]:
-        console.print("points are left: rerun the same command to resume (scored points are kept)")
+        console.print("evaluations are left: rerun the same command to resume (scored networks are kept)")
+    for warning in data["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"grid: {data['files']['grid_csv']}  plot: {data['files']['plot']}")
+
+
+def print_best(data: dict[str, Any]) -> None:
+    """The chosen coefficients, what the grid could not tell apart, and the lead against the noise."""
+    b = data["best"]
+    console.print(f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, measured "
+                  f"FLOPs {b['flops_ratio']:.3f}x the base at φ = {data['phi']}) score {b['score']:.4f}"
+                  + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "") + f" -> {data['coefficients']}")
+    twins = b["twins"]
+    if len(twins["points"]) > 1:
+        spans = ", ".join(f"{symbol} {low:g}–{high:g}" for symbol, name in (("α", "alpha"), ("β", "beta"), ("γ", "gamma"))
+                          for low, high in [twins[name]] if low != high)
+        console.print(f"[yellow]twins:[/] {len(twins['points'])} points build this same network ({spans}); the grid "
+                      f"cannot tell them apart at φ = {data['phi']}, so the smallest α·β²·γ² among them was chosen "
+                      "(a grid at --phi 2 or 3 separates more of them)")
+    if b["within_noise"] is None and b["runner_up"] is not None:
+        console.print("noise: one run per network, so the lead over the runner-up cannot be judged; "
+                      "--repeats 3 measures the proxy's noise")
+    elif b["within_noise"] is not None:
+        r = b["runner_up"]
+        lead = f"{b['margin_sd']:.2f} standard deviations" if b["margin_sd"] is not None else "nothing"
+        verdict = "[red]within noise[/]: the grid cannot tell them apart" if b["within_noise"] else "beyond noise"
+        console.print(f"the choice is {verdict}: it leads the runner-up (α={r['alpha']:g} β={r['beta']:g} "
+                      f"γ={r['gamma']:g}, {r['score']:.4f}) by {lead} of the proxy (noise {b['noise_sd']:.4f}, "
+                      f"{data['repeats']} runs each)")
 
 
 @clean_input_errors()
@@ -63,9 +103,14 @@ def grid_scale(
     gamma_range: str = typer.Option("1.0:1.3", "--gamma-range", help="Resolution coefficient range LOW:HIGH."),
     step: float = typer.Option(0.05, "--step", help="Grid step on every axis (0.05 holds the paper's 1.15)."),
     tolerance: float = typer.Option(0.1, "--tolerance", help="Keep points with |α·β²·γ² − 2| <= tolerance."),
+    phi: int = typer.Option(1, "--phi", help="Build each point's φ = k network (same points: α^k·β^2k·γ^2k ≈ 2^k); "
+                                             "at 2 or 3 the coefficients' differences survive the rounding."),
+    repeats: int = typer.Option(1, "--repeats", help="Train each distinct network with this many seeds; the table "
+                                                     "shows mean ± standard deviation and whether the choice is "
+                                                     "within noise."),
     flops_ratio: bool = typer.Option(False, "--flops-ratio",
-                                     help="Constrain the measured (rounded) FLOPs ratio of the φ=1 network "
-                                          "over the base instead of the formula α·β²·γ²."),
+                                     help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
+                                          "over the base (its k-th root) instead of the formula α·β²·γ²."),
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training), zero-cost or synflow."),
     data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
     proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Proxy training epochs per point.",
@@ -80,8 +125,9 @@ def grid_scale(
     loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
     max_points: Optional[int] = typer.Option(None, "--max-points",
-                                             help="Score at most this many more points in this run (a rerun "
-                                                  "resumes; several workers may overshoot by one each)."),
+                                             help="Start at most this many more evaluations (distinct networks × "
+                                                  "repeats) in this run (a rerun resumes; several workers may "
+                                                  "overshoot by one each)."),
     timeout: str = typer.Option("none", "--timeout", help="Stop starting points after: 480, 8m, 2h or none."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes sharing the grid's study."),
     storage: Optional[str] = typer.Option(None, "--storage",
@@ -95,21 +141,24 @@ def grid_scale(
                                           help="CPU threads per worker (default: cores ÷ workers)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
-    """Grid-search α, β, γ at φ = 1 under α·β²·γ² ≈ 2; writes coefficients.yaml for export-family.
+    """Grid-search α, β, γ at φ = 1 (or --phi k) under α·β²·γ² ≈ 2; writes coefficients.yaml for export-family.
 
-    Each kept point grows the base by depth α, width β, resolution γ and the proxy scores it; best score wins.
+    Each kept point grows the base by depth α^φ, width β^φ, resolution γ^φ; twins (same network) share one score.
 
-    The points live in an Optuna study in the run directory: a rerun resumes, workers share them.
+    Best mean score wins; inside the winner's twin group, the smallest α·β²·γ².
+
+    The evaluations live in an Optuna study in the run directory: a rerun resumes, workers share them.
     """
     from effnet.nas.net.spec import load_spec
     from effnet.nas.proxies import ProxyConfig
     from effnet.nas.study.runner import StudyConfig
-    from effnet.scaling.grid import GridConfig, GridDefinition, grid_scale as run_grid
+    from effnet.scaling.grid import grid_scale as run_grid
+    from effnet.scaling.grid_space import GridConfig, GridDefinition
 
-    grid = GridDefinition.from_ranges(alpha_range, beta_range, gamma_range, step, tolerance, flops_ratio)
+    grid = GridDefinition.from_ranges(alpha_range, beta_range, gamma_range, step, tolerance, flops_ratio, phi)
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(
-        base=load_spec(base_path), grid=grid, max_points=max_points,
+        base=load_spec(base_path), grid=grid, max_points=max_points, repeats=repeats,
         proxy=ProxyConfig(name=proxy, data=data, epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3),
                           resolution=proxy_resolution, batch_size=batch_size, train_images=proxy_train_images,
                           val_images=proxy_val_images, augment=augment),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from effnet.nas.errors import InputError
@@ -72,11 +72,14 @@ def reference_dropout(base_dropout: float, phi: float) -> float:
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Compound scaling coefficients: depth `alpha`, width `beta`, resolution `gamma` per unit of phi."""
+    """Compound scaling coefficients: depth `alpha`, width `beta`, resolution `gamma` per unit of phi, and
+    `caveats`: sentences against trusting them that travel to the family (an incomplete grid, a choice
+    within noise; `effnet.scaling.caveats`)."""
 
     alpha: float
     beta: float
     gamma: float
+    caveats: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         for key in ("alpha", "beta", "gamma"):

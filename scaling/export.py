@@ -23,7 +23,9 @@ MATCH_COLUMNS = ("step", "target_ratio", "target_flops", "deviation", "within_to
 
 @dataclass(frozen=True)
 class FamilyResult:
-    """The members (each with its spec), the official fit for mode `official`, and the files written."""
+    """The members (each with its spec), the official fit for mode `official`, the files written, and
+    `warnings`: what speaks against the coefficients (their `caveats`: an incomplete grid, a choice within
+    noise), recorded in run.yaml."""
 
     base: NetworkSpec
     coefficients: Coefficients
@@ -33,6 +35,10 @@ class FamilyResult:
     elapsed_s: float
     files: dict[str, Path] = field(default_factory=dict)
     member_files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.coefficients.caveats)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{**m.row(), "path": str(self.member_files.get(m.name, ""))} for m in self.members]
@@ -74,6 +80,7 @@ def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[
     result.files["plot"] = plot_family(members, folder / "family.png", f"{base.name} family ({mode})")
     result.files["run"] = write_run_record(
         folder, "export-family", {**(settings or {}), "mode": mode, "coefficients": coefficients.as_dict()},
-        {"members": [m.name for m in members], "seconds": round(time.perf_counter() - started, 3)})
+        {"members": [m.name for m in members], "warnings": result.warnings,
+         "seconds": round(time.perf_counter() - started, 3)})
     return result
 

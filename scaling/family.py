@@ -26,6 +26,7 @@ from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.layout import plan_network
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.units import format_size
+from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients, compound_scale
 from effnet.scaling.presets import OFFICIAL, official_preset
 
@@ -40,7 +41,8 @@ _MAX_PHI = 1000.0
 # -- inputs -------------------------------------------------------------------------------------
 
 def load_coefficients(path: str | os.PathLike[str]) -> Coefficients:
-    """alpha, beta, gamma from the top level of a YAML file (other keys, like grid scores, are ignored)."""
+    """alpha, beta, gamma from the top level of a YAML file, with the caveats a grid's record holds against
+    them (`grid_caveats`: an incomplete grid, a choice within noise); other keys are ignored."""
     data = parse_yaml(read_text(path, "coefficients file"), str(path))
     if not isinstance(data, dict):
         raise InputError(f"{path}: must be a mapping with keys alpha, beta, gamma (as grid-scale writes it)")
@@ -48,7 +50,7 @@ def load_coefficients(path: str | os.PathLike[str]) -> Coefficients:
     if missing:
         raise InputError(f"{path}: missing key {missing[0]!r}; the file needs alpha, beta and gamma at the top level")
     try:
-        return Coefficients(data["alpha"], data["beta"], data["gamma"])
+        return Coefficients(data["alpha"], data["beta"], data["gamma"], caveats=grid_caveats(data))
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
 

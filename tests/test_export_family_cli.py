@@ -125,6 +125,32 @@ def test_coefficients_file(tmp_path):
     assert data["coefficients"]["source"] == str(path)
 
 
+@pytest.mark.parametrize("record, warning", [
+    ("complete: false\nevaluations_done: 4\nevaluations_total: 38\n",
+     "the coefficients come from an incomplete grid (4 of 38 evaluations done)"),
+    ("complete: false\npoints_scored: 4\npoints_total: 63\n",  # a record written before grids shared twins
+     "the coefficients come from an incomplete grid (4 of 63 points done)"),
+    ("complete: true\nwithin_noise: true\nmargin_sd: 0.4\nrepeats: 3\n",
+     "the grid's choice is within noise: the best network leads the runner-up by 0.40 standard deviations"),
+])
+def test_a_partial_grid_or_a_choice_within_noise_is_warned_and_recorded(tmp_path, record, warning):
+    path = tmp_path / "coefficients.yaml"
+    path.write_text("alpha: 1.2\nbeta: 1.1\ngamma: 1.15\n" + record)
+    result = invoke("--coefficients", str(path), "--phi", "1", "--run-dir", str(tmp_path / "run"), "--json")
+    assert result.exit_code == 0, result.output
+    (recorded,) = json.loads(result.stdout)["warnings"]
+    assert recorded.startswith(warning)
+    assert f"warning: {warning}" in " ".join(result.stderr.split())
+    assert yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["result"]["warnings"] == [recorded]
+
+
+def test_complete_coefficients_or_flags_give_no_warning(tmp_path, paper_family):
+    path = tmp_path / "coefficients.yaml"
+    path.write_text("alpha: 1.2\nbeta: 1.1\ngamma: 1.15\ncomplete: true\nwithin_noise: false\n")
+    assert run_json("--coefficients", str(path), "--phi", "1", "--run-dir", str(tmp_path / "run"))["warnings"] == []
+    assert paper_family[1]["warnings"] == []
+
+
 def write(tmp_path, text: str) -> str:
     path = tmp_path / "coefficients.yaml"
     path.write_text(text)

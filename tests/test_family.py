@@ -12,6 +12,7 @@ from effnet.scaling.family import (
     MATCH_TOLERANCE, compound_family, load_coefficients, match_flops_family, member_name,
     official_family_fit, parse_phi_list,
 )
+from effnet.scaling.plots import family_figure
 from effnet.scaling.presets import reference_b0
 
 PAPER = Coefficients(1.2, 1.1, 1.15)
@@ -181,3 +182,16 @@ def test_coefficients_file_with_grid_extras(tmp_path):
     path = tmp_path / "coefficients.yaml"
     path.write_text("alpha: 1.2\nbeta: 1.1\ngamma: 1.15\nproduct: 1.92\npoints: [{alpha: 1.0, score: 0.5}]\n")
     assert load_coefficients(path) == PAPER
+
+
+@pytest.mark.parametrize("phis", [(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0), (1.0, 2.0)], ids=["b1-b7", "b1-b2"])
+def test_both_family_panels_label_their_axes_and_log_ticks(phis):
+    """The parameter panel spans less than a decade for B1-B2 (1.5x-2.5x) and barely one for B1-B7: a log axis
+    labelled only at powers of ten shows one label there, or none."""
+    figure = family_figure(compound_family(reference_b0(), PAPER, phis), "family")
+    figure.canvas.draw()
+    for axes in figure.axes:
+        low, high = axes.get_ylim()
+        shown = [t.get_text() for t in axes.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+        assert len(shown) >= 2 and all(label.endswith("x") for label in shown), (axes.get_title(), shown)
+        assert axes.get_xlabel() == "φ" and "÷ base" in axes.get_ylabel()

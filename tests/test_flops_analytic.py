@@ -95,6 +95,8 @@ def test_random_specs_cover_the_space():
     assert {b.stride for b in blocks} == {1, 2}
     assert {b.se_channels > 0 for b in blocks} == {True, False}
     assert any(b.residual for b in blocks)
+    # MnasNet's pooling shortcut in all three forms: pool and project, pool only, project only
+    assert {(b.pool_shortcut, b.project_shortcut) for b in blocks} >= {(True, True), (True, False), (False, True)}
     # skip switched off on a block that could otherwise keep its shortcut
     assert any(not st.skip and (st.repeats > 1 or st.stride == 1) for st in stages)
     assert {s.resolution % 2 for s in RANDOM_SPECS} == {0, 1}

@@ -194,7 +194,7 @@ def test_processes_share_each_global_batch_without_overlap():
     def order(rank: int, world: int) -> list[int]:
         sampler = EpochSampler(256, seed=0, shuffle=True, rank=rank, world=world, even=True)
         sampler.set_epoch(3)
-        return [index for _, index in sampler]
+        return [index for _, _, index in sampler]
 
     whole, halves = order(0, 1), [order(rank, 2) for rank in (0, 1)]
     for step in range(4):

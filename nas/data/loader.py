@@ -3,10 +3,11 @@
 - `TransformedImages` decodes one image (or takes it from an array) and transforms it, in a
   DataLoader worker process; an image that cannot be decoded is reported (its path, in the batch's
   `skipped`), never trained on.
-- `EpochSampler` yields `(epoch, index)`: the order is a permutation drawn from (seed, epoch), cut into
-  disjoint shards for the processes of a distributed run; with the epoch in every item, each image's
-  random crop is drawn from (seed, epoch, index) alone, so a run is the same whatever the number of
-  loader workers, and a resumed run continues exactly.
+- `EpochSampler` yields `(seed, epoch, index)`: the order is a permutation drawn from (seed, epoch), cut
+  into disjoint shards for the processes of a distributed run; with seed and epoch in every item, each
+  image's random crop is drawn from (seed, epoch, index) alone, so a run is the same whatever the number
+  of loader workers, a resumed run continues exactly, and one loader (its worker processes running on)
+  serves trainings of several seeds.
 - `make_loader` wires them with persistent worker processes, and pinned memory and prefetching on CUDA.
 - `Normalize` moves a uint8 batch to the device and normalises it there (channels_last, float):
   images cross the process boundary and the bus as bytes.
@@ -50,22 +51,25 @@ def seeded(seed: int) -> Iterator[None]:
         generator.set_state(state)
 
 
+SampleKey = tuple[int, int, int]
+"""(seed, epoch, index): which image, and the random state its view is drawn with."""
+
+
 class TransformedImages(Dataset):
-    """`(epoch, index)` -> (uint8 image, label, problem): the image decoded (files) or read (arrays) and
+    """`(seed, epoch, index)` -> (uint8 image, label, problem): the image decoded (files) or read (arrays) and
     transformed with the random state of (seed, epoch, index); a file that does not decode gives an empty
     image, label -1 and the reason. `draft` lets a JPEG decoder shrink an image it will resize anyway."""
 
-    def __init__(self, images: ImageSet, transform: Transform, seed: int, draft: int | None = None):
+    def __init__(self, images: ImageSet, transform: Transform, draft: int | None = None):
         self.images = images
         self.transform = transform
-        self.seed = seed
         self.draft = draft
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int, str | None]:
-        epoch, index = item
+    def __getitem__(self, item: SampleKey) -> tuple[torch.Tensor, int, str | None]:
+        seed, epoch, index = item
         label = int(self.images.labels[index])
         if self.images.images is not None:
             image: Any = torch.from_numpy(np.array(self.images.images.get()[index]))
@@ -74,7 +78,7 @@ class TransformedImages(Dataset):
                 image = decode_image(self.images.file(index), self.draft)
             except BadImage as err:
                 return torch.empty(0, dtype=torch.uint8), -1, str(err)
-        with seeded(sample_seed(self.seed, epoch, index)):  # the caller's (or the worker's) random state untouched
+        with seeded(sample_seed(seed, epoch, index)):  # the caller's (or the worker's) random state untouched
             return self.transform(image), label, None
 
 
@@ -100,7 +104,7 @@ def collate(samples: list[tuple[torch.Tensor, int, str | None]]) -> Batch:
 
 
 class EpochSampler(Sampler):
-    """`(epoch, index)` items: all indices in order, or a permutation of (seed, epoch); with `world` > 1,
+    """`(seed, epoch, index)` items: all indices in order, or a permutation of (seed, epoch); with `world` > 1,
     shard `rank` of it (the order truncated to a multiple of `world` when `even`, so every process takes as
     many steps; otherwise every index is in exactly one shard)."""
 
@@ -120,8 +124,8 @@ class EpochSampler(Sampler):
             order = order[: self.size - self.size % self.world]
         return order[self.rank::self.world]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, int(i)) for i in self.indices()])
+    def __iter__(self) -> Iterator[SampleKey]:
+        return iter([(self.seed, self.epoch, int(i)) for i in self.indices()])
 
     def __len__(self) -> int:
         return len(self.indices())
@@ -159,7 +163,7 @@ class Normalize:
 # -- decoding on the device (nvjpeg on CUDA) -------------------------------------------------------
 
 class EncodedImages(Dataset):
-    """For decoding on the device: `(epoch, index)` -> (payload, label, problem, item, encoded). A JPEG travels
+    """For decoding on the device: `(seed, epoch, index)` -> (payload, label, problem, item, encoded). A JPEG travels
     as its file's bytes (its header checked here, so a decompression bomb is still refused in the worker);
     any other file is decoded here as `TransformedImages` would. The device decodes and transforms."""
 
@@ -169,12 +173,12 @@ class EncodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int, str | None, tuple[int, int], bool]:
+    def __getitem__(self, item: SampleKey) -> tuple[torch.Tensor, int, str | None, SampleKey, bool]:
         from torchvision.transforms.v2.functional import pil_to_tensor
 
         from effnet.nas.data.images import open_image
 
-        index = item[1]
+        index = item[2]
         label, path = int(self.images.labels[index]), self.images.file(index)
         try:
             with open_image(path) as image:
@@ -190,7 +194,7 @@ class EncodedImages(Dataset):
 class EncodedBatch:
     payloads: list[torch.Tensor]
     labels: torch.Tensor
-    items: list[tuple[int, int]]
+    items: list[SampleKey]
     encoded: list[bool]
     skipped: list[str]
 
@@ -213,8 +217,8 @@ class DeviceDecoder:
     libraries on the machine); `torchvision.io.decode_jpeg` is still the batched nvjpeg call of the
     torchvision this project pins, so the warning is silenced here, around that call alone."""
 
-    def __init__(self, images: ImageSet, transform: Transform, seed: int, device: torch.device):
-        self.images, self.transform, self.seed, self.device = images, transform, seed, device
+    def __init__(self, images: ImageSet, transform: Transform, device: torch.device):
+        self.images, self.transform, self.device = images, transform, device
 
     def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -228,13 +232,13 @@ class DeviceDecoder:
             except RuntimeError:
                 decoded = iter([self._one_on_cpu(jpeg) for jpeg in jpegs])
         views, labels, skipped = [], [], list(batch.skipped)
-        for payload, encoded, label, (epoch, index) in zip(batch.payloads, batch.encoded, batch.labels,
-                                                            batch.items):
+        for payload, encoded, label, (seed, epoch, index) in zip(batch.payloads, batch.encoded, batch.labels,
+                                                                  batch.items):
             image = next(decoded) if encoded else payload.to(self.device, non_blocking=True)
             if isinstance(image, str):
                 skipped.append(f"{self.images.file(index)}: cannot read the image ({image})")
                 continue
-            with seeded(sample_seed(self.seed, epoch, index)):
+            with seeded(sample_seed(seed, epoch, index)):
                 views.append(self.transform(image))
             labels.append(label)
         if not views:

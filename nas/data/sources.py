@@ -130,7 +130,7 @@ def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[Ima
 
     def decode(images: ImageSet, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
         count = default_loader_workers(images) if workers is None else workers
-        dataset = TransformedImages(images, prepare_transform(size), seed=0, draft=size)
+        dataset = TransformedImages(images, prepare_transform(size), draft=size)
         loader = make_loader(dataset, EpochSampler(len(images)), 64, count, pin=False, drop_last=False)
         done = 0
         for batch in loader:

@@ -9,8 +9,9 @@ batch 1, and only these operators count:
 - ``adaptive_avg_pool2d``: 1 per input element (the head's global pooling);
 - ``linear``: in_features * out_features (bias not counted).
 
-Activations (SiLU, ReLU, sigmoid), the squeeze-excitation gate multiply, residual adds and the
-`mean` of squeeze-excitation count zero, as in fvcore. The analytic counter reads the same block
+Activations (SiLU, ReLU, sigmoid), the squeeze-excitation gate multiply, residual adds, the
+`mean` of squeeze-excitation and the 2x2 `avg_pool2d` of a pooling shortcut count zero, as in fvcore
+(a pooling shortcut's 1x1 projection is a conv and a batch_norm like any other). The analytic counter reads the same block
 plan as the builder and reproduces fvcore's per-operator totals exactly, about 10,000x faster.
 """
 
@@ -97,6 +98,8 @@ def block_cost(b: BlockPlan) -> Cost:
         cost.add_conv_bn(b.in_channels, b.out_channels, b.kernel, b.out_size)
         if b.se_channels:
             cost.add_se(b.out_channels, b.se_channels)
+    if b.project_shortcut:
+        cost.add_conv_bn(b.in_channels, b.out_channels, 1, b.out_size)
     return cost
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec import POOL_SKIP, NetworkSpec, StageSpec
 
 
 def conv_output_size(size: int, stride: int) -> int:
@@ -35,6 +35,11 @@ class BlockPlan(NamedTuple):
     stride: int
     se_channels: int
     residual: bool
+    """The block adds a shortcut to its output: the identity, or the pooling shortcut below."""
+    pool_shortcut: bool
+    """The shortcut average-pools 2x2 with stride 2 (`skip: pool` on a striding block)."""
+    project_shortcut: bool
+    """The shortcut ends in a 1x1 conv + BatchNorm (`skip: pool` where the channels change)."""
     in_size: int
     out_size: int
     drop_rate: float
@@ -55,6 +60,16 @@ class NetworkPlan:
         return self.blocks[-1].out_channels
 
 
+def shortcut(stage: StageSpec, stride: int, in_channels: int) -> tuple[bool, bool, bool]:
+    """(residual, pool, project) of a block: the identity where stride is 1 and the channels match (unless
+    `skip` is off); with `skip: pool` everywhere else a shortcut that pools where the block strides and
+    projects where the channels change."""
+    identity = stride == 1 and in_channels == stage.out_channels
+    if stage.skip == POOL_SKIP and not identity:
+        return True, stride != 1, in_channels != stage.out_channels
+    return bool(stage.skip) and identity, False, False
+
+
 def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
     """Per stage, its first block and (if it repeats) the block every later repeat copies.
 
@@ -69,6 +84,7 @@ def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
         shapes = []
         for stride in ((stage.stride, 1) if stage.repeats > 1 else (stage.stride,)):
             out_size = conv_output_size(size, stride)
+            residual, pool, project = shortcut(stage, stride, channels)
             shapes.append(BlockPlan(
                 index=index,
                 stage=stage_index,
@@ -79,7 +95,9 @@ def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
                 kernel=stage.kernel,
                 stride=stride,
                 se_channels=se_channels(channels, stage.se_ratio),
-                residual=stage.skip and stride == 1 and channels == stage.out_channels,
+                residual=residual,
+                pool_shortcut=pool,
+                project_shortcut=project,
                 in_size=size,
                 out_size=out_size,
                 drop_rate=spec.drop_connect * index / total,

@@ -1,8 +1,8 @@
 """Spec -> `nn.Module`: one builder for every spec.
 
 Stem conv-BN-act; per block MBConv, depthwise-separable or regular conv with optional
-squeeze-excitation and an identity shortcut with stochastic depth; head 1x1 conv-BN-act,
-global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
+squeeze-excitation and a shortcut (the identity, or MnasNet's pooling shortcut) with stochastic
+depth; head 1x1 conv-BN-act, global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
 analytic counters read too.
 """
 
@@ -77,6 +77,18 @@ class DropPath(nn.Module):
         return f"drop_rate={self.drop_rate:.4f}"
 
 
+def pooling_shortcut(plan: BlockPlan, spec: NetworkSpec) -> nn.Sequential:
+    """`skip: pool` where the identity cannot apply: 2x2 average pooling, stride 2, where the block strides
+    (`ceil_mode` gives ceil(size / 2), the branch's own output size; windows hanging over the edge average
+    what they cover), then a 1x1 conv + BatchNorm where the channels change (ResNet-D's downsampling shortcut)."""
+    layers: list[nn.Module] = []
+    if plan.pool_shortcut:
+        layers.append(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False))
+    if plan.project_shortcut:
+        layers.append(ConvBNAct(plan.in_channels, plan.out_channels, 1, 1, spec, act=False))
+    return nn.Sequential(*layers)
+
+
 class Block(nn.Module):
     """One block of any type; its layers in order, then the shortcut where the plan keeps one."""
 
@@ -102,14 +114,16 @@ class Block(nn.Module):
                 layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
         self.layers = nn.Sequential(*layers)
         self.residual = p.residual
+        self.shortcut = pooling_shortcut(p, spec) if p.pool_shortcut or p.project_shortcut else None
         self.drop_path = DropPath(p.drop_rate) if p.residual and p.drop_rate > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.residual:
             return self.layers(x)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
         if self.drop_path is None:
-            return x + self.layers(x)
-        return self.drop_path(x, self.layers(x))
+            return shortcut + self.layers(x)
+        return self.drop_path(shortcut, self.layers(x))
 
 
 class Network(nn.Module):
@@ -126,10 +140,16 @@ class Network(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """The reference initialisation: He-normal (fan-out) convs, uniform(1/sqrt(out)) classifier."""
+        """The TensorFlow reference's initialisation (`conv_kernel_initializer` and `dense_kernel_initializer`
+        of its efficientnet_model.py; timm's `_init_weight_goog`): every conv normal(0, sqrt(2 / fan_out)) with
+        fan_out = k^2 * out_channels / groups, so a depthwise conv (groups = channels) has fan_out k^2, as
+        TensorFlow's depthwise kernel [k, k, channels, 1] gives it; the classifier uniform within
+        +-1/sqrt(classes); biases 0, BatchNorm scale 1 and shift 0. (torch's `kaiming_normal_` leaves the
+        groups out of the fan-out: a depthwise 3x3 over 96 channels would get std 0.048 instead of 0.47.)"""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):

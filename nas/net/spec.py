@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, Union
 
 import yaml
 
@@ -37,6 +37,11 @@ MAX_INTEGER = 10_000_000
 """Largest integer a spec field takes (channels, repeats, resolution, classes): beyond any real network."""
 
 ACTIVATIONS = ("silu", "relu", "relu6", "hardswish")
+
+POOL_SKIP = "pool"
+Skip = Union[bool, Literal["pool"]]
+"""MnasNet's SkipOp: `True` (identity residual), `False` (no skip) or `"pool"` (pooling shortcut)."""
+SKIP_CHOICES: tuple[Skip, ...] = (True, False, POOL_SKIP)
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,10 @@ class StageSpec:
 
     `expand` is the MBConv expansion ratio; depthwise-separable and regular conv blocks have
     none, so it must be 1 for them. `se_ratio` sizes squeeze-excitation from the block's input
-    channels (0 turns it off). `skip` keeps the identity shortcut wherever stride is 1 and the
-    channels match.
+    channels (0 turns it off). `skip` is MnasNet's SkipOp: `True` keeps the identity shortcut
+    wherever stride is 1 and the channels match; `"pool"` does too, and gives every other block a
+    shortcut as well: average pooling (2x2, stride 2) where the block strides, then a 1x1 conv +
+    BatchNorm where the channels change (ResNet-D's downsampling shortcut); `False` has none.
     """
 
     block: str
@@ -63,15 +70,15 @@ class StageSpec:
     expand: int
     out_channels: int
     se_ratio: float = 0.25
-    skip: bool = True
+    skip: Skip = True
 
     @property
     def summary(self) -> str:
-        """A short token: block (with expand ratio), kernel, repeats, channels, `+se`, `-skip`;
+        """A short token: block (with expand ratio), kernel, repeats, channels, `+se`, `-skip` or `+pool`;
         e.g. `mb6k5x3c40+se` is three MBConv6 5x5 blocks to 40 channels with squeeze-excitation."""
         block = {"mbconv": f"mb{self.expand}", "dsconv": "ds", "conv": "cv"}.get(self.block, self.block)
-        return (f"{block}k{self.kernel}x{self.repeats}c{self.out_channels}" + ("+se" if self.se_ratio else "")
-                + ("" if self.skip else "-skip"))
+        skip = {True: "", False: "-skip", POOL_SKIP: "+pool"}[self.skip]
+        return f"{block}k{self.kernel}x{self.repeats}c{self.out_channels}" + ("+se" if self.se_ratio else "") + skip
 
 
 @dataclass(frozen=True)
@@ -190,10 +197,11 @@ class _Fields:
             self.fail(f"must be a non-empty string, got {_yaml_type(value)} {value!r}", key)
         return value
 
-    def flag(self, key: str) -> bool:
+    def skip(self, key: str) -> Skip:
         value = self.data[key]
-        if not isinstance(value, bool):
-            self.fail(f"must be true or false, got {_yaml_type(value)} {value!r}", key)
+        if not isinstance(value, bool) and value != POOL_SKIP:
+            self.fail(f"must be true or false (the identity shortcut or none) or pool, got {_yaml_type(value)} "
+                      f"{value!r}", key)
         return value
 
     def kernel(self, key: str) -> int:
@@ -257,7 +265,7 @@ def _stage(data: Any, index: int, source: str) -> StageSpec:
         expand=expand,
         out_channels=f.integer("out_channels"),
         se_ratio=f.number("se_ratio", low=0.0, high=1.0, high_open=True) if f.has("se_ratio") else 0.25,
-        skip=f.flag("skip") if f.has("skip") else True,
+        skip=f.skip("skip") if f.has("skip") else True,
     )
 
 

@@ -123,7 +123,8 @@ class ProxyRuntime:
 class Proxy(Protocol):
     name: str
 
-    def score(self, spec: "NetworkSpec", report: Callable[[int, float], None] | None = None) -> float: ...
+    def score(self, spec: "NetworkSpec", report: Callable[[int, float], None] | None = None,
+              seed: int | None = None) -> float: ...
 
 
 def make_proxy(config: ProxyConfig, data: "DataSplits", runtime: ProxyRuntime = ProxyRuntime()) -> Proxy:

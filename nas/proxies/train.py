@@ -12,6 +12,7 @@ finite-loss check reads the device once per epoch instead of every step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Callable, Iterator
 
 import torch
@@ -73,10 +74,9 @@ class TrainProxy:
         workers = default_loader_workers(data.train) if runtime.loader_workers is None else runtime.loader_workers
         pin = self.device.type == "cuda"
         self.sampler = EpochSampler(len(data.train), seed=runtime.seed, shuffle=True)
-        train = TransformedImages(data.train, train_transform(data.resolution, config.augmentation, data.prepared),
-                                  runtime.seed)
+        train = TransformedImages(data.train, train_transform(data.resolution, config.augmentation, data.prepared))
         self.train_loader = make_loader(train, self.sampler, self.batch, workers, pin, drop_last=True)
-        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared), runtime.seed)
+        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared))
         # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
         self.val_loader = make_loader(val, EpochSampler(len(data.val)), self.batch, workers, pin, drop_last=False)
         self.normalize = Normalize(self.device)
@@ -86,8 +86,12 @@ class TrainProxy:
         cap = self.config.max_train_batches
         return min(steps, cap) if cap else steps
 
-    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
-        with seeded_proxy_model(spec, self.data, self.runtime) as (model, device):
+    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
+              seed: int | None = None) -> float:
+        """Train `spec` and score it; `seed` (default the runtime's) seeds its weights, data order and crops."""
+        seed = self.runtime.seed if seed is None else seed
+        self.sampler.seed = seed
+        with seeded_proxy_model(spec, self.data, dataclasses.replace(self.runtime, seed=seed)) as (model, device):
             return self._train(model, device, report)
 
     def _train(self, model: nn.Module, device: torch.device, report: Callable[[int, float], None] | None) -> float:

@@ -10,6 +10,7 @@ scores `MIN_SCORE`; a synflow that overflows float64 raises `ProxyFailure`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -44,8 +45,12 @@ class _ZeroCostProxy:
         self.config = config
         self.runtime = runtime
 
-    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None) -> float:
-        with seeded_proxy_model(spec, self.data, self.runtime) as (model, device):
+    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
+              seed: int | None = None) -> float:
+        """The score of `spec` at initialisation; `seed` (default the runtime's) seeds the weights (the
+        minibatch stays the runtime seed's)."""
+        runtime = self.runtime if seed is None else dataclasses.replace(self.runtime, seed=seed)
+        with seeded_proxy_model(spec, self.data, runtime) as (model, device):
             return positive_score(self.log_score(model.to(device), device))
 
     def log_score(self, model: nn.Module, device: torch.device) -> float:
@@ -71,9 +76,8 @@ class NaswotProxy(_ZeroCostProxy):
         n = len(self.data.train)
         generator = torch.Generator().manual_seed(self.runtime.seed)
         order = torch.randperm(n, generator=generator)[: min(self.config.batch_size, n)]
-        images = TransformedImages(self.data.train, eval_transform(self.data.resolution, self.data.prepared),
-                                   self.runtime.seed)
-        batch = collate([images[0, int(i)] for i in order])
+        images = TransformedImages(self.data.train, eval_transform(self.data.resolution, self.data.prepared))
+        batch = collate([images[self.runtime.seed, 0, int(i)] for i in order])
         return Normalize(device)(batch.images).contiguous()
 
     def log_score(self, model: nn.Module, device: torch.device) -> float:

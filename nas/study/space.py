@@ -2,7 +2,7 @@
 
 A space is a skeleton of stages (repeats, stride, base channels) and, per stage, the choices the
 search makes for every layer of that stage at once: block type, expand ratio (MBConv only),
-kernel, SE ratio, identity skip, width multiplier of the skeleton's channels (rounded with the
+kernel, SE ratio, skip (MnasNet's SkipOp: identity, pooling or none), width multiplier of the skeleton's channels (rounded with the
 reference's `round_filters`) and repeats offset. Stage-level `choices` override the space-wide
 ones. The same decision function serves Optuna trials, random draws and stored parameters, so a
 trial's spec can always be rebuilt from its parameters.
@@ -19,7 +19,7 @@ from effnet.nas.errors import InputError
 from effnet.nas.files import parse_yaml, read_text
 from effnet.nas.resources import config_path
 from effnet.nas.net.rounding import round_filters
-from effnet.nas.net.spec import BLOCK_TYPES, NetworkSpec, StageSpec, spec_from_dict
+from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP, NetworkSpec, Skip, StageSpec, spec_from_dict
 
 DEFAULT_SPACE = "efficientnet"
 MAX_OPTION = 1_000_000
@@ -38,7 +38,7 @@ class StageChoices:
     expand: tuple[int, ...]
     kernel: tuple[int, ...]
     se_ratio: tuple[float, ...]
-    skip: tuple[bool, ...]
+    skip: tuple[Skip, ...]
     width: tuple[float, ...]
     repeats_offset: tuple[int, ...]
 
@@ -116,8 +116,8 @@ def _options(value: Any, key: str, where: str) -> tuple[Any, ...]:
         raise bad("an odd integer (3, 5, 7)")
     if key == "se_ratio" and not all(ok and 0 <= v < 1 for ok, v in zip(is_num, value)):
         raise bad("a number in [0, 1)")
-    if key == "skip" and not all(isinstance(v, bool) for v in value):
-        raise bad("true or false")
+    if key == "skip" and not all(isinstance(v, bool) or v == POOL_SKIP for v in value):
+        raise bad("true, false or pool")
     if key == "width" and not all(ok and v > 0 for ok, v in zip(is_num, value)):
         raise bad("a positive number")
     if key == "repeats_offset" and not all(is_int):

@@ -334,14 +334,14 @@ class _Loaders:
         transform = train_transform(data.resolution, settings.augment, data.prepared)
         self.device_decoder: DeviceDecoder | None = None
         if decode == "device" and not data.train.in_memory:
-            self.device_decoder = DeviceDecoder(data.train, transform, settings.seed, device)
+            self.device_decoder = DeviceDecoder(data.train, transform, device)
             self.train = DataLoader(EncodedImages(data.train), batch_size=self.local_batch, sampler=self.sampler,
                                     num_workers=workers, collate_fn=collate_encoded, drop_last=True,
                                     persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
         else:
-            train = TransformedImages(data.train, transform, settings.seed)
+            train = TransformedImages(data.train, transform)
             self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
-        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared), settings.seed)
+        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared))
         # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
         self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
                                self.local_batch, workers, pin, drop_last=False)

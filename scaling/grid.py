@@ -39,12 +39,14 @@ from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.record import write_run_record
 from effnet.nas.study.recovery import QUEUED_PREFIX, WORKER_ATTR
 from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, open_study, run_study
-from effnet.scaling.compound import Coefficients, compound_scale, scaled_resolution
+from effnet.scaling.compound import MAX_COEFFICIENT, Coefficients, compound_scale, scaled_resolution
 
 FLOPS_TARGET = 2
 """The paper's constraint at phi = 1: alpha * beta^2 * gamma^2 ~ 2 (each unit of phi doubles the FLOPs)."""
 MAX_AXIS_VALUES = 1000
-MAX_GRID_SIZE = 1_000_000
+MAX_GRID_SIZE = 10_000
+"""Points a grid may span before the tolerance filters them (the default spans 441): each is sized when the
+grid is made, and each kept one is a trial."""
 _DIGITS = Decimal("1e-9")
 COEFFICIENTS = ("alpha", "beta", "gamma")
 POINT_ATTR = QUEUED_PREFIX + "point"
@@ -97,6 +99,9 @@ def parse_range(text: str, setting: str) -> AxisRange:
     if low > high:
         raise SettingError(setting, f"{text!r}: the low end is above the high end; write it as "
                                     f"{_plain(high)}:{_plain(low)}")
+    if high > MAX_COEFFICIENT:
+        raise SettingError(setting, f"{text!r}: coefficients must be at most {MAX_COEFFICIENT:g}; end the range there "
+                                    "or below")
     return AxisRange(low, high)
 
 
@@ -153,8 +158,7 @@ class GridDefinition:
     """Keep points by the measured FLOPs ratio of the phi = 1 network instead of the formula."""
 
     def __post_init__(self) -> None:
-        if not self.tolerance >= 0:
-            raise SettingError("tolerance", f"must be a number >= 0, got {self.tolerance}")
+        checks.number("tolerance", self.tolerance, low=0)
         counts = [int((r.high - r.low) / self.step) + 1 for r in (self.alpha, self.beta, self.gamma)]
         if max(counts) > MAX_AXIS_VALUES or counts[0] * counts[1] * counts[2] > MAX_GRID_SIZE:
             raise SettingError("step", f"{_plain(self.step)} makes a grid of {counts[0]}x{counts[1]}x{counts[2]} "

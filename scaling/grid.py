@@ -524,6 +524,8 @@ class GridResult:
     signal: int | None
     elapsed_s: float
     files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
 
     @property
     def ranked(self) -> list[PointResult]:
@@ -546,6 +548,7 @@ class GridResult:
             "points_left": counts["running"] + counts["pending"], "best": None, "coefficients": None,
             "files": {"grid_csv": str(self.files["grid_csv"]), "plot": str(self.files["plot"]),
                       "run": str(self.files["run_record"])},
+            "notes": self.notes,
             "points": [r.row() for r in self.ranked] + [r.row() for r in self.points if r.score is None],
         }
         if self.record is not None:
@@ -558,6 +561,7 @@ def check_grid(config: GridConfig) -> list[GridPoint]:
     """Everything that can be refused before the study starts: the grid's points, the data, the directory."""
     points = config.grid.points(config.base)
     config.study.worker_device()
+    config.study.check_workers()
     from effnet.nas.data.sources import load_data
 
     load_data(config.proxy.data, config.proxy.resolution, seed=config.study.seed)
@@ -593,7 +597,8 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
         coefficients = Coefficients(record["alpha"], record["beta"], record["gamma"])
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, points=results, coefficients=coefficients, record=record,
-                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files)
+                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
+                        notes=run.notes)
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

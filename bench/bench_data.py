@@ -88,18 +88,18 @@ def decode_rates(folder: Path, count: int, cache_dir: Path) -> list[tuple[str, f
         return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
     rows = []
-    for label, size, augment, prepared in (("training view 224 px, paper", 224, "paper", False),
-                                           ("training view 224 px, light", 224, "light", False),
-                                           ("evaluation view 224 px", 224, "none", False),
-                                           ("proxy epoch 128 px, light, streamed from files", 128, "light", False)):
-        dataset = TransformedImages(images, train_transform(size, augment, prepared))
+    for label, size, augment in (("training view 224 px, paper", 224, "paper"),
+                                 ("training view 224 px, light", 224, "light"),
+                                 ("evaluation view 224 px", 224, "none"),
+                                 ("proxy epoch 128 px, light, streamed from files", 128, "light")):
+        dataset = TransformedImages(images, train_transform(size, augment, "files"))
         rows.append((f"effnet: {label}", rate(dataset.__getitem__, items)))
     data = proxy_data(str(folder), 128, seed=0, val_images=len(images) // 10, cache_dir=cache_dir, loader_workers=2)
-    cached = TransformedImages(data.train, train_transform(128, "light", prepared=True))
+    cached = TransformedImages(data.train, train_transform(128, "light", "prepared"))
     rows.append(("effnet: proxy epoch 128 px, light, from the cache",
                  rate(cached.__getitem__, [(0, 0, i) for i in range(min(count, len(data.train)))])))
     rows.append(("effnet: proxy evaluation 128 px, from the cache",
-                 rate(TransformedImages(data.val, eval_transform(128, True)).__getitem__,
+                 rate(TransformedImages(data.val, eval_transform(128, "prepared")).__getitem__,
                       [(0, 0, i) for i in range(len(data.val))])))
     rows.append(("plain PIL loop (draft, resize 224, tensor)", rate(lambda p: plain(p, 224), files)))
     rows.append(("plain PIL loop (draft, resize 128, tensor)", rate(lambda p: plain(p, 128), files)))
@@ -118,7 +118,7 @@ def loader_against_model(folder: Path, steps: int) -> list[tuple[str, float]]:
     images, _ = index_folder(folder)
     rows = []
     for workers in (1, 2):
-        dataset = TransformedImages(images, train_transform(224, "paper", prepared=False))
+        dataset = TransformedImages(images, train_transform(224, "paper", "files"))
         loader = make_loader(dataset, EpochSampler(len(images), shuffle=True), 32, workers, pin=False,
                              drop_last=True)
         iterator = iter(loader)

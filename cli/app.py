@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from effnet.cli.common import write_crash_log
+from effnet.cli.common import set_run_dir, shown, write_crash_log
 from effnet.cli.describe import describe
 from effnet.cli.export_family import export_family
 from effnet.cli.grid_scale import grid_scale
@@ -37,6 +37,7 @@ def root() -> None:
     """effnet: search a base network, grid-search its scaling coefficients, export the family."""
     from effnet.nas.training.allocator import configure_allocator
 
+    set_run_dir(None)  # until the command knows its run directory, a crash log goes to a file of its own
     configure_allocator()  # before any training allocates; EFFNET_ALLOCATOR=system turns it off
 
 
@@ -49,6 +50,6 @@ def main() -> None:
         raise SystemExit(130) from None
     except Exception as err:
         log = write_crash_log()
-        print(f"effnet: unexpected error: {type(err).__name__}: {' '.join(str(err).split())[:300]} "
+        print(f"effnet: unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]} "
               f"(traceback in {log})", file=sys.stderr)
         raise SystemExit(1) from None

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -27,9 +25,16 @@ progress_console = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def shown(text: str) -> str:
+    """Text as it may be printed or logged: every password of the command line's URLs hidden."""
+    from effnet.nas.redact import argv_secrets, redact
+
+    return redact(text, argv_secrets(sys.argv))
+
+
 def fail(message: str) -> "typer.Exit":
     """Print one line naming the problem and the fix; the caller raises the returned Exit(2)."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    print(f"error: {shown(' '.join(str(message).split()))}", file=sys.stderr, flush=True)
     return typer.Exit(2)
 
 
@@ -63,22 +68,24 @@ def clean_input_errors(flags: Mapping[str, str] | None = None) -> Callable[[F], 
 _run_dir: list[Path] = []
 
 
-def set_run_dir(path: Path) -> None:
-    """Where a crash log goes if the command fails unexpectedly."""
-    _run_dir[:] = [path]
+def set_run_dir(path: Path | None) -> None:
+    """Where a crash log goes if the command fails unexpectedly (None: not known yet)."""
+    _run_dir[:] = [] if path is None else [path]
 
 
 def write_crash_log() -> Path:
-    """Save the current exception's traceback in the run directory (or the temp dir); return its path."""
-    folder = _run_dir[0] if _run_dir else Path(tempfile.gettempdir())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "error.log"
-        path.write_text(traceback.format_exc(), encoding="utf-8")
-    except OSError:
-        path = Path(tempfile.gettempdir()) / f"effnet-error-{os.getpid()}.log"
-        path.write_text(traceback.format_exc(), encoding="utf-8")
-    return path
+    """Save the current exception's traceback (passwords hidden) as error.log in the run directory, or
+    where that is not known or writable, in a file of its own in the temp dir; return its path."""
+    from effnet.nas.files import write_error_log
+
+    return write_error_log(_run_dir[0] / "error.log" if _run_dir else None, shown(traceback.format_exc()))
+
+
+def print_notes(notes: list[str]) -> None:
+    """What the library says the user should know about a run (a repaired journal, a failed worker),
+    one line each on stderr."""
+    for note in notes:
+        progress_console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:

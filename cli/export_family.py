@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.nas.resources import reference_b0_path
 
 PRESETS = ("official",)
@@ -119,6 +119,7 @@ def export_family(
     from effnet.scaling.export import export_family as run_export
     from effnet.scaling.family import DEFAULT_PHIS, MATCH_TOLERANCE, parse_phi_list
 
+    set_run_dir(run_dir)
     if preset is not None and preset not in PRESETS:
         raise InputError(f"--preset {preset!r} is not known; the only preset is 'official'")
     official = preset == "official"

@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir,
-                               warn_skipped)
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
+                               set_run_dir, warn_skipped)
 from effnet.cli.options import parse_duration, renamed
 from effnet.nas.resources import reference_b0_path
 
@@ -170,6 +170,7 @@ def grid_scale(
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"
     with ProgressBar("grid", enabled=not as_json, header=header) as bar:
         result = run_grid(config, str(base_path), on_progress=bar)
+    print_notes(result.notes)
     if as_json:
         emit_json(result.as_dict())
     else:

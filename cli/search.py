@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir,
-                               warn_skipped)
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
+                               set_run_dir, warn_skipped)
 from effnet.cli.options import parse_duration, renamed
 
 OBJECTIVES = ("reward", "hard", "pareto")
@@ -95,6 +95,7 @@ def search(
               f"{format_size(config.band.low)}–{format_size(config.band.high)} FLOPs")
     with ProgressBar("search", enabled=not as_json, header=header) as bar:
         result = run_search(config, on_progress=bar)
+    print_notes(result.notes)
     if as_json:
         emit_json(result.as_dict())
     else:

@@ -33,12 +33,18 @@ def number(setting: str, value: Any, *, low: float | None = None, high: float | 
     except OverflowError:  # an int too large for a float
         finite = False
     if not finite:
-        raise SettingError(setting, f"must be a finite number, got {value}")
+        raise SettingError(setting, f"must be a finite number, got {_shown(value)}")
     if low is not None and (value < low or (low_open and value == low)):
         raise SettingError(setting, f"must be {'above' if low_open else 'at least'} {low:g}, got {value:g}")
     if high is not None and (value > high or (high_open and value == high)):
         raise SettingError(setting, f"must be {'below' if high_open else 'at most'} {high:g}, got {value:g}")
     return float(value)
+
+
+def _shown(value: float) -> str:
+    """A number as an error shows it: an integer of hundreds of digits by its length."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:6]}... ({len(text.lstrip('-'))} digits)"
 
 
 def choice(setting: str, value: Any, choices: Sequence[str]) -> str:

@@ -1,4 +1,4 @@
-"""Reading YAML safely, and the one writer of every file effnet leaves behind.
+"""The one writer of every file effnet leaves behind (reading users' files is `effnet.nas.inputs`).
 
 Every file (specs, YAML and CSV reports, plots, checkpoints) is written by `atomic_write`: a
 temporary file in the target's directory, flushed to disk, then renamed over the target, so a crash
@@ -18,48 +18,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from effnet.nas.errors import InputError
-
-
-class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """yaml's SafeLoader (no arbitrary objects), refusing a key given twice in one mapping."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)):
-                continue  # unhashable keys are refused by SafeLoader itself
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (each key may appear once)", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """Safe YAML loading (SafeLoader, duplicate keys refused) with errors as one line naming file and line."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeySafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise InputError(f"{source}:{line} YAML syntax error: {err.problem or err.context}") from None
-    except RecursionError:
-        raise InputError(f"{source}: YAML nested too deeply to read; flatten the document") from None
-    except yaml.YAMLError as err:
-        raise InputError(f"{source}: YAML syntax error: {err}") from None
-
-
-def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such {what}; check the path")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, expected a YAML {what}")
-    try:
-        return p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{p}: cannot read the {what}: {err}") from None
+from effnet.nas.inputs import EXPONENT_FLOAT, FLOAT_TAG
 
 
 def current_umask() -> int:
@@ -93,8 +52,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper quoting every string effnet's reader would take for a number (`1e3`), so what is written
+    reads back the same."""
+
+
+_Dumper.add_implicit_resolver(FLOAT_TAG, EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def yaml_text(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=200)
+
+
 def dump_yaml(data: Any, path: str | os.PathLike[str]) -> Path:
-    return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=200))
+    return atomic_write_text(path, yaml_text(data))
 
 
 def write_csv(path: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
@@ -129,3 +100,18 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"only {free // 2**20} MiB free under {folder}; free some space or choose another "
                          "run directory")
     return folder
+
+
+def write_error_log(path: str | os.PathLike[str] | None, text: str) -> Path:
+    """An unexpected error's traceback: at `path` (in the run directory), or where that cannot be written
+    (or is not known yet), in a file of this process's own in the temporary directory, never one that
+    every run shares. Returns where it went."""
+    if path is not None:
+        try:
+            return atomic_write_text(path, text)
+        except OSError:
+            pass
+    fd, name = tempfile.mkstemp(prefix="effnet-error-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return Path(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas.files import dump_yaml
-from effnet.nas.redact import redact_url
+from effnet.nas.redact import redact_argv
 
 RUN_RECORD = "run.yaml"
 PACKAGES = ("effnet", "torch", "torchvision", "optuna", "fvcore")
@@ -49,7 +49,7 @@ def write_run_record(run_dir: str | Path, command: str, settings: dict[str, Any]
                      result: dict[str, Any] | None = None) -> Path:
     record = {
         "command": command,
-        "argv": [redact_url(a) for a in sys.argv],
+        "argv": redact_argv(sys.argv),
         "versions": versions(),
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": plain(settings),

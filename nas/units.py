@@ -24,8 +24,10 @@ def parse_size(text: str, what: str = "size") -> int:
 
 
 def format_size(value: float) -> str:
-    """400000000 -> '400.0M', 1.8e9 -> '1.80G'."""
+    """400000000 -> '400.0M', 1.8e9 -> '1.80G', 1e13 -> '10.00T'."""
     value = float(value)
+    if abs(value) >= 1e12:
+        return f"{value / 1e12:.2f}T"
     if abs(value) >= 1e9:
         return f"{value / 1e9:.2f}G"
     if abs(value) >= 1e6:

@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from effnet.nas.errors import InputError
+from effnet.nas import checks
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.net.rounding import round_filters, round_repeats
 from effnet.nas.net.spec import HeadSpec, NetworkSpec, StemSpec
 
@@ -52,6 +53,10 @@ def scale(spec: NetworkSpec, depth: float, width: float, resolution: int, *,
     )
 
 
+MAX_COEFFICIENT = 4.0
+MAX_PHI = 100.0
+"""Bounds that keep every power finite: (alpha * beta^2 * gamma^2)^phi <= (4^5)^100 ~ 1e301. Far past
+them no network is within the spec limits anyway (alpha 1.2 at phi 100 multiplies depth by 8e7)."""
 MAX_DROPOUT = 0.5
 """The reference family's dropout ceiling (B6 and B7)."""
 
@@ -84,10 +89,9 @@ class Coefficients:
     def __post_init__(self) -> None:
         for key in ("alpha", "beta", "gamma"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"{key} must be a number, got {value!r}")
+            checks.number(key, value, high=MAX_COEFFICIENT)
             if value < 1:
-                raise InputError(f"{key} must be at least 1 (compound scaling only grows the network), got {value}")
+                raise SettingError(key, f"must be at least 1 (compound scaling only grows the network), got {value}")
 
     @property
     def flops_factor(self) -> float:
@@ -104,8 +108,7 @@ def compound_scale(spec: NetworkSpec, alpha: float, beta: float, gamma: float, p
     """Grow `spec` along the compound direction: depth alpha^phi, width beta^phi, resolution
     `scaled_resolution(spec.resolution, gamma^phi)`, dropout `dropout_rule(spec.dropout, phi)`."""
     coefficients = Coefficients(alpha, beta, gamma)
-    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not math.isfinite(phi) or phi < 0:
-        raise InputError(f"phi must be a number >= 0, got {phi!r}")
+    checks.number("phi", phi, low=0, high=MAX_PHI)
     depth, width, resolution_multiplier = alpha ** phi, beta ** phi, gamma ** phi
     return scale(
         spec, depth=depth, width=width, resolution=scaled_resolution(spec.resolution, resolution_multiplier),

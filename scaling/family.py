@@ -18,24 +18,26 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable
 
 from effnet.nas.errors import InputError, SettingError
-from effnet.nas.files import parse_yaml, read_text
+from effnet.nas.inputs import load_yaml
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.layout import plan_network
-from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec import NetworkSpec, spec_from_dict, spec_to_dict
 from effnet.nas.units import format_size
 from effnet.scaling.caveats import grid_caveats
-from effnet.scaling.compound import Coefficients, compound_scale
+from effnet.scaling.compound import MAX_PHI, Coefficients, compound_scale
 from effnet.scaling.presets import OFFICIAL, official_preset
 
 DEFAULT_PHIS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
 MATCH_TOLERANCE = 0.05
 """`--match-flops` accepts a member within 5 % of its target 2^k x base FLOPs."""
 
+MIN_PHI = 0.001
+"""The smallest phi a family member may have: a member's name spells its phi out (1e-300 would not fit a file name)."""
 _PHI_TOLERANCE = 1e-10
-_MAX_PHI = 1000.0
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -43,7 +45,7 @@ _MAX_PHI = 1000.0
 def load_coefficients(path: str | os.PathLike[str]) -> Coefficients:
     """alpha, beta, gamma from the top level of a YAML file, with the caveats a grid's record holds against
     them (`grid_caveats`: an incomplete grid, a choice within noise); other keys are ignored."""
-    data = parse_yaml(read_text(path, "coefficients file"), str(path))
+    data = load_yaml(path, "coefficients file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: must be a mapping with keys alpha, beta, gamma (as grid-scale writes it)")
     missing = [key for key in ("alpha", "beta", "gamma") if key not in data]
@@ -51,12 +53,12 @@ def load_coefficients(path: str | os.PathLike[str]) -> Coefficients:
         raise InputError(f"{path}: missing key {missing[0]!r}; the file needs alpha, beta and gamma at the top level")
     try:
         return Coefficients(data["alpha"], data["beta"], data["gamma"], caveats=grid_caveats(data))
-    except InputError as err:
+    except InputError as err:  # a SettingError names the key, which is what the file calls it
         raise InputError(f"{path}: {err}") from None
 
 
 def parse_phi_list(text: str) -> tuple[float, ...]:
-    """A comma list of positive numbers, e.g. `1,2,3` or `0.5, 1.5`; raises `InputError`."""
+    """A comma list of numbers in [MIN_PHI, MAX_PHI], e.g. `1,2,3` or `0.5, 1.5`; raises `SettingError`."""
     values = []
     for item in str(text).split(","):
         item = item.strip()
@@ -65,20 +67,21 @@ def parse_phi_list(text: str) -> tuple[float, ...]:
         except ValueError:
             raise SettingError("phi", f"{text!r}: {item!r} is not a number; "
                              "write a comma list like 1,2,3,4,5,6,7") from None
-        if not math.isfinite(value) or value <= 0:
-            raise SettingError("phi", f"{text!r}: every phi must be a positive number, got {item!r}")
-        twin = next((v for v in values if member_name(v) == member_name(value)), None)
-        if twin is not None:
-            raise SettingError("phi", f"{text!r}: phi {item} is listed twice (or too close to {twin:g} to name apart)")
+        if not MIN_PHI <= value <= MAX_PHI:  # NaN fails too
+            raise SettingError("phi", f"{text!r}: every phi must be a positive number from {MIN_PHI:g} to "
+                                      f"{MAX_PHI:g}, got {item!r}")
+        if value in values:
+            raise SettingError("phi", f"{text!r}: phi {item} is listed twice")
         values.append(value)
     return tuple(values)
 
 
 def member_name(phi: float) -> str:
-    """`b3` for phi = 3; a file-safe name for a fractional phi: 1.5 -> `b1p5`."""
+    """`b3` for phi = 3; for a fractional phi its shortest exact decimal, file-safe: 1.5 -> `b1p5`,
+    0.001 -> `b0p001`. Different numbers get different names."""
     if float(phi).is_integer():
         return f"b{int(phi)}"
-    return "b" + f"{phi:.12f}".rstrip("0").rstrip(".").replace(".", "p")
+    return "b" + format(Decimal(repr(float(phi))), "f").replace(".", "p")
 
 
 # -- members ------------------------------------------------------------------------------------
@@ -168,6 +171,13 @@ class FamilyMember:
 
 def _member(name: str, phi: float, depth: float, width: float, spec: NetworkSpec, base: NetworkSpec,
             coefficients: Coefficients, match: FlopsMatch | None = None) -> FamilyMember:
+    """A member, which must be a spec effnet itself accepts (every field in range, within the cost limits):
+    what export writes, describe and train read."""
+    try:
+        spec_from_dict(spec_to_dict(spec), f"family member {name} (phi {phi:g})")
+    except InputError as err:
+        raise InputError(f"{err} (grown from {base.name} by alpha {coefficients.alpha:g}, beta {coefficients.beta:g}, "
+                         f"gamma {coefficients.gamma:g}: use smaller coefficients or phi)") from None
     cost, base_cost = analytic_cost(spec), analytic_cost(base)
     return FamilyMember(name=name, phi=phi, depth=depth, width=width, spec=spec, params=cost.params,
                         flops=cost.flops, base_params=base_cost.params, base_flops=base_cost.flops,
@@ -262,12 +272,12 @@ class _CompoundLine:
         if self.c.flops_factor == 1:
             raise InputError("alpha = beta = gamma = 1 never grows the network; "
                              "matching a FLOPs ladder needs a coefficient above 1")
-        phi = 1 + 1.5 * math.log(target / self.base_flops) / math.log(self.c.flops_factor)
+        phi = min(MAX_PHI, 1 + 1.5 * math.log(target / self.base_flops) / math.log(self.c.flops_factor))
         while self.flops(phi) < 1.1 * target:
-            phi *= 2
-            if phi > _MAX_PHI:
-                raise InputError(f"no phi up to {_MAX_PHI:g} reaches {format_size(target)} FLOPs; "
+            if phi == MAX_PHI:
+                raise InputError(f"no phi up to {MAX_PHI:g} reaches {format_size(target)} FLOPs; "
                                  "use larger coefficients or a shorter ladder")
+            phi = min(MAX_PHI, 2 * phi)
         return phi
 
     def step_extent(self, phi: float, phi_max: float) -> tuple[float, float]:

@@ -44,6 +44,8 @@ class GridResult:
     files: dict[str, Path] = field(default_factory=dict)
     data: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Per proxy resolution, what the proxy trained on (split sizes, files left out)."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
 
     @property
     def ranked(self) -> list[NetworkResult]:
@@ -72,6 +74,7 @@ class GridResult:
                       "run": str(self.files["run_record"])},
             "points": [r.row() for r in self.points],
             "data": self.data,
+            "notes": self.notes,
         }
         if self.record is not None:
             data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "score_std", "product",
@@ -89,6 +92,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
 
     points = config.points()
     config.study.worker_device()
+    config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
     runtime = config.study.proxy_runtime()
     progress = None if on_progress is None else (
@@ -132,7 +136,7 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, networks=networks, points=rows, coefficients=coefficients, record=record,
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
-                        data=data)
+                        data=data, notes=run.notes)
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

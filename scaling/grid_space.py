@@ -29,12 +29,14 @@ from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig
-from effnet.scaling.compound import compound_scale, scaled_resolution
+from effnet.scaling.compound import MAX_COEFFICIENT, compound_scale, scaled_resolution
 
 FLOPS_TARGET = 2
 """The paper's constraint per unit of phi: alpha * beta^2 * gamma^2 ~ 2 (each unit of phi doubles the FLOPs)."""
 MAX_AXIS_VALUES = 1000
-MAX_GRID_SIZE = 1_000_000
+MAX_GRID_SIZE = 10_000
+"""Points a grid may span before the tolerance filters them (the default spans 441): each is sized when the
+grid is made, and each kept one is a trial."""
 MAX_PHI = 20
 MAX_REPEATS = 100
 NETWORK_DIGITS = 12
@@ -89,6 +91,9 @@ def parse_range(text: str, setting: str) -> AxisRange:
     if low > high:
         raise SettingError(setting, f"{text!r}: the low end is above the high end; write it as "
                                     f"{_plain(high)}:{_plain(low)}")
+    if high > MAX_COEFFICIENT:
+        raise SettingError(setting, f"{text!r}: coefficients must be at most {MAX_COEFFICIENT:g}; end the range there "
+                                    "or below")
     return AxisRange(low, high)
 
 
@@ -169,8 +174,7 @@ class GridDefinition:
     """The grid builds each point's phi = k network; the constraint is per unit of phi (module notes)."""
 
     def __post_init__(self) -> None:
-        if not self.tolerance >= 0:
-            raise SettingError("tolerance", f"must be a number >= 0, got {self.tolerance}")
+        checks.number("tolerance", self.tolerance, low=0)
         checks.whole("phi", self.phi, low=1, high=MAX_PHI)
         counts = [int((r.high - r.low) / self.step) + 1 for r in (self.alpha, self.beta, self.gamma)]
         if max(counts) > MAX_AXIS_VALUES or counts[0] * counts[1] * counts[2] > MAX_GRID_SIZE:

@@ -85,6 +85,15 @@ def no_training(monkeypatch):
         monkeypatch.setattr(runner, name, forbidden)
 
 
+@pytest.fixture
+def instant_study(monkeypatch):
+    """A search or grid whose workers run no trial: the study is opened, recovered and written, nothing trained."""
+    from effnet.nas.study import runner
+
+    monkeypatch.setattr(runner, "_work", lambda *args, **kwargs: "budget")
+    monkeypatch.setattr(runner, "spawn_workers", lambda *args, **kwargs: [])
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say why the PostgreSQL tests were skipped even under -q (pytest shows skip reasons only with -rs)."""
     reasons = [report.longrepr[2].removeprefix("Skipped: ") for report in terminalreporter.stats.get("skipped", [])

@@ -23,10 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import optuna
+from optuna.trial import FrozenTrial
 
 USER = "effnet"
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
@@ -90,9 +94,10 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        """A new empty database owned by the test user; returns its URL (password included)."""
-        self._run("createdb", *self._local(), "-O", USER, name)
+    def create_database(self, name: str, owner: str = USER) -> str:
+        """A new empty database owned by `owner` (the test user); returns the test user's URL of it (password
+        included)."""
+        self._run("createdb", *self._local(), "-O", owner, name)
         return self.url(name)
 
     def start(self) -> None:
@@ -100,17 +105,29 @@ class PostgresServer:
                   "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync", timeout=120)
         for attempt in range(3):  # another process may take the free port first
             self.port = free_port()
-            options = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off "
-                       f"-c full_page_writes=off -c max_connections=200")
             try:
-                self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w",
-                          "-t", "60", "start", timeout=90)
+                self.resume()
                 break
             except RuntimeError:
                 if attempt == 2:
                     raise
+        self.create_user(USER, self.password)
+
+    def create_user(self, name: str, password: str) -> None:
+        """A login role with `password` (any characters: it is quoted as SQL quotes a string)."""
+        quoted = password.replace("'", "''")
         self._run("psql", *self._local(), "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c",
-                  f"CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{self.password}'")
+                  f"CREATE ROLE {name} LOGIN CREATEDB PASSWORD '{quoted}'")
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or an outage would, keeping its data (`resume` brings it back)."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=60)
+
+    def resume(self) -> None:
+        options = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off "
+                   f"-c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w",
+                  "-t", "60", "start", timeout=90)
 
     def stop(self) -> None:
         try:
@@ -233,3 +250,20 @@ def files_holding(secret: str, *folders: Path) -> list[Path]:
     """Every file under the folders whose bytes contain `secret`."""
     needle = secret.encode()
     return [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file() and needle in p.read_bytes()]
+
+
+@contextmanager
+def postgres_study(url: str) -> Iterator[Callable[[], list[FrozenTrial]]]:
+    """A reader of the study's trials, straight through Optuna and psycopg2; empty until the study exists."""
+    storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
+
+    def trials() -> list[FrozenTrial]:
+        try:
+            return optuna.load_study(study_name="search", storage=storage).get_trials()
+        except KeyError:
+            return []
+
+    try:
+        yield trials
+    finally:
+        storage.engine.dispose()

@@ -4,8 +4,14 @@ and property tests that random YAML never crashes the spec or space loader with 
 from __future__ import annotations
 
 import copy
+import os
 import random
 import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +23,11 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
+from effnet.nas.inputs import MAX_INPUT_BYTES
 from effnet.nas.net.spec import NetworkSpec, load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.study.storage import redact_url
-from postgres import TINY_SEARCH, TINY_SPACE
+from postgres import TINY_SEARCH, TINY_SPACE, files_holding
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 CASES: list[dict[str, Any]] = yaml.safe_load((CORPUS / "cases.yaml").read_text())
@@ -31,35 +38,108 @@ PREFIX = {
                    "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15", "--tolerance", "0.1",
                    "--run-dir", "@TMP/run", "--json"],
     "export-family": ["export-family", "--phi", "1", "--run-dir", "@TMP/run", "--json"],
+    "proxy-check": ["proxy-check", "--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3",
+                    "--data", "synthetic", "--candidates", "3", "--proxy-epochs", "1", "--reference-epochs", "1",
+                    "--proxy-resolution", "16", "--threads", "1", "--run-dir", "@TMP/run", "--json"],
 }
 """Each command with quick settings; a case's own arguments come after and override them."""
+CASE_SECONDS = 10
 runner = CliRunner()
 
 
 def expand(arg: str, tmp_path: Path) -> str:
+    """A case's argument with its placeholders made real (see cases.yaml)."""
     if arg == "@EMPTY":
         (tmp_path / "empty").mkdir(exist_ok=True)
         return str(tmp_path / "empty")
+    if "@FIFO" in arg:
+        fifo = tmp_path / "input.yaml"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        return arg.replace("@FIFO", str(fifo))
+    if arg == "@BIG":
+        big = tmp_path / "big.yaml"
+        big.write_bytes(b"#" * (MAX_INPUT_BYTES + 1))
+        return str(big)
     return arg.replace("@DIR", str(CORPUS)).replace("@TMP", str(tmp_path))
 
 
+def run_case(case: dict[str, Any], tmp_path: Path) -> Any:
+    for source, target in case.get("copy", []):
+        (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CORPUS / source, tmp_path / target)
+    return runner.invoke(app, [expand(str(a), tmp_path) for a in [*PREFIX[case["run"]], *case["args"]]])
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_a_bad_input_gives_one_clear_line_and_exit_code_2(case, tmp_path, no_training, one_torch_thread):
-    args = [expand(str(a), tmp_path) for a in [*PREFIX[case["run"]], *case["args"]]]
-    result = runner.invoke(app, args)
+def test_a_bad_input_gives_one_clear_line_and_exit_code_2(case, tmp_path, request, one_torch_thread):
+    """Every case of the corpus, within 10 s (a hostile file must not cost minutes of CPU)."""
+    request.getfixturevalue("instant_study" if case.get("exit") == 0 else "no_training")
+    started = time.perf_counter()
+    result = run_case(case, tmp_path)
+    assert time.perf_counter() - started < CASE_SECONDS
+    assert "Traceback" not in result.output
+    if case.get("exit") == 0:
+        assert result.exit_code == 0, f"exit {result.exit_code}: {result.output or result.exception!r}"
+        assert case.get("stdout", "") in result.stdout and case.get("stderr", "") in result.stderr
+        assert [f for f in case.get("files", []) if not (tmp_path / "run" / f).is_file()] == []
+        return
     assert result.exit_code == 2, f"exit {result.exit_code}: {result.output or result.exception!r}"
-    assert result.stdout == "" and "Traceback" not in result.output
+    assert result.stdout == ""
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert case["error"] in lines[0]
     for secret in case.get("hidden", []):
         assert secret not in result.output
+    assert not [f for secret in case.get("hidden", []) for f in files_holding(secret, tmp_path)]
+
+
+@dataclass(frozen=True)
+class Measured:
+    exit_code: int
+    seconds: float
+    peak_bytes: int
+    """The command process's peak resident memory (its own; these cases start no worker)."""
+    stderr: str
+
+
+def measure(case: dict[str, Any], tmp_path: Path) -> Measured:
+    """A case run as its own `effnet` process: exit code, wall time and peak memory from the kernel."""
+    for source, target in case.get("copy", []):
+        (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CORPUS / source, tmp_path / target)
+    args = [expand(str(a), tmp_path) for a in [*PREFIX[case["run"]], *case["args"]]]
+    err = tmp_path / "stderr.txt"
+    started = time.perf_counter()
+    with err.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(process.returncode, time.perf_counter() - started, usage.ru_maxrss * 1024, err.read_text())
+
+
+HOSTILE = ("spec-fifo", "space-dev-zero", "spec-over-the-byte-cap", "spec-billion-laughs", "space-billion-laughs",
+           "coefficients-billion-laughs", "spec-repeats-in-millions", "spec-resolution-100000-fvcore",
+           "spec-params-over-limit", "spec-activations-over-limit", "family-member-too-deep",
+           "family-match-gamma-barely-above-one", "target-above-the-space", "coefficients-huge-integer")
+"""The cases that asked for minutes of CPU or tens of GB before they were refused (bench/bench_bad_inputs.py
+measures every case the same way)."""
+
+
+@pytest.mark.parametrize("case_id", HOSTILE)
+def test_a_hostile_input_is_refused_within_10_s_and_2_gb(case_id, tmp_path):
+    case = next(c for c in CASES if c["id"] == case_id)
+    measured = measure(case, tmp_path)
+    assert measured.exit_code == 2 and case["error"] in measured.stderr, measured.stderr
+    assert measured.seconds < CASE_SECONDS and measured.peak_bytes < 2 * 2**30
 
 
 def test_the_corpus_is_complete():
     ids = [case["id"] for case in CASES]
     assert len(ids) == len(set(ids)), "two cases share an id"
     paths = {Path(m) for case in CASES for a in case["args"] for m in re.findall(r"@DIR/(\S+)", str(a))}
+    paths |= {Path(source) for case in CASES for source, _ in case.get("copy", [])}
     missing = [case["id"] for case in CASES for a in case["args"] for m in re.findall(r"@DIR/(\S+)", str(a))
                if not (CORPUS / m).exists() and "no such" not in case["error"]]
     assert missing == [], "these cases name a file that is not there: they would test 'no such file' instead"

@@ -29,8 +29,11 @@ def test_digits_are_the_1797_real_images_held_out_20_percent_per_class():
     # scikit-learn's digits: 1,797 images of 10 classes; a fifth held out, rounded up: ceil(359.4) = 360
     assert (len(data.train), len(data.val), data.num_classes) == (1437, 360, 10)
     images = data.train.images.get()
-    assert images.shape == (1437, 3, 16, 16) and images.dtype == np.uint8
+    assert images.shape == (1437, 3, 8, 8) and images.dtype == np.uint8 and data.stored == "square"
     assert (images[:, 0] == images[:, 2]).all()  # grey repeated over the three channels
+    assert set(np.unique(images)) <= {round(level * 255 / 16) for level in range(17)}  # the 17 grey levels
+    view = eval_transform(16, "square")(torch.from_numpy(images[0]))
+    assert view.shape == (3, 16, 16)  # resized as it is read: memory stays the set's own size
     per_class = np.bincount(np.concatenate([data.train.labels, data.val.labels]))
     held = np.bincount(data.val.labels, minlength=10)
     assert np.abs(held - 0.2 * per_class).max() < 1.0  # each class holds out its fifth, within one image
@@ -48,7 +51,7 @@ def test_a_split_is_per_class_disjoint_and_fixed_by_its_seed():
 
 
 def test_held_out_counts_are_checked():
-    images = builtin.synthetic(8, seed=0)  # 320 images, 4 classes
+    images = builtin.synthetic(seed=0)  # 320 images, 4 classes
     with pytest.raises(SettingError, match="proxy_val_images must lie in \\[4, 319\\]"):
         held_out_split(images, 0, val_images=320)
     with pytest.raises(SettingError, match="proxy_train_images must lie in \\[2, 256\\]"):
@@ -62,7 +65,7 @@ def test_held_out_counts_are_checked():
 def test_an_image_folder_with_train_and_val_streams_from_its_files(tmp_path):
     jpeg_folder(tmp_path, classes=2, per_class=4, val_per_class=2)
     data = training_data(str(tmp_path), 16, seed=0)
-    assert not data.prepared and data.train.images is None  # no process holds the decoded images
+    assert data.stored == "files" and data.train.images is None  # no process holds the decoded images
     assert (len(data.train), len(data.val), data.train.classes) == (8, 4, ("class0", "class1"))
     assert data.train.file(0) == tmp_path / "train" / "class0" / "0.jpg"
 
@@ -173,7 +176,7 @@ def test_the_eval_view_is_the_short_side_at_r_over_0875_then_the_centre(tmp_path
     x = np.tile(np.arange(60, dtype=np.uint8) * 4, (30, 1))  # intensity = 4 * column
     image = Image.fromarray(np.stack([x, x, x], axis=-1))
     assert eval_size(16) == 18
-    view = eval_transform(16, prepared=False)(image)
+    view = eval_transform(16, "files")(image)
     assert view.shape == (3, 16, 16) and view.dtype == torch.uint8
     resized = np.asarray(image.resize((36, 18), Image.BICUBIC))
     assert torch.equal(view, torch.from_numpy(resized[1:17, 10:26].copy()).permute(2, 0, 1))
@@ -185,7 +188,7 @@ def test_random_crops_are_inside_the_image_and_in_the_scale_and_ratio_ranges():
     height, width = 150, 200
     rows, cols = np.mgrid[0:height, 0:width]
     image = torch.from_numpy(np.stack([rows, cols, np.zeros_like(rows)]).astype(np.uint8))
-    transform = train_transform(48, "light", prepared=True)
+    transform = train_transform(48, "light", "prepared")
     areas, flips = [], 0
     for seed in range(60):
         torch.manual_seed(seed)
@@ -206,7 +209,7 @@ def test_random_crops_are_inside_the_image_and_in_the_scale_and_ratio_ranges():
 def test_the_same_seed_gives_the_same_crops_whatever_the_loader_workers(tmp_path):
     jpeg_folder(tmp_path, classes=2, per_class=6)
     data = training_data(str(tmp_path), 16, seed=0)
-    dataset = TransformedImages(data.train, train_transform(16, "paper", prepared=False))
+    dataset = TransformedImages(data.train, train_transform(16, "paper", "files"))
 
     def epoch(workers: int, epoch: int) -> torch.Tensor:
         sampler = EpochSampler(len(dataset), seed=7, shuffle=True)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import signal
+import socket
 import stat
+import subprocess
+import sys
 import time
 from collections import namedtuple
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import optuna
 import pytest
@@ -28,7 +32,7 @@ from effnet.nas.net.spec import dump_spec, load_spec
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
 from effnet.scaling.presets import reference_b0
-from postgres import FAST_HEARTBEATS, TINY_SEARCH, wait_for
+from postgres import FAST_HEARTBEATS, TINY_SEARCH, postgres_study, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 runner = CliRunner()
@@ -53,23 +57,6 @@ def alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/status")
     return not (status.exists() and "\nState:\tZ" in status.read_text())
-
-
-@contextmanager
-def postgres_study(url: str) -> Iterator[Callable[[], list[FrozenTrial]]]:
-    """A reader of the study's trials, straight through Optuna and psycopg2; empty until the study exists."""
-    storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
-
-    def trials() -> list[FrozenTrial]:
-        try:
-            return optuna.load_study(study_name="search", storage=storage).get_trials()
-        except KeyError:
-            return []
-
-    try:
-        yield trials
-    finally:
-        storage.engine.dispose()
 
 
 def journal_trials(run_dir: Path) -> list[FrozenTrial]:
@@ -207,6 +194,81 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     queued = sorted(t.user_attrs["retry_of"] for t in trials if t.state == TrialState.WAITING)
     assert queued == sorted(t.number for t in cut)
     check_files_for_completed(run_dir, trials)
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (its workers and multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_sigterm_stops_the_command_and_its_workers_and_writes_the_run_files(tmp_path, effnet_command):
+    """SIGTERM (a scheduler, `docker stop`, `kill`) reaches the command alone, not its process group: it
+    passes the stop on, and every process is gone soon after, the run directory written."""
+    run_dir = tmp_path / "run"
+    command = effnet_command(["search", *TINY_SEARCH, "--proxy-epochs", "3", "--workers", 2, "--trials", 200,
+                              "--run-dir", run_dir, "--json"], "search")
+    wait_for(lambda: training_early(journal_trials(run_dir)), 240)
+    processes = [command.pid, *children(command.pid)]
+    assert len(processes) >= 3, "the command and its two workers"
+    command.process.send_signal(signal.SIGTERM)
+    signalled = time.time()
+    assert command.wait(15) == 143, command.stderr[-3000:]
+    wait_for(lambda: not any(alive(pid) for pid in processes), max(0.0, signalled + 15 - time.time()))
+    assert "Traceback" not in command.stderr and "interrupted: completed trials and files are saved" in command.stderr
+    assert command.json()["stop_reason"] == "interrupt"
+    trials = journal_trials(run_dir)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    queued = sorted(t.user_attrs["retry_of"] for t in trials if t.state == TrialState.WAITING)
+    assert queued == sorted(t.number for t in interrupted_trials(trials) if in_band(t))  # a trial cut short is queued
+    check_files_for_completed(run_dir, trials)
+
+
+def test_workers_die_with_their_parent(tmp_path, effnet_command):
+    """kill -9 of the command leaves no worker training on under PID 1; the rerun takes their trials back."""
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--workers", 2, "--run-dir", run_dir, "--json"]
+    command = effnet_command([*args, "--trials", 200], "search")
+    wait_for(lambda: training_early(journal_trials(run_dir)), 240)
+    workers = children(command.pid)
+    command.process.send_signal(signal.SIGKILL)
+    command.process.wait()
+    wait_for(lambda: not any(alive(pid) for pid in workers), 15)
+    trials = journal_trials(run_dir)
+    rerun = effnet_command([*args, "--trials", len(trained(trials)) + 1], "rerun")
+    assert rerun.wait(300) == 0, rerun.stderr[-3000:]
+    after = journal_trials(run_dir)
+    assert all(completed(after).get(n) == v for n, v in completed(trials).items()), "a completed trial was lost"
+    assert not [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_dead_workers_trial_is_recovered_by_a_run_under_another_host_name(tmp_path, effnet_command,
+                                                                               monkeypatch):
+    """A run in a new container has a new host name: the dead worker's process cannot be looked up there, and
+    its trial is recovered because its heartbeat stopped."""
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--run-dir", str(run_dir), "--json"]
+    victim = effnet_command([*args, "--trials", 200], "victim", env=FAST_HEARTBEATS)
+    wait_for(lambda: training_early(journal_trials(run_dir)), 240)
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait()
+    trials = journal_trials(run_dir)
+    [orphan] = [t for t in trials if t.state == TrialState.RUNNING]
+    assert orphan.user_attrs["worker"] == victim.worker
+    time.sleep(int(FAST_HEARTBEATS["EFFNET_HEARTBEAT_GRACE"]) + 1)
+    for name, value in FAST_HEARTBEATS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("socket.gethostname", lambda: "another-host")
+    rerun = runner.invoke(app, [*args, "--trials", str(len(trained(trials)) + 1)])
+    assert rerun.exit_code == 0, rerun.output
+    after = journal_trials(run_dir)
+    dead = next(t for t in after if t.number == orphan.number)
+    assert dead.state == TrialState.FAIL and "sent no heartbeat" in dead.user_attrs["fail_reason"]
+    [retry] = [t for t in after if t.user_attrs.get("retry_of") == orphan.number]
+    assert retry.params == orphan.params and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.user_attrs["worker"].startswith("another-host:")
 
 
 def test_a_stop_signal_stops_a_training_at_once_but_lets_a_storage_write_finish():
@@ -353,3 +415,144 @@ def test_bad_heartbeat_settings_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("EFFNET_HEARTBEAT_GRACE", "soon")
     result = runner.invoke(app, [*SEARCH, "--storage", url, "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and "EFFNET_HEARTBEAT_GRACE='soon' must be a whole number" in result.output
+
+
+def test_a_retry_queued_after_the_budget_is_met_still_runs(tmp_path, one_torch_thread):
+    """A dead worker's trial is found by the next run, maybe after the budget was met by others: its retry
+    runs all the same (the study ends with one more trained candidate than --trials), and is never left
+    waiting forever."""
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--trials", "2", "--run-dir", str(run_dir), "--json"]
+    assert runner.invoke(app, args).exit_code == 0
+    storage = JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    study = optuna.load_study(study_name="search", storage=storage)
+    done = next(t for t in study.get_trials() if in_band(t) and t.state == TrialState.COMPLETE)
+    study.enqueue_trial(done.params)  # a worker took this copy of it and died
+    [taken] = study.get_trials(states=(TrialState.WAITING,))
+    assert storage.set_trial_state_values(taken._trial_id, TrialState.RUNNING)
+    storage.set_trial_user_attr(taken._trial_id, "worker", f"{socket.gethostname()}:{dead_pid()}")
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stop_reason"] == "budget"
+    after = journal_trials(run_dir)
+    [retry] = [t for t in after if t.user_attrs.get("retry_of") == taken.number]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == done.params
+    assert not [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_full_disk_mid_run_is_a_clean_error_and_the_journal_resumes(tmp_path, monkeypatch, one_torch_thread):
+    """The disk fills while the search runs: one line and exit 2 (it was Optuna's AssertionError), the journal
+    left whole (no torn line for the next append to extend), and the same command resumes once there is room."""
+    from effnet.nas.study import journal
+
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--run-dir", str(run_dir), "--json"]
+    assert runner.invoke(app, [*args, "--trials", "2"]).exit_code == 0
+    before = completed(journal_trials(run_dir))
+    appends = []
+    real_open = open
+
+    def filling(file, mode="r"):
+        handle = real_open(file, mode)
+        if "a" in mode:
+            appends.append(file)
+            if len(appends) > 12:  # a dozen records get in, then the disk is full
+                return DiskFull(handle)
+        return handle
+
+    monkeypatch.setattr(journal, "open", filling, raising=False)
+    result = runner.invoke(app, [*args, "--trials", "6"])
+    monkeypatch.undo()
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: the storage journal file {run_dir / 'study.journal'} failed mid-run (OSError: "
+                           "[Errno 28] No space left on device); what it recorded is kept")
+    assert (run_dir / "study.journal").read_bytes().endswith(b"\n")
+    rerun = runner.invoke(app, [*args, "--trials", "4"])
+    assert rerun.exit_code == 0, rerun.output
+    after = completed(journal_trials(run_dir))
+    assert all(after.get(n) == v for n, v in before.items()) and len(after) > len(before)
+
+
+class DiskFull:
+    """An open file whose writes put half their bytes on disk, then fail as a full disk does."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_more_workers_than_the_free_memory_holds_are_refused(tmp_path, monkeypatch, no_training):
+    from effnet.nas.study import runner as study_runner
+
+    monkeypatch.setattr(study_runner, "available_memory", lambda: 3 * study_runner.WORKER_MEMORY + 2**20)
+    result = runner.invoke(app, [*SEARCH, "--workers", "4", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: --workers 4 need about 1.8 GiB (about 450 MiB each) and 1.3 GiB is free; "
+                             "use at most 3\n")
+    result = runner.invoke(app, [*SEARCH, "--workers", "3", "--run-dir", str(tmp_path / "run")])
+    assert "a worker started" in repr(result.exception), "three fit: the search should have started them"
+
+
+@dataclass(frozen=True)
+class FailsInItsWorkers:
+    """A study job whose spawned workers fail with an unexpected error (the command's own process does not)."""
+
+    kind: str = "test"
+
+    def fingerprint(self) -> dict:
+        return {}
+
+    def directions(self) -> list[str]:
+        return ["maximize"]
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.NopPruner()
+
+    def prepare(self, study: optuna.Study) -> None:
+        pass
+
+    def objective(self, study, deadline, threads, device):
+        raise RuntimeError("a bug in the worker")
+
+    def stop_reason(self, study: optuna.Study) -> str | None:
+        return None
+
+    def progress(self, study: optuna.Study):
+        from effnet.nas.study.runner import StudyProgress
+
+        return StudyProgress(done=0, total=None)
+
+
+def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tmp_path):
+    from effnet.nas.study.runner import StudyConfig, run_study
+
+    run = run_study(FailsInItsWorkers(), StudyConfig(run_dir=tmp_path, name="broken", workers=2, device="cpu"))
+    assert run.stop_reason == "workers ended" and run.failed_workers == [0, 1]
+    for index in (0, 1):
+        log = tmp_path / f"worker-{index}-error.log"
+        assert "RuntimeError: a bug in the worker" in log.read_text()
+        assert f"worker {index} failed; its traceback is in {log}" in run.notes

@@ -7,10 +7,12 @@ see), no worker crashes on contention, and the storage password shows up nowhere
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import optuna
 import pytest
@@ -18,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from postgres import TINY_BASE, TINY_SEARCH, Command, files_holding, wait_all
+from postgres import TINY_BASE, TINY_SEARCH, Command, files_holding, postgres_study, wait_all, wait_for
 
 BUDGET = 6
 runner = CliRunner()
@@ -204,3 +206,57 @@ def test_other_spellings_of_the_url_reach_the_same_server(postgres_url, scheme, 
     storage = open_storage(postgres_url.replace("postgresql", scheme, 1), tmp_path)
     assert storage.get_all_studies() == []
     storage.engine.dispose()
+
+
+ODD_PASSWORD = "it's \"a\" pw%x@y"
+"""Quotes, a space, a percent and an at sign: what the redaction used to miss."""
+
+
+@pytest.mark.parametrize("form", ["userinfo, unencoded", "query parameter"])
+def test_a_password_in_any_form_works_and_shows_nowhere(postgres_server, form, tmp_path, one_torch_thread):
+    user = database = f"odd_{secrets.token_hex(4)}"
+    postgres_server.create_user(user, ODD_PASSWORD)
+    postgres_server.create_database(database, owner=user)
+    host = f"127.0.0.1:{postgres_server.port}"
+    if form.startswith("userinfo"):  # only % and @ need encoding there; the quotes and the space stay as typed
+        url = f"postgresql://{user}:{ODD_PASSWORD.replace('%', '%25').replace('@', '%40')}@{host}/{database}"
+    else:
+        url = f"postgresql://{user}@{host}/{database}?password={quote(ODD_PASSWORD, safe='')}"
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "1", "--storage", url, "--run-dir", str(run_dir),
+                                 "--json"])
+    assert result.exit_code == 0, result.output  # the password reached the server intact
+    written = url.split(f"{user}:", 1)[1].split("@1")[0] if form.startswith("userinfo") else url.rsplit("=", 1)[1]
+    for secret in (ODD_PASSWORD, written):
+        assert secret not in result.stdout + result.stderr and files_holding(secret, run_dir) == []
+    assert json.loads(result.stdout)["storage"].startswith(f"postgresql://{user}")
+
+
+def test_a_database_outage_mid_run_is_a_clean_error_and_the_study_resumes(tmp_path, effnet_command):
+    """The server goes away while a candidate trains: one line, exit 2, no traceback (it was an UnboundLocalError
+    from Optuna's trial loop); once it is back, the same command resumes."""
+    from postgres import server_bin_dir, start_server
+
+    server = start_server(server_bin_dir())  # its own: this test stops it
+    try:
+        url = server.create_database("outage")
+        args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", url, "--run-dir", tmp_path, "--json"]
+        command = effnet_command([*args, "--trials", 200], "search")
+        with postgres_study(url) as read:
+            wait_for(lambda: len(trained(read())) >= 2, 240)
+            before = read()
+        server.halt()
+        assert command.wait(120) == 2, command.stderr[-3000:]
+        [line] = command.stderr.strip().splitlines()[-1:]
+        assert line.startswith(f"error: the storage postgresql://effnet:***@127.0.0.1:{server.port}/outage failed "
+                               "mid-run (OperationalError") and "rerun the same command to resume" in line
+        assert "Traceback" not in command.stderr and "UnboundLocalError" not in command.stderr
+        assert server.password not in command.stderr
+        server.resume()
+        rerun = effnet_command([*args, "--trials", len(trained(before)) + 1], "rerun")
+        assert rerun.wait(300) == 0, rerun.stderr[-3000:]
+        with study_at(url) as study:
+            after = {t.number: t.value for t in study.get_trials() if t.state == TrialState.COMPLETE}
+        assert all(after.get(t.number) == t.value for t in before if t.state == TrialState.COMPLETE)
+    finally:
+        server.stop()

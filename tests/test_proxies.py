@@ -10,7 +10,7 @@ import torch
 
 from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import SettingError
-from effnet.nas.files import parse_yaml
+from effnet.nas.inputs import parse_yaml
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
 from effnet.nas.proxies.rank import kendall_tau, spearman_rho
 from effnet.nas.proxies.zero_cost import positive_score

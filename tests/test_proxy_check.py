@@ -76,7 +76,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         (["--proxy", "magic"], "--proxy must be one of train, zero-cost, naswot, synflow, got 'magic'"),
         (["--candidates", "2"], "--candidates must be at least 3, got 2"),
         (["--flops-tolerance", "1.5"], "--flops-tolerance must be below 1, got 1.5"),
-        (["--target-flops", "1"], "distinct candidates"),
+        (["--target-flops", "1"], "which no network of the tiny space has"),
+        (["--target-flops", "142K", "--flops-tolerance", "0.0001"], "found only 0 distinct candidates"),
         (["--space", tmp_path / "none.yaml"], "no such search-space file"),
     ]
     for extra, message in cases:

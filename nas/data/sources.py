@@ -1,7 +1,8 @@
 """Where a run's images come from: the one entry to the data layer for every consumer.
 
 - `training_data(source, resolution, seed)` for `effnet train`: an image folder streams from its files
-  (its val/, or a held-out fifth when it has none); the built-in data sets sit in memory.
+  (its val/, or a held-out fifth when it has none); the built-in data sets sit in memory at their own
+  small size, resized as they are read.
 - `proxy_data(config, seed)` for the accuracy proxies (search, grid, proxy-check): MnasNet-style, the
   proxy's validation images are held out of the folder's *training* images (per class, from the seed;
   a folder's own val/ is left for the final evaluation), and both splits are decoded once into caches
@@ -36,15 +37,16 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class DataSplits:
-    """A run's training and validation images, to be shown to a network at `resolution`. `prepared`
-    images (arrays) are stored ready for evaluation at a size of at least `resolution`; files are decoded
-    as they stream. `skipped` names the files left out because they do not decode."""
+    """A run's training and validation images, to be shown to a network at `resolution`, `stored` as files
+    (decoded as they stream), prepared (a cache at a size of at least `resolution`) or square (the small
+    built-in images); see `effnet.nas.data.transforms`. `skipped` names the files left out because they
+    do not decode."""
 
     name: str
     train: ImageSet
     val: ImageSet
     resolution: int
-    prepared: bool
+    stored: str
     skipped: tuple[str, ...] = ()
 
     @property
@@ -82,22 +84,20 @@ def check_source(source: str) -> None:
         _folder(source)
 
 
-def _builtin(source: str, size: int, seed: int) -> ImageSet:
-    if source == "digits":
-        return builtin.digits(size)
-    return builtin.synthetic(size, seed)
+def _builtin(source: str, seed: int) -> ImageSet:
+    return builtin.digits() if source == "digits" else builtin.synthetic(seed)
 
 
 def training_data(source: str, resolution: int, seed: int) -> DataSplits:
     """`effnet train`'s data: a folder's train/ and val/ (or a held-out fifth of it), streamed; built-in
-    sets at `resolution` in memory, a fifth held out."""
+    sets in memory, a fifth held out."""
     if is_builtin(source):
-        train, val = held_out_split(_builtin(source, resolution, seed), seed)
-        return DataSplits(source, train, val, resolution, prepared=True)
+        train, val = held_out_split(_builtin(source, seed), seed)
+        return DataSplits(source, train, val, resolution, stored="square")
     train, val = _folder(source)
     if val is None:
         train, val = held_out_split(train, seed)
-    return DataSplits(train.name, train, val, resolution, prepared=False)
+    return DataSplits(train.name, train, val, resolution, stored="files")
 
 
 def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | None = None,
@@ -107,8 +107,8 @@ def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | N
     a fifth, at most 50,000) and `train_images` of the rest (default all), from `seed`; a folder's are
     decoded once into caches in `cache_dir` (default `default_cache_dir()`)."""
     if is_builtin(source):
-        train, val = held_out_split(_builtin(source, resolution, seed), seed, val_images, train_images)
-        return DataSplits(source, train, val, resolution, prepared=True)
+        train, val = held_out_split(_builtin(source, seed), seed, val_images, train_images)
+        return DataSplits(source, train, val, resolution, stored="square")
     pool, _ = _folder(source)
     train, val = held_out_split(pool, seed, val_images, train_images)
     size, folder = eval_size(resolution), Path(cache_dir) if cache_dir else default_cache_dir()
@@ -122,7 +122,8 @@ def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | N
             reason = next((s for s in skipped if f"/{name}/" in s), "no image decodes")
             raise InputError(f"{pool.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
                              "its files")
-    return DataSplits(pool.name, cached_train.images, cached_val.images, resolution, prepared=True, skipped=skipped)
+    return DataSplits(pool.name, cached_train.images, cached_val.images, resolution, stored="prepared",
+                      skipped=skipped)
 
 
 def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[ImageSet, int], Iterator]:

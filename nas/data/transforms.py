@@ -5,8 +5,10 @@ array) and returns a uint8 (3, r, r) tensor: images travel as bytes and are norm
 
 - evaluation: resize the short side to round(r / 0.875) and take the centre r x r (at 224 px this is
   the TensorFlow reference's crop, 224 / (224 + 32) = 0.875), bicubic as the reference resizes; an
-  image is never squashed to a square. Arrays are stored already prepared (`prepare_transform`), so
-  their evaluation view is the centre crop alone.
+  image is never squashed to a square. How images are stored decides what is left to do (`STORED`):
+  `files` get all of it; a cache holds them `prepared` (`prepare_transform`: short side resized, centre
+  square), so only the centre crop is left; the built-in sets are small `square` images (8 x 8 digits),
+  resized to r x r (upsampled bilinearly as the digits always were), which no crop would leave whole.
 - training, `--augment`: `none` is the evaluation view; `light` is RandomResizedCrop (scale 0.08-1,
   aspect ratio 3/4-4/3) and a horizontal flip; `paper` adds AutoAugment's ImageNet policy (Cubuk et
   al. 2019) as the EfficientNet paper trained, filling with grey 128 as the TensorFlow reference does.
@@ -20,6 +22,7 @@ import torch
 from torchvision.transforms import v2
 
 AUGMENTS = ("none", "light", "paper")
+STORED = ("files", "prepared", "square")
 EVAL_CROP = 0.875
 FILL = 128
 RRC_SCALE = (0.08, 1.0)
@@ -53,18 +56,22 @@ def prepare_transform(size: int) -> Transform:
     return _as_tensor([v2.Resize(size, interpolation=BICUBIC, antialias=True), v2.CenterCrop(size)])
 
 
-def eval_transform(resolution: int, prepared: bool) -> Transform:
-    """The evaluation view at `resolution`; `prepared` images (arrays) are only centre-cropped."""
-    if prepared:
+def eval_transform(resolution: int, stored: str) -> Transform:
+    """The evaluation view at `resolution` of images `stored` as files, prepared or square (see `STORED`)."""
+    if stored == "prepared":
         return _as_tensor([v2.CenterCrop(resolution)])
+    if stored == "square":
+        return _as_tensor([v2.Resize((resolution, resolution), interpolation=v2.InterpolationMode.BILINEAR,
+                                     antialias=True)])
     return _as_tensor([v2.Resize(eval_size(resolution), interpolation=BICUBIC, antialias=True),
                        v2.CenterCrop(resolution)])
 
 
-def train_transform(resolution: int, augment: str, prepared: bool) -> Transform:
-    """The training view at `resolution` under `augment` (none, light, paper)."""
+def train_transform(resolution: int, augment: str, stored: str) -> Transform:
+    """The training view at `resolution` under `augment` (none, light, paper) of images `stored` as files,
+    prepared or square."""
     if augment == "none":
-        return eval_transform(resolution, prepared)
+        return eval_transform(resolution, stored)
     steps: list = [v2.RandomResizedCrop(resolution, scale=RRC_SCALE, ratio=RRC_RATIO, interpolation=BICUBIC,
                                         antialias=True),
                    v2.RandomHorizontalFlip()]

@@ -162,6 +162,7 @@ def fvcore_count(spec: NetworkSpec, model=None) -> FlopCount:
     """
     import torch
 
+    from effnet.nas.net.limits import check_memory  # limits counts with this module
     from effnet.nas.net.model import build_model
 
     with warnings.catch_warnings():
@@ -169,6 +170,7 @@ def fvcore_count(spec: NetworkSpec, model=None) -> FlopCount:
         from fvcore.nn import FlopCountAnalysis
 
         if model is None:
+            check_memory(spec, "count it with fvcore")
             with torch.random.fork_rng(devices=[]):  # counting leaves the caller's random state alone
                 model = build_model(spec)
         was_training = model.training

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 
-import yaml
-
 from effnet.nas.errors import InputError
-from effnet.nas.files import atomic_write_text, parse_yaml, read_text
+from effnet.nas.files import atomic_write_text, yaml_text
+from effnet.nas.inputs import load_yaml
 
 BLOCK_TYPES = ("mbconv", "dsconv", "conv")
 """The MnasNet operator set: mobile inverted bottleneck, depthwise-separable conv, regular conv."""
@@ -169,7 +168,7 @@ class _Fields:
     def integer(self, key: str, *, minimum: int = 1) -> int:
         value = self.data[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"must be an integer, got {_yaml_type(value)} {value!r}", key)
+            self.fail(f"must be an integer, got {_got(value)}", key)
         if value < minimum:
             self.fail(f"must be at least {minimum}, got {value}", key)
         if value > MAX_INTEGER:
@@ -179,7 +178,7 @@ class _Fields:
     def number(self, key: str, *, low: float, high: float, high_open: bool = False) -> float:
         value = self.data[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-            self.fail(f"must be a number, got {_yaml_type(value)} {value!r}", key)
+            self.fail(f"must be a number, got {_got(value)}", key)
         if value < low or value > high or (high_open and value == high):
             bracket = ")" if high_open else "]"
             self.fail(f"must lie in [{low}, {high}{bracket}, got {value}", key)
@@ -194,14 +193,13 @@ class _Fields:
     def text(self, key: str) -> str:
         value = self.data[key]
         if not isinstance(value, str) or not value:
-            self.fail(f"must be a non-empty string, got {_yaml_type(value)} {value!r}", key)
+            self.fail(f"must be a non-empty string, got {_got(value)}", key)
         return value
 
     def skip(self, key: str) -> Skip:
         value = self.data[key]
         if not isinstance(value, bool) and value != POOL_SKIP:
-            self.fail(f"must be true or false (the identity shortcut or none) or pool, got {_yaml_type(value)} "
-                      f"{value!r}", key)
+            self.fail(f"must be true or false (the identity shortcut or none) or pool, got {_got(value)}", key)
         return value
 
     def kernel(self, key: str) -> int:
@@ -217,16 +215,6 @@ class _Fields:
         return value
 
 
-def _is_tree(value: Any, parents: tuple[int, ...] = ()) -> bool:
-    """False if a list or mapping contains itself (a recursive YAML alias)."""
-    if not isinstance(value, (list, dict)):
-        return True
-    if id(value) in parents:
-        return False
-    children = value.values() if isinstance(value, dict) else value
-    return all(_is_tree(child, (*parents, id(value))) for child in children)
-
-
 def _finite(value: int | float) -> bool:
     """True for a number a float can hold (YAML integers can be far larger)."""
     try:
@@ -239,6 +227,11 @@ def _yaml_type(value: Any) -> str:
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
              dict: "mapping", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def _got(value: Any) -> str:
+    """A wrong value as an error shows it: `null`, `string 'lots'`, `integer 3`."""
+    return "null" if value is None else f"{_yaml_type(value)} {value!r}"
 
 
 def _stem(data: Any, source: str) -> StemSpec:
@@ -292,8 +285,6 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     provenance = {} if provenance is None else provenance
     if not isinstance(provenance, dict):
         f.fail(f"must be a mapping, got {_yaml_type(provenance)}", "provenance")
-    if not _is_tree(provenance):
-        f.fail("must be plain data (recursive YAML aliases are not allowed)", "provenance")
     spec = NetworkSpec(
         name=f.text("name") if f.has("name") else defaults.name,
         resolution=f.integer("resolution") if f.has("resolution") else defaults.resolution,
@@ -312,6 +303,9 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     if spec.resolution < spec.total_stride:
         f.fail(f"{spec.resolution} px cannot be reached by the strides: stem and stages downsample "
                f"{spec.total_stride}x, so the resolution must be at least {spec.total_stride}", "resolution")
+    from effnet.nas.net.limits import check_cost  # it counts specs with the counters, which import this module
+
+    check_cost(spec, source)
     return spec
 
 
@@ -333,11 +327,11 @@ def spec_to_dict(spec: NetworkSpec) -> dict[str, Any]:
 # -- files --------------------------------------------------------------------------------------
 
 def load_spec(path: str | os.PathLike[str]) -> NetworkSpec:
-    return spec_from_dict(parse_yaml(read_text(path, "spec file"), str(path)), str(path))
+    return spec_from_dict(load_yaml(path, "spec file"), str(path))
 
 
 def dump_spec_text(spec: NetworkSpec) -> str:
-    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None, width=200)
+    return yaml_text(spec_to_dict(spec))
 
 
 def dump_spec(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:

@@ -26,6 +26,7 @@ from effnet.nas.proxies import PROXY_NAMES, ProxyConfig, ProxyFailure, ProxyRunt
 from effnet.nas.proxies.rank import kendall_tau, spearman_rho
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.record import write_run_record
+from effnet.nas.study.reach import check_band
 from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.units import format_size
 
@@ -33,7 +34,9 @@ BASELINES = ("params", "flops")
 REFERENCE = "reference"
 DEFAULT_PROXIES = ("train", "zero-cost", "synflow")
 MAX_DRAWS = 1_000
-"""Random draws allowed per requested candidate before the band is declared unreachable."""
+"""Random draws allowed per requested candidate before the band is declared too thin."""
+MAX_TOTAL_DRAWS = 50_000
+"""Random draws allowed in all (a few seconds), however many candidates are asked for."""
 
 
 @dataclass
@@ -58,14 +61,15 @@ def draw_candidates(space: SearchSpace, count: int, low: float, high: float, see
     """`count` distinct random specs with analytic FLOPs in [low, high], reproducible from `seed`."""
     rng = random.Random(seed)
     found: dict[str, NetworkSpec] = {}
-    for _ in range(MAX_DRAWS * count):
+    draws = min(MAX_DRAWS * count, MAX_TOTAL_DRAWS)
+    for _ in range(draws):
         spec = space.random_spec(rng)
         if low <= analytic_flops(spec) <= high:
             found.setdefault(repr(spec_to_dict(spec)["stages"]), spec)
             if len(found) == count:
                 return list(found.values())
     raise InputError(f"found only {len(found)} distinct candidates with {format_size(low)}–{format_size(high)} "
-                     f"FLOPs in {MAX_DRAWS * count:,} random draws from the space; widen the FLOPs tolerance, "
+                     f"FLOPs in {draws:,} random draws from the space; widen the FLOPs tolerance, "
                      "move the target or ask for fewer candidates")
 
 
@@ -214,6 +218,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
     images = config.proxy().load(config.runtime(), on_progress)
     low = config.target_flops * (1 - config.flops_tolerance)
     high = config.target_flops * (1 + config.flops_tolerance)
+    check_band(space, math.ceil(low), math.floor(high))
     specs = draw_candidates(space, config.candidates, low, high, config.seed)
     total = len(specs) * (len(config.proxies) + 1)
     steps = iter(range(total + 1))

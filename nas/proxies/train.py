@@ -74,9 +74,9 @@ class TrainProxy:
         workers = default_loader_workers(data.train) if runtime.loader_workers is None else runtime.loader_workers
         pin = self.device.type == "cuda"
         self.sampler = EpochSampler(len(data.train), seed=runtime.seed, shuffle=True)
-        train = TransformedImages(data.train, train_transform(data.resolution, config.augmentation, data.prepared))
+        train = TransformedImages(data.train, train_transform(data.resolution, config.augmentation, data.stored))
         self.train_loader = make_loader(train, self.sampler, self.batch, workers, pin, drop_last=True)
-        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared))
+        val = TransformedImages(data.val, eval_transform(data.resolution, data.stored))
         # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
         self.val_loader = make_loader(val, EpochSampler(len(data.val)), self.batch, workers, pin, drop_last=False)
         self.normalize = Normalize(self.device)

@@ -76,7 +76,7 @@ class NaswotProxy(_ZeroCostProxy):
         n = len(self.data.train)
         generator = torch.Generator().manual_seed(self.runtime.seed)
         order = torch.randperm(n, generator=generator)[: min(self.config.batch_size, n)]
-        images = TransformedImages(self.data.train, eval_transform(self.data.resolution, self.data.prepared))
+        images = TransformedImages(self.data.train, eval_transform(self.data.resolution, self.data.stored))
         batch = collate([images[self.runtime.seed, 0, int(i)] for i in order])
         return Normalize(device)(batch.images).contiguous()
 

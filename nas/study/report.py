@@ -125,5 +125,5 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace) 
     return SearchResult(config=config, best_spec=spec, best_flops=certified,
                         top=[_candidate(t, space) for t in ranked[:TOP]], summary=summarize(study),
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s,
-                        files={**files, "run_record": run_dir / "run.yaml"})
+                        files={**files, "run_record": run_dir / "run.yaml"}, notes=run.notes)
 

@@ -15,6 +15,8 @@ does the rest, the same way for every job:
   who it is and, on the journal, a heartbeat on the trial in hand;
 - stops cleanly on SIGINT or SIGTERM: a training stops at once, the trial is marked and queued again,
   every worker records what it has (`effnet.nas.study.signals`);
+- ends with one clear error when the storage fails mid-run (`effnet.nas.study.storage_failures`), and
+  a worker's unexpected error leaves its traceback in the run directory;
 - leaves process-wide state as it found it: signal handlers, Optuna's log level, torch's threads.
 """
 
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +40,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
+from effnet.nas.files import write_error_log
+from effnet.nas.memory import available_memory, gib
+from effnet.nas.redact import redact, url_secrets
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, WORKER_ATTR, recover_stale_trials,
                                        requeue_interrupted, worker_identity)
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
 from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_storage
+from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
 
@@ -48,6 +56,9 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_WORKERS = 256
+WORKER_MEMORY = 450 * 2**20
+"""What one worker process holds on a CPU: torch, the data, a candidate in training (about 450 MB measured)."""
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -86,8 +97,9 @@ class StudyConfig:
             checks.whole("threads", self.threads, low=1, high=4096)
         if self.loader_workers is not None:
             checks.whole("loader_workers", self.loader_workers, low=0, high=256)
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise SettingError("study", f"must be a non-empty name, got {self.name!r}")
+        if not isinstance(self.name, str) or not STUDY_NAME.fullmatch(self.name):
+            raise SettingError("study", f"must be a plain name of letters, digits, '.', '_' and '-' (at most 100, "
+                                        f"not a path: the run directory is named after it), got {self.name!r}")
 
     @property
     def storage_label(self) -> str:
@@ -110,6 +122,14 @@ class StudyConfig:
 
         return ProxyRuntime(device=device or self.device, seed=self.seed, threads=threads,
                             loader_workers=self.loader_workers, cache_dir=self.cache_dir)
+
+    def check_workers(self) -> None:
+        """Refuse more workers than this machine's free memory holds (where that is known)."""
+        available = available_memory()
+        if self.workers > 1 and available is not None and self.workers * WORKER_MEMORY > available:
+            raise SettingError("workers", f"{self.workers} need about {gib(self.workers * WORKER_MEMORY)} (about "
+                                          f"{WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is free; use at "
+                                          f"most {max(1, available // WORKER_MEMORY)}")
 
     def worker_device(self) -> str:
         """`cpu` or `cuda`, as the workers run; `auto` picks CUDA where it is available; `cuda` without
@@ -166,8 +186,10 @@ class StudyRun:
     stop_reason: str
     elapsed_s: float
     signal: int | None = None
-    failed_workers: list[str] = field(default_factory=list)
+    failed_workers: list[int] = field(default_factory=list)
     recovered: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about the run: a torn journal repaired, a worker that failed."""
 
 
 # -- seeds ----------------------------------------------------------------------------------------
@@ -246,10 +268,11 @@ def optuna_quiet() -> Iterator[None]:
 
 # -- the study ------------------------------------------------------------------------------------
 
-def open_study(job: StudyJob, config: StudyConfig) -> tuple[optuna.Study, BaseStorage]:
+def open_study(job: StudyJob, config: StudyConfig,
+               notes: list[str] | None = None) -> tuple[optuna.Study, BaseStorage]:
     """Create or load the job's study; one created with other settings is refused. Returns the study and
-    the storage object behind it."""
-    storage = open_storage(config.storage, config.run_dir)
+    the storage object behind it; a repair of its storage is told in `notes` (see `open_storage`)."""
+    storage = open_storage(config.storage, config.run_dir, notes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
@@ -341,20 +364,36 @@ def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: Stud
 def run_worker(job: StudyJob, config: StudyConfig, deadline: float | None = None) -> str:
     """One worker in the calling thread, without signal handling or recovery of its own: for callers that
     run their own workers (threads, say); `run_study` is the whole run."""
-    with optuna_quiet():
+    with optuna_quiet(), storage_failures(config):
         study, storage = open_study(job, config)
         return _work(job, study, storage, config, deadline, None)
 
 
 def _worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, index: int, gpu: str | None,
                     parent_pid: int) -> None:
+    """A spawned worker. It exits 0 when its work is done or stopped, and 1 on an error, which it writes
+    to `worker-N-error.log` in the run directory (the parent names that file)."""
     become_worker(gpu, parent_pid)
     try:
-        with optuna_quiet(), cpu_threads(config.worker_threads()):
+        with optuna_quiet(), cpu_threads(config.worker_threads()), storage_failures(config):
             study, storage = open_study(job, config)
             _work(job, study, storage, config, deadline, None)
     except KeyboardInterrupt:
         pass
+    except Exception:
+        write_error_log(config.run_dir / worker_log_name(index),
+                        redact(traceback.format_exc(), url_secrets(config.storage or "")))
+        raise SystemExit(1) from None
+
+
+def worker_log_name(index: int) -> str:
+    return f"worker-{index}-error.log"
+
+
+def _worker_note(config: StudyConfig, exitcode: int | None, index: int) -> str:
+    log = config.run_dir / worker_log_name(index)
+    return (f"worker {index} failed; its traceback is in {log}" if log.exists()
+            else f"worker {index} ended with exit code {exitcode}")
 
 
 def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback | None = None) -> StudyRun:
@@ -362,8 +401,9 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
     started = time.time()
     deadline = None if config.timeout_s is None else started + config.timeout_s
     _, grace = heartbeat_settings()
-    with optuna_quiet(), stop_signals():
-        study, storage = open_study(job, config)
+    notes: list[str] = []
+    with optuna_quiet(), stop_signals(), storage_failures(config):
+        study, storage = open_study(job, config, notes)
         recovered = recover_stale_trials(storage, study, grace)
         requeue_interrupted(study)
         job.prepare(study)
@@ -382,6 +422,7 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
                 processes = spawn_workers(_worker_process, (job, config, deadline), config.workers,
                                           config.worker_device(), f"effnet-{job.kind}-worker")
                 failed = watch_workers(processes, report)
+                notes += [_worker_note(config, processes[index].exitcode, index) for index in failed]
                 reason = ("interrupt" if stop_requested() is not None else job.stop_reason(study)
                           or ("timeout" if deadline is not None and time.time() >= deadline else "workers ended"))
         except Interrupted as stop:
@@ -391,4 +432,4 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
         requeue_interrupted(study)
         report()
     return StudyRun(study=study, stop_reason=reason, elapsed_s=time.time() - started, signal=signum,
-                    failed_workers=failed, recovered=recovered)
+                    failed_workers=failed, recovered=recovered, notes=notes)

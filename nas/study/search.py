@@ -30,6 +30,7 @@ from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.record import write_run_record
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
+from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
 from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, run_study
 from effnet.nas.study.signals import training
@@ -265,8 +266,11 @@ class SearchJob:
         return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime), deadline)
 
     def stop_reason(self, study: optuna.Study) -> str | None:
+        """The budget is met once the study holds `trials` trained candidates and no retry waits: a retry
+        (of a candidate a dead worker or a stop signal cut short) still runs after the budget is met."""
         trials = study.get_trials(deepcopy=False)
-        if sum(counts_toward_budget(t) for t in trials) >= self.config.trials:
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if sum(counts_toward_budget(t) for t in trials) >= self.config.trials and not waiting:
             return "budget"
         outside = sum(1 for t in trials if t.state == TrialState.COMPLETE and not is_in_band(t))
         if outside >= max(1000, OUT_OF_BAND_FACTOR * self.config.trials):
@@ -318,6 +322,8 @@ class SearchResult:
     files: dict[str, Path] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     """What the proxy trained on: split sizes, and the files left out because they do not decode."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""
@@ -330,6 +336,7 @@ class SearchResult:
             "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
             "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])], "best_spec": None,
             "data": self.data,
+            "notes": self.notes,
         }
         if self.best_spec is not None:
             best = self.top[0]
@@ -343,7 +350,9 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     """Everything that can be refused before the study starts (the space, the data, the run directory),
     and the proxy's data, its caches built here once for every worker."""
     space = load_space(config.space)
+    check_band(space, config.band.low, config.band.high)
     config.study.worker_device()
+    config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
     return space, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from effnet.nas.errors import InputError
-from effnet.nas.files import parse_yaml, read_text
+from effnet.nas.inputs import load_yaml
 from effnet.nas.resources import config_path
 from effnet.nas.net.rounding import round_filters
 from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP, NetworkSpec, Skip, StageSpec, spec_from_dict
+from effnet.nas.study.reach import space_reach
 
 DEFAULT_SPACE = "efficientnet"
 MAX_OPTION = 1_000_000
@@ -185,7 +186,12 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
         raise InputError(f"{source}: name: must be a non-empty string")
-    return SearchSpace(name=name, base=base, stages=tuple(stages))
+    space = SearchSpace(name=name, base=base, stages=tuple(stages))
+    problem = space_reach(space).largest.problem()
+    if problem is not None:
+        raise InputError(f"{source}: the space's largest network has {problem}; narrow its width, expand or "
+                         "repeats choices")
+    return space
 
 
 def space_path(name_or_path: str | Path | None) -> Path:
@@ -208,4 +214,4 @@ def shipped_spaces() -> list[str]:
 def load_space(path: str | Path | None = None) -> SearchSpace:
     """Load a search space: None for the default, a shipped name, or a YAML file path."""
     p = space_path(path)
-    return space_from_dict(parse_yaml(read_text(p, "search-space file"), str(p)), str(p))
+    return space_from_dict(load_yaml(p, "search-space file"), str(p))

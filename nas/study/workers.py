@@ -99,9 +99,9 @@ def _end(processes: list[multiprocessing.Process]) -> None:
 
 
 def watch_workers(processes: list[multiprocessing.Process], tick: Callable[[], None],
-                  grace_s: float = STOP_GRACE_S) -> list[str]:
-    """Call `tick` every second until all workers exit; return the names of those that exited with an
-    error. Once this process is asked to stop, the signal is passed on (repeated, for a worker still
+                  grace_s: float = STOP_GRACE_S) -> list[int]:
+    """Call `tick` every second until all workers exit; return the indices of those that exited with an
+    error (or were ended). Once this process is asked to stop, the signal is passed on (repeated, for a worker still
     starting up, which ignores it until ready) and the workers get `grace_s` to record their trials; a
     second stop signal ends them at once."""
     stopping_since: float | None = None
@@ -119,4 +119,4 @@ def watch_workers(processes: list[multiprocessing.Process], tick: Callable[[], N
         pass
     finally:
         _end(processes)
-    return [p.name for p in processes if p.exitcode not in (0, None)]
+    return [index for index, p in enumerate(processes) if p.exitcode not in (0, None)]

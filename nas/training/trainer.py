@@ -331,7 +331,7 @@ class _Loaders:
         pin = device.type == "cuda"
         self.sampler = EpochSampler(len(data.train), settings.seed, shuffle=True, rank=dist.rank,
                                     world=dist.world_size, even=True)
-        transform = train_transform(data.resolution, settings.augment, data.prepared)
+        transform = train_transform(data.resolution, settings.augment, data.stored)
         self.device_decoder: DeviceDecoder | None = None
         if decode == "device" and not data.train.in_memory:
             self.device_decoder = DeviceDecoder(data.train, transform, device)
@@ -341,7 +341,7 @@ class _Loaders:
         else:
             train = TransformedImages(data.train, transform)
             self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
-        val = TransformedImages(data.val, eval_transform(data.resolution, data.prepared))
+        val = TransformedImages(data.val, eval_transform(data.resolution, data.stored))
         # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
         self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
                                self.local_batch, workers, pin, drop_last=False)

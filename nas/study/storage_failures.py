@@ -1,0 +1,74 @@
+"""A storage that fails mid-run: a database outage, a full disk under the journal.
+
+Optuna lets such an error out of its trial loop, sometimes behind one of its own raised while it
+handled it (an UnboundLocalError), and its heartbeat thread dies of it with a traceback. A study run
+turns it into one `InputError` naming the storage: what was recorded before the failure stays, and
+the same command resumes once the storage is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+from typing import TYPE_CHECKING, Any, Iterator
+
+import optuna
+
+from effnet.nas.errors import InputError
+from effnet.nas.redact import redact, url_secrets
+
+if TYPE_CHECKING:
+    from effnet.nas.study.runner import StudyConfig
+
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+"""Write errors that mean the journal file (or the disk under it) failed, not effnet."""
+
+
+def storage_failure(err: BaseException) -> BaseException | None:
+    """The storage error behind `err`, if one is in its chain: the database went away (SQLAlchemy's
+    errors, Optuna's StorageInternalError) or the journal's disk failed. Optuna may hide it behind an
+    error of its own raised while it handled it (an UnboundLocalError in its trial loop)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen: list[BaseException] = []
+    chain: list[BaseException | None] = [err]
+    while chain:
+        cause = chain.pop()
+        if cause is None or any(cause is s for s in seen):
+            continue
+        seen.append(cause)
+        chain += [cause.__cause__, None if cause.__suppress_context__ else cause.__context__]
+    kinds = (SQLAlchemyError, optuna.exceptions.StorageInternalError)  # the database's own words first
+    found = [c for kind in kinds for c in seen if isinstance(c, kind)]
+    found += [c for c in seen if isinstance(c, OSError) and c.errno in STORAGE_ERRNOS]
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def storage_failures(config: StudyConfig) -> Iterator[None]:
+    """A storage that fails mid-run (a database outage, a full disk) as an `InputError` naming it: what
+    was recorded before stays, and the same command resumes once the storage is back. Meanwhile a
+    thread that dies of it (Optuna's heartbeat thread has no handler) prints no traceback: the worker's
+    own thread meets the same failure and ends the run with that one line."""
+    previous = threading.excepthook
+
+    def quiet(args: Any) -> None:
+        if storage_failure(args.exc_value) is None:
+            previous(args)
+
+    threading.excepthook = quiet
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as err:
+        cause = storage_failure(err)
+        if cause is None:
+            raise
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise InputError(f"the storage {config.storage_label} failed mid-run ({type(cause).__name__}: "
+                         f"{redact(detail, url_secrets(config.storage or ''))}); what it recorded is kept: rerun "
+                         "the same command to resume once it is back") from None
+    finally:
+        threading.excepthook = previous

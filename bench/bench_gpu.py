@@ -83,23 +83,32 @@ def measure(variant: str, args: argparse.Namespace, device) -> dict:
             "first_step_s": first_step_s, "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
 
 
+def cuda_device(name: str):
+    """The CUDA device `name`, cuDNN's autotuner on; anything else ends the benchmark with one line."""
+    import torch
+
+    from effnet.nas.errors import InputError
+    from effnet.nas.training.runtime import resolve_device
+
+    try:
+        device = resolve_device(name)
+    except InputError as err:
+        sys.exit(f"error: {err}")
+    if device.type != "cuda":
+        sys.exit(f"error: --device {name} is not a CUDA device; this benchmark measures a GPU")
+    torch.backends.cudnn.benchmark = True
+    return device
+
+
 def main() -> None:
     args = parse_args()
     import torch
 
-    from effnet.nas.errors import InputError
     from effnet.nas.net.flops import analytic_flops
-    from effnet.nas.resources import reference_b0_path
-    from effnet.nas.training.runtime import resolve_device
     from effnet.nas.net.spec import load_spec
+    from effnet.nas.resources import reference_b0_path
 
-    try:
-        device = resolve_device(args.device)
-    except InputError as err:
-        sys.exit(f"error: {err}")
-    if device.type != "cuda":
-        sys.exit(f"error: --device {args.device} is not a CUDA device; this benchmark measures a GPU")
-    torch.backends.cudnn.benchmark = True
+    device = cuda_device(args.device)
     macs = analytic_flops(load_spec(reference_b0_path()).replace(resolution=args.resolution))
     results = []
     for variant in args.variants:

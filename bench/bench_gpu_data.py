@@ -47,19 +47,13 @@ def main() -> None:
     from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
                                         collate_encoded, make_loader)
     from effnet.nas.data.sources import proxy_data
+    from bench_gpu import cuda_device
     from effnet.nas.data.transforms import train_transform
-    from effnet.nas.errors import InputError
     from effnet.nas.net.model import build_model
-    from effnet.nas.training.runtime import autocast_for, place_model, resolve_device
+    from effnet.nas.training.runtime import autocast_for, place_model
     from effnet.scaling.presets import reference_b0
 
-    try:
-        device = resolve_device(args.device)
-    except InputError as err:
-        sys.exit(f"error: {err}")
-    if device.type != "cuda":
-        sys.exit(f"error: --device {args.device} is not a CUDA device; this benchmark measures a GPU")
-    torch.backends.cudnn.benchmark = True
+    device = cuda_device(args.device)
     normalize = Normalize(device)
 
     def trainer(resolution: int):

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# One CUDA GPU, under 5 minutes: B0 training throughput at 224 px, batch 256 (fp32 against bf16 autocast
-# + channels_last, and that under torch.compile), then a short one-worker search on the GPU.
+# One CUDA GPU, under 7 minutes: B0 training throughput at 224 px, batch 256 (fp32 against bf16 autocast
+# + channels_last, and that under torch.compile); B0 inference at 224 px, batch 256 (timm's B0 in both layouts,
+# ours eager and with BatchNorm folded, fp32 and bf16); then a short one-worker search on the GPU.
 #
 # Usage: bench/gpu.sh [OUT_DIR]      (default: $OUT, else runs/gpu-bench)
-# Needs: the project installed beside a CUDA build of torch (`pip install -e .`); PYTHON picks the interpreter.
-# Writes: OUT_DIR/gpu.txt, throughput.{txt,json}, search.json and the search's run directory gpu-search/.
+# Needs: the project installed beside a CUDA build of torch (`pip install -e '.[test]'`: the inference benchmark
+# compares with timm); PYTHON picks the interpreter.
+# Writes: OUT_DIR/gpu.txt, throughput.{txt,json}, inference.{txt,json}, search.json and the search's run
+# directory gpu-search/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-runs/gpu-bench}}"
@@ -23,6 +26,11 @@ fi
 started=$(date +%s)
 timeout 180 "$python" bench/bench_gpu.py --json "$out/throughput.json" | tee "$out/throughput.txt"
 echo "throughput: exit ${PIPESTATUS[0]} after $(( $(date +%s) - started )) s" >&2
+
+started=$(date +%s)
+timeout 120 "$python" bench/bench_inference.py --device cuda --batch 256 --repeats 20 --warmup 5 \
+    --json "$out/inference.json" | tee "$out/inference.txt"
+echo "inference: exit ${PIPESTATUS[0]} after $(( $(date +%s) - started )) s" >&2
 
 started=$(date +%s)
 timeout 100 "$python" -m effnet.cli search --target-flops 400M --device cuda --trials 20 --timeout 90 \

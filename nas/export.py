@@ -47,7 +47,7 @@ CHECK_BATCHES = (1, 3)
 EXAMPLE_BATCH = 2
 """The batch the exporters trace with (not 1, which torch.export would specialise the batch axis to)."""
 ONNX_OPSET = 18
-"""ONNX opset of the exported graph: onnxruntime runs it from 1.15 on."""
+"""ONNX opset of the exported graph (torch's exporter writes it in ONNX IR version 10: onnxruntime 1.18 on)."""
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 TRAINED_FIELDS = ("resolution", "num_classes", "in_channels")
 """What a training checkpoint's spec may change of the spec it was trained from (`training_spec`)."""
@@ -161,9 +161,11 @@ def _onnx(model: nn.Module, spec: NetworkSpec) -> tuple[bytes, Runner]:
     folded = fold_batch_norm(model)
     example = torch.zeros(EXAMPLE_BATCH, spec.in_channels, spec.resolution, spec.resolution)
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(folded, (example,), input_names=["images"], output_names=["logits"],
-                                opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes={"x": {0: batch}},
-                                verbose=False)
+    # some onnxscript versions print their graph rewrites; the library never prints (and --json owns stdout)
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(folded, (example,), input_names=["images"], output_names=["logits"],
+                                    opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes={"x": {0: batch}},
+                                    verbose=False)
     data = program.model_proto.SerializeToString()
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     return data, lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])

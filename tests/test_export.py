@@ -20,20 +20,12 @@ from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import load_spec, spec_from_dict
 from effnet.scaling.presets import reference_b0
+from test_train import TINY_SPEC as TRAIN_TINY_SPEC
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY_SPEC = """\
-name: tiny
-resolution: 224
-num_classes: 1000
-stem: {out_channels: 8, kernel: 3, stride: 2}
-stages:
-- {block: mbconv, repeats: 1, kernel: 3, stride: 1, expand: 1, out_channels: 8}
-- {block: mbconv, repeats: 2, kernel: 5, stride: 2, expand: 3, out_channels: 16}
-head: {out_channels: 32}
-padding: same
-"""
+TINY_SPEC = TRAIN_TINY_SPEC.replace("repeats: 2, kernel: 3", "repeats: 2, kernel: 5") + "padding: same\n"
+"""test_train's tiny network with a 5x5 strided stage and TensorFlow's SAME padding (odd pixels padded after)."""
 SHOW_TOLERANCE = 1e-4
 
 

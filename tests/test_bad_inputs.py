@@ -31,6 +31,7 @@ PREFIX = {
                    "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15", "--tolerance", "0.1",
                    "--run-dir", "@TMP/run", "--json"],
     "export-family": ["export-family", "--phi", "1", "--run-dir", "@TMP/run", "--json"],
+    "export-model": ["export-model", "--out", "@TMP/model.onnx", "--json"],
 }
 """Each command with quick settings; a case's own arguments come after and override them."""
 runner = CliRunner()

@@ -615,7 +615,8 @@ def initial_weights(path: Path, spec: NetworkSpec) -> tuple[dict[str, torch.Tens
     from effnet.nas.weights import load_weights, read_weights
 
     weights = read_weights(path)
-    model = build_model(spec)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state as it was
+        model = build_model(spec)
     layers = load_weights(model, weights, replace_classifier=True)
     loaded = set(layers.loaded)
     state = {key: tensor for key, tensor in model.state_dict().items() if key.rpartition(".")[0] in loaded}

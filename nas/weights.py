@@ -26,8 +26,10 @@ from effnet.nas.training.checkpoint import check_version, is_checkpoint, read_to
 
 FIRST_LAYER = {"stem.0.weight": "effnet", "conv_stem.weight": "timm", "features.0.0.weight": "torchvision"}
 """The name of the stem conv's weight in each library's state dict."""
-WRAPPERS = ("state_dict", "model")
-"""Keys under which training scripts commonly nest the state dict."""
+WRAPPERS = ("state_dict_ema", "state_dict", "model")
+"""Keys under which training scripts nest the state dict, the first present taken: timm's train.py saves its
+EMA weights as state_dict_ema beside state_dict, and the EMA weights are the ones to start from, as for effnet's
+own checkpoints."""
 
 
 @dataclass(frozen=True)

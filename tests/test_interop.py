@@ -139,6 +139,15 @@ def test_a_spec_their_efficientnet_cannot_express_is_refused(tmp_path):
         load_weights(build_model(dsconv), read_weights(tmp_path / "b0.pth"))
 
 
+def test_a_timm_training_checkpoint_gives_its_ema_weights(tmp_path):
+    raw, ema = their_model("timm", "efficientnet_b0", seed=6), their_model("timm", "efficientnet_b0", seed=7)
+    torch.save({"epoch": 3, "state_dict": raw.state_dict(), "state_dict_ema": ema.state_dict()}, tmp_path / "t.pth")
+    weights = read_weights(tmp_path / "t.pth")
+    assert weights.library == "timm"
+    assert torch.equal(weights.state["conv_stem.weight"], ema.state_dict()["conv_stem.weight"])
+    assert not torch.equal(weights.state["conv_stem.weight"], raw.state_dict()["conv_stem.weight"])
+
+
 @pytest.mark.parametrize("content,message", [
     (b"not a torch file", "not a readable weights file"),
     (None, "a state dict of none of effnet, timm or torchvision"),

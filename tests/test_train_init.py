@@ -66,6 +66,11 @@ def test_init_from_an_effnet_checkpoint_loads_every_layer(tmp_path, b0_yaml):
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)["init"]
     assert (summary["library"], summary["weights"], summary["layers_not_loaded"]) == ("effnet", "checkpoint EMA", [])
+    recorded = yaml.safe_load((tmp_path / "second" / "run.yaml").read_text())["settings"]["init"]
+    resumed = train(b0_yaml, *B0_ARGS, "--epochs", "2", "--resume", "--run-dir", tmp_path / "second", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["init"] == summary  # a resumed run still says what it started from
+    assert yaml.safe_load((tmp_path / "second" / "run.yaml").read_text())["settings"]["init"] == recorded
 
 
 @pytest.mark.parametrize("extra,message", [

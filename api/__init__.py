@@ -19,7 +19,13 @@ Stages:
 - `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 (or k) under
   alpha * beta^2 * gamma^2 ~ 2, each distinct network scored once (or K times) and shared by its twins.
 - `export_family(base, coefficients) -> FamilyResult`: the members B1-B7 with the reference rounding.
-- `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training.
+- `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training
+  (`TrainConfig.init`: from an effnet checkpoint or a timm / torchvision state dict).
+
+Deployment: `fold_batch_norm(model)` (an eval-only copy with BatchNorm folded into the convs, the fast
+inference path), `export_model(spec, out, format, weights)` (ONNX, TorchScript, or a timm / torchvision state
+dict, checked against the torch model), `read_weights` / `load_weights` (a checkpoint or a timm / torchvision
+state dict into a spec's model, by name) and `save_state_dict` (the reverse).
 
 Every long call takes a progress callback (`on_progress`) and never prints; bad input raises
 `InputError` (a `SettingError` names the setting). A call leaves process-wide state as it found it
@@ -41,6 +47,7 @@ _EXPORTS = {
     "spec_from_dict": "effnet.nas.net.spec",
     "spec_to_dict": "effnet.nas.net.spec",
     "build_model": "effnet.nas.net.model",
+    "fold_batch_norm": "effnet.nas.net.fold",
     "count_flops": "effnet.nas.net.flops",
     "FlopCount": "effnet.nas.net.flops",
     "reference_b0": "effnet.scaling.presets",
@@ -66,6 +73,13 @@ _EXPORTS = {
     "proxy_check": "effnet.nas.proxies.check",
     "TrainConfig": "effnet.nas.training.trainer",
     "train_network": "effnet.nas.training.trainer",
+    # deployment and pretrained weights
+    "export_model": "effnet.nas.export",
+    "ExportResult": "effnet.nas.export",
+    "read_weights": "effnet.nas.weights",
+    "load_weights": "effnet.nas.weights",
+    "save_state_dict": "effnet.nas.weights",
+    "state_dict_for": "effnet.nas.weights",
     # errors
     "InputError": "effnet.nas.errors",
     "SettingError": "effnet.nas.errors",

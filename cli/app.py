@@ -12,6 +12,7 @@ import typer
 from effnet.cli.common import set_run_dir, shown, write_crash_log
 from effnet.cli.describe import describe
 from effnet.cli.export_family import export_family
+from effnet.cli.export_model import export_model
 from effnet.cli.grid_scale import grid_scale
 from effnet.cli.proxy_check import proxy_check
 from effnet.cli.search import search
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.command()(search)
 app.command("grid-scale")(grid_scale)
 app.command("export-family")(export_family)
+app.command("export-model")(export_model)
 app.command()(describe)
 app.command()(train)
 app.command("proxy-check")(proxy_check)

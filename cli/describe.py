@@ -37,6 +37,7 @@ def describe_data(spec: Any, with_fvcore: bool) -> dict[str, Any]:
         "name": spec.name,
         "resolution": spec.resolution,
         "num_classes": spec.num_classes,
+        "padding": spec.padding,
         "params": report.params,
         "flops": report.flops,
         "flops_by_operator": report.total.by_operator(),
@@ -69,7 +70,8 @@ def print_description(data: dict[str, Any]) -> None:
     from effnet.nas.units import format_size
 
     total = data["flops"]
-    table = Table(title=f"{data['name']} @ {data['resolution']} px, {data['num_classes']} classes")
+    padding = ", TensorFlow SAME padding" if data["padding"] == "same" else ""
+    table = Table(title=f"{data['name']} @ {data['resolution']} px, {data['num_classes']} classes{padding}")
     for column in ("stage", "operator", "×", "channels", "size", "params", "FLOPs", "share"):
         left = column in ("operator", "channels")
         table.add_column(column, justify="left" if left else "right", no_wrap=not left)

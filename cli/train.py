@@ -78,6 +78,7 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: an effnet checkpoint (its EMA weights) or a timm or torchvision EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers loaded and not."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
     """Train a spec with the EfficientNet recipe (RMSProp, warm-up + exponential decay, EMA), checkpointing every epoch.
@@ -92,7 +93,7 @@ def train(
                          label_smoothing=label_smoothing, weight_decay=weight_decay, precise_bn=precise_bn,
                          augment=augment, loader_workers=loader_workers, decode=decode, device=device,
                          compiled=compiled, seed=seed,
-                         run_dir=run_dir, resume=resume)
+                         run_dir=run_dir, resume=resume, init=init)
     main = distributed_from_env().is_main
     if main:
         set_run_dir(config.directory)

@@ -4,7 +4,7 @@ The parts: `grid_space` (the points, the constraint, the network each point buil
 (points that build one network, and which of them is reported), `grid_study` (one queued trial per distinct
 network and repeat, run by the study runner), `grid_results` (the study read back, the ranking, the verdict
 against the proxy's noise, coefficients.yaml). `grid_scale` runs the study and writes grid.csv, grid.png,
-coefficients.yaml and run.yaml.
+report.html, coefficients.yaml and run.yaml.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class GridResult:
             "twin_groups": [n.group.record() for n in self.networks if len(n.group.points) > 1],
             "best": None, "coefficients": None, "warnings": list(self.coefficients.caveats) if self.coefficients else [],
             "files": {"grid_csv": str(self.files["grid_csv"]), "plot": str(self.files["plot"]),
-                      "run": str(self.files["run_record"])},
+                      "report": str(self.files["report"]), "run": str(self.files["run_record"])},
             "points": [r.row() for r in self.points],
             "data": self.data,
             "notes": self.notes,
@@ -107,7 +107,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
 def grid_scale(config: GridConfig, base_label: str = "<spec>",
                on_progress: ProgressCallback | None = None) -> GridResult:
     """Score the grid's distinct networks (resuming the study in the run directory), each `config.repeats`
-    times, and write grid.csv, grid.png, coefficients.yaml (once a network is scored) and run.yaml.
+    times, and write grid.csv, grid.png, report.html, coefficients.yaml (once a network is scored) and run.yaml.
     `base_label` is how the files name the base (its path, say). A stop signal ends the run early with what
     was scored written."""
     checked, data = check_grid(config, on_progress)
@@ -133,6 +133,10 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     if record is not None:
         files["coefficients"] = dump_yaml(record, run_dir / "coefficients.yaml")
         coefficients = Coefficients(record["alpha"], record["beta"], record["gamma"], caveats=grid_caveats(record))
+    from effnet.nas.study.html_report import REPORT_NAME
+    from effnet.scaling.grid_report import write_grid_report
+
+    files["report"] = write_grid_report(run.study, config, rows, record, run_dir / REPORT_NAME)
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, networks=networks, points=rows, coefficients=coefficients, record=record,
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,

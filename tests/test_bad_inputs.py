@@ -41,6 +41,7 @@ PREFIX = {
     "proxy-check": ["proxy-check", "--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3",
                     "--data", "synthetic", "--candidates", "3", "--proxy-epochs", "1", "--reference-epochs", "1",
                     "--proxy-resolution", "16", "--threads", "1", "--run-dir", "@TMP/run", "--json"],
+    "export-model": ["export-model", "--out", "@TMP/model.onnx", "--json"],
 }
 """Each command with quick settings; a case's own arguments come after and override them."""
 CASE_SECONDS = 10

@@ -93,3 +93,14 @@ def test_console_script_keeps_fvcore_warnings_away(b0_yaml):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert json.loads(done.stdout)["fvcore"]["flops"] == 399_352_864
+
+
+def test_same_padding_is_described_with_the_same_counts(cli, b0_yaml, tmp_path):
+    """SAME padding changes no output size, so describe counts exactly what it counts for symmetric B0 above."""
+    same = tmp_path / "b0-same.yaml"
+    same.write_text(b0_yaml.read_text() + "padding: same\n")
+    data = describe_json(cli, same)
+    assert data["padding"] == "same" and describe_json(cli, b0_yaml)["padding"] == "symmetric"
+    assert (data["params"], data["flops"]) == (5_288_548, 399_352_864)
+    table = cli("describe", same)
+    assert table.exit_code == 0 and "TensorFlow SAME padding" in table.stdout

@@ -1,5 +1,6 @@
 """The analytic counter against fvcore: every operator, the total and the parameters, on B0, the presets
-B1-B4 and 200 random specs (B5-B7 take seconds each in fvcore; bench/bench_counting.py covers them)."""
+B1-B4 and 200 random specs (B5-B7 take seconds each in fvcore; bench/bench_counting.py covers them), and with
+TensorFlow's "SAME" padding on B0 at even and odd resolutions and on 40 random specs."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from effnet.nas.net.layout import plan_network
 from effnet.nas.net.model import build_model, count_parameters
 from effnet.nas.net.spec import load_spec
 from effnet.scaling.presets import official_preset
-from random_specs import random_specs
+from random_specs import KERNELS, random_specs
 
 RANDOM_SPECS = random_specs(200, seed=20190528)
+SAME_SPECS = [spec.replace(padding="same") for spec in RANDOM_SPECS[:40]]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -46,6 +48,21 @@ def test_b0_analytic_equals_fvcore(b0_yaml):
 @pytest.mark.parametrize("name", ["b1", "b2", "b3", "b4"])
 def test_preset_analytic_equals_fvcore(name):
     assert_analytic_matches_fvcore(official_preset(name))
+
+
+@pytest.mark.parametrize("resolution", [224, 225])
+def test_b0_same_padding_analytic_equals_fvcore(resolution):
+    """SAME pads each strided conv's input (F.pad, which fvcore does not count) and leaves its output size,
+    so the count must not move: the figures of symmetric B0 by fvcore above, at 224 px."""
+    spec = official_preset("b0").replace(padding="same", resolution=resolution)
+    assert_analytic_matches_fvcore(spec)
+    if resolution == 224:
+        assert fvcore_count(spec).total == 399_352_864
+
+
+@pytest.mark.parametrize("index", range(len(SAME_SPECS)))
+def test_random_spec_with_same_padding_analytic_equals_fvcore(index):
+    assert_analytic_matches_fvcore(SAME_SPECS[index])
 
 
 @pytest.mark.parametrize("index", range(len(RANDOM_SPECS)))
@@ -105,3 +122,6 @@ def test_random_specs_cover_the_space():
     assert {s.stem.kernel for s in RANDOM_SPECS} == {1, 3, 5}
     assert {s.stem.stride for s in RANDOM_SPECS} == {1, 2}
     assert len({s.num_classes for s in RANDOM_SPECS}) > 50
+    # the SAME-padded ones: strided convs of every kernel size on inputs of both parities
+    same = [(b.kernel, b.in_size % 2) for s in SAME_SPECS for b in plan_network(s).blocks if b.stride == 2]
+    assert set(same) == {(k, parity) for k in KERNELS for parity in (0, 1)}

@@ -84,6 +84,23 @@ def test_random_spec_dicts_survive_load_and_dump_unchanged():
         assert spec_to_dict(spec_from_dict(copy.deepcopy(data))) == data
 
 
+def test_same_padding_is_written_and_read_back(b0_yaml, tmp_path):
+    spec = load_spec(b0_yaml).replace(padding="same")
+    text = dump_spec_text(spec)
+    assert "padding: same\n" in text
+    assert load_spec(dump_spec(spec, tmp_path / "same.yaml")) == spec
+
+
+def test_default_padding_leaves_the_spec_text_as_it_was(b0_yaml):
+    """A spec without `padding` dumps byte for byte as the file it came from: checkpoints and grid digests keep
+    matching specs written before the field existed."""
+    raw = yaml.safe_load(b0_yaml.read_text())
+    spec = spec_from_dict({**raw, "padding": "symmetric"})
+    assert spec == load_spec(b0_yaml)
+    assert "padding" not in spec_to_dict(spec)
+    assert dump_spec_text(spec) == dump_spec_text(load_spec(b0_yaml))
+
+
 # -- validation errors through `effnet describe` ------------------------------------------------
 
 def b0_data() -> dict[str, Any]:
@@ -132,6 +149,7 @@ BAD_SPECS = [
     ("int-skip", edit(set_stage(3, "skip", 1)), ["stages[3].skip", "true or false"]),
     ("unknown-block", edit(set_stage(0, "block", "mbconv6")), ["stages[0].block", "mbconv6"]),
     ("unknown-activation", edit(set_top("activation", "gelu")), ["activation", "gelu"]),
+    ("unknown-padding", edit(set_top("padding", "valid")), ["spec.padding", "symmetric, same", "valid"]),
     ("null-name", edit(set_top("name", None)), ["name", "string"]),
     ("zero-out-channels", edit(set_stage(4, "out_channels", 0)), ["stages[4].out_channels", "at least 1"]),
     ("negative-stem-channels", edit(set_in("stem", "out_channels", -8)), ["stem.out_channels", "at least 1"]),

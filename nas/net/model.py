@@ -9,6 +9,7 @@ analytic counters read too.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.net.layout import BlockPlan, plan_network
@@ -22,13 +23,43 @@ def _activation(name: str) -> nn.Module:
     return {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}[name]()
 
 
+class SameConv2d(nn.Conv2d):
+    """A strided convolution with TensorFlow's "SAME" padding: the input padded so the output has ceil(size / 2)
+    pixels, half the padding before and the rest (one more pixel where the size is even) after.
+
+    For stride 2 and an odd kernel k >= 3 the padding is k - 2 + size % 2 in all; it is computed from the input's
+    size at every call, as TensorFlow does, in arithmetic that torch.fx and the exporters trace. A subclass of
+    `nn.Conv2d` (not a pad module beside it) so that the state dict's names are those of a symmetric conv.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, groups: int = 1, bias: bool = False):
+        if stride != 2 or kernel < 3 or kernel % 2 == 0:
+            raise ValueError(f"SameConv2d is for stride 2 and odd kernels from 3, got kernel {kernel} stride {stride}")
+        super().__init__(in_ch, out_ch, kernel, stride, 0, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        pad_h = k - 2 + x.shape[-2] % 2
+        pad_w = k - 2 + x.shape[-1] % 2
+        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        return super().forward(x)
+
+
+def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int, padding: str, groups: int = 1) -> nn.Conv2d:
+    """A bias-free conv padded as the spec says: symmetric kernel // 2, or "SAME", which differs from it only
+    where the conv strides (for stride 1 and an odd kernel both pad kernel // 2 on every side)."""
+    if padding == "same" and stride > 1 and kernel > 1:
+        return SameConv2d(in_ch, out_ch, kernel, stride, groups=groups)
+    return nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False)
+
+
 class ConvBNAct(nn.Sequential):
-    """Conv (no bias, padding kernel // 2) -> BatchNorm -> optional activation."""
+    """Conv (no bias, padded as the spec says) -> BatchNorm -> optional activation."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, spec: NetworkSpec,
                  groups: int = 1, act: bool = True):
         layers: list[nn.Module] = [
-            nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
+            make_conv(in_ch, out_ch, kernel, stride, spec.padding, groups),
             nn.BatchNorm2d(out_ch, eps=spec.batch_norm.epsilon, momentum=1.0 - spec.batch_norm.decay),
         ]
         if act:

@@ -37,6 +37,13 @@ MAX_INTEGER = 10_000_000
 
 ACTIVATIONS = ("silu", "relu", "relu6", "hardswish")
 
+PADDINGS = ("symmetric", "same")
+"""How convolutions pad: `symmetric` (kernel // 2 on every side, PyTorch's way) or `same` (TensorFlow's "SAME":
+where a conv strides, the padding a size needs to give ceil(size / stride), the odd pixel at the bottom and
+right; the TensorFlow-ported weights, timm's `tf_efficientnet_*`, were trained with it). Both give the same
+output sizes, so the same FLOPs."""
+DEFAULT_PADDING = "symmetric"
+
 POOL_SKIP = "pool"
 Skip = Union[bool, Literal["pool"]]
 """MnasNet's SkipOp: `True` (identity residual), `False` (no skip) or `"pool"` (pooling shortcut)."""
@@ -106,6 +113,7 @@ class NetworkSpec:
     drop_connect: float = 0.2
     activation: str = "silu"
     batch_norm: BatchNormSpec = BatchNormSpec()
+    padding: str = DEFAULT_PADDING
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -130,7 +138,7 @@ class NetworkSpec:
 _KEY_ORDER = {
     NetworkSpec: (
         "name", "resolution", "num_classes", "in_channels", "activation", "dropout",
-        "drop_connect", "batch_norm", "stem", "stages", "head", "provenance",
+        "drop_connect", "batch_norm", "padding", "stem", "stages", "head", "provenance",
     ),
     StemSpec: ("out_channels", "kernel", "stride"),
     StageSpec: ("block", "repeats", "kernel", "stride", "expand", "out_channels", "se_ratio", "skip"),
@@ -295,6 +303,7 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
         drop_connect=(f.number("drop_connect", low=0.0, high=1.0, high_open=True)
                       if f.has("drop_connect") else defaults.drop_connect),
         batch_norm=bn,
+        padding=f.choice("padding", PADDINGS) if f.has("padding") else defaults.padding,
         stem=_stem(data["stem"], source) if f.has("stem") else defaults.stem,
         stages=stages,
         head=head,
@@ -310,7 +319,11 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
 
 
 def spec_to_dict(spec: NetworkSpec) -> dict[str, Any]:
-    """The plain-data form of a spec, keys in the documented order (the inverse of `spec_from_dict`)."""
+    """The plain-data form of a spec, keys in the documented order (the inverse of `spec_from_dict`).
+
+    `padding` is written only where it is not the default, so a spec without it dumps (and hashes, and
+    matches a checkpoint's copy) exactly as it did before the field existed.
+    """
 
     def plain(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj):
@@ -321,7 +334,10 @@ def spec_to_dict(spec: NetworkSpec) -> dict[str, Any]:
             return {k: plain(v) for k, v in obj.items()}
         return obj
 
-    return plain(spec)
+    data = plain(spec)
+    if spec.padding == DEFAULT_PADDING:
+        del data["padding"]
+    return data
 
 
 # -- files --------------------------------------------------------------------------------------

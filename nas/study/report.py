@@ -1,4 +1,4 @@
-"""What a search leaves in its run directory: trials.csv, the best spec b0.yaml, plots."""
+"""What a search leaves in its run directory: trials.csv, the best spec b0.yaml, plots, report.html."""
 
 from __future__ import annotations
 
@@ -104,6 +104,8 @@ def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
 def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace) -> SearchResult:
     """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
     from effnet.nas.study.plots import plot_accuracy_vs_flops, plot_history
+    from effnet.nas.study.html_report import REPORT_NAME
+    from effnet.nas.study.search_report import write_search_report
 
     study, run_dir = run.study, config.study.run_dir
     trials = study.get_trials(deepcopy=False)
@@ -115,6 +117,7 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace) 
     files["history_plot"] = plot_history(trials, metric, run_dir / "history.png")
     files["accuracy_plot"] = plot_accuracy_vs_flops(trials, config.band, front, best,
                                                     run_dir / "accuracy_vs_flops.png")
+    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]

@@ -334,7 +334,8 @@ class SearchResult:
             "target_flops": c.target_flops, "band": [c.band.low, c.band.high],
             "trials_completed": s.completed, "trials_pruned": s.pruned, "trials_failed": s.failed,
             "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
-            "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])], "best_spec": None,
+            "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])],
+            "report": str(self.files["report"]), "best_spec": None,
             "data": self.data,
             "notes": self.notes,
         }
@@ -365,7 +366,7 @@ def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, 
 
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
     """Run (or resume) the search and write its run directory: `b0.yaml` (the best candidate, its FLOPs
-    certified by fvcore), `trials.csv`, plots and `run.yaml`. Progress reaches `on_progress`; a stop
+    certified by fvcore), `trials.csv`, plots, `report.html` and `run.yaml`. Progress reaches `on_progress`; a stop
     signal ends the run early with what completed written (`stop_reason` "interrupt")."""
     from effnet.nas.study.report import write_search_files
 

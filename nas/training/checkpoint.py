@@ -34,14 +34,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: no checkpoint to resume from; start a new training instead")
+    state = read_torch_file(source, "checkpoint", "delete it to start over or choose another run directory")
+    if not is_checkpoint(state):
+        raise InputError(f"{source}: not an effnet training checkpoint; choose another run directory")
+    return check_version(state, source)
+
+
+def read_torch_file(source: Path, what: str, fix: str) -> Any:
+    """`torch.load(weights_only=True)` onto the CPU: tensors and plain data only, never arbitrary objects; a file
+    it refuses or cannot read is an `InputError` naming `what` was expected and the `fix`."""
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         reason = " ".join(str(err).split())[:160]
-        raise InputError(f"{source}: not a readable checkpoint ({reason}); delete it to start over "
-                         "or choose another run directory") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputError(f"{source}: not an effnet training checkpoint; choose another run directory")
+        raise InputError(f"{source}: not a readable {what} ({reason}); {fix}") from None
+
+
+def is_checkpoint(state: Any) -> bool:
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def check_version(state: dict[str, Any], source: Path) -> dict[str, Any]:
     if state.get("version") != VERSION:
         raise InputError(f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
                          f"{VERSION}; finish the run with the effnet that wrote it or start over")

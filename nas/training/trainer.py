@@ -287,7 +287,7 @@ def epoch_seed(*parts: int) -> int:
 def train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
           device: str = "auto", checkpoint: dict[str, Any] | None = None, monitor: TrainMonitor | None = None,
           dist: Distributed | None = None, compiled: bool = False, loader_workers: int | None = None,
-          decode: str = "workers") -> TrainResult:
+          decode: str = "workers", init: InitialWeights | None = None) -> TrainResult:
     """Train `spec` (already `training_spec`) on `data`; checkpoint every epoch under `run_dir`.
 
     `checkpoint` (from `open_run`) resumes that run. Under a distributed `dist` the caller has
@@ -296,8 +296,9 @@ def train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir:
     which shares its parameters); it changes speed, not results, so a resumed run may switch it.
     `decode` is where training images are decoded: `workers` (the DataLoader's processes) or `device`
     (JPEGs in batches on the training device: nvjpeg on CUDA; it changes speed, not what is trained on,
-    up to the resizing's rounding). The caller's random state and cuDNN settings are as they were when it
-    returns.
+    up to the resizing's rounding). `init` (`initial_weights`) replaces the initialisation of the layers it
+    holds in a fresh run; the checkpoint keeps its record. The caller's random state and cuDNN settings are as
+    they were when it returns.
     """
     dist = dist or Distributed()
     torch_device = _device(device, dist)
@@ -305,7 +306,7 @@ def train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir:
             cudnn_autotuner(torch_device.type == "cuda"):
         loaders = _Loaders(data, settings, dist, torch_device, loader_workers, decode)
         return _train(spec, data, settings, Path(run_dir), torch_device, checkpoint, monitor or TrainMonitor(), dist,
-                      compiled, loaders)
+                      compiled, loaders, init)
 
 
 @contextlib.contextmanager
@@ -374,11 +375,15 @@ class _Loaders:
 
 def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: Path, torch_device: torch.device,
            checkpoint: dict[str, Any] | None, monitor: TrainMonitor, dist: Distributed, compiled: bool,
-           loaders: _Loaders) -> TrainResult:
+           loaders: _Loaders, init: InitialWeights | None = None) -> TrainResult:
     checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
     steps = check_run(spec, data, settings, checkpoint, checkpoint_path, dist)
     torch.manual_seed(settings.seed)
-    model = place_model(build_model(spec), torch_device)
+    model = build_model(spec)
+    if init is not None:
+        model.load_state_dict(init.state, strict=False)
+    started_from = init_record(init, checkpoint)
+    model = place_model(model, torch_device)
     ema = WeightEma(model, settings.ema_decay)
     optimizer = make_optimizer(model, settings)
     warmup_steps = round(settings.warmup_epochs * steps)
@@ -437,7 +442,7 @@ def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir
                 "spec": dump_spec_text(spec), "settings": settings.as_dict(), "epoch": epoch,
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "best": best, "history": history,
-                "world_size": dist.world_size,
+                "world_size": dist.world_size, "init": started_from,
             }, checkpoint_path)
             write_metrics(history, metrics_path)
         monitor.epoch_done(record)
@@ -542,6 +547,8 @@ class TrainConfig:
     seed: int = 0
     run_dir: Path | None = None
     resume: bool = False
+    init: Path | None = None
+    """Weights to start from: an effnet checkpoint or a timm or torchvision state dict (`initial_weights`)."""
     loader_workers: int | None = None
     """DataLoader worker processes per training process (None: from the cores; none for built-in data)."""
     decode: str = "workers"
@@ -558,6 +565,9 @@ class TrainConfig:
         if self.loader_workers is not None:
             checks.whole("loader_workers", self.loader_workers, low=0, high=256)
         checks.choice("decode", self.decode, ("workers", "device"))
+        if self.init is not None and self.resume:
+            raise SettingError("init", "starts a new run from weights; a resumed run continues from its own "
+                                       "checkpoint: drop one of --init and --resume")
 
     @property
     def directory(self) -> Path:
@@ -578,6 +588,8 @@ class TrainOutcome:
     settings: TrainSettings
     result: TrainResult | None
     world_size: int
+    init: dict[str, Any] | None = None
+    """Where the weights started from (`initial_weights`'s record), None for the initialisation."""
 
     def as_dict(self) -> dict[str, Any]:
         r, s = self.result, self.settings
@@ -590,7 +602,42 @@ class TrainOutcome:
             "best_top1": r.best_top1, "best_epoch": r.best_epoch, "best_weights": r.best_weights,
             "checkpoint": str(r.checkpoint), "metrics_csv": str(r.metrics), "seconds": round(r.seconds, 2),
             "augment": s.augment, "skipped_files": len(r.skipped),
+            "init": None if self.init is None else {
+                **{k: self.init[k] for k in ("file", "library", "weights")},
+                "layers_loaded": len(self.init["loaded"]), "layers_not_loaded": self.init["not_loaded"]},
         }
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """Weights a fresh run starts from: the tensors (effnet's names) and what run.yaml and the checkpoint record
+    of them: the file, its library, which weights, the layers loaded and the layers not loaded."""
+
+    state: dict[str, torch.Tensor]
+    record: dict[str, Any]
+
+
+def init_record(init: InitialWeights | None, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a run started from: this run's `init`, or for a resumed run what its checkpoint recorded."""
+    if init is not None:
+        return init.record
+    return checkpoint.get("init") if checkpoint is not None else None
+
+
+def initial_weights(path: Path, spec: NetworkSpec) -> InitialWeights:
+    """The weights in `path` (an effnet checkpoint or a timm or torchvision state dict) for `spec` as trained, by
+    name; a classifier for another number of classes is left out, so the run trains a new one from the
+    initialisation."""
+    from effnet.nas.weights import load_weights, read_weights
+
+    weights = read_weights(path)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state as it was
+        model = build_model(spec)
+    layers = load_weights(model, weights, replace_classifier=True)
+    loaded = set(layers.loaded)
+    state = {key: tensor for key, tensor in model.state_dict().items() if key.rpartition(".")[0] in loaded}
+    return InitialWeights(state, {"file": str(path), "library": weights.library, "weights": weights.kind,
+                                  **layers.as_dict()})
 
 
 def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> TrainOutcome:
@@ -622,7 +669,10 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
         weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
         precise_bn_batches=config.precise_bn, augment=augment)
     check_run(trained, images, settings, checkpoint, run_dir / CHECKPOINT_NAME, dist)
-    recorded = settings.as_dict() | {"compile": config.compiled, "decode": config.decode}  # a resumed run may switch
+    init = initial_weights(config.init, trained) if config.init is not None else None
+    started_from = init_record(init, checkpoint)
+    recorded = settings.as_dict() | {"compile": config.compiled, "decode": config.decode,  # a resumed run may switch
+                                     "init": started_from}
     if dist.is_main:
         ensure_writable_dir(run_dir)
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)})
@@ -631,13 +681,16 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
         monitor.describe(f"{config.spec.name} @ {size} px on {images.name} ({len(images.train)} train, "
                          f"{len(images.val)} val images; {classes}; augment {augment}); lr {settings.lr:g}"
                          f"{' (0.256·batch/4096)' if config.lr is None else ''}, warm-up {settings.warmup_epochs:g} "
-                         f"epochs" + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else ""))
+                         f"epochs" + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else "")
+                         + (f"; starting from {config.init} ({init.record['library']} {init.record['weights']}: "
+                            f"{len(init.record['loaded'])} layers loaded, not loaded: "
+                            f"{', '.join(init.record['not_loaded']) or 'none'})" if init is not None else ""))
     with distributed_session(dist, config.device):
         result = train(trained, images, settings, run_dir, device=config.device, checkpoint=checkpoint,
                        monitor=monitor if dist.is_main else None, dist=dist, compiled=config.compiled,
-                       loader_workers=config.loader_workers, decode=config.decode)
+                       loader_workers=config.loader_workers, decode=config.decode, init=init)
     outcome = TrainOutcome(spec=trained, settings=settings, result=result if dist.is_main else None,
-                           world_size=dist.world_size)
+                           world_size=dist.world_size, init=started_from)
     if dist.is_main:
         data = {**data_record(images), "skipped": len(result.skipped), "skipped_files": list(result.skipped[:20])}
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data},

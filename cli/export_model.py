@@ -1,0 +1,52 @@
+"""`effnet export-model`: a spec's network (with a checkpoint's weights) as ONNX, TorchScript, or a timm or
+torchvision state dict, run once against the torch model before it is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+
+FORMATS = ("onnx", "torchscript", "timm", "torchvision")
+
+
+@clean_input_errors({"format": "--format"})
+def export_model(
+    spec_path: Path = typer.Argument(..., metavar="SPEC.yaml", help="The network spec (a family member, a trained spec)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Weights: an effnet training checkpoint (its EMA weights, resolution and classes) "
+                                   "or a state dict of effnet, timm or torchvision. Default: the seeded initialisation."),
+    format: str = typer.Option("onnx", "--format", help=f"{' | '.join(FORMATS)}: ONNX and TorchScript with BatchNorm "
+                                                         "folded and a dynamic batch axis; timm and torchvision "
+                                                         "state dicts for their load_state_dict(strict=True).",
+                               autocompletion=lambda: list(FORMATS)),
+    out: Path = typer.Option(..., "--out", help="The file to write."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation (without --checkpoint) and of the check's images."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+) -> None:
+    """Export a network for deployment, then run the exported file (onnxruntime, torch.jit, or read back) on batches
+    of 1 and 3 against the torch model: max_abs_diff within 1e-4 of the largest logit, or exit 1 and nothing written.
+    """
+    from effnet.nas.export import RELATIVE_TOLERANCE, export_model as export
+    from effnet.nas.net.spec import load_spec
+
+    result = export(load_spec(spec_path), out, format, checkpoint, seed)
+    data = result.as_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        console.print(f"{result.spec.name} @ {result.spec.resolution} px, {result.spec.num_classes} classes, "
+                      f"weights: {result.weights} -> {format}"
+                      + (" (BatchNorm folded)" if data["batch_norm_folded"] else ""))
+        console.print(f"max_abs_diff {result.max_abs_diff:.3g} against the torch model at batch 1 and 3 "
+                      f"(largest logit {result.output_scale:.3g}; tolerance {result.tolerance:.3g} = "
+                      f"{RELATIVE_TOLERANCE:g} of it)")
+    if not result.within_tolerance:
+        progress_console.print(f"[red]error:[/] the exported {format} disagrees with the torch model beyond the "
+                               f"tolerance; nothing written to {out}")
+        raise typer.Exit(1)
+    if not as_json:
+        console.print(f"written: {result.path}")

@@ -1,0 +1,112 @@
+"""report.html: a study's figures as one self-contained page (plotly.js embedded once, no network needed to open
+it), and the Optuna figures search and grid share: the optimization history and the parameter importances.
+
+Optuna's plots read a study; the figures here are drawn from an in-memory study holding only the trials that
+were scored, each with the score the report is about (a search's reward, a grid's mean proxy score), so the
+history and the importances are those of the scores and not of the placeholder values Optuna records for the
+candidates outside the FLOPs band.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from effnet.nas.files import atomic_write_text
+from effnet.nas.study.runner import optuna_quiet
+
+REPORT_NAME = "report.html"
+MIN_TRIALS_FOR_IMPORTANCE = 3
+"""fANOVA fits a random forest over the scored trials: below three it has nothing to split."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One figure of the report, with a line on what it shows, or a note saying why it is missing."""
+
+    title: str
+    caption: str
+    figure: Any = None
+    """A plotly Figure, or None when there was not enough to draw (the caption says why)."""
+
+
+def scored_study(trials: Sequence[FrozenTrial], score: Callable[[FrozenTrial], float | None],
+                 name: str) -> optuna.Study:
+    """An in-memory single-objective study of `trials` with `score` as each one's value (trials it gives None or
+    a non-finite score are left out), in the original order."""
+    with optuna_quiet():
+        study = optuna.create_study(direction="maximize", study_name=name)
+    for trial in trials:
+        value = score(trial)
+        if value is None or not math.isfinite(value):
+            continue
+        study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                                  value=value, user_attrs={"trial": trial.number}))
+    return study
+
+
+def dashboard_command(storage: str | None, run_dir: Path) -> str:
+    """The optuna-dashboard command that watches the study live: the journal's path, or the storage URL (its
+    password redacted: the reader puts it back)."""
+    from effnet.nas.redact import redact_url
+    from effnet.nas.study.storage import JOURNAL_NAME
+
+    if storage is None:
+        return f"optuna-dashboard {run_dir / JOURNAL_NAME}"
+    return f"optuna-dashboard {redact_url(storage.removeprefix('journal:'))}"
+
+
+def history_section(study: optuna.Study, score_name: str, what: str) -> Section:
+    from optuna.visualization import plot_optimization_history
+
+    if not study.trials:
+        return Section("Optimization history", f"no {what} scored yet")
+    figure = plot_optimization_history(study, target_name=score_name)
+    figure.update_layout(xaxis_title=f"{what} (in the order scored)")
+    return Section("Optimization history", f"{score_name} of every {what} in the order scored, and the best so far.",
+                   figure)
+
+
+def importance_section(study: optuna.Study, score_name: str, what: str) -> Section:
+    """fANOVA importances (Optuna's default evaluator, seeded) of the parameters every scored trial has."""
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization import plot_param_importances
+
+    title = "Parameter importances"
+    if len(study.trials) < MIN_TRIALS_FOR_IMPORTANCE:
+        return Section(title, f"needs {MIN_TRIALS_FOR_IMPORTANCE} scored {what}s or more; "
+                              f"{len(study.trials)} so far")
+    varied = [name for name in study.trials[0].params
+              if all(name in t.params for t in study.trials) and len({t.params[name] for t in study.trials}) > 1]
+    if not varied:
+        return Section(title, f"every scored {what} has the same choices: nothing to compare")
+    figure = plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied,
+                                    target_name=score_name)
+    return Section(title, f"How much of the variance of {score_name} each choice explains (fANOVA over the "
+                          f"{len(study.trials)} scored {what}s; a forest fit to few points, so read it as a hint).",
+                   figure)
+
+
+def write_report(path: str | os.PathLike[str], title: str, lines: Sequence[str], sections: Sequence[Section]) -> Path:
+    """One HTML page: the title, a few lines of context, then each section's figure; plotly.js is embedded with
+    the first figure, so the file opens anywhere without a network."""
+    body, embedded = [], False
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>\n<p>{html.escape(section.caption)}</p>")
+        if section.figure is not None:
+            body.append(section.figure.to_html(full_html=False, include_plotlyjs=not embedded,
+                                               config={"displaylogo": False}))
+            embedded = True
+    context = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+            "h2{margin-top:2em}</style></head>\n"
+            f"<body><h1>{html.escape(title)}</h1><ul>{context}</ul>\n" + "\n".join(body) + "\n</body></html>\n")
+    return atomic_write_text(path, page)

@@ -1,0 +1,124 @@
+"""Weights in files: read an effnet training checkpoint or a state dict of effnet, timm or torchvision into a
+spec's model, and save a model's weights as a state dict any of the three loads.
+
+Every file is read with `torch.load(weights_only=True)` (tensors and plain data, never arbitrary objects) and
+written atomically. Which library wrote a state dict is told by its first layer's name (`stem.0.weight`,
+`conv_stem.weight`, `features.0.0.weight`); `nas.net.interop` maps the names and refuses a file built for
+another network at the first layer that differs. A training checkpoint gives its EMA weights, the ones the
+reference evaluates, and the spec it was trained as (its resolution and classes).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effnet.nas.errors import InputError
+from effnet.nas.files import atomic_write
+from effnet.nas.inputs import parse_yaml
+from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
+from effnet.nas.net.spec import NetworkSpec, spec_from_dict
+from effnet.nas.training.checkpoint import check_version, is_checkpoint, read_torch_file
+
+FIRST_LAYER = {"stem.0.weight": "effnet", "conv_stem.weight": "timm", "features.0.0.weight": "torchvision"}
+"""The name of the stem conv's weight in each library's state dict."""
+WRAPPERS = ("state_dict_ema", "state_dict", "model")
+"""Keys under which training scripts nest the state dict, the first present taken: timm's train.py saves its
+EMA weights as state_dict_ema beside state_dict, and the EMA weights are the ones to start from, as for effnet's
+own checkpoints."""
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A file's weights under the library's own names, what wrote them, and (for an effnet training checkpoint)
+    the spec as trained."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    library: str
+    """effnet, timm or torchvision."""
+    kind: str
+    """"checkpoint EMA" or "checkpoint raw" (an effnet training checkpoint's weights) or "state dict"."""
+    trained_spec: NetworkSpec | None = None
+
+    @property
+    def description(self) -> str:
+        return f"{self.path} ({self.library} {self.kind})"
+
+
+@dataclass(frozen=True)
+class LoadedLayers:
+    """Which of a model's layers (modules holding tensors) took weights from a file, and which kept their own."""
+
+    loaded: tuple[str, ...]
+    not_loaded: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"loaded": list(self.loaded), "not_loaded": list(self.not_loaded)}
+
+
+def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
+    """The weights a file holds; anything else (a missing or unreadable file, another kind of object) is an
+    `InputError`."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"{source}: no such weights file; check the path")
+    data = read_torch_file(source, "weights file", "give an effnet checkpoint or a state dict saved with torch.save")
+    if is_checkpoint(data):
+        check_version(data, source)
+        weights = data.get("ema", {}).get("weights") if isinstance(data.get("ema"), dict) else None
+        kind = "checkpoint EMA" if weights is not None else "checkpoint raw"
+        state = _tensors(weights if weights is not None else data.get("model"), source)
+        trained = spec_from_dict(parse_yaml(str(data.get("spec", "")), str(source)), f"{source}: spec")
+        return WeightsFile(source, state, "effnet", kind, trained)
+    for key in WRAPPERS:
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    state = _tensors(data, source)
+    library = next((name for layer, name in FIRST_LAYER.items() if layer in state), None)
+    if library is None:
+        raise InputError(f"{source}: a state dict of none of effnet, timm or torchvision's EfficientNet (it has no "
+                         f"{', '.join(FIRST_LAYER)}); give one of theirs or an effnet checkpoint")
+    return WeightsFile(source, state, library, "state dict")
+
+
+def _tensors(data: Any, source: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(data, dict) or not data or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                         for k, v in data.items()):
+        raise InputError(f"{source}: not an effnet checkpoint or a state dict (names to tensors); give one saved "
+                         "with torch.save(model.state_dict(), path)")
+    return data
+
+
+def load_weights(model: nn.Module, weights: WeightsFile, *, replace_classifier: bool = False) -> LoadedLayers:
+    """Copy `weights` into `model` (a network `build_model` made from its spec), by name, refusing weights of
+    another network at the first layer that differs. With `replace_classifier` a classifier of another shape
+    (another number of classes) keeps the model's own initialisation instead."""
+    reference = model.state_dict()
+    state = to_effnet(weights.state, reference, model.spec, weights.library, weights.description,
+                      skip_classifier=replace_classifier)
+    model.load_state_dict(state, strict=False)
+    layers = list(dict.fromkeys(key.rpartition(".")[0] for key in reference))
+    taken = {key.rpartition(".")[0] for key in state}
+    return LoadedLayers(tuple(layer for layer in layers if layer in taken),
+                        tuple(layer for layer in layers if layer not in taken))
+
+
+def state_dict_for(model: nn.Module, library: str) -> dict[str, torch.Tensor]:
+    """`model`'s weights under `library`'s names (effnet, timm or torchvision), in its order, on the CPU: what that
+    library's `load_state_dict(..., strict=True)` takes."""
+    if library not in LIBRARIES:
+        raise InputError(f"library must be one of {', '.join(LIBRARIES)}, got {library!r}")
+    return {key: tensor.detach().cpu() for key, tensor in to_foreign(model.state_dict(), model.spec, library).items()}
+
+
+def save_state_dict(model: nn.Module, library: str, path: str | os.PathLike[str]) -> Path:
+    """`state_dict_for(model, library)` saved with `torch.save`, atomically."""
+    state = state_dict_for(model, library)
+    return atomic_write(path, lambda fh: torch.save(state, fh))

@@ -1,0 +1,95 @@
+"""report.html of a search and of a grid: one self-contained page (plotly.js inside, no script fetched from the
+network) whose figures are there and hold the run's trials, read back from the page itself."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from effnet.cli.app import app
+from test_grid_scale import GRID_ARGS, TINY_BASE, ZERO_COST_ARGS
+from test_search import TINY_ARGS
+
+runner = CliRunner()
+
+
+def figures(page: str) -> list[dict]:
+    """Every `Plotly.newPlot(id, data, layout, config)` call of the page, as {"data": [...], "layout": {...}}."""
+    decoder = json.JSONDecoder()
+    found = []
+    for match in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', page):
+        data, end = decoder.raw_decode(page, match.end())
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        found.append({"data": data, "layout": layout})
+    return found
+
+
+def assert_self_contained(page: str) -> None:
+    assert page.count("plotly.js v") >= 1  # the library's own banner, inlined
+    assert len(page) > 3_000_000  # plotly.js itself is some megabytes
+    assert not re.search(r"<script[^>]+src=", page), "a script the page would fetch"
+
+
+def title(figure: dict) -> str:
+    t = figure["layout"].get("title", {})
+    return t.get("text", "") if isinstance(t, dict) else str(t)
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("search")
+    result = runner.invoke(app, ["search", *TINY_ARGS, "--trials", "6", "--run-dir", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["report"] == str(run_dir / "report.html")
+    return run_dir
+
+
+def test_search_report_holds_history_importances_and_accuracy_against_flops(search_run):
+    page = (search_run / "report.html").read_text()
+    assert_self_contained(page)
+    with (search_run / "trials.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    trained = [r for r in rows if r["state"] == "COMPLETE" and r["in_band"] == "True"]
+    choices = {name for name in rows[0] if re.fullmatch(r"s\d+_\w+", name)}  # the space's choices, by stage
+    history, importance, accuracy = figures(page)
+    assert "Optimization History" in title(history)
+    points = next(trace for trace in history["data"] if trace.get("mode") == "markers")
+    assert sorted(points["y"]) == pytest.approx(sorted(float(r["reward"]) for r in trained))
+    assert "Importance" in title(importance)
+    assert set(importance["data"][0]["y"]) <= set(choices) and len(importance["data"][0]["y"]) >= 2
+    assert title(accuracy) == "Accuracy against FLOPs"
+    candidates = next(trace for trace in accuracy["data"] if trace["name"] == "trained candidates")
+    assert sorted(candidates["x"]) == pytest.approx(sorted(int(r["flops"]) / 1e6 for r in trained))
+    b0 = yaml.safe_load((search_run / "b0.yaml").read_text())["provenance"]
+    star = next(trace for trace in accuracy["data"] if trace["name"] == "b0")
+    assert star["x"] == [pytest.approx(b0["flops"] / 1e6)] and star["y"] == [pytest.approx(b0["accuracy"])]
+    band = [shape for shape in accuracy["layout"]["shapes"] if shape["type"] == "rect"][0]
+    assert (band["x0"], band["x1"]) == (pytest.approx(0.7), pytest.approx(1.3))  # 1M ± 30 %
+    assert f"optuna-dashboard {search_run / 'study.journal'}" in page
+
+
+def test_grid_report_holds_the_score_over_the_grid_and_the_chosen_point(tmp_path):
+    result = runner.invoke(app, ["grid-scale", "--base", TINY_BASE, *GRID_ARGS, *ZERO_COST_ARGS,
+                                 "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert_self_contained(page)
+    history, importance, surface = figures(page)
+    assert "Optimization History" in title(history) and "Importance" in title(importance)
+    assert set(importance["data"][0]["y"]) <= {"alpha", "beta", "gamma"}
+    with (tmp_path / "grid.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["score"]]
+    points = next(trace for trace in surface["data"] if trace["name"] == "points")
+    drawn = sorted(zip(points["x"], points["y"], points["z"], points["marker"]["color"]))
+    written = sorted((float(r["alpha"]), float(r["beta"]), float(r["gamma"]), float(r["score"])) for r in rows)
+    assert [d[:3] for d in drawn] == [w[:3] for w in written]  # every scored point, twins included
+    assert [d[3] for d in drawn] == pytest.approx([w[3] for w in written], rel=1e-5)  # grid.csv keeps 6 digits
+    chosen = yaml.safe_load((tmp_path / "coefficients.yaml").read_text())
+    marked = next(trace for trace in surface["data"] if trace["name"] == "chosen")
+    assert (marked["x"], marked["y"], marked["z"]) == ([chosen["alpha"]], [chosen["beta"]], [chosen["gamma"]])

@@ -23,14 +23,17 @@ FORMAT = "effnet-train-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    target = atomic_write(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **state}, fh))
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], format: str = FORMAT,
+                    version: int = VERSION) -> Path:
+    """`format` names what kind of checkpoint this is (a training's, a supernet's), so one is never read as the
+    other."""
+    target = atomic_write(path, lambda fh: torch.save({"format": format, "version": version, **state}, fh))
     _sync_directory(target.parent)
     return target
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU; anything unreadable or foreign is an `InputError`."""
+def load_checkpoint(path: str | os.PathLike[str], format: str = FORMAT, version: int = VERSION) -> dict[str, Any]:
+    """Read a checkpoint of `format` onto the CPU; anything unreadable or foreign is an `InputError`."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: no checkpoint to resume from; start a new training instead")
@@ -40,11 +43,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = " ".join(str(err).split())[:160]
         raise InputError(f"{source}: not a readable checkpoint ({reason}); delete it to start over "
                          "or choose another run directory") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputError(f"{source}: not an effnet training checkpoint; choose another run directory")
-    if state.get("version") != VERSION:
+    if not isinstance(state, dict) or state.get("format") != format:
+        raise InputError(f"{source}: not an {format}; choose another run directory")
+    if state.get("version") != version:
         raise InputError(f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
-                         f"{VERSION}; finish the run with the effnet that wrote it or start over")
+                         f"{version}; finish the run with the effnet that wrote it or start over")
     return state
 
 

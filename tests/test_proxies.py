@@ -97,7 +97,7 @@ def test_only_the_supernet_proxy_records_the_supernet_settings():
     """A study of another proxy keeps the fingerprint it was created with before the supernet existed."""
     assert sorted(fast().fingerprint()) == ["augment", "batch_size", "data", "epochs", "lr", "max_train_batches",
                                             "name", "resolution", "train_images", "val_images", "weight_decay"]
-    supernet = fast(name="supernet", supernet_epochs=7).fingerprint()
+    supernet = fast(name="supernet", supernet_epochs=7, supernet_kernels="shared").fingerprint()
     assert (supernet["supernet_epochs"], supernet["supernet_kernels"]) == (7, "shared")
 
 

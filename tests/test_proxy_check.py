@@ -66,7 +66,7 @@ def test_proxy_check_with_the_supernet_trains_it_once_and_amortises_it(tmp_path)
     row, supernet = summary["correlations"]["supernet"], summary["supernet"]
     checkpoint = Path(supernet["checkpoint"])
     assert checkpoint.parent == run_dir and checkpoint.name.startswith("supernet-")
-    assert (supernet["epochs"], supernet["kernels"], supernet["steps"]) == (2, "shared", 8)  # 256 images / 64
+    assert (supernet["epochs"], supernet["kernels"], supernet["steps"]) == (2, "separate", 8)  # 256 images / 64
     assert row["setup_seconds"] == pytest.approx(supernet["training_s"], abs=0.05)
     assert row["amortised_seconds"] == pytest.approx(row["seconds_per_candidate"] + row["setup_seconds"] / 1000)
     rows = list(csv.DictReader((run_dir / "proxy_check.csv").read_text().splitlines()))

@@ -227,11 +227,12 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
     assert (again.steps, again.seconds_now, again.seconds) == (6, 0.0, first.seconds)
     assert first.path.stat().st_mtime_ns == saved
     assert setup.checkpoint(tiny(supernet_epochs=3), 0) != first.path  # another shape, another file
-    assert setup.checkpoint(tiny(supernet_kernels="separate"), 0) != first.path
+    assert setup.checkpoint(tiny(supernet_kernels="shared"), 0) != first.path
     assert setup.checkpoint(tiny(), 1) != first.path
     assert setup.checkpoint(tiny(epochs=7), 0) == first.path  # the train proxy's epochs do not shape it
     state = torch.load(first.path, weights_only=True)  # plain tensors and data only
     assert state["step"] == 6 and state["settings"] == setup.settings(tiny(), 0)
+    assert "optimizer" not in state  # finished: nothing resumes it
 
 
 def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path):
@@ -244,7 +245,7 @@ def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_
     setup = setup_in(tmp_path / "resumed")
     stopped = train_supernet(setup, tiny(), synthetic, ONE_THREAD, on_progress=stop_after_four)
     assert (stopped.steps, stopped.stopped, stopped.signal, stopped.complete) == (4, "interrupt", signal.SIGINT, False)
-    assert read_checkpoint(setup, tiny(), 0)["step"] == 4
+    assert read_checkpoint(setup, tiny(), 0)["step"] == 4 and "optimizer" in read_checkpoint(setup, tiny(), 0)
     with pytest.raises(InputError, match="the supernet is not trained \\(4 of 6 steps\\)"):
         load_supernet(setup, tiny(), synthetic, 0)
     resumed = train_supernet(setup, tiny(), synthetic, ONE_THREAD)
@@ -265,14 +266,15 @@ def test_training_stops_at_the_deadline_with_its_checkpoint(synthetic, tmp_path)
 
 def test_supernet_proxy_scores_inherited_weights_without_changing_them(synthetic, tmp_path):
     setup = setup_in(tmp_path)
-    config = tiny(supernet_epochs=6, max_train_batches=None)  # 48 steps
+    config = tiny(supernet_epochs=20, max_train_batches=None)  # 160 steps
     train_supernet(setup, config, synthetic, ONE_THREAD)
     proxy = make_proxy(config, synthetic, ONE_THREAD, setup)
     before = {k: v.clone() for k, v in proxy.supernet.state_dict().items()}
     rng = random.Random(2)
-    scores = [proxy.score(SPACE.random_spec(rng)) for _ in range(4)]
+    scores = [proxy.score(SPACE.random_spec(rng)) for _ in range(6)]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert max(scores) > 0.5  # 4 balanced classes: chance is 0.25
+    # 4 balanced classes, 64 validation images: chance is 0.25 with a standard deviation of 0.022 for a mean of 6
+    assert sum(scores) / len(scores) > 0.35
     after = proxy.supernet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     spec = SPACE.random_spec(random.Random(2))

@@ -171,8 +171,8 @@ class ProxyCheckConfig:
     augment: str = "auto"
     loader_workers: int | None = None
     cache_dir: Path | None = None
-    supernet_epochs: int = 60
-    supernet_kernels: str = "shared"
+    supernet_epochs: int = 200
+    supernet_kernels: str = "separate"
 
     def proxy(self, name: str = "train", epochs: int | None = None) -> ProxyConfig:
         return ProxyConfig(name=name, data=self.data, epochs=self.epochs if epochs is None else epochs,

@@ -244,11 +244,13 @@ class _Trainer:
         return f"training the supernet: epoch {epoch}/{self.config.supernet_epochs}{loss}"
 
     def _save(self) -> float:
-        """Write the checkpoint; returns the training seconds it records."""
+        """Write the checkpoint (a finished one without the optimizer's state: a third of the size, and nothing
+        resumes it); returns the training seconds it records."""
         seconds = self.seconds
+        resume = {} if self.done >= self.total else {
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
         save_checkpoint({
             "settings": self.setup.settings(self.config, self.seed), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-            "step": self.done, "total_steps": self.total, "seconds": seconds, "losses": self.losses,
+            "step": self.done, "total_steps": self.total, "seconds": seconds, "losses": self.losses, **resume,
         }, self.path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
         return seconds

@@ -262,6 +262,14 @@ def test_training_stops_at_the_deadline_with_its_checkpoint(synthetic, tmp_path)
     assert read_checkpoint(setup, tiny(), 0)["step"] == 1
 
 
+def test_a_diverging_supernet_training_is_refused_and_saves_nothing(synthetic, tmp_path):
+    setup = setup_in(tmp_path)
+    # step 1's loss comes from the initial weights; its update at lr 1e30 ruins them, so step 2 is the first NaN
+    with pytest.raises(InputError, match="supernet training: loss became NaN at epoch 1 step 2"):
+        train_supernet(setup, tiny(lr=1e30), synthetic, ONE_THREAD)
+    assert read_checkpoint(setup, tiny(lr=1e30), 0) is None
+
+
 # -- scoring ----------------------------------------------------------------------------------------
 
 def test_supernet_proxy_scores_inherited_weights_without_changing_them(synthetic, tmp_path):

@@ -237,7 +237,7 @@ class _Trainer:
         try:
             check_finite(losses, start, stop, epoch)
         except ProxyFailure as err:
-            raise InputError(f"supernet training: {err} (--proxy-lr)") from None
+            raise InputError(f"supernet training: {err}") from None
 
     def _status(self, epoch: int) -> str:
         loss = f", loss {self.losses[-1]:.3f}" if self.losses else ""

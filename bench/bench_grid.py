@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from optuna.trial import TrialState
 
-from effnet.nas.data.sources import load_data
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig, run_study
 from effnet.nas.training.allocator import configure_allocator
@@ -60,8 +59,8 @@ def main() -> None:
                         study=StudyConfig(run_dir=Path("unused"), name="grid", threads=args.threads))
     shared = tuple(config.points())
     alone = each_point_alone(shared)
-    for resolution in sorted({p.proxy_resolution for p in shared}):
-        load_data(config.proxy.data, resolution, seed=config.study.seed)
+    for resolution in sorted({p.proxy_resolution for p in shared}):  # data ready before the clock starts
+        dataclasses.replace(config.proxy, resolution=resolution).load(config.study.proxy_runtime())
     seconds: dict[str, list[float]] = {"each point alone": [], "twins shared": []}
     evaluations: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as scratch:

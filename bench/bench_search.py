@@ -1,13 +1,19 @@
-"""TPE against random search at an equal budget, on the same proxy, side by side in one process.
+"""The search's samplers and proxies, side by side in one process.
 
-    python bench/bench_search.py                      # digits, train proxy, 3 seeds x 12 trained trials
+    python bench/bench_search.py                      # TPE against random search: 3 seeds x 12 trained trials
     python bench/bench_search.py --trials 6 --seeds 1 # a quick look
     python bench/bench_search.py --proxy zero-cost --trials 40   # the samplers alone, on a fast proxy
+    python bench/bench_search.py --compare proxies --wall 8m --seeds 3   # supernet against train, equal wall time
 
-For each sampler and seed it runs the default search (`effnet search` defaults: 400M ± 10 %,
-the efficientnet space, the train proxy on the embedded digits) into a fresh run directory and
-reports the best reward, trials per minute, and the share of wall time spent outside proxy
+`--compare samplers` (default): for each sampler and seed it runs the default search (`effnet search`
+defaults: 400M ± 10 %, the efficientnet space, the train proxy on the embedded digits) into a fresh run
+directory and reports the best reward, trials per minute, and the share of wall time spent outside proxy
 training (sampling, analytic FLOPs, storage writes, pruning checks, out-of-band trials).
+
+`--compare proxies`: for each seed, the default search with the `train` proxy and with the `supernet` proxy,
+each given the same wall time (`--wall`; the supernet's training counts in it) and no trial limit; the best
+in-band candidate each finds is then trained by the same longer reference training as `effnet proxy-check`'s
+(`--reference-epochs`, the study's seed) and compared by that accuracy and its reward.
 """
 
 from __future__ import annotations
@@ -17,22 +23,28 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
 
-from effnet.nas.proxies import ProxyConfig
+from effnet.cli.options import parse_duration
+from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+from effnet.nas.study.objective import mnasnet_reward
 from effnet.nas.study.report import best_trial
 from effnet.nas.study.runner import StudyConfig, run_study
-from effnet.nas.study.search import SearchConfig, SearchJob, check_search, summarize
+from effnet.nas.study.search import SearchConfig, SearchJob, check_search, search, summarize
+from effnet.nas.training.allocator import configure_allocator
+
+TARGET = 400_000_000
 
 
 def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy: str, root: Path) -> dict:
-    config = SearchConfig(target_flops=400_000_000, sampler=sampler, trials=trials,
+    config = SearchConfig(target_flops=TARGET, sampler=sampler, trials=trials,
                           proxy=ProxyConfig(name=proxy, data=data, epochs=epochs),
                           study=StudyConfig(run_dir=root / f"{sampler}-{seed}", name="search", seed=seed))
     started = time.perf_counter()
-    study = run_study(SearchJob(config, check_search(config)), config.study).study
+    study = run_study(SearchJob(config, check_search(config)[0]), config.study).study
     wall = time.perf_counter() - started
     trials_done = study.get_trials(deepcopy=False)
     training = sum(t.user_attrs.get("proxy_seconds", 0.0) for t in trials_done)
@@ -46,23 +58,24 @@ def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12, help="trained candidates per run")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--proxy", default="train", help="train (default) or zero-cost")
-    args = parser.parse_args()
-    console = Console()
+def interleaved(seeds: int, arms: tuple[str, ...], run: Callable[[str, int, Path], dict],
+                line: Callable[[dict], str], console: Console) -> list[dict]:
+    """Every arm once per seed, in a temporary directory, interleaved so that machine noise hits all alike."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            for sampler in ("tpe", "random"):  # interleaved, so machine noise hits both alike
-                row = run_one(sampler, seed, args.trials, args.data, args.epochs, args.proxy, Path(tmp))
-                console.print(f"{sampler} seed {seed}: best reward {row['best_reward']:.4f}, "
-                              f"{row['trained']} trained / {row['outside']} outside band in {row['wall_s']:.0f} s")
-                rows.append(row)
+        for seed in range(seeds):
+            for arm in arms:
+                rows.append(run(arm, seed, Path(tmp)))
+                console.print(f"{arm} seed {seed}: {line(rows[-1])}")
+    return rows
+
+
+def compare_samplers(args: argparse.Namespace, console: Console) -> None:
+    rows = interleaved(
+        args.seeds, ("tpe", "random"),
+        lambda sampler, seed, root: run_one(sampler, seed, args.trials, args.data, args.epochs, args.proxy, root),
+        lambda row: (f"best reward {row['best_reward']:.4f}, {row['trained']} trained / {row['outside']} outside "
+                     f"band in {row['wall_s']:.0f} s"), console)
     table = Table(title=f"TPE vs random search: {args.trials} trained candidates per run, {args.data}, "
                         f"{args.proxy} proxy ({args.epochs} epochs if train), 400M ± 10 %")
     for column in ("sampler", "seed", "best reward", "trained", "pruned", "outside band", "trained/min",
@@ -81,6 +94,74 @@ def main() -> None:
                       f"{statistics.mean(r['outside_share'] for r in mine):.1%}")
     console.print(table)
     console.print(f"best-reward ratio TPE / random: {means['tpe'] / means['random']:.3f}")
+
+
+def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, root: Path) -> dict:
+    """One search with `proxy` for `wall` seconds; its best in-band candidate scored by the reference training."""
+    config = SearchConfig(target_flops=TARGET, trials=10_000_000,
+                          proxy=ProxyConfig(name=proxy, data=args.data, epochs=args.epochs,
+                                            supernet_epochs=args.supernet_epochs),
+                          study=StudyConfig(run_dir=root / f"{proxy}-{seed}", name="search", seed=seed,
+                                            timeout_s=wall, threads=args.threads))
+    started = time.perf_counter()
+    result = search(config)
+    wall_s = time.perf_counter() - started
+    row = {"proxy": proxy, "seed": seed, "wall_s": wall_s, "trained": result.summary.trained,
+           "proxy_reward": result.top[0].reward if result.top else float("nan"), "reference": float("nan"),
+           "reference_reward": float("nan"), "architecture": "", "supernet_s": (result.supernet or {}).get(
+               "trained_now_s", 0.0)}
+    if result.best_spec is not None:
+        reference = ProxyConfig(data=args.data, epochs=args.reference_epochs)
+        runtime = ProxyRuntime(seed=seed, threads=args.threads)
+        accuracy = make_proxy(reference, reference.load(runtime), runtime).score(result.best_spec)
+        row.update(reference=accuracy, reference_reward=mnasnet_reward(accuracy, result.best_flops, TARGET),
+                   architecture=result.best_spec.summary)
+    return row
+
+
+def compare_proxies(args: argparse.Namespace, console: Console) -> None:
+    wall = parse_duration(args.wall, "--wall")
+    rows = interleaved(
+        args.seeds, ("train", "supernet"), lambda proxy, seed, root: search_for(proxy, seed, wall, args, root),
+        lambda row: (f"{row['trained']} candidates in {row['wall_s']:.0f} s, best {row['architecture']} reference "
+                     f"accuracy {row['reference']:.4f}"), console)
+    table = Table(title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs) at equal "
+                        f"wall time {args.wall}, {args.data}; best candidate trained {args.reference_epochs} epochs")
+    for column in ("proxy", "seed", "wall s", "supernet s", "candidates", "proxy reward", "reference acc",
+                   "reference reward", "best candidate"):
+        table.add_column(column, justify="left" if column == "best candidate" else "right")
+    for r in rows:
+        table.add_row(r["proxy"], str(r["seed"]), f"{r['wall_s']:.0f}", f"{r['supernet_s']:.0f}", str(r["trained"]),
+                      f"{r['proxy_reward']:.4f}", f"{r['reference']:.4f}", f"{r['reference_reward']:.4f}",
+                      r["architecture"])
+    table.add_section()
+    for proxy in ("train", "supernet"):
+        mine = [r for r in rows if r["proxy"] == proxy]
+        table.add_row(f"{proxy} mean", "", "", "", f"{statistics.mean(r['trained'] for r in mine):.0f}", "",
+                      f"{statistics.mean(r['reference'] for r in mine):.4f}",
+                      f"{statistics.mean(r['reference_reward'] for r in mine):.4f}", "")
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", choices=("samplers", "proxies"), default="samplers")
+    parser.add_argument("--trials", type=int, default=12, help="trained candidates per run (samplers)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--epochs", type=int, default=3, help="the train proxy's epochs")
+    parser.add_argument("--proxy", default="train", help="samplers: train (default) or zero-cost")
+    parser.add_argument("--wall", default="8m", help="proxies: each search's wall time (480, 8m)")
+    parser.add_argument("--supernet-epochs", type=int, default=ProxyConfig.supernet_epochs)
+    parser.add_argument("--reference-epochs", type=int, default=8, help="proxies: the best candidate's training")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    configure_allocator()
+    console = Console(width=180)
+    if args.compare == "samplers":
+        compare_samplers(args, console)
+    else:
+        compare_proxies(args, console)
 
 
 if __name__ == "__main__":

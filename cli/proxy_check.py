@@ -7,10 +7,10 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, set_run_dir
+from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir
 from effnet.cli.options import renamed
 
-PROXY_NAMES = ("train", "zero-cost", "naswot", "synflow")
+PROXY_NAMES = ("train", "supernet", "zero-cost", "naswot", "synflow")
 DEFAULT_PROXIES = ("train", "zero-cost", "synflow")
 
 
@@ -29,12 +29,21 @@ def print_result(summary: dict[str, Any], results: list[Any], proxies: list[str]
     console.print(candidates)
     table = Table(title=f"rank agreement with {summary['reference_epochs']}-epoch training "
                         f"({summary['candidates']} candidates)")
-    for column in ("proxy", "Kendall τ", "Spearman ρ", "s / candidate"):
+    table.caption = (f"p: two-sided, against no correlation; amortised: seconds per candidate with a one-time cost "
+                     f"(the supernet's training) spread over {summary['amortised_over']:,} candidates")
+    for column in ("proxy", "Kendall τ (p)", "Spearman ρ (p)", "s / cand.", "amortised"):
         table.add_column(column, justify="left" if column == "proxy" else "right")
     for name, row in summary["correlations"].items():
-        table.add_row(name if name not in BASELINES else f"{name} (baseline)", _show(row["kendall_tau"]),
-                      _show(row["spearman_rho"]), f"{row['seconds_per_candidate']:.1f}" if name not in BASELINES else "")
+        timed = name not in BASELINES
+        table.add_row(name if timed else f"{name} (baseline)", _show(row["kendall_tau"], row["kendall_p"]),
+                      _show(row["spearman_rho"], row["spearman_p"]),
+                      f"{row['seconds_per_candidate']:.3g}" if timed else "",
+                      f"{row['amortised_seconds']:.3g}" if timed else "")
     console.print(table)
+    if summary["supernet"] is not None:
+        n = summary["supernet"]
+        console.print(f"supernet: {n['epochs']} epochs ({n['steps']:,} steps, kernels {n['kernels']}) trained in "
+                      f"{n['training_s']:.0f} s, {n['checkpoint']}")
     low, high = summary["reference_accuracy"]["min"], summary["reference_accuracy"]["max"]
     if low is not None:
         console.print(f"reference accuracy spans {low:.4f}–{high:.4f}")
@@ -45,8 +54,8 @@ def _short(value: float | None) -> str:
     return "failed" if value is None else f"{value:.4g}"
 
 
-def _show(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"
+def _show(value: float | None, p: float | None) -> str:
+    return "n/a" if value is None or p is None else f"{value:+.3f} ({p:.2g})"
 
 
 @clean_input_errors()
@@ -61,6 +70,8 @@ def proxy_check(
     proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Epochs of the cheap `train` proxy.",
                                                show_default="3"),
     epochs: Optional[int] = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs."),
+    supernet_epochs: int = typer.Option(200, "--supernet-epochs", help="Epochs the supernet trains (--proxy supernet), one random in-band path a step."),
+    supernet_kernels: str = typer.Option("separate", "--supernet-kernels", help="Supernet kernel choices: separate weights per kernel size, or shared (a smaller kernel is the centre of the largest; ranked worse on digits)."),
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution",
@@ -80,8 +91,9 @@ def proxy_check(
     run_dir: Path = typer.Option(Path("runs/proxy-check"), "--run-dir", help="Where proxy_check.csv and .yaml go."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
-    """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ, params/FLOPs baselines)."""
+    """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
     from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check as run_check
+    from effnet.nas.study.signals import Interrupted
     from effnet.nas.units import parse_size
 
     config = ProxyCheckConfig(
@@ -90,10 +102,14 @@ def proxy_check(
         epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3), reference_epochs=reference_epochs,
         candidates=candidates, resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
         seed=seed, device=device, threads=threads, run_dir=run_dir, train_images=proxy_train_images,
-        val_images=proxy_val_images, augment=augment, loader_workers=loader_workers, cache_dir=cache_dir)
+        val_images=proxy_val_images, augment=augment, loader_workers=loader_workers, cache_dir=cache_dir,
+        supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels)
     set_run_dir(run_dir)
-    with ProgressBar("proxy-check", enabled=not as_json) as bar:
-        result = run_check(config, on_progress=lambda done, total, status: bar.update(done, total, status))
+    try:
+        with ProgressBar("proxy-check", enabled=not as_json) as bar:
+            result = run_check(config, on_progress=lambda done, total, status: bar.update(done, total, status))
+    except Interrupted as stop:  # only while the supernet trains
+        exit_for_signal(stop.signum, "the supernet's checkpoint is")
     summary = result.as_dict()
     if as_json:
         emit_json(summary)

@@ -31,6 +31,10 @@ def print_result(result: Any) -> None:
                       format_size(t.params), t.architecture)
     console.print(table)
     data, s = result.as_dict(), result.summary
+    if result.supernet is not None:
+        n = result.supernet
+        console.print(f"supernet: {n['steps']:,} of {n['total_steps']:,} steps in {n['training_s']:.0f} s "
+                      f"({n['trained_now_s']:.0f} s in this run), {n['checkpoint']}")
     console.print(f"trained {s.completed} completed + {s.pruned} pruned, {s.failed} failed, {s.outside_band} "
                   f"sampled outside the band (not trained); stopped by {result.stop_reason} after "
                   f"{result.elapsed_s:.0f} s")
@@ -49,12 +53,14 @@ def search(
     objective: str = typer.Option("reward", "--objective", help=f"{' | '.join(OBJECTIVES)}: soft reward ACC·(F/T)^-0.07, hard constraint, or accuracy-vs-FLOPs Pareto (NSGA-II).",
                                   autocompletion=lambda: list(OBJECTIVES)),
     space: Optional[str] = typer.Option(None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."),
-    proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training, pruned), zero-cost (NASWOT) or synflow."),
+    proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training, pruned), supernet (weights inherited from one supernet trained first), zero-cost (NASWOT) or synflow."),
     data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
     proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Proxy training epochs per candidate.", show_default="3"),
     epochs: Optional[int] = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs."),
     proxy_resolution: int = typer.Option(32, "--proxy-resolution", help="Image size the proxy trains at."),
     batch_size: int = typer.Option(64, "--batch-size"),
+    supernet_epochs: int = typer.Option(200, "--supernet-epochs", help="Epochs the supernet trains (--proxy supernet), one random in-band path a step; counts in --timeout."),
+    supernet_kernels: str = typer.Option("separate", "--supernet-kernels", help="Supernet kernel choices: separate weights per kernel size, or shared (a smaller kernel is the centre of the largest; ranked worse on digits)."),
     proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
     proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
     augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
@@ -85,7 +91,8 @@ def search(
         objective=objective, space=space, trials=trials, sampler=sampler, pruner=pruner,
         proxy=ProxyConfig(name=proxy, data=data, epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3),
                           resolution=proxy_resolution, batch_size=batch_size, train_images=proxy_train_images,
-                          val_images=proxy_val_images, augment=augment),
+                          val_images=proxy_val_images, augment=augment, supernet_epochs=supernet_epochs,
+                          supernet_kernels=supernet_kernels),
         study=StudyConfig(run_dir=run_dir, name=study_name, storage=storage, workers=workers, seed=seed,
                           timeout_s=parse_duration(timeout), device=device, threads=threads,
                           loader_workers=loader_workers, cache_dir=cache_dir),

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.net.fold import fold_batch_norm
@@ -92,6 +93,7 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
     the file is written (atomically) only when they agree within the tolerance."""
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    checks.seed("seed", seed)
     if format == "onnx":
         require_onnx()
     started = time.perf_counter()

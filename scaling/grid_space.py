@@ -250,6 +250,9 @@ class GridConfig:
     repeats: int = 1
 
     def __post_init__(self) -> None:
+        if self.proxy.name == "supernet":
+            raise SettingError("proxy", "supernet scores the networks of a search space, and a grid's scaled "
+                                        "networks are in none; use train, zero-cost or synflow")
         if self.max_points is not None:
             checks.whole("max_points", self.max_points, low=1)
         checks.whole("repeats", self.repeats, low=1, high=MAX_REPEATS)

@@ -23,7 +23,7 @@ runner = CliRunner()
 NOT_NUMERIC = {"--objective", "--space", "--proxy", "--data", "--storage", "--study", "--run-dir", "--sampler",
                "--pruner", "--device", "--json", "--base", "--coefficients", "--flops-ratio", "--match-flops",
                "--preset", "--fvcore", "--compile", "--resume", "--augment", "--cache-dir", "--decode", "--init",
-               "--checkpoint", "--format", "--out"}
+               "--checkpoint", "--format", "--out", "--supernet-kernels"}
 
 plain = st.one_of(
     st.integers(1, 40), st.floats(0.001, 2.5), st.integers(-10**6, 10**6), st.integers(-(2**70), 2**70),
@@ -42,7 +42,7 @@ NUMERIC = {
     "search": {"--target-flops": sizes, "--flops-tolerance": plain, "--proxy-epochs": plain,
                "--proxy-resolution": pixels, "--batch-size": plain, "--trials": plain, "--timeout": durations,
                "--workers": plain, "--seed": plain, "--threads": plain, "--proxy-train-images": plain,
-               "--proxy-val-images": plain, "--loader-workers": plain},
+               "--proxy-val-images": plain, "--loader-workers": plain, "--supernet-epochs": plain},
     "grid-scale": {"--alpha-range": ranges, "--beta-range": ranges, "--gamma-range": ranges, "--step": plain,
                    "--tolerance": plain, "--proxy-epochs": plain, "--proxy-resolution": pixels, "--batch-size": plain,
                    "--max-points": plain, "--timeout": durations, "--workers": plain, "--seed": plain,
@@ -57,7 +57,7 @@ NUMERIC = {
     "proxy-check": {"--target-flops": sizes, "--flops-tolerance": plain, "--proxy-epochs": plain,
                     "--reference-epochs": plain, "--candidates": plain, "--proxy-resolution": pixels, "--seed": plain,
                     "--threads": plain, "--proxy-train-images": plain, "--proxy-val-images": plain,
-                    "--loader-workers": plain},
+                    "--loader-workers": plain, "--supernet-epochs": plain},
 }
 BASE = {
     "search": ["search", *TINY_SEARCH, "--json"],
@@ -97,7 +97,7 @@ def stubbed(monkeypatch):
     def trained(*args, **kwargs):
         raise SystemExit(0)
 
-    def scored(specs, data, config, advance):
+    def scored(specs, data, config, advance, supernet=None):
         results = [check.CandidateResult(index=i, spec=s, flops=i, params=i) for i, s in enumerate(specs)]
         for r in results:
             r.scores = {name: float(r.index) for name in (*config.proxies, check.REFERENCE)}

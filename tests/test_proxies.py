@@ -12,7 +12,7 @@ from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import SettingError
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
-from effnet.nas.proxies.rank import kendall_tau, spearman_rho
+from effnet.nas.proxies.rank import kendall, spearman
 from effnet.nas.proxies.zero_cost import positive_score
 from effnet.nas.net.spec import spec_from_dict
 
@@ -83,10 +83,22 @@ def test_nan_loss_raises_proxy_failure(synthetic):
 
 
 def test_unknown_proxy_and_bad_settings_are_setting_errors():
-    with pytest.raises(SettingError, match="proxy must be one of train, zero-cost, naswot, synflow, got 'magic'"):
+    with pytest.raises(SettingError, match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"):
         fast(name="magic")
     with pytest.raises(SettingError, match="proxy_epochs must be at least 1, got 0"):
         fast(epochs=0)
+    with pytest.raises(SettingError, match="supernet_epochs must be at least 1, got 0"):
+        fast(supernet_epochs=0)
+    with pytest.raises(SettingError, match="supernet_kernels must be one of shared, separate, got 'elastic'"):
+        fast(supernet_kernels="elastic")
+
+
+def test_only_the_supernet_proxy_records_the_supernet_settings():
+    """A study of another proxy keeps the fingerprint it was created with before the supernet existed."""
+    assert sorted(fast().fingerprint()) == ["augment", "batch_size", "data", "epochs", "lr", "max_train_batches",
+                                            "name", "resolution", "train_images", "val_images", "weight_decay"]
+    supernet = fast(name="supernet", supernet_epochs=7, supernet_kernels="shared").fingerprint()
+    assert (supernet["supernet_epochs"], supernet["supernet_kernels"]) == (7, "shared")
 
 
 # -- zero-cost ------------------------------------------------------------------------------------
@@ -133,14 +145,24 @@ def test_positive_score_transform():
 def test_kendall_and_spearman_against_hand_computed_values():
     # one adjacent swap of 4 items: 5 concordant and 1 discordant pair -> tau = (5 - 1) / 6;
     # rank differences 0, 1, 1, 0 -> rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8
-    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
-    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
-    assert kendall_tau([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
-    assert spearman_rho([0.1, 0.5, 0.2], [10, 50, 20]) == pytest.approx(1.0)
+    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(2 / 3)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(0.8)
+    assert kendall([1, 2, 3], [30, 20, 10]).statistic == pytest.approx(-1.0)
+    assert spearman([0.1, 0.5, 0.2], [10, 50, 20]).statistic == pytest.approx(1.0)
+
+
+def test_p_values_against_hand_computed_values():
+    # Kendall, exact: of the 24 orders of 4 items, 1 has no discordant pair and 3 have one, so
+    # P(tau >= 2/3) = 4/24 and the two-sided p is 8/24 = 1/3.
+    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(1 / 3)
+    assert kendall([1, 2, 3, 4], [1, 2, 3, 4]).pvalue == pytest.approx(2 / 24)
+    # Spearman, t with n - 2 = 2 degrees of freedom: t = 0.8 * sqrt(2 / (1 - 0.64)) = 1.8856, and for 2 degrees of
+    # freedom the two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - 1.8856 / 2.3570 = 0.2.
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(0.2)
 
 
 def test_rank_correlation_of_a_constant_is_nan_and_bad_input_raises():
-    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
-    assert math.isnan(spearman_rho([1, 2, 3], [5, 5, 5]))
+    assert all(math.isnan(v) for v in kendall([1, 1, 1], [1, 2, 3]))
+    assert all(math.isnan(v) for v in spearman([1, 2, 3], [5, 5, 5]))
     with pytest.raises(ValueError, match="equal length"):
-        kendall_tau([1, 2], [1, 2, 3])
+        kendall([1, 2], [1, 2, 3])

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -56,6 +57,30 @@ def test_proxy_check_end_to_end(tmp_path):
     assert (run_dir / "run.yaml").exists()
 
 
+def test_proxy_check_with_the_supernet_trains_it_once_and_amortises_it(tmp_path):
+    run_dir = tmp_path / "check"
+    args = [*TINY_ARGS, "--proxy", "supernet", "--supernet-epochs", "2", "--run-dir", run_dir, "--json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    row, supernet = summary["correlations"]["supernet"], summary["supernet"]
+    checkpoint = Path(supernet["checkpoint"])
+    assert checkpoint.parent == run_dir and checkpoint.name.startswith("supernet-")
+    assert (supernet["epochs"], supernet["kernels"], supernet["steps"]) == (2, "separate", 8)  # 256 images / 64
+    assert row["setup_seconds"] == pytest.approx(supernet["training_s"], abs=0.05)
+    assert row["amortised_seconds"] == pytest.approx(row["seconds_per_candidate"] + row["setup_seconds"] / 1000)
+    rows = list(csv.DictReader((run_dir / "proxy_check.csv").read_text().splitlines()))
+    scores, reference = [float(r["supernet"]) for r in rows], [float(r["reference"]) for r in rows]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    expected = hand_kendall_tau_b(scores, reference)
+    assert row["kendall_tau"] == (None if expected is None else round(expected, 4))
+    assert row["kendall_p"] is None or 0.0 < row["kendall_p"] <= 1.0
+    trained = checkpoint.stat().st_mtime_ns
+    again = json.loads(invoke(*args).stdout)  # a rerun finds the supernet trained
+    assert again["supernet"] == supernet and checkpoint.stat().st_mtime_ns == trained
+    assert again["correlations"]["supernet"]["kendall_tau"] == row["kendall_tau"]
+
+
 def test_proxy_check_prints_tables(tmp_path):
     result = invoke(*TINY_ARGS, "--proxy", "synflow", "--run-dir", tmp_path / "c")
     assert result.exit_code == 0, result.output
@@ -73,7 +98,9 @@ def test_candidates_are_distinct_and_inside_the_band():
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
     cases = [
         (["--target-flops", "400X"], "not a size"),
-        (["--proxy", "magic"], "--proxy must be one of train, zero-cost, naswot, synflow, got 'magic'"),
+        (["--proxy", "magic"], "--proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"),
+        (["--supernet-epochs", "0"], "--supernet-epochs must be at least 1, got 0"),
+        (["--supernet-kernels", "both"], "--supernet-kernels must be one of shared, separate, got 'both'"),
         (["--candidates", "2"], "--candidates must be at least 3, got 2"),
         (["--flops-tolerance", "1.5"], "--flops-tolerance must be below 1, got 1.5"),
         (["--target-flops", "1"], "which no network of the tiny space has"),

@@ -3,8 +3,12 @@
 - ``train``: a short training at a proxy resolution; the score is top-1 validation accuracy in [0, 1].
 - ``zero-cost`` (alias ``naswot``): NASWOT (Mellor et al., ICML 2021), training-free, one minibatch.
 - ``synflow``: synaptic flow (Tanaka et al., NeurIPS 2020), training-free, data-free.
+- ``supernet``: weight sharing (single-path one-shot, Guo et al., ECCV 2020): one supernet over the search
+  space, trained once; a candidate inherits its path's weights, BatchNorm statistics are recomputed and
+  its validation top-1 is the score, with no gradient step (`effnet.nas.proxies.supernet_proxy`).
 
-`make_proxy(config, data, runtime)` returns an object with `score(spec, report=None) -> float`.
+`make_proxy(config, data, runtime)` returns an object with `score(spec, report=None) -> float` (the
+supernet also needs its `SupernetSetup`: the space, the FLOPs band and where its checkpoint lives).
 Every score is finite and positive, so the search can use it in place of accuracy in the reward
 ACC * (FLOPs / T) ** w.
 """
@@ -22,8 +26,9 @@ from effnet.nas.errors import SettingError
 if TYPE_CHECKING:
     from effnet.nas.data.sources import DataSplits
     from effnet.nas.net.spec import NetworkSpec
+    from effnet.nas.proxies.supernet_training import SupernetSetup
 
-PROXIES: tuple[str, ...] = ("train", "zero-cost")
+PROXIES: tuple[str, ...] = ("train", "supernet", "zero-cost")
 """The proxies the search offers; `proxy-check` also ranks by the "params" and "flops" baselines."""
 
 ZERO_COST_SCORES: tuple[str, ...] = ("naswot", "synflow")
@@ -32,6 +37,8 @@ ZERO_COST_SCORES: tuple[str, ...] = ("naswot", "synflow")
 PROXY_NAMES: tuple[str, ...] = PROXIES + ZERO_COST_SCORES
 BUILTIN_SOURCES = ("digits", "synthetic")
 AUGMENTS = ("auto", "none", "light", "paper")
+KERNEL_SHARING = ("shared", "separate")
+SUPERNET_SETTINGS = ("supernet_epochs", "supernet_kernels")
 
 
 class ProxyFailure(RuntimeError):
@@ -69,6 +76,14 @@ class ProxyConfig:
     augment: str = "auto"
     """Training augmentation: none, light (random resized crop and flip), paper (and AutoAugment);
     auto is light for an image folder and none for the built-in data."""
+    supernet_epochs: int = 200
+    """Epochs the supernet trains (each step one random path of the FLOPs band), for `supernet`. On digits
+    (12 candidates of the 400M band against 8-epoch trainings) 60 epochs left every path near chance and
+    ranked no better than chance; 200 ranked at Kendall tau 0.53 (separate kernels, bench/RESULTS.md)."""
+    supernet_kernels: str = "separate"
+    """How a stage's kernel choices share weights in the supernet: `separate`, each kernel size has its own
+    weights; `shared`, a smaller kernel is the centre of the largest (OFA's elastic kernel, without its
+    transformation matrices), which ranked worse on digits: tau -0.08 against 0.53 at 200 epochs."""
 
     def __post_init__(self) -> None:
         checks.choice("proxy", self.name, PROXY_NAMES)
@@ -86,6 +101,8 @@ class ProxyConfig:
         if self.val_images is not None:
             checks.whole("proxy_val_images", self.val_images, low=1)
         checks.choice("augment", self.augment, AUGMENTS)
+        checks.whole("supernet_epochs", self.supernet_epochs, low=1, high=10_000)
+        checks.choice("supernet_kernels", self.supernet_kernels, KERNEL_SHARING)
 
     @property
     def augmentation(self) -> str:
@@ -95,9 +112,14 @@ class ProxyConfig:
         return "none" if self.data in BUILTIN_SOURCES else "light"
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings as a study records them; a data folder by its absolute path."""
+        """The settings as a study records them; a data folder by its absolute path. The supernet's settings
+        only for the supernet, so studies of the other proxies keep the fingerprint they were created with."""
         data = self.data if self.data in BUILTIN_SOURCES else str(Path(self.data).expanduser().resolve())
-        return {**dataclasses.asdict(self), "data": data, "augment": self.augmentation}
+        settings = {**dataclasses.asdict(self), "data": data, "augment": self.augmentation}
+        if self.name != "supernet":
+            for key in SUPERNET_SETTINGS:
+                del settings[key]
+        return settings
 
     def load(self, runtime: "ProxyRuntime", on_progress: Callable[[int, int, str], None] | None = None) -> "DataSplits":
         """The proxy's data at its resolution (caches built where missing)."""
@@ -128,11 +150,19 @@ class Proxy(Protocol):
               seed: int | None = None) -> float: ...
 
 
-def make_proxy(config: ProxyConfig, data: "DataSplits", runtime: ProxyRuntime = ProxyRuntime()) -> Proxy:
-    """The proxy `config.name` over `data` (loaded at `config.resolution`)."""
+def make_proxy(config: ProxyConfig, data: "DataSplits", runtime: ProxyRuntime = ProxyRuntime(),
+               supernet: "SupernetSetup | None" = None) -> Proxy:
+    """The proxy `config.name` over `data` (loaded at `config.resolution`); the supernet proxy needs `supernet`,
+    and its checkpoint trained (`effnet.nas.proxies.supernet_training.train_supernet`)."""
     if data.resolution != config.resolution:
         raise ValueError(f"data are at {data.resolution} px but the proxy trains at {config.resolution} px; "
                          "load the data at the proxy resolution")
+    if config.name == "supernet":
+        from effnet.nas.proxies.supernet_proxy import SupernetProxy
+
+        if supernet is None:
+            raise ValueError("the supernet proxy needs its SupernetSetup (space, FLOPs band, run directory)")
+        return SupernetProxy(data, config, runtime, supernet)
     if config.name == "train":
         from effnet.nas.proxies.train import TrainProxy
 

@@ -2,8 +2,10 @@
 
 Draws candidates inside the FLOPs band of a search space, scores each with the cheap proxies and
 with a longer training (the reference), and reports Kendall's tau and Spearman's rho of every
-proxy against the reference, beside the baselines "params" and "flops" (rank by size alone):
-many published zero-cost proxies rank no better than parameter count.
+proxy against the reference with their p-values, beside the baselines "params" and "flops" (rank
+by size alone): many published zero-cost proxies rank no better than parameter count. Each proxy's
+cost is its seconds per candidate, and that plus its one-time cost (the supernet's training) spread
+over `AMORTISED_OVER` candidates, a search's scale.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.net.flops import analytic_cost, analytic_flops
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.proxies import PROXY_NAMES, ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
-from effnet.nas.proxies.rank import kendall_tau, spearman_rho
+from effnet.nas.proxies.rank import UNDEFINED, kendall, spearman
+from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.record import write_run_record
 from effnet.nas.study.reach import check_band
+from effnet.nas.study.signals import Interrupted
 from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.units import format_size
 
@@ -37,6 +41,8 @@ MAX_DRAWS = 1_000
 """Random draws allowed per requested candidate before the band is declared too thin."""
 MAX_TOTAL_DRAWS = 50_000
 """Random draws allowed in all (a few seconds), however many candidates are asked for."""
+AMORTISED_OVER = 1_000
+"""Candidates a proxy's one-time cost (the supernet's training) is spread over in `amortised_seconds`."""
 
 
 @dataclass
@@ -74,10 +80,11 @@ def draw_candidates(space: SearchSpace, count: int, low: float, high: float, see
 
 
 def score_candidates(candidates: list[NetworkSpec], data: DataSplits, config: ProxyCheckConfig,
-                     advance: Callable[[str], None]) -> list[CandidateResult]:
-    """Every proxy and then the reference training on every candidate; a failure is recorded, not raised."""
+                     advance: Callable[[str], None], supernet: SupernetSetup | None = None) -> list[CandidateResult]:
+    """Every proxy and then the reference training on every candidate; a failure is recorded, not raised. The
+    supernet proxy needs `supernet`, trained."""
     runtime = config.runtime()
-    scorers = [(name, make_proxy(config.proxy(name), data, runtime)) for name in config.proxies]
+    scorers = [(name, make_proxy(config.proxy(name), data, runtime, supernet)) for name in config.proxies]
     scorers.append((REFERENCE, make_proxy(config.proxy(epochs=config.reference_epochs), data, runtime)))
     results = []
     for index, spec in enumerate(candidates):
@@ -96,26 +103,38 @@ def score_candidates(candidates: list[NetworkSpec], data: DataSplits, config: Pr
     return results
 
 
-def correlations(results: list[CandidateResult], names: list[str]) -> dict[str, dict[str, Any]]:
-    """Kendall tau and Spearman rho of each name's values against the reference, over scored candidates."""
+def correlations(results: list[CandidateResult], names: list[str],
+                 setup_seconds: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Kendall tau and Spearman rho (with p-values) of each name's values against the reference, over scored
+    candidates; seconds per candidate, and with a proxy's one-time cost (`setup_seconds`: the supernet's
+    training) spread over `AMORTISED_OVER` candidates."""
     table = {}
     for name in names:
         usable = [r for r in results if math.isfinite(r.value(name)) and math.isfinite(r.value(REFERENCE))]
         x = [r.value(name) for r in usable]
         y = [r.value(REFERENCE) for r in usable]
-        enough = len(usable) >= 2
+        tau, rho = (kendall(x, y), spearman(x, y)) if len(usable) >= 2 else (UNDEFINED, UNDEFINED)
         seconds = [r.seconds[name] for r in results if name in r.seconds]
+        per_candidate = sum(seconds) / len(seconds) if seconds else 0.0
+        setup = (setup_seconds or {}).get(name, 0.0)
         table[name] = {
-            "kendall_tau": _json_float(kendall_tau(x, y)) if enough else None,
-            "spearman_rho": _json_float(spearman_rho(x, y)) if enough else None,
+            "kendall_tau": _rounded(tau.statistic, 4), "kendall_p": _significant(tau.pvalue),
+            "spearman_rho": _rounded(rho.statistic, 4), "spearman_p": _significant(rho.pvalue),
             "candidates": len(usable),
-            "seconds_per_candidate": sum(seconds) / len(seconds) if seconds else 0.0,
+            "seconds_per_candidate": per_candidate,
+            "setup_seconds": setup,
+            "amortised_seconds": per_candidate + setup / AMORTISED_OVER,
         }
     return table
 
 
-def _json_float(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 4)
+def _rounded(value: float, digits: int) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def _significant(value: float) -> float | None:
+    """A p-value to 4 significant digits (small ones stay distinguishable from 0)."""
+    return None if math.isnan(value) else float(f"{value:.4g}")
 
 
 def write_candidates_csv(results: list[CandidateResult], proxies: list[str], path: Path) -> Path:
@@ -156,11 +175,14 @@ class ProxyCheckConfig:
     augment: str = "auto"
     loader_workers: int | None = None
     cache_dir: Path | None = None
+    supernet_epochs: int = 200
+    supernet_kernels: str = "separate"
 
     def proxy(self, name: str = "train", epochs: int | None = None) -> ProxyConfig:
         return ProxyConfig(name=name, data=self.data, epochs=self.epochs if epochs is None else epochs,
                            resolution=self.resolution, train_images=self.train_images, val_images=self.val_images,
-                           augment=self.augment)
+                           augment=self.augment, supernet_epochs=self.supernet_epochs,
+                           supernet_kernels=self.supernet_kernels)
 
     def runtime(self) -> ProxyRuntime:
         return ProxyRuntime(device=self.device, seed=self.seed, threads=self.threads,
@@ -178,7 +200,7 @@ class ProxyCheckConfig:
         checks.whole("candidates", self.candidates, low=3, high=100_000)
         checks.whole("proxy_resolution", self.resolution, low=8, high=4096)
         checks.seed("seed", self.seed)
-        self.proxy()  # the data settings, checked as any proxy's
+        self.proxy()  # the data and supernet settings, checked as any proxy's
         if self.threads is not None:
             checks.whole("threads", self.threads, low=1, high=4096)
 
@@ -191,6 +213,7 @@ class ProxyCheckResult:
     results: list[CandidateResult]
     correlations: dict[str, dict[str, Any]]
     files: dict[str, Path] = field(default_factory=dict)
+    supernet: SupernetTraining | None = None
 
     def as_dict(self) -> dict[str, Any]:
         c = self.config
@@ -199,7 +222,10 @@ class ProxyCheckResult:
             "run_dir": str(c.run_dir), "space": self.space, "data": self.data, "target_flops": c.target_flops,
             "flops_tolerance": c.flops_tolerance, "resolution": c.resolution, "epochs": c.epochs,
             "reference_epochs": c.reference_epochs, "seed": c.seed, "device": c.device,
-            "candidates": len(self.results), "correlations": self.correlations,
+            "candidates": len(self.results), "correlations": self.correlations, "amortised_over": AMORTISED_OVER,
+            "supernet": None if self.supernet is None else {
+                "checkpoint": str(self.supernet.path), "epochs": c.supernet_epochs, "kernels": c.supernet_kernels,
+                "steps": self.supernet.steps, "training_s": round(self.supernet.seconds, 1)},
             "reference_accuracy": {"min": min(references, default=None), "max": max(references, default=None)},
             "failures": [{"candidate": r.index, "proxy": k, "reason": v}
                          for r in self.results for k, v in r.failures.items()],
@@ -209,7 +235,9 @@ class ProxyCheckResult:
 
 def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str], None] | None = None) -> ProxyCheckResult:
     """Draw the candidates, score them with every proxy and the reference training, and write
-    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(done, total, status)` follows along."""
+    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(done, total, status)` follows along. The
+    supernet proxy's supernet is trained first (resumed, or found, in the run directory); a stop signal
+    during its training saves its checkpoint and raises `Interrupted`."""
     from effnet.nas.training.runtime import resolve_device
 
     device = str(resolve_device(config.device))
@@ -220,6 +248,13 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
     high = config.target_flops * (1 + config.flops_tolerance)
     check_band(space, math.ceil(low), math.floor(high))
     specs = draw_candidates(space, config.candidates, low, high, config.seed)
+    setup, supernet = None, None
+    if "supernet" in config.proxies:
+        setup = SupernetSetup(space, low, high, config.run_dir)
+        runtime = dataclasses.replace(config.runtime(), device=device)
+        supernet = train_supernet(setup, config.proxy("supernet"), images, runtime, on_progress=on_progress)
+        if supernet.signal is not None:
+            raise Interrupted(supernet.signal)
     total = len(specs) * (len(config.proxies) + 1)
     steps = iter(range(total + 1))
 
@@ -227,13 +262,15 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
         if on_progress is not None:
             on_progress(next(steps), total, status)
 
-    results = score_candidates(specs, images, dataclasses.replace(config, device=device), advance)
+    results = score_candidates(specs, images, dataclasses.replace(config, device=device), advance, setup)
     names = [*config.proxies, *BASELINES]
+    setup_seconds = {} if supernet is None else {"supernet": supernet.seconds}
     run_dir = config.run_dir
     files = {"csv": write_candidates_csv(results, list(config.proxies), run_dir / "proxy_check.csv"),
              "yaml": run_dir / "proxy_check.yaml"}
     result = ProxyCheckResult(config=dataclasses.replace(config, device=device), space=space.name, data=images.name,
-                              results=results, correlations=correlations(results, names), files=files)
+                              results=results, correlations=correlations(results, names, setup_seconds), files=files,
+                              supernet=supernet)
     summary = result.as_dict()
     dump_yaml({**summary, "results": [
         {"candidate": r.index, "flops": r.flops, "params": r.params, "scores": r.scores,
@@ -241,5 +278,6 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
          "spec": spec_to_dict(r.spec)} for r in results]}, files["yaml"])
     settings = {**dataclasses.asdict(result.config), "run_dir": str(run_dir), "proxies": list(config.proxies),
                 "data": data_record(images)}
-    files["run"] = write_run_record(run_dir, "proxy-check", settings, {k: summary[k] for k in ("correlations", "reference_accuracy", "failures")})
+    files["run"] = write_run_record(run_dir, "proxy-check", settings, {k: summary[k] for k in (
+        "correlations", "reference_accuracy", "failures", "supernet")})
     return result

@@ -1,15 +1,26 @@
-"""Rank agreement between a proxy's scores and a reference: Kendall's tau-b and Spearman's rho (scipy).
+"""Rank agreement between a proxy's scores and a reference: Kendall's tau-b and Spearman's rho with their
+p-values (scipy).
 
-Both are NaN when either sequence is constant (no ranking to agree with), instead of scipy's
-warning; callers show that as "n/a".
+Each is an `Agreement`: the statistic and its two-sided p-value under the hypothesis of no correlation
+(Kendall's from the exact distribution for small samples without ties, else the normal approximation;
+Spearman's from the t distribution with n - 2 degrees of freedom). Both are NaN when either sequence is
+constant (no ranking to agree with), instead of scipy's warning; callers show that as "n/a".
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from scipy import stats
+
+
+class Agreement(NamedTuple):
+    statistic: float
+    pvalue: float
+
+
+UNDEFINED = Agreement(math.nan, math.nan)
 
 
 def _checked(x: Sequence[float], y: Sequence[float]) -> bool:
@@ -23,15 +34,17 @@ def _checked(x: Sequence[float], y: Sequence[float]) -> bool:
     return len(set(x)) > 1 and len(set(y)) > 1
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties handled as scipy's default), in [-1, 1]."""
+def kendall(x: Sequence[float], y: Sequence[float]) -> Agreement:
+    """Kendall's tau-b (ties handled as scipy's default), in [-1, 1], and its p-value."""
     if not _checked(x, y):
-        return math.nan
-    return float(stats.kendalltau(x, y).statistic)
+        return UNDEFINED
+    result = stats.kendalltau(x, y)
+    return Agreement(float(result.statistic), float(result.pvalue))
 
 
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (Pearson's r of the ranks, ties averaged), in [-1, 1]."""
+def spearman(x: Sequence[float], y: Sequence[float]) -> Agreement:
+    """Spearman's rank correlation (Pearson's r of the ranks, ties averaged), in [-1, 1], and its p-value."""
     if not _checked(x, y):
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+        return UNDEFINED
+    result = stats.spearmanr(x, y)
+    return Agreement(float(result.statistic), float(result.pvalue))

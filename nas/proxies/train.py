@@ -1,6 +1,6 @@
 """The `train` proxy: train a candidate for a few epochs at a small resolution, score its validation top-1.
 
-Batches come from the data layer (`effnet.nas.data`): uint8 images from a DataLoader whose worker
+Batches come from the data layer through `ProxyBatches`: uint8 images from a DataLoader whose worker
 processes persist across candidates, normalised on the device. Every candidate sees the same images
 in the same order with the same crops (drawn from the seed and the epoch), so scores differ only by
 architecture. AdamW with a one-cycle schedule; BatchNorm parameters and biases get no weight decay.
@@ -19,13 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.data.loader import EpochSampler, Normalize, TransformedImages, default_loader_workers, make_loader
 from effnet.nas.data.sources import DataSplits
-from effnet.nas.data.transforms import eval_transform, train_transform
-from effnet.nas.errors import InputError
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
+from effnet.nas.proxies.batches import ProxyBatches
 from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, resolve_device
@@ -64,33 +62,19 @@ class TrainProxy:
     name = "train"
 
     def __init__(self, data: DataSplits, config: ProxyConfig, runtime: ProxyRuntime = ProxyRuntime()):
-        if len(data.train) < 2:
-            raise InputError("the training split needs at least two images")
         self.data = data
         self.config = config
         self.runtime = runtime
-        self.device = resolve_device(runtime.device)
-        self.batch = min(config.batch_size, len(data.train))
-        workers = default_loader_workers(data.train) if runtime.loader_workers is None else runtime.loader_workers
-        pin = self.device.type == "cuda"
-        self.sampler = EpochSampler(len(data.train), seed=runtime.seed, shuffle=True)
-        train = TransformedImages(data.train, train_transform(data.resolution, config.augmentation, data.stored))
-        self.train_loader = make_loader(train, self.sampler, self.batch, workers, pin, drop_last=True)
-        val = TransformedImages(data.val, eval_transform(data.resolution, data.stored))
-        # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
-        self.val_loader = make_loader(val, EpochSampler(len(data.val)), self.batch, workers, pin, drop_last=False)
-        self.normalize = Normalize(self.device)
+        self.batches = ProxyBatches(data, config, runtime)
 
     def steps_per_epoch(self) -> int:
-        steps = len(self.data.train) // self.batch
-        cap = self.config.max_train_batches
-        return min(steps, cap) if cap else steps
+        return self.batches.steps_per_epoch()
 
     def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
               seed: int | None = None) -> float:
         """Train `spec` and score it; `seed` (default the runtime's) seeds its weights, data order and crops."""
         seed = self.runtime.seed if seed is None else seed
-        self.sampler.seed = seed
+        self.batches.sampler.seed = seed
         with seeded_proxy_model(spec, self.data, dataclasses.replace(self.runtime, seed=seed)) as (model, device):
             return self._train(model, device, report)
 
@@ -105,11 +89,11 @@ class TrainProxy:
         autocast = autocast_for(device)
         accuracy = 0.0
         for epoch in range(1, s.epochs + 1):
-            self.sampler.set_epoch(epoch)
+            self.batches.sampler.set_epoch(epoch)
             calibration: list[torch.Tensor] = []
             model.train()
-            for step, batch in zip(range(steps), self.train_loader):
-                images = self.normalize(batch.images)
+            for step, batch in zip(range(steps), self.batches.train_loader):
+                images = self.batches.normalize(batch.images)
                 if len(calibration) < CALIBRATION_BATCHES:
                     calibration.append(images)
                 labels = batch.labels.to(device, non_blocking=True)
@@ -117,19 +101,21 @@ class TrainProxy:
                     loss = F.cross_entropy(model(images), labels)
                 losses[step] = loss.detach()
                 if (step + 1) % check_every == 0:
-                    _check_finite(losses, step + 1 - check_every, step + 1, epoch)
+                    check_finite(losses, step + 1 - check_every, step + 1, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
             recompute_batch_norm(model, calibration, device)
-            accuracy = top1_accuracy(model, ((self.normalize(b.images), b.labels) for b in self.val_loader), device)
+            accuracy = top1_accuracy(model, ((self.batches.normalize(b.images), b.labels)
+                                             for b in self.batches.val_loader), device)
             if report is not None:
                 report(epoch, accuracy)
         return accuracy
 
 
-def _check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:
+def check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:
+    """Raise `ProxyFailure` naming the first step of `losses[start:stop]` whose loss is not finite."""
     window = losses[start:stop]
     bad = (~torch.isfinite(window)).nonzero()
     if len(bad):

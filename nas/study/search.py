@@ -11,13 +11,12 @@ itself (storage, workers, seeds, signals, dead workers) is the study runner's
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,8 +32,12 @@ from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
 from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, run_study
+from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.study.signals import training
 from effnet.nas.study.space import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    from effnet.nas.proxies.supernet_training import SupernetSetup
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
@@ -79,11 +82,6 @@ class SearchConfig:
         data = dataclasses.asdict(self)
         data["study"] = {**data["study"], "run_dir": str(self.study.run_dir), "storage": self.study.storage_label}
         return data
-
-
-def space_fingerprint(space: SearchSpace) -> str:
-    """A digest of the space's content: a space file edited between runs is another space."""
-    return hashlib.sha256(repr(space).encode()).hexdigest()[:16]
 
 
 # -- one trial --------------------------------------------------------------------------------------
@@ -181,13 +179,15 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime) -> Callable[[], Any]:
-    """Data and proxy are built lazily, once per worker, on the first in-band candidate."""
+def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime,
+                  supernet: "SupernetSetup | None" = None) -> Callable[[], Any]:
+    """Data and proxy are built lazily, once per worker, on the first in-band candidate (the supernet proxy
+    loads the supernet trained before the study started)."""
 
     def factory() -> Any:
         from effnet.nas.proxies import make_proxy
 
-        return make_proxy(proxy, proxy.load(runtime), runtime)
+        return make_proxy(proxy, proxy.load(runtime), runtime, supernet)
 
     return factory
 
@@ -232,7 +232,7 @@ class SearchJob:
     def fingerprint(self) -> dict[str, Any]:
         c = self.config
         return {"target_flops": c.target_flops, "flops_tolerance": c.flops_tolerance, "objective": c.objective,
-                "space": self.space.name, "space_digest": space_fingerprint(self.space),
+                "space": self.space.name, "space_digest": self.space.digest(),
                 "proxy": c.proxy.fingerprint(), "seed": c.study.seed}
 
     def directions(self) -> list[str]:
@@ -263,7 +263,8 @@ class SearchJob:
     def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
                   device: str) -> Callable[[optuna.Trial], Any]:
         runtime = self.config.study.proxy_runtime(device, threads)
-        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime), deadline)
+        supernet = supernet_setup(self.config, self.space)
+        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline)
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         """The budget is met once the study holds `trials` trained candidates and no retry waits: a retry
@@ -324,6 +325,8 @@ class SearchResult:
     """What the proxy trained on: split sizes, and the files left out because they do not decode."""
     notes: list[str] = field(default_factory=list)
     """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
+    supernet: dict[str, Any] | None = None
+    """The supernet proxy's training: its checkpoint, steps done of all, seconds in all and in this run."""
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""
@@ -336,8 +339,7 @@ class SearchResult:
             "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
             "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])],
             "report": str(self.files["report"]), "best_spec": None,
-            "data": self.data,
-            "notes": self.notes,
+            "data": self.data, "notes": self.notes, "supernet": self.supernet,
         }
         if self.best_spec is not None:
             best = self.top[0]
@@ -366,12 +368,20 @@ def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, 
 
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
     """Run (or resume) the search and write its run directory: `b0.yaml` (the best candidate, its FLOPs
-    certified by fvcore), `trials.csv`, plots, `report.html` and `run.yaml`. Progress reaches `on_progress`; a stop
-    signal ends the run early with what completed written (`stop_reason` "interrupt")."""
+    certified by fvcore), `trials.csv`, plots, `report.html` and `run.yaml` (and for the supernet proxy its
+    checkpoint, trained first). Progress reaches `on_progress`; a stop signal ends the run early with what
+    completed written (`stop_reason` "interrupt")."""
     from effnet.nas.study.report import write_search_files
 
     space, data = check_search(config, on_progress)
-    run = run_study(SearchJob(config, space), config.study, on_progress)
-    result = dataclasses.replace(write_search_files(run, config, space), data=data_record(data))
+    job, started = SearchJob(config, space), time.time()
+    supernet = train_before_study(job, data, _data_progress(on_progress))  # None but for the supernet proxy
+    if supernet is not None and supernet.stopped is not None:
+        run = supernet.stopped
+    else:
+        run = run_study(job, config.study if supernet is None else supernet.study, on_progress)
+    run.elapsed_s = time.time() - started  # the supernet's training included
+    result = dataclasses.replace(write_search_files(run, config, space), data=data_record(data),
+                                 supernet=supernet.record() if supernet is not None else None)
     write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())
     return result

@@ -10,6 +10,7 @@ trial's spec can always be rebuilt from its parameters.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,10 @@ class SearchSpace:
     def spec_from_params(self, params: Mapping[str, Any]) -> NetworkSpec:
         """Rebuild the spec a trial sampled, from its stored parameters."""
         return self.build(lambda name, _options: params[name])
+
+    def digest(self) -> str:
+        """A digest of the space's content: a space file edited between runs is another space."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
 
 def _pick(pick: Pick, name: str, options: Sequence[Any]) -> Any:

@@ -23,21 +23,25 @@ FORMAT = "effnet-train-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    target = atomic_write(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **state}, fh))
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], format: str = FORMAT,
+                    version: int = VERSION) -> Path:
+    """`format` names what kind of checkpoint this is (a training's, a supernet's), so one is never read as the
+    other."""
+    target = atomic_write(path, lambda fh: torch.save({"format": format, "version": version, **state}, fh))
     _sync_directory(target.parent)
     return target
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU; anything unreadable or foreign is an `InputError`."""
+def load_checkpoint(path: str | os.PathLike[str], format: str = FORMAT, version: int = VERSION) -> dict[str, Any]:
+    """Read a checkpoint of `format` onto the CPU; anything unreadable or foreign is an `InputError`."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: no checkpoint to resume from; start a new training instead")
     state = read_torch_file(source, "checkpoint", "delete it to start over or choose another run directory")
-    if not is_checkpoint(state):
-        raise InputError(f"{source}: not an effnet training checkpoint; choose another run directory")
-    return check_version(state, source)
+    if not is_checkpoint(state, format):
+        what = "an effnet training checkpoint" if format == FORMAT else f"an {format}"
+        raise InputError(f"{source}: not {what}; choose another run directory")
+    return check_version(state, source, version)
 
 
 def read_torch_file(source: Path, what: str, fix: str) -> Any:
@@ -50,14 +54,14 @@ def read_torch_file(source: Path, what: str, fix: str) -> Any:
         raise InputError(f"{source}: not a readable {what} ({reason}); {fix}") from None
 
 
-def is_checkpoint(state: Any) -> bool:
-    return isinstance(state, dict) and state.get("format") == FORMAT
+def is_checkpoint(state: Any, format: str = FORMAT) -> bool:
+    return isinstance(state, dict) and state.get("format") == format
 
 
-def check_version(state: dict[str, Any], source: Path) -> dict[str, Any]:
-    if state.get("version") != VERSION:
+def check_version(state: dict[str, Any], source: Path, version: int = VERSION) -> dict[str, Any]:
+    if state.get("version") != version:
         raise InputError(f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
-                         f"{VERSION}; finish the run with the effnet that wrote it or start over")
+                         f"{version}; finish the run with the effnet that wrote it or start over")
     return state
 
 

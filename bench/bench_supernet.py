@@ -1,0 +1,94 @@
+"""Supernet variants against the reference of a finished `effnet proxy-check`: kernel sharing, epochs, calibration.
+
+    effnet proxy-check --candidates 12 --run-dir runs/proxy-check          # the reference (8-epoch trainings), once
+    python bench/bench_supernet.py runs/proxy-check/proxy_check.yaml --kernels shared separate --epochs 30 60
+
+Reads the candidates (their specs) and the reference accuracies from the proxy-check's `proxy_check.yaml`, trains
+a supernet per variant on the same data, band and seed (checkpoints under `--run-dir`, reused by a rerun), scores
+every candidate with each, and prints Kendall's tau and Spearman's rho against the reference with p-values,
+seconds per candidate, the supernet's training seconds, and the cost ratio against the proxy-check's `train`
+proxy after the training is spread over 1,000 candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.check import AMORTISED_OVER
+from effnet.nas.proxies.rank import kendall, spearman
+from effnet.nas.proxies.supernet_proxy import SupernetProxy
+from effnet.nas.proxies.supernet_training import SupernetSetup, train_supernet
+from effnet.nas.study.space import load_space
+from effnet.nas.training.allocator import configure_allocator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reference", type=Path, help="proxy_check.yaml of a finished proxy-check")
+    parser.add_argument("--space", default=None, help="the proxy-check's --space (default: the shipped one it names)")
+    parser.add_argument("--kernels", nargs="+", default=["shared", "separate"])
+    parser.add_argument("--epochs", nargs="+", type=int, default=[60])
+    parser.add_argument("--calibration-batches", nargs="+", type=int, default=[8])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-supernet"))
+    args = parser.parse_args()
+    configure_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    check = yaml.safe_load(args.reference.read_text())
+    space = load_space(args.space or check["space"])
+    specs = [spec_from_dict(r["spec"]) for r in check["results"]]
+    reference = [r["scores"]["reference"] for r in check["results"]]
+    train_seconds = check["correlations"].get("train", {}).get("seconds_per_candidate")
+    low, high = (check["target_flops"] * (1 + sign * check["flops_tolerance"]) for sign in (-1, 1))
+    console = Console(width=160)
+    rows = []
+    for kernels, epochs in itertools.product(args.kernels, args.epochs):
+        config = ProxyConfig(name="supernet", data=check["data"], resolution=check["resolution"],
+                             supernet_epochs=epochs, supernet_kernels=kernels)
+        runtime = ProxyRuntime(seed=check["seed"], threads=args.threads)
+        data = config.load(runtime)
+        setup = SupernetSetup(space, low, high, args.run_dir)
+        trained = train_supernet(setup, config, data, runtime, on_progress=lambda done, total, status: (
+            print(f"{done}/{total} {status}", flush=True) if done % max(1, total // 10) == 0 else None))
+        for batches in args.calibration_batches:
+            proxy = SupernetProxy(data, config, runtime, setup, calibration_batches=batches)
+            seconds, scores = [], []
+            for spec in specs:
+                started = time.perf_counter()
+                scores.append(proxy.score(spec))
+                seconds.append(time.perf_counter() - started)
+            tau, rho = kendall(scores, reference), spearman(scores, reference)
+            per = statistics.mean(seconds)
+            amortised = per + trained.seconds / AMORTISED_OVER
+            rows.append([kernels, str(epochs), str(batches), f"{trained.seconds:.0f}", f"{per:.3f}", f"{amortised:.3f}",
+                         f"{train_seconds / amortised:.1f}x" if train_seconds else "", f"{tau.statistic:+.3f}",
+                         f"{tau.pvalue:.2g}", f"{rho.statistic:+.3f}", f"{rho.pvalue:.2g}"])
+            console.print(" ".join(rows[-1]))
+    table = Table(title=f"supernet variants against {len(specs)} candidates' {check['reference_epochs']}-epoch "
+                        f"reference ({check['data']}, {check['resolution']} px)")
+    for column in ("kernels", "epochs", "BN batches", "training s", "s / cand.", f"amortised ({AMORTISED_OVER:,})",
+                   "train proxy / amortised", "Kendall τ", "p", "Spearman ρ", "p"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if "train" in check["correlations"]:
+        row = check["correlations"]["train"]
+        console.print(f"train proxy ({check['epochs']} epochs): τ {row['kendall_tau']:+.3f}, ρ {row['spearman_rho']:+.3f}, "
+                      f"{row['seconds_per_candidate']:.2f} s per candidate")
+
+
+if __name__ == "__main__":
+    main()

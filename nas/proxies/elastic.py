@@ -1,0 +1,99 @@
+"""Weight-sharing layers: each holds the largest weights any choice of the space needs and computes with a
+slice of them, the leading channels and, for a smaller kernel, the centre of the largest one (OFA's elastic
+kernel without its transformation matrices) or a kernel of its own.
+
+Each layer also gives its slice as the tensors of the builder's layer (`nas/net/model.py`): `ConvBN.state`
+those of a `ConvBNAct` (conv `.0`, BatchNorm `.1`), `SqueezeExcite.state` those of a `SqueezeExcite`.
+The forward computes what the builder's layer computes with those tensors: the same ops, out of place.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.nas.net.spec import BatchNormSpec
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu, "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
+
+
+def centre(weight: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The centre kernel x kernel window of a conv weight (..., K, K)."""
+    start = (weight.shape[-1] - kernel) // 2
+    return weight[..., start:start + kernel, start:start + kernel]
+
+
+def init_conv(weight: torch.Tensor, groups_are_channels: bool) -> None:
+    """The reference's conv initialisation (`Network._init_weights`): normal with std sqrt(2 / fan_out), fan_out
+    = k^2 * out_channels / groups, so k^2 for a depthwise conv; here at the largest shape."""
+    out_channels, _, kh, kw = weight.shape
+    fan_out = kh * kw * (1 if groups_are_channels else out_channels)
+    nn.init.normal_(weight, 0.0, (2.0 / fan_out) ** 0.5)
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias, padding kernel // 2, depthwise or not) + BatchNorm at the largest channels, with one weight
+    for the largest kernel (`shared`) or one per kernel size."""
+
+    def __init__(self, in_max: int, out_max: int, kernels: tuple[int, ...], stride: int, bn: BatchNormSpec,
+                 depthwise: bool = False, shared: bool = True):
+        super().__init__()
+        self.stride = stride
+        self.depthwise = depthwise
+        self.shared = shared
+        self.largest = max(kernels)
+        sizes = (self.largest,) if shared else tuple(sorted(set(kernels)))
+        self.weights = nn.ParameterDict({
+            str(k): nn.Parameter(torch.empty(out_max, 1 if depthwise else in_max, k, k)) for k in sizes})
+        self.bn = nn.BatchNorm2d(out_max, eps=bn.epsilon, momentum=1.0 - bn.decay)
+        for weight in self.weights.values():
+            init_conv(weight, depthwise)
+
+    def weight(self, in_channels: int, out_channels: int, kernel: int) -> torch.Tensor:
+        full = centre(self.weights[str(self.largest)], kernel) if self.shared else self.weights[str(kernel)]
+        return full[:out_channels] if self.depthwise else full[:out_channels, :in_channels]
+
+    def forward(self, x: torch.Tensor, in_channels: int, out_channels: int, kernel: int) -> torch.Tensor:
+        weight = self.weight(in_channels, out_channels, kernel)
+        x = F.conv2d(x, weight, None, self.stride, kernel // 2, 1, in_channels if self.depthwise else 1)
+        bn = self.bn
+        return F.batch_norm(x, bn.running_mean[:out_channels], bn.running_var[:out_channels],
+                            bn.weight[:out_channels], bn.bias[:out_channels], self.training, bn.momentum, bn.eps)
+
+    def state(self, prefix: str, in_channels: int, out_channels: int, kernel: int) -> dict[str, torch.Tensor]:
+        """The slice as a builder's `ConvBNAct` named `prefix` holds it (views of the supernet's tensors)."""
+        bn = self.bn
+        return {f"{prefix}.0.weight": self.weight(in_channels, out_channels, kernel),
+                f"{prefix}.1.weight": bn.weight[:out_channels], f"{prefix}.1.bias": bn.bias[:out_channels],
+                f"{prefix}.1.running_mean": bn.running_mean[:out_channels],
+                f"{prefix}.1.running_var": bn.running_var[:out_channels],
+                f"{prefix}.1.num_batches_tracked": bn.num_batches_tracked}
+
+
+class SqueezeExcite(nn.Module):
+    """The builder's squeeze-excitation at the largest channels and reduction, computed on a slice."""
+
+    def __init__(self, channels_max: int, reduced_max: int, activation: str):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels_max, reduced_max, 1)
+        self.expand = nn.Conv2d(reduced_max, channels_max, 1)
+        self.act = ACTIVATIONS[activation]
+        for conv in (self.reduce, self.expand):
+            init_conv(conv.weight, groups_are_channels=False)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, channels: int, reduced: int) -> torch.Tensor:
+        squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
+        hidden = self.act(F.conv2d(squeezed, self.reduce.weight[:reduced, :channels], self.reduce.bias[:reduced]))
+        gate = F.conv2d(hidden, self.expand.weight[:channels, :reduced], self.expand.bias[:channels])
+        return x * torch.sigmoid(gate)
+
+    def state(self, prefix: str, channels: int, reduced: int) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.reduce.weight": self.reduce.weight[:reduced, :channels],
+                f"{prefix}.reduce.bias": self.reduce.bias[:reduced],
+                f"{prefix}.expand.weight": self.expand.weight[:channels, :reduced],
+                f"{prefix}.expand.bias": self.expand.bias[:channels]}

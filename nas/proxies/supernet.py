@@ -1,0 +1,218 @@
+"""The supernet: every candidate of a search space in one network, sharing weights.
+
+Per stage as many layers as its deepest choice; per layer one op per block-type choice (conv, dsconv, and
+mbconv per expand ratio), each with weights of its own at the stage's largest width. Kernel choices share
+an op's weights by centre slicing or keep their own (`supernet_kernels`), width choices take the leading
+channels (of this stage's output and of the next stage's input), repeats choices the first layers of the
+stage, and SE and skip choices switch their branch on or off. The stem, head and classifier are the space's
+own, with the head taking the last stage's leading channels.
+
+A path is a spec of the space. `forward(x, spec)` runs its network; `state_for(spec)` gives its weights
+as the builder's network of that spec holds them, and `standalone(spec)` builds that network with them:
+the inherited network is the stand-alone network, so a candidate is scored by the same code as anywhere.
+Shapes, shortcuts and drop rates come from the builder's plan (`plan_network`), so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.nas.errors import InputError
+from effnet.nas.net.layout import BlockPlan, plan_network, se_channels
+from effnet.nas.net.model import DropPath, Network, build_model
+from effnet.nas.net.rounding import round_filters
+from effnet.nas.net.spec import POOL_SKIP, NetworkSpec
+from effnet.nas.proxies.elastic import ACTIVATIONS, ConvBN, SqueezeExcite
+from effnet.nas.study.space import SearchSpace, StageChoices
+
+Unit = tuple[nn.Module, tuple[int, ...], bool]
+"""One layer of a block as the builder orders them: the module, its shape arguments, an activation after it."""
+
+
+def op_key(block: str, expand: int) -> str:
+    return f"mbconv{expand}" if block == "mbconv" else block
+
+
+class Op(nn.Module):
+    """One block type of one layer (mbconv with one expand ratio, dsconv or conv) at the largest shapes."""
+
+    def __init__(self, block: str, expand: int, in_max: int, out_max: int, choices: StageChoices, stride: int,
+                 base: NetworkSpec, shared: bool):
+        super().__init__()
+        bn, kernels = base.batch_norm, choices.kernel
+        reduced = se_channels(in_max, max(choices.se_ratio))
+        self.block = block
+        self.expand = self.project = self.conv = self.se = None
+        if block == "mbconv":
+            mid = in_max * expand
+            if expand != 1:
+                self.expand = ConvBN(in_max, mid, (1,), 1, bn)
+            self.depthwise = ConvBN(mid, mid, kernels, stride, bn, depthwise=True, shared=shared)
+            self.project = ConvBN(mid, out_max, (1,), 1, bn)
+            gated = mid
+        elif block == "dsconv":
+            self.depthwise = ConvBN(in_max, in_max, kernels, stride, bn, depthwise=True, shared=shared)
+            self.project = ConvBN(in_max, out_max, (1,), 1, bn)
+            gated = in_max
+        else:
+            self.conv = ConvBN(in_max, out_max, kernels, stride, bn, shared=shared)
+            gated = out_max
+        if reduced:
+            self.se = SqueezeExcite(gated, reduced, base.activation)
+
+    def units(self, p: BlockPlan) -> list[Unit]:
+        """The builder's layers of `Block` for the plan, in its order."""
+        gated = {"mbconv": p.mid_channels, "dsconv": p.in_channels}.get(self.block, p.out_channels)
+        se = [(self.se, (gated, p.se_channels), False)] if p.se_channels else []
+        if self.block == "mbconv":
+            expand = [(self.expand, (p.in_channels, p.mid_channels, 1), True)] if self.expand is not None else []
+            return [*expand, (self.depthwise, (p.mid_channels, p.mid_channels, p.kernel), True), *se,
+                    (self.project, (p.mid_channels, p.out_channels, 1), False)]
+        if self.block == "dsconv":
+            return [(self.depthwise, (p.in_channels, p.in_channels, p.kernel), True), *se,
+                    (self.project, (p.in_channels, p.out_channels, 1), True)]
+        return [(self.conv, (p.in_channels, p.out_channels, p.kernel), True), *se]
+
+
+class Layer(nn.Module):
+    """One layer of a stage: an op per block-type choice, the pooling shortcut's projection (the stage's first
+    layer, where `pool` is a choice) and stochastic depth."""
+
+    def __init__(self, choices: StageChoices, first: bool, in_max: int, out_max: int, base: NetworkSpec,
+                 shared: bool):
+        super().__init__()
+        stride = choices.stride if first else 1
+        self.ops = nn.ModuleDict({
+            op_key(block, expand): Op(block, expand, in_max, out_max, choices, stride, base, shared)
+            for block in choices.block for expand in (choices.expand if block == "mbconv" else (1,))})
+        pooled = first and POOL_SKIP in choices.skip
+        self.project = ConvBN(in_max, out_max, (1,), 1, base.batch_norm) if pooled else None
+        self.drop_path = DropPath(0.0)
+        self.act = ACTIVATIONS[base.activation]
+
+    def units(self, p: BlockPlan) -> list[Unit]:
+        return self.ops[op_key(p.block, p.mid_channels // p.in_channels)].units(p)
+
+    def forward(self, x: torch.Tensor, p: BlockPlan) -> torch.Tensor:
+        branch = x
+        for module, shape, act in self.units(p):
+            branch = module(branch, *shape)
+            if act:
+                branch = self.act(branch)
+        if not p.residual:
+            return branch
+        shortcut = x
+        if p.pool_shortcut:
+            shortcut = F.avg_pool2d(shortcut, 2, 2, ceil_mode=True, count_include_pad=False)
+        if p.project_shortcut:
+            shortcut = self.project(shortcut, p.in_channels, p.out_channels, 1)
+        self.drop_path.drop_rate = p.drop_rate
+        return self.drop_path(shortcut, branch)
+
+    def state(self, prefix: str, p: BlockPlan) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for index, (module, shape, _) in enumerate(self.units(p)):
+            state.update(module.state(f"{prefix}.layers.{index}", *shape))
+        if p.project_shortcut:  # after the pooling, where the block pools
+            state.update(self.project.state(f"{prefix}.shortcut.{int(p.pool_shortcut)}", p.in_channels,
+                                            p.out_channels, 1))
+        return state
+
+
+class Supernet(nn.Module):
+    """Every path of `space` at `resolution` px with `num_classes` outputs; `kernels` is `shared` or `separate`."""
+
+    def __init__(self, space: SearchSpace, resolution: int, num_classes: int, in_channels: int = 3,
+                 kernels: str = "shared"):
+        super().__init__()
+        self.space = space
+        self.base = base = space.base.replace(resolution=resolution, num_classes=num_classes,
+                                              in_channels=in_channels)
+        bn, shared = base.batch_norm, kernels == "shared"
+        self.stem = ConvBN(in_channels, base.stem.out_channels, (base.stem.kernel,), base.stem.stride, bn)
+        in_max, stages = base.stem.out_channels, []
+        for choices in space.stages:
+            out_max = max(round_filters(choices.out_channels, w) for w in choices.width)
+            depth = choices.repeats + max(choices.repeats_offset)
+            stages.append(nn.ModuleList(Layer(choices, i == 0, out_max if i else in_max, out_max, base, shared)
+                                        for i in range(depth)))
+            in_max = out_max
+        self.stages = nn.ModuleList(stages)
+        self.head = ConvBN(in_max, base.head.out_channels, (1,), 1, bn)
+        self.classifier = nn.Linear(base.head.out_channels, num_classes)
+        bound = 1.0 / num_classes ** 0.5  # the reference's classifier initialisation
+        nn.init.uniform_(self.classifier.weight, -bound, bound)
+        nn.init.zeros_(self.classifier.bias)
+        self.act = ACTIVATIONS[base.activation]
+
+    def network(self, spec: NetworkSpec) -> NetworkSpec:
+        """The path's network as the supernet runs it: the spec at the supernet's resolution and classes."""
+        self.check(spec)
+        return spec.replace(resolution=self.base.resolution, num_classes=self.base.num_classes,
+                            in_channels=self.base.in_channels)
+
+    def check(self, spec: NetworkSpec) -> None:
+        """Refuse a spec that is not a path of the space (a choice it does not offer, another stem or head)."""
+        space = self.space
+        if len(spec.stages) != len(space.stages):
+            raise InputError(f"{spec.name}: {len(spec.stages)} stages, the space {space.name!r} has "
+                             f"{len(space.stages)}: not a path of its supernet")
+        for index, (stage, c) in enumerate(zip(spec.stages, space.stages), start=1):
+            decisions = [("block", stage.block, c.block), ("kernel", stage.kernel, c.kernel),
+                         ("se_ratio", stage.se_ratio, c.se_ratio), ("skip", stage.skip, c.skip),
+                         ("stride", stage.stride, (c.stride,)),
+                         ("expand", stage.expand, c.expand if stage.block == "mbconv" else (1,)),
+                         ("out_channels", stage.out_channels, tuple(round_filters(c.out_channels, w) for w in c.width)),
+                         ("repeats", stage.repeats, tuple(c.repeats + o for o in c.repeats_offset))]
+            for name, value, options in decisions:
+                if value not in options:
+                    raise InputError(f"{spec.name}: stage {index} has {name} {value!r}, not a choice of the space "
+                                     f"{space.name!r} ({', '.join(map(repr, options))}): not a path of its supernet")
+        fixed = ("stem", "head", "activation", "batch_norm")
+        if any(getattr(spec, f) != getattr(self.base, f) for f in fixed):
+            raise InputError(f"{spec.name}: its stem, head, activation or batch norm differ from the space "
+                             f"{space.name!r}'s: not a path of its supernet")
+
+    def _blocks(self, spec: NetworkSpec) -> Iterator[tuple[BlockPlan, Layer]]:
+        """The path's blocks, each with the supernet layer it runs on (a stage's first layers)."""
+        plan = plan_network(self.network(spec))
+        first = 0
+        for stage_index, stage in enumerate(spec.stages):
+            for block in plan.blocks[first:first + stage.repeats]:
+                yield block, self.stages[stage_index][block.index - first]
+            first += stage.repeats
+
+    def forward(self, x: torch.Tensor, spec: NetworkSpec) -> torch.Tensor:
+        stem = self.base.stem
+        x = self.act(self.stem(x, self.base.in_channels, stem.out_channels, stem.kernel))
+        channels = stem.out_channels
+        for block, layer in self._blocks(spec):
+            x = layer(x, block)
+            channels = block.out_channels
+        x = self.act(self.head(x, channels, self.base.head.out_channels, 1))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.classifier(F.dropout(x, spec.dropout, self.training))
+
+    def state_for(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
+        """The path's weights, keyed as `build_model(network(spec)).state_dict()` (views of the supernet's)."""
+        stem = self.base.stem
+        state = self.stem.state("stem", self.base.in_channels, stem.out_channels, stem.kernel)
+        channels = stem.out_channels
+        for block, layer in self._blocks(spec):
+            state.update(layer.state(f"blocks.{block.index}", block))
+            channels = block.out_channels
+        state.update(self.head.state("head", channels, self.base.head.out_channels, 1))
+        state.update({"classifier.weight": self.classifier.weight, "classifier.bias": self.classifier.bias})
+        return state
+
+    def standalone(self, spec: NetworkSpec) -> Network:
+        """The builder's network of the path holding copies of its weights (built without initialising it)."""
+        with torch.device("meta"):
+            model = build_model(self.network(spec))
+        state: dict[str, Any] = {k: v.detach().clone() for k, v in self.state_for(spec).items()}
+        model.load_state_dict(state, strict=True, assign=True)
+        return model

@@ -9,7 +9,7 @@ import typer
 
 from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
                                set_run_dir, warn_skipped)
-from effnet.cli.options import parse_duration, renamed
+from effnet.cli import options
 from effnet.nas.resources import reference_b0_path
 
 TABLE_ROWS = 15
@@ -112,34 +112,30 @@ def grid_scale(
                                      help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
                                           "over the base (its k-th root) instead of the formula α·β²·γ²."),
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training), zero-cost or synflow."),
-    data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
-    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Proxy training epochs per point.",
-                                               show_default="3"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs."),
+    data: str = options.DATA,
+    proxy_epochs: Optional[int] = options.PROXY_EPOCHS,
+    epochs: Optional[int] = options.OLD_EPOCHS,
     proxy_resolution: int = typer.Option(32, "--proxy-resolution",
                                          help="Proxy image size at γ = 1; a point trains at round(size·γ)."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
-    proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
-    augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
-    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
+    batch_size: int = options.BATCH_SIZE,
+    proxy_train_images: Optional[int] = options.PROXY_TRAIN_IMAGES,
+    proxy_val_images: Optional[int] = options.PROXY_VAL_IMAGES,
+    augment: str = options.AUGMENT,
+    loader_workers: Optional[int] = options.LOADER_WORKERS,
+    cache_dir: Optional[Path] = options.CACHE_DIR,
     max_points: Optional[int] = typer.Option(None, "--max-points",
                                              help="Start at most this many more evaluations (distinct networks × "
                                                   "repeats) in this run (a rerun resumes; several workers may "
                                                   "overshoot by one each)."),
     timeout: str = typer.Option("none", "--timeout", help="Stop starting points after: 480, 8m, 2h or none."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes sharing the grid's study."),
-    storage: Optional[str] = typer.Option(None, "--storage",
-                                          help="Optuna storage URL (postgresql://…, sqlite:///…, journal:PATH); "
-                                               "default: a journal file in the run directory."),
+    workers: int = options.WORKERS,
+    storage: Optional[str] = options.STORAGE,
     study_name: str = typer.Option("grid", "--study", help="Study name inside the storage."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<study>)."),
+    run_dir: Optional[Path] = options.STUDY_RUN_DIR,
     seed: int = typer.Option(0, "--seed", help="The study's seed (proxy trainings, data split)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, "--threads",
-                                          help="CPU threads per worker (default: cores ÷ workers)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
+    device: str = options.STUDY_DEVICE,
+    threads: Optional[int] = options.THREADS,
+    as_json: bool = options.JSON,
 ) -> None:
     """Grid-search α, β, γ at φ = 1 (or --phi k) under α·β²·γ² ≈ 2; writes coefficients.yaml for export-family.
 
@@ -150,8 +146,6 @@ def grid_scale(
     The evaluations live in an Optuna study in the run directory: a rerun resumes, workers share them.
     """
     from effnet.nas.net.spec import load_spec
-    from effnet.nas.proxies import ProxyConfig
-    from effnet.nas.study.runner import StudyConfig
     from effnet.scaling.grid import grid_scale as run_grid
     from effnet.scaling.grid_space import GridConfig, GridDefinition
 
@@ -159,12 +153,10 @@ def grid_scale(
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(
         base=load_spec(base_path), grid=grid, max_points=max_points, repeats=repeats,
-        proxy=ProxyConfig(name=proxy, data=data, epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3),
-                          resolution=proxy_resolution, batch_size=batch_size, train_images=proxy_train_images,
-                          val_images=proxy_val_images, augment=augment),
-        study=StudyConfig(run_dir=run_dir, name=study_name, storage=storage, workers=workers, seed=seed,
-                          timeout_s=parse_duration(timeout), device=device, threads=threads,
-                          loader_workers=loader_workers, cache_dir=cache_dir),
+        proxy=options.proxy_config(proxy, data, proxy_epochs, epochs, proxy_resolution, batch_size,
+                                   proxy_train_images, proxy_val_images, augment),
+        study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,
+                                   loader_workers, cache_dir),
     )
     set_run_dir(run_dir)
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir
+from effnet.cli import options
 from effnet.cli.options import renamed
 
 PROXY_NAMES = ("train", "supernet", "zero-cost", "naswot", "synflow")
@@ -63,15 +64,15 @@ def proxy_check(
     target_flops: str = typer.Option("400M", "--target-flops", "-t", help="FLOPs target T: 400M, 0.4G, 400e6."),
     flops_tolerance: float = typer.Option(0.1, "--flops-tolerance", help="Candidates are drawn inside T·(1±tol)."),
     space: Optional[str] = typer.Option(None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."),
-    data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
+    data: str = options.DATA,
     proxy: Optional[list[str]] = typer.Option(
         None, "--proxy", help=f"Cheap proxy to check, repeatable: {', '.join(PROXY_NAMES)} "
                               f"(default: {', '.join(DEFAULT_PROXIES)}); zero-cost is NASWOT."),
     proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Epochs of the cheap `train` proxy.",
                                                show_default="3"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs."),
-    supernet_epochs: int = typer.Option(200, "--supernet-epochs", help="Epochs the supernet trains (--proxy supernet), one random in-band path a step."),
-    supernet_kernels: str = typer.Option("separate", "--supernet-kernels", help="Supernet kernel choices: separate weights per kernel size, or shared (a smaller kernel is the centre of the largest; ranked worse on digits)."),
+    epochs: Optional[int] = options.OLD_EPOCHS,
+    supernet_epochs: int = options.SUPERNET_EPOCHS,
+    supernet_kernels: str = options.SUPERNET_KERNELS,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution",
@@ -80,16 +81,16 @@ def proxy_check(
     resolution: Optional[int] = typer.Option(None, "--resolution", hidden=True,
                                              help="Deprecated name of --proxy-resolution."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),
-    proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
-    proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
-    augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
-    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
+    proxy_train_images: Optional[int] = options.PROXY_TRAIN_IMAGES,
+    proxy_val_images: Optional[int] = options.PROXY_VAL_IMAGES,
+    augment: str = options.AUGMENT,
+    loader_workers: Optional[int] = options.LOADER_WORKERS,
+    cache_dir: Optional[Path] = options.CACHE_DIR,
 
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     run_dir: Path = typer.Option(Path("runs/proxy-check"), "--run-dir", help="Where proxy_check.csv and .yaml go."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
+    as_json: bool = options.JSON,
 ) -> None:
     """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
     from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check as run_check

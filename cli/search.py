@@ -9,7 +9,7 @@ import typer
 
 from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
                                set_run_dir, warn_skipped)
-from effnet.cli.options import parse_duration, renamed
+from effnet.cli import options
 
 OBJECTIVES = ("reward", "hard", "pareto")
 SAMPLERS = ("tpe", "random", "nsga2")
@@ -54,34 +54,32 @@ def search(
                                   autocompletion=lambda: list(OBJECTIVES)),
     space: Optional[str] = typer.Option(None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."),
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training, pruned), supernet (weights inherited from one supernet trained first), zero-cost (NASWOT) or synflow."),
-    data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
-    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Proxy training epochs per candidate.", show_default="3"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs."),
+    data: str = options.DATA,
+    proxy_epochs: Optional[int] = options.PROXY_EPOCHS,
+    epochs: Optional[int] = options.OLD_EPOCHS,
     proxy_resolution: int = typer.Option(32, "--proxy-resolution", help="Image size the proxy trains at."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    supernet_epochs: int = typer.Option(200, "--supernet-epochs", help="Epochs the supernet trains (--proxy supernet), one random in-band path a step; counts in --timeout."),
-    supernet_kernels: str = typer.Option("separate", "--supernet-kernels", help="Supernet kernel choices: separate weights per kernel size, or shared (a smaller kernel is the centre of the largest; ranked worse on digits)."),
-    proxy_train_images: Optional[int] = typer.Option(None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."),
-    proxy_val_images: Optional[int] = typer.Option(None, "--proxy-val-images", help="Training images held out to score candidates on (default: a fifth, at most 50,000)."),
-    augment: str = typer.Option("auto", "--augment", help="Proxy training augmentation: none, light (random resized crop, flip), paper (+ AutoAugment); auto: light for a folder, none for built-in data."),
-    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."),
+    batch_size: int = options.BATCH_SIZE,
+    supernet_epochs: int = options.SUPERNET_EPOCHS,
+    supernet_kernels: str = options.SUPERNET_KERNELS,
+    proxy_train_images: Optional[int] = options.PROXY_TRAIN_IMAGES,
+    proxy_val_images: Optional[int] = options.PROXY_VAL_IMAGES,
+    augment: str = options.AUGMENT,
+    loader_workers: Optional[int] = options.LOADER_WORKERS,
+    cache_dir: Optional[Path] = options.CACHE_DIR,
     trials: int = typer.Option(30, "--trials", "-n", help="Candidates to train (the study's total; a rerun resumes towards it)."),
     timeout: str = typer.Option("8m", "--timeout", help="Wall-clock limit of this run: 480, 8m, 2h or none."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes on the study (on CUDA, one per visible GPU in turn)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://…, sqlite:///…, journal:PATH); default: a journal file in the run directory."),
+    workers: int = options.WORKERS,
+    storage: Optional[str] = options.STORAGE,
     study_name: str = typer.Option("search", "--study", help="Study name inside the storage."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<study>)."),
+    run_dir: Optional[Path] = options.STUDY_RUN_DIR,
     seed: int = typer.Option(0, "--seed", help="The study's seed: proxy trainings, data split, and (with each worker's first trial number) every sampler. Every worker and machine on one study uses the same."),
     sampler: str = typer.Option("tpe", "--sampler", help=f"{' | '.join(SAMPLERS)}", autocompletion=lambda: list(SAMPLERS)),
     pruner: str = typer.Option("hyperband", "--pruner", help=f"{' | '.join(PRUNERS)}", autocompletion=lambda: list(PRUNERS)),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (bf16 autocast and channels_last on CUDA)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per worker (default: cores ÷ workers)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
+    device: str = options.STUDY_DEVICE,
+    threads: Optional[int] = options.THREADS,
+    as_json: bool = options.JSON,
 ) -> None:
     """Search a base network B0 near a FLOPs target (MnasNet space, Optuna, measured accuracy proxy)."""
-    from effnet.nas.proxies import ProxyConfig
-    from effnet.nas.study.runner import StudyConfig
     from effnet.nas.study.search import SearchConfig, search as run_search
     from effnet.nas.units import format_size, parse_size
 
@@ -89,13 +87,11 @@ def search(
     config = SearchConfig(
         target_flops=parse_size(target_flops, "--target-flops"), flops_tolerance=flops_tolerance,
         objective=objective, space=space, trials=trials, sampler=sampler, pruner=pruner,
-        proxy=ProxyConfig(name=proxy, data=data, epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3),
-                          resolution=proxy_resolution, batch_size=batch_size, train_images=proxy_train_images,
-                          val_images=proxy_val_images, augment=augment, supernet_epochs=supernet_epochs,
-                          supernet_kernels=supernet_kernels),
-        study=StudyConfig(run_dir=run_dir, name=study_name, storage=storage, workers=workers, seed=seed,
-                          timeout_s=parse_duration(timeout), device=device, threads=threads,
-                          loader_workers=loader_workers, cache_dir=cache_dir),
+        proxy=options.proxy_config(proxy, data, proxy_epochs, epochs, proxy_resolution, batch_size,
+                                   proxy_train_images, proxy_val_images, augment, supernet_epochs=supernet_epochs,
+                                   supernet_kernels=supernet_kernels),
+        study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,
+                                   loader_workers, cache_dir),
     )
     set_run_dir(run_dir)
     header = (f"study {study_name!r} in {config.study.storage_label}; band "

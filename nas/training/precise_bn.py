@@ -3,7 +3,7 @@
 Running averages gathered during a short training describe weights that no longer exist: with the
 spec's decay 0.99 they stay near their initial values after a few dozen steps (depthwise outputs have
 variances far below the initial 1) and evaluation sits at chance. Measured for B0 on digits (32 px,
-3 epochs, lr 0.002), val top-1 per epoch: the spec's running averages 0.10 / 0.10 / 0.10; averages
+3 epochs, lr 0.002, the former He init), val top-1 per epoch: the spec's running averages 0.10 / 0.10 / 0.10; averages
 over each epoch's batches 0.11 / 0.76 / 0.85; recomputed from 8 batches 0.57 / 0.78 / 0.85
 (bench/RESULTS.md), so the proxy's first report already ranks. `effnet train` does the same before
 each evaluation, as the reference recipes' "precise BN" does.

@@ -6,7 +6,8 @@ A hostile or mistaken file must cost a clear error, not the machine:
   read forever, a device like /dev/zero never ends), and only up to `MAX_INPUT_BYTES`;
 - YAML is loaded safely (SafeLoader: no arbitrary objects), a key given twice is refused, and so is a
   document whose aliases stand for more than `MAX_YAML_NODES` values ("billion laughs": a few hundred
-  bytes of nested anchors mean billions of values, expanded by any walk over the data) or for itself;
+  bytes of nested anchors mean billions of values, expanded by any walk over the data) or for itself,
+  or that nests deeper than `MAX_YAML_DEPTH` levels;
 - a number written with an exponent but no dot (`1e-3`) is read as the number, not as the string YAML
   1.1 makes of it.
 """
@@ -28,6 +29,9 @@ MAX_INPUT_BYTES = 2 * 2**20
 a MiB a second, so the cap also bounds the time a file can take."""
 MAX_YAML_NODES = 1_000_000
 """Values a document may stand for once its aliases are expanded: as many as the largest file holds."""
+MAX_YAML_DEPTH = 100
+"""Levels of nesting a document may have: a spec is three deep, a search space five. Checked before anything is constructed, since
+constructing a deeper one recurses (and whether that ends in a RecursionError depends on PyYAML's version)."""
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
@@ -77,12 +81,12 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def _check_expansion(root: yaml.Node) -> None:
     """Count the values the document stands for, an alias as often as it is used, without expanding it:
     each node's count is computed once (aliases share the node they name). A node among its own
-    descendants is a recursive structure."""
+    descendants is a recursive structure; a node deeper than `MAX_YAML_DEPTH` is refused."""
     sizes: dict[int, int] = {}
     entered: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[yaml.Node, bool, int]] = [(root, False, 0)]
     while stack:
-        node, leaving = stack.pop()
+        node, leaving, depth = stack.pop()
         key = id(node)
         if leaving:
             entered.discard(key)
@@ -96,9 +100,11 @@ def _check_expansion(root: yaml.Node) -> None:
         if key in entered:
             raise _Refused("an alias refers to a node that contains it (a recursive structure); "
                            "write the data out plainly")
+        if depth > MAX_YAML_DEPTH:
+            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep (the limit); flatten the document")
         entered.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+        stack.append((node, True, depth))
+        stack.extend((child, False, depth + 1) for child in _children(node) if id(child) not in sizes)
 
 
 def parse_yaml(text: str, source: str) -> Any:

@@ -160,7 +160,8 @@ def memory_against_size(folder: Path, sizes: tuple[int, ...], work: Path) -> lis
     rows = []
     for size in sizes:
         subset = work / f"subset{size}"
-        for path in sorted(folder.rglob("*.jpg"))[:size]:
+        # the first `size` images by number: make_folder deals them to the classes in turn
+        for path in sorted(folder.rglob("*.jpg"), key=lambda path: int(path.stem))[:size]:
             target = subset / path.parent.name / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target) if not target.exists() else None

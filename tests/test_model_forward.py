@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.model import build_model
 from effnet.scaling.presets import reference_b0
 
@@ -24,10 +25,14 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["b0", "folded b0"])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_what_a_forward_hook_sees_is_not_overwritten_afterwards(b0, images, mode, one_torch_thread):
+def test_what_a_forward_hook_sees_is_not_overwritten_afterwards(b0, images, mode, folded, one_torch_thread):
     """A hook keeps a module's output tensor; an in-place op later in the forward (an activation, the SE gate,
-    a residual add) would change it under the hook's feet. Each kept tensor must still equal its copy."""
+    a residual add) would change it under the hook's feet. Each kept tensor must still equal its copy. The
+    folded network applies its activations in place, inside the conv that made the tensor: still unseen."""
+    if folded:
+        b0 = fold_batch_norm(b0)
     seen: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
     def keep(name: str):

@@ -172,7 +172,9 @@ def test_folded_b0_computes_the_eval_model_without_batch_norm(padding):
     torch.manual_seed(0)
     model = with_trained_statistics(build_model(reference_b0().replace(resolution=64, padding=padding)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    random_state = torch.random.get_rng_state()
     folded = fold_batch_norm(model)
+    assert torch.equal(torch.random.get_rng_state(), random_state)  # the caller's random stream untouched
     assert not [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
     assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
     x = images(3, 64)

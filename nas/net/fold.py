@@ -46,13 +46,15 @@ class ActivatedSameConv2d(_Activated, SameConv2d):
 
 
 def _activated(conv: nn.Conv2d, activation: nn.Module) -> nn.Conv2d:
-    """`conv` (biased, folded) with `activation` applied inside it; the state dict's names stay the conv's."""
-    if isinstance(conv, SameConv2d):
-        fused: nn.Conv2d = ActivatedSameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                                               conv.stride[0], groups=conv.groups, bias=True)
-    else:
-        fused = ActivatedConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                                dilation=conv.dilation, groups=conv.groups, bias=True)
+    """`conv` (biased, folded) with `activation` applied inside it; the state dict's names stay the conv's.
+    Built on the meta device, so no weights are initialised (and no random numbers drawn) only to be replaced."""
+    with torch.device("meta"):
+        if isinstance(conv, SameConv2d):
+            fused: nn.Conv2d = ActivatedSameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0],
+                                                   conv.stride[0], groups=conv.groups, bias=True)
+        else:
+            fused = ActivatedConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                    conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True)
     fused.activation = IN_PLACE[type(activation)]
     fused.weight, fused.bias = conv.weight, conv.bias  # the folded tensors themselves: device, dtype and layout kept
     return fused

@@ -26,6 +26,7 @@ from optuna.distributions import FloatDistribution
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.net.flops import analytic_cost
+from effnet.nas.net.limits import spec_cost
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig
@@ -224,6 +225,10 @@ class GridDefinition:
                     if self.measured and abs(ratio ** (1 / self.phi) - FLOPS_TARGET) > self.tolerance:
                         continue
                     resolution = point_proxy_resolution(proxy_resolution, g, self.phi)
+                    problem = spec_cost(spec.replace(resolution=resolution)).problem()
+                    if problem is not None:
+                        raise InputError(f"the grid point alpha {a}, beta {b}, gamma {g} at phi {self.phi} builds a "
+                                         f"network with {problem}; lower --phi or narrow the ranges")
                     kept.append(GridPoint(a, b, g, float(product.quantize(_DIGITS)), cost.flops, cost.params, ratio,
                                           resolution, spec_digest(spec.replace(resolution=resolution), NETWORK_DIGITS)))
         if not kept:

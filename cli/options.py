@@ -68,7 +68,8 @@ LOADER_WORKERS = typer.Option(None, "--loader-workers",
 CACHE_DIR = typer.Option(None, "--cache-dir",
                          help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet).")
 SUPERNET_EPOCHS = typer.Option(200, "--supernet-epochs",
-                               help="Epochs the supernet trains (--proxy supernet), one random in-band path a step.")
+                               help="Epochs the supernet trains (--proxy supernet), one random in-band path a "
+                                    "step; a search counts them in --timeout.")
 SUPERNET_KERNELS = typer.Option("separate", "--supernet-kernels",
                                 help="Supernet kernel choices: separate weights per kernel size, or shared (a "
                                      "smaller kernel is the centre of the largest; ranked worse on digits).")

@@ -81,30 +81,35 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def _check_expansion(root: yaml.Node) -> None:
     """Count the values the document stands for, an alias as often as it is used, without expanding it:
     each node's count is computed once (aliases share the node they name). A node among its own
-    descendants is a recursive structure; a node deeper than `MAX_YAML_DEPTH` is refused."""
+    descendants is a recursive structure. Each node's height (levels of nesting below it, aliases expanded) is
+    computed the same way, once, so an anchor nested again through an alias counts at its full depth."""
     sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
     entered: set[int] = set()
-    stack: list[tuple[yaml.Node, bool, int]] = [(root, False, 0)]
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        node, leaving, depth = stack.pop()
+        node, leaving = stack.pop()
         key = id(node)
         if leaving:
             entered.discard(key)
-            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
             if sizes[key] > MAX_YAML_NODES:
                 raise _Refused(f"its aliases expand it to more than {MAX_YAML_NODES:,} values (the limit); "
                                "write the data out without nested anchors")
+            collection = isinstance(node, (yaml.SequenceNode, yaml.MappingNode))
+            heights[key] = 1 + max((heights[id(child)] for child in children), default=0) if collection else 0
+            if heights[key] > MAX_YAML_DEPTH:
+                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep (the limit); flatten the document")
             continue
         if key in sizes:
             continue
         if key in entered:
             raise _Refused("an alias refers to a node that contains it (a recursive structure); "
                            "write the data out plainly")
-        if depth > MAX_YAML_DEPTH:
-            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep (the limit); flatten the document")
         entered.add(key)
-        stack.append((node, True, depth))
-        stack.extend((child, False, depth + 1) for child in _children(node) if id(child) not in sizes)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
 
 
 def parse_yaml(text: str, source: str) -> Any:

@@ -176,7 +176,7 @@ def test_folded_b0_computes_the_eval_model_without_batch_norm(padding):
     folded = fold_batch_norm(model)
     assert torch.equal(torch.random.get_rng_state(), random_state)  # the caller's random stream untouched
     assert not [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
+    assert not any(p.requires_grad for p in folded.parameters()) and not any(m.training for m in folded.modules())
     x = images(3, 64)
     with torch.no_grad():
         expected, got = model(x), folded(x)

@@ -12,7 +12,7 @@ import yaml
 
 from effnet.nas.errors import InputError
 from effnet.nas.files import yaml_text
-from effnet.nas.inputs import MAX_INPUT_BYTES, MAX_YAML_NODES, load_yaml, parse_yaml, read_text
+from effnet.nas.inputs import MAX_INPUT_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, load_yaml, parse_yaml, read_text
 from effnet.nas.net.spec import dump_spec, load_spec, spec_from_dict, spec_to_dict
 from effnet.scaling.presets import reference_b0
 
@@ -68,6 +68,28 @@ def test_a_billion_laughs_is_refused_before_anything_expands_it():
 def test_aliases_that_stay_under_the_limit_are_read():
     data = parse_yaml(laughs(3), "small.yaml")  # 10^3 strings: a few shared lists
     assert len(data["a3"]) == 10 and data["a3"][0][0] == ["lol"] * 10
+
+
+def nested(levels: int, inner: str = "1") -> str:
+    return "[" * levels + inner + "]" * levels
+
+
+def test_nesting_is_read_to_the_limit_and_refused_one_level_past_it():
+    deepest = parse_yaml(nested(MAX_YAML_DEPTH), "deep.yaml")
+    for _ in range(MAX_YAML_DEPTH - 1):
+        deepest = deepest[0]
+    assert deepest == [1]
+    with pytest.raises(InputError, match=f"deep.yaml: YAML refused: nested more than {MAX_YAML_DEPTH} levels"):
+        parse_yaml(nested(MAX_YAML_DEPTH + 1), "deep.yaml")
+
+
+def test_nesting_reached_through_an_alias_counts_at_its_full_depth():
+    """An anchor first met shallow (`c`) and nested again under another 90 levels (`b`) is 180 deep."""
+    half = MAX_YAML_DEPTH * 9 // 10
+    text = f"a: &a {nested(half)}\nc: *a\nb: {nested(half, '*a')}\n"
+    with pytest.raises(InputError, match="nested more than"):
+        parse_yaml(text, "aliases.yaml")
+    assert parse_yaml(f"a: &a {nested(half)}\nb: [*a]\n", "aliases.yaml")["b"][0] == parse_yaml(nested(half), "x")
 
 
 def test_a_recursive_alias_is_refused():

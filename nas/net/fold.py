@@ -25,7 +25,8 @@ from effnet.nas.net.model import ConvBNAct, SameConv2d
 
 IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
     nn.SiLU: F.silu, nn.ReLU: F.relu, nn.ReLU6: F.relu6, nn.Hardswish: F.hardswish}
-"""Each activation layer `build_model` uses, as the function that applies it with `inplace=True`."""
+"""Each activation layer `build_model` uses, as the function that applies it with `inplace=True` (another
+activation layer would stay a layer of its own after the folded conv)."""
 
 
 class _Activated:
@@ -35,6 +36,9 @@ class _Activated:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(super().forward(x), inplace=True)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation={self.activation.__name__}"  # type: ignore[misc]
 
 
 class ActivatedConv2d(_Activated, nn.Conv2d):
@@ -69,11 +73,11 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
         if isinstance(module, ConvBNAct) and isinstance(module[1], nn.BatchNorm2d):
             conv = fuse_conv_bn_eval(module[0], module[1])
             module[1] = nn.Identity()
-            if len(module) > 2:
+            if len(module) > 2 and type(module[2]) in IN_PLACE:
                 conv = _activated(conv, module[2])
                 module[2] = nn.Identity()
             module[0] = conv
     left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise ValueError(f"{left[0]}: a BatchNorm outside a conv-BN-activation layer cannot be folded")
-    return folded
+    return folded.eval()  # the layers put in place too

@@ -5,6 +5,7 @@ Command modules import the library inside their bodies: `effnet --help` loads ne
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -44,10 +45,20 @@ def root() -> None:
 
 
 def main() -> None:
-    """Entry point: bad input exits 2 inside the commands; anything unexpected exits 1 with a log."""
+    """Entry point: bad input exits 2 inside the commands, and a value the command-line parser refuses (`--seed
+    1e300`) exits 2 with the same one line; anything unexpected exits 1 with a log."""
+    # the click that typer parses with: vendored as typer._click from typer 0.26 (this project's floor) on
+    click_exceptions = importlib.import_module("typer._click.exceptions")
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False, prog_name="effnet")
+    except click_exceptions.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare `effnet`: the help, as click shows it
+            err.show()
+            raise SystemExit(err.exit_code) from None
+        where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
+        print(f"error: {' '.join(err.format_message().split())}{where}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as err:
@@ -55,3 +66,5 @@ def main() -> None:
         print(f"effnet: unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]} "
               f"(traceback in {log})", file=sys.stderr)
         raise SystemExit(1) from None
+    if code:  # a command's own exit code (typer.Exit), returned rather than raised outside standalone mode
+        raise SystemExit(code)

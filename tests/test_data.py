@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet.nas.data import builtin
+from effnet.nas.data import builtin, cache
 from effnet.nas.data.cache import cached_images
 from effnet.nas.data.folder import held_out_split, index_folder, split_per_class
 from effnet.nas.data.images import BadImage, decode_image
@@ -168,6 +168,29 @@ def test_bad_files_are_left_out_of_a_cache_and_named(tmp_path):
     assert sorted(Path(s.split(":")[0]).name for s in data.skipped) == ["bomb.png", "broken.jpg"]
 
 
+def test_a_cache_that_leaves_files_out_holds_the_others_in_order(tmp_path, monkeypatch):
+    """14 images decoded in batches of 6, 6 and 2, three of them failing: the cache holds the other 11, image k
+    filled with the value k, copied out 4 at a time (across chunk boundaries) into a file of 11, nothing else."""
+    monkeypatch.setattr(cache, "SHRINK_CHUNK", 4)
+    images, _ = index_folder(jpeg_folder(tmp_path / "data", classes=2, per_class=7))
+    failing = {2, 7, 13}
+
+    def decode(images, size):
+        for start in (0, 6, 12):
+            indices = [k for k in range(start, min(start + 6, 14)) if k not in failing]
+            pixels = np.stack([np.full((3, size, size), k, np.uint8) for k in indices])
+            yield pixels, images.labels[indices], [f"file{k}: broken" for k in failing if start <= k < start + 6]
+
+    built = cached_images(images, 4, tmp_path / "cache", decode)
+    kept = [k for k in range(14) if k not in failing]
+    stored = built.images.images.get()
+    assert stored.shape == (11, 3, 4, 4)
+    assert [int(image[0, 0, 0]) for image in stored] == kept and all((image == image[0, 0, 0]).all() for image in stored)
+    assert built.images.labels.tolist() == images.labels[kept].tolist()
+    assert built.skipped == ("file2: broken", "file7: broken", "file13: broken")
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock") == [".json", ".npy"]
+
+
 # -- transforms ----------------------------------------------------------------------------------
 
 def test_the_eval_view_is_the_short_side_at_r_over_0875_then_the_centre(tmp_path):
@@ -306,6 +329,22 @@ def test_a_memory_mapped_cache_stays_out_of_private_memory(tmp_path):
     grown_kb = int(subprocess.run([sys.executable, "-c", MAPPED, str(path)], capture_output=True, text=True,
                                   check=True).stdout)
     assert grown_kb < 4 * 1024, f"private memory grew {grown_kb} KB reading a 48 MB cache"
+
+
+def test_a_validation_batch_of_undecodable_files_is_passed_over_and_named(tmp_path):
+    """At batch size 1 a bad validation file is a batch with no image: training goes on, the accuracy is over the
+    files that decoded, and the file is named once although two passes (raw and EMA weights) met it."""
+    from effnet.nas.net.spec import spec_from_dict
+    from effnet.nas.training.trainer import TrainConfig, train_network
+
+    jpeg_folder(tmp_path / "data", classes=2, per_class=3, val_per_class=2)
+    (tmp_path / "data" / "val" / "class0" / "0.jpg").write_text("not a picture")
+    spec = spec_from_dict({"stem": {"out_channels": 8}, "head": {"out_channels": 16}, "stages": [
+        {"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 8}]})
+    outcome = train_network(TrainConfig(spec=spec, data=str(tmp_path / "data"), resolution=16, epochs=1,
+                                        batch_size=1, run_dir=tmp_path / "run", loader_workers=0, device="cpu"))
+    assert [Path(s.split(":")[0]).name for s in outcome.result.skipped] == ["0.jpg"]
+    assert outcome.result.top1 in (0.0, 1 / 3, 2 / 3, 1.0)  # over the 3 validation images that decoded
 
 
 TRAIN_RSS = """

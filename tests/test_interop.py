@@ -150,6 +150,9 @@ def test_a_timm_training_checkpoint_gives_its_ema_weights(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (b"not a torch file", "not a readable weights file"),
+    (b"hello\n", "not a readable weights file"),  # torch's unpickler answers these two with KeyError, IndexError
+    (b"abc", "not a readable weights file"),
+    (b"", "not a readable weights file"),
     (None, "a state dict of none of effnet, timm or torchvision"),
 ])
 def test_foreign_files_are_refused_cleanly(cli, tmp_path, b0_yaml, content, message):

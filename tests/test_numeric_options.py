@@ -9,6 +9,7 @@ the family's members, the files) runs for real.
 from __future__ import annotations
 
 import signal
+import sys
 
 import pytest
 import typer.main
@@ -142,3 +143,23 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     if result.exit_code == 2:  # effnet's one line, or the command line parser's usage error (not a number)
         assert (result.output.startswith("error: ") and result.output.count("\n") == 1
                 or "Invalid value" in result.output), result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["search", "--seed", "1e300"], "Invalid value for '--seed'"),
+    (["grid-scale", "--repeats", "two"], "Invalid value for '--repeats'"),
+    (["search", "--no-such-flag"], "No such option: --no-such-flag"),
+    (["train"], "Missing argument 'SPEC.yaml'"),
+])
+def test_what_the_parser_refuses_is_one_line_and_exit_2_from_the_command(args, words, monkeypatch, capsys):
+    """The `effnet` entry point words the command-line parser's refusals as its own: one `error:` line on stderr
+    naming the problem and where the help is, exit 2 (click's own would print a usage box of several lines)."""
+    from effnet.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["effnet", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert f"(see effnet {args[0]} --help)" in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,9 @@ def test_a_journal_is_named_by_its_scheme(tmp_path):
 def test_a_journal_path_that_is_no_regular_file_is_refused(kind, tmp_path):
     path = tmp_path / "study.journal"
     os.mkfifo(path) if kind == "fifo" else path.mkdir()
-    with pytest.raises(InputError, match="is not a regular file"):
+    with pytest.raises(InputError, match=r"^the journal storage \S+ is not a regular file; give a file path") as err:
         open_storage(f"journal:{path}", tmp_path)
+    assert "not an Optuna journal" not in str(err.value)  # said once, not wrapped in a second message
 
 
 @pytest.mark.parametrize("url, driver", [
@@ -160,3 +162,19 @@ def test_an_unexpected_error_before_the_run_directory_is_known_gets_a_log_of_its
     assert log.name.startswith("effnet-error-") and log.name != "error.log" and "RuntimeError: early" in log.read_text()
     assert oct(log.stat().st_mode & 0o777) == "0o600", "a log in the shared temp dir is for its owner only"
     log.unlink()
+
+
+def test_runs_overlapping_in_threads_give_the_thread_hook_back():
+    """Two runs of one process (the grid's worker threads) enter and leave in interleaved order: the hook that
+    quiets storage failures stays while either runs and the previous one is back after both."""
+    from effnet.nas.study.storage_failures import storage_failures
+
+    before = threading.excepthook
+    first, second = storage_failures(None), storage_failures(None)
+    first.__enter__()
+    second.__enter__()
+    assert threading.excepthook is not before
+    first.__exit__(None, None, None)
+    assert threading.excepthook is not before  # the second run is still going
+    second.__exit__(None, None, None)
+    assert threading.excepthook is before

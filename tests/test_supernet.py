@@ -93,6 +93,17 @@ def test_inherited_network_is_the_standalone_network_for_random_paths(supernet):
         assert_inherits(supernet, SPACE.random_spec(rng), IMAGES)
 
 
+def test_inherited_network_is_the_standalone_network_with_same_padding():
+    """TensorFlow's SAME padding in the base: the supernet pads its strided convs as the builder does (an even
+    16 px input, where SAME and symmetric padding differ)."""
+    torch.manual_seed(0)
+    space = dataclasses.replace(SPACE, base=SPACE.base.replace(padding="same"))
+    net = randomised(Supernet(space, resolution=16, num_classes=4, kernels="separate"))
+    rng = random.Random(7)
+    for _ in range(5):
+        assert_inherits(net, space.random_spec(rng), IMAGES)
+
+
 def test_standalone_holds_copies_and_scores_like_the_supernet(supernet):
     spec = path(s2_block="dsconv", s2_width=0.5)
     model = supernet.standalone(spec).eval()

@@ -38,11 +38,14 @@ class SameConv2d(nn.Conv2d):
         super().__init__(in_ch, out_ch, kernel, stride, 0, groups=groups, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size[0]
-        pad_h = k - 2 + x.shape[-2] % 2
-        pad_w = k - 2 + x.shape[-1] % 2
-        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return super().forward(x)
+        return super().forward(pad_same(x, self.kernel_size[0]))
+
+
+def pad_same(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """`x` padded for a stride-2 conv of odd `kernel` >= 3 as TensorFlow's "SAME" pads it (see `SameConv2d`)."""
+    pad_h = kernel - 2 + x.shape[-2] % 2
+    pad_w = kernel - 2 + x.shape[-1] % 2
+    return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
 def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int, padding: str, groups: int = 1) -> nn.Conv2d:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.nas.net.model import pad_same
 from effnet.nas.net.spec import BatchNormSpec
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -36,13 +37,14 @@ def init_conv(weight: torch.Tensor, groups_are_channels: bool) -> None:
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias, padding kernel // 2, depthwise or not) + BatchNorm at the largest channels, with one weight
+    """Conv (no bias, padded as the spec's `padding` says, depthwise or not) + BatchNorm at the largest channels, with one weight
     for the largest kernel (`shared`) or one per kernel size."""
 
     def __init__(self, in_max: int, out_max: int, kernels: tuple[int, ...], stride: int, bn: BatchNormSpec,
-                 depthwise: bool = False, shared: bool = True):
+                 depthwise: bool = False, shared: bool = True, padding: str = "symmetric"):
         super().__init__()
         self.stride = stride
+        self.padding = padding
         self.depthwise = depthwise
         self.shared = shared
         self.largest = max(kernels)
@@ -59,7 +61,11 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor, in_channels: int, out_channels: int, kernel: int) -> torch.Tensor:
         weight = self.weight(in_channels, out_channels, kernel)
-        x = F.conv2d(x, weight, None, self.stride, kernel // 2, 1, in_channels if self.depthwise else 1)
+        if self.padding == "same" and self.stride > 1 and kernel > 1:  # as `make_conv` builds it: SameConv2d
+            x, pad = pad_same(x, kernel), 0
+        else:
+            pad = kernel // 2
+        x = F.conv2d(x, weight, None, self.stride, pad, 1, in_channels if self.depthwise else 1)
         bn = self.bn
         return F.batch_norm(x, bn.running_mean[:out_channels], bn.running_var[:out_channels],
                             bn.weight[:out_channels], bn.bias[:out_channels], self.training, bn.momentum, bn.eps)

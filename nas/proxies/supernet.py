@@ -51,15 +51,16 @@ class Op(nn.Module):
             mid = in_max * expand
             if expand != 1:
                 self.expand = ConvBN(in_max, mid, (1,), 1, bn)
-            self.depthwise = ConvBN(mid, mid, kernels, stride, bn, depthwise=True, shared=shared)
+            self.depthwise = ConvBN(mid, mid, kernels, stride, bn, depthwise=True, shared=shared, padding=base.padding)
             self.project = ConvBN(mid, out_max, (1,), 1, bn)
             gated = mid
         elif block == "dsconv":
-            self.depthwise = ConvBN(in_max, in_max, kernels, stride, bn, depthwise=True, shared=shared)
+            self.depthwise = ConvBN(in_max, in_max, kernels, stride, bn, depthwise=True, shared=shared,
+                                   padding=base.padding)
             self.project = ConvBN(in_max, out_max, (1,), 1, bn)
             gated = in_max
         else:
-            self.conv = ConvBN(in_max, out_max, kernels, stride, bn, shared=shared)
+            self.conv = ConvBN(in_max, out_max, kernels, stride, bn, shared=shared, padding=base.padding)
             gated = out_max
         if reduced:
             self.se = SqueezeExcite(gated, reduced, base.activation)
@@ -133,7 +134,8 @@ class Supernet(nn.Module):
         self.base = base = space.base.replace(resolution=resolution, num_classes=num_classes,
                                               in_channels=in_channels)
         bn, shared = base.batch_norm, kernels == "shared"
-        self.stem = ConvBN(in_channels, base.stem.out_channels, (base.stem.kernel,), base.stem.stride, bn)
+        self.stem = ConvBN(in_channels, base.stem.out_channels, (base.stem.kernel,), base.stem.stride, bn,
+                           padding=base.padding)
         in_max, stages = base.stem.out_channels, []
         for choices in space.stages:
             out_max = max(round_filters(choices.out_channels, w) for w in choices.width)

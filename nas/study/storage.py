@@ -90,6 +90,8 @@ def _open_journal(path: Path, run_dir: Path, notes: list[str] | None) -> Journal
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             backend = RepairingJournalBackend(path, run_dir)
             storage = JournalStorage(backend)
+    except InputError:
+        raise
     except OSError as err:
         raise InputError(f"cannot open the journal storage {path}: {err.strerror}; "
                          f"choose a writable run directory or storage path") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import optuna
 
@@ -51,13 +51,7 @@ def storage_failures(config: StudyConfig) -> Iterator[None]:
     was recorded before stays, and the same command resumes once the storage is back. Meanwhile a
     thread that dies of it (Optuna's heartbeat thread has no handler) prints no traceback: the worker's
     own thread meets the same failure and ends the run with that one line."""
-    previous = threading.excepthook
-
-    def quiet(args: Any) -> None:
-        if storage_failure(args.exc_value) is None:
-            previous(args)
-
-    threading.excepthook = quiet
+    _quiet_threads(+1)
     try:
         yield
     except InputError:
@@ -71,4 +65,26 @@ def storage_failures(config: StudyConfig) -> Iterator[None]:
                          f"{redact(detail, url_secrets(config.storage or ''))}); what it recorded is kept: rerun "
                          "the same command to resume once it is back") from None
     finally:
-        threading.excepthook = previous
+        _quiet_threads(-1)
+
+
+_hook_lock = threading.Lock()
+_hook_users = 0
+_hook_previous: Callable[[Any], Any] = threading.excepthook
+
+
+def _quiet(args: Any) -> None:
+    if storage_failure(args.exc_value) is None:
+        _hook_previous(args)
+
+
+def _quiet_threads(change: int) -> None:
+    """Counted: the hook goes in with the first of several overlapping runs (threads of one process) and the
+    previous one comes back with the last."""
+    global _hook_users, _hook_previous
+    with _hook_lock:
+        if change > 0 and _hook_users == 0:
+            _hook_previous, threading.excepthook = threading.excepthook, _quiet
+        _hook_users += change
+        if change < 0 and _hook_users == 0:
+            threading.excepthook = _hook_previous

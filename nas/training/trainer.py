@@ -53,7 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
@@ -63,7 +62,7 @@ from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
 from torch.utils.data import DataLoader
 
 from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
-                                    collate_encoded, default_loader_workers, make_loader)
+                                    collate_encoded, default_loader_workers, make_loader, sample_seed)
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.data.transforms import AUGMENTS, eval_transform, train_transform
 from effnet.nas.training.ema import WeightEma
@@ -280,10 +279,6 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.RMS
     return optimizer
 
 
-def epoch_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
 def train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: str | os.PathLike[str], *,
           device: str = "auto", checkpoint: dict[str, Any] | None = None, monitor: TrainMonitor | None = None,
           dist: Distributed | None = None, compiled: bool = False, loader_workers: int | None = None,
@@ -347,10 +342,12 @@ class _Loaders:
         self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
                                self.local_batch, workers, pin, drop_last=False)
         self.normalize = Normalize(device)
-        self.skipped: list[str] = []
+        self.skipped: dict[str, None] = {}
+        """Files left out, each once however many passes met it (a dict as an ordered set)."""
 
     def epoch(self, epoch: int, steps: int, keep: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's training batches, normalised on the device; the first `keep` are kept in `calibration`."""
+        """The epoch's training batches, normalised on the device; the first `keep` are kept (as the uint8
+        pixels they came as, a quarter of the normalised float32) for `calibration_batches`."""
         self.sampler.set_epoch(epoch)
         self.calibration: list[torch.Tensor] = []
         for _, batch in zip(range(steps), self.train):
@@ -358,19 +355,24 @@ class _Loaders:
                 pixels, labels, skipped = self.device_decoder(batch)
             else:
                 pixels, labels, skipped = batch.images, batch.labels, batch.skipped
-            self.skipped.extend(skipped)
+            self.skipped.update(dict.fromkeys(skipped))
             if not len(labels):
                 raise InputError(f"a whole batch of training images did not decode ({skipped[0]}, ...); "
                                  "fix or remove the files")
-            images = self.normalize(pixels)
             if len(self.calibration) < keep:
-                self.calibration.append(images)
-            yield images, labels
+                self.calibration.append(pixels)
+            yield self.normalize(pixels), labels
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]:
+        return (self.normalize(pixels) for pixels in self.calibration)
 
     def validation(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation batches, normalised on the device; a batch none of whose files decoded is passed over
+        (its files are in `skipped`)."""
         for batch in self.val:
-            self.skipped.extend(batch.skipped)
-            yield self.normalize(batch.images), batch.labels
+            self.skipped.update(dict.fromkeys(batch.skipped))
+            if len(batch.labels):
+                yield self.normalize(batch.images), batch.labels
 
 
 def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: Path, torch_device: torch.device,
@@ -406,7 +408,7 @@ def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir
     monitor.started(first_epoch, settings.epochs, steps)
     for epoch in range(first_epoch, settings.epochs + 1):
         epoch_start = time.perf_counter()
-        torch.manual_seed(epoch_seed(settings.seed, epoch, dist.rank))
+        torch.manual_seed(sample_seed(settings.seed, epoch, dist.rank))
         net.train()
         loss_sum = torch.zeros((), device=torch_device)
         for x, labels in loaders.epoch(epoch, steps, settings.precise_bn_batches):
@@ -426,7 +428,7 @@ def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir
             raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower the learning rate "
                              f"(now {settings.lr:g}) or lengthen the warm-up")
         for network in (model, ema.average):
-            recompute_batch_norm(network, loaders.calibration, torch_device)
+            recompute_batch_norm(network, loaders.calibration_batches(), torch_device)
             if dist.enabled:
                 _broadcast_buffers(network)
         top1 = top1_accuracy(model, loaders.validation(), torch_device, all_reduce=dist.enabled)
@@ -453,7 +455,7 @@ def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir
         best_epoch=int(best["epoch"]), best_weights=str(best["weights"]), history=history,
         checkpoint=checkpoint_path, metrics=metrics_path, seconds=time.perf_counter() - started,
         resumed_from=first_epoch - 1, steps_per_epoch=steps, device=str(torch_device),
-        skipped=tuple(dict.fromkeys(loaders.skipped)),
+        skipped=tuple(loaders.skipped),
     )
 
 

@@ -80,6 +80,12 @@ _EXPORTS = {
     "load_weights": "effnet.nas.weights",
     "save_state_dict": "effnet.nas.weights",
     "state_dict_for": "effnet.nas.weights",
+    # using a trained network
+    "load_model": "effnet.nas.inference",
+    "eval_transform": "effnet.nas.inference",
+    "ModelInfo": "effnet.nas.inference",
+    "predict": "effnet.nas.predict",
+    "PredictResult": "effnet.nas.predict",
     # errors
     "InputError": "effnet.nas.errors",
     "SettingError": "effnet.nas.errors",

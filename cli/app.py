@@ -15,6 +15,7 @@ from effnet.cli.describe import describe
 from effnet.cli.export_family import export_family
 from effnet.cli.export_model import export_model
 from effnet.cli.grid_scale import grid_scale
+from effnet.cli.predict import predict
 from effnet.cli.proxy_check import proxy_check
 from effnet.cli.search import search
 from effnet.cli.train import train
@@ -33,6 +34,7 @@ app.command("export-model")(export_model)
 app.command()(describe)
 app.command()(train)
 app.command("proxy-check")(proxy_check)
+app.command()(predict)
 
 
 @app.callback()

@@ -11,14 +11,19 @@ import typer
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
 
 FORMATS = ("onnx", "torchscript", "timm", "torchvision")
+WEIGHTS = ("best", "ema", "raw")
 
 
-@clean_input_errors({"format": "--format"})
+@clean_input_errors({"format": "--format", "which": "--weights"})
 def export_model(
     spec_path: Path = typer.Argument(..., metavar="SPEC.yaml", help="The network spec (a family member, a trained spec)."),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Weights: an effnet training checkpoint (its EMA weights, resolution and classes) "
-                                   "or a state dict of effnet, timm or torchvision. Default: the seeded initialisation."),
+        None, "--checkpoint", help="Weights: an effnet training checkpoint (its resolution and classes; a training "
+                                   "run directory means its best.pt) or a state dict of effnet, timm or torchvision. "
+                                   "Default: the seeded initialisation."),
+    weights: str = typer.Option("best", "--weights", help="A training checkpoint's weights: best (those that scored "
+                                                          "best on validation, as the checkpoint records), ema or raw.",
+                                autocompletion=lambda: list(WEIGHTS)),
     format: str = typer.Option("onnx", "--format", help=f"{' | '.join(FORMATS)}: ONNX and TorchScript with BatchNorm "
                                                          "folded and a dynamic batch axis; timm and torchvision "
                                                          "state dicts for their load_state_dict(strict=True).",
@@ -33,7 +38,7 @@ def export_model(
     from effnet.nas.export import RELATIVE_TOLERANCE, export_model as export
     from effnet.nas.net.spec import load_spec
 
-    result = export(load_spec(spec_path), out, format, checkpoint, seed)
+    result = export(load_spec(spec_path), out, format, checkpoint, seed, weights)
     data = result.as_dict()
     if as_json:
         emit_json(data)

@@ -54,7 +54,8 @@ def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
     console.print(f"top-1 {data['top1']:.4f} (raw), {data['ema_top1']:.4f} (EMA) after {data['epochs']} epochs; "
                   f"best {data['best_top1']:.4f} ({data['best_weights']} weights, epoch {data['best_epoch']}); "
                   f"{data['seconds']:.0f} s")
-    console.print(f"checkpoint: {data['checkpoint']}  metrics: {data['metrics_csv']}")
+    console.print(f"checkpoint: {data['checkpoint']} (last epoch, --resume)  best: {data['best_checkpoint']} "
+                  f"(export-model and predict take it from the run directory)  metrics: {data['metrics_csv']}")
 
 
 @clean_input_errors({"precise_bn_batches": "--precise-bn"})

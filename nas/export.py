@@ -2,9 +2,12 @@
 dict timm or torchvision load, each run once against the torch model it came from.
 
 The model is the spec's (or, from an effnet training checkpoint, the spec as trained: its resolution and
-classes) in eval mode, with the file's weights (a checkpoint's EMA weights where it has them). ONNX and
-TorchScript get the folded network (`fold_batch_norm`) with a dynamic batch axis; the state dicts keep the
-BatchNorm layers their libraries have. The exported file is then run (onnxruntime, `torch.jit.load`, or the
+classes) in eval mode, with the file's weights (a checkpoint's weights that scored best on validation unless
+`which` asks for its EMA or raw weights; a training run directory gives its best.pt). ONNX and TorchScript get
+the folded network (`fold_batch_norm`) with a dynamic batch axis and the checkpoint's record as metadata (class
+names, evaluation view, resolution, spec, weights: `effnet.nas.inference.METADATA_KEYS`), in the ONNX file's
+`metadata_props` and as the TorchScript file's extra files; the state dicts keep the BatchNorm layers their
+libraries have. The exported file is then run (onnxruntime, `torch.jit.load`, or the
 state dict read back into the spec) on random images at batch 1 and 3 and compared with the unfolded torch
 model on the same images.
 
@@ -20,6 +23,7 @@ as 1e-5, where any absolute bound of that order would pass whatever was exported
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import time
@@ -34,11 +38,12 @@ from torch import nn
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
+from effnet.nas.inference import export_metadata
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
-from effnet.nas.weights import WeightsFile, load_weights, read_weights, state_dict_for
+from effnet.nas.weights import WEIGHTS, WeightsFile, load_weights, read_weights, state_dict_for
 
 EXPORT_FORMATS = ("onnx", "torchscript", "timm", "torchvision")
 RELATIVE_TOLERANCE = 1e-4
@@ -67,6 +72,8 @@ class ExportResult:
     output_scale: float
     """The largest absolute logit of the torch model on the check's images."""
     seconds: float
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    """What an ONNX or TorchScript file carries beside the network (`effnet.nas.inference.METADATA_KEYS`)."""
 
     @property
     def tolerance(self) -> float:
@@ -83,21 +90,23 @@ class ExportResult:
                     "onnx", "torchscript"), "checked_batches": list(CHECK_BATCHES),
                 "max_abs_diff": self.max_abs_diff, "output_scale": self.output_scale, "tolerance": self.tolerance,
                 "relative_tolerance": RELATIVE_TOLERANCE, "within_tolerance": self.within_tolerance,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), "metadata": self.metadata}
 
 
 def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "onnx",
-                 weights: str | os.PathLike[str] | None = None, seed: int = 0) -> ExportResult:
-    """Export `spec`'s network (with the weights of the file `weights`, else its seeded initialisation) to `out`
-    as `format` (onnx, torchscript, timm, torchvision), after running the exported form against the torch model;
-    the file is written (atomically) only when they agree within the tolerance."""
+                 weights: str | os.PathLike[str] | None = None, seed: int = 0, which: str = "best") -> ExportResult:
+    """Export `spec`'s network (with the weights of the file or run directory `weights`, else its seeded
+    initialisation) to `out` as `format` (onnx, torchscript, timm, torchvision), after running the exported form
+    against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
+    picks a training checkpoint's weights: best (those that scored best on validation), ema or raw."""
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     checks.seed("seed", seed)
     if format == "onnx":
         require_onnx()
     started = time.perf_counter()
-    source = read_weights(weights) if weights is not None else None
+    checks.choice("which", which, WEIGHTS)
+    source = read_weights(weights, which) if weights is not None else None
     spec = as_trained(spec, source)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -109,13 +118,14 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
                   for b in CHECK_BATCHES]
     with torch.no_grad():
         expected = [model(x) for x in images]
-        data, run = EXPORTERS[format](model, spec)
+        metadata = export_metadata(spec, source) if format in ("onnx", "torchscript") else {}
+        data, run = EXPORTERS[format](model, spec, metadata)
         diff = max(float((run(x) - y).abs().max()) for x, y in zip(images, expected))
     scale = max(float(y.abs().max()) for y in expected)
     within = diff <= RELATIVE_TOLERANCE * scale
     path = atomic_write(out, lambda fh: fh.write(data)) if within else None
     return ExportResult(format, path, spec, source.description if source else f"initialisation (seed {seed})",
-                        diff, scale, time.perf_counter() - started)
+                        diff, scale, time.perf_counter() - started, metadata)
 
 
 def require_onnx() -> None:
@@ -155,9 +165,12 @@ def first_difference(mine: Any, theirs: Any, where: str = "spec") -> str:
 
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
+Exporter = Callable[[nn.Module, NetworkSpec, dict[str, str]], tuple[bytes, Runner]]
+"""(model, spec, metadata) -> the file's bytes and a runner of the file read back."""
 
 
-def _onnx(model: nn.Module, spec: NetworkSpec) -> tuple[bytes, Runner]:
+def _onnx(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tuple[bytes, Runner]:
+    import onnx
     import onnxruntime
 
     folded = fold_batch_norm(model)
@@ -168,7 +181,9 @@ def _onnx(model: nn.Module, spec: NetworkSpec) -> tuple[bytes, Runner]:
         program = torch.onnx.export(folded, (example,), input_names=["images"], output_names=["logits"],
                                     opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes={"x": {0: batch}},
                                     verbose=False)
-    data = program.model_proto.SerializeToString()
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, metadata)
+    data = proto.SerializeToString()
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     return data, lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
@@ -182,20 +197,21 @@ def _quiet_torch_jit():
         yield
 
 
-def _torchscript(model: nn.Module, spec: NetworkSpec) -> tuple[bytes, Runner]:
+def _torchscript(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tuple[bytes, Runner]:
     folded = fold_batch_norm(model)
     example = torch.zeros(EXAMPLE_BATCH, spec.in_channels, spec.resolution, spec.resolution)
     buffer = io.BytesIO()
     with _quiet_torch_jit():
-        torch.jit.save(torch.jit.trace(folded, example), buffer)
+        torch.jit.save(torch.jit.trace(folded, example), buffer, _extra_files=metadata)
         loaded = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location="cpu")
     return buffer.getvalue(), loaded
 
 
-def _state_dict(library: str) -> Callable[[nn.Module, NetworkSpec], tuple[bytes, Runner]]:
-    """A state dict under `library`'s names, checked by reading it back into a fresh model of the spec."""
+def _state_dict(library: str) -> Exporter:
+    """A state dict under `library`'s names (what their `load_state_dict(strict=True)` takes: no metadata), checked
+    by reading it back into a fresh model of the spec."""
 
-    def export(model: nn.Module, spec: NetworkSpec) -> tuple[bytes, Runner]:
+    def export(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tuple[bytes, Runner]:
         buffer = io.BytesIO()
         torch.save(state_dict_for(model, library), buffer)
         state = torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
@@ -206,5 +222,5 @@ def _state_dict(library: str) -> Callable[[nn.Module, NetworkSpec], tuple[bytes,
     return export
 
 
-EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript, "timm": _state_dict("timm"),
+EXPORTERS: dict[str, Exporter] = {"onnx": _onnx, "torchscript": _torchscript, "timm": _state_dict("timm"),
              "torchvision": _state_dict("torchvision")}

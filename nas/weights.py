@@ -5,7 +5,9 @@ Every file is read with `torch.load(weights_only=True)` (tensors and plain data,
 written atomically. Which library wrote a state dict is told by its first layer's name (`stem.0.weight`,
 `conv_stem.weight`, `features.0.0.weight`); `nas.net.interop` maps the names and refuses a file built for
 another network at the first layer that differs. A training checkpoint gives its EMA weights, the ones the
-reference evaluates, and the spec it was trained as (its resolution and classes).
+reference evaluates, unless asked for its raw weights or the ones that scored best on validation (`WEIGHTS`),
+and the spec it was trained as (its resolution and classes), its class names and its evaluation view. A training
+run directory stands for its `best.pt`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from effnet.nas.errors import InputError
+from effnet.nas.data.transforms import EvalView
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
@@ -31,6 +34,11 @@ WRAPPERS = ("state_dict_ema", "state_dict", "model")
 """Keys under which training scripts nest the state dict, the first present taken: timm's train.py saves its
 EMA weights as state_dict_ema beside state_dict, and the EMA weights are the ones to start from, as for effnet's
 own checkpoints."""
+WEIGHTS = ("best", "ema", "raw")
+"""Which of a training checkpoint's weights: the ones that scored best on validation (the checkpoint's record of
+which), the moving average, or the trained weights themselves."""
+BEST_CHECKPOINT = "best.pt"
+"""What a training run directory keeps of its best epoch, beside the last epoch's checkpoint.pt."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,16 @@ class WeightsFile:
     kind: str
     """"checkpoint EMA" or "checkpoint raw" (an effnet training checkpoint's weights) or "state dict"."""
     trained_spec: NetworkSpec | None = None
+    classes: tuple[str, ...] | None = None
+    """A training checkpoint's class names in index order (None: a state dict, or a checkpoint from before they
+    were recorded)."""
+    view: EvalView | None = None
+    """A training checkpoint's evaluation view: how its validation images were prepared."""
+
+    @property
+    def which(self) -> str:
+        """ema or raw for a training checkpoint's weights, else "state dict"."""
+        return {"checkpoint EMA": "ema", "checkpoint raw": "raw"}.get(self.kind, self.kind)
 
     @property
     def description(self) -> str:
@@ -62,20 +80,32 @@ class LoadedLayers:
         return {"loaded": list(self.loaded), "not_loaded": list(self.not_loaded)}
 
 
-def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
-    """The weights a file holds; anything else (a missing or unreadable file, another kind of object) is an
-    `InputError`."""
+def weights_path(path: str | os.PathLike[str]) -> Path:
+    """The file `path` names: itself, or for a training run directory its best.pt."""
     source = Path(path)
+    if source.is_dir():
+        if not (source / BEST_CHECKPOINT).is_file():
+            raise InputError(f"{source}: a directory without {BEST_CHECKPOINT}; give a training run directory or a "
+                             "checkpoint file")
+        return source / BEST_CHECKPOINT
     if not source.is_file():
         raise InputError(f"{source}: no such weights file; check the path")
+    return source
+
+
+def read_weights(path: str | os.PathLike[str], weights: str | None = None) -> WeightsFile:
+    """The weights a file (or a training run directory's best.pt) holds; anything else (a missing or unreadable
+    file, another kind of object) is an `InputError`. `weights` picks a training checkpoint's (`WEIGHTS`); None
+    takes its EMA weights. A state dict holds one set of weights: `best` takes them, `ema` and `raw` are refused."""
+    if weights is not None and weights not in WEIGHTS:
+        raise SettingError("weights", f"must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    source = weights_path(path)
     data = read_torch_file(source, "weights file", "give an effnet checkpoint or a state dict saved with torch.save")
     if is_checkpoint(data):
-        check_version(data, source)
-        weights = data.get("ema", {}).get("weights") if isinstance(data.get("ema"), dict) else None
-        kind = "checkpoint EMA" if weights is not None else "checkpoint raw"
-        state = _tensors(weights if weights is not None else data.get("model"), source)
-        trained = spec_from_dict(parse_yaml(str(data.get("spec", "")), str(source)), f"{source}: spec")
-        return WeightsFile(source, state, "effnet", kind, trained)
+        return _checkpoint_weights(data, source, weights)
+    if weights in ("ema", "raw"):
+        raise SettingError("weights", f"{weights} picks an effnet training checkpoint's weights; {source} is a state "
+                                      "dict with one set of weights: leave the choice out")
     for key in WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -86,6 +116,29 @@ def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
         raise InputError(f"{source}: a state dict of none of effnet, timm or torchvision's EfficientNet (it has no "
                          f"{', '.join(FIRST_LAYER)}); give one of theirs or an effnet checkpoint")
     return WeightsFile(source, state, library, "state dict")
+
+
+def _checkpoint_weights(data: dict[str, Any], source: Path, weights: str | None) -> WeightsFile:
+    check_version(data, source)
+    ema = data.get("ema", {}).get("weights") if isinstance(data.get("ema"), dict) else None
+    if weights == "best":
+        best = data.get("best")
+        weights = best.get("weights") if isinstance(best, dict) else None
+        if weights not in ("ema", "raw"):
+            raise InputError(f"{source}: the checkpoint records no best weights; choose ema or raw")
+    if weights == "ema" and ema is None:
+        raise InputError(f"{source}: the checkpoint holds no EMA weights; choose raw")
+    use_ema = ema is not None and weights != "raw"
+    state = _tensors(ema if use_ema else data.get("model"), source)
+    trained = spec_from_dict(parse_yaml(str(data.get("spec", "")), str(source)), f"{source}: spec")
+    classes = data.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) == trained.num_classes
+                                    and all(isinstance(name, str) for name in classes)):
+        raise InputError(f"{source}: the recorded class names do not match the checkpoint's "
+                         f"{trained.num_classes} classes; train it again")
+    view = EvalView.from_dict(data["transform"], str(source)) if data.get("transform") is not None else None
+    return WeightsFile(source, state, "effnet", "checkpoint EMA" if use_ema else "checkpoint raw", trained,
+                       tuple(classes) if classes is not None else None, view)
 
 
 def _tensors(data: Any, source: Path) -> dict[str, torch.Tensor]:

@@ -26,10 +26,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from effnet.nas.data.images import BadImage, ImageSet, decode_image
-from effnet.nas.data.transforms import Transform
+from effnet.nas.data.transforms import MEAN, STD, Transform
 
-MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+MEAN_RGB = tuple(m * 255 for m in MEAN)
+STD_RGB = tuple(s * 255 for s in STD)
 """The TensorFlow reference's normalisation, on 0-255 pixel values."""
 
 

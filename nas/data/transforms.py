@@ -12,14 +12,21 @@ array) and returns a uint8 (3, r, r) tensor: images travel as bytes and are norm
 - training, `--augment`: `none` is the evaluation view; `light` is RandomResizedCrop (scale 0.08-1,
   aspect ratio 3/4-4/3) and a horizontal flip; `paper` adds AutoAugment's ImageNet policy (Cubuk et
   al. 2019) as the EfficientNet paper trained, filling with grey 128 as the TensorFlow reference does.
+
+`EvalView` is the evaluation view as data (resize, crop, interpolation, mean, std): what a checkpoint and an
+exported file record, so that `normalised_transform` prepares an image for the trained network exactly as
+its validation images were prepared.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torchvision.transforms import v2
+
+from effnet.nas.errors import InputError
 
 AUGMENTS = ("none", "light", "paper")
 STORED = ("files", "prepared", "square")
@@ -28,6 +35,10 @@ FILL = 128
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 BICUBIC = v2.InterpolationMode.BICUBIC
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+"""The TensorFlow reference's normalisation of RGB values in [0, 1] (ImageNet's channel means and deviations)."""
+INTERPOLATIONS = {"bicubic": BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR}
 
 Transform = Callable[[Any], torch.Tensor]
 
@@ -56,15 +67,73 @@ def prepare_transform(size: int) -> Transform:
     return _as_tensor([v2.Resize(size, interpolation=BICUBIC, antialias=True), v2.CenterCrop(size)])
 
 
+@dataclass(frozen=True)
+class EvalView:
+    """How an image becomes a network's input: its short side resized to `resize` (`interpolation`, antialiased),
+    the centre `crop` x `crop` taken, RGB values scaled to [0, 1] and normalised by `mean` and `std`."""
+
+    resize: int
+    crop: int
+    interpolation: str
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "EvalView":
+        """The view a file recorded (`as_dict`); anything else is an `InputError` naming `where`."""
+        try:
+            view = cls(int(data["resize"]), int(data["crop"]), str(data["interpolation"]),
+                       tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{where}: the recorded transform is not resize, crop, interpolation, mean and std; "
+                             "export the model again with this effnet") from None
+        if (view.interpolation not in INTERPOLATIONS or not 1 <= view.crop <= view.resize or len(view.mean) != 3
+                or len(view.std) != 3 or min(view.std) <= 0):
+            raise InputError(f"{where}: the recorded transform {view.as_dict()} is not one effnet writes; export "
+                             "the model again with this effnet")
+        return view
+
+    def steps(self) -> list:
+        """The resize and the crop (uint8 in, uint8 out)."""
+        return [v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.CenterCrop(self.crop)]
+
+
+def eval_view(resolution: int, stored: str) -> EvalView:
+    """The evaluation view at `resolution` of images `stored` as files, prepared or square, as a user's image file
+    gets it: for files and prepared caches the reference's resize and crop; for the small square built-in images
+    the bilinear resize to r x r (short side to r, so the crop takes the whole of a square)."""
+    if stored == "square":
+        return EvalView(resolution, resolution, "bilinear")
+    return EvalView(eval_size(resolution), resolution, "bicubic")
+
+
 def eval_transform(resolution: int, stored: str) -> Transform:
     """The evaluation view at `resolution` of images `stored` as files, prepared or square (see `STORED`)."""
     if stored == "prepared":
         return _as_tensor([v2.CenterCrop(resolution)])
-    if stored == "square":
-        return _as_tensor([v2.Resize((resolution, resolution), interpolation=v2.InterpolationMode.BILINEAR,
-                                     antialias=True)])
-    return _as_tensor([v2.Resize(eval_size(resolution), interpolation=BICUBIC, antialias=True),
-                       v2.CenterCrop(resolution)])
+    return _as_tensor(eval_view(resolution, stored).steps())
+
+
+class _Normalised:
+    """A view's steps, then float32 scaled to [0, 1] and normalised: a decoded image in, the network's input out."""
+
+    def __init__(self, view: EvalView):
+        self.compose = v2.Compose([v2.ToImage(), *view.steps(), v2.ToDtype(torch.float32, scale=True),
+                                   v2.Normalize(list(view.mean), list(view.std))])
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.compose(image).as_subclass(torch.Tensor)
+
+
+def normalised_transform(view: EvalView) -> Transform:
+    """An RGB image (PIL, or a uint8 (3, H, W) tensor) -> the float32 (3, crop, crop) input a network trained
+    with `view` evaluates on."""
+    return _Normalised(view)
 
 
 def train_transform(resolution: int, augment: str, stored: str) -> Transform:

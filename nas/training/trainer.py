@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader
 from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
                                     collate_encoded, default_loader_workers, make_loader, sample_seed)
 from effnet.nas.data.sources import DataSplits
-from effnet.nas.data.transforms import AUGMENTS, eval_transform, train_transform
+from effnet.nas.data.transforms import AUGMENTS, eval_transform, eval_view, train_transform
 from effnet.nas.training.ema import WeightEma
 from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas import checks
@@ -80,6 +80,10 @@ PAPER_BATCH = 4096
 PAPER_WARMUP_EPOCHS = 5.0
 
 CHECKPOINT_NAME = "checkpoint.pt"
+"""The last finished epoch, with the optimizer's state: what --resume continues."""
+BEST_NAME = "best.pt"
+"""The epoch whose raw or EMA weights scored best on validation (no optimizer state): what export and predict
+take from a run directory. The same name as `effnet.nas.weights.BEST_CHECKPOINT`."""
 METRICS_NAME = "metrics.csv"
 METRICS_COLUMNS = ("epoch", "train_loss", "val_top1", "ema_val_top1", "lr", "seconds")
 CHECKPOINT_KEYS = ("spec", "settings", "epoch", "model", "ema", "optimizer", "scheduler", "best", "history")
@@ -169,6 +173,13 @@ def distributed_from_env(environ: dict[str, str] | None = None) -> Distributed:
     return Distributed(rank=rank, world_size=world, local_rank=local)
 
 
+def deployment_record(data: DataSplits) -> dict[str, Any]:
+    """What a checkpoint and run.yaml record for using the trained network: the class names in index order, the
+    input resolution and the evaluation view (how a validation image was prepared)."""
+    return {"classes": list(data.train.classes), "resolution": data.resolution,
+            "transform": eval_view(data.resolution, data.stored).as_dict()}
+
+
 def training_spec(spec: NetworkSpec, data: DataSplits, resolution: int) -> NetworkSpec:
     """The spec as trained: the data's classes and channels at `resolution`, validated again."""
     changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
@@ -250,6 +261,7 @@ class TrainResult:
     """"raw" or "ema": which weights reached `best_top1`."""
     history: list[dict[str, float]]
     checkpoint: Path
+    best_checkpoint: Path
     metrics: Path
     seconds: float
     resumed_from: int
@@ -378,7 +390,7 @@ class _Loaders:
 def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir: Path, torch_device: torch.device,
            checkpoint: dict[str, Any] | None, monitor: TrainMonitor, dist: Distributed, compiled: bool,
            loaders: _Loaders, init: InitialWeights | None = None) -> TrainResult:
-    checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
+    checkpoint_path, metrics_path, best_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME, run_dir / BEST_NAME
     steps = check_run(spec, data, settings, checkpoint, checkpoint_path, dist)
     torch.manual_seed(settings.seed)
     model = build_model(spec)
@@ -436,16 +448,18 @@ def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir
         record = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1, "ema_val_top1": ema_top1,
                   "lr": lr, "seconds": time.perf_counter() - epoch_start}
         history.append(record)
+        improved = False
         for weights, accuracy in (("raw", top1), ("ema", ema_top1)):
-            if accuracy > best["top1"]:
-                best = {"top1": accuracy, "epoch": epoch, "weights": weights}
+            if accuracy > best["top1"] or best["epoch"] == 0:
+                best, improved = {"top1": accuracy, "epoch": epoch, "weights": weights}, True
         if dist.is_main:
-            save_checkpoint({
-                "spec": dump_spec_text(spec), "settings": settings.as_dict(), "epoch": epoch,
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "best": best, "history": history,
-                "world_size": dist.world_size, "init": started_from,
-            }, checkpoint_path)
+            state = {"spec": dump_spec_text(spec), "settings": settings.as_dict(), "epoch": epoch,
+                     "model": model.state_dict(), "ema": ema.state_dict(), "best": best, "history": history,
+                     "world_size": dist.world_size, "init": started_from, **deployment_record(data)}
+            if improved:  # before the last epoch's checkpoint: a resume redoes an epoch whose best.pt may be missing
+                save_checkpoint(state, best_path)
+            save_checkpoint({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                            checkpoint_path)
             write_metrics(history, metrics_path)
         monitor.epoch_done(record)
 
@@ -453,7 +467,8 @@ def _train(spec: NetworkSpec, data: DataSplits, settings: TrainSettings, run_dir
     return TrainResult(
         epochs=int(last["epoch"]), top1=last["val_top1"], ema_top1=last["ema_val_top1"], best_top1=best["top1"],
         best_epoch=int(best["epoch"]), best_weights=str(best["weights"]), history=history,
-        checkpoint=checkpoint_path, metrics=metrics_path, seconds=time.perf_counter() - started,
+        checkpoint=checkpoint_path, best_checkpoint=best_path, metrics=metrics_path,
+        seconds=time.perf_counter() - started,
         resumed_from=first_epoch - 1, steps_per_epoch=steps, device=str(torch_device),
         skipped=tuple(loaders.skipped),
     )
@@ -592,6 +607,8 @@ class TrainOutcome:
     world_size: int
     init: dict[str, Any] | None = None
     """Where the weights started from (`initial_weights`'s record), None for the initialisation."""
+    deployment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`deployment_record`: class names, resolution and evaluation view."""
 
     def as_dict(self) -> dict[str, Any]:
         r, s = self.result, self.settings
@@ -602,11 +619,13 @@ class TrainOutcome:
             "lr": s.lr, "warmup_epochs": s.warmup_epochs, "device": r.device, "world_size": self.world_size,
             "epochs": r.epochs, "resumed_from": r.resumed_from, "top1": r.top1, "ema_top1": r.ema_top1,
             "best_top1": r.best_top1, "best_epoch": r.best_epoch, "best_weights": r.best_weights,
-            "checkpoint": str(r.checkpoint), "metrics_csv": str(r.metrics), "seconds": round(r.seconds, 2),
+            "checkpoint": str(r.checkpoint), "best_checkpoint": str(r.best_checkpoint),
+            "metrics_csv": str(r.metrics), "seconds": round(r.seconds, 2),
             "augment": s.augment, "skipped_files": len(r.skipped),
             "init": None if self.init is None else {
                 **{k: self.init[k] for k in ("file", "library", "weights")},
                 "layers_loaded": len(self.init["loaded"]), "layers_not_loaded": self.init["not_loaded"]},
+            **self.deployment,
         }
 
 
@@ -692,7 +711,7 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
                        monitor=monitor if dist.is_main else None, dist=dist, compiled=config.compiled,
                        loader_workers=config.loader_workers, decode=config.decode, init=init)
     outcome = TrainOutcome(spec=trained, settings=settings, result=result if dist.is_main else None,
-                           world_size=dist.world_size, init=started_from)
+                           world_size=dist.world_size, init=started_from, deployment=deployment_record(images))
     if dist.is_main:
         data = {**data_record(images), "skipped": len(result.skipped), "skipped_files": list(result.skipped[:20])}
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data},

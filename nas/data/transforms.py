@@ -120,10 +120,11 @@ def eval_transform(resolution: int, stored: str) -> Transform:
 
 
 class _Normalised:
-    """A view's steps, then float32 scaled to [0, 1] and normalised: a decoded image in, the network's input out."""
+    """A view's steps, then float32 scaled to [0, 1] and normalised: a decoded image in, the network's input out.
+    The steps run on the image as given (a PIL image is resized by PIL, as training's evaluation resizes it)."""
 
     def __init__(self, view: EvalView):
-        self.compose = v2.Compose([v2.ToImage(), *view.steps(), v2.ToDtype(torch.float32, scale=True),
+        self.compose = v2.Compose([*view.steps(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                                    v2.Normalize(list(view.mean), list(view.std))])
 
     def __call__(self, image: Any) -> torch.Tensor:

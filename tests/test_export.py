@@ -89,7 +89,7 @@ def test_b0_exports_to_onnx_that_onnxruntime_runs_at_batch_1_and_3(cli, tmp_path
 def test_a_trained_checkpoint_exports_with_its_ema_weights_resolution_and_classes(cli, tiny_checkpoint, format):
     out = tiny_checkpoint["root"] / f"tiny.{format}"
     result = cli("export-model", tiny_checkpoint["spec"], "--checkpoint", tiny_checkpoint["checkpoint"],
-                 "--format", format, "--out", out, "--json")
+                 "--weights", "ema", "--format", format, "--out", out, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["resolution"], data["num_classes"], data["padding"]) == (16, 10, "same")

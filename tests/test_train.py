@@ -242,6 +242,27 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_run(runs):
     assert not list(path.parent.glob(".checkpoint.pt.*"))  # no temporary file left behind
 
 
+def test_best_checkpoint_holds_the_best_epoch_with_the_digits_record(runs):
+    """best.pt is the epoch whose raw or EMA accuracy (in metrics.csv, raw first on a tie) first reached the
+    run's best, without optimizer state; the resumed run's is the uninterrupted run's, tensor for tensor."""
+    run_dir = Path(runs["whole"]["run_dir"])
+    best_epoch, best_weights, best_top1 = 0, "", -1.0
+    for row in metrics_without_time(run_dir / "metrics.csv"):
+        for weights, column in (("raw", "val_top1"), ("ema", "ema_val_top1")):
+            if float(row[column]) > best_top1:
+                best_epoch, best_weights, best_top1 = int(row["epoch"]), weights, float(row[column])
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    assert (best["epoch"], best["best"]["epoch"], best["best"]["weights"]) == (best_epoch, best_epoch, best_weights)
+    assert "optimizer" not in best and "scheduler" not in best
+    assert best["classes"] == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"] and best["resolution"] == 16
+    # the 8 x 8 digits are resized whole to 16 x 16, bilinearly, as training evaluated them
+    assert best["transform"] == {"resize": 16, "crop": 16, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
+                                 "std": [0.229, 0.224, 0.225]}
+    resumed = torch.load(Path(runs["resumed"]["run_dir"]) / "best.pt", map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == best_epoch
+    assert all(torch.equal(resumed["model"][k], v) for k, v in best["model"].items())
+
+
 def test_run_directory_holds_metrics_and_run_record(runs):
     run_dir = Path(runs["whole"]["run_dir"])
     with (run_dir / "metrics.csv").open() as fh:

@@ -34,6 +34,9 @@ def export_model(
 ) -> None:
     """Export a network for deployment, then run the exported file (onnxruntime, torch.jit, or read back) on batches
     of 1 and 3 against the torch model: max_abs_diff within 1e-4 of the largest logit, or exit 1 and nothing written.
+
+    ONNX and TorchScript files carry a training checkpoint's class names, input transform, resolution, spec name and
+    weights as metadata (effnet.classes, effnet.transform, ...), which effnet predict reads.
     """
     from effnet.nas.export import RELATIVE_TOLERANCE, export_model as export
     from effnet.nas.net.spec import load_spec

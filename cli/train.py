@@ -78,7 +78,7 @@ def train(
     compiled: bool = typer.Option(False, "--compile", help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of compiling."),
     seed: int = typer.Option(0, "--seed"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt (the last epoch; best.pt beside it keeps the best one)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: an effnet checkpoint (its EMA weights) or a timm or torchvision EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers loaded and not."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:

@@ -25,6 +25,7 @@ from effnet.nas.data.images import IMAGE_SUFFIXES, BadImage, decode_image
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inference import METADATA_KEYS, ModelInfo, eval_transform, info_from_metadata, load_model
 from effnet.nas.training.runtime import resolve_device
+from effnet.nas.weights import WEIGHTS
 
 BATCH = 32
 """Images decoded and run at a time: memory stays that of one batch, whatever the number of images."""
@@ -79,14 +80,19 @@ class Predictor:
 def open_predictor(path: str | os.PathLike[str], weights: str = "best", device: str = "auto") -> Predictor:
     """The network in `path`: a training checkpoint or run directory (its `weights`: best, ema or raw), an ONNX
     file (by its .onnx suffix) or a TorchScript file, on `device` (auto, cpu, cuda, cuda:N)."""
+    checks.choice("weights", weights, WEIGHTS)
     source = Path(path)
     if not source.exists():
         raise InputError(f"{source}: no such checkpoint or model file; give an effnet checkpoint, its run directory, "
                          "or an ONNX or TorchScript file from effnet export-model")
     torch_device = resolve_device(device)
+    exported = source.suffix.lower() == ".onnx" or (source.is_file() and _is_torchscript(source))
+    if exported and weights != "best":
+        raise SettingError("weights", f"{weights} picks a training checkpoint's weights; {source} is an exported file "
+                                      "with one set of weights: leave the choice out")
     if source.suffix.lower() == ".onnx":
         return _onnx(source, torch_device)
-    if source.is_file() and _is_torchscript(source):
+    if exported:
         return _torchscript(source, torch_device)
     model, info = load_model(source, weights)
     model = model.to(torch_device)

@@ -11,7 +11,6 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -235,9 +234,13 @@ def test_a_checkpoint_without_class_names_is_refused(trained, cli, tmp_path):
     assert "without class names or input transform" in one_error_line(cli("predict", tmp_path / "old.pt", photo))
 
 
-def test_ema_or_raw_of_a_plain_state_dict_is_refused_with_its_flag(trained, cli, tmp_path):
+def test_ema_or_raw_of_a_file_with_one_set_of_weights_is_refused_with_its_flag(trained, cli, tmp_path):
     model, _ = effnet.load_model(trained["run"])
     effnet.save_state_dict(model, "effnet", tmp_path / "plain.pth")
     line = one_error_line(cli("export-model", trained["spec"], "--checkpoint", tmp_path / "plain.pth", "--weights",
                               "ema", "--out", tmp_path / "x.onnx"))
     assert line.startswith("error: --weights ema picks an effnet training checkpoint's weights")
+    photo = sorted(trained["val"].rglob("*.jpg"))[0]
+    for exported in ("onnx", "torchscript"):
+        line = one_error_line(cli("predict", trained[exported], photo, "--weights", "raw"))
+        assert line.startswith("error: --weights raw picks a training checkpoint's weights") and "exported" in line

@@ -26,7 +26,7 @@ from effnet.nas.files import atomic_write
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
 from effnet.nas.net.spec import NetworkSpec, spec_from_dict
-from effnet.nas.training.checkpoint import check_version, is_checkpoint, read_torch_file
+from effnet.nas.training.checkpoint import BEST_NAME, check_version, is_checkpoint, read_torch_file
 
 FIRST_LAYER = {"stem.0.weight": "effnet", "conv_stem.weight": "timm", "features.0.0.weight": "torchvision"}
 """The name of the stem conv's weight in each library's state dict."""
@@ -37,8 +37,6 @@ own checkpoints."""
 WEIGHTS = ("best", "ema", "raw")
 """Which of a training checkpoint's weights: the ones that scored best on validation (the checkpoint's record of
 which), the moving average, or the trained weights themselves."""
-BEST_CHECKPOINT = "best.pt"
-"""What a training run directory keeps of its best epoch, beside the last epoch's checkpoint.pt."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +82,10 @@ def weights_path(path: str | os.PathLike[str]) -> Path:
     """The file `path` names: itself, or for a training run directory its best.pt."""
     source = Path(path)
     if source.is_dir():
-        if not (source / BEST_CHECKPOINT).is_file():
-            raise InputError(f"{source}: a directory without {BEST_CHECKPOINT}; give a training run directory or a "
+        if not (source / BEST_NAME).is_file():
+            raise InputError(f"{source}: a directory without {BEST_NAME}; give a training run directory or a "
                              "checkpoint file")
-        return source / BEST_CHECKPOINT
+        return source / BEST_NAME
     if not source.is_file():
         raise InputError(f"{source}: no such weights file; check the path")
     return source

@@ -19,6 +19,9 @@ from effnet.nas.files import atomic_write
 
 FORMAT = "effnet-train-checkpoint"
 VERSION = 1
+BEST_NAME = "best.pt"
+"""A training run directory's epoch whose raw or EMA weights scored best on validation (no optimizer state), beside
+the last epoch's checkpoint; what export and predict take from a run directory."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], format: str = FORMAT,

@@ -58,7 +58,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
+from effnet.nas.training.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
 from torch.utils.data import DataLoader
 
 from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
@@ -80,10 +80,7 @@ PAPER_BATCH = 4096
 PAPER_WARMUP_EPOCHS = 5.0
 
 CHECKPOINT_NAME = "checkpoint.pt"
-"""The last finished epoch, with the optimizer's state: what --resume continues."""
-BEST_NAME = "best.pt"
-"""The epoch whose raw or EMA weights scored best on validation (no optimizer state): what export and predict
-take from a run directory. The same name as `effnet.nas.weights.BEST_CHECKPOINT`."""
+"""The last finished epoch, with the optimizer's state: what --resume continues (best.pt: `BEST_NAME`)."""
 METRICS_NAME = "metrics.csv"
 METRICS_COLUMNS = ("epoch", "train_loss", "val_top1", "ema_val_top1", "lr", "seconds")
 CHECKPOINT_KEYS = ("spec", "settings", "epoch", "model", "ema", "optimizer", "scheduler", "best", "history")

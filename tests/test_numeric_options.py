@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -24,7 +25,7 @@ runner = CliRunner()
 NOT_NUMERIC = {"--objective", "--space", "--proxy", "--data", "--storage", "--study", "--run-dir", "--sampler",
                "--pruner", "--device", "--json", "--base", "--coefficients", "--flops-ratio", "--match-flops",
                "--preset", "--fvcore", "--compile", "--resume", "--augment", "--cache-dir", "--decode", "--init",
-               "--checkpoint", "--format", "--out", "--supernet-kernels"}
+               "--checkpoint", "--format", "--out", "--supernet-kernels", "--weights"}
 
 plain = st.one_of(
     st.integers(1, 40), st.floats(0.001, 2.5), st.integers(-10**6, 10**6), st.integers(-(2**70), 2**70),
@@ -52,6 +53,7 @@ NUMERIC = {
     "export-family": {"--alpha": plain, "--beta": plain, "--gamma": plain, "--phi": phis},
     "describe": {},
     "export-model": {"--seed": plain},
+    "predict": {"--top-k": plain},
     "train": {"--epochs": plain, "--batch-size": plain, "--lr": plain, "--resolution": pixels, "--warmup-epochs": plain,
               "--ema-decay": plain, "--label-smoothing": plain, "--weight-decay": plain, "--precise-bn": plain,
               "--seed": plain, "--loader-workers": plain},
@@ -71,6 +73,7 @@ BASE = {
     "proxy-check": ["proxy-check", "--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3",
                     "--data", "synthetic", "--candidates", "3", "--proxy-resolution", "16", "--threads", "1", "--json"],
     "export-model": ["export-model", TINY_BASE, "--format", "timm", "--json"],
+    "predict": ["predict", TINY_BASE, str(Path(__file__).parent / "bad_inputs" / "data" / "one_class"), "--json"],
 }
 """Quick valid settings for each command; the drawn values follow and override them."""
 SECONDS = 60
@@ -134,7 +137,7 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     chosen = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=1, max_size=3, unique=True), label="options")
     values = [(flag, data.draw(options[flag], label=flag)) for flag in chosen]
     run_dir = tmp_path / f"run{data.draw(st.integers(0, 10**9))}"
-    where = ["--out", str(run_dir / "model.pt")] if command == "export-model" else ["--run-dir", str(run_dir)]
+    where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": []}.get(command, ["--run-dir", str(run_dir)])
     args = [*BASE[command], *where, *[f"{flag}={value}" for flag, value in values]]
     result = run_within(args, SECONDS)
     event(f"exit {result.exit_code}")  # pytest --hypothesis-show-statistics shows how many were accepted

@@ -191,6 +191,19 @@ def test_the_readmes_snippet_runs(trained, tmp_path, monkeypatch, capsys):
     assert lines[0] == lines[2] == expected and lines[1].startswith(f"(('{expected}', ")
 
 
+def test_images_are_named_as_files_folders_and_globs_each_taken_once(trained, tmp_path):
+    from effnet.nas.predict import image_files
+
+    folder = shutil.copytree(trained["val"], tmp_path / "val")
+    (folder / "class1" / "notes.txt").write_text("not an image")
+    (folder / "class1" / ".hidden.jpg").write_bytes(b"")
+    jpgs = sorted(folder.rglob("[0-9].jpg"))
+    assert len(jpgs) == 9  # 3 classes x 3 validation images
+    assert image_files([folder]) == jpgs
+    assert image_files([f"{folder}/**/[0-9].jpg", jpgs[4], folder / "class2"]) == jpgs
+    assert image_files([folder / "class1" / "notes.txt"]) == [folder / "class1" / "notes.txt"]  # named: decoded
+
+
 # -- bad inputs -------------------------------------------------------------------------------------
 
 def one_error_line(result) -> str:

@@ -17,6 +17,9 @@ from effnet.nas.data.facts import RESOLUTION_RULE, DataFacts, ImageSize, fitted_
 from effnet.nas.errors import SettingError
 from effnet.nas.study.space import SearchSpace
 
+MAX_CLASSES = 1_000_000
+"""The most classes `--classes` may give a classifier."""
+
 
 @dataclass(frozen=True)
 class DataFit:

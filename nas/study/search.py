@@ -31,7 +31,7 @@ from effnet.nas.errors import SettingError
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.study.fit import DataFit, fit_space
+from effnet.nas.study.fit import MAX_CLASSES, DataFit, fit_space
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.study.reach import check_band
@@ -49,7 +49,6 @@ ACCURACY_PROXIES = ("train", "supernet")
 """Proxies whose score is a validation accuracy, which a chance level applies to."""
 PRUNERS = ("hyperband", "median", "none")
 OUT_OF_BAND_FACTOR = 200
-MAX_CLASSES = 1_000_000
 MAX_RESOLUTION = 4096
 """At most this many out-of-band samples per trained trial before a search gives up on the band."""
 

@@ -136,7 +136,7 @@ def export_family(
     base = load_spec(base_path)
     image_size = None
     if data is not None:
-        from effnet.nas.data.sources import data_facts
+        from effnet.nas.data.facts import data_facts
 
         image_size = data_facts(data).image_size
     mode = "official" if official else "match-flops" if match_flops else "compound"

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from effnet.nas.data.builtin import (BUILTIN_SOURCES, DIGITS_CLASSES, SYNTHETIC_CLASSES, SYNTHETIC_PER_CLASS,
+                                     SYNTHETIC_SIZE)
+from effnet.nas.data.folder import index_folder
 from effnet.nas.data.images import BadImage, ImageSet, open_image
 
 SIZE_SAMPLE = 256
@@ -95,3 +99,16 @@ def fitted_resolution(space_resolution: int, size: ImageSize | None) -> int:
         return space_resolution
     cap = max(MIN_FITTED_RESOLUTION, size.short_side // RESOLUTION_STEP * RESOLUTION_STEP)
     return min(space_resolution, cap)
+
+
+def data_facts(source: str, seed: int = 0) -> DataFacts:
+    """The source's class count and median image size (a folder's training images, headers only; synthetic's own
+    32 px; none for digits, whose 8 px images are always upsampled). Neither torch nor any pixel is loaded, so a
+    search refuses what it must refuse in a moment; a missing or malformed folder is an `InputError`."""
+    if source in BUILTIN_SOURCES:
+        if source == "digits":
+            return DataFacts(source, DIGITS_CLASSES, None, builtin=True)
+        side = SYNTHETIC_SIZE
+        return DataFacts(source, SYNTHETIC_CLASSES, ImageSize(side, side, side, SYNTHETIC_CLASSES * SYNTHETIC_PER_CLASS), builtin=True)
+    train, _ = index_folder(Path(source).expanduser())
+    return DataFacts(train.name, train.num_classes, median_image_size(train, seed), builtin=False)

@@ -7,8 +7,8 @@
   proxy's validation images are held out of the folder's *training* images (per class, from the seed;
   a folder's own val/ is left for the final evaluation), and both splits are decoded once into caches
   at the proxy size (`effnet.nas.data.cache`) that every worker memory-maps.
-- `check_source(source)` refuses a bad source before anything starts; `data_facts(source, seed)` gives its class
-  count and median image size from the index and image headers, before any image is decoded.
+- `check_source(source)` refuses a bad source before anything starts (`effnet.nas.data.facts.data_facts`
+  tells its class count and median image size without loading torch).
 
 A source is ``digits``, ``synthetic`` or an image-folder path (a folder literally named ``digits``
 is reached as ``./digits``).
@@ -26,7 +26,6 @@ import numpy as np
 from effnet.nas.data import builtin
 from effnet.nas.data.builtin import BUILTIN_SOURCES
 from effnet.nas.data.cache import cached_images, default_cache_dir
-from effnet.nas.data.facts import DataFacts, ImageSize, median_image_size
 from effnet.nas.data.folder import held_out_split, index_folder
 from effnet.nas.data.images import ImageSet
 from effnet.nas.data.loader import EpochSampler, TransformedImages, default_loader_workers, make_loader
@@ -84,20 +83,6 @@ def check_source(source: str) -> None:
     """Refuse a missing or malformed data folder (built-in sources are always there)."""
     if not is_builtin(source):
         _folder(source)
-
-
-def data_facts(source: str, seed: int = 0) -> DataFacts:
-    """The source's class count and median image size (a folder's training images, headers only; the built-in
-    sets' own size, none for digits, whose 8 px images are always upsampled)."""
-    if is_builtin(source):
-        images = _builtin(source, seed)
-        size = None
-        if source == "synthetic":
-            side = images.images.get().shape[-1]
-            size = ImageSize(side, side, side, len(images))
-        return DataFacts(source, images.num_classes, size, builtin=True)
-    train, _ = _folder(source)
-    return DataFacts(train.name, train.num_classes, median_image_size(train, seed), builtin=False)
 
 
 def _builtin(source: str, seed: int) -> ImageSet:

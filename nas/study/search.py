@@ -26,7 +26,8 @@ from effnet.nas import checks
 from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.data.sources import DataSplits, data_facts, data_record
+from effnet.nas.data.facts import data_facts
+from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.record import write_run_record

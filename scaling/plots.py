@@ -91,8 +91,8 @@ def plot_grid(rows: Sequence[PointResult], grid: GridDefinition, path: str | os.
                        label=f"kept: |x − {FLOPS_TARGET}| ≤ {grid.tolerance:g}")
         ax.axvline(FLOPS_TARGET, color="grey", linestyle=":")
         if chance is not None:
-            ax.axhline(chance.chance, color="black", lw=1, ls="--", label=f"chance {chance.chance:.3f}")
-            ax.axhspan(chance.chance, chance.threshold, color="black", alpha=0.06,
+            ax.axhline(chance.chance, color="tab:red", lw=1, ls="--", label=f"chance {chance.chance:.3f}")
+            ax.axhspan(chance.chance, chance.threshold, color="tab:red", alpha=0.07,
                        label=f"within chance margin (+{chance.margin:.3f})")
         xs, ys = [measure(r.point) for r in scored], [r.network.mean for r in scored]
         if any(r.network.std for r in scored):

@@ -3,7 +3,7 @@
 A classifier that ignores its input scores the share of the validation split's largest class: 1 / classes
 when the classes are balanced. An accuracy measured on n validation images has the binomial standard error
 sqrt(p (1 - p) / n); at chance, p is the chance level. An accuracy under chance + `MARGIN_SE` standard errors
-is not told apart from guessing (3 standard errors: a guesser passes it about once in 700 tries, so the best
+is not told apart from guessing (3 standard errors: a guesser passes it about once in 740 tries, so the best
 of the hundreds of candidates a search trains rarely does by luck alone).
 """
 

@@ -68,9 +68,12 @@ def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: li
                        s=16, alpha=0.6, marker=marker, label=f"{label} ({len(shown)})")
     outside = [t.user_attrs["flops"] / 1e6 for t in trials
                if t.user_attrs.get("in_band") is False and t.user_attrs.get("flops")]
-    if outside:  # never trained: a tick on the bottom edge at their FLOPs
-        ax.scatter(outside, [0.0] * len(outside), transform=ax.get_xaxis_transform(), marker="|", s=60,
-                   color="grey", alpha=0.5, clip_on=False, label=f"outside the band, not trained ({len(outside)})")
+    if outside:  # never trained: a tick along the bottom edge at their FLOPs (x in data, y in axes units)
+        ax.scatter(outside, [0.03] * len(outside), transform=ax.get_xaxis_transform(), marker="|", s=60,
+                   color="grey", alpha=0.5, label=f"outside the band, not trained ({len(outside)})")
+        low, high = ax.get_xlim()  # a blended transform does not widen the axis: widen it to hold them
+        low, high = min(low, *outside), max(high, *outside)
+        ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
     if front:
         pts = sorted((t.user_attrs["flops"] / 1e6, t.user_attrs["accuracy"]) for t in front)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C1", ms=4, label="Pareto front")

@@ -50,8 +50,9 @@ ACCURACY_PROXIES = ("train", "supernet")
 """Proxies whose score is a validation accuracy, which a chance level applies to."""
 PRUNERS = ("hyperband", "median", "none")
 OUT_OF_BAND_FACTOR = 200
-MAX_RESOLUTION = 4096
 """At most this many out-of-band samples per trained trial before a search gives up on the band."""
+MAX_RESOLUTION = 4096
+"""The largest `--resolution` (as for `--proxy-resolution`)."""
 
 
 @dataclass(frozen=True)

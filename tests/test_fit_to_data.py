@@ -233,3 +233,18 @@ def test_export_family_warns_of_members_larger_than_the_datas_images(tmp_path):
     assert "b2 42 px (1.05x)" in warning and "b1" not in warning and "short side 40 px" in warning
     assert load_spec(tmp_path / "family" / "b2.yaml").num_classes == 3
     assert out["members"][1]["params"] == torch_params(load_spec(tmp_path / "family" / "b2.yaml"))
+
+
+def test_grid_points_are_counted_for_the_given_class_count():
+    from effnet.scaling.grid import class_note
+    from effnet.scaling.grid_space import GridConfig, GridDefinition, point_spec
+
+    grid = GridDefinition.from_ranges(alpha="1.2", beta="1.1", gamma="1.15", tolerance=0.2)
+    config = GridConfig(base=load_spec(TINY_BASE), grid=grid, classes=3)
+    (point,) = config.points()
+    spec = point_spec(config.base, point.alpha, point.beta, point.gamma, 1)
+    assert spec.num_classes == 3 and point.params == torch_params(spec)
+    assert config.fingerprint()["classes"] == 3
+    assert class_note(config, {16: {"classes": 3}}) == []
+    (note,) = class_note(config, {16: {"classes": 5}})
+    assert "has 3 classes and the data 5" in note and "--classes 5" in note

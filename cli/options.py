@@ -100,6 +100,8 @@ def whole_number(text: str | None, flag: str) -> int | None:
         value = math.nan
     if not math.isfinite(value) or not value.is_integer():
         raise InputError(f"{flag} {text!r} is not a whole number; write it like 224")
+    if abs(value) > 1e15:  # past any range a count has, and where a float stops holding every whole number
+        raise InputError(f"{flag} {text!r} is far too large; write a count like 224")
     return int(value)
 
 

@@ -46,7 +46,7 @@ def noise_folder(root: Path, classes: int = 3, per_class: int = 10, size: tuple[
 
 
 def search(*args: str) -> dict:
-    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "2", "--json", *args])
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "2", "--loader-workers", "0", "--json", *args])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

@@ -16,8 +16,7 @@ from effnet.nas.study.recovery import STALE_ATTR, WORKER_ATTR
 from effnet.nas.study.runner import StudyRun
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.fit import DataFit
-from effnet.nas.study.search import (ACCURACY_PROXIES, Candidate, SearchConfig, SearchResult, is_in_band,
-                                     summarize)
+from effnet.nas.study.search import Candidate, SearchConfig, SearchResult, is_in_band, summarize
 from effnet.nas.study.space import SearchSpace
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
@@ -124,11 +123,10 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, 
     scored = [t for t in trials if is_in_band(t) and t.state == TrialState.COMPLETE]
     front = pareto_front(scored)
     metric = "accuracy" if config.multi_objective else "reward"
-    shown_chance = chance if config.proxy.name in ACCURACY_PROXIES else None
-    files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", shown_chance)
+    files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", chance)
     files["accuracy_plot"] = plot_accuracy_vs_flops(trials, config.band, front, best,
-                                                    run_dir / "accuracy_vs_flops.png", shown_chance)
-    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, shown_chance, fit)
+                                                    run_dir / "accuracy_vs_flops.png", chance)
+    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, chance, fit)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]

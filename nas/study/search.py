@@ -366,13 +366,13 @@ class SearchResult:
     fit: DataFit | None = None
     """The class count and resolution the networks were fitted to, and where each came from."""
     chance: ChanceLevel | None = None
-    """The proxy's chance level on its validation split."""
+    """The proxy's chance level on its validation split (None for the zero-cost scores, which are no accuracy)."""
 
     @property
     def warnings(self) -> list[str]:
         """What speaks against the result: the best candidate's accuracy within the margin of chance."""
         best = self.top[0].accuracy if self.top else None
-        if self.chance is None or best is None or self.config.proxy.name not in ACCURACY_PROXIES:
+        if self.chance is None or best is None:
             return []
         return [self.chance.warning(best)] if self.chance.near(best) else []
 
@@ -442,7 +442,8 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     from effnet.nas.study.report import write_search_files
 
     space, fit, data = check_search(config, on_progress)
-    chance = chance_level(data.val.labels, data.num_classes)
+    accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
+    chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
     job, started = SearchJob(config, space, chance), time.time()
     supernet = train_before_study(job, data, _data_progress(on_progress))  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:

@@ -248,3 +248,13 @@ def test_grid_points_are_counted_for_the_given_class_count():
     assert class_note(config, {16: {"classes": 3}}) == []
     (note,) = class_note(config, {16: {"classes": 5}})
     assert "has 3 classes and the data 5" in note and "--classes 5" in note
+
+
+def test_a_grid_near_chance_is_a_caveat_and_a_hand_written_record_cannot_break_it():
+    from effnet.scaling.caveats import grid_caveats
+
+    (near,) = grid_caveats({"near_chance": True, "score": 0.26, "chance": CHANCE.record()})
+    assert "best score 0.2600 is within 0.0894 of the proxy's chance level 0.2000" in near
+    (tied,) = grid_caveats({"tied_with_runner_up": True, "runner_up": "not a mapping", "score": 0.4})
+    assert "tied with the runner-up" in tied and "mean score 0.4000 each" in tied
+    assert grid_caveats({"near_chance": False, "tied_with_runner_up": False}) == ()

@@ -108,7 +108,7 @@ def data_facts(source: str, seed: int = 0) -> DataFacts:
     if source in BUILTIN_SOURCES:
         if source == "digits":
             return DataFacts(source, DIGITS_CLASSES, None, builtin=True)
-        side = SYNTHETIC_SIZE
-        return DataFacts(source, SYNTHETIC_CLASSES, ImageSize(side, side, side, SYNTHETIC_CLASSES * SYNTHETIC_PER_CLASS), builtin=True)
+        side, count = SYNTHETIC_SIZE, SYNTHETIC_CLASSES * SYNTHETIC_PER_CLASS
+        return DataFacts(source, SYNTHETIC_CLASSES, ImageSize(side, side, side, count), builtin=True)
     train, _ = index_folder(Path(source).expanduser())
     return DataFacts(train.name, train.num_classes, median_image_size(train, seed), builtin=False)

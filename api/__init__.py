@@ -19,6 +19,10 @@ Stages:
 - `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 (or k) under
   alpha * beta^2 * gamma^2 ~ 2, each distinct network scored once (or K times) and shared by its twins.
 - `export_family(base, coefficients) -> FamilyResult`: the members B1-B7 with the reference rounding.
+- Fitted to the data: `SearchConfig.classes` / `.resolution` (None: the data's class count, a resolution
+  derived from the space and the data's median image size: `data_facts(source)`), `GridConfig.classes` and
+  `export_family(..., classes=, image_size=)`; `SearchResult.fit`, `.chance` (the proxy's `ChanceLevel`) and
+  `.warnings` say what was chosen and when the best accuracy is near chance.
 - `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training
   (`TrainConfig.init`: from an effnet checkpoint or a timm / torchvision state dict).
 
@@ -69,6 +73,10 @@ _EXPORTS = {
     "grid_scale": "effnet.scaling.grid",
     "FamilyResult": "effnet.scaling.export",
     "export_family": "effnet.scaling.export",
+    "DataFit": "effnet.nas.study.fit",
+    "ChanceLevel": "effnet.nas.study.chance",
+    "ImageSize": "effnet.nas.data.facts",
+    "data_facts": "effnet.nas.data.facts",
     "ProxyCheckConfig": "effnet.nas.proxies.check",
     "proxy_check": "effnet.nas.proxies.check",
     "TrainConfig": "effnet.nas.training.trainer",

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from effnet.cli import options
 from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
 from effnet.nas.resources import reference_b0_path
 
@@ -107,6 +108,11 @@ def export_family(
         False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
+    classes: Optional[str] = options.CLASSES,
+    data: Optional[str] = typer.Option(
+        None, "--data", help="The data the family is for (an image folder, digits or synthetic): members whose "
+                             "resolution exceeds its median image short side are warned about.",
+        show_default="the data the base's search recorded"),
     run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -128,15 +134,23 @@ def export_family(
     phis = parse_phi_list(phi) if phi is not None else DEFAULT_PHIS
     coefficients, source = resolve_coefficients(coefficients_path, alpha, beta, gamma, official)
     base = load_spec(base_path)
+    image_size = None
+    if data is not None:
+        from effnet.nas.data.facts import data_facts
+
+        image_size = data_facts(data).image_size
     mode = "official" if official else "match-flops" if match_flops else "compound"
     arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
                  "alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi, "match_flops": match_flops,
-                 "preset": preset, "run_dir": str(run_dir), "coefficients_source": source}
+                 "preset": preset, "run_dir": str(run_dir), "coefficients_source": source, "data": data}
     with progress_console.status("sizing the family", spinner="dots"):
-        result = run_export(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments)
+        result = run_export(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
+                            classes=options.whole_number(classes, "--classes"), image_size=image_size)
 
     data: dict[str, Any] = {
-        "run_dir": str(run_dir), "mode": mode, "base": {"path": str(base_path), "name": base.name},
+        "run_dir": str(run_dir), "mode": mode,
+        "base": {"path": str(base_path), "name": base.name, "num_classes": result.base.num_classes},
+        "median_image_size": result.image_size.record() if result.image_size else None,
         "coefficients": {**coefficients.as_dict(), "flops_factor": coefficients.flops_factor, "source": source},
         "warnings": result.warnings,
         "members": result.rows(), "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]),

@@ -82,6 +82,15 @@ def print_best(data: dict[str, Any]) -> None:
         console.print(f"[yellow]twins:[/] {len(twins['points'])} points build this same network ({spans}); the grid "
                       f"cannot tell them apart at φ = {data['phi']}, so the smallest α·β²·γ² among them was chosen "
                       "(a grid at --phi 2 or 3 separates more of them)")
+    if b["tied_with_runner_up"]:
+        r = b["runner_up"]
+        console.print(f"[red]tied[/] with the runner-up (α={r['alpha']:g} β={r['beta']:g} γ={r['gamma']:g}, "
+                      f"{r['score']:.4f}): the tie rule chose, not the scores ({b['tie_rule']})")
+    if data["chance"] is not None:
+        ch = data["chance"]
+        near = " [red]near chance[/]" if b["near_chance"] else ""
+        console.print(f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
+                      f"images; under {ch['threshold']:.4f} a score is not told apart from it){near}")
     if b["within_noise"] is None and b["runner_up"] is not None:
         console.print("noise: one run per network, so the lead over the runner-up cannot be judged; "
                       "--repeats 3 measures the proxy's noise")
@@ -111,6 +120,7 @@ def grid_scale(
     flops_ratio: bool = typer.Option(False, "--flops-ratio",
                                      help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
                                           "over the base (its k-th root) instead of the formula α·β²·γ²."),
+    classes: Optional[str] = options.CLASSES,
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training), zero-cost or synflow."),
     data: str = options.DATA,
     proxy_epochs: Optional[int] = options.PROXY_EPOCHS,
@@ -153,6 +163,7 @@ def grid_scale(
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(
         base=load_spec(base_path), grid=grid, max_points=max_points, repeats=repeats,
+        classes=options.whole_number(classes, "--classes"),
         proxy=options.proxy_config(proxy, data, proxy_epochs, epochs, proxy_resolution, batch_size,
                                    proxy_train_images, proxy_val_images, augment),
         study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,

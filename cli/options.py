@@ -83,6 +83,28 @@ THREADS = typer.Option(None, "--threads", help="CPU threads per worker (default:
 JSON = typer.Option(False, "--json", help="Print one JSON summary object instead of tables.")
 
 
+CLASSES = typer.Option(None, "--classes", help="Classes of the networks' classifier (default: the data's; for "
+                                                "grid-scale and export-family: the base spec's).")
+
+
+def whole_number(text: str | None, flag: str) -> int | None:
+    """A count typed on the command line: `10`, `1e3` (a whole number in any float form), None left as None;
+    raises `InputError` for anything else. Its range is the config's to check."""
+    from effnet.nas.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not value.is_integer():
+        raise InputError(f"{flag} {text!r} is not a whole number; write it like 224")
+    if abs(value) > 1e15:  # past any range a count has, and where a float stops holding every whole number
+        raise InputError(f"{flag} {text!r} is far too large; write a count like 224")
+    return int(value)
+
+
 def proxy_config(name: str, data: str, proxy_epochs: int | None, old_epochs: int | None, resolution: int,
                  batch_size: int, train_images: int | None, val_images: int | None, augment: str,
                  **supernet: Any) -> Any:

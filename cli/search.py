@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
-                               set_run_dir, warn_skipped)
+                               progress_console, set_run_dir, warn_skipped)
 from effnet.cli import options
 
 OBJECTIVES = ("reward", "hard", "pareto")
@@ -43,6 +43,10 @@ def print_result(result: Any) -> None:
                       f"{format_size(data['params'])} params, proxy accuracy {data['accuracy']:.4f})")
     else:
         console.print("[yellow]no candidate inside the band finished training yet; rerun to continue[/]")
+    if data["chance"] is not None:
+        ch = data["chance"]
+        console.print(f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
+                      f"images; under {ch['threshold']:.4f} an accuracy is not told apart from it)")
     console.print(f"trials: {data['trials_csv']}  plots: {', '.join(data['plots'])}")
 
 
@@ -58,6 +62,11 @@ def search(
     proxy_epochs: Optional[int] = options.PROXY_EPOCHS,
     epochs: Optional[int] = options.OLD_EPOCHS,
     proxy_resolution: int = typer.Option(32, "--proxy-resolution", help="Image size the proxy trains at."),
+    resolution: Optional[str] = typer.Option(
+        None, "--resolution", help="The base network's resolution, where the FLOPs target is counted (default: "
+                                   "the space's 224, lowered for a folder of smaller images to their median short "
+                                   "side, a multiple of 16)."),
+    classes: Optional[str] = options.CLASSES,
     batch_size: int = options.BATCH_SIZE,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
@@ -92,6 +101,8 @@ def search(
                                    supernet_kernels=supernet_kernels),
         study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,
                                    loader_workers, cache_dir),
+        classes=options.whole_number(classes, "--classes"),
+        resolution=options.whole_number(resolution, "--resolution"),
     )
     set_run_dir(run_dir)
     header = (f"study {study_name!r} in {config.study.storage_label}; band "
@@ -99,6 +110,10 @@ def search(
     with ProgressBar("search", enabled=not as_json, header=header) as bar:
         result = run_search(config, on_progress=bar)
     print_notes(result.notes)
+    if result.fit is not None:
+        progress_console.print(f"networks fitted to the data: {result.fit.describe()}")
+    for warning in result.warnings:
+        progress_console.print(f"[yellow]warning:[/] {warning}")
     if as_json:
         emit_json(result.as_dict())
     else:

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effnet.nas import checks
+from effnet.nas.data.facts import ImageSize
 from effnet.nas.errors import InputError
 from effnet.nas.files import ensure_writable_dir, write_csv
 from effnet.nas.net.spec import NetworkSpec, dump_spec
 from effnet.nas.record import write_run_record
+from effnet.nas.study.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.family import (DEFAULT_PHIS, FamilyMember, PresetFit, compound_family, match_flops_family,
                                    official_family)
@@ -21,11 +24,31 @@ CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "params_
 MATCH_COLUMNS = ("step", "target_ratio", "target_flops", "deviation", "within_tolerance", "phi_low", "phi_high", "why")
 
 
+def data_image_size(base: NetworkSpec) -> ImageSize | None:
+    """The median image size a search recorded in its b0's provenance (None for a spec without one)."""
+    fit = base.provenance.get("fit")
+    return ImageSize.from_record(fit.get("median_image_size")) if isinstance(fit, dict) else None
+
+
+def oversized_members(members: list[FamilyMember], size: ImageSize) -> str | None:
+    """A warning naming the members whose resolution exceeds the data's median image short side, and by how much
+    (None when none does)."""
+    over = [m for m in members if m.resolution > size.short_side]
+    if not over:
+        return None
+    each = ", ".join(f"{m.name} {m.resolution} px ({m.resolution / size.short_side:.2f}x)" for m in over)
+    return (f"{len(over)} of {len(members)} members ask for more pixels than the data's images have: {each}, over "
+            f"the median image short side {size.short_side} px (median {size.width}x{size.height} over "
+            f"{size.sampled} files); their inputs would be upsampled, costing FLOPs for no detail: stop the family "
+            "below them (--phi) or train them on larger images")
+
+
 @dataclass(frozen=True)
 class FamilyResult:
     """The members (each with its spec), the official fit for mode `official`, the files written, and
-    `warnings`: what speaks against the coefficients (their `caveats`: an incomplete grid, a choice within
-    noise), recorded in run.yaml."""
+    `warnings`, recorded in run.yaml: what speaks against the coefficients (their `caveats`: an incomplete grid,
+    a choice within noise or tied with the runner-up), and members whose resolution exceeds the data's median
+    image size (`image_size`, where known)."""
 
     base: NetworkSpec
     coefficients: Coefficients
@@ -35,10 +58,13 @@ class FamilyResult:
     elapsed_s: float
     files: dict[str, Path] = field(default_factory=dict)
     member_files: dict[str, Path] = field(default_factory=dict)
+    image_size: ImageSize | None = None
+    """The data's median image size: from `export_family`'s argument or the base's provenance (None: unknown)."""
 
     @property
     def warnings(self) -> list[str]:
-        return list(self.coefficients.caveats)
+        oversized = oversized_members(self.members, self.image_size) if self.image_size is not None else None
+        return list(self.coefficients.caveats) + ([oversized] if oversized else [])
 
     def rows(self) -> list[dict[str, Any]]:
         return [{**m.row(), "path": str(self.member_files.get(m.name, ""))} for m in self.members]
@@ -46,15 +72,21 @@ class FamilyResult:
 
 def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[float, ...] = DEFAULT_PHIS,
                   mode: str = "compound", run_dir: str | Path | None = None,
-                  settings: dict[str, Any] | None = None) -> FamilyResult:
+                  settings: dict[str, Any] | None = None, classes: int | None = None,
+                  image_size: ImageSize | None = None) -> FamilyResult:
     """Grow `base` into its family: `compound` (member phi at depth alpha^phi, width beta^phi, resolution
     gamma^phi), `match-flops` (for each k in `phis`, the phi whose measured FLOPs come closest to
     2^k x the base's) or `official` (the TensorFlow reference's B1-B7, each with the phi that best explains
     it). With `run_dir`, write one spec per member, family.csv, family.png and run.yaml (`settings` goes
-    into it beside the mode and coefficients)."""
+    into it beside the mode and coefficients). `classes` replaces the base's class count (None: the base's, which
+    a search wrote from its data); `image_size` is the data's median image size that members are warned against
+    (None: the one the base's provenance records, if any)."""
     started = time.perf_counter()
     if mode not in MODES:
         raise InputError(f"family mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if classes is not None:
+        base = base.replace(num_classes=checks.whole("classes", classes, low=2, high=MAX_CLASSES))
+    image_size = image_size or data_image_size(base)
     if run_dir is not None:
         ensure_writable_dir(run_dir)
     fits: list[PresetFit] = []
@@ -65,7 +97,7 @@ def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[
     else:
         members = compound_family(base, coefficients, phis)
     result = FamilyResult(base=base, coefficients=coefficients, mode=mode, members=members, fits=fits,
-                          elapsed_s=time.perf_counter() - started)
+                          elapsed_s=time.perf_counter() - started, image_size=image_size)
     if run_dir is None:
         return result
     folder = Path(run_dir)
@@ -79,7 +111,9 @@ def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[
 
     result.files["plot"] = plot_family(members, folder / "family.png", f"{base.name} family ({mode})")
     result.files["run"] = write_run_record(
-        folder, "export-family", {**(settings or {}), "mode": mode, "coefficients": coefficients.as_dict()},
+        folder, "export-family", {**(settings or {}), "mode": mode, "coefficients": coefficients.as_dict(),
+                                  "classes": base.num_classes,
+                                  "median_image_size": image_size.record() if image_size else None},
         {"members": [m.name for m in members], "warnings": result.warnings,
          "seconds": round(time.perf_counter() - started, 3)})
     return result

@@ -16,6 +16,7 @@ from typing import Any
 
 from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.record import write_run_record
+from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.runner import ProgressCallback, StudyProgress, open_study, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
@@ -45,7 +46,10 @@ class GridResult:
     data: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Per proxy resolution, what the proxy trained on (split sizes, files left out)."""
     notes: list[str] = field(default_factory=list)
-    """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
+    """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker, a base
+    whose class count is not the data's."""
+    chance: ChanceLevel | None = None
+    """The train proxy's chance level on its validation split (None for the other proxies)."""
 
     @property
     def ranked(self) -> list[NetworkResult]:
@@ -75,19 +79,24 @@ class GridResult:
             "points": [r.row() for r in self.points],
             "data": self.data,
             "notes": self.notes,
+            "classes": c.base.num_classes,
+            "chance": self.chance.record() if self.chance is not None else None,
         }
         if self.record is not None:
             data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "score_std", "product",
                                                        "flops_ratio", "network", "twins", "runner_up", "noise_sd",
-                                                       "margin_sd", "within_noise")}
+                                                       "margin_sd", "within_noise", "tied_with_runner_up",
+                                                       "tie_rule", "near_chance")}
             data["coefficients"] = str(self.files["coefficients"])
         return data
 
 
-def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) -> tuple[list[GridPoint], dict]:
+def check_grid(config: GridConfig,
+               on_progress: ProgressCallback | None = None) -> tuple[list[GridPoint], dict, ChanceLevel | None]:
     """Everything that can be refused before the study starts (the grid's points, the data, the directory),
     and the proxy's data at every resolution the points train at, its caches built here once for every
-    worker; returns the points and what the run record says of the data."""
+    worker; returns the points, what the run record says of the data, and the train proxy's chance level (the
+    validation split is the same at every resolution)."""
     from effnet.nas.data.sources import data_record
 
     points = config.points()
@@ -97,11 +106,24 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
     runtime = config.study.proxy_runtime()
     progress = None if on_progress is None else (
         lambda done, total, status: on_progress(StudyProgress(done, total, status)))
-    records = {}
+    records, chance = {}, None
     for resolution in sorted({p.proxy_resolution for p in points}):
         data = dataclasses.replace(config.proxy, resolution=resolution).load(runtime, progress)
         records[resolution] = data_record(data)
-    return points, records
+        if config.proxy.name == "train":
+            chance = chance_level(data.val.labels, data.num_classes)
+    return points, records, chance
+
+
+def class_note(config: GridConfig, data: dict[int, dict[str, Any]]) -> list[str]:
+    """A note when the base's class count is not the data's: the points are counted for the base's classifier."""
+    classes = {record["classes"] for record in data.values()}
+    if not classes or config.base.num_classes in classes:
+        return []
+    found = classes.pop()
+    return [f"the base {config.base.name} has {config.base.num_classes} classes and the data {found}: every point's "
+            f"parameters and FLOPs are counted for a {config.base.num_classes}-way classifier; --classes {found} "
+            "fits them to the data"]
 
 
 def grid_scale(config: GridConfig, base_label: str = "<spec>",
@@ -110,7 +132,7 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     times, and write grid.csv, grid.png, report.html, coefficients.yaml (once a network is scored) and run.yaml.
     `base_label` is how the files name the base (its path, say). A stop signal ends the run early with what
     was scored written."""
-    checked, data = check_grid(config, on_progress)
+    checked, data, chance = check_grid(config, on_progress)
     points = tuple(checked)
     job = GridJob(config, points)
     if config.max_points is not None:
@@ -125,10 +147,10 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
 
     files["plot"] = plot_grid(rows, config.grid, run_dir / "grid.png",
                               f"{config.base.name}: grid at φ = {config.grid.phi}, {config.proxy.name} proxy on "
-                              f"{config.proxy.data}", config.score_name)
+                              f"{config.proxy.data}", config.score_name, chance)
     provenance = {"command": "effnet grid-scale", "study": config.study.name, "storage": config.study.storage_label,
                   "run_dir": str(run_dir)}
-    record = coefficients_record(config, networks, rows, base_label, provenance)
+    record = coefficients_record(config, networks, rows, base_label, provenance, chance)
     coefficients = None
     if record is not None:
         files["coefficients"] = dump_yaml(record, run_dir / "coefficients.yaml")
@@ -136,11 +158,11 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     from effnet.nas.study.html_report import REPORT_NAME
     from effnet.scaling.grid_report import write_grid_report
 
-    files["report"] = write_grid_report(run.study, config, rows, record, run_dir / REPORT_NAME)
+    files["report"] = write_grid_report(run.study, config, rows, record, run_dir / REPORT_NAME, chance)
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, networks=networks, points=rows, coefficients=coefficients, record=record,
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
-                        data=data, notes=run.notes)
+                        data=data, notes=run.notes + class_note(config, data), chance=chance)
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

@@ -11,6 +11,8 @@ from optuna.trial import TrialState
 
 from effnet.nas.study.html_report import (Section, dashboard_command, history_section, importance_section,
                                            scored_study, write_report)
+from effnet.nas.study.chance import ChanceLevel
+from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.grid_results import PointResult
 from effnet.scaling.grid_space import GridConfig
 
@@ -43,16 +45,21 @@ def surface_section(rows: Sequence[PointResult], record: dict[str, Any] | None, 
 
 
 def write_grid_report(study: optuna.Study, config: GridConfig, rows: Sequence[PointResult],
-                      record: dict[str, Any] | None, path: Path) -> Path:
+                      record: dict[str, Any] | None, path: Path, chance: ChanceLevel | None = None) -> Path:
     score = config.score_name
     evaluated = scored_study(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), lambda t: t.value,
                              f"{config.study.name}-report")
     lines = [f"grid {config.study.name} over {config.base.name} at φ = {config.grid.phi}: {len(rows)} points, "
              f"{len(evaluated.trials)} evaluations scored ({config.proxy.name} proxy on {config.proxy.data})",
              f"watch a running grid live: {dashboard_command(config.study.storage, config.study.run_dir)}"]
+    if chance is not None:
+        lines.append(f"chance level {chance.chance:.4f} ({chance.classes} classes, {chance.val_images:,} validation "
+                     f"images; a score under {chance.threshold:.4f} is not told apart from it)")
     if record is not None:
         lines.append(f"chosen: α {record['alpha']}, β {record['beta']}, γ {record['gamma']} ({score} "
-                     f"{record['score']:.4f}; within the proxy's noise: {record['within_noise']})")
+                     f"{record['score']:.4f}; within the proxy's noise: {record['within_noise']}; tied with the "
+                     f"runner-up: {record['tied_with_runner_up']})")
+        lines.extend(f"warning: {caveat}" for caveat in grid_caveats(record))
     sections = [history_section(evaluated, score, "evaluation"), importance_section(evaluated, score, "evaluation"),
                 surface_section(rows, record, score)]
     return write_report(path, f"effnet grid-scale: {config.study.name}", lines, sections)

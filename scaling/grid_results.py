@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.net.flops import analytic_cost
+from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.recovery import QUEUED_PREFIX, WORKER_ATTR
 from effnet.scaling.grid_space import FLOPS_TARGET, GridConfig, GridPoint, point_key
 from effnet.scaling.twins import CHOICE_RULE, TwinGroup, twin_groups
@@ -26,6 +27,9 @@ Evaluation = tuple[str, int]
 NOISE_RULE = ("within noise when the best network's lead is under two standard errors of a difference of two "
               "K-run means: 2 * noise_sd * sqrt(2 / K), noise_sd the proxy's run-to-run standard deviation "
               "pooled over every network scored K >= 2 times")
+TIE_RULE = ("tied when the best network's mean score equals the runner-up's (to 1e-9); the tie goes to the lower "
+            "measured FLOPs ratio, then to the product alpha * beta^2 * gamma^2 nearer 2: a rule, not evidence")
+TIE_TOLERANCE = 1e-9
 
 
 # -- trials ----------------------------------------------------------------------------------------
@@ -187,9 +191,15 @@ class Verdict:
     within_noise: bool | None
     """None where it cannot be told: one repeat (no noise measured), or no runner-up."""
 
+    @property
+    def tied(self) -> bool:
+        """The runner-up's mean score equals the best's: the tie rule, not the scores, chose (`TIE_RULE`)."""
+        return self.runner_up is not None and abs(self.best.mean - self.runner_up.mean) <= TIE_TOLERANCE
+
     def record(self) -> dict[str, Any]:
         return {"runner_up": self.runner_up.summary() if self.runner_up else None, "noise_sd": self.noise_sd,
-                "margin_sd": self.margin_sd, "within_noise": self.within_noise, "noise_rule": NOISE_RULE}
+                "margin_sd": self.margin_sd, "within_noise": self.within_noise, "noise_rule": NOISE_RULE,
+                "tied_with_runner_up": self.tied, "tie_rule": TIE_RULE}
 
 
 def verdict(order: Sequence[NetworkResult], repeats: int) -> Verdict | None:
@@ -210,7 +220,8 @@ def verdict(order: Sequence[NetworkResult], repeats: int) -> Verdict | None:
 # -- coefficients.yaml --------------------------------------------------------------------------------
 
 def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], points: Sequence[PointResult],
-                        base_label: str, provenance: dict[str, Any]) -> dict[str, Any] | None:
+                        base_label: str, provenance: dict[str, Any],
+                        chance: ChanceLevel | None = None) -> dict[str, Any] | None:
     """What coefficients.yaml holds: the chosen point of the best network at the top level (as
     `export-family --coefficients` reads it), its twin group, the verdict against the noise, the grid's
     completeness, every twin group, and every point's row."""
@@ -235,6 +246,8 @@ def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], p
                       f"lower measured FLOPs ratio; then {CHOICE_RULE}"),
         "twins": best.group.record(),
         **judged.record(),
+        "chance": chance.record() if chance is not None else None,
+        "near_chance": chance.near(best.mean) if chance is not None else None,
         "complete": all(n.state in ("complete", "failed") for n in networks),
         "points_total": len(points),
         "points_scored": sum(r.network.mean is not None for r in points),
@@ -246,7 +259,7 @@ def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], p
         "grid": config.grid.describe(),
         "proxy": config.proxy_settings(),
         "base": {"path": base_label, "name": config.base.name, "resolution": config.base.resolution,
-                 "flops": base_cost.flops, "params": base_cost.params},
+                 "num_classes": config.base.num_classes, "flops": base_cost.flops, "params": base_cost.params},
         "provenance": provenance,
         "points": [_point_entry(r) for r in sorted(points, key=lambda r: rank.get(r.point.network, len(rank)))],
     }

@@ -29,6 +29,7 @@ from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.limits import spec_cost
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.proxies import ProxyConfig
+from effnet.nas.study.fit import MAX_CLASSES
 from effnet.nas.study.runner import StudyConfig
 from effnet.scaling.compound import MAX_COEFFICIENT, compound_scale, scaled_resolution
 
@@ -245,7 +246,9 @@ class GridConfig:
     """A grid: the base network, the grid definition, the proxy (its resolution is the one at gamma = 1;
     a point trains at `point_proxy_resolution`), where the study lives, `repeats` (K: each distinct
     network is trained with K seeds, `seed(0)` ... `seed(K - 1)`), and `max_points`, how many more
-    evaluations (one per distinct network and repeat) this run may start (None: all)."""
+    evaluations (one per distinct network and repeat) this run may start (None: all). `classes` replaces the
+    base's class count (None: the base's own, which a search wrote from its data), so every point's network,
+    parameters and FLOPs are those of that classifier."""
 
     base: NetworkSpec
     grid: GridDefinition
@@ -253,8 +256,12 @@ class GridConfig:
     study: StudyConfig = StudyConfig(run_dir=Path("runs/grid"), name="grid")
     max_points: int | None = None
     repeats: int = 1
+    classes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.classes is not None:
+            checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
+            object.__setattr__(self, "base", self.base.replace(num_classes=self.classes))
         if self.proxy.name == "supernet":
             raise SettingError("proxy", "supernet scores the networks of a search space, and a grid's scaled "
                                         "networks are in none; use train, zero-cost or synflow")
@@ -283,7 +290,8 @@ class GridConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed grid must agree on: otherwise its scores are not comparable."""
-        return {"base": spec_digest(self.base, 16), **self.grid.describe(), "proxy": self.proxy.fingerprint(),
+        return {"base": spec_digest(self.base, 16), "classes": self.base.num_classes,
+                "resolution": self.base.resolution, **self.grid.describe(), "proxy": self.proxy.fingerprint(),
                 "seed": self.study.seed, "repeats": self.repeats}
 
     def distributions(self) -> dict[str, FloatDistribution]:
@@ -294,4 +302,5 @@ class GridConfig:
         return {"base": base_label, "grid": self.grid.describe(), "proxy": self.proxy_settings(),
                 "study": {**dataclasses.asdict(self.study), "run_dir": str(self.study.run_dir),
                           "storage": self.study.storage_label},
-                "max_points": self.max_points, "repeats": self.repeats}
+                "max_points": self.max_points, "repeats": self.repeats, "classes": self.base.num_classes,
+                "classes_from": "--classes" if self.classes is not None else "the base spec"}

@@ -12,10 +12,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from effnet.nas.files import save_figure
+from effnet.nas.study.chance import ChanceLevel
 from effnet.scaling.family import FamilyMember
 from effnet.scaling.grid_results import PointResult, ranked
 from effnet.scaling.grid_space import FLOPS_TARGET, GridDefinition
 
+LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "fontsize": 8, "ncols": 2}
+"""Legends below the axes, clear of the data (two panels side by side leave no room to their right)."""
 LOG_TICK_SUBS = (1.0, 2.0, 5.0)
 """Labelled log-axis ticks at 1, 2 and 5 x powers of ten: a panel spanning less than a decade still gets several."""
 
@@ -56,7 +59,7 @@ def family_figure(members: Sequence[FamilyMember], title: str) -> Figure:
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("φ")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(**LEGEND_BELOW)
         for m in ordered:
             ax.annotate(m.name, (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)
@@ -65,11 +68,12 @@ def family_figure(members: Sequence[FamilyMember], title: str) -> Figure:
 
 
 def plot_grid(rows: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str,
-              score_name: str) -> Path:
+              score_name: str, chance: ChanceLevel | None = None) -> Path:
     """Mean score of every point whose network is scored (twins share their network's, bars its standard
     deviation over the repeats) against the formula's alpha*beta^2*gamma^2 (left) and the measured FLOPs
     ratio of its phi = k network over the base, taken to the power 1/k (right), coloured by gamma; the kept
-    band shaded on the side the constraint used, the chosen point starred."""
+    band shaded on the side the constraint used, the chosen point starred, the chance level of an accuracy
+    proxy dashed (and its margin shaded)."""
     scored = [r for r in rows if r.network.mean is not None]
     order = ranked(list(dict.fromkeys(r.network for r in rows)))
     best = order[0] if order else None
@@ -86,6 +90,10 @@ def plot_grid(rows: Sequence[PointResult], grid: GridDefinition, path: str | os.
             ax.axvspan(FLOPS_TARGET - grid.tolerance, FLOPS_TARGET + grid.tolerance, color="grey", alpha=0.12,
                        label=f"kept: |x − {FLOPS_TARGET}| ≤ {grid.tolerance:g}")
         ax.axvline(FLOPS_TARGET, color="grey", linestyle=":")
+        if chance is not None:
+            ax.axhline(chance.chance, color="tab:red", lw=1, ls="--", label=f"chance {chance.chance:.3f}")
+            ax.axhspan(chance.chance, chance.threshold, color="tab:red", alpha=0.07,
+                       label=f"within chance margin (+{chance.margin:.3f})")
         xs, ys = [measure(r.point) for r in scored], [r.network.mean for r in scored]
         if any(r.network.std for r in scored):
             ax.errorbar(xs, ys, yerr=[r.network.std or 0.0 for r in scored], fmt="none", ecolor="grey",
@@ -98,7 +106,7 @@ def plot_grid(rows: Sequence[PointResult], grid: GridDefinition, path: str | os.
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize=8)
+            ax.legend(**LEGEND_BELOW)
     formula_ax.set_ylabel(score_name)
     if scored:
         fig.colorbar(dots, ax=measured_ax, label="γ")

@@ -64,8 +64,15 @@ def test_search_report_holds_history_importances_and_accuracy_against_flops(sear
     assert "Importance" in title(importance)
     assert set(importance["data"][0]["y"]) <= set(choices) and len(importance["data"][0]["y"]) >= 2
     assert title(accuracy) == "Accuracy against FLOPs"
-    candidates = next(trace for trace in accuracy["data"] if trace["name"] == "trained candidates")
+    candidates = next(trace for trace in accuracy["data"] if trace["name"] == f"completed ({len(trained)})")
     assert sorted(candidates["x"]) == pytest.approx(sorted(int(r["flops"]) / 1e6 for r in trained))
+    pruned = [r for r in rows if r["state"] == "PRUNED" and r["in_band"] == "True"]
+    outside = [r for r in rows if r["in_band"] == "False"]
+    assert next(trace for trace in accuracy["data"] if trace["name"] == f"pruned ({len(pruned)})")
+    ticks = next(trace for trace in accuracy["data"] if trace["name"].startswith("outside the band"))
+    assert sorted(ticks["x"]) == pytest.approx(sorted(int(r["flops"]) / 1e6 for r in outside))
+    chance = [shape for shape in accuracy["layout"]["shapes"] if shape["type"] == "line" and shape["y0"] == shape["y1"]]
+    assert [shape["y0"] for shape in chance] == [pytest.approx(0.25)]  # synthetic: 4 balanced classes
     b0 = yaml.safe_load((search_run / "b0.yaml").read_text())["provenance"]
     star = next(trace for trace in accuracy["data"] if trace["name"] == "b0")
     assert star["x"] == [pytest.approx(b0["flops"] / 1e6)] and star["y"] == [pytest.approx(b0["accuracy"])]

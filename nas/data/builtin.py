@@ -14,11 +14,11 @@ of the set whatever the resolution.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from effnet.nas.data.images import ArrayImages, ImageSet
 
 BUILTIN_SOURCES = ("digits", "synthetic")
+DIGITS_CLASSES = 10
 SYNTHETIC_CLASSES = 4
 SYNTHETIC_PER_CLASS = 80
 SYNTHETIC_SIZE = 32
@@ -34,12 +34,14 @@ def digits() -> ImageSet:
 
     data = load_digits()
     grey = np.round(data.images * (255 / 16)).astype(np.uint8)[:, None]
-    return _set("digits", tuple(str(d) for d in range(10)), np.repeat(grey, 3, axis=1), data.target)
+    return _set("digits", tuple(str(d) for d in range(DIGITS_CLASSES)), np.repeat(grey, 3, axis=1), data.target)
 
 
 def synthetic(seed: int, size: int = SYNTHETIC_SIZE) -> ImageSet:
     """80 images per class, shuffled by `seed`; class k brightens quadrant k by 64 levels over noise of 32
     levels (standard deviation) around mid-grey."""
+    import torch  # here, so the data's facts (class count, size) are known without loading torch
+
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(SYNTHETIC_CLASSES).repeat_interleave(SYNTHETIC_PER_CLASS)
     labels = labels[torch.randperm(len(labels), generator=generator)]

@@ -7,7 +7,8 @@
   proxy's validation images are held out of the folder's *training* images (per class, from the seed;
   a folder's own val/ is left for the final evaluation), and both splits are decoded once into caches
   at the proxy size (`effnet.nas.data.cache`) that every worker memory-maps.
-- `check_source(source)` refuses a bad source before anything starts.
+- `check_source(source)` refuses a bad source before anything starts (`effnet.nas.data.facts.data_facts`
+  tells its class count and median image size without loading torch).
 
 A source is ``digits``, ``synthetic`` or an image-folder path (a folder literally named ``digits``
 is reached as ``./digits``).

@@ -87,6 +87,8 @@ def importance_section(study: optuna.Study, score_name: str, what: str) -> Secti
               if all(name in t.params for t in study.trials) and len({t.params[name] for t in study.trials}) > 1]
     if not varied:
         return Section(title, f"every scored {what} has the same choices: nothing to compare")
+    if len({t.value for t in study.trials}) == 1:  # fANOVA divides by the variance of the scores
+        return Section(title, f"every scored {what} has the same {score_name}: no choice explains any of it")
     figure = plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied,
                                     target_name=score_name)
     return Section(title, f"How much of the variance of {score_name} each choice explains (fANOVA over the "

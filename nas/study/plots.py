@@ -1,5 +1,7 @@
 """Search plots: optimization history and accuracy against FLOPs (matplotlib's Agg canvas: no display,
-no global pyplot state)."""
+no global pyplot state). Accuracy plots draw the proxy's chance level and its margin; candidates that completed,
+were pruned (their last accuracy) or fell outside the FLOPs band (never trained: a tick on the bottom edge at
+their FLOPs) have markers of their own; legends sit outside the axes, clear of the data."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.files import save_figure
+from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.objective import FlopsBand
+
+LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0.0, "fontsize": 8}
 
 
 def _figure(width: float, height: float):
@@ -20,7 +25,16 @@ def _figure(width: float, height: float):
     return fig, fig.subplots()
 
 
-def plot_history(trials: list[FrozenTrial], metric: str, path: Path) -> Path:
+def draw_chance(ax, chance: ChanceLevel | None) -> None:
+    """The chance level as a line, and the margin above it within which an accuracy is not told from it."""
+    if chance is None:
+        return
+    ax.axhline(chance.chance, color="grey", lw=1, ls="--", label=f"chance {chance.chance:.3f}")
+    ax.axhspan(chance.chance, chance.threshold, color="grey", alpha=0.12,
+               label=f"within chance margin (+{chance.margin:.3f})")
+
+
+def plot_history(trials: list[FrozenTrial], metric: str, path: Path, chance: ChanceLevel | None = None) -> Path:
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(metric) is not None]
     fig, ax = _figure(7, 4)
     xs = [t.number for t in done]
@@ -31,21 +45,35 @@ def plot_history(trials: list[FrozenTrial], metric: str, path: Path) -> Path:
         running = max(running, y)
         best.append(running)
     ax.step(xs, best, where="post", color="C3", label="best so far")
+    if metric == "accuracy":
+        draw_chance(ax, chance)
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title("Optimization history")
-    ax.legend(loc="lower right")
+    ax.legend(**LEGEND_OUTSIDE)
     return save_figure(fig, path, dpi=120)
 
 
 def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: list[FrozenTrial],
-                           best: FrozenTrial | None, path: Path) -> Path:
+                           best: FrozenTrial | None, path: Path, chance: ChanceLevel | None = None) -> Path:
     fig, ax = _figure(7, 4)
-    scored = [t for t in trials if t.user_attrs.get("accuracy") is not None and t.user_attrs.get("flops")]
     ax.axvspan(band.low / 1e6, band.high / 1e6, color="C2", alpha=0.12, label="FLOPs band")
     ax.axvline(band.target / 1e6, color="C2", lw=1, ls="--", label="target")
-    ax.scatter([t.user_attrs["flops"] / 1e6 for t in scored], [t.user_attrs["accuracy"] for t in scored],
-               s=14, alpha=0.6, label="trained candidates")
+    draw_chance(ax, chance)
+    for state, marker, label in ((TrialState.COMPLETE, "o", "completed"), (TrialState.PRUNED, "v", "pruned")):
+        shown = [t for t in trials if t.state == state and t.user_attrs.get("in_band")
+                 and t.user_attrs.get("accuracy") is not None]
+        if shown:
+            ax.scatter([t.user_attrs["flops"] / 1e6 for t in shown], [t.user_attrs["accuracy"] for t in shown],
+                       s=16, alpha=0.6, marker=marker, label=f"{label} ({len(shown)})")
+    outside = [t.user_attrs["flops"] / 1e6 for t in trials
+               if t.user_attrs.get("in_band") is False and t.user_attrs.get("flops")]
+    if outside:  # never trained: a tick along the bottom edge at their FLOPs (x in data, y in axes units)
+        ax.scatter(outside, [0.03] * len(outside), transform=ax.get_xaxis_transform(), marker="|", s=60,
+                   color="grey", alpha=0.5, label=f"outside the band, not trained ({len(outside)})")
+        low, high = ax.get_xlim()  # a blended transform does not widen the axis: widen it to hold them
+        low, high = min(low, *outside), max(high, *outside)
+        ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
     if front:
         pts = sorted((t.user_attrs["flops"] / 1e6, t.user_attrs["accuracy"]) for t in front)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C1", ms=4, label="Pareto front")
@@ -55,5 +83,5 @@ def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: li
     ax.set_xlabel("FLOPs (M, 1 multiply-add = 1 FLOP)")
     ax.set_ylabel("proxy accuracy")
     ax.set_title("Accuracy against FLOPs")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(**LEGEND_OUTSIDE)
     return save_figure(fig, path, dpi=120)

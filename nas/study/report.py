@@ -14,6 +14,8 @@ from effnet.nas.net.spec import NetworkSpec, dump_spec
 from effnet.nas.study.objective import mnasnet_reward
 from effnet.nas.study.recovery import STALE_ATTR, WORKER_ATTR
 from effnet.nas.study.runner import StudyRun
+from effnet.nas.study.chance import ChanceLevel
+from effnet.nas.study.fit import DataFit
 from effnet.nas.study.search import Candidate, SearchConfig, SearchResult, is_in_band, summarize
 from effnet.nas.study.space import SearchSpace
 
@@ -71,8 +73,10 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
             if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]
 
 
-def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial) -> tuple[NetworkSpec, int]:
-    """The best trial's spec with its provenance, and its FLOPs by fvcore, which must lie in the band."""
+def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial,
+                   fit: DataFit | None = None, chance: ChanceLevel | None = None) -> tuple[NetworkSpec, int]:
+    """The best trial's spec with its provenance (the data it was fitted to among it: export-family reads the
+    median image size there), and its FLOPs by fvcore, which must lie in the band."""
     spec = space.spec_from_params(trial.params)
     certified = fvcore_count(spec).total
     if not config.band.contains(certified):
@@ -92,6 +96,10 @@ def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial)
         "flops": trial.user_attrs.get("flops"),
         "fvcore_flops": certified,
         "space": space.name,
+        "classes": spec.num_classes,
+        "resolution": spec.resolution,
+        **({"fit": fit.record()} if fit is not None else {}),
+        **({"chance": chance.record()} if chance is not None else {}),
     }), certified
 
 
@@ -101,7 +109,8 @@ def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
                      params=a["params"], architecture=space.spec_from_params(trial.params).summary)
 
 
-def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace) -> SearchResult:
+def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, fit: DataFit | None = None,
+                       chance: ChanceLevel | None = None) -> SearchResult:
     """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
     from effnet.nas.study.plots import plot_accuracy_vs_flops, plot_history
     from effnet.nas.study.html_report import REPORT_NAME
@@ -114,19 +123,19 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace) 
     scored = [t for t in trials if is_in_band(t) and t.state == TrialState.COMPLETE]
     front = pareto_front(scored)
     metric = "accuracy" if config.multi_objective else "reward"
-    files["history_plot"] = plot_history(trials, metric, run_dir / "history.png")
+    files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", chance)
     files["accuracy_plot"] = plot_accuracy_vs_flops(trials, config.band, front, best,
-                                                    run_dir / "accuracy_vs_flops.png")
-    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME)
+                                                    run_dir / "accuracy_vs_flops.png", chance)
+    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, chance, fit)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]
     spec, certified = None, None
     if best is not None:
-        spec, certified = certified_spec(config, space, best)
+        spec, certified = certified_spec(config, space, best, fit, chance)
         files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml")
     return SearchResult(config=config, best_spec=spec, best_flops=certified,
                         top=[_candidate(t, space) for t in ranked[:TOP]], summary=summarize(study),
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s,
-                        files={**files, "run_record": run_dir / "run.yaml"}, notes=run.notes)
+                        files={**files, "run_record": run_dir / "run.yaml"}, notes=run.notes, fit=fit, chance=chance)
 

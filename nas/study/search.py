@@ -11,6 +11,7 @@ itself (storage, workers, seeds, signals, dead workers) is the study runner's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -25,10 +26,15 @@ from effnet.nas import checks
 from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.data.facts import data_facts
 from effnet.nas.data.sources import DataSplits, data_record
+from effnet.nas.errors import SettingError
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.record import write_run_record
+from effnet.nas.study.chance import ChanceLevel, chance_level
+from effnet.nas.study.fit import MAX_CLASSES, DataFit, fit_space
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
+from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
 from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, run_study
@@ -40,9 +46,13 @@ if TYPE_CHECKING:
     from effnet.nas.proxies.supernet_training import SupernetSetup
 
 SAMPLERS = ("tpe", "random", "nsga2")
+ACCURACY_PROXIES = ("train", "supernet")
+"""Proxies whose score is a validation accuracy, which a chance level applies to."""
 PRUNERS = ("hyperband", "median", "none")
 OUT_OF_BAND_FACTOR = 200
 """At most this many out-of-band samples per trained trial before a search gives up on the band."""
+MAX_RESOLUTION = 4096
+"""The largest `--resolution` (as for `--proxy-resolution`)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,11 @@ class SearchConfig:
     pruner: str = "hyperband"
     proxy: ProxyConfig = ProxyConfig()
     study: StudyConfig = StudyConfig(run_dir=Path("runs/search"), name="search")
+    classes: int | None = None
+    """The networks' class count (None: the data's)."""
+    resolution: int | None = None
+    """The base network's resolution, where the FLOPs target is counted (None: derived from the space and the
+    data, `effnet.nas.data.facts.RESOLUTION_RULE`). The proxy trains at `proxy.resolution` whatever it is."""
 
     def __post_init__(self) -> None:
         checks.whole("target_flops", self.target_flops, low=1)
@@ -68,6 +83,10 @@ class SearchConfig:
         checks.choice("sampler", self.sampler, SAMPLERS)
         checks.choice("pruner", self.pruner, PRUNERS)
         checks.whole("trials", self.trials, low=1, high=10_000_000)
+        if self.classes is not None:
+            checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
+        if self.resolution is not None:
+            checks.whole("resolution", self.resolution, low=8, high=MAX_RESOLUTION)
 
     @property
     def band(self) -> FlopsBand:
@@ -179,6 +198,14 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def reported_accuracy(objective: str, target_flops: int, trial: FrozenTrial, value: float) -> float | None:
+    """The accuracy behind a reward a candidate reported: the reward over its FLOPs factor (None without FLOPs)."""
+    flops = trial.user_attrs.get("flops")
+    if not flops:
+        return None
+    return value / reward_for(objective, 1.0, flops, target_flops)
+
+
 def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime,
                   supernet: "SupernetSetup | None" = None) -> Callable[[], Any]:
     """Data and proxy are built lazily, once per worker, on the first in-band candidate (the supernet proxy
@@ -227,12 +254,17 @@ class SearchJob:
 
     config: SearchConfig
     space: SearchSpace
+    """The space with its base fitted to the data (`effnet.nas.study.fit`)."""
+    chance: ChanceLevel | None = None
+    """The proxy's chance level on its validation split; with it, pruning waits for the proxy to separate
+    candidates from chance (`effnet.nas.study.pruning`)."""
     kind: str = "search"
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.config
         return {"target_flops": c.target_flops, "flops_tolerance": c.flops_tolerance, "objective": c.objective,
                 "space": self.space.name, "space_digest": self.space.digest(),
+                "classes": self.space.base.num_classes, "resolution": self.space.base.resolution,
                 "proxy": c.proxy.fingerprint(), "seed": c.study.seed}
 
     def directions(self) -> list[str]:
@@ -254,8 +286,12 @@ class SearchJob:
         if c.multi_objective or c.pruner == "none" or c.proxy.name != "train" or c.proxy.epochs == 1:
             return optuna.pruners.NopPruner()  # (one epoch: the only report is the final score)
         if c.pruner == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.proxy.epochs, reduction_factor=3)
+            pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        else:
+            pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.proxy.epochs, reduction_factor=3)
+        if self.chance is None:
+            return pruner
+        return ChanceGate(pruner, self.chance, functools.partial(reported_accuracy, c.objective, c.target_flops))
 
     def prepare(self, study: optuna.Study) -> None:
         pass
@@ -327,6 +363,18 @@ class SearchResult:
     """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
     supernet: dict[str, Any] | None = None
     """The supernet proxy's training: its checkpoint, steps done of all, seconds in all and in this run."""
+    fit: DataFit | None = None
+    """The class count and resolution the networks were fitted to, and where each came from."""
+    chance: ChanceLevel | None = None
+    """The proxy's chance level on its validation split (None for the zero-cost scores, which are no accuracy)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What speaks against the result: the best candidate's accuracy within the margin of chance."""
+        best = self.top[0].accuracy if self.top else None
+        if self.chance is None or best is None:
+            return []
+        return [self.chance.warning(best)] if self.chance.near(best) else []
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""
@@ -340,6 +388,9 @@ class SearchResult:
             "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])],
             "report": str(self.files["report"]), "best_spec": None,
             "data": self.data, "notes": self.notes, "supernet": self.supernet,
+            "classes": self.fit.classes if self.fit else None, "resolution": self.fit.resolution if self.fit else None,
+            "fit": self.fit.record() if self.fit else None, "chance": self.chance.record() if self.chance else None,
+            "warnings": self.warnings,
         }
         if self.best_spec is not None:
             best = self.top[0]
@@ -349,15 +400,32 @@ class SearchResult:
         return data
 
 
-def check_search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> tuple[SearchSpace, DataSplits]:
-    """Everything that can be refused before the study starts (the space, the data, the run directory),
-    and the proxy's data, its caches built here once for every worker."""
+def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
+    """The search's space with its base fitted to the data (class count, resolution), checked: the FLOPs band
+    reachable and the largest network within the cost limits at that resolution."""
     space = load_space(config.space)
-    check_band(space, config.band.low, config.band.high)
+    facts = data_facts(config.proxy.data, config.study.seed)
+    if config.classes is not None and config.classes < facts.classes:
+        raise SettingError("classes", f"is {config.classes}, but the data {facts.source} has {facts.classes} "
+                                      f"classes; give at least {facts.classes} or leave it out")
+    space, fit = fit_space(space, facts, config.classes, config.resolution)
+    reach = check_band(space, config.band.low, config.band.high)
+    problem = reach.largest.problem()
+    if problem is not None:
+        raise SettingError("resolution", f"{fit.resolution} px makes the {space.name} space's largest network "
+                                         f"{problem}; use a lower resolution")
+    return space, fit
+
+
+def check_search(config: SearchConfig,
+                 on_progress: ProgressCallback | None = None) -> tuple[SearchSpace, DataFit, DataSplits]:
+    """Everything that can be refused before the study starts (the space fitted to the data, the run
+    directory), and the proxy's data, its caches built here once for every worker."""
+    space, fit = fitted_space(config)
     config.study.worker_device()
     config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
-    return space, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
+    return space, fit, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
 
 
 def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
@@ -373,15 +441,17 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     completed written (`stop_reason` "interrupt")."""
     from effnet.nas.study.report import write_search_files
 
-    space, data = check_search(config, on_progress)
-    job, started = SearchJob(config, space), time.time()
+    space, fit, data = check_search(config, on_progress)
+    accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
+    chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
+    job, started = SearchJob(config, space, chance), time.time()
     supernet = train_before_study(job, data, _data_progress(on_progress))  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
     else:
         run = run_study(job, config.study if supernet is None else supernet.study, on_progress)
     run.elapsed_s = time.time() - started  # the supernet's training included
-    result = dataclasses.replace(write_search_files(run, config, space), data=data_record(data),
+    result = dataclasses.replace(write_search_files(run, config, space, fit, chance), data=data_record(data),
                                  supernet=supernet.record() if supernet is not None else None)
     write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())
     return result

@@ -58,7 +58,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
+from effnet.nas.training.checkpoint import check_state, load_checkpoint, save_checkpoint
 from torch.utils.data import DataLoader
 
 from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
@@ -498,6 +498,12 @@ def _device(name: str, dist: Distributed) -> torch.device:
 
 def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: WeightEma,
              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    fix = "delete the checkpoint to start over"
+    reference = {key: tensor.cpu() for key, tensor in model.state_dict().items()}
+    for part, state in (("model", checkpoint["model"]), ("EMA", (checkpoint.get("ema") or {}).get("weights"))):
+        if not isinstance(state, dict):
+            raise InputError(f"{path}: the checkpoint holds no {part} weights; {fix}")
+        check_state(state, f"{path} ({part} weights)", fix, reference)
     try:
         model.load_state_dict(checkpoint["model"])
         ema.load_state_dict(checkpoint["ema"])

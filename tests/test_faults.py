@@ -556,3 +556,48 @@ def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tm
         log = tmp_path / f"worker-{index}-error.log"
         assert "RuntimeError: a bug in the worker" in log.read_text()
         assert f"worker {index} failed; its traceback is in {log}" in run.notes
+
+
+@pytest.mark.parametrize("trials", [2, 50])
+def test_a_search_whose_every_trial_fails_alike_stops_with_that_error(trials, tmp_path, monkeypatch,
+                                                                      one_torch_thread):
+    """A proxy that fails every candidate the same way (an empty RuntimeError, as a broken supernet gave) stops
+    the run after three failed trials with the error as one line and exit 2: no spinning to the time limit, and
+    no exit 0 asking for a rerun that would fail alike when the budget is smaller than three."""
+    from effnet.nas.proxies.train import TrainProxy
+
+    calls: list[int] = []
+
+    def broken(self, spec, report=None, seed=None):
+        calls.append(1)
+        raise RuntimeError()
+
+    monkeypatch.setattr(TrainProxy, "score", broken)
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--trials", str(trials), "--run-dir", str(run_dir), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: all {min(3, trials)} trials of this run failed the same "
+                                                  "way and none succeeded: RuntimeError (no message)"]
+    failed = [t for t in journal_trials(run_dir) if t.state == TrialState.FAIL]
+    assert len(calls) == len(failed) == min(3, trials)
+    assert {t.user_attrs["fail_reason"] for t in failed} == {"RuntimeError (no message)"}
+
+
+def test_a_search_with_some_trials_failing_goes_on(tmp_path, monkeypatch, one_torch_thread):
+    """Failures that differ, or alternate with successes, are a candidate's own: the run goes on to its budget."""
+    from effnet.nas.proxies.train import TrainProxy
+
+    scored: list[int] = []
+
+    def every_other(self, spec, report=None, seed=None):
+        scored.append(1)
+        if len(scored) % 2:
+            raise RuntimeError(f"candidate {len(scored)} failed")
+        return 0.5
+
+    monkeypatch.setattr(TrainProxy, "score", every_other)
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "6", "--run-dir", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stop_reason"] == "budget" and len(scored) == 6

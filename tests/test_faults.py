@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -601,3 +602,68 @@ def test_a_search_with_some_trials_failing_goes_on(tmp_path, monkeypatch, one_to
     result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "6", "--run-dir", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stop_reason"] == "budget" and len(scored) == 6
+
+
+# -- what is loaded is checked before it is used -------------------------------------------------------
+
+def _damage_cache(how: str, array: Path, record: Path) -> None:
+    import numpy as np
+
+    if how == "truncated":
+        array.write_bytes(array.read_bytes()[: array.stat().st_size // 2])
+    elif how == "re-headed":  # a whole .npy of another shape under the cache's name
+        np.save(array, np.zeros((2, 3, 5, 5), np.uint8))
+    elif how == "other-dtype":
+        data = np.load(array)
+        np.save(array, data.astype(np.float32)[:, :, :, :])
+    elif how == "record-garbage":
+        record.write_bytes(b"\x00{not json")
+    elif how == "record-of-others":
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "labels": data["labels"][:-1]}))
+
+
+@pytest.mark.parametrize("how", ["truncated", "re-headed", "other-dtype", "record-garbage", "record-of-others"])
+def test_a_damaged_proxy_cache_is_rebuilt_once_with_a_warning(how, tmp_path):
+    import numpy as np
+
+    from effnet.nas.data.sources import proxy_data
+    from images import jpeg_folder
+
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    first = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    expected = np.array(first.train.images.get())
+    array = first.train.images.path
+    _damage_cache(how, array, array.with_suffix(".json"))
+    again = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    [note] = again.notes
+    assert note.startswith(f"the proxy cache {array} was damaged (") and note.endswith("it was decoded again")
+    assert np.array_equal(np.array(again.train.images.get()), expected)
+    third = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    assert third.notes == ()  # the rebuilt cache is whole
+
+
+@pytest.mark.parametrize("where", ["array", "lock", "cache-dir"])
+def test_a_proxy_cache_path_taken_by_something_else_is_a_clear_error(where, tmp_path):
+    from effnet.nas.data.sources import proxy_data
+    from effnet.nas.errors import InputError
+    from images import jpeg_folder
+
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    cache_dir = tmp_path / "cache"
+    first = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=cache_dir, loader_workers=0)
+    array = first.train.images.path
+    if where == "array":
+        array.unlink()
+        array.mkdir()
+        expected = f"{array} is a directory where effnet keeps its proxy cache"
+    elif where == "lock":
+        array.with_suffix(".lock").unlink()
+        array.with_suffix(".lock").mkdir()
+        expected = "Is a directory"
+    else:
+        cache_dir = tmp_path / "a-file"
+        cache_dir.write_text("not a folder")
+        expected = "choose a writable directory with --cache-dir"
+    with pytest.raises(InputError, match=re.escape(expected)):
+        proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=cache_dir, loader_workers=0)

@@ -48,6 +48,8 @@ class DataSplits:
     resolution: int
     stored: str
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    """What the user should know of the data: a damaged cache rebuilt."""
 
     @property
     def num_classes(self) -> int:
@@ -62,7 +64,7 @@ def data_record(data: DataSplits, shown: int = 20) -> dict:
     """What a run record says of its data: sizes, and the files left out (the first `shown` of them)."""
     return {"source": data.name, "train_images": len(data.train), "val_images": len(data.val),
             "classes": data.num_classes, "resolution": data.resolution, "skipped": len(data.skipped),
-            "skipped_files": list(data.skipped[:shown])}
+            "skipped_files": list(data.skipped[:shown]), "notes": list(data.notes)}
 
 
 def is_builtin(source: str) -> bool:
@@ -122,8 +124,9 @@ def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | N
             reason = next((s for s in skipped if f"/{name}/" in s), "no image decodes")
             raise InputError(f"{pool.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
                              "its files")
+    notes = tuple(cache.rebuilt for cache in (cached_train, cached_val) if cache.rebuilt)
     return DataSplits(pool.name, cached_train.images, cached_val.images, resolution, stored="prepared",
-                      skipped=skipped)
+                      skipped=skipped, notes=notes)
 
 
 def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[ImageSet, int], Iterator]:

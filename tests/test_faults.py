@@ -667,3 +667,20 @@ def test_a_proxy_cache_path_taken_by_something_else_is_a_clear_error(where, tmp_
         expected = "choose a writable directory with --cache-dir"
     with pytest.raises(InputError, match=re.escape(expected)):
         proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=cache_dir, loader_workers=0)
+
+
+def test_more_loader_workers_than_the_free_memory_holds_are_refused(tmp_path, monkeypatch, no_training):
+    """4 GiB free: a search's worker (450 MiB) and 256 loader workers of 200 MiB need 50.4 GiB, (4096 - 450) // 200
+    = 18 fit; a training's 256 need 50.0 GiB, 4096 // 200 = 20 fit."""
+    from effnet.nas import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 2**30)
+    result = runner.invoke(app, [*SEARCH, "--loader-workers", "256", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: --loader-workers 256 need about 50.4 GiB (about 200 MiB each) and 4.0 GiB is "
+                             "free; use at most 18\n")
+    result = runner.invoke(app, ["train", str(Path(__file__).parent / "data" / "tiny_base.yaml"), "--data",
+                                 "synthetic", "--loader-workers", "256", "--run-dir", str(tmp_path / "train")])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: --loader-workers 256 need about 50.0 GiB (about 200 MiB each) and 4.0 GiB is "
+                             "free; use at most 20\n")

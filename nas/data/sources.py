@@ -25,7 +25,7 @@ import numpy as np
 from effnet.nas.data import builtin
 from effnet.nas.data.builtin import BUILTIN_SOURCES
 from effnet.nas.data.cache import cached_images, default_cache_dir
-from effnet.nas.data.folder import held_out_split, index_folder
+from effnet.nas.data.folder import check_decodable, held_out_split, index_folder, resolve_data_path
 from effnet.nas.data.images import ImageSet
 from effnet.nas.data.loader import EpochSampler, TransformedImages, default_loader_workers, make_loader
 from effnet.nas.data.transforms import eval_size, prepare_transform
@@ -77,7 +77,7 @@ def _index(path: str) -> tuple[ImageSet, ImageSet | None]:
 
 
 def _folder(source: str) -> tuple[ImageSet, ImageSet | None]:
-    return _index(str(Path(source).expanduser().resolve()))
+    return _index(str(resolve_data_path(source)))
 
 
 def check_source(source: str) -> None:
@@ -97,6 +97,7 @@ def training_data(source: str, resolution: int, seed: int) -> DataSplits:
         train, val = held_out_split(_builtin(source, seed), seed)
         return DataSplits(source, train, val, resolution, stored="square")
     train, val = _folder(source)
+    check_decodable(train)
     if val is None:
         train, val = held_out_split(train, seed)
     return DataSplits(train.name, train, val, resolution, stored="files")

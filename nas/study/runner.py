@@ -46,7 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_error_log
-from effnet.nas.memory import available_memory, gib
+from effnet.nas.memory import available_memory, check_loader_workers, gib
 from effnet.nas.redact import redact, url_secrets
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR, WORKER_ATTR,
                                        recover_stale_trials, requeue_interrupted, worker_identity)
@@ -136,12 +136,13 @@ class StudyConfig:
                             loader_workers=self.loader_workers, cache_dir=self.cache_dir)
 
     def check_workers(self) -> None:
-        """Refuse more workers than this machine's free memory holds (where that is known)."""
+        """Refuse more workers, or loader workers, than this machine's free memory holds (where that is known)."""
         available = available_memory()
         if self.workers > 1 and available is not None and self.workers * WORKER_MEMORY > available:
             raise SettingError("workers", f"{self.workers} need about {gib(self.workers * WORKER_MEMORY)} (about "
                                           f"{WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is free; use at "
                                           f"most {max(1, available // WORKER_MEMORY)}")
+        check_loader_workers(self.loader_workers, self.workers, WORKER_MEMORY)
 
     def worker_device(self) -> str:
         """`cpu` or `cuda`, as the workers run; `auto` picks CUDA where it is available; `cuda` without

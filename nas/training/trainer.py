@@ -70,6 +70,7 @@ from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_csv
+from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, compile_model, place_model, resolve_device
@@ -658,6 +659,7 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     monitor = monitor or TrainMonitor()
     dist = distributed_from_env()
     resolve_device(config.device)
+    check_loader_workers(config.loader_workers)
     size = config.spec.resolution if config.resolution is None else config.resolution
     images = training_data(config.data, size, config.seed)
     augment = config.augment if config.augment != "auto" else "none" if is_builtin(config.data) else "paper"

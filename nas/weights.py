@@ -105,6 +105,8 @@ def load_weights(model: nn.Module, weights: WeightsFile, *, replace_classifier: 
     reference = model.state_dict()
     state = to_effnet(weights.state, reference, model.spec, weights.library, weights.description,
                       skip_classifier=replace_classifier)
+    check_state(state, weights.description, "use weights trained for this spec",
+                {key: reference[key] for key in state})
     model.load_state_dict(state, strict=False)
     layers = list(dict.fromkeys(key.rpartition(".")[0] for key in reference))
     taken = {key.rpartition(".")[0] for key in state}

@@ -684,3 +684,110 @@ def test_more_loader_workers_than_the_free_memory_holds_are_refused(tmp_path, mo
     assert result.exit_code == 2, result.output
     assert result.output == ("error: --loader-workers 256 need about 50.0 GiB (about 200 MiB each) and 4.0 GiB is "
                              "free; use at most 20\n")
+
+
+@pytest.mark.parametrize("damage", ["nan-model", "sparse-ema", "shape-model"])
+def test_a_damaged_training_checkpoint_is_refused_on_resume_naming_the_tensor(damage, tmp_path, one_torch_thread):
+    import torch
+
+    spec = str(Path(__file__).parent / "data" / "tiny_base.yaml")
+    args = ["train", spec, "--data", "synthetic", "--resolution", "16", "--batch-size", "32", "--precise-bn", "0",
+            "--run-dir", str(tmp_path / "run"), "--json"]
+    first = runner.invoke(app, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    if damage == "nan-model":
+        state["model"]["head.0.weight"][0, 0, 0, 0] = float("nan")
+        expected = f"{path} (model weights): tensor 'head.0.weight' holds 1 NaN or infinite value"
+    elif damage == "sparse-ema":
+        weights = state["ema"]["weights"]
+        weights["stem.0.weight"] = weights["stem.0.weight"].to_sparse()
+        expected = f"{path} (EMA weights): tensor 'stem.0.weight' is stored as torch.sparse_coo, not dense"
+    else:
+        state["model"]["classifier.bias"] = torch.zeros(3)
+        expected = f"{path} (model weights): tensor 'classifier.bias' has shape [3], the model's [4]"
+    torch.save(state, path)
+    result = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {expected}; delete the checkpoint to start over"]
+
+
+def test_a_raw_pickle_is_one_line_without_torch_warnings(tmp_path):
+    """torch warns of the pickle protocol before refusing a plain pickle; only effnet's line may show."""
+    corpus = Path(__file__).parent / "bad_inputs"
+    result = subprocess.run([sys.executable, "-m", "effnet.cli", "export-model", str(Path(__file__).parent / "data"
+                             / "tiny_base.yaml"), "--checkpoint", str(corpus / "weights" / "raw_pickle.pkl"), "--out",
+                             str(tmp_path / "model.onnx")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {corpus / 'weights' / 'raw_pickle.pkl'}: not a readable weights file (not a file torch.save wrote: "
+        "a plain pickle or other bytes); give an effnet checkpoint or a state dict saved with torch.save"]
+
+
+def test_a_strip_image_is_refused_from_its_header_before_any_resize(tmp_path):
+    """A 1 x 1,000,000 PNG (about 1 KB, a megapixel: under the pixel limit) would take 16,000,000 x 16 x 3 bytes
+    (768 MB) to resize to a 16 px short side; it is refused before its pixels are decoded."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from effnet.nas.data.images import BadImage, decode_image
+
+    path = tmp_path / "strip.png"
+    Image.new("L", (1_000_000, 1), 128).save(path)
+    Image.new("L", (1_000, 10), 128).save(tmp_path / "wide.png")  # 100:1, the widest accepted
+    assert decode_image(tmp_path / "wide.png").size == (1_000, 10)
+    tracemalloc.start()
+    with pytest.raises(BadImage, match=re.escape(f"{path}: 1000000x1 pixels is a strip more than 100 times")):
+        decode_image(path, draft=16)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10 * 2**20
+
+
+def test_symlink_loops_are_named_not_crashed_on(tmp_path):
+    """A looping link among a class's files is skipped and named like any file that does not decode; a data
+    folder or class folder that loops is one clear error."""
+    from effnet.nas.data.folder import index_folder
+    from effnet.nas.data.sources import proxy_data
+    from effnet.nas.errors import InputError
+    from images import jpeg_folder
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    (data / "class0" / "loop.jpg").symlink_to("loop.jpg")
+    split = proxy_data(str(data), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    [skipped] = split.skipped
+    assert skipped.startswith(f"{data / 'class0' / 'loop.jpg'}: cannot read the image (") and "symbolic" in skipped
+    assert len(split.train) + len(split.val) == 12
+
+    (tmp_path / "root").symlink_to(tmp_path / "root")
+    with pytest.raises(InputError, match="a symbolic link that loops; give the data folder itself"):
+        index_folder(tmp_path / "root")
+    (data / "class2").symlink_to(data / "class2")
+    with pytest.raises(InputError, match=re.escape(f"{data / 'class2'}: cannot read it (Too many levels of "
+                                                   "symbolic links); fix or remove it")):
+        index_folder(data)
+
+
+@pytest.mark.parametrize("unreadable", ["root", "class1"])
+def test_a_data_folder_that_cannot_be_listed_is_one_clear_error(unreadable, tmp_path, monkeypatch):
+    """What a folder without read permission gives (the tests run as root, who reads everything: scandir is
+    made to refuse as the kernel would)."""
+    from effnet.nas.data.folder import index_folder
+    from effnet.nas.errors import InputError
+    from images import jpeg_folder
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=2)
+    refused = data if unreadable == "root" else data / "class1"
+    scandir = os.scandir
+
+    def guarded(path="."):
+        if Path(path) == refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+    with pytest.raises(InputError, match=re.escape(f"{refused}: cannot list the folder (Permission denied); make it "
+                                                   "readable or give another data folder")):
+        index_folder(data)

@@ -146,7 +146,9 @@ class ProgressBar:
 
 
 def warn_skipped(data: dict) -> None:
-    """A visible line when images were left out because they do not decode (run.yaml lists them)."""
+    """A visible line when images were left out because they do not decode (run.yaml lists them), and one for
+    each of the data's notes (a damaged cache rebuilt)."""
+    print_notes(data.get("notes", []))
     if data.get("skipped"):
         first = data["skipped_files"][0]
         progress_console.print(f"[yellow]warning:[/] {data['skipped']} image file(s) did not decode and were left "

@@ -25,3 +25,25 @@ def available_memory() -> int | None:
 
 def gib(size: float) -> str:
     return f"{size / GIB:.1f} GiB"
+
+
+LOADER_WORKER_MEMORY = 200 * 2**20
+"""What one DataLoader worker process holds of its own: about 20 MiB measured (forked, prefetching 224-px
+batches of JPEGs), plus one decoded image of up to 64 megapixels (183 MiB)."""
+
+
+def check_loader_workers(loader_workers: int | None, processes: int = 1, process_memory: int = 0) -> None:
+    """Refuse `loader_workers` DataLoader processes for each of `processes` (each holding about `process_memory`
+    itself) where this machine's free memory (if known) holds fewer: a `SettingError` naming how many fit."""
+    from effnet.nas.errors import SettingError
+
+    available = available_memory()
+    if not loader_workers or available is None:
+        return
+    need = processes * (process_memory + loader_workers * LOADER_WORKER_MEMORY)
+    if need > available:
+        fit = max(0, (available // processes - process_memory) // LOADER_WORKER_MEMORY)
+        each = "" if processes == 1 else f" for each of {processes} workers"
+        raise SettingError("loader_workers", f"{loader_workers}{each} need about {gib(need)} (about "
+                                             f"{LOADER_WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is "
+                                             f"free; use at most {fit}")

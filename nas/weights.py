@@ -26,7 +26,7 @@ from effnet.nas.files import atomic_write
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
 from effnet.nas.net.spec import NetworkSpec, spec_from_dict
-from effnet.nas.training.checkpoint import BEST_NAME, check_version, is_checkpoint, read_torch_file
+from effnet.nas.training.checkpoint import BEST_NAME, check_state, check_version, is_checkpoint, read_torch_file
 
 FIRST_LAYER = {"stem.0.weight": "effnet", "conv_stem.weight": "timm", "features.0.0.weight": "torchvision"}
 """The name of the stem conv's weight in each library's state dict."""
@@ -144,6 +144,8 @@ def _tensors(data: Any, source: Path) -> dict[str, torch.Tensor]:
                                                          for k, v in data.items()):
         raise InputError(f"{source}: not an effnet checkpoint or a state dict (names to tensors); give one saved "
                          "with torch.save(model.state_dict(), path)")
+    check_state(data, str(source), "give the weights of a trained model, saved with torch.save(model.state_dict(), "
+                                   "path)")
     return data
 
 
@@ -154,6 +156,8 @@ def load_weights(model: nn.Module, weights: WeightsFile, *, replace_classifier: 
     reference = model.state_dict()
     state = to_effnet(weights.state, reference, model.spec, weights.library, weights.description,
                       skip_classifier=replace_classifier)
+    check_state(state, weights.description, "use weights trained for this spec",
+                {key: reference[key] for key in state})
     model.load_state_dict(state, strict=False)
     layers = list(dict.fromkeys(key.rpartition(".")[0] for key in reference))
     taken = {key.rpartition(".")[0] for key in state}

@@ -43,6 +43,8 @@ PREFIX = {
                     "--proxy-resolution", "16", "--threads", "1", "--run-dir", "@TMP/run", "--json"],
     "export-model": ["export-model", "--out", "@TMP/model.onnx", "--json"],
     "predict": ["predict", "--json"],
+    "train": ["train", "@DIR/../data/tiny_base.yaml", "--data", "synthetic", "--resolution", "16", "--epochs", "1",
+              "--run-dir", "@TMP/run", "--json"],
 }
 """Each command with quick settings; a case's own arguments come after and override them."""
 CASE_SECONDS = 10

@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -556,3 +557,237 @@ def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tm
         log = tmp_path / f"worker-{index}-error.log"
         assert "RuntimeError: a bug in the worker" in log.read_text()
         assert f"worker {index} failed; its traceback is in {log}" in run.notes
+
+
+@pytest.mark.parametrize("trials", [2, 50])
+def test_a_search_whose_every_trial_fails_alike_stops_with_that_error(trials, tmp_path, monkeypatch,
+                                                                      one_torch_thread):
+    """A proxy that fails every candidate the same way (an empty RuntimeError, as a broken supernet gave) stops
+    the run after three failed trials with the error as one line and exit 2: no spinning to the time limit, and
+    no exit 0 asking for a rerun that would fail alike when the budget is smaller than three."""
+    from effnet.nas.proxies.train import TrainProxy
+
+    calls: list[int] = []
+
+    def broken(self, spec, report=None, seed=None):
+        calls.append(1)
+        raise RuntimeError()
+
+    monkeypatch.setattr(TrainProxy, "score", broken)
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--trials", str(trials), "--run-dir", str(run_dir), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: all {min(3, trials)} trials of this run failed the same "
+                                                  "way and none succeeded: RuntimeError (no message)"]
+    failed = [t for t in journal_trials(run_dir) if t.state == TrialState.FAIL]
+    assert len(calls) == len(failed) == min(3, trials)
+    assert {t.user_attrs["fail_reason"] for t in failed} == {"RuntimeError (no message)"}
+
+
+def test_a_search_with_some_trials_failing_goes_on(tmp_path, monkeypatch, one_torch_thread):
+    """Failures that differ, or alternate with successes, are a candidate's own: the run goes on to its budget."""
+    from effnet.nas.proxies.train import TrainProxy
+
+    scored: list[int] = []
+
+    def every_other(self, spec, report=None, seed=None):
+        scored.append(1)
+        if len(scored) % 2:
+            raise RuntimeError(f"candidate {len(scored)} failed")
+        return 0.5
+
+    monkeypatch.setattr(TrainProxy, "score", every_other)
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "6", "--run-dir", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stop_reason"] == "budget" and len(scored) == 6
+
+
+# -- what is loaded is checked before it is used -------------------------------------------------------
+
+def _damage_cache(how: str, array: Path, record: Path) -> None:
+    import numpy as np
+
+    if how == "truncated":
+        array.write_bytes(array.read_bytes()[: array.stat().st_size // 2])
+    elif how == "re-headed":  # a whole .npy of another shape under the cache's name
+        np.save(array, np.zeros((2, 3, 5, 5), np.uint8))
+    elif how == "other-dtype":
+        data = np.load(array)
+        np.save(array, data.astype(np.float32)[:, :, :, :])
+    elif how == "record-garbage":
+        record.write_bytes(b"\x00{not json")
+    elif how == "record-of-others":
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "labels": data["labels"][:-1]}))
+
+
+@pytest.mark.parametrize("how", ["truncated", "re-headed", "other-dtype", "record-garbage", "record-of-others"])
+def test_a_damaged_proxy_cache_is_rebuilt_once_with_a_warning(how, tmp_path):
+    import numpy as np
+
+    from effnet.nas.data.sources import proxy_data
+    from images import jpeg_folder
+
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    first = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    expected = np.array(first.train.images.get())
+    array = first.train.images.path
+    _damage_cache(how, array, array.with_suffix(".json"))
+    again = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    [note] = again.notes
+    assert note.startswith(f"the proxy cache {array} was damaged (") and note.endswith("it was decoded again")
+    assert np.array_equal(np.array(again.train.images.get()), expected)
+    third = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    assert third.notes == ()  # the rebuilt cache is whole
+
+
+@pytest.mark.parametrize("where", ["array", "lock", "cache-dir"])
+def test_a_proxy_cache_path_taken_by_something_else_is_a_clear_error(where, tmp_path):
+    from effnet.nas.data.sources import proxy_data
+    from effnet.nas.errors import InputError
+    from images import jpeg_folder
+
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    cache_dir = tmp_path / "cache"
+    first = proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=cache_dir, loader_workers=0)
+    array = first.train.images.path
+    if where == "array":
+        array.unlink()
+        array.mkdir()
+        expected = f"{array} is a directory where effnet keeps its proxy cache"
+    elif where == "lock":
+        array.with_suffix(".lock").unlink()
+        array.with_suffix(".lock").mkdir()
+        expected = "Is a directory"
+    else:
+        cache_dir = tmp_path / "a-file"
+        cache_dir.write_text("not a folder")
+        expected = "choose a writable directory with --cache-dir"
+    with pytest.raises(InputError, match=re.escape(expected)):
+        proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=cache_dir, loader_workers=0)
+
+
+def test_more_loader_workers_than_the_free_memory_holds_are_refused(tmp_path, monkeypatch, no_training):
+    """4 GiB free: a search's worker (450 MiB) and 256 loader workers of 200 MiB need 50.4 GiB, (4096 - 450) // 200
+    = 18 fit; a training's 256 need 50.0 GiB, 4096 // 200 = 20 fit."""
+    from effnet.nas import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 2**30)
+    result = runner.invoke(app, [*SEARCH, "--loader-workers", "256", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: --loader-workers 256 need about 50.4 GiB (about 200 MiB each) and 4.0 GiB is "
+                             "free; use at most 18\n")
+    result = runner.invoke(app, ["train", str(Path(__file__).parent / "data" / "tiny_base.yaml"), "--data",
+                                 "synthetic", "--loader-workers", "256", "--run-dir", str(tmp_path / "train")])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: --loader-workers 256 need about 50.0 GiB (about 200 MiB each) and 4.0 GiB is "
+                             "free; use at most 20\n")
+
+
+@pytest.mark.parametrize("damage", ["nan-model", "sparse-ema", "shape-model"])
+def test_a_damaged_training_checkpoint_is_refused_on_resume_naming_the_tensor(damage, tmp_path, one_torch_thread):
+    import torch
+
+    spec = str(Path(__file__).parent / "data" / "tiny_base.yaml")
+    args = ["train", spec, "--data", "synthetic", "--resolution", "16", "--batch-size", "32", "--precise-bn", "0",
+            "--run-dir", str(tmp_path / "run"), "--json"]
+    first = runner.invoke(app, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    if damage == "nan-model":
+        state["model"]["head.0.weight"][0, 0, 0, 0] = float("nan")
+        expected = f"{path} (model weights): tensor 'head.0.weight' holds 1 NaN or infinite value"
+    elif damage == "sparse-ema":
+        weights = state["ema"]["weights"]
+        weights["stem.0.weight"] = weights["stem.0.weight"].to_sparse()
+        expected = f"{path} (EMA weights): tensor 'stem.0.weight' is stored as torch.sparse_coo, not dense"
+    else:
+        state["model"]["classifier.bias"] = torch.zeros(3)
+        expected = f"{path} (model weights): tensor 'classifier.bias' has shape [3], the model's [4]"
+    torch.save(state, path)
+    result = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {expected}; delete the checkpoint to start over"]
+
+
+def test_a_raw_pickle_is_one_line_without_torch_warnings(tmp_path):
+    """torch warns of the pickle protocol before refusing a plain pickle; only effnet's line may show."""
+    corpus = Path(__file__).parent / "bad_inputs"
+    result = subprocess.run([sys.executable, "-m", "effnet.cli", "export-model", str(Path(__file__).parent / "data"
+                             / "tiny_base.yaml"), "--checkpoint", str(corpus / "weights" / "raw_pickle.pkl"), "--out",
+                             str(tmp_path / "model.onnx")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {corpus / 'weights' / 'raw_pickle.pkl'}: not a readable weights file (not a file torch.save wrote: "
+        "a plain pickle or other bytes); give an effnet checkpoint or a state dict saved with torch.save"]
+
+
+def test_a_strip_image_is_refused_from_its_header_before_any_resize(tmp_path):
+    """A 1 x 1,000,000 PNG (about 1 KB, a megapixel: under the pixel limit) would take 16,000,000 x 16 x 3 bytes
+    (768 MB) to resize to a 16 px short side; it is refused before its pixels are decoded."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from effnet.nas.data.images import BadImage, decode_image
+
+    path = tmp_path / "strip.png"
+    Image.new("L", (1_000_000, 1), 128).save(path)
+    Image.new("L", (1_000, 10), 128).save(tmp_path / "wide.png")  # 100:1, the widest accepted
+    assert decode_image(tmp_path / "wide.png").size == (1_000, 10)
+    tracemalloc.start()
+    with pytest.raises(BadImage, match=re.escape(f"{path}: 1000000x1 pixels is a strip more than 100 times")):
+        decode_image(path, draft=16)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10 * 2**20
+
+
+def test_symlink_loops_are_named_not_crashed_on(tmp_path):
+    """A looping link among a class's files is skipped and named like any file that does not decode; a data
+    folder or class folder that loops is one clear error."""
+    from effnet.nas.data.folder import index_folder
+    from effnet.nas.data.sources import proxy_data
+    from effnet.nas.errors import InputError
+    from images import jpeg_folder
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    (data / "class0" / "loop.jpg").symlink_to("loop.jpg")
+    split = proxy_data(str(data), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
+    [skipped] = split.skipped
+    assert skipped.startswith(f"{data / 'class0' / 'loop.jpg'}: cannot read the image (") and "symbolic" in skipped
+    assert len(split.train) + len(split.val) == 12
+
+    (tmp_path / "root").symlink_to(tmp_path / "root")
+    with pytest.raises(InputError, match="a symbolic link that loops; give the data folder itself"):
+        index_folder(tmp_path / "root")
+    (data / "class2").symlink_to(data / "class2")
+    with pytest.raises(InputError, match=re.escape(f"{data / 'class2'}: cannot read it (Too many levels of "
+                                                   "symbolic links); fix or remove it")):
+        index_folder(data)
+
+
+@pytest.mark.parametrize("unreadable", ["root", "class1"])
+def test_a_data_folder_that_cannot_be_listed_is_one_clear_error(unreadable, tmp_path, monkeypatch):
+    """What a folder without read permission gives (the tests run as root, who reads everything: scandir is
+    made to refuse as the kernel would)."""
+    from effnet.nas.data.folder import index_folder
+    from effnet.nas.errors import InputError
+    from images import jpeg_folder
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=2)
+    refused = data if unreadable == "root" else data / "class1"
+    scandir = os.scandir
+
+    def guarded(path="."):
+        if Path(path) == refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+    with pytest.raises(InputError, match=re.escape(f"{refused}: cannot list the folder (Permission denied); make it "
+                                                   "readable or give another data folder")):
+        index_folder(data)

@@ -152,3 +152,33 @@ def test_a_file_that_is_no_journal_is_refused_and_left_alone(tmp_path):
     with pytest.raises(InputError, match="is not an Optuna journal"):
         open_storage(f"journal:{notes}", tmp_path / "run")
     assert notes.read_text() == "my notes\nnot a journal\n" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("victim", ["creation", "result"])
+def test_a_damaged_line_in_the_middle_is_set_aside_and_every_other_trial_kept(victim, tmp_path):
+    """Optuna numbers trials by their creation records: a lost creation must not shift later records onto
+    other trials (trial 2's value on trial 1, and so on)."""
+    path = tmp_path / "study.journal"
+    add_trials(open_study(path), 4)  # values 0, 0.5, 1.0, 1.5
+    lines = path.read_bytes().splitlines(keepends=True)
+    creations = [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == JournalOperation.CREATE_TRIAL]
+    victim_line = creations[1] if victim == "creation" else creations[1] + 1  # trial 1's creation, or its result
+    assert json.loads(lines[victim_line])["op_code"] == (JournalOperation.CREATE_TRIAL if victim == "creation"
+                                                           else JournalOperation.SET_TRIAL_STATE_VALUES)
+    damaged = lines[victim_line][:25] + b"\x00\xff disk error\n"
+    path.write_bytes(b"".join(lines[:victim_line]) + damaged + b"".join(lines[victim_line + 1:]))
+    notes: list[str] = []
+    study = open_study(path, notes)
+    trial_1 = (TrialState.FAIL, None) if victim == "creation" else (TrialState.RUNNING, None)
+    assert [(n, s, v) for n, s, v in optuna_reads(path)] == [
+        (0, TrialState.COMPLETE, 0.0), (1, *trial_1), (2, TrialState.COMPLETE, 1.0), (3, TrialState.COMPLETE, 1.5)]
+    [note] = notes
+    [aside] = (tmp_path / "run").glob("study.journal.bad-*")
+    assert "held 1 damaged line before its end" in note and str(aside) in note
+    assert aside.read_bytes().startswith(damaged)
+    if victim == "creation":
+        assert "1 of them a trial's creation" in note
+        assert study.trials[1].user_attrs["fail_reason"] == journal.LOST_TRIAL_REASON
+        assert len(aside.read_bytes().splitlines()) == 2  # the damaged line and trial 1's result
+    add_trials(study, 1)  # the study goes on
+    assert [n for n, _, _ in optuna_reads(path)] == [0, 1, 2, 3, 4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -305,3 +306,32 @@ def test_supernet_proxy_scores_inherited_weights_without_changing_them(synthetic
 def test_supernet_proxy_needs_its_setup(synthetic):
     with pytest.raises(ValueError, match="needs its SupernetSetup"):
         make_proxy(tiny(), synthetic, ONE_THREAD)
+
+
+@pytest.mark.parametrize("damage", ["shape", "nan", "sparse", "loss"])
+def test_a_damaged_supernet_checkpoint_is_refused_naming_the_tensor(damage, synthetic, tmp_path):
+    """A finished checkpoint with the right settings but one tensor of another shape, NaN weights, a sparse
+    tensor or a NaN loss is refused on load, before any candidate is scored with it (it used to fail every
+    trial, or score every candidate alike)."""
+    setup = setup_in(tmp_path)
+    done = train_supernet(setup, tiny(), synthetic, ONE_THREAD)
+    state = torch.load(done.path, weights_only=True)
+    name = next(key for key, tensor in state["model"].items() if tensor.dim() == 4)
+    tensor = state["model"][name]
+    if damage == "shape":
+        state["model"][name] = tensor[:, :1].clone()
+        expected = f"tensor {name!r} has shape {list(tensor[:, :1].shape)}, the model's {list(tensor.shape)}"
+    elif damage == "nan":
+        tensor[0, 0, 0, 0] = tensor[-1, 0, 0, 0] = float("nan")
+        expected = f"tensor {name!r} holds 2 NaN or infinite values"
+    elif damage == "sparse":
+        state["model"][name] = tensor.to_sparse()
+        expected = f"tensor {name!r} is stored as torch.sparse_coo, not dense"
+    else:
+        state["losses"][-1] = float("nan")
+        expected = "the supernet's recorded losses are not all finite numbers"
+    torch.save(state, done.path)
+    for load in (lambda: train_supernet(setup, tiny(), synthetic, ONE_THREAD),
+                 lambda: load_supernet(setup, tiny(), synthetic, 0)):
+        with pytest.raises(InputError, match=re.escape(f"{done.path}: {expected}")):
+            load()

@@ -12,6 +12,11 @@ The file's name is a digest of what it holds (the files' paths, sizes and modifi
 labels, the size and this layout's version), so a changed dataset builds a new cache and an unchanged
 one is found again. A lock file makes concurrent builders of one cache wait for the first. Images that
 do not decode are left out, with their paths in the cache's record.
+
+A cache found is checked before it is used (`cache_problem`): its record must be the one written for these
+images and size, and the array's header, shape, type and byte count must match it. A damaged one (a file cut
+short, another file under its name, an edited record) is rebuilt once, and the rebuild said in `rebuilt`;
+one still damaged after that is an `InputError`, never read as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from effnet.nas.data.images import ArrayImages, ImageSet
+from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text
 
 LAYOUT = 1
@@ -53,6 +59,8 @@ class CachedImages:
     skipped: tuple[str, ...]
     built: bool
     """True when this call decoded it, False when an earlier one had."""
+    rebuilt: str | None = None
+    """Why a damaged cache found under this name was rebuilt, if one was."""
 
 
 def cache_key(images: ImageSet, size: int) -> str:
@@ -72,8 +80,14 @@ def cache_key(images: ImageSet, size: int) -> str:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    """Hold the cache's lock file; a folder that cannot hold it (a file, read-only) is an `InputError`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as err:
+        raise InputError(f"the proxy cache in {path.parent} cannot be used ({err.strerror or err}: "
+                         f"{err.filename or path}); choose a writable directory with --cache-dir") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -86,18 +100,64 @@ Decode = Callable[[ImageSet, int], Iterator[tuple[np.ndarray, np.ndarray, list[s
 
 
 def cached_images(images: ImageSet, size: int, cache_dir: Path, decode: Decode) -> CachedImages:
-    """The cache of `images` at `size` in `cache_dir`, built with `decode` if it is not there yet."""
+    """The cache of `images` at `size` in `cache_dir`, built with `decode` if it is not there yet, rebuilt once
+    if it is damaged (see the module notes)."""
     key = cache_key(images, size)
     array_path, record_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    built = False
+    built, rebuilt = False, None
+    for path in (cache_dir, array_path, record_path):
+        if path.is_symlink() or (path.exists() and path.is_dir() != (path == cache_dir)):
+            kind = "a directory" if path.is_dir() else "a link" if path.is_symlink() else "a file"
+            raise InputError(f"{path} is {kind} where effnet keeps its proxy cache; move it away or choose "
+                             "another --cache-dir")
     with _locked(cache_dir / f"{key}.lock"):
         if not (array_path.exists() and record_path.exists()):
             _build(images, size, decode, array_path, record_path)
             built = True
+        problem = cache_problem(images, size, array_path, record_path)
+        if problem is not None and not built:
+            rebuilt = f"the proxy cache {array_path} was damaged ({problem}); it was decoded again"
+            _build(images, size, decode, array_path, record_path)
+            built, problem = True, cache_problem(images, size, array_path, record_path)
+        if problem is not None:
+            raise InputError(f"the proxy cache {array_path} is damaged right after it was built ({problem}); "
+                             "check the disk, or choose another --cache-dir")
     record = json.loads(record_path.read_text())
     labels = np.asarray(record["labels"], dtype=np.int64)
     cached = ImageSet(images.name, images.classes, labels, images=ArrayImages(path=array_path))
-    return CachedImages(cached, tuple(record["skipped"]), built)
+    return CachedImages(cached, tuple(record["skipped"]), built, rebuilt)
+
+
+def cache_problem(images: ImageSet, size: int, array_path: Path, record_path: Path) -> str | None:
+    """What is wrong with the cache files of `images` at `size`, or None: a record that is not the one written
+    for them, an array whose header, shape, type or length does not match the record."""
+    try:
+        record = json.loads(record_path.read_bytes())
+    except (ValueError, OSError) as err:
+        return f"its record does not read: {' '.join(str(err).split())[:100]}"
+    if not (isinstance(record, dict) and isinstance(record.get("labels"), list)
+            and isinstance(record.get("skipped"), list) and record.get("size") == size
+            and record.get("classes") == list(images.classes)
+            and all(type(x) is int and 0 <= x < len(images.classes) for x in record["labels"])
+            and all(isinstance(x, str) for x in record["skipped"])
+            and len(record["labels"]) + len(record["skipped"]) == len(images)):
+        return "its record is not the one written for these images"
+    expected = (len(record["labels"]), 3, size, size)
+    try:
+        with open(array_path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+        length = os.path.getsize(array_path)
+    except (ValueError, OSError) as err:
+        return f"its array header does not read: {' '.join(str(err).split())[:100]}"
+    if tuple(shape) != expected or dtype != np.uint8 or fortran:
+        return f"its array is {dtype} {list(shape)}, the record says uint8 {list(expected)}"
+    if length != offset + int(np.prod(expected)):
+        return f"its array file is {length:,} bytes, {offset + int(np.prod(expected)):,} expected"
+    return None
 
 
 def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record_path: Path) -> None:

@@ -23,6 +23,44 @@ MAX_HELD_OUT = 50_000
 """At most this many images held out by default: MnasNet's search-time validation set on ImageNet."""
 
 
+def resolve_data_path(path: str | os.PathLike[str]) -> Path:
+    """The data folder's absolute path, links followed; a link that loops is an `InputError`."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError on a loop, later ones OSError
+        raise InputError(f"{path}: a symbolic link that loops; give the data folder itself") from None
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The folder's entries; one that cannot be listed (unreadable, a link that loops) is an `InputError`."""
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError as err:
+        raise InputError(f"{folder}: cannot list the folder ({err.strerror or err}); make it readable or give "
+                         "another data folder") from None
+
+
+def _is_class_folder(entry: os.DirEntry) -> bool:
+    if entry.name.startswith("."):
+        return False
+    try:
+        return entry.is_dir()
+    except OSError as err:
+        raise InputError(f"{entry.path}: cannot read it ({err.strerror or err}); fix or remove it") from None
+
+
+def _is_image_file(entry: os.DirEntry) -> bool:
+    """A non-hidden entry with an image suffix that is a file, or that cannot be looked at (a link that loops,
+    no permission): listed, so that decoding it fails and names it like any other bad file."""
+    if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
+
+
 def _class_folders(root: Path) -> dict[str, list[str]]:
     """Class name -> sorted image file names, for every non-hidden subfolder of `root`."""
     if not root.exists():
@@ -30,12 +68,9 @@ def _class_folders(root: Path) -> dict[str, list[str]]:
     if not root.is_dir():
         raise InputError(f"{root}: not a directory; data is digits, synthetic or a folder of class folders")
     classes: dict[str, list[str]] = {}
-    with os.scandir(root) as entries:
-        folders = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    folders = sorted(e.name for e in _entries(root) if _is_class_folder(e))
     for name in folders:
-        with os.scandir(root / name) as entries:
-            files = sorted(e.name for e in entries if e.is_file() and not e.name.startswith(".")
-                           and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        files = sorted(e.name for e in _entries(root / name) if _is_image_file(e))
         if not files:
             raise InputError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                              "add images or remove the folder")
@@ -57,7 +92,7 @@ def _image_set(name: str, root: Path, prefix: str, classes: dict[str, list[str]]
 
 def index_folder(path: str | Path) -> tuple[ImageSet, ImageSet | None]:
     """The folder's training images and its validation images (None when it has no val/)."""
-    root = Path(path).expanduser().resolve()
+    root = resolve_data_path(path)
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() or val_dir.is_dir():
         if not (train_dir.is_dir() and val_dir.is_dir()):
@@ -75,6 +110,25 @@ def index_folder(path: str | Path) -> tuple[ImageSet, ImageSet | None]:
                 _image_set(root.name, root, "val", val, names))
     classes = _class_folders(root)
     return _image_set(root.name, root, "", classes, sorted(classes)), None
+
+
+def check_decodable(images: ImageSet) -> None:
+    """Refuse a class none of whose files decodes (what training would otherwise skip, every epoch, without a
+    word): the first file of each class that decodes ends the look at it, so a healthy folder costs one decode
+    per class."""
+    from effnet.nas.data.images import BadImage, decode_image
+
+    for label, name in enumerate(images.classes):
+        reason = "it holds no files"
+        for index in np.flatnonzero(images.labels == label):
+            try:
+                decode_image(images.file(int(index)), draft=32).close()
+                break
+            except BadImage as err:
+                reason = str(err)
+        else:
+            raise InputError(f"{images.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
+                             "its files")
 
 
 def split_per_class(labels: np.ndarray, counts: tuple[int, ...], seed: int) -> list[np.ndarray]:

@@ -7,8 +7,8 @@ a million paths cost tens of MB and reading them in forked workers copies nothin
 
 `decode_image` turns one file into a uint8 RGB image the way a user means it: grayscale and palette
 images expanded, CMYK converted, 16-bit images scaled to 8 bits (not clipped), EXIF orientation
-applied, and a decompression bomb refused from its header before any pixel is decoded. A file that
-cannot be read raises `BadImage` naming it.
+applied, and a decompression bomb or an extreme strip refused from its header before any pixel is
+decoded. A file that cannot be read raises `BadImage` naming it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 MAX_PIXELS = 64_000_000
 """Largest image accepted (width x height): a 64-megapixel photo; beyond it a file is taken for a
 decompression bomb (a few KB that would decode to gigabytes)."""
+MAX_ASPECT = 100
+"""Largest ratio of an image's long side to its short one: resizing the short side of a 1 x 1,000,000 strip
+(a 3 KB PNG, well under `MAX_PIXELS`) to 16 px makes 16,000,000 x 16. With it and `MAX_PIXELS`, no side
+exceeds 80,000 px and no resize to a short side of s px exceeds 100 s² pixels."""
 
 
 class BadImage(Exception):
@@ -110,6 +114,10 @@ def open_image(path: Path) -> Any:
         image.close()
         raise BadImage(f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
                        "(a decompression bomb?); shrink or remove it")
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+        image.close()
+        raise BadImage(f"{path}: {width}x{height} pixels is a strip more than {MAX_ASPECT} times longer than "
+                       "wide (resizing it would take gigabytes); crop or remove it")
     return image
 
 

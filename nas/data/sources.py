@@ -26,7 +26,7 @@ import numpy as np
 from effnet.nas.data import builtin
 from effnet.nas.data.builtin import BUILTIN_SOURCES
 from effnet.nas.data.cache import cached_images, default_cache_dir
-from effnet.nas.data.folder import held_out_split, index_folder
+from effnet.nas.data.folder import check_decodable, held_out_split, index_folder, resolve_data_path
 from effnet.nas.data.images import ImageSet
 from effnet.nas.data.loader import EpochSampler, TransformedImages, default_loader_workers, make_loader
 from effnet.nas.data.transforms import eval_size, prepare_transform
@@ -49,6 +49,8 @@ class DataSplits:
     resolution: int
     stored: str
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    """What the user should know of the data: a damaged cache rebuilt."""
 
     @property
     def num_classes(self) -> int:
@@ -63,7 +65,7 @@ def data_record(data: DataSplits, shown: int = 20) -> dict:
     """What a run record says of its data: sizes, and the files left out (the first `shown` of them)."""
     return {"source": data.name, "train_images": len(data.train), "val_images": len(data.val),
             "classes": data.num_classes, "resolution": data.resolution, "skipped": len(data.skipped),
-            "skipped_files": list(data.skipped[:shown])}
+            "skipped_files": list(data.skipped[:shown]), "notes": list(data.notes)}
 
 
 def is_builtin(source: str) -> bool:
@@ -76,7 +78,7 @@ def _index(path: str) -> tuple[ImageSet, ImageSet | None]:
 
 
 def _folder(source: str) -> tuple[ImageSet, ImageSet | None]:
-    return _index(str(Path(source).expanduser().resolve()))
+    return _index(str(resolve_data_path(source)))
 
 
 def check_source(source: str) -> None:
@@ -96,6 +98,7 @@ def training_data(source: str, resolution: int, seed: int) -> DataSplits:
         train, val = held_out_split(_builtin(source, seed), seed)
         return DataSplits(source, train, val, resolution, stored="square")
     train, val = _folder(source)
+    check_decodable(train)
     if val is None:
         train, val = held_out_split(train, seed)
     return DataSplits(train.name, train, val, resolution, stored="files")
@@ -123,8 +126,9 @@ def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | N
             reason = next((s for s in skipped if f"/{name}/" in s), "no image decodes")
             raise InputError(f"{pool.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
                              "its files")
+    notes = tuple(cache.rebuilt for cache in (cached_train, cached_val) if cache.rebuilt)
     return DataSplits(pool.name, cached_train.images, cached_val.images, resolution, stored="prepared",
-                      skipped=skipped)
+                      skipped=skipped, notes=notes)
 
 
 def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[ImageSet, int], Iterator]:

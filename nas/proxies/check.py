@@ -22,6 +22,7 @@ from effnet.nas import checks
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
+from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.flops import analytic_cost, analytic_flops
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.proxies import PROXY_NAMES, ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
@@ -241,6 +242,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
     from effnet.nas.training.runtime import resolve_device
 
     device = str(resolve_device(config.device))
+    check_loader_workers(config.loader_workers)
     space = load_space(config.space)
     ensure_writable_dir(config.run_dir)
     images = config.proxy().load(config.runtime(), on_progress)

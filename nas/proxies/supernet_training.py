@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.proxies.train import check_finite, parameter_groups
 from effnet.nas.study.signals import Interrupted, stop_signals, training
 from effnet.nas.study.space import SearchSpace
-from effnet.nas.training.checkpoint import load_checkpoint, save_checkpoint
+from effnet.nas.training.checkpoint import check_state, load_checkpoint, save_checkpoint
 from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, resolve_device
 from effnet.nas.units import format_size
 
@@ -127,6 +128,11 @@ def read_checkpoint(setup: SupernetSetup, config: ProxyConfig, seed: int) -> dic
     state = load_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     if state.get("settings") != setup.settings(config, seed):
         raise InputError(f"{path}: a supernet of other settings under this name; delete it to train it again")
+    kinds = {"step": int, "total_steps": int, "seconds": (int, float), "losses": list, "model": dict}
+    wrong = next((key for key, kind in kinds.items() if not isinstance(state.get(key), kind)), None)
+    if wrong is not None:
+        raise InputError(f"{path}: the supernet checkpoint's {wrong!r} is missing or of the wrong type; delete it "
+                         "to train the supernet again")
     return state
 
 
@@ -138,8 +144,27 @@ def load_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, s
         raise InputError(f"{setup.checkpoint(config, seed)}: the supernet is not trained ({done}); run the search "
                          "or proxy-check again to finish its training")
     supernet = setup.build(config, data)
-    supernet.load_state_dict(state["model"])
+    _load_model(supernet, state, setup.checkpoint(config, seed))
     return supernet.eval()
+
+
+def _load_model(supernet: Supernet, state: dict[str, Any], path: Path) -> None:
+    """The checkpoint's weights into `supernet`, checked first (`_check_model`)."""
+    _check_model(supernet, state, path)
+    supernet.load_state_dict(state["model"])
+
+
+def _check_model(supernet: Supernet, state: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint's weights, naming the first offending tensor, unless they are `supernet`'s own, dense
+    and finite, with finite recorded losses: a supernet of NaN would score every candidate alike."""
+    fix = "delete it to train the supernet again"
+    model = state.get("model")
+    if not isinstance(model, dict):
+        raise InputError(f"{path}: the supernet checkpoint holds no weights; {fix}")
+    check_state(model, str(path), fix, supernet.state_dict())
+    losses = state.get("losses")
+    if not isinstance(losses, list) or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses):
+        raise InputError(f"{path}: the supernet's recorded losses are not all finite numbers; {fix}")
 
 
 def train_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, runtime: ProxyRuntime,
@@ -150,6 +175,9 @@ def train_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, 
     path = setup.checkpoint(config, runtime.seed)
     state = read_checkpoint(setup, config, runtime.seed)
     if state is not None and state["step"] >= state["total_steps"]:
+        with torch.device("meta"):  # its shapes, no memory and no random numbers drawn
+            shapes = setup.build(config, data)
+        _check_model(shapes, state, path)
         return SupernetTraining(path, state["step"], state["total_steps"], state["seconds"], 0.0)
     device = resolve_device(runtime.device)
     forked = [device.index or 0] if device.type == "cuda" else []
@@ -182,7 +210,7 @@ class _Trainer:
     def run(self, state: dict[str, Any] | None, deadline: float | None,
             on_progress: Progress | None) -> SupernetTraining:
         if state is not None:
-            self.model.load_state_dict(state["model"])
+            _load_model(self.model, state, self.path)
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             self.done, self.earlier_seconds, self.losses = state["step"], state["seconds"], list(state["losses"])

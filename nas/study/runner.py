@@ -17,6 +17,10 @@ does the rest, the same way for every job:
   every worker records what it has (`effnet.nas.study.signals`);
 - ends with one clear error when the storage fails mid-run (`effnet.nas.study.storage_failures`), and
   a worker's unexpected error leaves its traceback in the run directory;
+- ends with one clear error (`InputError`) when every trial of the run that reached its work failed the
+  same way: after `REPEATED_FAILURES` such trials while it runs (no spinning to the time limit on a broken
+  cache or supernet), and at its end whatever the count (no "rerun to continue" for a rerun that fails
+  alike); each failed trial records why in `FAIL_REASON_ATTR`;
 - leaves process-wide state as it found it: signal handlers, Optuna's log level, torch's threads.
 """
 
@@ -30,6 +34,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
@@ -41,10 +46,10 @@ from optuna.trial import FrozenTrial, TrialState
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_error_log
-from effnet.nas.memory import available_memory, gib
+from effnet.nas.memory import available_memory, check_loader_workers, gib
 from effnet.nas.redact import redact, url_secrets
-from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, WORKER_ATTR, recover_stale_trials,
-                                       requeue_interrupted, worker_identity)
+from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR, WORKER_ATTR,
+                                       recover_stale_trials, requeue_interrupted, worker_identity)
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
 from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_storage
 from effnet.nas.study.storage_failures import storage_failures
@@ -59,6 +64,13 @@ MAX_WORKERS = 256
 WORKER_MEMORY = 450 * 2**20
 """What one worker process holds on a CPU: torch, the data, a candidate in training (about 450 MB measured)."""
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+FAIL_REASON_ATTR = "fail_reason"
+"""Why a trial failed, one line: its error, recorded by the runner (or why recovery failed it)."""
+WORK_SECONDS_ATTR = "proxy_seconds"
+"""Set by a job on every trial whose work (a proxy's scoring) ran, however it ended: a completed trial without
+it did no work (a candidate outside the FLOPs band, a surplus grid trial) and shows nothing works."""
+REPEATED_FAILURES = 3
+"""Failed trials, all with one error and no trial's work succeeding, after which a run stops with that error."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,13 @@ class StudyConfig:
                             loader_workers=self.loader_workers, cache_dir=self.cache_dir)
 
     def check_workers(self) -> None:
-        """Refuse more workers than this machine's free memory holds (where that is known)."""
+        """Refuse more workers, or loader workers, than this machine's free memory holds (where that is known)."""
         available = available_memory()
         if self.workers > 1 and available is not None and self.workers * WORKER_MEMORY > available:
             raise SettingError("workers", f"{self.workers} need about {gib(self.workers * WORKER_MEMORY)} (about "
                                           f"{WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is free; use at "
                                           f"most {max(1, available // WORKER_MEMORY)}")
+        check_loader_workers(self.loader_workers, self.workers, WORKER_MEMORY)
 
     def worker_device(self) -> str:
         """`cpu` or `cuda`, as the workers run; `auto` picks CUDA where it is available; `cuda` without
@@ -325,20 +338,65 @@ def _recorded(objective: Callable[[optuna.Trial], Any], journal: bool,
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
                 trial.set_user_attr(INTERRUPTED_ATTR, True)
-                trial.set_user_attr("fail_reason", "stopped by a signal; queued again for the next run")
+                trial.set_user_attr(FAIL_REASON_ATTR, "stopped by a signal; queued again for the next run")
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            with contextlib.suppress(Exception), training(active=False):
+                trial.set_user_attr(FAIL_REASON_ATTR, failure_text(err))
             raise
 
     return run
 
 
+def failure_text(err: BaseException) -> str:
+    """An error as one line of at most 500 characters: the message of the library's `InputError`, else the
+    exception's type and message."""
+    message = " ".join(str(err).split())
+    if not message:
+        return f"{type(err).__name__} (no message)"
+    return (message if isinstance(err, InputError) else f"{type(err).__name__}: {message}")[:500]
+
+
+def repeated_failure(study: optuna.Study, since: float, at_least: int = REPEATED_FAILURES) -> tuple[int, str] | None:
+    """(count, error) when the trials started at or after `since` (a `time.time()`) include `at_least` failed
+    ones, all with one `FAIL_REASON_ATTR`, and none whose work succeeded; else None. Trials a stop signal cut
+    short or recovery failed (their worker gone) say nothing of the work and are left out."""
+    start = datetime.fromtimestamp(since)  # Optuna's datetimes are naive local times
+    errors, succeeded = set(), False
+    count = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.datetime_start is None or trial.datetime_start < start or not trial.state.is_finished():
+            continue
+        attrs = trial.user_attrs
+        if trial.state == TrialState.FAIL and FAIL_REASON_ATTR in attrs and not (
+                attrs.get(INTERRUPTED_ATTR) or attrs.get(STALE_ATTR)):
+            errors.add(attrs[FAIL_REASON_ATTR])
+            count += 1
+        elif trial.state != TrialState.FAIL and WORK_SECONDS_ATTR in attrs:
+            succeeded = True
+    if succeeded or count < at_least or len(errors) != 1:
+        return None
+    return count, errors.pop()
+
+
+def repeated_failure_error(count: int, error: str) -> InputError:
+    trials = "the only trial" if count == 1 else f"all {count} trials"
+    return InputError(f"{trials} of this run failed the same way and none succeeded: {error}")
+
+
 def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: StudyConfig, deadline: float | None,
-          report: Callable[[], None] | None) -> str:
-    """One worker: run trials until the job says stop, the deadline passes or a stop signal comes;
-    returns why it stopped ("interrupt" for a signal)."""
+          report: Callable[[], None] | None, since: float | None = None) -> str:
+    """One worker: run trials until the job says stop, the deadline passes, a stop signal comes or the trials
+    since `since` (default: now) fail alike (`repeated_failure`); returns why it stopped ("interrupt" for a
+    signal, "failing" for failures)."""
     reason: list[str] = []
+    since = time.time() if since is None else since
 
     def check(study: optuna.Study, trial: FrozenTrial | None = None) -> None:
-        why = ("interrupt" if stop_requested() is not None else job.stop_reason(study)
+        why = ("interrupt" if stop_requested() is not None
+               else "failing" if trial is not None and repeated_failure(study, since) else job.stop_reason(study)
                or ("timeout" if deadline is not None and time.time() >= deadline else None))
         if report is not None:
             report()
@@ -369,15 +427,15 @@ def run_worker(job: StudyJob, config: StudyConfig, deadline: float | None = None
         return _work(job, study, storage, config, deadline, None)
 
 
-def _worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, index: int, gpu: str | None,
-                    parent_pid: int) -> None:
+def _worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, since: float, index: int,
+                    gpu: str | None, parent_pid: int) -> None:
     """A spawned worker. It exits 0 when its work is done or stopped, and 1 on an error, which it writes
     to `worker-N-error.log` in the run directory (the parent names that file)."""
     become_worker(gpu, parent_pid)
     try:
         with optuna_quiet(), cpu_threads(config.worker_threads()), storage_failures(config):
             study, storage = open_study(job, config)
-            _work(job, study, storage, config, deadline, None)
+            _work(job, study, storage, config, deadline, None, since)
     except KeyboardInterrupt:
         pass
     except Exception:
@@ -417,9 +475,9 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
         try:
             if config.workers == 1:
                 with cpu_threads(config.worker_threads()):
-                    reason = _work(job, study, storage, config, deadline, report)
+                    reason = _work(job, study, storage, config, deadline, report, started)
             else:
-                processes = spawn_workers(_worker_process, (job, config, deadline), config.workers,
+                processes = spawn_workers(_worker_process, (job, config, deadline, started), config.workers,
                                           config.worker_device(), f"effnet-{job.kind}-worker")
                 failed = watch_workers(processes, report)
                 notes += [_worker_note(config, processes[index].exitcode, index) for index in failed]
@@ -431,5 +489,8 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
         signum = stop_requested()
         requeue_interrupted(study)
         report()
+    failing = None if reason == "interrupt" else repeated_failure(study, started, at_least=1)
+    if failing is not None:
+        raise repeated_failure_error(*failing)
     return StudyRun(study=study, stop_reason=reason, elapsed_s=time.time() - started, signal=signum,
                     failed_workers=failed, recovered=recovered, notes=notes)

@@ -9,8 +9,10 @@ over the old one.
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -49,10 +51,63 @@ def read_torch_file(source: Path, what: str, fix: str) -> Any:
     """`torch.load(weights_only=True)` onto the CPU: tensors and plain data only, never arbitrary objects; a file
     it refuses or cannot read is an `InputError` naming `what` was expected and the `fix`."""
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols and sparse tensors: the checks below say
+            warnings.simplefilter("ignore")  # what is wrong with such a file, on one line
+            return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's unpickler meets arbitrary bytes with KeyError, IndexError and others too
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        reason = (" ".join(str(err).split())[:160] or type(err).__name__) if _is_zip(source) else \
+            "not a file torch.save wrote: a plain pickle or other bytes"
         raise InputError(f"{source}: not a readable {what} ({reason}); {fix}") from None
+
+
+def _is_zip(source: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(source)
+    except OSError:
+        return False
+
+
+def check_state(state: Mapping[str, Any], source: str, fix: str,
+                reference: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Refuse weights a model cannot take as they are, naming the first offending tensor: one that is not a
+    tensor, not dense (sparse, quantized, on the meta device), not of a real number type, or not finite; and,
+    given the model's own state dict `reference`, one it lacks or has of another shape or kind (floating point
+    or integer). An `InputError` ending in `fix`."""
+    for name, tensor in state.items():
+        problem = tensor_problem(tensor, None if reference is None else reference.get(name, _MISSING))
+        if problem is not None:
+            raise InputError(f"{source}: tensor {name!r} {problem}; {fix}")
+    if reference is not None:
+        missing = next((name for name in reference if name not in state), None)
+        if missing is not None:
+            raise InputError(f"{source}: tensor {missing!r} is missing; {fix}")
+
+
+_MISSING = object()
+
+
+def tensor_problem(tensor: Any, reference: Any = None) -> str | None:
+    """What is wrong with `tensor` as a weight (see `check_state`), or None; `reference` the model's own tensor
+    of that name (None: no model to compare with, `_MISSING`: the model has none)."""
+    if reference is _MISSING:
+        return "is not one of the model's"
+    if not isinstance(tensor, torch.Tensor):
+        return f"is a {type(tensor).__name__}, not a tensor"
+    if tensor.layout != torch.strided or tensor.is_quantized:
+        return f"is stored as {tensor.layout if tensor.layout != torch.strided else 'quantized'}, not dense"
+    if tensor.is_meta:
+        return "holds no values (a meta tensor)"
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        return f"is of type {tensor.dtype}, not real numbers"
+    if reference is not None:
+        if tuple(tensor.shape) != tuple(reference.shape):
+            return f"has shape {list(tensor.shape)}, the model's {list(reference.shape)}"
+        if tensor.is_floating_point() != reference.is_floating_point():
+            return f"is of type {tensor.dtype}, the model's {reference.dtype}"
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        count = int((~torch.isfinite(tensor)).sum())
+        return f"holds {count:,} NaN or infinite value{'s' if count > 1 else ''}"
+    return None
 
 
 def is_checkpoint(state: Any, format: str = FORMAT) -> bool:

@@ -58,7 +58,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.training.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
+from effnet.nas.training.checkpoint import BEST_NAME, check_state, load_checkpoint, save_checkpoint
 from torch.utils.data import DataLoader
 
 from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
@@ -70,6 +70,7 @@ from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_csv
+from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, compile_model, place_model, resolve_device
@@ -510,6 +511,12 @@ def _device(name: str, dist: Distributed) -> torch.device:
 
 def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: WeightEma,
              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    fix = "delete the checkpoint to start over"
+    reference = {key: tensor.cpu() for key, tensor in model.state_dict().items()}
+    for part, state in (("model", checkpoint["model"]), ("EMA", (checkpoint.get("ema") or {}).get("weights"))):
+        if not isinstance(state, dict):
+            raise InputError(f"{path}: the checkpoint holds no {part} weights; {fix}")
+        check_state(state, f"{path} ({part} weights)", fix, reference)
     try:
         model.load_state_dict(checkpoint["model"])
         ema.load_state_dict(checkpoint["ema"])
@@ -668,6 +675,7 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     monitor = monitor or TrainMonitor()
     dist = distributed_from_env()
     resolve_device(config.device)
+    check_loader_workers(config.loader_workers)
     size = config.spec.resolution if config.resolution is None else config.resolution
     images = training_data(config.data, size, config.seed)
     augment = config.augment if config.augment != "auto" else "none" if is_builtin(config.data) else "paper"

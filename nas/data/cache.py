@@ -106,8 +106,8 @@ def cached_images(images: ImageSet, size: int, cache_dir: Path, decode: Decode) 
     array_path, record_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     built, rebuilt = False, None
     for path in (cache_dir, array_path, record_path):
-        if path.is_symlink() or (path.exists() and path.is_dir() != (path == cache_dir)):
-            kind = "a directory" if path.is_dir() else "a link" if path.is_symlink() else "a file"
+        if path.exists() and path.is_dir() != (path == cache_dir):
+            kind = "a directory" if path.is_dir() else "a file"
             raise InputError(f"{path} is {kind} where effnet keeps its proxy cache; move it away or choose "
                              "another --cache-dir")
     with _locked(cache_dir / f"{key}.lock"):

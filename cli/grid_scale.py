@@ -160,7 +160,7 @@ def grid_scale(
     )
     set_run_dir(run_dir)
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"
-    with ProgressBar("grid", enabled=not as_json, header=header) as bar:
+    with ProgressBar("grid", header=header, plain=as_json) as bar:
         result = run_grid(config, str(base_path), on_progress=bar)
     print_notes(result.notes)
     if as_json:

@@ -105,8 +105,8 @@ def proxy_check(
         supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels)
     set_run_dir(run_dir)
     try:
-        with ProgressBar("proxy-check", enabled=not as_json) as bar:
-            result = run_check(config, on_progress=lambda done, total, status: bar.update(done, total, status))
+        with ProgressBar("proxy-check", plain=as_json) as bar:
+            result = run_check(config, on_progress=bar)
     except Interrupted as stop:  # only while the supernet trains
         exit_for_signal(stop.signum, "the supernet's checkpoint is")
     summary = result.as_dict()

@@ -16,7 +16,7 @@ from typing import Any
 
 from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.record import write_run_record
-from effnet.nas.study.runner import ProgressCallback, StudyProgress, open_study, run_study
+from effnet.nas.study.runner import ProgressCallback, open_study, preparing_progress, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
@@ -95,8 +95,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
     config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
     runtime = config.study.proxy_runtime()
-    progress = None if on_progress is None else (
-        lambda done, total, status: on_progress(StudyProgress(done, total, status)))
+    progress = preparing_progress(on_progress)
     records = {}
     for resolution in sorted({p.proxy_resolution for p in points}):
         data = dataclasses.replace(config.proxy, resolution=resolution).load(runtime, progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -237,6 +238,26 @@ def test_search_command_writes_a_b0_inside_the_band(tmp_path):
     assert spec.provenance["trial"] == summary["trial"] and spec.provenance["reward"] == summary["reward"]
     for name in ("trials.csv", "history.png", "accuracy_vs_flops.png", "run.yaml", "study.journal"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+PROGRESS_LINE = re.compile(r"^\[\d+:\d\d:\d\d\] search (\d+)/3\b", re.M)
+
+
+def test_progress_piped_is_plain_lines_one_per_candidate_and_tables_do_not_wrap(tmp_path):
+    done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path / "plain")])
+    assert done.returncode == 0, done.stderr
+    counts = [int(n) for n in PROGRESS_LINE.findall(done.stderr)]
+    assert counts == [0, 1, 2, 3], done.stderr  # one line as it starts, then one per trained candidate
+    assert "━" not in done.stderr and "…" not in done.stderr + done.stdout  # no bar, no text cut to a width
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
+    assert rows and all(re.match(r"│ +\d+ │", row) for row in rows), done.stdout  # one line per candidate
+
+
+def test_progress_with_json_goes_to_stderr_and_stdout_is_the_json_alone(tmp_path):
+    done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path), "--json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trials_completed"] + json.loads(done.stdout)["trials_pruned"] == 3
+    assert [int(n) for n in PROGRESS_LINE.findall(done.stderr)] == [0, 1, 2, 3], done.stderr
 
 
 def wait_for(predicate, timeout: float) -> bool:

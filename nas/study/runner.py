@@ -23,6 +23,7 @@ does the rest, the same way for every job:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import threading
@@ -141,14 +142,29 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class StudyProgress:
-    """How far a study is: `done` of `total` units (trained candidates, grid points) and a status line."""
+    """How far a study is: `done` of `total` units (trained candidates, grid points) and a status line.
+
+    `detail` says what the unit in hand is doing (a candidate's epoch): it changes while `done` stays.
+    `preparing` marks the work before the units start (decoding the data, training the supernet): its
+    `done` and `total` count images or steps, not units."""
 
     done: int
     total: int | None
     status: str = ""
+    detail: str = ""
+    preparing: bool = False
 
 
 ProgressCallback = Callable[[StudyProgress], None]
+DetailCallback = Callable[[str], None]
+"""Told what the unit in hand is doing (`StudyProgress.detail`), from inside the objective."""
+
+
+def preparing_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
+    """The `(done, total, status)` progress of the data and supernet stages as `StudyProgress(preparing=True)`."""
+    if on_progress is None:
+        return None
+    return lambda done, total, status: on_progress(StudyProgress(done, total, status, preparing=True))
 
 
 class StudyJob(Protocol):
@@ -169,8 +185,9 @@ class StudyJob(Protocol):
     def prepare(self, study: optuna.Study) -> None:
         """Before any worker starts (after recovery): queue what must be queued."""
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
-                  device: str) -> Callable[[optuna.Trial], Any]: ...
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
+                  on_detail: DetailCallback | None) -> Callable[[optuna.Trial], Any]:
+        """The trial objective; it tells `on_detail` (where given) what the trial in hand is doing."""
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         """Why workers should stop now (the budget is met, nothing is left), or None."""
@@ -332,16 +349,17 @@ def _recorded(objective: Callable[[optuna.Trial], Any], journal: bool,
 
 
 def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: StudyConfig, deadline: float | None,
-          report: Callable[[], None] | None) -> str:
+          report: DetailCallback | None) -> str:
     """One worker: run trials until the job says stop, the deadline passes or a stop signal comes;
-    returns why it stopped ("interrupt" for a signal)."""
+    returns why it stopped ("interrupt" for a signal). `report(detail)` is told the progress: after
+    every trial (no detail) and from inside one."""
     reason: list[str] = []
 
     def check(study: optuna.Study, trial: FrozenTrial | None = None) -> None:
         why = ("interrupt" if stop_requested() is not None else job.stop_reason(study)
                or ("timeout" if deadline is not None and time.time() >= deadline else None))
         if report is not None:
-            report()
+            report("")
         if why is not None:
             reason[:] = [why]
             if trial is not None:  # inside Optuna's loop, as a callback
@@ -352,7 +370,7 @@ def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: Stud
         return reason[0]
     journal = getattr(storage, "get_heartbeat_interval", lambda: None)() is None
     interval, _ = heartbeat_settings()
-    objective = _recorded(job.objective(study, deadline, config.worker_threads(), config.worker_device()),
+    objective = _recorded(job.objective(study, deadline, config.worker_threads(), config.worker_device(), report),
                           journal, interval)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(objective, timeout=timeout, callbacks=[check], catch=(Exception,), gc_after_trial=False)
@@ -408,9 +426,9 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
         requeue_interrupted(study)
         job.prepare(study)
 
-        def report() -> None:
+        def report(detail: str = "") -> None:
             if on_progress is not None:
-                on_progress(job.progress(study))
+                on_progress(dataclasses.replace(job.progress(study), detail=detail))
 
         report()
         failed: list[str] = []

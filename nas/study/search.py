@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from effnet.nas import checks
 from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
+from effnet.nas.units import format_size
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
@@ -31,7 +32,8 @@ from effnet.nas.record import write_run_record
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
-from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, run_study
+from effnet.nas.study.runner import (DetailCallback, ProgressCallback, StudyConfig, StudyProgress, preparing_progress,
+                                     run_study)
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.study.signals import training
 from effnet.nas.study.space import SearchSpace, load_space
@@ -103,9 +105,10 @@ class TrialObjective:
     """Sample, count, constrain, and (inside the band only) score one candidate."""
 
     def __init__(self, config: SearchConfig, space: SearchSpace, proxy_factory: Callable[[], Any],
-                 deadline: float | None = None):
+                 deadline: float | None = None, on_detail: DetailCallback | None = None):
         self.config = config
         self.deadline = deadline  # past it, a training candidate stops (pruned) at its next epoch
+        self.on_detail = on_detail
         self.space = space
         self.band = config.band
         self._proxy_factory = proxy_factory
@@ -130,10 +133,18 @@ class TrialObjective:
             return (0.0, float(cost.flops)) if config.multi_objective else 0.0
 
         reporting = 0.0  # seconds spent in `report` (storage writes, pruning checks), not training
+        epochs = config.proxy.epochs if config.proxy.name == "train" else None
+
+        def tell(what: str) -> None:
+            if self.on_detail is not None:
+                with training(active=False):
+                    self.on_detail(f"trial {trial.number} ({format_size(cost.flops)} FLOPs): {what}")
 
         def report(epoch: int, accuracy: float) -> None:
             nonlocal reporting
             begun = time.perf_counter()
+            if epochs is not None and epoch < epochs:
+                tell(f"epoch {epoch}/{epochs} accuracy {accuracy:.4f}, training epoch {epoch + 1}")
             prune = False
             with training(active=False):
                 if not config.multi_objective:  # Optuna prunes single-objective studies only
@@ -149,6 +160,7 @@ class TrialObjective:
                 raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
 
         proxy = self.proxy  # the first in-band candidate of a worker loads the data here, before the clock
+        tell(f"training epoch 1/{epochs}" if epochs is not None else "scoring")
         started = time.perf_counter()
         try:
             with training():
@@ -260,11 +272,12 @@ class SearchJob:
     def prepare(self, study: optuna.Study) -> None:
         pass
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
-                  device: str) -> Callable[[optuna.Trial], Any]:
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
+                  on_detail: DetailCallback | None = None) -> Callable[[optuna.Trial], Any]:
         runtime = self.config.study.proxy_runtime(device, threads)
         supernet = supernet_setup(self.config, self.space)
-        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline)
+        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline,
+                              on_detail)
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         """The budget is met once the study holds `trials` trained candidates and no retry waits: a retry
@@ -280,7 +293,6 @@ class SearchJob:
 
     def progress(self, study: optuna.Study) -> StudyProgress:
         from effnet.nas.study.report import best_trial
-        from effnet.nas.units import format_size
 
         summary = summarize(study)
         best = best_trial(study, self.config)
@@ -357,13 +369,7 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     config.study.worker_device()
     config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
-    return space, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
-
-
-def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
-    if on_progress is None:
-        return None
-    return lambda done, total, status: on_progress(StudyProgress(done, total, status))
+    return space, config.proxy.load(config.study.proxy_runtime(), preparing_progress(on_progress))
 
 
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
@@ -375,7 +381,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
 
     space, data = check_search(config, on_progress)
     job, started = SearchJob(config, space), time.time()
-    supernet = train_before_study(job, data, _data_progress(on_progress))  # None but for the supernet proxy
+    supernet = train_before_study(job, data, preparing_progress(on_progress))  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
     else:

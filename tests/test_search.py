@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
-import signal
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -217,8 +218,22 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
 def test_resumed_study_must_keep_its_settings(tmp_path):
     study_of(tiny_config(tmp_path))
-    with pytest.raises(Exception, match="created with other settings .*target_flops=1000000, now 2000000"):
+    with pytest.raises(Exception, match=r"created with other settings \(target_flops: 1000000 -> 2000000\);"):
         study_of(tiny_config(tmp_path, target_flops=2_000_000))
+
+
+def test_a_refused_resume_names_only_the_changed_settings_before_decoding_any_data(tmp_path):
+    from images import jpeg_folder
+
+    folder = jpeg_folder(tmp_path / "images", classes=2, per_class=6)
+    study_of(dataclasses.replace(tiny_config(tmp_path / "run"), proxy=ProxyConfig(data=str(folder), epochs=2)))
+    cache = tmp_path / "cache"
+    result = runner.invoke(app, ["search", "--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3",
+                                 "--data", str(folder), "--proxy-epochs", "10", "--run-dir", str(tmp_path / "run"),
+                                 "--cache-dir", str(cache), "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "created with other settings (proxy.epochs: 2 -> 10); rerun with those" in result.stderr
+    assert not cache.exists() or not any(cache.iterdir())  # refused before the folder was decoded into a cache
 
 
 # -- the command ------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from effnet.nas.redact import redact, url_secrets
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, WORKER_ATTR, recover_stale_trials,
                                        requeue_interrupted, worker_identity)
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
-from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_storage
+from effnet.nas.study.storage import (JOURNAL_PREFIX, describe_storage, heartbeat_settings, journal_path,
+                                      open_storage)
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
@@ -295,16 +296,58 @@ def open_study(job: StudyJob, config: StudyConfig,
         study = optuna.create_study(
             storage=storage, study_name=config.name, directions=job.directions(),
             sampler=SeededPerWorker(job.make_sampler, config.seed), pruner=job.make_pruner(), load_if_exists=True)
-    fingerprint = job.fingerprint()
     stored = study.user_attrs.get(job.kind)
     if stored is None:
-        study.set_user_attr(job.kind, fingerprint)
-    elif stored != fingerprint:
-        changed = sorted(k for k in set(fingerprint) | set(stored) if stored.get(k) != fingerprint.get(k))
-        raise InputError(f"study {config.name!r} in {config.storage_label} was created with other settings "
-                         f"({', '.join(f'{k}={stored.get(k)!r}, now {fingerprint.get(k)!r}' for k in changed)}); "
-                         "rerun with those, or use another study name or run directory")
+        study.set_user_attr(job.kind, job.fingerprint())
+    else:
+        _refuse_other_settings(job, config, stored)
     return study, storage
+
+
+def check_settings(job: StudyJob, config: StudyConfig, notes: list[str] | None = None) -> None:
+    """Refuse to resume a study created with other settings before any work is done for it (decoding the data,
+    say). It creates no study (`run_study` does) and, where no journal exists yet, no file."""
+    journal = config.storage is None or config.storage.startswith(JOURNAL_PREFIX)
+    if journal and not journal_path(config.storage, config.run_dir).exists():
+        return
+    storage = open_storage(config.storage, config.run_dir, notes)
+    try:
+        study_id = storage.get_study_id_from_name(config.name)
+    except KeyError:
+        return
+    stored = storage.get_study_user_attrs(study_id).get(job.kind)
+    if stored is not None:
+        _refuse_other_settings(job, config, stored)
+
+
+_UNSET = object()
+
+
+def _refuse_other_settings(job: StudyJob, config: StudyConfig, stored: dict[str, Any]) -> None:
+    """An `InputError` naming each setting that differs from the stored fingerprint, as `name: old -> new`."""
+    old, new = _flattened(stored), _flattened(job.fingerprint())
+    changed = [name for name in sorted(set(old) | set(new)) if old.get(name, _UNSET) != new.get(name, _UNSET)]
+    if changed:
+        differences = "; ".join(f"{name}: {_shown(old.get(name, _UNSET))} -> {_shown(new.get(name, _UNSET))}"
+                                for name in changed)
+        raise InputError(f"study {config.name!r} in {config.storage_label} was created with other settings "
+                         f"({differences}); rerun with those, or use another study name or run directory")
+
+
+
+def _flattened(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted names: {"proxy": {"epochs": 2}} -> {"proxy.epochs": 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    return "(not set)" if value is _UNSET else repr(value) if isinstance(value, str) else str(value)
 
 
 @contextlib.contextmanager

@@ -32,8 +32,8 @@ from effnet.nas.record import write_run_record
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
-from effnet.nas.study.runner import (DetailCallback, ProgressCallback, StudyConfig, StudyProgress, preparing_progress,
-                                     run_study)
+from effnet.nas.study.runner import (DetailCallback, ProgressCallback, StudyConfig, StudyProgress, check_settings,
+                                     preparing_progress, run_study)
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.study.signals import training
 from effnet.nas.study.space import SearchSpace, load_space
@@ -361,14 +361,17 @@ class SearchResult:
         return data
 
 
-def check_search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> tuple[SearchSpace, DataSplits]:
-    """Everything that can be refused before the study starts (the space, the data, the run directory),
-    and the proxy's data, its caches built here once for every worker."""
+def check_search(config: SearchConfig, on_progress: ProgressCallback | None = None,
+                 notes: list[str] | None = None) -> tuple[SearchSpace, DataSplits]:
+    """Everything that can be refused before the study starts (the space, a resumed study's settings, the data,
+    the run directory), and the proxy's data, its caches built here once for every worker. A repair of the
+    study's storage is told in `notes`."""
     space = load_space(config.space)
     check_band(space, config.band.low, config.band.high)
     config.study.worker_device()
     config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
+    check_settings(SearchJob(config, space), config.study, notes)
     return space, config.proxy.load(config.study.proxy_runtime(), preparing_progress(on_progress))
 
 
@@ -379,7 +382,8 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     completed written (`stop_reason` "interrupt")."""
     from effnet.nas.study.report import write_search_files
 
-    space, data = check_search(config, on_progress)
+    notes: list[str] = []
+    space, data = check_search(config, on_progress, notes)
     job, started = SearchJob(config, space), time.time()
     supernet = train_before_study(job, data, preparing_progress(on_progress))  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
@@ -387,6 +391,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     else:
         run = run_study(job, config.study if supernet is None else supernet.study, on_progress)
     run.elapsed_s = time.time() - started  # the supernet's training included
+    run.notes[:0] = notes
     result = dataclasses.replace(write_search_files(run, config, space), data=data_record(data),
                                  supernet=supernet.record() if supernet is not None else None)
     write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 import time
 import traceback
@@ -104,11 +103,12 @@ class ProgressBar:
     (after the library has checked its input, so a refusal stays one line), preceded by `header` if given.
 
     On a terminal it is one rich bar, with what the unit in hand is doing (a candidate's epoch). Elsewhere (a
-    log file, a pipe) and with `plain` (a command's `--json`), it is plain lines with the elapsed time: one when
-    it starts, one per finished unit (a candidate, a grid evaluation, an epoch of `train`: `update(unit=True)`),
-    and for the work before the units (decoding the data) one every `PLAIN_EVERY_S` seconds."""
+    log file, a pipe) and with `plain` (a command's `--json`), it is plain lines with the elapsed time, the header
+    before the first: one as the units start and one per finished unit (a candidate, a grid evaluation, an epoch
+    of `train`: `update(line=True)`), and while the work before the units runs (decoding the data) one every
+    `PLAIN_EVERY_S` seconds, the first after as long, so that input refused there stays one line."""
 
-    PLAIN_EVERY_S = 30.0
+    PLAIN_EVERY_S = 15.0
 
     def __init__(self, label: str, enabled: bool = True, header: str | None = None, plain: bool = False):
         self.label = label
@@ -118,7 +118,7 @@ class ProgressBar:
         self.started = False
         self.progress: Any = None
         self.began = time.monotonic()
-        self.last_line = -math.inf
+        self.last_line: float | None = None
         self.state: dict[str, Any] = {"done": None, "total": None, "status": "", "stage": ""}
         self.printed: tuple[Any, ...] | None = None
         if enabled and not self.plain:
@@ -133,17 +133,15 @@ class ProgressBar:
             self.task = self.progress.add_task(label, total=None, stage="", status="")
 
     def update(self, done: int | None = None, total: int | None = None, status: str | None = None,
-               stage: str | None = None, unit: bool = False, preparing: bool = False) -> None:
-        """`unit`: a unit has just finished (a line in plain mode); `preparing`: the work before the units."""
+               stage: str | None = None, line: bool = False, preparing: bool = False) -> None:
+        """`line`: the units start or one has finished (a line in plain mode); `preparing`: the work before them."""
         if not self.enabled:
             return
-        first = not self.started
-        if first:
+        if not self.started:
             self.started = True
             self.began = time.monotonic()
-            if self.header:
-                progress_console.print(self.header, soft_wrap=True, markup=False)
             if self.progress is not None:
+                self._header()
                 self.progress.start()
         fields = {key: value for key, value in (("done", done), ("total", total), ("status", status),
                                                 ("stage", stage)) if value is not None}
@@ -153,17 +151,21 @@ class ProgressBar:
             self.progress.update(self.task, **{names[key]: value for key, value in fields.items()})
             return
         now = time.monotonic()
-        due = preparing and now - self.last_line >= self.PLAIN_EVERY_S
-        finished = preparing and done is not None and done == total
-        if first or unit or due or finished:
+        if line or (preparing and now - (self.last_line or self.began) >= self.PLAIN_EVERY_S):
             self._line(now)
 
+    def _header(self) -> None:
+        if self.header:
+            progress_console.print(self.header, soft_wrap=True, markup=False)
+
     def _line(self, now: float) -> None:
-        """One plain line of the state now, unless it says what the last one said."""
+        """One plain line of the state now (the header first), unless it says what the last one said."""
         state = self.state
         shown = (state["done"], state["total"], state["status"], state["stage"])
         if shown == self.printed:
             return
+        if self.last_line is None:
+            self._header()
         self.printed, self.last_line = shown, now
         count = "" if state["done"] is None else (
             f" {state['done']}" + ("" if state["total"] is None else f"/{state['total']}"))
@@ -181,12 +183,12 @@ class ProgressBar:
 
     def __call__(self, progress: Any) -> None:
         """The library's `StudyProgress`: a plain line when its count of units moves, not for its detail."""
-        unit = not progress.preparing and progress.done != self.state["done"]
+        line = not progress.preparing and progress.done != self.state["done"]
         if self.progress is not None and progress.detail:
             status = f"{progress.status} · {progress.detail}" if progress.status else progress.detail
         else:
             status = progress.status
-        self.update(progress.done, progress.total, status, unit=unit, preparing=progress.preparing)
+        self.update(progress.done, progress.total, status, line=line, preparing=progress.preparing)
 
     def __enter__(self) -> "ProgressBar":
         return self

@@ -28,14 +28,14 @@ class ProgressMonitor:
     def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
         self.bar.update((first_epoch - 1) * steps_per_epoch, epochs * steps_per_epoch,
-                        stage=f"epoch {min(first_epoch, epochs)}/{epochs}")
+                        stage=f"epoch {min(first_epoch, epochs)}/{epochs}", line=True)
 
     def step(self) -> None:
         self.bar.advance()
 
     def epoch_done(self, record: dict[str, float]) -> None:
         epoch = int(record["epoch"])
-        self.bar.update(stage=f"epoch {epoch}/{self.epochs}", unit=True,
+        self.bar.update(stage=f"epoch {epoch}/{self.epochs}", line=True,
                         status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
                                f"loss {record['train_loss']:.3f}")
         if epoch < self.epochs:

@@ -112,4 +112,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public API only: not this module's own helpers (`importlib`, `annotations`, `Any`)."""
+    return list(__all__)

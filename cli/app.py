@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from effnet.cli.common import set_run_dir, shown, write_crash_log
 from effnet.cli.describe import describe
@@ -20,21 +22,42 @@ from effnet.cli.proxy_check import proxy_check
 from effnet.cli.search import search
 from effnet.cli.train import train
 
+
+class _BareFlags:
+    """Help that shows a flag as itself (`--json`), not as `--json <bool>`: a flag takes no value."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_BareFlags, TyperCommand):
+    pass
+
+
+class Group(_BareFlags, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="effnet",
+    cls=Group,
     help="Search a base network under a FLOPs budget, find how to grow it, and emit the grown family.",
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command()(search)
-app.command("grid-scale")(grid_scale)
-app.command("export-family")(export_family)
-app.command("export-model")(export_model)
-app.command()(describe)
-app.command()(train)
-app.command("proxy-check")(proxy_check)
-app.command()(predict)
+app.command(cls=Command)(search)
+app.command("grid-scale", cls=Command)(grid_scale)
+app.command("export-family", cls=Command)(export_family)
+app.command("export-model", cls=Command)(export_model)
+app.command(cls=Command)(describe)
+app.command(cls=Command)(train)
+app.command("proxy-check", cls=Command)(proxy_check)
+app.command(cls=Command)(predict)
 
 
 @app.callback()

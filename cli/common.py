@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -16,7 +17,10 @@ from typing import Any, Callable, Mapping, TypeVar
 import typer
 from rich.console import Console
 
-console = Console(highlight=False)
+WIDE = 1000
+"""The width of stdout when it is not a terminal (a file, a pipe): a table is as wide as its content."""
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else WIDE)
 """Tables and summaries; commands print none of them under `--json`, which owns stdout."""
 
 progress_console = Console(stderr=True, highlight=False)
@@ -94,54 +98,103 @@ def emit_json(data: Any) -> None:
 
 
 class ProgressBar:
-    """One rich progress bar on stderr for every command: `update(done, total, status)`, or call it with
-    the library's `StudyProgress`. Use it as a context manager; disabled, it shows nothing. It appears
-    with the first update (after the library has checked its input, so a refusal stays one line),
-    preceded by `header` if given."""
+    """The progress of every command, on stderr: `update(done, total, status)`, or call it with the library's
+    `StudyProgress`. Use it as a context manager; disabled, it shows nothing. It appears with the first update
+    (after the library has checked its input, so a refusal stays one line), preceded by `header` if given.
 
-    def __init__(self, label: str, enabled: bool = True, header: str | None = None):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+    On a terminal it is one rich bar, with what the unit in hand is doing (a candidate's epoch). Elsewhere (a
+    log file, a pipe) and with `plain` (a command's `--json`), it is plain lines with the elapsed time, the header
+    before the first: one as the units start and one per finished unit (a candidate, a grid evaluation, an epoch
+    of `train`: `update(line=True)`), and while the work before the units runs (decoding the data) one every
+    `PLAIN_EVERY_S` seconds, the first after as long, so that input refused there stays one line."""
 
-        self.progress = Progress(
-            TextColumn(f"[bold]{label}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-            console=progress_console, disable=not enabled, transient=False,
-        )
-        self.task = self.progress.add_task(label, total=None, stage="", status="")
+    PLAIN_EVERY_S = 15.0
+
+    def __init__(self, label: str, enabled: bool = True, header: str | None = None, plain: bool = False):
+        self.label = label
         self.enabled = enabled
         self.header = header
+        self.plain = plain or not progress_console.is_terminal
         self.started = False
+        self.progress: Any = None
+        self.began = time.monotonic()
+        self.last_line: float | None = None
+        self.state: dict[str, Any] = {"done": None, "total": None, "status": "", "stage": ""}
+        self.printed: tuple[Any, ...] | None = None
+        if enabled and not self.plain:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(
+                TextColumn(f"[bold]{label}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"),
+                TimeRemainingColumn(), console=progress_console, transient=False,
+            )
+            self.task = self.progress.add_task(label, total=None, stage="", status="")
 
     def update(self, done: int | None = None, total: int | None = None, status: str | None = None,
-               stage: str | None = None) -> None:
+               stage: str | None = None, line: bool = False, preparing: bool = False) -> None:
+        """`line`: the units start or one has finished (a line in plain mode); `preparing`: the work before them."""
+        if not self.enabled:
+            return
         if not self.started:
             self.started = True
-            if self.enabled and self.header:
-                progress_console.print(self.header)
-            self.progress.start()
-        fields: dict[str, Any] = {}
-        if total is not None:
-            fields["total"] = total
-        if done is not None:
-            fields["completed"] = done
-        if status is not None:
-            fields["status"] = status
-        if stage is not None:
-            fields["stage"] = stage
-        self.progress.update(self.task, **fields)
+            self.began = time.monotonic()
+            if self.progress is not None:
+                self._header()
+                self.progress.start()
+        fields = {key: value for key, value in (("done", done), ("total", total), ("status", status),
+                                                ("stage", stage)) if value is not None}
+        self.state.update(fields)
+        if self.progress is not None:
+            names = {"done": "completed", "total": "total", "status": "status", "stage": "stage"}
+            self.progress.update(self.task, **{names[key]: value for key, value in fields.items()})
+            return
+        now = time.monotonic()
+        if line or (preparing and now - (self.last_line or self.began) >= self.PLAIN_EVERY_S):
+            self._line(now)
+
+    def _header(self) -> None:
+        if self.header:
+            progress_console.print(self.header, soft_wrap=True, markup=False)
+
+    def _line(self, now: float) -> None:
+        """One plain line of the state now (the header first), unless it says what the last one said."""
+        state = self.state
+        shown = (state["done"], state["total"], state["status"], state["stage"])
+        if shown == self.printed:
+            return
+        if self.last_line is None:
+            self._header()
+        self.printed, self.last_line = shown, now
+        count = "" if state["done"] is None else (
+            f" {state['done']}" + ("" if state["total"] is None else f"/{state['total']}"))
+        words = " ".join(part for part in (f"{self.label}{count}", state["stage"], state["status"]) if part)
+        elapsed = int(now - self.began)
+        progress_console.print(f"[{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}] {words}",
+                               soft_wrap=True, markup=False, highlight=False)
 
     def advance(self, steps: int = 1) -> None:
-        self.progress.advance(self.task, steps)
+        """`steps` more done: the bar moves; a plain line waits for the end of the unit."""
+        if self.enabled:
+            self.state["done"] = (self.state["done"] or 0) + steps
+            if self.progress is not None:
+                self.progress.advance(self.task, steps)
 
     def __call__(self, progress: Any) -> None:
-        self.update(progress.done, progress.total, progress.status)
+        """The library's `StudyProgress`: a plain line when its count of units moves, not for its detail."""
+        line = not progress.preparing and progress.done != self.state["done"]
+        if self.progress is not None and progress.detail:
+            status = f"{progress.status} · {progress.detail}" if progress.status else progress.detail
+        else:
+            status = progress.status
+        self.update(progress.done, progress.total, status, line=line, preparing=progress.preparing)
 
     def __enter__(self) -> "ProgressBar":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.started:
+        if self.started and self.progress is not None:
             self.progress.stop()
 
 

@@ -95,15 +95,14 @@ def fit_table(fits: list[Any], coefficients: Any) -> Any:
 
 @clean_input_errors()
 def export_family(
-    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec (B0) to grow.",
-                                   show_default="the reference EfficientNet-B0"),
+    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
+                                   show_default=False),
     coefficients_path: Optional[Path] = typer.Option(
         None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
     beta: Optional[float] = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
-    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values.",
-                                      show_default="1,2,3,4,5,6,7"),
+    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values (default: 1,2,3,4,5,6,7)."),
     match_flops: bool = typer.Option(
         False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
     preset: Optional[str] = typer.Option(

@@ -105,8 +105,8 @@ def print_best(data: dict[str, Any]) -> None:
 
 @clean_input_errors()
 def grid_scale(
-    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec B0 (e.g. runs/search/b0.yaml).",
-                                   show_default="the reference EfficientNet-B0"),
+    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec B0 (e.g. runs/search/b0.yaml; default: the reference EfficientNet-B0).",
+                                   show_default=False),
     alpha_range: str = typer.Option("1.0:1.4", "--alpha-range", help="Depth coefficient range LOW:HIGH or one value."),
     beta_range: str = typer.Option("1.0:1.3", "--beta-range", help="Width coefficient range LOW:HIGH or one value."),
     gamma_range: str = typer.Option("1.0:1.3", "--gamma-range", help="Resolution coefficient range LOW:HIGH."),
@@ -171,7 +171,7 @@ def grid_scale(
     )
     set_run_dir(run_dir)
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"
-    with ProgressBar("grid", enabled=not as_json, header=header) as bar:
+    with ProgressBar("grid", header=header, plain=as_json) as bar:
         result = run_grid(config, str(base_path), on_progress=bar)
     print_notes(result.notes)
     if as_json:

@@ -50,8 +50,7 @@ def renamed(new: T | None, old: T | None, new_flag: str, old_flag: str, default:
 # -- options several commands share (one declaration, one help text) ------------------------------
 
 DATA = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path.")
-PROXY_EPOCHS = typer.Option(None, "--proxy-epochs", help="Epochs the train proxy trains each network.",
-                            show_default="3")
+PROXY_EPOCHS = typer.Option(None, "--proxy-epochs", help="Epochs the train proxy trains each network (default: 3).")
 OLD_EPOCHS = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs.")
 BATCH_SIZE = typer.Option(64, "--batch-size", help="Proxy training batch.")
 PROXY_TRAIN_IMAGES = typer.Option(None, "--proxy-train-images",

@@ -68,16 +68,14 @@ def proxy_check(
     proxy: Optional[list[str]] = typer.Option(
         None, "--proxy", help=f"Cheap proxy to check, repeatable: {', '.join(PROXY_NAMES)} "
                               f"(default: {', '.join(DEFAULT_PROXIES)}); zero-cost is NASWOT."),
-    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Epochs of the cheap `train` proxy.",
-                                               show_default="3"),
+    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Epochs of the cheap `train` proxy (default: 3)."),
     epochs: Optional[int] = options.OLD_EPOCHS,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution",
-                                                   help="Image size the proxies and the reference train at.",
-                                                   show_default="32"),
+                                                   help="Image size the proxies and the reference train at (default: 32)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", hidden=True,
                                              help="Deprecated name of --proxy-resolution."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),
@@ -107,8 +105,8 @@ def proxy_check(
         supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels)
     set_run_dir(run_dir)
     try:
-        with ProgressBar("proxy-check", enabled=not as_json) as bar:
-            result = run_check(config, on_progress=lambda done, total, status: bar.update(done, total, status))
+        with ProgressBar("proxy-check", plain=as_json) as bar:
+            result = run_check(config, on_progress=bar)
     except Interrupted as stop:  # only while the supernet trains
         exit_for_signal(stop.signum, "the supernet's checkpoint is")
     summary = result.as_dict()

@@ -107,7 +107,7 @@ def search(
     set_run_dir(run_dir)
     header = (f"study {study_name!r} in {config.study.storage_label}; band "
               f"{format_size(config.band.low)}–{format_size(config.band.high)} FLOPs")
-    with ProgressBar("search", enabled=not as_json, header=header) as bar:
+    with ProgressBar("search", header=header, plain=as_json) as bar:
         result = run_search(config, on_progress=bar)
     print_notes(result.notes)
     if result.fit is not None:

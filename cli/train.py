@@ -17,28 +17,29 @@ TABLE_EPOCHS = 10
 class ProgressMonitor:
     """The library's training hooks on the shared progress bar, with the last epoch's accuracies."""
 
-    def __init__(self, bar: ProgressBar, talk: bool):
+    def __init__(self, bar: ProgressBar):
         self.bar = bar
-        self.talk = talk
         self.epochs = 0
 
     def describe(self, text: str) -> None:
-        if self.talk:
-            progress_console.print(text)
+        if self.bar.enabled:
+            progress_console.print(text, soft_wrap=True)
 
     def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
         self.bar.update((first_epoch - 1) * steps_per_epoch, epochs * steps_per_epoch,
-                        stage=f"epoch {min(first_epoch, epochs)}/{epochs}")
+                        stage=f"epoch {min(first_epoch, epochs)}/{epochs}", line=True)
 
     def step(self) -> None:
         self.bar.advance()
 
     def epoch_done(self, record: dict[str, float]) -> None:
         epoch = int(record["epoch"])
-        self.bar.update(stage=f"epoch {min(epoch + 1, self.epochs)}/{self.epochs}",
+        self.bar.update(stage=f"epoch {epoch}/{self.epochs}", line=True,
                         status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
                                f"loss {record['train_loss']:.3f}")
+        if epoch < self.epochs:
+            self.bar.update(stage=f"epoch {epoch + 1}/{self.epochs}")
 
 
 def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
@@ -98,10 +99,9 @@ def train(
     main = distributed_from_env().is_main
     if main:
         set_run_dir(config.directory)
-    talk = main and not as_json
     try:
-        with ProgressBar("train", enabled=talk) as bar:
-            outcome = train_network(config, ProgressMonitor(bar, talk))
+        with ProgressBar("train", enabled=main, plain=as_json) as bar:
+            outcome = train_network(config, ProgressMonitor(bar))
     except KeyboardInterrupt:
         saved = config.directory / CHECKPOINT_NAME
         if main and saved.exists():

@@ -17,7 +17,7 @@ from typing import Any
 from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.study.runner import ProgressCallback, StudyProgress, open_study, run_study
+from effnet.nas.study.runner import ProgressCallback, check_settings, open_study, preparing_progress, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
@@ -91,21 +91,22 @@ class GridResult:
         return data
 
 
-def check_grid(config: GridConfig,
-               on_progress: ProgressCallback | None = None) -> tuple[list[GridPoint], dict, ChanceLevel | None]:
+def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None,
+               notes: list[str] | None = None) -> tuple[list[GridPoint], dict, ChanceLevel | None]:
     """Everything that can be refused before the study starts (the grid's points, the data, the directory),
     and the proxy's data at every resolution the points train at, its caches built here once for every
     worker; returns the points, what the run record says of the data, and the train proxy's chance level (the
-    validation split is the same at every resolution)."""
+    validation split is the same at every resolution). A resumed study's settings are checked before the data
+    are decoded; a repair of its storage is told in `notes`."""
     from effnet.nas.data.sources import data_record
 
     points = config.points()
     config.study.worker_device()
     config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
+    check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = config.study.proxy_runtime()
-    progress = None if on_progress is None else (
-        lambda done, total, status: on_progress(StudyProgress(done, total, status)))
+    progress = preparing_progress(on_progress)
     records, chance = {}, None
     for resolution in sorted({p.proxy_resolution for p in points}):
         data = dataclasses.replace(config.proxy, resolution=resolution).load(runtime, progress)
@@ -132,13 +133,15 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     times, and write grid.csv, grid.png, report.html, coefficients.yaml (once a network is scored) and run.yaml.
     `base_label` is how the files name the base (its path, say). A stop signal ends the run early with what
     was scored written."""
-    checked, data, chance = check_grid(config, on_progress)
+    notes: list[str] = []
+    checked, data, chance = check_grid(config, on_progress, notes)
     points = tuple(checked)
     job = GridJob(config, points)
     if config.max_points is not None:
         study, _ = open_study(job, config.study)
         job = dataclasses.replace(job, limit=evaluations_taken(study, job.network_of) + config.max_points)
     run = run_study(job, config.study, on_progress)
+    run.notes[:0] = notes
     networks = network_results(run.study, config, points)
     rows = point_results(networks, points)
     run_dir = config.study.run_dir

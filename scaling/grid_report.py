@@ -44,21 +44,32 @@ def surface_section(rows: Sequence[PointResult], record: dict[str, Any] | None, 
                           "coefficients in red.", figure)
 
 
+def noise_verdict(record: dict[str, Any]) -> str:
+    """How the chosen network's lead over the runner-up compares with the proxy's noise, in words."""
+    if record["runner_up"] is None:
+        return "no runner-up to compare it with"
+    if record["noise_sd"] is None:
+        return ("the proxy's noise not measured (one run per network)" if record["repeats"] == 1
+                else "the proxy's noise not measured yet (no network scored twice)")
+    return "within the proxy's noise of the runner-up" if record["within_noise"] else "beyond the proxy's noise"
+
+
 def write_grid_report(study: optuna.Study, config: GridConfig, rows: Sequence[PointResult],
                       record: dict[str, Any] | None, path: Path, chance: ChanceLevel | None = None) -> Path:
     score = config.score_name
     evaluated = scored_study(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), lambda t: t.value,
                              f"{config.study.name}-report")
-    lines = [f"grid {config.study.name} over {config.base.name} at φ = {config.grid.phi}: {len(rows)} points, "
-             f"{len(evaluated.trials)} evaluations scored ({config.proxy.name} proxy on {config.proxy.data})",
+    lines = [f"study {config.study.name!r}: grid over {config.base.name} at φ = {config.grid.phi}, "
+             f"{len(rows)} points, {len(evaluated.trials)} evaluations scored ({config.proxy.name} proxy on "
+             f"{config.proxy.data})",
              f"watch a running grid live: {dashboard_command(config.study.storage, config.study.run_dir)}"]
     if chance is not None:
         lines.append(f"chance level {chance.chance:.4f} ({chance.classes} classes, {chance.val_images:,} validation "
                      f"images; a score under {chance.threshold:.4f} is not told apart from it)")
     if record is not None:
         lines.append(f"chosen: α {record['alpha']}, β {record['beta']}, γ {record['gamma']} ({score} "
-                     f"{record['score']:.4f}; within the proxy's noise: {record['within_noise']}; tied with the "
-                     f"runner-up: {record['tied_with_runner_up']})")
+                     f"{record['score']:.4f}; {noise_verdict(record)}; tied with the runner-up: "
+                     f"{'yes' if record['tied_with_runner_up'] else 'no'})")
         lines.extend(f"warning: {caveat}" for caveat in grid_caveats(record))
     sections = [history_section(evaluated, score, "evaluation"), importance_section(evaluated, score, "evaluation"),
                 surface_section(rows, record, score)]

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
-from effnet.nas.study.runner import StudyProgress
+from effnet.nas.study.runner import DetailCallback, StudyProgress
 from effnet.scaling.grid_results import (POINT_ATTR, REPEAT_ATTR, Evaluation, evaluations_done, is_evaluated, is_live,
                                          network_results, ranked, trial_evaluation)
 from effnet.scaling.grid_space import COEFFICIENTS, GridConfig, GridPoint, point_spec
@@ -98,8 +98,10 @@ class PointScorer:
 class PointObjective:
     """Scores the evaluation of a taken trial, unless another trial takes precedence or it has none."""
 
-    def __init__(self, config: GridConfig, study: optuna.Study, points: tuple[GridPoint, ...], scorer: Scorer):
+    def __init__(self, config: GridConfig, study: optuna.Study, points: tuple[GridPoint, ...], scorer: Scorer,
+                 on_detail: DetailCallback | None = None):
         self.config = config
+        self.on_detail = on_detail
         self.study = study
         self.scorer = scorer
         self.points = {p.key: p for p in points}
@@ -125,10 +127,14 @@ class PointObjective:
                             ("seed", seed)):
             trial.set_user_attr(name, value)
         spec = point_spec(self.config.base, point.alpha, point.beta, point.gamma, self.config.grid.phi)
+        from effnet.nas.study.signals import training
+
+        if self.on_detail is not None:
+            with training(active=False):
+                self.on_detail(f"trial {trial.number}: scoring α={point.alpha:g} β={point.beta:g} γ={point.gamma:g} "
+                               f"(repeat {repeat + 1}/{self.config.repeats})")
         started = time.perf_counter()
         try:
-            from effnet.nas.study.signals import training
-
             with training():
                 score = self.scorer(spec, point.proxy_resolution, seed)
         except KeyboardInterrupt:
@@ -171,11 +177,11 @@ class GridJob:
     def prepare(self, study: optuna.Study) -> None:
         queue_missing_evaluations(study, self.points, self.config.repeats)
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
-                  device: str) -> Callable[[optuna.Trial], Any]:
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
+                  on_detail: DetailCallback | None = None) -> Callable[[optuna.Trial], Any]:
         runtime = self.config.study.proxy_runtime(device, threads)
         return PointObjective(self.config, study, self.points,
-                              self.scorer or PointScorer(self.config.proxy, runtime))
+                              self.scorer or PointScorer(self.config.proxy, runtime), on_detail)
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         if self.limit is not None and evaluations_taken(study, self.network_of) >= self.limit:

@@ -32,6 +32,12 @@ def test_every_exported_name_resolves_and_import_is_lazy():
     assert loaded.split() == ["False", "False"]
 
 
+def test_dir_lists_the_public_api_only():
+    names = dir(effnet)
+    assert names == sorted(effnet.__all__)
+    assert not {"importlib", "annotations", "Any", "_EXPORTS"} & set(names)
+
+
 def test_count_flops_by_both_methods_agrees_with_fvcore_on_b0(one_torch_thread):
     b0 = effnet.reference_b0()
     analytic, traced = effnet.count_flops(b0), effnet.count_flops(b0, method="fvcore")

@@ -536,7 +536,7 @@ class FailsInItsWorkers:
     def prepare(self, study: optuna.Study) -> None:
         pass
 
-    def objective(self, study, deadline, threads, device):
+    def objective(self, study, deadline, threads, device, on_detail):
         raise RuntimeError("a bug in the worker")
 
     def stop_reason(self, study: optuna.Study) -> str | None:

@@ -4,6 +4,7 @@ network) whose figures are there and hold the run's trials, read back from the p
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 from pathlib import Path
@@ -30,10 +31,22 @@ def figures(page: str) -> list[dict]:
     return found
 
 
-def assert_self_contained(page: str) -> None:
-    assert page.count("plotly.js v") >= 1  # the library's own banner, inlined
-    assert len(page) > 3_000_000  # plotly.js itself is some megabytes
-    assert not re.search(r"<script[^>]+src=", page), "a script the page would fetch"
+def assert_opens_offline_and_light(run_dir: Path) -> str:
+    """The report loads plotly.js from the copy beside it (no network) and is small without it; returns the page."""
+    page = (run_dir / "report.html").read_text()
+    assert re.findall(r"<script[^>]+src=\"([^\"]+)\"", page) == ["plotly.min.js"]
+    assert "plotly.js v" not in page and len(page.encode()) < 1_000_000  # was 4.8 MB with plotly.js inside
+    shared = (run_dir / "plotly.min.js").read_text()
+    assert shared.count("plotly.js v") >= 1 and len(shared) > 3_000_000  # the library's banner; some megabytes
+    return page
+
+
+def assert_whole_ticks_and_every_bar_named(history: dict, importance: dict) -> None:
+    axis = history["layout"]["xaxis"]
+    assert axis["tick0"] == 0 and isinstance(axis["dtick"], int) and axis["dtick"] >= 1  # no trial 0.5
+    bars = importance["data"][0]["y"]
+    assert importance["layout"]["yaxis"]["tickmode"] == "linear" and importance["layout"]["yaxis"]["dtick"] == 1
+    assert importance["layout"]["height"] >= 24 * len(bars)  # a line of text per bar
 
 
 def title(figure: dict) -> str:
@@ -51,8 +64,7 @@ def search_run(tmp_path_factory) -> Path:
 
 
 def test_search_report_holds_history_importances_and_accuracy_against_flops(search_run):
-    page = (search_run / "report.html").read_text()
-    assert_self_contained(page)
+    page = assert_opens_offline_and_light(search_run)
     with (search_run / "trials.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     trained = [r for r in rows if r["state"] == "COMPLETE" and r["in_band"] == "True"]
@@ -63,6 +75,7 @@ def test_search_report_holds_history_importances_and_accuracy_against_flops(sear
     assert sorted(points["y"]) == pytest.approx(sorted(float(r["reward"]) for r in trained))
     assert "Importance" in title(importance)
     assert set(importance["data"][0]["y"]) <= set(choices) and len(importance["data"][0]["y"]) >= 2
+    assert_whole_ticks_and_every_bar_named(history, importance)
     assert title(accuracy) == "Accuracy against FLOPs"
     candidates = next(trace for trace in accuracy["data"] if trace["name"] == f"completed ({len(trained)})")
     assert sorted(candidates["x"]) == pytest.approx(sorted(int(r["flops"]) / 1e6 for r in trained))
@@ -85,10 +98,13 @@ def test_grid_report_holds_the_score_over_the_grid_and_the_chosen_point(tmp_path
     result = runner.invoke(app, ["grid-scale", "--base", TINY_BASE, *GRID_ARGS, *ZERO_COST_ARGS,
                                  "--run-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    page = (tmp_path / "report.html").read_text()
-    assert_self_contained(page)
+    page = assert_opens_offline_and_light(tmp_path)
     history, importance, surface = figures(page)
     assert "Optimization History" in title(history) and "Importance" in title(importance)
+    assert_whole_ticks_and_every_bar_named(history, importance)
+    context = html.unescape(re.search(r"<ul>(.*?)</ul>", page, re.S).group(1))
+    assert "None" not in context and "grid grid" not in context
+    assert "the proxy's noise not measured (one run per network)" in context  # one repeat: no noise measured
     assert set(importance["data"][0]["y"]) <= {"alpha", "beta", "gamma"}
     with (tmp_path / "grid.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["score"]]

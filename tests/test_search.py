@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -216,8 +218,22 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
 def test_resumed_study_must_keep_its_settings(tmp_path):
     study_of(tiny_config(tmp_path))
-    with pytest.raises(Exception, match="created with other settings .*target_flops=1000000, now 2000000"):
+    with pytest.raises(Exception, match=r"created with other settings \(target_flops: 1000000 -> 2000000\);"):
         study_of(tiny_config(tmp_path, target_flops=2_000_000))
+
+
+def test_a_refused_resume_names_only_the_changed_settings_before_decoding_any_data(tmp_path):
+    from images import jpeg_folder
+
+    folder = jpeg_folder(tmp_path / "images", classes=2, per_class=6)
+    study_of(dataclasses.replace(tiny_config(tmp_path / "run"), proxy=ProxyConfig(data=str(folder), epochs=2)))
+    cache = tmp_path / "cache"
+    result = runner.invoke(app, ["search", "--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3",
+                                 "--data", str(folder), "--proxy-epochs", "10", "--run-dir", str(tmp_path / "run"),
+                                 "--cache-dir", str(cache), "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "created with other settings (proxy.epochs: 2 -> 10); rerun with those" in result.stderr
+    assert not cache.exists() or not any(cache.iterdir())  # refused before the folder was decoded into a cache
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -237,6 +253,26 @@ def test_search_command_writes_a_b0_inside_the_band(tmp_path):
     assert spec.provenance["trial"] == summary["trial"] and spec.provenance["reward"] == summary["reward"]
     for name in ("trials.csv", "history.png", "accuracy_vs_flops.png", "run.yaml", "study.journal"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+PROGRESS_LINE = re.compile(r"^\[\d+:\d\d:\d\d\] search (\d+)/3\b", re.M)
+
+
+def test_progress_piped_is_plain_lines_one_per_candidate_and_tables_do_not_wrap(tmp_path):
+    done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path / "plain")])
+    assert done.returncode == 0, done.stderr
+    counts = [int(n) for n in PROGRESS_LINE.findall(done.stderr)]
+    assert counts == [0, 1, 2, 3], done.stderr  # one line as it starts, then one per trained candidate
+    assert "━" not in done.stderr and "…" not in done.stderr + done.stdout  # no bar, no text cut to a width
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
+    assert rows and all(re.match(r"│ +\d+ │", row) for row in rows), done.stdout  # one line per candidate
+
+
+def test_progress_with_json_goes_to_stderr_and_stdout_is_the_json_alone(tmp_path):
+    done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path), "--json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trials_completed"] + json.loads(done.stdout)["trials_pruned"] == 3
+    assert [int(n) for n in PROGRESS_LINE.findall(done.stderr)] == [0, 1, 2, 3], done.stderr
 
 
 def wait_for(predicate, timeout: float) -> bool:

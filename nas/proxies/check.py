@@ -31,6 +31,7 @@ from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.record import write_run_record
 from effnet.nas.study.reach import check_band
+from effnet.nas.study.runner import ProgressCallback, StudyProgress, preparing_progress
 from effnet.nas.study.signals import Interrupted
 from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.units import format_size
@@ -234,9 +235,10 @@ class ProxyCheckResult:
         }
 
 
-def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str], None] | None = None) -> ProxyCheckResult:
+def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None = None) -> ProxyCheckResult:
     """Draw the candidates, score them with every proxy and the reference training, and write
-    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(done, total, status)` follows along. The
+    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(StudyProgress)` follows along (`done` counts
+    the scorings, each proxy's and the reference's of each candidate). The
     supernet proxy's supernet is trained first (resumed, or found, in the run directory); a stop signal
     during its training saves its checkpoint and raises `Interrupted`."""
     from effnet.nas.training.runtime import resolve_device
@@ -245,7 +247,8 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
     check_loader_workers(config.loader_workers)
     space = load_space(config.space)
     ensure_writable_dir(config.run_dir)
-    images = config.proxy().load(config.runtime(), on_progress)
+    preparing = preparing_progress(on_progress)
+    images = config.proxy().load(config.runtime(), preparing)
     low = config.target_flops * (1 - config.flops_tolerance)
     high = config.target_flops * (1 + config.flops_tolerance)
     check_band(space, math.ceil(low), math.floor(high))
@@ -254,7 +257,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
     if "supernet" in config.proxies:
         setup = SupernetSetup(space, low, high, config.run_dir)
         runtime = dataclasses.replace(config.runtime(), device=device)
-        supernet = train_supernet(setup, config.proxy("supernet"), images, runtime, on_progress=on_progress)
+        supernet = train_supernet(setup, config.proxy("supernet"), images, runtime, on_progress=preparing)
         if supernet.signal is not None:
             raise Interrupted(supernet.signal)
     total = len(specs) * (len(config.proxies) + 1)
@@ -262,7 +265,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: Callable[[int, int, str],
 
     def advance(status: str) -> None:
         if on_progress is not None:
-            on_progress(next(steps), total, status)
+            on_progress(StudyProgress(next(steps), total, status))
 
     results = score_candidates(specs, images, dataclasses.replace(config, device=device), advance, setup)
     names = [*config.proxies, *BASELINES]

@@ -1,5 +1,7 @@
-"""report.html: a study's figures as one self-contained page (plotly.js embedded once, no network needed to open
-it), and the Optuna figures search and grid share: the optimization history and the parameter importances.
+"""report.html: a study's figures as one page, and the Optuna figures search and grid share: the optimization
+history and the parameter importances. plotly.js (some megabytes) is not inside the page but beside it, one
+`plotly.min.js` per run directory that the page loads by its relative path: the page opens without a network and
+weighs tens of kilobytes.
 
 Optuna's plots read a study; the figures here are drawn from an in-memory study holding only the trials that
 were scored, each with the score the report is about (a search's reward, a grid's mean proxy score), so the
@@ -10,6 +12,7 @@ candidates outside the FLOPs band.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from effnet.nas.files import atomic_write_text
 from effnet.nas.study.runner import optuna_quiet
 
 REPORT_NAME = "report.html"
+PLOTLY_JS_NAME = "plotly.min.js"
 MIN_TRIALS_FOR_IMPORTANCE = 3
 """fANOVA fits a random forest over the scored trials: below three it has nothing to split."""
 
@@ -70,6 +74,7 @@ def history_section(study: optuna.Study, score_name: str, what: str) -> Section:
         return Section("Optimization history", f"no {what} scored yet")
     figure = plot_optimization_history(study, target_name=score_name)
     figure.update_layout(xaxis_title=f"{what} (in the order scored)")
+    figure.update_xaxes(tick0=0, dtick=whole_step(len(study.trials)))
     return Section("Optimization history", f"{score_name} of every {what} in the order scored, and the best so far.",
                    figure)
 
@@ -91,24 +96,50 @@ def importance_section(study: optuna.Study, score_name: str, what: str) -> Secti
         return Section(title, f"every scored {what} has the same {score_name}: no choice explains any of it")
     figure = plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied,
                                     target_name=score_name)
+    # every bar named: plotly skips category labels where the bars are thinner than a line of text
+    figure.update_yaxes(tickmode="linear", dtick=1)
+    figure.update_layout(height=max(400, 160 + 24 * len(varied)))
     return Section(title, f"How much of the variance of {score_name} each choice explains (fANOVA over the "
                           f"{len(study.trials)} scored {what}s; a forest fit to few points, so read it as a hint).",
                    figure)
 
 
+def whole_step(count: int) -> int:
+    """A tick step in whole numbers (1, 2, 5, 10, 20, ...) that puts at most about ten ticks on `count` trials."""
+    for power in itertools.count():
+        for base in (1, 2, 5):
+            if count <= 10 * base * 10 ** power:
+                return base * 10 ** power
+    raise AssertionError("unreachable")
+
+
 def write_report(path: str | os.PathLike[str], title: str, lines: Sequence[str], sections: Sequence[Section]) -> Path:
-    """One HTML page: the title, a few lines of context, then each section's figure; plotly.js is embedded with
-    the first figure, so the file opens anywhere without a network."""
-    body, embedded = [], False
+    """One HTML page: the title, a few lines of context, then each section's figure; plotly.js is loaded from
+    `plotly.min.js` beside the page (written there if it is missing or another version), so the page opens
+    anywhere without a network."""
+    path = Path(path)
+    body, loaded = [], False
     for section in sections:
         body.append(f"<h2>{html.escape(section.title)}</h2>\n<p>{html.escape(section.caption)}</p>")
         if section.figure is not None:
-            body.append(section.figure.to_html(full_html=False, include_plotlyjs=not embedded,
+            body.append(section.figure.to_html(full_html=False, include_plotlyjs=False if loaded else PLOTLY_JS_NAME,
                                                config={"displaylogo": False}))
-            embedded = True
+            loaded = True
+    if loaded:
+        write_plotly_js(path.parent / PLOTLY_JS_NAME)
     context = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
             "h2{margin-top:2em}</style></head>\n"
             f"<body><h1>{html.escape(title)}</h1><ul>{context}</ul>\n" + "\n".join(body) + "\n</body></html>\n")
     return atomic_write_text(path, page)
+
+
+def write_plotly_js(path: Path) -> Path:
+    """The plotly.js the installed plotly draws with, written unless the file already holds exactly it."""
+    from plotly.offline import get_plotlyjs
+
+    script = get_plotlyjs()
+    if not path.is_file() or path.stat().st_size != len(script.encode()) or path.read_text() != script:
+        atomic_write_text(path, script)
+    return path

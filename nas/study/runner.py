@@ -27,6 +27,7 @@ does the rest, the same way for every job:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import threading
@@ -51,7 +52,8 @@ from effnet.nas.redact import redact, url_secrets
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR, WORKER_ATTR,
                                        recover_stale_trials, requeue_interrupted, worker_identity)
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
-from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_storage
+from effnet.nas.study.storage import (JOURNAL_PREFIX, describe_storage, heartbeat_settings, journal_path,
+                                      open_storage)
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
@@ -154,14 +156,29 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class StudyProgress:
-    """How far a study is: `done` of `total` units (trained candidates, grid points) and a status line."""
+    """How far a study is: `done` of `total` units (trained candidates, grid points) and a status line.
+
+    `detail` says what the unit in hand is doing (a candidate's epoch): it changes while `done` stays.
+    `preparing` marks the work before the units start (decoding the data, training the supernet): its
+    `done` and `total` count images or steps, not units."""
 
     done: int
     total: int | None
     status: str = ""
+    detail: str = ""
+    preparing: bool = False
 
 
 ProgressCallback = Callable[[StudyProgress], None]
+DetailCallback = Callable[[str], None]
+"""Told what the unit in hand is doing (`StudyProgress.detail`), from inside the objective."""
+
+
+def preparing_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
+    """The `(done, total, status)` progress of the data and supernet stages as `StudyProgress(preparing=True)`."""
+    if on_progress is None:
+        return None
+    return lambda done, total, status: on_progress(StudyProgress(done, total, status, preparing=True))
 
 
 class StudyJob(Protocol):
@@ -182,8 +199,9 @@ class StudyJob(Protocol):
     def prepare(self, study: optuna.Study) -> None:
         """Before any worker starts (after recovery): queue what must be queued."""
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
-                  device: str) -> Callable[[optuna.Trial], Any]: ...
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
+                  on_detail: DetailCallback | None) -> Callable[[optuna.Trial], Any]:
+        """The trial objective; it tells `on_detail` (where given) what the trial in hand is doing."""
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         """Why workers should stop now (the budget is met, nothing is left), or None."""
@@ -291,16 +309,58 @@ def open_study(job: StudyJob, config: StudyConfig,
         study = optuna.create_study(
             storage=storage, study_name=config.name, directions=job.directions(),
             sampler=SeededPerWorker(job.make_sampler, config.seed), pruner=job.make_pruner(), load_if_exists=True)
-    fingerprint = job.fingerprint()
     stored = study.user_attrs.get(job.kind)
     if stored is None:
-        study.set_user_attr(job.kind, fingerprint)
-    elif stored != fingerprint:
-        changed = sorted(k for k in set(fingerprint) | set(stored) if stored.get(k) != fingerprint.get(k))
-        raise InputError(f"study {config.name!r} in {config.storage_label} was created with other settings "
-                         f"({', '.join(f'{k}={stored.get(k)!r}, now {fingerprint.get(k)!r}' for k in changed)}); "
-                         "rerun with those, or use another study name or run directory")
+        study.set_user_attr(job.kind, job.fingerprint())
+    else:
+        _refuse_other_settings(job, config, stored)
     return study, storage
+
+
+def check_settings(job: StudyJob, config: StudyConfig, notes: list[str] | None = None) -> None:
+    """Refuse to resume a study created with other settings before any work is done for it (decoding the data,
+    say). It creates no study (`run_study` does) and, where no journal exists yet, no file."""
+    journal = config.storage is None or config.storage.startswith(JOURNAL_PREFIX)
+    if journal and not journal_path(config.storage, config.run_dir).exists():
+        return
+    storage = open_storage(config.storage, config.run_dir, notes)
+    try:
+        study_id = storage.get_study_id_from_name(config.name)
+    except KeyError:
+        return
+    stored = storage.get_study_user_attrs(study_id).get(job.kind)
+    if stored is not None:
+        _refuse_other_settings(job, config, stored)
+
+
+_UNSET = object()
+
+
+def _refuse_other_settings(job: StudyJob, config: StudyConfig, stored: dict[str, Any]) -> None:
+    """An `InputError` naming each setting that differs from the stored fingerprint, as `name: old -> new`."""
+    old, new = _flattened(stored), _flattened(job.fingerprint())
+    changed = [name for name in sorted(set(old) | set(new)) if old.get(name, _UNSET) != new.get(name, _UNSET)]
+    if changed:
+        differences = "; ".join(f"{name}: {_shown(old.get(name, _UNSET))} -> {_shown(new.get(name, _UNSET))}"
+                                for name in changed)
+        raise InputError(f"study {config.name!r} in {config.storage_label} was created with other settings "
+                         f"({differences}); rerun with those, or use another study name or run directory")
+
+
+
+def _flattened(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted names: {"proxy": {"epochs": 2}} -> {"proxy.epochs": 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    return "(not set)" if value is _UNSET else repr(value) if isinstance(value, str) else str(value)
 
 
 @contextlib.contextmanager
@@ -387,10 +447,11 @@ def repeated_failure_error(count: int, error: str) -> InputError:
 
 
 def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: StudyConfig, deadline: float | None,
-          report: Callable[[], None] | None, since: float | None = None) -> str:
+          report: DetailCallback | None, since: float | None = None) -> str:
     """One worker: run trials until the job says stop, the deadline passes, a stop signal comes or the trials
     since `since` (default: now) fail alike (`repeated_failure`); returns why it stopped ("interrupt" for a
-    signal, "failing" for failures)."""
+    signal, "failing" for failures). `report(detail)` is told the progress: after every trial (no detail) and
+    from inside one."""
     reason: list[str] = []
     since = time.time() if since is None else since
 
@@ -399,7 +460,7 @@ def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: Stud
                else "failing" if trial is not None and repeated_failure(study, since) else job.stop_reason(study)
                or ("timeout" if deadline is not None and time.time() >= deadline else None))
         if report is not None:
-            report()
+            report("")
         if why is not None:
             reason[:] = [why]
             if trial is not None:  # inside Optuna's loop, as a callback
@@ -410,7 +471,7 @@ def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: Stud
         return reason[0]
     journal = getattr(storage, "get_heartbeat_interval", lambda: None)() is None
     interval, _ = heartbeat_settings()
-    objective = _recorded(job.objective(study, deadline, config.worker_threads(), config.worker_device()),
+    objective = _recorded(job.objective(study, deadline, config.worker_threads(), config.worker_device(), report),
                           journal, interval)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(objective, timeout=timeout, callbacks=[check], catch=(Exception,), gc_after_trial=False)
@@ -466,9 +527,9 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
         requeue_interrupted(study)
         job.prepare(study)
 
-        def report() -> None:
+        def report(detail: str = "") -> None:
             if on_progress is not None:
-                on_progress(job.progress(study))
+                on_progress(dataclasses.replace(job.progress(study), detail=detail))
 
         report()
         failed: list[str] = []

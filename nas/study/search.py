@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from effnet.nas import checks
 from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
+from effnet.nas.units import format_size
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.data.facts import data_facts
 from effnet.nas.data.sources import DataSplits, data_record
@@ -37,7 +38,8 @@ from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
-from effnet.nas.study.runner import ProgressCallback, StudyConfig, StudyProgress, run_study
+from effnet.nas.study.runner import (DetailCallback, ProgressCallback, StudyConfig, StudyProgress, check_settings,
+                                     preparing_progress, run_study)
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.study.signals import training
 from effnet.nas.study.space import SearchSpace, load_space
@@ -122,9 +124,10 @@ class TrialObjective:
     """Sample, count, constrain, and (inside the band only) score one candidate."""
 
     def __init__(self, config: SearchConfig, space: SearchSpace, proxy_factory: Callable[[], Any],
-                 deadline: float | None = None):
+                 deadline: float | None = None, on_detail: DetailCallback | None = None):
         self.config = config
         self.deadline = deadline  # past it, a training candidate stops (pruned) at its next epoch
+        self.on_detail = on_detail
         self.space = space
         self.band = config.band
         self._proxy_factory = proxy_factory
@@ -149,10 +152,18 @@ class TrialObjective:
             return (0.0, float(cost.flops)) if config.multi_objective else 0.0
 
         reporting = 0.0  # seconds spent in `report` (storage writes, pruning checks), not training
+        epochs = config.proxy.epochs if config.proxy.name == "train" else None
+
+        def tell(what: str) -> None:
+            if self.on_detail is not None:
+                with training(active=False):
+                    self.on_detail(f"trial {trial.number} ({format_size(cost.flops)} FLOPs): {what}")
 
         def report(epoch: int, accuracy: float) -> None:
             nonlocal reporting
             begun = time.perf_counter()
+            if epochs is not None and epoch < epochs:
+                tell(f"epoch {epoch}/{epochs} accuracy {accuracy:.4f}, training epoch {epoch + 1}")
             prune = False
             with training(active=False):
                 if not config.multi_objective:  # Optuna prunes single-objective studies only
@@ -168,6 +179,7 @@ class TrialObjective:
                 raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
 
         proxy = self.proxy  # the first in-band candidate of a worker loads the data here, before the clock
+        tell(f"training epoch 1/{epochs}" if epochs is not None else "scoring")
         started = time.perf_counter()
         try:
             with training():
@@ -296,11 +308,12 @@ class SearchJob:
     def prepare(self, study: optuna.Study) -> None:
         pass
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None,
-                  device: str) -> Callable[[optuna.Trial], Any]:
+    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
+                  on_detail: DetailCallback | None = None) -> Callable[[optuna.Trial], Any]:
         runtime = self.config.study.proxy_runtime(device, threads)
         supernet = supernet_setup(self.config, self.space)
-        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline)
+        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline,
+                              on_detail)
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         """The budget is met once the study holds `trials` trained candidates and no retry waits: a retry
@@ -316,7 +329,6 @@ class SearchJob:
 
     def progress(self, study: optuna.Study) -> StudyProgress:
         from effnet.nas.study.report import best_trial
-        from effnet.nas.units import format_size
 
         summary = summarize(study)
         best = best_trial(study, self.config)
@@ -417,21 +429,17 @@ def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
     return space, fit
 
 
-def check_search(config: SearchConfig,
-                 on_progress: ProgressCallback | None = None) -> tuple[SearchSpace, DataFit, DataSplits]:
-    """Everything that can be refused before the study starts (the space fitted to the data, the run
-    directory), and the proxy's data, its caches built here once for every worker."""
+def check_search(config: SearchConfig, on_progress: ProgressCallback | None = None,
+                 notes: list[str] | None = None) -> tuple[SearchSpace, DataFit, DataSplits]:
+    """Everything that can be refused before the study starts (the space fitted to the data, a resumed study's
+    settings, the run directory), and the proxy's data, its caches built here once for every worker. A repair
+    of the study's storage is told in `notes`."""
     space, fit = fitted_space(config)
     config.study.worker_device()
     config.study.check_workers()
     ensure_writable_dir(config.study.run_dir)
-    return space, fit, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
-
-
-def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
-    if on_progress is None:
-        return None
-    return lambda done, total, status: on_progress(StudyProgress(done, total, status))
+    check_settings(SearchJob(config, space), config.study, notes)
+    return space, fit, config.proxy.load(config.study.proxy_runtime(), preparing_progress(on_progress))
 
 
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
@@ -441,16 +449,18 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     completed written (`stop_reason` "interrupt")."""
     from effnet.nas.study.report import write_search_files
 
-    space, fit, data = check_search(config, on_progress)
+    notes: list[str] = []
+    space, fit, data = check_search(config, on_progress, notes)
     accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
     chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
     job, started = SearchJob(config, space, chance), time.time()
-    supernet = train_before_study(job, data, _data_progress(on_progress))  # None but for the supernet proxy
+    supernet = train_before_study(job, data, preparing_progress(on_progress))  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
     else:
         run = run_study(job, config.study if supernet is None else supernet.study, on_progress)
     run.elapsed_s = time.time() - started  # the supernet's training included
+    run.notes[:0] = notes
     result = dataclasses.replace(write_search_files(run, config, space, fit, chance), data=data_record(data),
                                  supernet=supernet.record() if supernet is not None else None)
     write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())

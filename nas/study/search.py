@@ -130,10 +130,12 @@ class TrialObjective:
             return (0.0, float(cost.flops)) if config.multi_objective else 0.0
 
         reporting = 0.0  # seconds spent in `report` (storage writes, pruning checks), not training
+        epochs = 0  # epochs trained, for the seconds per FLOP and epoch that mark a slow candidate
 
         def report(epoch: int, accuracy: float) -> None:
-            nonlocal reporting
+            nonlocal reporting, epochs
             begun = time.perf_counter()
+            epochs = epoch
             prune = False
             with training(active=False):
                 if not config.multi_objective:  # Optuna prunes single-objective studies only
@@ -164,6 +166,7 @@ class TrialObjective:
         finally:
             trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started - reporting, 3))
             trial.set_user_attr("report_seconds", round(reporting, 3))
+            trial.set_user_attr("epochs_trained", epochs)
         reward = reward_for(config.objective, accuracy, cost.flops, config.target_flops)
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("reward", reward)
@@ -327,6 +330,8 @@ class SearchResult:
     """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
     supernet: dict[str, Any] | None = None
     """The supernet proxy's training: its checkpoint, steps done of all, seconds in all and in this run."""
+    threads: dict[str, Any] | None = None
+    """CPU threads per worker and why (`ThreadChoice.record`); None when the run trained nothing."""
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""
@@ -339,7 +344,7 @@ class SearchResult:
             "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
             "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])],
             "report": str(self.files["report"]), "best_spec": None,
-            "data": self.data, "notes": self.notes, "supernet": self.supernet,
+            "data": self.data, "notes": self.notes, "supernet": self.supernet, "threads": self.threads,
         }
         if self.best_spec is not None:
             best = self.top[0]

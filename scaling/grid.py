@@ -46,6 +46,8 @@ class GridResult:
     """Per proxy resolution, what the proxy trained on (split sizes, files left out)."""
     notes: list[str] = field(default_factory=list)
     """What the user should know about the run (`StudyRun.notes`): a repaired journal, a failed worker."""
+    threads: dict[str, Any] | None = None
+    """CPU threads per worker and why (`ThreadChoice.record`)."""
 
     @property
     def ranked(self) -> list[NetworkResult]:
@@ -75,6 +77,7 @@ class GridResult:
             "points": [r.row() for r in self.points],
             "data": self.data,
             "notes": self.notes,
+            "threads": self.threads,
         }
         if self.record is not None:
             data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "score_std", "product",
@@ -140,7 +143,7 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, networks=networks, points=rows, coefficients=coefficients, record=record,
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
-                        data=data, notes=run.notes)
+                        data=data, notes=run.notes, threads=run.threads.record() if run.threads is not None else None)
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

@@ -101,7 +101,7 @@ def choose_threads(state: CpuState, workers: int = 1) -> ThreadChoice:
     if busy is None:
         why = f"{of}, other work unknown"
     else:
-        why = f"{free:.1f} free of {of}" + (f", load {state.load:.1f}" if state.load is not None else "")
+        why = f"{free:.1f} of {of} free" + (f" (load {state.load:.1f})" if state.load is not None else "")
     each = f", {workers} workers" if workers > 1 else ""
     return ThreadChoice(threads, f"{why}{each}: {threads} thread{'s' if threads > 1 else ''}"
                                  f"{' each' if workers > 1 else ''}")

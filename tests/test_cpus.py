@@ -37,10 +37,11 @@ def test_threads_come_from_the_free_cores(state, workers, threads):
 
 
 def test_the_reason_names_what_decided():
-    assert choose_threads(CpuState(affinity=2, busy=1.9, load=4.1)).reason == "0.1 free of 2 cores, load 4.1: 1 thread"
-    assert choose_threads(CpuState(affinity=2, busy=0.0, load=0.2)).reason == "2.0 free of 2 cores, load 0.2: 2 threads"
+    assert choose_threads(CpuState(affinity=2, busy=1.9, load=4.1)).reason == "0.1 of 2 cores free (load 4.1): 1 thread"
+    quiet = choose_threads(CpuState(affinity=2, busy=0.0, load=0.2)).reason
+    assert quiet == "2.0 of 2 cores free (load 0.2): 2 threads"
     quota = choose_threads(CpuState(affinity=8, quota=1.5, busy=0.0), workers=2).reason
-    assert quota == "1.0 free of 1 core (cgroup quota 1.5 of 8 CPUs), 2 workers: 1 thread each"
+    assert quota == "1.0 of 1 core (cgroup quota 1.5 of 8 CPUs) free, 2 workers: 1 thread each"
 
 
 @pytest.mark.parametrize("files, cores", [
@@ -86,13 +87,13 @@ def test_a_search_records_the_choice_and_gives_torch_its_threads_back(tmp_path, 
     torch.set_num_threads(2)
     try:
         result = effnet.search(effnet.SearchConfig(
-            target_flops=1_000_000, flops_tolerance=0.3, space=TINY_SPACE, trials=2,
+            target_flops=1_000_000, flops_tolerance=0.3, space=TINY_SPACE, trials=1,
             proxy=effnet.ProxyConfig(data="synthetic", epochs=1, resolution=16, batch_size=16),
             study=effnet.StudyConfig(run_dir=tmp_path, name="search")))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    expected = {"threads": 1, "reason": "0.2 free of 2 cores, load 4.0: 1 thread"}
+    expected = {"threads": 1, "reason": "0.2 of 2 cores free (load 4.0): 1 thread"}
     assert result.threads == expected
     assert yaml.safe_load((tmp_path / "run.yaml").read_text())["result"]["threads"] == expected
     with open(tmp_path / "trials.csv", newline="") as f:

@@ -111,10 +111,11 @@ def given_threads(threads: int) -> ThreadChoice:
     return ThreadChoice(threads, f"{threads} thread{'s' if threads > 1 else ''} as set")
 
 
-def _cpu_times(cpus: set[int]) -> tuple[float, float] | None:
-    """(busy, total) jiffies over `cpus` from /proc/stat, None where it cannot be read."""
+def cpu_times(cpus: set[int], stat: Path = Path("/proc/stat")) -> tuple[float, float] | None:
+    """(busy, total) jiffies over `cpus` from /proc/stat (idle and iowait are not busy; guest time is inside
+    user time, so not added), None where it cannot be read."""
     try:
-        lines = Path("/proc/stat").read_text().splitlines()
+        lines = stat.read_text().splitlines()
     except OSError:
         return None
     busy = total = 0.0
@@ -132,12 +133,12 @@ def busy_cores(sample_s: float = SAMPLE_S) -> float | None:
     """The cores of this process's CPUs that other work kept busy over `sample_s` seconds (this process
     sleeps meanwhile), None where /proc/stat is not there."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    before = _cpu_times(cpus)
+    before = cpu_times(cpus)
     if before is None:
         return None
     own = time.process_time()
     time.sleep(sample_s)
-    after = _cpu_times(cpus)
+    after = cpu_times(cpus)
     own = time.process_time() - own
     if after is None or after[1] <= before[1]:
         return None

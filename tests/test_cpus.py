@@ -13,7 +13,8 @@ import yaml
 
 import effnet
 from effnet.nas import cpus
-from effnet.nas.cpus import CpuState, cgroup_quota, choose_threads, configure_openmp, openmp_env, usable_cores
+from effnet.nas.cpus import (CpuState, cgroup_quota, choose_threads, configure_openmp, cpu_times, openmp_env,
+                             usable_cores)
 from effnet.nas.study.report import slow_trials
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
@@ -56,6 +57,18 @@ def test_cgroup_quota_v2_and_v1(tmp_path, files, cores):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert cgroup_quota(tmp_path) == cores
+
+
+def test_cpu_times_count_the_cpus_of_the_affinity_mask_and_not_idle_or_iowait(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  900 0 90 900 9 0 0 0 0 0\n"
+                    "cpu0 100 5 20 300 4 1 2 3 0 0\n"  # busy 100+5+20+1+2+3 = 131 of 435
+                    "cpu1 800 0 70 600 5 0 0 0 0 0\n"  # busy 870 of 1475
+                    "intr 12345 1 2\nctxt 999\n")
+    assert cpu_times({0}, stat) == (131.0, 435.0)
+    assert cpu_times({0, 1}, stat) == (1001.0, 1910.0)
+    assert cpu_times({5}, stat) is None
+    assert cpu_times({0}, tmp_path / "missing") is None
 
 
 def test_usable_cores_is_the_affinity_capped_by_whole_cores_of_quota():

@@ -81,7 +81,7 @@ def start_load(count: int) -> list[multiprocessing.Process]:
     processes = [multiprocessing.get_context("spawn").Process(target=_busy, daemon=True) for _ in range(count)]
     for p in processes:
         p.start()
-    time.sleep(1.0)  # let them reach their loops
+    time.sleep(0.5)  # let them reach their loops
     return processes
 
 
@@ -202,7 +202,7 @@ def main() -> None:
     args.reps = args.reps or (2 if args.quick else 3)
     args.epochs = 1 if args.quick else 3
     args.train_images = 256 if args.quick else None
-    args.cap = args.cap or (15.0 if args.quick else 60.0)
+    args.cap = args.cap or (10.0 if args.quick else 60.0)
     if args.no_isolate or not sys.platform.startswith("linux"):
         bench(args, "not isolated (--no-isolate)" if args.no_isolate else "not isolated (not Linux)")
     elif os.environ.get(SESSION_ENV):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,14 @@ def test_slow_marks_seconds_per_flop_and_epoch_over_three_times_the_median():
     assert slow_trials(timings) == {3}
     assert slow_trials({0: (1.0, 10**6, 1), 1: (9.0, 10**6, 1)}) == set()  # two are too few to judge
     assert slow_trials({0: (1.0, 10**6, 1), 1: (1.0, 10**6, 1), 2: (9.0, 10**6, 0)}) == set()  # no epoch: unjudged
+
+
+@pytest.mark.parametrize("preset, expected", [({}, cpus.SPIN_COUNT), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None")])
+def test_the_entry_point_bounds_the_spin_before_any_command_loads_torch(preset, expected):
+    probe = ("import os, sys\nfrom effnet.cli.app import main\nsys.argv = ['effnet', '--help']\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in (cpus.SPIN_ENV, "OMP_WAIT_POLICY")}
+    done = subprocess.run([sys.executable, "-c", probe], env={**env, **preset}, capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.splitlines()[-1] == f"False {expected}"

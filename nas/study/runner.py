@@ -190,7 +190,8 @@ class StudyRun:
     notes: list[str] = field(default_factory=list)
     """What the user should know about the run: a torn journal repaired, a worker that failed."""
     threads: ThreadChoice | None = None
-    """The CPU threads each worker ran with, and why (None: the run trained nothing)."""
+    """The CPU threads each worker ran with, and why (None where no worker ran: the supernet's training took
+    the run's time)."""
 
 
 # -- seeds ----------------------------------------------------------------------------------------

@@ -4,11 +4,12 @@ torch's default is one intra-op thread per CPU, which collapses on a machine who
 busy: every parallel region waits for its slowest thread, a descheduled thread holds up the others, and
 OpenMP's waiting threads spin (GNU libgomp, torch's runtime on Linux: about 300,000 rounds before they sleep),
 burning the time slices that the working thread needs. Measured on a 2-core VM with two busy processes per
-core, a proxy candidate trained over 13× as long on 2 threads as on 1 (`bench/bench_contention.py`). So a run
+core, a proxy epoch took over 4× as long on 2 threads as on 1 (stopped there; bench/RESULTS.md). So a run
 takes as many threads as there are cores free: those it may run on (affinity, cgroup quota) less those a short
-sample of `/proc/stat` finds busy (the load average where there is no `/proc/stat`), and the command line
-bounds OpenMP's spin for its own process and its workers (`openmp_env`). Nothing here imports torch: the
-entry point calls it before torch loads its OpenMP runtime, which reads the environment once.
+sample of `/proc/stat` finds busy (the load average where there is no `/proc/stat`), and OpenMP's spin is
+bounded: by the command line for its own process (`configure_openmp`) and by a study for the workers it spawns
+(`openmp_env`). Nothing here imports torch: the entry point calls it before torch loads its OpenMP runtime,
+which reads the environment once.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ SAMPLE_S = 0.3
 """How long the CPUs are watched for other work before a run chooses its threads."""
 SPIN_ENV = "GOMP_SPINCOUNT"
 SPIN_COUNT = "10000"
-"""libgomp's spin before a waiting thread sleeps: about 300,000 by default (over a millisecond: time slices lost
-when the cores are shared), 10,000 here. Measured in bench/RESULTS.md ("Threads under contention")."""
+"""libgomp's spin before a waiting thread sleeps: 300,000 by default, which under contention burns the time
+slices the working threads need; 10,000 here. Shorter spins or a passive wait cost an idle machine up to
+3× (bench/RESULTS.md, "Threads under contention"), so this is a second line behind the thread choice."""
 _OPENMP_SETTINGS = (SPIN_ENV, "OMP_WAIT_POLICY")
 CGROUP = Path("/sys/fs/cgroup")
 

@@ -2,6 +2,8 @@
 
     python bench/bench_contention.py [--quick] [--reps N] [--no-isolate] [--markdown]
 
+`--quick` leaves `before` out.
+
 Trains the default search's candidate at the centre of its space (the reference B0, 399M FLOPs) with the
 default proxy settings (digits, 32 px, batch 64; 3 epochs, or with --quick one epoch of 256 images) in a fresh
 process per measurement, as `effnet search` would: OpenMP's spin bounded as the command line sets it, and
@@ -141,14 +143,15 @@ def bench(args: argparse.Namespace, isolation: str) -> None:
     cores = usable_cores()
     before = uptime()
     print(f"start: {before}\n{isolation}; {cores} cores, load: {2 * cores} busy processes", flush=True)
+    settings = SETTINGS[:3] if args.quick else SETTINGS
     results: dict[tuple[str, str], list[dict]] = {}
     for rep in range(args.reps):
         conditions = CONDITIONS if rep % 2 == 0 else CONDITIONS[::-1]
         for condition in conditions:
             load = start_load(2 * cores) if condition == "loaded" else []
             try:
-                shift = rep % len(SETTINGS)
-                for setting in SETTINGS[shift:] + SETTINGS[:shift]:
+                shift = rep % len(settings)
+                for setting in settings[shift:] + settings[:shift]:
                     result = run_one(setting, args)
                     results.setdefault((condition, setting), []).append(result)
                     seconds = f"{result['seconds']:.2f} s" if result["seconds"] is not None else f">{args.cap:.0f} s"
@@ -159,12 +162,12 @@ def bench(args: argparse.Namespace, isolation: str) -> None:
     verdicts = []
     for condition in CONDITIONS:
         medians = {}
-        for setting in SETTINGS:
+        for setting in settings:
             times = [r["seconds"] for r in results[(condition, setting)]]
             medians[setting] = None if None in times else statistics.median(times)
         base = medians["threads 1"]
         rows = []
-        for setting in SETTINGS:
+        for setting in settings:
             runs = results[(condition, setting)]
             threads = sorted({str(r["threads"]) for r in runs if "threads" in r}) or ["2"]
             m = medians[setting]
@@ -187,7 +190,7 @@ def bench(args: argparse.Namespace, isolation: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one epoch of 256 images, 2 repetitions (≤ 3 min)")
+    parser.add_argument("--quick", action="store_true", help="one epoch of 256 images, 2 repetitions, no `before` (about 3 min)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, --quick 2)")
     parser.add_argument("--cap", type=float, default=None, help="seconds before `before` is stopped")
     parser.add_argument("--no-isolate", action="store_true", help="run in this session at its priority")

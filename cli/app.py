@@ -21,6 +21,7 @@ from effnet.cli.predict import predict
 from effnet.cli.proxy_check import proxy_check
 from effnet.cli.search import search
 from effnet.cli.train import train
+from effnet.nas.cpus import configure_openmp
 
 
 class _BareFlags:
@@ -74,6 +75,7 @@ def main() -> None:
     1e300`) exits 2 with the same one line; anything unexpected exits 1 with a log."""
     # the click that typer parses with: vendored as typer._click from typer 0.26 (this project's floor) on
     click_exceptions = importlib.import_module("typer._click.exceptions")
+    configure_openmp()  # before any command imports torch, whose OpenMP runtime reads it once
     try:
         code = app(standalone_mode=False, prog_name="effnet")
     except click_exceptions.UsageError as err:

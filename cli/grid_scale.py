@@ -58,6 +58,8 @@ def print_result(result: Any) -> None:
     console.print(f"evaluated {data['evaluations_done']} of {data['evaluations_total']} (distinct networks × runs; "
                   f"{data['points_total']} points, {len(data['twin_groups'])} twin groups); "
                   f"stopped by {data['stop_reason']} after {data['elapsed_s']:.0f} s")
+    if data["threads"] is not None:
+        console.print(f"CPU threads: {data['threads']['reason']}")
     if data["best"]:
         print_best(data)
     else:

@@ -35,6 +35,8 @@ def print_result(result: Any) -> None:
         n = result.supernet
         console.print(f"supernet: {n['steps']:,} of {n['total_steps']:,} steps in {n['training_s']:.0f} s "
                       f"({n['trained_now_s']:.0f} s in this run), {n['checkpoint']}")
+    if result.threads is not None:
+        console.print(f"CPU threads: {result.threads['reason']}")
     console.print(f"trained {s.completed} completed + {s.pruned} pruned, {s.failed} failed, {s.outside_band} "
                   f"sampled outside the band (not trained); stopped by {result.stop_reason} after "
                   f"{result.elapsed_s:.0f} s")

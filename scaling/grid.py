@@ -50,6 +50,8 @@ class GridResult:
     whose class count is not the data's."""
     chance: ChanceLevel | None = None
     """The train proxy's chance level on its validation split (None for the other proxies)."""
+    threads: dict[str, Any] | None = None
+    """CPU threads per worker and why (`ThreadChoice.record`)."""
 
     @property
     def ranked(self) -> list[NetworkResult]:
@@ -81,6 +83,7 @@ class GridResult:
             "notes": self.notes,
             "classes": c.base.num_classes,
             "chance": self.chance.record() if self.chance is not None else None,
+            "threads": self.threads,
         }
         if self.record is not None:
             data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "score_std", "product",
@@ -165,7 +168,8 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     files["run_record"] = run_dir / "run.yaml"
     result = GridResult(config=config, networks=networks, points=rows, coefficients=coefficients, record=record,
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
-                        data=data, notes=run.notes + class_note(config, data), chance=chance)
+                        data=data, notes=run.notes + class_note(config, data), chance=chance,
+                        threads=run.threads.record() if run.threads is not None else None)
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from effnet.nas.cpus import usable_cores
 from effnet.nas.data.images import BadImage, ImageSet, decode_image
 from effnet.nas.data.transforms import MEAN, STD, Transform
 
@@ -136,8 +136,7 @@ def default_loader_workers(images: ImageSet, processes: int = 1) -> int:
     (one left for the training itself), between 1 and 8."""
     if images.in_memory:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores // max(1, processes) - 1))
+    return max(1, min(8, usable_cores() // max(1, processes) - 1))
 
 
 def make_loader(dataset: TransformedImages, sampler: EpochSampler, batch_size: int, workers: int, pin: bool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,13 @@ from effnet.nas.study.search import Candidate, SearchConfig, SearchResult, is_in
 from effnet.nas.study.space import SearchSpace
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
-               "report_seconds", "duration_s", "worker", "error")
+               "report_seconds", "duration_s", "epochs_trained", "slow", "worker", "error")
 """`proxy_seconds` is the candidate's training alone; `report_seconds` its per-epoch reports and pruning
-checks (storage writes); `duration_s` the whole trial, sampling and counting included."""
+checks (storage writes); `duration_s` the whole trial, sampling and counting included; `slow` marks a
+training slower than its size explains (`slow_trials`)."""
+SLOW_FACTOR = 3.0
+"""A candidate is slow when its seconds per FLOP and epoch exceed this many times the study's median."""
+SLOW_MIN_TRIALS = 3
 TOP = 5
 
 
@@ -39,6 +44,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "proxy_seconds": trial.user_attrs.get("proxy_seconds"),
         "report_seconds": trial.user_attrs.get("report_seconds"),
         "duration_s": round(duration, 3) if duration is not None else None,
+        "epochs_trained": trial.user_attrs.get("epochs_trained"),
         "worker": trial.user_attrs.get(WORKER_ATTR),
         "error": trial.user_attrs.get("error") or trial.user_attrs.get("fail_reason"),
     }
@@ -46,8 +52,24 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     return row
 
 
+def slow_trials(timings: dict[int, tuple[float, int, int]]) -> set[int]:
+    """The trials whose training took over `SLOW_FACTOR` times the median seconds per FLOP and epoch (the
+    images per epoch are the study's, so this is per FLOP per image): for a reason not their size, such as
+    other work on the cores. `timings` maps a trial number to (training seconds, FLOPs, epochs trained); those
+    with no epoch trained are not judged, nor any study with fewer than `SLOW_MIN_TRIALS` judged."""
+    rates = {n: s / (f * e) for n, (s, f, e) in timings.items() if e > 0 and f > 0 and s >= 0}
+    if len(rates) < SLOW_MIN_TRIALS:
+        return set()
+    median = statistics.median(rates.values())
+    return {n for n, rate in rates.items() if rate > SLOW_FACTOR * median}
+
+
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    slow = slow_trials({r["number"]: (r["proxy_seconds"], r["flops"], r["epochs_trained"]) for r in rows
+                        if None not in (r["proxy_seconds"], r["flops"], r["epochs_trained"])})
+    for row in rows:
+        row["slow"] = row["number"] in slow if row["epochs_trained"] else None
     param_columns = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
     return write_csv(path, [*CSV_COLUMNS, *param_columns], rows)
 
@@ -137,5 +159,6 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, 
     return SearchResult(config=config, best_spec=spec, best_flops=certified,
                         top=[_candidate(t, space) for t in ranked[:TOP]], summary=summarize(study),
                         stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s,
-                        files={**files, "run_record": run_dir / "run.yaml"}, notes=run.notes, fit=fit, chance=chance)
+                        files={**files, "run_record": run_dir / "run.yaml"}, notes=run.notes, fit=fit, chance=chance,
+                        threads=run.threads.record() if run.threads is not None else None)
 

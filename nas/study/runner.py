@@ -21,6 +21,8 @@ does the rest, the same way for every job:
   same way: after `REPEATED_FAILURES` such trials while it runs (no spinning to the time limit on a broken
   cache or supernet), and at its end whatever the count (no "rerun to continue" for a rerun that fails
   alike); each failed trial records why in `FAIL_REASON_ATTR`;
+- chooses CPU threads per worker once, from the cores other work leaves free (`effnet.nas.cpus`), unless
+  they are set;
 - leaves process-wide state as it found it: signal handlers, Optuna's log level, torch's threads.
 """
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import threading
 import time
@@ -45,6 +46,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
+from effnet.nas.cpus import ThreadChoice, choose_threads, cpu_state, given_threads
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_error_log
 from effnet.nas.memory import available_memory, check_loader_workers, gib
@@ -81,8 +83,8 @@ class StudyConfig:
 
     `seed` seeds everything random in the study (samplers, data splits, proxy trainings) and is part
     of the settings fingerprint. `device` is `auto` (CUDA when available), `cpu` or `cuda` (several
-    workers take the visible GPUs one each); `threads` are CPU threads per worker (None: the cores
-    divided among the workers); `loader_workers` are each worker's DataLoader processes (None: from
+    workers take the visible GPUs one each); `threads` are CPU threads per worker (None: the free cores
+    divided among the workers, see `thread_choice`); `loader_workers` are each worker's DataLoader processes (None: from
     the cores); `cache_dir` holds the decoded proxy caches (None: the default, shared by all runs).
     """
 
@@ -120,15 +122,12 @@ class StudyConfig:
         """The storage as it may be shown: the URL with its password redacted, or the journal path."""
         return describe_storage(self.storage, self.run_dir)
 
-    def worker_threads(self) -> int | None:
-        """CPU threads per worker: `threads`, or the cores split evenly between several workers (or for
-        a CUDA worker's data work); None leaves torch's own setting."""
+    def thread_choice(self) -> ThreadChoice:
+        """CPU threads per worker and why: `threads` as set, or the cores free of other work now (a short
+        sample) shared among the workers: on busy cores fewer threads train faster than torch's one per CPU."""
         if self.threads:
-            return self.threads
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if self.workers > 1 or self.device == "cuda":
-            return max(1, cores // self.workers)
-        return None
+            return given_threads(self.threads)
+        return choose_threads(cpu_state(), self.workers)
 
     def proxy_runtime(self, device: str | None = None, threads: int | None = None) -> "ProxyRuntime":
         """How a proxy computes in one of this study's workers."""
@@ -221,6 +220,9 @@ class StudyRun:
     recovered: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What the user should know about the run: a torn journal repaired, a worker that failed."""
+    threads: ThreadChoice | None = None
+    """The CPU threads each worker ran with, and why (None where no worker ran: the supernet's training took
+    the run's time)."""
 
 
 # -- seeds ----------------------------------------------------------------------------------------
@@ -447,7 +449,7 @@ def repeated_failure_error(count: int, error: str) -> InputError:
 
 
 def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: StudyConfig, deadline: float | None,
-          report: DetailCallback | None, since: float | None = None) -> str:
+          threads: int, report: DetailCallback | None, since: float | None = None) -> str:
     """One worker: run trials until the job says stop, the deadline passes, a stop signal comes or the trials
     since `since` (default: now) fail alike (`repeated_failure`); returns why it stopped ("interrupt" for a
     signal, "failing" for failures). `report(detail)` is told the progress: after every trial (no detail) and
@@ -471,7 +473,7 @@ def _work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: Stud
         return reason[0]
     journal = getattr(storage, "get_heartbeat_interval", lambda: None)() is None
     interval, _ = heartbeat_settings()
-    objective = _recorded(job.objective(study, deadline, config.worker_threads(), config.worker_device(), report),
+    objective = _recorded(job.objective(study, deadline, threads, config.worker_device(), report),
                           journal, interval)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(objective, timeout=timeout, callbacks=[check], catch=(Exception,), gc_after_trial=False)
@@ -485,18 +487,19 @@ def run_worker(job: StudyJob, config: StudyConfig, deadline: float | None = None
     run their own workers (threads, say); `run_study` is the whole run."""
     with optuna_quiet(), storage_failures(config):
         study, storage = open_study(job, config)
-        return _work(job, study, storage, config, deadline, None)
+        return _work(job, study, storage, config, deadline, config.thread_choice().threads, None)
 
 
-def _worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, since: float, index: int,
+def _worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, since: float, threads: int,
+                    index: int,
                     gpu: str | None, parent_pid: int) -> None:
     """A spawned worker. It exits 0 when its work is done or stopped, and 1 on an error, which it writes
     to `worker-N-error.log` in the run directory (the parent names that file)."""
     become_worker(gpu, parent_pid)
     try:
-        with optuna_quiet(), cpu_threads(config.worker_threads()), storage_failures(config):
+        with optuna_quiet(), cpu_threads(threads), storage_failures(config):
             study, storage = open_study(job, config)
-            _work(job, study, storage, config, deadline, None, since)
+            _work(job, study, storage, config, deadline, threads, None, since)
     except KeyboardInterrupt:
         pass
     except Exception:
@@ -533,12 +536,14 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
 
         report()
         failed: list[str] = []
+        threads = config.thread_choice()
         try:
             if config.workers == 1:
-                with cpu_threads(config.worker_threads()):
-                    reason = _work(job, study, storage, config, deadline, report, started)
+                with cpu_threads(threads.threads):
+                    reason = _work(job, study, storage, config, deadline, threads.threads, report, started)
             else:
-                processes = spawn_workers(_worker_process, (job, config, deadline, started), config.workers,
+                processes = spawn_workers(_worker_process, (job, config, deadline, started, threads.threads),
+                                          config.workers,
                                           config.worker_device(), f"effnet-{job.kind}-worker")
                 failed = watch_workers(processes, report)
                 notes += [_worker_note(config, processes[index].exitcode, index) for index in failed]
@@ -554,4 +559,4 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
     if failing is not None:
         raise repeated_failure_error(*failing)
     return StudyRun(study=study, stop_reason=reason, elapsed_s=time.time() - started, signal=signum,
-                    failed_workers=failed, recovered=recovered, notes=notes)
+                    failed_workers=failed, recovered=recovered, notes=notes, threads=threads)

@@ -158,10 +158,12 @@ class TrialObjective:
             if self.on_detail is not None:
                 with training(active=False):
                     self.on_detail(f"trial {trial.number} ({format_size(cost.flops)} FLOPs): {what}")
+        trained = 0  # epochs trained, for the seconds per FLOP and epoch that mark a slow candidate
 
         def report(epoch: int, accuracy: float) -> None:
-            nonlocal reporting
+            nonlocal reporting, trained
             begun = time.perf_counter()
+            trained = epoch
             if epochs is not None and epoch < epochs:
                 tell(f"epoch {epoch}/{epochs} accuracy {accuracy:.4f}, training epoch {epoch + 1}")
             prune = False
@@ -195,6 +197,7 @@ class TrialObjective:
         finally:
             trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started - reporting, 3))
             trial.set_user_attr("report_seconds", round(reporting, 3))
+            trial.set_user_attr("epochs_trained", trained)
         reward = reward_for(config.objective, accuracy, cost.flops, config.target_flops)
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("reward", reward)
@@ -380,6 +383,9 @@ class SearchResult:
     chance: ChanceLevel | None = None
     """The proxy's chance level on its validation split (None for the zero-cost scores, which are no accuracy)."""
 
+    threads: dict[str, Any] | None = None
+    """CPU threads per worker and why (`ThreadChoice.record`); None when the run trained nothing."""
+
     @property
     def warnings(self) -> list[str]:
         """What speaks against the result: the best candidate's accuracy within the margin of chance."""
@@ -402,7 +408,7 @@ class SearchResult:
             "data": self.data, "notes": self.notes, "supernet": self.supernet,
             "classes": self.fit.classes if self.fit else None, "resolution": self.fit.resolution if self.fit else None,
             "fit": self.fit.record() if self.fit else None, "chance": self.chance.record() if self.chance else None,
-            "warnings": self.warnings,
+            "warnings": self.warnings, "threads": self.threads,
         }
         if self.best_spec is not None:
             best = self.top[0]

@@ -53,7 +53,7 @@ def train_before_study(job: "SearchJob", data: DataSplits,
     study = job.config.study
     started = time.time()
     deadline = None if study.timeout_s is None else started + study.timeout_s
-    runtime = study.proxy_runtime(study.worker_device(), study.threads)
+    runtime = study.proxy_runtime(study.worker_device(), study.thread_choice().threads)
     training = train_supernet(setup, job.config.proxy, data, runtime, deadline, on_progress)
     left = None if deadline is None else deadline - time.time()
     reason = training.stopped or ("timeout" if left is not None and left <= 0 else None)

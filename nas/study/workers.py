@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from effnet.nas.cpus import openmp_env
 from effnet.nas.study.signals import Interrupted, ignoring_stop_signals, install_worker_handlers, stop_requested
 
 POLL_S = 1.0
@@ -40,11 +41,12 @@ def spawn_workers(target: Callable[..., None], args: tuple[Any, ...], count: int
                   name: str) -> list[multiprocessing.Process]:
     """Start `count` processes running `target(*args, index, gpu, parent_pid)`; on CUDA `gpu` is the
     CUDA_VISIBLE_DEVICES entry the worker takes (the visible GPUs in turn), otherwise None. A target
-    calls `become_worker(gpu, parent_pid)` first."""
+    calls `become_worker(gpu, parent_pid)` first. They start with OpenMP's spin bounded (`openmp_env`): they
+    load torch afresh."""
     context = multiprocessing.get_context("spawn")
     gpus = visible_gpus() if device == "cuda" else []
     processes = []
-    with ignoring_stop_signals():
+    with ignoring_stop_signals(), openmp_env():
         for index in range(count):
             gpu = gpus[index % len(gpus)] if gpus else None
             process = context.Process(target=target, args=(*args, index, gpu, os.getpid()), name=f"{name}-{index}")

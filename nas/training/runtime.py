@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from effnet.nas.cpus import usable_cores
 from effnet.nas.errors import SettingError
 
 
@@ -28,9 +28,9 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Intra-op threads: `threads`, or one per CPU this process may run on. Returns the count."""
+    """Intra-op threads: `threads`, or one per core this process may use. Returns the count."""
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = usable_cores()
     if threads < 1:
         raise SettingError("threads", f"must be at least 1, got {threads}")
     torch.set_num_threads(threads)

@@ -120,9 +120,9 @@ def test_a_resumed_study_refuses_other_classes_or_resolution(tmp_path):
         return open_study(SearchJob(config, fitted_space(config)[0]), config.study)
 
     open_with()
-    with pytest.raises(Exception, match="classes=4, now 5"):
+    with pytest.raises(Exception, match="classes: 4 -> 5"):
         open_with(classes=5)
-    with pytest.raises(Exception, match="resolution=32, now 40"):
+    with pytest.raises(Exception, match="resolution: 32 -> 40"):
         open_with(resolution=40)
 
 

@@ -14,9 +14,10 @@ Where a squeeze-excitation feeds a 1x1 conv (every MBConv block), the folded blo
 conv(x * gate) is, per sample, the pixels (H*W x C) times the conv's weights scaled by that sample's gate (C x
 C_out), one batched matrix product (`gated_pointwise`). It replaces a pass over the block's widest tensor by N
 small weight copies, so it runs only where the pixels outnumber the output channels `GATED_MIN_PIXELS_PER_CHANNEL`
-to one (B0 at 224 px: its first five blocks; measured 7 % of the folded network's time on a 2-core CPU), on the
-CPU with a channels_last tensor, and never where a hook watches the SE or the conv (the SE's output does not exist
-on this path) nor under a tracer or exporter (they record the layers as they are).
+to one (B0 at 224 px: its first five blocks, each 1.0-1.5x faster; about 2 % of the folded network's time,
+measured on a 2-core CPU with effnet's allocator), on the CPU with a channels_last tensor, and never where a hook
+watches the SE or the conv (the SE's output does not exist on this path) nor under a tracer or exporter (they
+record the layers as they are).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from effnet.nas.net.model import ConvBNAct, SameConv2d, SqueezeExcite
 
 GATED_MIN_PIXELS_PER_CHANNEL = 8
 """`gated_pointwise` runs where H*W >= this x the conv's output channels: its N x C x C_out scaled weights then cost
-far less than the N x H*W x C multiply they save (B0's shapes, 2-core CPU: 4x faster at 112 px, even at a ratio
-near 20, slower at 2.5)."""
+less than the N x H*W x C multiply they save (B0's shapes, one thread, effnet's allocator: 1.46x faster at a ratio
+of 784, 1.1-1.2x at 20-130, even or slower at 2.5 and below)."""
 
 IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
     nn.SiLU: F.silu, nn.ReLU: F.relu, nn.ReLU6: F.relu6, nn.Hardswish: F.hardswish}

@@ -1,14 +1,16 @@
-"""Our EfficientNet-B0 against torchvision's, same process, same torch, same threads, same batch.
+"""Our EfficientNet-B0 against torchvision's and timm's, same process, same torch, same threads, same batch.
 
 Each allocator setting runs in its own worker processes (the allocator is a process setting): `tuned`
 is what effnet applies (`configure_allocator`), `system` is glibc's default (`EFFNET_ALLOCATOR=system`);
 the workers alternate (tuned, system, tuned, system, ...) and their timed steps are pooled. Inside a
-worker the four variants (ours / torchvision ("tv") x default layout / channels_last ("CL")) run
-interleaved, rotating the order each repetition. A figure is the median of the timed steps, with the
-best step in brackets (on a shared machine the best is the steadier estimate of the unloaded speed).
+worker the variants (ours / torchvision ("tv") / timm x default layout / channels_last ("CL"), as
+`--models` and `--layouts` select) run interleaved, rotating the order each repetition. A figure is the
+median of the timed steps, with the best step in brackets (on a shared machine the best is the steadier
+estimate of the unloaded speed). `--clock cpu` times steps by the process's CPU time: with `--threads 1` on
+a machine that other work shares, it leaves out the time the process waited for a core.
 
-Needs torchvision beside the project (a dependency of effnet):
-    python bench/bench_model.py [--profile] [--markdown]
+Needs torchvision (a dependency of effnet) and, for the timm rows, timm (the test extra):
+    python bench/bench_model.py [--models ours,timm --layouts channels_last] [--profile] [--markdown]
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 GOAL = 1.2
-"""Ours, as effnet runs it, over the reference's default configuration."""
+"""Ours, as effnet runs it, over the reference's default configuration; and ours CL over timm CL in training."""
+MODELS = ("ours", "tv", "timm")
 REFERENCE_PARAMS = 5_288_548
 CASES = {"train224": ("train", 224), "train64": ("train", 64), "infer224": ("infer", 224)}
 LAYOUTS = ("default", "channels_last")
@@ -44,8 +47,8 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def matmul_ceiling(repeats: int = 10) -> float:
-    """Multiply-adds per second of a float32 2048x2048 matrix product on this process's threads."""
+def matmul_ceiling(clock: Callable[[], float], repeats: int = 10) -> float:
+    """Multiply-adds per second of a float32 2048x2048 matrix product on this process's threads, by `clock`."""
     import torch
 
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
@@ -54,9 +57,9 @@ def matmul_ceiling(repeats: int = 10) -> float:
         a @ b
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         a @ b
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return MATMUL_SIZE ** 3 / statistics.median(times)
 
 
@@ -99,12 +102,13 @@ def measure_case(variants: list[Variant], mode: str, resolution: int, args: argp
     times: dict[str, list[float]] = {label: [] for label in steps}
     faults: dict[str, list[int]] = {label: [] for label in steps}
     labels = list(steps)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for rep in range(args.repeats):
         for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
             before = minor_faults()
-            start = time.perf_counter()
+            start = clock()
             steps[label]()
-            times[label].append(time.perf_counter() - start)
+            times[label].append(clock() - start)
             faults[label].append(minor_faults() - before)
         print(f"  {mode} {resolution}px: repetition {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
     return {label: {"step_s": times[label], "minor_faults": faults[label], "first_step_s": [first_step_s[label]]}
@@ -145,10 +149,12 @@ def worker(args: argparse.Namespace) -> dict:
 
     spec = load_spec(reference_b0_path())
     builders = {"ours": lambda: build_model(spec),
-                "tv": lambda: torchvision.models.efficientnet_b0(weights=None)}
+                "tv": lambda: torchvision.models.efficientnet_b0(weights=None),
+                "timm": lambda: __import__("timm").create_model("efficientnet_b0", drop_path_rate=spec.drop_connect)}
     variants = []
-    for layout in LAYOUTS:
-        for name, build in builders.items():
+    for layout in args.layouts:
+        for name in args.models:
+            build = builders[name]
             torch.manual_seed(0)
             model = build()
             if layout == "channels_last":
@@ -171,11 +177,12 @@ def worker(args: argparse.Namespace) -> dict:
         "threads": threads,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        "clock": args.clock,
         "batch": args.batch,
         "repeats": args.repeats,
         "params": REFERENCE_PARAMS,
         "forward_flops": {res: analytic_flops(spec.replace(resolution=res)) for res in (224, 64)},
-        "matmul_macs_per_s": matmul_ceiling(),
+        "matmul_macs_per_s": matmul_ceiling(time.process_time if args.clock == "cpu" else time.perf_counter),
         "cases": cases,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_average": [load_before, os.getloadavg()[0]],
@@ -194,7 +201,8 @@ def run_worker(allocator: str, args: argparse.Namespace, profile: bool) -> dict:
         env["EFFNET_ALLOCATOR"] = "system"
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--batch", str(args.batch),
                "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--cases", ",".join(args.cases),
-               "--profile-rows", str(args.profile_rows)]
+               "--profile-rows", str(args.profile_rows), "--models", ",".join(args.models),
+               "--layouts", ",".join(args.layouts), "--clock", args.clock]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.compile:
@@ -232,12 +240,13 @@ def ratio(a: float, b: float) -> str:
 def speed_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """Median images/s per variant (best step in brackets) and the ratios of the medians (of the bests)."""
     labels = list(next(iter(result["cases"].values())))
-    header = ["case", *labels, "ours/tv", "ours CL/tv CL", "ours CL/tv"]
+    pairs = [(a, b) for a, b in (("ours", "tv"), ("ours CL", "tv CL"), ("ours CL", "tv"), ("ours CL", "timm CL"))
+             if a in labels and b in labels]
+    header = ["case", *labels, *(f"{a}/{b}" for a, b in pairs)]
     rows = []
     for case, figures in result["cases"].items():
         med = {label: f["images_per_s"] for label, f in figures.items()}
         best = {label: f["best_images_per_s"] for label, f in figures.items()}
-        pairs = (("ours", "tv"), ("ours CL", "tv CL"), ("ours CL", "tv"))
         rows.append([case, *(f"{med[label]:.1f} ({best[label]:.1f})" for label in labels),
                      *(f"{ratio(med[a], med[b])} ({ratio(best[a], best[b])})" for a, b in pairs)])
     return header, rows
@@ -265,8 +274,26 @@ def goal_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     ours = results.get("tuned") or next(iter(results.values()))
     for name, base in results.items():
         for case, figures in ours["cases"].items():
+            if "ours CL" not in figures or "tv" not in base["cases"][case]:
+                continue
             a, b = figures["ours CL"], base["cases"][case]["tv"]
             rows.append([case, f"{a['images_per_s']:.1f}", f"{b['images_per_s']:.1f}", name,
+                         f"{ratio(a['images_per_s'], b['images_per_s'])} "
+                         f"({ratio(a['best_images_per_s'], b['best_images_per_s'])})",
+                         "met" if a["images_per_s"] / b["images_per_s"] >= GOAL else "NOT met"])
+    return header, rows
+
+
+def timm_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Our training step over timm's, both channels_last, same allocator and threads, interleaved in one process."""
+    header = ["allocator", "case", "ours CL img/s", "timm CL img/s", "ratio (best)", f"goal >= {GOAL}x"]
+    rows = []
+    for name, result in results.items():
+        for case, figures in result["cases"].items():
+            if CASES[case][0] != "train" or not {"ours CL", "timm CL"} <= set(figures):
+                continue
+            a, b = figures["ours CL"], figures["timm CL"]
+            rows.append([name, case, f"{a['images_per_s']:.1f}", f"{b['images_per_s']:.1f}",
                          f"{ratio(a['images_per_s'], b['images_per_s'])} "
                          f"({ratio(a['best_images_per_s'], b['best_images_per_s'])})",
                          "met" if a["images_per_s"] / b["images_per_s"] >= GOAL else "NOT met"])
@@ -282,7 +309,7 @@ def utilisation_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str
             mode, resolution = CASES[case]
             if mode != "train":
                 continue
-            for label in ("ours CL", "tv"):
+            for label in (x for x in ("ours CL", "tv", "timm CL") if x in figures):
                 achieved = 3 * result["forward_flops"][str(resolution)] * figures[label]["images_per_s"]
                 rows.append([name, case, label, f"{achieved / 1e9:.1f}", f"{ceiling / 1e9:.1f}",
                              f"{achieved / ceiling:.0%}"])
@@ -322,6 +349,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all CPUs)")
     parser.add_argument("--cases", type=lambda s: s.split(","), default=list(CASES),
                         help=f"comma-separated, from {','.join(CASES)}")
+    parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS),
+                        help=f"comma-separated, from {','.join(MODELS)}")
+    parser.add_argument("--layouts", type=lambda s: s.split(","), default=list(LAYOUTS),
+                        help=f"comma-separated, from {','.join(LAYOUTS)}")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time steps by the wall clock or by the process's CPU time (for --threads 1 on a "
+                             "shared machine)")
     parser.add_argument("--allocators", type=lambda s: s.split(","), default=["tuned", "system"],
                         help="worker processes to run: tuned (effnet's default), system")
     parser.add_argument("--rounds", type=int, default=2,
@@ -334,7 +368,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load", default=None, help="print the tables of a file written by --json, measuring nothing")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    unknown = set(args.cases) - set(CASES) or set(args.allocators) - {"tuned", "system"}
+    unknown = (set(args.cases) - set(CASES) or set(args.allocators) - {"tuned", "system"}
+               or set(args.models) - set(MODELS) or set(args.layouts) - set(LAYOUTS))
     if unknown:
         parser.error(f"unknown case or allocator: {', '.join(sorted(unknown))}")
     return args
@@ -374,6 +409,7 @@ def main() -> None:
                        f"{result['allocator']}; peak RSS {result['peak_rss_mib']:.0f} MiB; "
                        f"load average {load}", speed_rows(result)))
     tables.append(("Goal: ours as effnet runs it over torchvision's default configuration", goal_rows(results)))
+    tables.append(("Training: ours over timm, both channels_last", timm_rows(results)))
     if {"tuned", "system"} <= set(results):
         tables.append(("Allocator: effnet's tuned glibc heap over the system default", allocator_rows(results)))
     tables.append(("Utilisation: 3 x forward MACs x images/s over a float32 2048^2 matmul", utilisation_rows(results)))
@@ -381,8 +417,8 @@ def main() -> None:
         tables.append(("Top ops, one 224 px training step of ours (channels_last, tuned allocator)",
                        profile_rows(first)))
     print(f"torch {first['torch']}, torchvision {first['torchvision']}, {first['threads']} threads, "
-          f"parameters {first['params']:,} (both models)")
-    print_tables(tables, args.markdown)
+          f"{first.get('clock', 'wall')} clock, parameters {first['params']:,} (every model)")
+    print_tables([(title, (header, rows)) for title, (header, rows) in tables if rows], args.markdown)
 
 
 if __name__ == "__main__":

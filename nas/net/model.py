@@ -85,9 +85,13 @@ class SqueezeExcite(nn.Module):
         self.act = _activation(activation)
         self.expand = nn.Conv2d(reduced, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-sample, per-channel gate (N x C x 1 x 1) that `forward` multiplies `x` by."""
         squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(squeezed))))
+        return torch.sigmoid(self.expand(self.act(self.reduce(squeezed))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class DropPath(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def runs(tmp_path_factory, one_thread) -> dict[str, object]:
     resumed = invoke(spec, *TRAIN_ARGS, "--epochs", 4, "--run-dir", root / "resumed", "--resume", "--json")
     assert resumed.exit_code == 0, resumed.output
     return {"root": root, "spec": spec, "whole": json.loads(whole.stdout), "first": json.loads(first.stdout),
-            "resumed": json.loads(resumed.stdout)}
+            "resumed": json.loads(resumed.stdout), "whole_progress": whole.stderr}
 
 
 def test_compile_flag_compiles_the_training_module_only(tmp_path, monkeypatch, one_thread):
@@ -203,6 +204,13 @@ def test_processes_share_each_global_batch_without_overlap():
 
 
 # -- training through the CLI ------------------------------------------------------------------------
+
+def test_progress_under_json_is_one_plain_line_per_epoch_on_stderr(runs):
+    lines = re.findall(r"^\[\d+:\d\d:\d\d\] train (\d+)/88 epoch (\d)/4(.*)$", runs["whole_progress"], re.M)
+    assert [(int(steps), int(epoch)) for steps, epoch, _ in lines] == [(0, 1), (22, 1), (44, 2), (66, 3), (88, 4)]
+    assert all("top-1" in rest and "loss" in rest for _, _, rest in lines[1:])  # each finished epoch's figures
+    assert "━" not in runs["whole_progress"]
+
 
 def test_tiny_spec_learns_digits_well_above_chance(runs):
     result = runs["whole"]

@@ -349,7 +349,6 @@ def _refuse_other_settings(job: StudyJob, config: StudyConfig, stored: dict[str,
                          f"({differences}); rerun with those, or use another study name or run directory")
 
 
-
 def _flattened(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested settings as one level of dotted names: {"proxy": {"epochs": 2}} -> {"proxy.epochs": 2}."""
     flat: dict[str, Any] = {}

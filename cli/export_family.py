@@ -95,7 +95,8 @@ def fit_table(fits: list[Any], coefficients: Any) -> Any:
 
 @clean_input_errors()
 def export_family(
-    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
+    base_path: Path = typer.Option(reference_b0_path(), "--base",
+                                   help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
                                    show_default=False),
     coefficients_path: Optional[Path] = typer.Option(
         None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),

@@ -107,7 +107,9 @@ def print_best(data: dict[str, Any]) -> None:
 
 @clean_input_errors()
 def grid_scale(
-    base_path: Path = typer.Option(reference_b0_path(), "--base", help="Base spec B0 (e.g. runs/search/b0.yaml; default: the reference EfficientNet-B0).",
+    base_path: Path = typer.Option(reference_b0_path(), "--base",
+                                   help="Base spec B0 (e.g. runs/search/b0.yaml; default: the reference "
+                                        "EfficientNet-B0).",
                                    show_default=False),
     alpha_range: str = typer.Option("1.0:1.4", "--alpha-range", help="Depth coefficient range LOW:HIGH or one value."),
     beta_range: str = typer.Option("1.0:1.3", "--beta-range", help="Width coefficient range LOW:HIGH or one value."),

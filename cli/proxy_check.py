@@ -68,14 +68,16 @@ def proxy_check(
     proxy: Optional[list[str]] = typer.Option(
         None, "--proxy", help=f"Cheap proxy to check, repeatable: {', '.join(PROXY_NAMES)} "
                               f"(default: {', '.join(DEFAULT_PROXIES)}); zero-cost is NASWOT."),
-    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs", help="Epochs of the cheap `train` proxy (default: 3)."),
+    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs",
+                                               help="Epochs of the cheap `train` proxy (default: 3)."),
     epochs: Optional[int] = options.OLD_EPOCHS,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution",
-                                                   help="Image size the proxies and the reference train at (default: 32)."),
+                                                   help="Image size the proxies and the reference train at "
+                                                        "(default: 32)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", hidden=True,
                                              help="Deprecated name of --proxy-resolution."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),

@@ -472,7 +472,8 @@ def test_a_full_disk_mid_run_is_a_clean_error_and_the_journal_resumes(tmp_path, 
     result = runner.invoke(app, [*args, "--trials", "6"])
     monkeypatch.undo()
     assert result.exit_code == 2, result.output
-    [line] = result.output.strip().splitlines()
+    *progress, line = result.output.strip().splitlines()  # the --json run's progress lines (stderr), then one error
+    assert all(re.match(r"study 'search' in |\[\d+:\d\d:\d\d\] search \d+/6 ", p) for p in progress), progress
     assert line.startswith(f"error: the storage journal file {run_dir / 'study.journal'} failed mid-run (OSError: "
                            "[Errno 28] No space left on device); what it recorded is kept")
     assert (run_dir / "study.journal").read_bytes().endswith(b"\n")

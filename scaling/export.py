@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas.errors import InputError
-from effnet.nas.files import ensure_writable_dir, write_csv
+from effnet.nas.files import write_csv
 from effnet.nas.net.spec import NetworkSpec, dump_spec
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.family import (DEFAULT_PHIS, FamilyMember, PresetFit, compound_family, match_flops_family,
@@ -44,19 +45,20 @@ class FamilyResult:
         return [{**m.row(), "path": str(self.member_files.get(m.name, ""))} for m in self.members]
 
 
+@holding_run_dirs()
 def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[float, ...] = DEFAULT_PHIS,
                   mode: str = "compound", run_dir: str | Path | None = None,
-                  settings: dict[str, Any] | None = None) -> FamilyResult:
+                  settings: dict[str, Any] | None = None, force: bool = False) -> FamilyResult:
     """Grow `base` into its family: `compound` (member phi at depth alpha^phi, width beta^phi, resolution
     gamma^phi), `match-flops` (for each k in `phis`, the phi whose measured FLOPs come closest to
     2^k x the base's) or `official` (the TensorFlow reference's B1-B7, each with the phi that best explains
     it). With `run_dir`, write one spec per member, family.csv, family.png and run.yaml (`settings` goes
-    into it beside the mode and coefficients)."""
+    into it beside the mode and coefficients); `force` lets `run_dir` hold files effnet did not write."""
     started = time.perf_counter()
     if mode not in MODES:
         raise InputError(f"family mode must be one of {', '.join(MODES)}, got {mode!r}")
     if run_dir is not None:
-        ensure_writable_dir(run_dir)
+        claim_run_dir(run_dir, "export-family", force)
     fits: list[PresetFit] = []
     if mode == "official":
         members, fits = official_family(base, coefficients)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
+from effnet.nas.files import dump_yaml, write_csv
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.runner import ProgressCallback, StudyProgress, open_study, run_study
 from effnet.scaling.caveats import grid_caveats
@@ -93,7 +94,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
     points = config.points()
     config.study.worker_device()
     config.study.check_workers()
-    ensure_writable_dir(config.study.run_dir)
+    claim_run_dir(config.study.run_dir, "grid-scale", config.study.force)
     runtime = config.study.proxy_runtime()
     progress = None if on_progress is None else (
         lambda done, total, status: on_progress(StudyProgress(done, total, status)))
@@ -104,6 +105,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
     return points, records
 
 
+@holding_run_dirs()  # the run directory check_grid claims is held to the end
 def grid_scale(config: GridConfig, base_label: str = "<spec>",
                on_progress: ProgressCallback | None = None) -> GridResult:
     """Score the grid's distinct networks (resuming the study in the run directory), each `config.repeats`

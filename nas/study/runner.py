@@ -69,7 +69,8 @@ class StudyConfig:
     of the settings fingerprint. `device` is `auto` (CUDA when available), `cpu` or `cuda` (several
     workers take the visible GPUs one each); `threads` are CPU threads per worker (None: the cores
     divided among the workers); `loader_workers` are each worker's DataLoader processes (None: from
-    the cores); `cache_dir` holds the decoded proxy caches (None: the default, shared by all runs).
+    the cores); `cache_dir` holds the decoded proxy caches (None: the default, shared by all runs);
+    `force` lets the run directory hold files effnet did not write (see `effnet.nas.outputs`).
     """
 
     run_dir: Path
@@ -82,6 +83,7 @@ class StudyConfig:
     threads: int | None = None
     loader_workers: int | None = None
     cache_dir: Path | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))

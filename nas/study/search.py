@@ -22,11 +22,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
-from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.reach import check_band
@@ -356,7 +356,7 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     check_band(space, config.band.low, config.band.high)
     config.study.worker_device()
     config.study.check_workers()
-    ensure_writable_dir(config.study.run_dir)
+    claim_run_dir(config.study.run_dir, "search", config.study.force)
     return space, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
 
 
@@ -366,6 +366,7 @@ def _data_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, 
     return lambda done, total, status: on_progress(StudyProgress(done, total, status))
 
 
+@holding_run_dirs()  # the run directory check_search claims is held to the end
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
     """Run (or resume) the search and write its run directory: `b0.yaml` (the best candidate, its FLOPs
     certified by fvcore), `trials.csv`, plots, `report.html` and `run.yaml` (and for the supernet proxy its

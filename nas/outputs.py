@@ -127,10 +127,12 @@ def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = Fals
         held.depth += 1
         return key
     ensure_writable_dir(folder)
-    fd = _lock(folder)
+    fd, created = _lock(folder)
     try:
         foreign = _ownership(folder, command, force)
     except BaseException:
+        if created:  # refused: leave the directory as it was
+            (folder / LOCK_NAME).unlink(missing_ok=True)
         os.close(fd)
         raise
     _claims[key] = _Claim(fd, command, foreign)
@@ -167,13 +169,18 @@ def _refuse_special(folder: Path, key: Path) -> None:
                          "e.g. --run-dir runs/NAME")
 
 
-def _lock(folder: Path) -> int:
-    """Take the run directory's lock (its file holds the PID of the holder), or refuse naming the holder."""
+def _lock(folder: Path) -> tuple[int, bool]:
+    """Take the run directory's lock (its file holds the PID of the holder), or refuse naming the holder.
+    Returns the lock file's descriptor and whether this call created the file."""
     from effnet.nas.files import current_umask
 
     lock = folder / LOCK_NAME
+    flags, mode = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~current_umask()
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~current_umask())
+        try:
+            fd, created = os.open(lock, flags | os.O_CREAT | os.O_EXCL, mode), True
+        except FileExistsError:
+            fd, created = os.open(lock, flags), False
     except OSError as err:
         raise InputError(f"cannot open the run directory's lock {lock}: {err.strerror}; "
                          "choose another run directory") from None
@@ -186,7 +193,7 @@ def _lock(folder: Path) -> int:
                          "to end or choose another run directory") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
+    return fd, created
 
 
 def _ownership(folder: Path, command: str, force: bool) -> frozenset[str]:

@@ -23,7 +23,7 @@ import yaml
 
 from effnet.nas.errors import InputError
 from effnet.nas.inputs import EXPONENT_FLOAT, FLOAT_TAG
-from effnet.nas.outputs import check_target
+from effnet.nas.outputs import check_target, replaceable
 
 
 def current_umask() -> int:
@@ -127,8 +127,8 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
 def write_error_log(path: str | os.PathLike[str] | None, text: str) -> Path:
     """An unexpected error's traceback: at `path` (in the run directory), or where that cannot be written
     (or is not known yet), in a file of this process's own in the temporary directory, never one that
-    every run shares. Returns where it went."""
-    if path is not None:
+    every run shares; nor over a file effnet did not write. Returns where it went."""
+    if path is not None and replaceable(path):
         try:
             return atomic_write_text(path, text)
         except InputError:  # not writable there (or not effnet's to replace): the temporary directory

@@ -99,6 +99,19 @@ def check_output_file(path: str | os.PathLike[str],
     return target
 
 
+def replaceable(path: str | os.PathLike[str]) -> bool:
+    """Whether a file may go to `path` outside a command's hold on its run directory (a crash log, written
+    after the hold ended): a new name, or one in a directory effnet owns that was not there before effnet."""
+    target = Path(path)
+    if not os.path.lexists(target):
+        return True
+    try:
+        manifest = _read_manifest(target.parent / MANIFEST_NAME)
+    except InputError:
+        return False
+    return manifest is not None and target.name not in manifest[1]
+
+
 @contextmanager
 def holding_run_dirs() -> Iterator[None]:
     """Release, when the block ends, every run directory claimed (`claim_run_dir`) inside it: a command's
@@ -112,9 +125,10 @@ def holding_run_dirs() -> Iterator[None]:
                 release_run_dir(key)
 
 
-def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = False) -> Path:
+def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = False, own: Iterable[str] = ()) -> Path:
     """Claim a run directory for `command` (see the module notes) until `release_run_dir` of the returned key;
-    the same process may claim one directory again for the same command."""
+    the same process may claim one directory again for the same command. `own` names files in it the caller
+    has read as effnet's own (a training checkpoint it resumes), which are not foreign."""
     from effnet.nas.files import ensure_writable_dir
 
     folder = Path(path).expanduser()
@@ -129,7 +143,7 @@ def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = Fals
     ensure_writable_dir(folder)
     fd, created = _lock(folder)
     try:
-        foreign = _ownership(folder, command, force)
+        foreign = _ownership(folder, command, force, frozenset(own))
     except BaseException:
         if created:  # refused: leave the directory as it was
             (folder / LOCK_NAME).unlink(missing_ok=True)
@@ -196,7 +210,7 @@ def _lock(folder: Path) -> tuple[int, bool]:
     return fd, created
 
 
-def _ownership(folder: Path, command: str, force: bool) -> frozenset[str]:
+def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> frozenset[str]:
     """Check who owns `folder` (under its lock); record `command` as the owner. Returns the foreign names."""
     from effnet.nas.files import yaml_text
 
@@ -206,7 +220,7 @@ def _ownership(folder: Path, command: str, force: bool) -> frozenset[str]:
         if owner != command:
             raise _taken_by(folder, owner, command)
         return foreign
-    present = sorted(name for name in os.listdir(folder) if name not in OWN_NAMES)
+    present = sorted(name for name in os.listdir(folder) if name not in OWN_NAMES | own)
     foreign = frozenset()
     if present:
         owner = _recorded_command(folder / RUN_RECORD_NAME)

@@ -189,8 +189,6 @@ def test_a_second_command_into_a_run_directory_in_use_is_refused_naming_the_hold
             assert sorted(p.name for p in run.iterdir()) == [MANIFEST_NAME, LOCK_NAME]
         finally:
             holder.kill()
-    assert cli("train", TINY, "--data", "synthetic", "--epochs", "1", "--batch-size", "16", "--precise-bn", "0",
-               "--run-dir", run, "--json").exit_code == 0  # free again once the holder is gone
 
 
 # -- user text is data, not markup ------------------------------------------------------------------
@@ -259,17 +257,20 @@ def temporary_files(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, tmp_path, b0_yaml):
-    """B0's 21 MB timm state dict is being written (its temporary file holds it; the command waits inside the write):
-    a stop signal ends the command with "interrupted", 128 + the signal, and no file."""
-    out = tmp_path / "out" / "b0.pt"
-    with subprocess.Popen([sys.executable, "-c", SLOW_WRITE, "export-model", str(b0_yaml), "--format", "timm",
+@pytest.mark.parametrize("signum, spec, size", [(signal.SIGTERM, "b0", 20 * 10**6), (signal.SIGINT, "tiny", 1)],
+                         ids=["SIGTERM-b0", "SIGINT-tiny"])
+def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec, size, tmp_path, b0_yaml):
+    """B0's 21 MB timm state dict (5.3M float32 parameters) is being written, its temporary file holds it and
+    the command waits inside the write: a stop signal ends the command with "interrupted", 128 + the signal,
+    and no file."""
+    out = tmp_path / "out" / "model.pt"
+    spec_path = b0_yaml if spec == "b0" else TINY
+    with subprocess.Popen([sys.executable, "-c", SLOW_WRITE, "export-model", str(spec_path), "--format", "timm",
                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout.readline().strip() == "writing"
             [tmp] = temporary_files(out.parent)
-            assert (out.parent / tmp).stat().st_size > 10**7  # B0's 5.3M float32 parameters, on their way
+            assert (out.parent / tmp).stat().st_size >= size
             process.send_signal(signum)
             _, stderr = process.communicate(timeout=60)
         finally:
@@ -417,3 +418,14 @@ def test_the_lock_file_names_the_holder_while_it_runs(tmp_path):
         finally:
             holder.kill()
     release_run_dir(claim_run_dir(run, "search"))  # the lock went with the process: free for the same command
+
+
+def test_a_crash_log_never_replaces_a_users_file_of_that_name(tmp_path):
+    (tmp_path / "error.log").write_text("the user's log")
+    log = files.write_error_log(tmp_path / "error.log", "Traceback: a bug")
+    try:
+        assert log.parent != tmp_path and log.read_text() == "Traceback: a bug"
+        assert (tmp_path / "error.log").read_text() == "the user's log"
+    finally:
+        log.unlink()
+    assert files.write_error_log(tmp_path / "worker-0-error.log", "a worker's bug") == tmp_path / "worker-0-error.log"

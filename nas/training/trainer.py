@@ -660,9 +660,11 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     augment = config.augment if config.augment != "auto" else "none" if is_builtin(config.data) else "paper"
     trained = training_spec(config.spec, images, size)
     run_dir = config.directory
-    if dist.is_main:  # held from before the check for an earlier run's checkpoint: a second train waits for none
+    if dist.is_main and not config.resume:  # held before the check for an earlier run's checkpoint: no race
         claim_run_dir(run_dir, "train", config.force)
     checkpoint = open_run(run_dir, config.resume)
+    if dist.is_main and config.resume:  # the checkpoint read as effnet's own: effnet may replace it
+        claim_run_dir(run_dir, "train", config.force, own=(CHECKPOINT_NAME,))
     warmup = config.warmup_epochs
     if warmup is None:
         warmup = default_warmup_epochs(config.epochs)

@@ -84,12 +84,11 @@ def say_interrupted(text: str) -> None:
 def interrupted_exit(code: int) -> int:
     """The exit code of a command that ended with `code`: after a stop signal, 128 + that signal (typer turns
     any KeyboardInterrupt into 130), with an "interrupted" line unless the command said one."""
-    signum = stop_signal()
-    if code not in (128 + signal.SIGINT, 128 + signal.SIGTERM) or signum is None:
+    if code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         return code
     if not _told:
         print("interrupted", file=sys.stderr, flush=True)
-    return 128 + signum
+    return 128 + (stop_signal() or code - 128)
 
 
 def fail(message: str) -> "typer.Exit":

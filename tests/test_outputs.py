@@ -429,3 +429,12 @@ def test_a_crash_log_never_replaces_a_users_file_of_that_name(tmp_path):
     finally:
         log.unlink()
     assert files.write_error_log(tmp_path / "worker-0-error.log", "a worker's bug") == tmp_path / "worker-0-error.log"
+
+
+def test_a_directory_where_run_yaml_goes_is_one_line_not_an_unexpected_error(tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli(*FAMILY, "--run-dir", run).exit_code == 0
+    (run / "run.yaml").unlink()
+    (run / "run.yaml").mkdir()
+    line = one_error_line(cli(*FAMILY, "--run-dir", run))
+    assert f"{run / 'run.yaml'} is a directory" in line and (run / "run.yaml").is_dir()

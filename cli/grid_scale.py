@@ -74,7 +74,8 @@ def print_best(data: dict[str, Any]) -> None:
     b = data["best"]
     console.print(f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, measured "
                   f"FLOPs {b['flops_ratio']:.3f}x the base at φ = {data['phi']}) score {b['score']:.4f}"
-                  + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "") + f" -> {literal(data['coefficients'])}")
+                  + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "")
+                  + f" -> {literal(data['coefficients'])}")
     twins = b["twins"]
     if len(twins["points"]) > 1:
         spans = ", ".join(f"{symbol} {low:g}–{high:g}" for symbol, name in (("α", "alpha"), ("β", "beta"), ("γ", "gamma"))

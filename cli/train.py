@@ -46,7 +46,8 @@ class ProgressMonitor:
 def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{literal(data['spec'])} on {literal(data['data'])} @ {data['resolution']} px, {data['num_classes']} classes")
+    table = Table(title=f"{literal(data['spec'])} on {literal(data['data'])} @ {data['resolution']} px, "
+                        f"{data['num_classes']} classes")
     for column in ("epoch", "train loss", "top-1", "EMA top-1", "lr", "seconds"):
         table.add_column(column, justify="right")
     for row in history[-TABLE_EPOCHS:]:

@@ -6,15 +6,16 @@ symbolic link (effnet never writes through one), a directory, a device, pipe or 
 or a file in a run directory that was there before effnet used it. `check_output_file` adds the rule for
 `--out`: it must not be any input of the same command.
 
-A run directory is claimed for a command's life with `claim_run_dir` inside `holding_run_dirs`: it must not be `/` or the home
-directory itself; it is created if needed and its writability probed with a temporary file of effnet's
-own; an exclusive lock (`fcntl.flock` on `.effnet.lock`, which holds the owner's PID) refuses a second
-command into it while the first runs; and `.effnet-run.yaml` records which command owns it. A directory
-that another command owns is refused (grid-scale into a search's directory, say); one the same command
-owns is resumed as before. A directory with files effnet did not write is refused unless `force`: then
-effnet writes beside them, and the manifest lists them so that no writer ever replaces or deletes one.
-A directory without a manifest whose `run.yaml` names the same command (written before manifests
-existed) is taken as that command's own.
+A run directory is claimed for a command's life (`claim_run_dir`, released when the command's function
+decorated with `holding_run_dirs` returns): it must not be `/` or the home directory itself; it is
+created if needed and its writability probed with a temporary file of effnet's own; an exclusive lock
+(`fcntl.flock` on `.effnet.lock`, which holds the owner's PID) refuses a second command into it while
+the first runs; and `.effnet-run.yaml` records which command owns it. A directory that another command
+owns is refused (grid-scale into a search's directory, say); one the same command owns is resumed as
+before. A directory with files effnet did not write is refused unless `force`: then effnet writes
+beside them, and the manifest lists them so that no writer ever replaces or deletes one. A directory
+without a manifest whose `run.yaml` names the same command (written before manifests existed) is
+taken as that command's own.
 """
 
 from __future__ import annotations

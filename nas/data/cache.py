@@ -124,7 +124,8 @@ def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record
             for batch, batch_labels, problems in decode(images, size):
                 batch = np.ascontiguousarray(batch, dtype=np.uint8)
                 if batch.shape[1:] != (3, size, size) or len(batch) != len(batch_labels):
-                    raise ValueError(f"decoded batch of shape {batch.shape} for {len(batch_labels)} labels at {size} px")
+                    raise ValueError(f"decoded batch of shape {batch.shape} for {len(batch_labels)} labels at "
+                                     f"{size} px")
                 _write(handle, memoryview(batch).cast("B"), tmp)
                 labels.extend(int(label) for label in batch_labels)
                 skipped.extend(problems)

@@ -94,7 +94,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None) 
     points = config.points()
     config.study.worker_device()
     config.study.check_workers()
-    claim_run_dir(config.study.run_dir, "grid-scale", config.study.force)
+    claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())
     runtime = config.study.proxy_runtime()
     progress = None if on_progress is None else (
         lambda done, total, status: on_progress(StudyProgress(done, total, status)))

@@ -46,7 +46,7 @@ from effnet.nas.redact import redact, url_secrets
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, WORKER_ATTR, recover_stale_trials,
                                        requeue_interrupted, worker_identity)
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
-from effnet.nas.study.storage import describe_storage, heartbeat_settings, open_storage
+from effnet.nas.study.storage import describe_storage, heartbeat_settings, journal_path, open_storage
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
@@ -107,6 +107,18 @@ class StudyConfig:
     def storage_label(self) -> str:
         """The storage as it may be shown: the URL with its password redacted, or the journal path."""
         return describe_storage(self.storage, self.run_dir)
+
+    def journal_in_run_dir(self) -> tuple[str, ...]:
+        """The run directory's journal, named when the file begins as an Optuna journal does: effnet's own even
+        without a run-directory manifest (a run from before manifests, cut short before its run.yaml)."""
+        path = journal_path(self.storage, self.run_dir)
+        if path.parent != self.run_dir:
+            return ()
+        try:
+            with open(path, "rb") as handle:
+                return (path.name,) if handle.read(11) == b'{"op_code":' else ()
+        except OSError:
+            return ()
 
     def worker_threads(self) -> int | None:
         """CPU threads per worker: `threads`, or the cores split evenly between several workers (or for

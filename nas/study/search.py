@@ -356,7 +356,7 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     check_band(space, config.band.low, config.band.high)
     config.study.worker_device()
     config.study.check_workers()
-    claim_run_dir(config.study.run_dir, "search", config.study.force)
+    claim_run_dir(config.study.run_dir, "search", config.study.force, own=config.study.journal_in_run_dir())
     return space, config.proxy.load(config.study.proxy_runtime(), _data_progress(on_progress))
 
 

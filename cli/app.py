@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from effnet.cli.common import set_run_dir, shown, write_crash_log
+from effnet.cli.common import interrupted_exit, raise_on_stop_signals, set_run_dir, shown, write_crash_log
 from effnet.cli.describe import describe
 from effnet.cli.export_family import export_family
 from effnet.cli.export_model import export_model
@@ -76,6 +76,7 @@ def main() -> None:
     # the click that typer parses with: vendored as typer._click from typer 0.26 (this project's floor) on
     click_exceptions = importlib.import_module("typer._click.exceptions")
     configure_openmp()  # before any command imports torch, whose OpenMP runtime reads it once
+    raise_on_stop_signals()  # a `finally` runs on SIGTERM as on Ctrl-C: no temporary file is left behind
     try:
         code = app(standalone_mode=False, prog_name="effnet")
     except click_exceptions.UsageError as err:
@@ -86,12 +87,11 @@ def main() -> None:
         print(f"error: {' '.join(err.format_message().split())}{where}", file=sys.stderr)
         raise SystemExit(2) from None
     except (KeyboardInterrupt, typer.Abort):
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        code = 130
     except Exception as err:
         log = write_crash_log()
         print(f"effnet: unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]} "
               f"(traceback in {log})", file=sys.stderr)
         raise SystemExit(1) from None
     if code:  # a command's own exit code (typer.Exit), returned rather than raised outside standalone mode
-        raise SystemExit(code)
+        raise SystemExit(interrupted_exit(code))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 import time
 import traceback
@@ -34,6 +35,64 @@ def shown(text: str) -> str:
     from effnet.nas.redact import argv_secrets, redact
 
     return redact(text, argv_secrets(sys.argv))
+
+
+def literal(value: Any) -> str:
+    """Text from the user (a path, a spec or class name, a message quoting them) as rich shows it: as
+    written, never read as markup (`[/x]` in a folder name would otherwise end a style, or fail)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM), raised where the command is, so that every `finally` runs: temporary
+    files are removed and the exit says "interrupted" with code 128 + `signum`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []
+_told: list[str] = []
+
+
+def raise_on_stop_signals() -> None:
+    """From now on SIGINT and SIGTERM raise `Stopped` (SIGTERM would otherwise end the process at once,
+    leaving its temporary files); a study installs its own handlers while it runs and puts these back."""
+
+    def stop(signum: int, frame: Any) -> None:
+        _received.append(signum)
+        raise Stopped(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
+def stop_signal() -> int | None:
+    """The last stop signal this process received (by these handlers or a study's), or None."""
+    if _received:
+        return _received[-1]
+    from effnet.nas.study.signals import stop_requested
+
+    return stop_requested()
+
+
+def say_interrupted(text: str) -> None:
+    """The command's own "interrupted: ..." line (the entry point then adds none)."""
+    _told.append(text)
+    progress_console.print(literal(text), soft_wrap=True)
+
+
+def interrupted_exit(code: int) -> int:
+    """The exit code of a command that ended with `code`: after a stop signal, 128 + that signal (typer turns
+    any KeyboardInterrupt into 130), with an "interrupted" line unless the command said one."""
+    if code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return code
+    if not _told:
+        print("interrupted", file=sys.stderr, flush=True)
+    return 128 + (stop_signal() or code - 128)
 
 
 def fail(message: str) -> "typer.Exit":
@@ -89,7 +148,7 @@ def print_notes(notes: list[str]) -> None:
     """What the library says the user should know about a run (a repaired journal, a failed worker),
     one line each on stderr."""
     for note in notes:
-        progress_console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
+        progress_console.print(f"[yellow]warning:[/] {literal(note)}", soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:
@@ -126,7 +185,7 @@ class ProgressBar:
                                        TimeRemainingColumn)
 
             self.progress = Progress(
-                TextColumn(f"[bold]{label}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(f"[bold]{literal(label)}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"),
                 TimeRemainingColumn(), console=progress_console, transient=False,
             )
@@ -148,7 +207,9 @@ class ProgressBar:
         self.state.update(fields)
         if self.progress is not None:
             names = {"done": "completed", "total": "total", "status": "status", "stage": "stage"}
-            self.progress.update(self.task, **{names[key]: value for key, value in fields.items()})
+            # status and stage are shown as written: a class folder or spec name is no markup
+            self.progress.update(self.task, **{names[key]: literal(value) if key in ("status", "stage") else value
+                                               for key, value in fields.items()})
             return
         now = time.monotonic()
         if line or (preparing and now - (self.last_line or self.began) >= self.PLAIN_EVERY_S):
@@ -205,12 +266,12 @@ def warn_skipped(data: dict) -> None:
     if data.get("skipped"):
         first = data["skipped_files"][0]
         progress_console.print(f"[yellow]warning:[/] {data['skipped']} image file(s) did not decode and were left "
-                               f"out (first: {first}); run.yaml lists them")
+                               f"out (first: {literal(first)}); run.yaml lists them")
 
 
 def exit_for_signal(signum: int | None, what: str) -> None:
     """After a run stopped by a signal: say how to resume and exit 128 + signal (130 Ctrl-C, 143 SIGTERM)."""
     if signum is None:
         return
-    progress_console.print(f"interrupted: {what} saved; rerun the same command to resume")
+    say_interrupted(f"interrupted: {what} saved; rerun the same command to resume")
     raise typer.Exit(128 + signum)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import clean_input_errors, console, emit_json
+from effnet.cli.common import clean_input_errors, console, emit_json, literal
 
 PRESETS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 
@@ -71,7 +71,7 @@ def print_description(data: dict[str, Any]) -> None:
 
     total = data["flops"]
     padding = ", TensorFlow SAME padding" if data["padding"] == "same" else ""
-    table = Table(title=f"{data['name']} @ {data['resolution']} px, {data['num_classes']} classes{padding}")
+    table = Table(title=f"{literal(data['name'])} @ {data['resolution']} px, {data['num_classes']} classes{padding}")
     for column in ("stage", "operator", "×", "channels", "size", "params", "FLOPs", "share"):
         left = column in ("operator", "channels")
         table.add_column(column, justify="left" if left else "right", no_wrap=not left)

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from effnet.cli import options
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console, set_run_dir
+from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console, set_run_dir
 from effnet.nas.resources import reference_b0_path
 
 PRESETS = ("official",)
@@ -58,7 +58,7 @@ def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
             ideal_cells = [f"{2.0 ** m.match.step:.4g}x", off]
         else:
             ideal_cells = [f"{m.doubling_ratio:.4g}x", f"{m.ideal_ratio:.2f}x"]
-        table.add_row(m.name, f"{m.phi:.4g}", f"{m.depth:.2f}", f"{m.width:.2f}", str(m.resolution),
+        table.add_row(literal(m.name), f"{m.phi:.4g}", f"{m.depth:.2f}", f"{m.width:.2f}", str(m.resolution),
                       format_size(m.params), format_size(m.flops), f"{m.flops_ratio:.2f}x", *ideal_cells,
                       f"{m.dropout:g}")
     table.caption = (f"formula = (αβ²γ²)^φ with α={coefficients.alpha:g} β={coefficients.beta:g} "
@@ -72,8 +72,8 @@ def print_misses(members: list[Any]) -> None:
 
     for m in members:
         if m.match is not None and m.match.why:
-            console.print(f"[red]{m.name}[/]: no network within {MATCH_TOLERANCE:.0%} of "
-                          f"{2.0 ** m.match.step:.4g}x B0; nearest {m.deviation:+.1%}: {m.match.why}")
+            console.print(f"[red]{literal(m.name)}[/]: no network within {MATCH_TOLERANCE:.0%} of "
+                          f"{2.0 ** m.match.step:.4g}x B0; nearest {m.deviation:+.1%}: {literal(m.match.why)}")
 
 
 def fit_table(fits: list[Any], coefficients: Any) -> Any:
@@ -114,6 +114,7 @@ def export_family(
                              "resolution exceeds its median image short side are warned about.",
         show_default="the data the base's search recorded"),
     run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
+    force: bool = options.FORCE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Emit the compound-scaled family of a base spec: one YAML spec per member, family.csv, family.png.
@@ -145,7 +146,8 @@ def export_family(
                  "preset": preset, "run_dir": str(run_dir), "coefficients_source": source, "data": data}
     with progress_console.status("sizing the family", spinner="dots"):
         result = run_export(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
-                            classes=options.whole_number(classes, "--classes"), image_size=image_size)
+                            classes=options.whole_number(classes, "--classes"), image_size=image_size,
+                            force=force)
 
     data: dict[str, Any] = {
         "run_dir": str(run_dir), "mode": mode,
@@ -162,14 +164,14 @@ def export_family(
         data["official_fit"] = [f.row() for f in result.fits]
         data["files"]["fit_csv"] = str(result.files["fit_csv"])
     for warning in result.warnings:
-        progress_console.print(f"[yellow]warning:[/] {warning}")
+        progress_console.print(f"[yellow]warning:[/] {literal(warning)}")
     if as_json:
         emit_json(data)
         return
-    title = f"{base.name} family ({mode})"
+    title = f"{literal(base.name)} family ({mode})"
     console.print(family_table(result.members, coefficients, title))
     print_misses(result.members)
     if result.fits:
         console.print(fit_table(result.fits, coefficients))
-    console.print(f"coefficients from {source}; wrote {len(result.members)} specs, family.csv, family.png and "
-                  f"run.yaml to {run_dir}")
+    console.print(f"coefficients from {literal(source)}; wrote {len(result.members)} specs, family.csv, family.png and "
+                  f"run.yaml to {literal(run_dir)}")

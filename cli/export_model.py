@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from effnet.cli.common import clean_input_errors, console, emit_json, progress_console
+from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console
 
 FORMATS = ("onnx", "torchscript", "timm", "torchvision")
 WEIGHTS = ("best", "ema", "raw")
@@ -28,7 +28,8 @@ def export_model(
                                                          "folded and a dynamic batch axis; timm and torchvision "
                                                          "state dicts for their load_state_dict(strict=True).",
                                autocompletion=lambda: list(FORMATS)),
-    out: Path = typer.Option(..., "--out", help="The file to write."),
+    out: Path = typer.Option(..., "--out", help="The file to write: a new file or one effnet may replace (not a link, "
+                                                "a directory, a device, a read-only file or an input)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation (without --checkpoint) and of the check's images."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
@@ -40,21 +41,23 @@ def export_model(
     """
     from effnet.nas.export import RELATIVE_TOLERANCE, export_model as export
     from effnet.nas.net.spec import load_spec
+    from effnet.nas.outputs import check_output_file
 
+    check_output_file(out, (spec_path, checkpoint))  # before any work: nothing of the user's is replaced
     result = export(load_spec(spec_path), out, format, checkpoint, seed, weights)
     data = result.as_dict()
     if as_json:
         emit_json(data)
     else:
-        console.print(f"{result.spec.name} @ {result.spec.resolution} px, {result.spec.num_classes} classes, "
-                      f"weights: {result.weights} -> {format}"
+        console.print(f"{literal(result.spec.name)} @ {result.spec.resolution} px, {result.spec.num_classes} classes, "
+                      f"weights: {literal(result.weights)} -> {format}"
                       + (" (BatchNorm folded)" if data["batch_norm_folded"] else ""))
         console.print(f"max_abs_diff {result.max_abs_diff:.3g} against the torch model at batch 1 and 3 "
                       f"(largest logit {result.output_scale:.3g}; tolerance {result.tolerance:.3g} = "
                       f"{RELATIVE_TOLERANCE:g} of it)")
     if not result.within_tolerance:
         progress_console.print(f"[red]error:[/] the exported {format} disagrees with the torch model beyond the "
-                               f"tolerance; nothing written to {out}")
+                               f"tolerance; nothing written to {literal(out)}")
         raise typer.Exit(1)
     if not as_json:
-        console.print(f"written: {result.path}")
+        console.print(f"written: {literal(result.path)}")

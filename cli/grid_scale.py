@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
-                               set_run_dir, warn_skipped)
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
+                               print_notes, set_run_dir, warn_skipped)
 from effnet.cli import options
 from effnet.nas.resources import reference_b0_path
 
@@ -54,7 +54,7 @@ def print_result(result: Any) -> None:
     for n in result.networks:
         if n.state == "failed":
             p = n.evaluated
-            console.print(f"[red]failed[/] α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}: {n.error}")
+            console.print(f"[red]failed[/] α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}: {literal(n.error)}")
     console.print(f"evaluated {data['evaluations_done']} of {data['evaluations_total']} (distinct networks × runs; "
                   f"{data['points_total']} points, {len(data['twin_groups'])} twin groups); "
                   f"stopped by {data['stop_reason']} after {data['elapsed_s']:.0f} s")
@@ -67,8 +67,8 @@ def print_result(result: Any) -> None:
     if data["points_left"]:
         console.print("evaluations are left: rerun the same command to resume (scored networks are kept)")
     for warning in data["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"grid: {data['files']['grid_csv']}  plot: {data['files']['plot']}")
+        console.print(f"[yellow]warning:[/] {literal(warning)}")
+    console.print(literal(f"grid: {data['files']['grid_csv']}  plot: {data['files']['plot']}"))
 
 
 def print_best(data: dict[str, Any]) -> None:
@@ -76,7 +76,8 @@ def print_best(data: dict[str, Any]) -> None:
     b = data["best"]
     console.print(f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, measured "
                   f"FLOPs {b['flops_ratio']:.3f}x the base at φ = {data['phi']}) score {b['score']:.4f}"
-                  + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "") + f" -> {data['coefficients']}")
+                  + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "")
+                  + f" -> {literal(data['coefficients'])}")
     twins = b["twins"]
     if len(twins["points"]) > 1:
         spans = ", ".join(f"{symbol} {low:g}–{high:g}" for symbol, name in (("α", "alpha"), ("β", "beta"), ("γ", "gamma"))
@@ -146,6 +147,7 @@ def grid_scale(
     storage: Optional[str] = options.STORAGE,
     study_name: str = typer.Option("grid", "--study", help="Study name inside the storage."),
     run_dir: Optional[Path] = options.STUDY_RUN_DIR,
+    force: bool = options.FORCE,
     seed: int = typer.Option(0, "--seed", help="The study's seed (proxy trainings, data split)."),
     device: str = options.STUDY_DEVICE,
     threads: Optional[int] = options.THREADS,
@@ -171,7 +173,7 @@ def grid_scale(
         proxy=options.proxy_config(proxy, data, proxy_epochs, epochs, proxy_resolution, batch_size,
                                    proxy_train_images, proxy_val_images, augment),
         study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,
-                                   loader_workers, cache_dir),
+                                   loader_workers, cache_dir, force),
     )
     set_run_dir(run_dir)
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"

@@ -81,6 +81,8 @@ STUDY_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda (bf16 au
 THREADS = typer.Option(None, "--threads", help="CPU threads per worker (default: the cores free of other work "
                                                 "at start ÷ workers; recorded in run.yaml).")
 JSON = typer.Option(False, "--json", help="Print one JSON summary object instead of tables.")
+FORCE = typer.Option(False, "--force", help="Write into a run directory that holds files effnet did not write "
+                                            "(effnet never replaces or deletes them).")
 
 
 CLASSES = typer.Option(None, "--classes", help="Classes of the networks' classifier (default: the data's; for "
@@ -117,10 +119,11 @@ def proxy_config(name: str, data: str, proxy_epochs: int | None, old_epochs: int
 
 
 def study_config(run_dir: Path, name: str, storage: str | None, workers: int, seed: int, timeout: str,
-                 device: str, threads: int | None, loader_workers: int | None, cache_dir: Path | None) -> Any:
+                 device: str, threads: int | None, loader_workers: int | None, cache_dir: Path | None,
+                 force: bool = False) -> Any:
     """The `StudyConfig` of a command's options."""
     from effnet.nas.study.runner import StudyConfig
 
     return StudyConfig(run_dir=run_dir, name=name, storage=storage, workers=workers, seed=seed,
                        timeout_s=parse_duration(timeout), device=device, threads=threads,
-                       loader_workers=loader_workers, cache_dir=cache_dir)
+                       loader_workers=loader_workers, cache_dir=cache_dir, force=force)

@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, set_run_dir
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
+                               set_run_dir)
 from effnet.cli import options
 from effnet.cli.options import renamed
 
@@ -21,7 +22,7 @@ def print_result(summary: dict[str, Any], results: list[Any], proxies: list[str]
     from effnet.nas.proxies.check import BASELINES, REFERENCE
     from effnet.nas.units import format_size
 
-    candidates = Table(title=f"candidates ({summary['data']}, {summary['resolution']} px)")
+    candidates = Table(title=f"candidates ({literal(summary['data'])}, {summary['resolution']} px)")
     for column in ("#", "FLOPs", "params", *proxies, f"{REFERENCE} ({summary['reference_epochs']} ep)"):
         candidates.add_column(column, justify="right")
     for r in results:
@@ -44,11 +45,11 @@ def print_result(summary: dict[str, Any], results: list[Any], proxies: list[str]
     if summary["supernet"] is not None:
         n = summary["supernet"]
         console.print(f"supernet: {n['epochs']} epochs ({n['steps']:,} steps, kernels {n['kernels']}) trained in "
-                      f"{n['training_s']:.0f} s, {n['checkpoint']}")
+                      f"{n['training_s']:.0f} s, {literal(n['checkpoint'])}")
     low, high = summary["reference_accuracy"]["min"], summary["reference_accuracy"]["max"]
     if low is not None:
         console.print(f"reference accuracy spans {low:.4f}–{high:.4f}")
-    console.print(f"architectures and scores: {summary['csv']}, {summary['yaml']}")
+    console.print(literal(f"architectures and scores: {summary['csv']}, {summary['yaml']}"))
 
 
 def _short(value: float | None) -> str:
@@ -90,6 +91,7 @@ def proxy_check(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     run_dir: Path = typer.Option(Path("runs/proxy-check"), "--run-dir", help="Where proxy_check.csv and .yaml go."),
+    force: bool = options.FORCE,
     as_json: bool = options.JSON,
 ) -> None:
     """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
@@ -104,7 +106,7 @@ def proxy_check(
         candidates=candidates, resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
         seed=seed, device=device, threads=threads, run_dir=run_dir, train_images=proxy_train_images,
         val_images=proxy_val_images, augment=augment, loader_workers=loader_workers, cache_dir=cache_dir,
-        supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels)
+        supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels, force=force)
     set_run_dir(run_dir)
     try:
         with ProgressBar("proxy-check", plain=as_json) as bar:

@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, print_notes,
-                               progress_console, set_run_dir, warn_skipped)
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
+                               print_notes, progress_console, set_run_dir, warn_skipped)
 from effnet.cli import options
 
 OBJECTIVES = ("reward", "hard", "pareto")
@@ -28,20 +28,20 @@ def print_result(result: Any) -> None:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for t in result.top:
         table.add_row(str(t.trial), f"{t.reward or 0:.4f}", f"{t.accuracy or 0:.4f}", format_size(t.flops),
-                      format_size(t.params), t.architecture)
+                      format_size(t.params), literal(t.architecture))
     console.print(table)
     data, s = result.as_dict(), result.summary
     if result.supernet is not None:
         n = result.supernet
         console.print(f"supernet: {n['steps']:,} of {n['total_steps']:,} steps in {n['training_s']:.0f} s "
-                      f"({n['trained_now_s']:.0f} s in this run), {n['checkpoint']}")
+                      f"({n['trained_now_s']:.0f} s in this run), {literal(n['checkpoint'])}")
     if result.threads is not None:
         console.print(f"CPU threads: {result.threads['reason']}")
     console.print(f"trained {s.completed} completed + {s.pruned} pruned, {s.failed} failed, {s.outside_band} "
                   f"sampled outside the band (not trained); stopped by {result.stop_reason} after "
                   f"{result.elapsed_s:.0f} s")
     if result.best_spec is not None:
-        console.print(f"b0: {data['best_spec']} ({format_size(data['flops'])} FLOPs by fvcore, "
+        console.print(f"b0: {literal(data['best_spec'])} ({format_size(data['flops'])} FLOPs by fvcore, "
                       f"{format_size(data['params'])} params, proxy accuracy {data['accuracy']:.4f})")
     else:
         console.print("[yellow]no candidate inside the band finished training yet; rerun to continue[/]")
@@ -49,7 +49,7 @@ def print_result(result: Any) -> None:
         ch = data["chance"]
         console.print(f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
                       f"images; under {ch['threshold']:.4f} an accuracy is not told apart from it)")
-    console.print(f"trials: {data['trials_csv']}  plots: {', '.join(data['plots'])}")
+    console.print(literal(f"trials: {data['trials_csv']}  plots: {', '.join(data['plots'])}"))
 
 
 @clean_input_errors()
@@ -83,6 +83,7 @@ def search(
     storage: Optional[str] = options.STORAGE,
     study_name: str = typer.Option("search", "--study", help="Study name inside the storage."),
     run_dir: Optional[Path] = options.STUDY_RUN_DIR,
+    force: bool = options.FORCE,
     seed: int = typer.Option(0, "--seed", help="The study's seed: proxy trainings, data split, and (with each worker's first trial number) every sampler. Every worker and machine on one study uses the same."),
     sampler: str = typer.Option("tpe", "--sampler", help=f"{' | '.join(SAMPLERS)}", autocompletion=lambda: list(SAMPLERS)),
     pruner: str = typer.Option("hyperband", "--pruner", help=f"{' | '.join(PRUNERS)}", autocompletion=lambda: list(PRUNERS)),
@@ -102,7 +103,7 @@ def search(
                                    proxy_train_images, proxy_val_images, augment, supernet_epochs=supernet_epochs,
                                    supernet_kernels=supernet_kernels),
         study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,
-                                   loader_workers, cache_dir),
+                                   loader_workers, cache_dir, force),
         classes=options.whole_number(classes, "--classes"),
         resolution=options.whole_number(resolution, "--resolution"),
     )

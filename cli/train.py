@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, progress_console, set_run_dir,
-                               warn_skipped)
+from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, literal, progress_console,
+                               say_interrupted, set_run_dir, stop_signal, warn_skipped)
+from effnet.cli import options
 
 TABLE_EPOCHS = 10
 """The end-of-run table shows at most this many of the last epochs."""
@@ -23,7 +25,7 @@ class ProgressMonitor:
 
     def describe(self, text: str) -> None:
         if self.bar.enabled:
-            progress_console.print(text, soft_wrap=True)
+            progress_console.print(literal(text), soft_wrap=True)
 
     def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
@@ -45,7 +47,8 @@ class ProgressMonitor:
 def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{data['spec']} on {data['data']} @ {data['resolution']} px, {data['num_classes']} classes")
+    table = Table(title=f"{literal(data['spec'])} on {literal(data['data'])} @ {data['resolution']} px, "
+                        f"{data['num_classes']} classes")
     for column in ("epoch", "train loss", "top-1", "EMA top-1", "lr", "seconds"):
         table.add_column(column, justify="right")
     for row in history[-TABLE_EPOCHS:]:
@@ -55,8 +58,8 @@ def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
     console.print(f"top-1 {data['top1']:.4f} (raw), {data['ema_top1']:.4f} (EMA) after {data['epochs']} epochs; "
                   f"best {data['best_top1']:.4f} ({data['best_weights']} weights, epoch {data['best_epoch']}); "
                   f"{data['seconds']:.0f} s")
-    console.print(f"checkpoint: {data['checkpoint']} (last epoch, --resume)  best: {data['best_checkpoint']} "
-                  f"(export-model and predict take it from the run directory)  metrics: {data['metrics_csv']}")
+    console.print(literal(f"checkpoint: {data['checkpoint']} (last epoch, --resume)  best: {data['best_checkpoint']} "
+                  f"(export-model and predict take it from the run directory)  metrics: {data['metrics_csv']}"))
 
 
 @clean_input_errors({"precise_bn_batches": "--precise-bn"})
@@ -80,6 +83,7 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt (the last epoch; best.pt beside it keeps the best one)."),
+    force: bool = options.FORCE,
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: an effnet checkpoint (its EMA weights) or a timm or torchvision EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers loaded and not."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
@@ -95,7 +99,7 @@ def train(
                          label_smoothing=label_smoothing, weight_decay=weight_decay, precise_bn=precise_bn,
                          augment=augment, loader_workers=loader_workers, decode=decode, device=device,
                          compiled=compiled, seed=seed,
-                         run_dir=run_dir, resume=resume, init=init)
+                         run_dir=run_dir, resume=resume, init=init, force=force)
     main = distributed_from_env().is_main
     if main:
         set_run_dir(config.directory)
@@ -105,10 +109,10 @@ def train(
     except KeyboardInterrupt:
         saved = config.directory / CHECKPOINT_NAME
         if main and saved.exists():
-            progress_console.print(f"interrupted: {saved} holds the last finished epoch; rerun with --resume to continue")
+            say_interrupted(f"interrupted: {saved} holds the last finished epoch; rerun with --resume to continue")
         elif main:
-            progress_console.print("interrupted before the first epoch finished; nothing to resume")
-        raise typer.Exit(130) from None
+            say_interrupted("interrupted before the first epoch finished; nothing to resume")
+        raise typer.Exit(128 + (stop_signal() or signal.SIGINT)) from None
     if outcome.result is None:
         return
     summary = outcome.as_dict()

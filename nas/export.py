@@ -39,6 +39,7 @@ from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inference import export_metadata
+from effnet.nas.outputs import check_output_file
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
@@ -98,12 +99,14 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
     """Export `spec`'s network (with the weights of the file or run directory `weights`, else its seeded
     initialisation) to `out` as `format` (onnx, torchscript, timm, torchvision), after running the exported form
     against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
-    picks a training checkpoint's weights: best (those that scored best on validation), ema or raw."""
+    picks a training checkpoint's weights: best (those that scored best on validation), ema or raw. `out` must be a file effnet may replace
+    (`effnet.nas.outputs.check_output_file`), checked first."""
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     checks.seed("seed", seed)
     if format == "onnx":
         require_onnx()
+    check_output_file(out, (weights,))
     started = time.perf_counter()
     checks.choice("which", which, WEIGHTS)
     source = read_weights(weights, which) if weights is not None else None

@@ -2,12 +2,16 @@
 
 Every file (specs, YAML and CSV reports, plots, checkpoints) is written by `atomic_write`: a
 temporary file in the target's directory, flushed to disk, then renamed over the target, so a crash
-never leaves a half-written file; each gets the usual permissions (0666 less the umask).
+never leaves a half-written file; each gets the usual permissions (0666 less the umask). The temporary
+file is removed on any error and on a stop signal (the CLI turns SIGTERM into an exception, so this
+cleanup runs), and only targets `effnet.nas.outputs.check_target` allows are replaced. A write the
+system refuses (a full disk, a read-only directory) is an `InputError` naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import shutil
@@ -19,6 +23,7 @@ import yaml
 
 from effnet.nas.errors import InputError
 from effnet.nas.inputs import EXPONENT_FLOAT, FLOAT_TAG
+from effnet.nas.outputs import check_target, replaceable
 
 
 def current_umask() -> int:
@@ -30,22 +35,38 @@ def current_umask() -> int:
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
     """Write a file so a crash never leaves it half-written: a temporary file, fsync, rename.
 
-    `write` fills the open binary temporary file; the target appears only once it is complete.
+    `write` fills the open binary temporary file; the target appears only once it is complete. The
+    temporary file never outlives the call, whatever stops it.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
+    target = check_target(path)
+    tmp: str | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as err:
+        raise write_failure(target, err) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def write_failure(target: Path, err: OSError) -> InputError:
+    """A write the system refused, as one line naming the file, the problem and the fix."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there or write elsewhere"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the directory writable or write elsewhere"
+    else:
+        fix = "write elsewhere"
+    return InputError(f"cannot write {target}: {err.strerror or err}; {fix}")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -86,13 +107,14 @@ MIN_FREE_BYTES = 64 * 2**20
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Create the directory if needed; refuse one that cannot be written or has under 64 MiB free."""
+    """Create the directory if needed; refuse one that cannot be written or has under 64 MiB free. The
+    probe is a temporary file of effnet's own name, removed at once."""
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".effnet-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as err:
         raise InputError(f"directory {folder} is not writable ({err.strerror}); choose another run directory") from None
     free = shutil.disk_usage(folder).free
@@ -105,11 +127,11 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
 def write_error_log(path: str | os.PathLike[str] | None, text: str) -> Path:
     """An unexpected error's traceback: at `path` (in the run directory), or where that cannot be written
     (or is not known yet), in a file of this process's own in the temporary directory, never one that
-    every run shares. Returns where it went."""
-    if path is not None:
+    every run shares; nor over a file effnet did not write. Returns where it went."""
+    if path is not None and replaceable(path):
         try:
             return atomic_write_text(path, text)
-        except OSError:
+        except InputError:  # not writable there (or not effnet's to replace): the temporary directory
             pass
     fd, name = tempfile.mkstemp(prefix="effnet-error-", suffix=".log")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

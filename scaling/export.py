@@ -10,8 +10,9 @@ from typing import Any
 from effnet.nas import checks
 from effnet.nas.data.facts import ImageSize
 from effnet.nas.errors import InputError
-from effnet.nas.files import ensure_writable_dir, write_csv
+from effnet.nas.files import write_csv
 from effnet.nas.net.spec import NetworkSpec, dump_spec
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
@@ -70,17 +71,19 @@ class FamilyResult:
         return [{**m.row(), "path": str(self.member_files.get(m.name, ""))} for m in self.members]
 
 
+@holding_run_dirs()
 def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[float, ...] = DEFAULT_PHIS,
                   mode: str = "compound", run_dir: str | Path | None = None,
                   settings: dict[str, Any] | None = None, classes: int | None = None,
-                  image_size: ImageSize | None = None) -> FamilyResult:
+                  image_size: ImageSize | None = None, force: bool = False) -> FamilyResult:
     """Grow `base` into its family: `compound` (member phi at depth alpha^phi, width beta^phi, resolution
     gamma^phi), `match-flops` (for each k in `phis`, the phi whose measured FLOPs come closest to
     2^k x the base's) or `official` (the TensorFlow reference's B1-B7, each with the phi that best explains
     it). With `run_dir`, write one spec per member, family.csv, family.png and run.yaml (`settings` goes
     into it beside the mode and coefficients). `classes` replaces the base's class count (None: the base's, which
     a search wrote from its data); `image_size` is the data's median image size that members are warned against
-    (None: the one the base's provenance records, if any)."""
+    (None: the one the base's provenance records, if any); `force` lets `run_dir` hold files effnet did not
+    write."""
     started = time.perf_counter()
     if mode not in MODES:
         raise InputError(f"family mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -88,7 +91,7 @@ def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[
         base = base.replace(num_classes=checks.whole("classes", classes, low=2, high=MAX_CLASSES))
     image_size = image_size or data_image_size(base)
     if run_dir is not None:
-        ensure_writable_dir(run_dir)
+        claim_run_dir(run_dir, "export-family", force)
     fits: list[PresetFit] = []
     if mode == "official":
         members, fits = official_family(base, coefficients)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
+from effnet.nas.files import dump_yaml, write_csv
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.runner import ProgressCallback, check_settings, open_study, preparing_progress, run_study
@@ -106,7 +107,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None,
     points = config.points()
     config.study.worker_device()
     config.study.check_workers()
-    ensure_writable_dir(config.study.run_dir)
+    claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = config.study.proxy_runtime()
     progress = preparing_progress(on_progress)
@@ -130,6 +131,7 @@ def class_note(config: GridConfig, data: dict[int, dict[str, Any]]) -> list[str]
             "fits them to the data"]
 
 
+@holding_run_dirs()  # the run directory check_grid claims is held to the end
 def grid_scale(config: GridConfig, base_label: str = "<spec>",
                on_progress: ProgressCallback | None = None) -> GridResult:
     """Score the grid's distinct networks (resuming the study in the run directory), each `config.repeats`

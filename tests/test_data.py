@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet.nas.data import builtin, cache
+from effnet.nas.data import builtin
 from effnet.nas.data.cache import cached_images
 from effnet.nas.data.folder import held_out_split, index_folder, split_per_class
 from effnet.nas.data.images import BadImage, decode_image
@@ -168,10 +168,9 @@ def test_bad_files_are_left_out_of_a_cache_and_named(tmp_path):
     assert sorted(Path(s.split(":")[0]).name for s in data.skipped) == ["bomb.png", "broken.jpg"]
 
 
-def test_a_cache_that_leaves_files_out_holds_the_others_in_order(tmp_path, monkeypatch):
+def test_a_cache_that_leaves_files_out_holds_the_others_in_order(tmp_path):
     """14 images decoded in batches of 6, 6 and 2, three of them failing: the cache holds the other 11, image k
-    filled with the value k, copied out 4 at a time (across chunk boundaries) into a file of 11, nothing else."""
-    monkeypatch.setattr(cache, "SHRINK_CHUNK", 4)
+    filled with the value k, in a file of exactly 11 images, nothing else."""
     images, _ = index_folder(jpeg_folder(tmp_path / "data", classes=2, per_class=7))
     failing = {2, 7, 13}
 

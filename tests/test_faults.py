@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
+from effnet.nas.errors import InputError
 from effnet.nas.files import dump_yaml
 from effnet.nas.study.plots import plot_history
 from effnet.nas.record import write_run_record
@@ -354,8 +355,8 @@ def test_a_write_cut_short_leaves_the_previous_file_whole(writer, failure, tmp_p
         import matplotlib.figure
 
         monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_written_png)
-    with pytest.raises(OSError, match="No space left"):
-        write(path, 3)
+    with pytest.raises(InputError, match=f"cannot write {path}: No space left on device; free some space"):
+        write(path, 3)  # one line naming the file and the problem, which the CLI shows with exit 2
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "a temporary file was left behind"

@@ -3,8 +3,10 @@
 A proxy trains hundreds of candidates on the same images at the same small size. Decoding them for
 each candidate would cost far more than the training; holding them decoded in each process's memory
 would cost W copies. So each (image files, size) is decoded once into one uint8 .npy file of
-prepared images (short side resized to `size`, centre square), written under a temporary name and
-renamed when complete (a crash leaves no half cache), and memory-mapped read-only by every worker of
+prepared images (short side resized to `size`, centre square), written with plain file writes (after a
+check that the disk has room for it: a write into a memory map would end the process with SIGBUS on a
+full disk) under a temporary name that is removed on any error or stop signal, renamed when complete
+(a crash leaves no half cache), and memory-mapped read-only by every worker of
 every study and grid point on the machine: the pages are shared through the page cache, so a worker's
 private memory does not grow with the data or with the number of workers.
 
@@ -23,8 +25,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
+import shutil
+import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +39,11 @@ import numpy as np
 
 from effnet.nas.data.images import ArrayImages, ImageSet
 from effnet.nas.errors import InputError
-from effnet.nas.files import atomic_write_text
+from effnet.nas.files import MIN_FREE_BYTES, atomic_write_text, write_failure
 
 LAYOUT = 1
 """Bump when what a cache file holds changes."""
 CACHE_ENV = "EFFNET_CACHE"
-SHRINK_CHUNK = 1024
-"""Images copied at a time when a cache leaves files out (1024 at 256 px: 200 MB)."""
 
 
 def default_cache_dir() -> Path:
@@ -161,33 +164,58 @@ def cache_problem(images: ImageSet, size: int, array_path: Path, record_path: Pa
 
 
 def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record_path: Path) -> None:
-    """Decode into a temporary .npy (memory-mapped: nothing of the size of the data in memory), shrink it if
-    images were left out, then rename record and array into place."""
+    """Check the disk has room, write the decoded batches one after another into a temporary .npy (nothing of
+    the size of the data in memory), cut it to the images kept if some were left out, then rename record and
+    array into place."""
     tmp = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp")
-    shrunk = tmp.with_name(f"{tmp.name}.kept")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(images), 3, size, size))
+    header = _npy_header((len(images), 3, size, size))
+    needed = len(header) + len(images) * 3 * size * size
+    free = shutil.disk_usage(array_path.parent).free
+    if free < needed + MIN_FREE_BYTES:
+        raise InputError(f"the proxy cache of {len(images)} images at {size} px needs {needed / 2**20:,.0f} MiB, "
+                         f"{free / 2**20:,.0f} MiB is free under {array_path.parent}; free some space or give "
+                         "another --cache-dir")
     labels: list[int] = []
     skipped: list[str] = []
     try:
-        for batch, batch_labels, problems in decode(images, size):
-            array[len(labels):len(labels) + len(batch)] = batch
-            labels.extend(int(label) for label in batch_labels)
-            skipped.extend(problems)
-        array.flush()
-        if len(labels) < len(images):  # the kept images are a prefix: copy it, a chunk at a time, to its own file
-            kept = np.lib.format.open_memmap(shrunk, mode="w+", dtype=np.uint8, shape=(len(labels), 3, size, size))
-            for start in range(0, len(labels), SHRINK_CHUNK):
-                end = min(start + SHRINK_CHUNK, len(labels))
-                kept[start:end] = array[start:end]
-            kept.flush()
-            del kept
-            os.replace(shrunk, tmp)
-        del array
-        with open(tmp, "rb") as handle:
+        with open(tmp, "xb") as handle:
+            _write(handle, header, tmp)
+            for batch, batch_labels, problems in decode(images, size):
+                batch = np.ascontiguousarray(batch, dtype=np.uint8)
+                if batch.shape[1:] != (3, size, size) or len(batch) != len(batch_labels):
+                    raise ValueError(f"decoded batch of shape {batch.shape} for {len(batch_labels)} labels at "
+                                     f"{size} px")
+                _write(handle, memoryview(batch).cast("B"), tmp)
+                labels.extend(int(label) for label in batch_labels)
+                skipped.extend(problems)
+            if len(labels) < len(images):  # the kept images were written first to last: a header for them, no copy
+                handle.seek(0)
+                _write(handle, _npy_header((len(labels), 3, size, size), len(header)), tmp)
+                handle.truncate(len(header) + len(labels) * 3 * size * size)
+            handle.flush()
             os.fsync(handle.fileno())
         atomic_write_text(record_path, json.dumps({"labels": labels, "skipped": skipped, "size": size,
                                                    "classes": list(images.classes)}))
         os.replace(tmp, array_path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
-        shrunk.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def _write(handle: io.BufferedWriter, data: bytes | memoryview, path: Path) -> None:
+    try:
+        handle.write(data)
+    except OSError as err:
+        raise write_failure(path, err) from None
+
+
+def _npy_header(shape: tuple[int, ...], length: int | None = None) -> bytes:
+    """The .npy (version 1.0) header of a uint8 array of `shape`; with `length`, padded with spaces to that many
+    bytes (a header for fewer images than first written, so the data stays where it is)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    header = buffer.getvalue()
+    if length is None or len(header) == length:
+        return header
+    text = header[10:].rstrip(b" \n")
+    text += b" " * (length - 10 - len(text) - 1) + b"\n"
+    return header[:8] + struct.pack("<H", len(text)) + text

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from effnet.nas import checks
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import InputError, SettingError
-from effnet.nas.files import dump_yaml, ensure_writable_dir, write_csv
+from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.flops import analytic_cost, analytic_flops
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
@@ -29,6 +29,7 @@ from effnet.nas.proxies import PROXY_NAMES, ProxyConfig, ProxyFailure, ProxyRunt
 from effnet.nas.proxies.rank import UNDEFINED, kendall, spearman
 from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
 from effnet.nas.proxies.train import proxy_network
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.runner import ProgressCallback, StudyProgress, preparing_progress
@@ -179,6 +180,8 @@ class ProxyCheckConfig:
     cache_dir: Path | None = None
     supernet_epochs: int = 200
     supernet_kernels: str = "separate"
+    force: bool = False
+    """Let the run directory hold files effnet did not write (see `effnet.nas.outputs`)."""
 
     def proxy(self, name: str = "train", epochs: int | None = None) -> ProxyConfig:
         return ProxyConfig(name=name, data=self.data, epochs=self.epochs if epochs is None else epochs,
@@ -235,6 +238,7 @@ class ProxyCheckResult:
         }
 
 
+@holding_run_dirs()
 def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None = None) -> ProxyCheckResult:
     """Draw the candidates, score them with every proxy and the reference training, and write
     proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(StudyProgress)` follows along (`done` counts
@@ -246,7 +250,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None =
     device = str(resolve_device(config.device))
     check_loader_workers(config.loader_workers)
     space = load_space(config.space)
-    ensure_writable_dir(config.run_dir)
+    claim_run_dir(config.run_dir, "proxy-check", config.force)
     preparing = preparing_progress(on_progress)
     images = config.proxy().load(config.runtime(), preparing)
     low = config.target_flops * (1 - config.flops_tolerance)

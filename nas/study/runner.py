@@ -85,7 +85,8 @@ class StudyConfig:
     of the settings fingerprint. `device` is `auto` (CUDA when available), `cpu` or `cuda` (several
     workers take the visible GPUs one each); `threads` are CPU threads per worker (None: the free cores
     divided among the workers, see `thread_choice`); `loader_workers` are each worker's DataLoader processes (None: from
-    the cores); `cache_dir` holds the decoded proxy caches (None: the default, shared by all runs).
+    the cores); `cache_dir` holds the decoded proxy caches (None: the default, shared by all runs);
+    `force` lets the run directory hold files effnet did not write (see `effnet.nas.outputs`).
     """
 
     run_dir: Path
@@ -98,6 +99,7 @@ class StudyConfig:
     threads: int | None = None
     loader_workers: int | None = None
     cache_dir: Path | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -121,6 +123,18 @@ class StudyConfig:
     def storage_label(self) -> str:
         """The storage as it may be shown: the URL with its password redacted, or the journal path."""
         return describe_storage(self.storage, self.run_dir)
+
+    def journal_in_run_dir(self) -> tuple[str, ...]:
+        """The run directory's journal, named when the file begins as an Optuna journal does: effnet's own even
+        without a run-directory manifest (a run from before manifests, cut short before its run.yaml)."""
+        path = journal_path(self.storage, self.run_dir)
+        if path.parent != self.run_dir:
+            return ()
+        try:
+            with open(path, "rb") as handle:
+                return (path.name,) if handle.read(11) == b'{"op_code":' else ()
+        except OSError:
+            return ()
 
     def thread_choice(self) -> ThreadChoice:
         """CPU threads per worker and why: `threads` as set, or the cores free of other work now (a short

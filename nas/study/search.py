@@ -23,7 +23,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
-from effnet.nas.files import ensure_writable_dir
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.units import format_size
 from effnet.nas.net.spec import NetworkSpec
@@ -31,6 +30,7 @@ from effnet.nas.data.facts import data_facts
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.fit import MAX_CLASSES, DataFit, fit_space
@@ -443,11 +443,12 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     space, fit = fitted_space(config)
     config.study.worker_device()
     config.study.check_workers()
-    ensure_writable_dir(config.study.run_dir)
+    claim_run_dir(config.study.run_dir, "search", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(SearchJob(config, space), config.study, notes)
     return space, fit, config.proxy.load(config.study.proxy_runtime(), preparing_progress(on_progress))
 
 
+@holding_run_dirs()  # the run directory check_search claims is held to the end
 def search(config: SearchConfig, on_progress: ProgressCallback | None = None) -> SearchResult:
     """Run (or resume) the search and write its run directory: `b0.yaml` (the best candidate, its FLOPs
     certified by fvcore), `trials.csv`, plots, `report.html` and `run.yaml` (and for the supernet proxy its

@@ -71,6 +71,7 @@ from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_csv
 from effnet.nas.memory import check_loader_workers
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, compile_model, place_model, resolve_device
@@ -575,6 +576,8 @@ class TrainConfig:
     decode: str = "workers"
     """Where training images are decoded: workers (the DataLoader's processes) or device (JPEGs in batches
     on the training device, nvjpeg on CUDA)."""
+    force: bool = False
+    """Let the run directory hold files effnet did not write (see `effnet.nas.outputs`)."""
 
     def __post_init__(self) -> None:
         from effnet.nas import checks
@@ -665,11 +668,11 @@ def initial_weights(path: Path, spec: NetworkSpec) -> InitialWeights:
                                   **layers.as_dict()})
 
 
+@holding_run_dirs()
 def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> TrainOutcome:
     """Train `config.spec` with the paper's recipe, checkpointing every epoch into the run directory and
     writing run.yaml; under `torchrun` each process trains its share and only rank 0 writes files."""
     from effnet.nas.data.sources import data_record, is_builtin, training_data
-    from effnet.nas.files import ensure_writable_dir
     from effnet.nas.record import write_run_record
 
     monitor = monitor or TrainMonitor()
@@ -681,7 +684,11 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     augment = config.augment if config.augment != "auto" else "none" if is_builtin(config.data) else "paper"
     trained = training_spec(config.spec, images, size)
     run_dir = config.directory
+    if dist.is_main and not config.resume:  # held before the check for an earlier run's checkpoint: no race
+        claim_run_dir(run_dir, "train", config.force)
     checkpoint = open_run(run_dir, config.resume)
+    if dist.is_main and config.resume:  # the checkpoint read as effnet's own: effnet may replace it
+        claim_run_dir(run_dir, "train", config.force, own=(CHECKPOINT_NAME,))
     warmup = config.warmup_epochs
     if warmup is None:
         warmup = default_warmup_epochs(config.epochs)
@@ -700,7 +707,6 @@ def train_network(config: TrainConfig, monitor: TrainMonitor | None = None) -> T
     recorded = settings.as_dict() | {"compile": config.compiled, "decode": config.decode,  # a resumed run may switch
                                      "init": started_from}
     if dist.is_main:
-        ensure_writable_dir(run_dir)
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)})
         classes = (f"num_classes {config.spec.num_classes} → {trained.num_classes} from the data"
                    if config.spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")

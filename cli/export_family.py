@@ -111,8 +111,8 @@ def export_family(
     classes: Optional[str] = options.CLASSES,
     data: Optional[str] = typer.Option(
         None, "--data", help="The data the family is for (an image folder, digits or synthetic): members whose "
-                             "resolution exceeds its median image short side are warned about.",
-        show_default="the data the base's search recorded"),
+                             "resolution exceeds its median image short side are warned about (default: the data "
+                             "the base's search recorded)."),
     run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
     force: bool = options.FORCE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),

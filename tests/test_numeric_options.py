@@ -25,7 +25,7 @@ runner = CliRunner()
 NOT_NUMERIC = {"--objective", "--space", "--proxy", "--data", "--storage", "--study", "--run-dir", "--sampler",
                "--pruner", "--device", "--json", "--base", "--coefficients", "--flops-ratio", "--match-flops",
                "--preset", "--fvcore", "--compile", "--resume", "--augment", "--cache-dir", "--decode", "--init",
-               "--checkpoint", "--format", "--out", "--supernet-kernels", "--weights"}
+               "--checkpoint", "--format", "--out", "--supernet-kernels", "--weights", "--force"}
 
 plain = st.one_of(
     st.integers(1, 40), st.floats(0.001, 2.5), st.integers(-10**6, 10**6), st.integers(-(2**70), 2**70),

@@ -24,7 +24,7 @@ from effnet.nas.study.objective import FlopsBand, hard_reward, mnasnet_reward
 from effnet.nas.proxies import ProxyFailure
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig, open_study
-from effnet.nas.study.search import SearchConfig, SearchJob, TrialObjective
+from effnet.nas.study.search import SearchConfig, SearchJob, TrialObjective, fitted_space
 from effnet.nas.study.space import load_space, space_from_dict
 from effnet.nas.net.spec import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.redact import redact_url
@@ -155,7 +155,7 @@ def tiny_config(tmp_path, proxy: dict | None = None, study: dict | None = None, 
 
 
 def study_of(config: SearchConfig) -> optuna.Study:
-    return open_study(SearchJob(config, load_space(config.space)), config.study)[0]
+    return open_study(SearchJob(config, fitted_space(config)[0]), config.study)[0]  # as the search builds it
 
 
 def test_out_of_band_candidates_are_never_trained(tmp_path):

@@ -62,7 +62,8 @@ _EXPORTS = {
     "Coefficients": "effnet.scaling.compound",
     # studies
     "StudyConfig": "effnet.nas.study.runner",
-    "StudyProgress": "effnet.nas.study.runner",
+    "Progress": "effnet.nas.progress",
+    "ProgressCallback": "effnet.nas.progress",
     "ProxyConfig": "effnet.nas.proxies",
     "SearchConfig": "effnet.nas.study.search",
     "SearchResult": "effnet.nas.study.search",

@@ -158,7 +158,7 @@ def emit_json(data: Any) -> None:
 
 class ProgressBar:
     """The progress of every command, on stderr: `update(done, total, status)`, or call it with the library's
-    `StudyProgress`. Use it as a context manager; disabled, it shows nothing. It appears with the first update
+    `Progress`. Use it as a context manager; disabled, it shows nothing. It appears with the first update
     (after the library has checked its input, so a refusal stays one line), preceded by `header` if given.
 
     On a terminal it is one rich bar, with what the unit in hand is doing (a candidate's epoch). Elsewhere (a
@@ -243,7 +243,7 @@ class ProgressBar:
                 self.progress.advance(self.task, steps)
 
     def __call__(self, progress: Any) -> None:
-        """The library's `StudyProgress`: a plain line when its count of units moves, not for its detail."""
+        """The library's `Progress`: a plain line when its count of units moves, not for its detail."""
         line = not progress.preparing and progress.done != self.state["done"]
         if self.progress is not None and progress.detail:
             status = f"{progress.status} · {progress.detail}" if progress.status else progress.detail

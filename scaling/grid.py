@@ -18,7 +18,8 @@ from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.study.runner import ProgressCallback, check_settings, open_study, preparing_progress, run_study
+from effnet.nas.progress import ProgressCallback
+from effnet.nas.study.runner import check_settings, open_study, preparing_progress, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
-from effnet.nas.study.runner import DetailCallback, StudyProgress
+from effnet.nas.progress import DetailCallback, Progress
 from effnet.scaling.grid_results import (POINT_ATTR, REPEAT_ATTR, Evaluation, evaluations_done, is_evaluated, is_live,
                                          network_results, ranked, trial_evaluation)
 from effnet.scaling.grid_space import COEFFICIENTS, GridConfig, GridPoint, point_spec
@@ -190,12 +190,12 @@ class GridJob:
             return "done"
         return None
 
-    def progress(self, study: optuna.Study) -> StudyProgress:
+    def progress(self, study: optuna.Study) -> Progress:
         networks = network_results(study, self.config, self.points)
         order = ranked(networks)
         status = f"running {sum(n.state == 'running' for n in networks)}"
         if order:
             p = order[0].chosen
             status += f" · best {order[0].mean:.4f} at α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}"
-        return StudyProgress(done=evaluations_done(networks), total=len(networks) * self.config.repeats,
+        return Progress(done=evaluations_done(networks), total=len(networks) * self.config.repeats,
                              status=status)

@@ -545,9 +545,9 @@ class FailsInItsWorkers:
         return None
 
     def progress(self, study: optuna.Study):
-        from effnet.nas.study.runner import StudyProgress
+        from effnet.nas.progress import Progress
 
-        return StudyProgress(done=0, total=None)
+        return Progress(done=0, total=None)
 
 
 def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tmp_path):

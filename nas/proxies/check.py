@@ -32,7 +32,8 @@ from effnet.nas.proxies.train import proxy_network
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.reach import check_band
-from effnet.nas.study.runner import ProgressCallback, StudyProgress, preparing_progress
+from effnet.nas.progress import Progress, ProgressCallback
+from effnet.nas.study.runner import preparing_progress
 from effnet.nas.study.signals import Interrupted
 from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.units import format_size
@@ -241,7 +242,7 @@ class ProxyCheckResult:
 @holding_run_dirs()
 def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None = None) -> ProxyCheckResult:
     """Draw the candidates, score them with every proxy and the reference training, and write
-    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(StudyProgress)` follows along (`done` counts
+    proxy_check.csv, proxy_check.yaml and run.yaml; `on_progress(Progress)` follows along (`done` counts
     the scorings, each proxy's and the reference's of each candidate). The
     supernet proxy's supernet is trained first (resumed, or found, in the run directory); a stop signal
     during its training saves its checkpoint and raises `Interrupted`."""
@@ -269,7 +270,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None =
 
     def advance(status: str) -> None:
         if on_progress is not None:
-            on_progress(StudyProgress(next(steps), total, status))
+            on_progress(Progress(next(steps), total, status))
 
     results = score_candidates(specs, images, dataclasses.replace(config, device=device), advance, setup)
     names = [*config.proxies, *BASELINES]

@@ -51,6 +51,7 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_error_log
 from effnet.nas.memory import available_memory, check_loader_workers, gib
 from effnet.nas.redact import redact, url_secrets
+from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR, WORKER_ATTR,
                                        recover_stale_trials, requeue_interrupted, worker_identity)
 from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
@@ -167,31 +168,11 @@ class StudyConfig:
         return resolve_device(self.device).type
 
 
-@dataclass(frozen=True)
-class StudyProgress:
-    """How far a study is: `done` of `total` units (trained candidates, grid points) and a status line.
-
-    `detail` says what the unit in hand is doing (a candidate's epoch): it changes while `done` stays.
-    `preparing` marks the work before the units start (decoding the data, training the supernet): its
-    `done` and `total` count images or steps, not units."""
-
-    done: int
-    total: int | None
-    status: str = ""
-    detail: str = ""
-    preparing: bool = False
-
-
-ProgressCallback = Callable[[StudyProgress], None]
-DetailCallback = Callable[[str], None]
-"""Told what the unit in hand is doing (`StudyProgress.detail`), from inside the objective."""
-
-
 def preparing_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
-    """The `(done, total, status)` progress of the data and supernet stages as `StudyProgress(preparing=True)`."""
+    """The `(done, total, status)` progress of the data and supernet stages as `Progress(preparing=True)`."""
     if on_progress is None:
         return None
-    return lambda done, total, status: on_progress(StudyProgress(done, total, status, preparing=True))
+    return lambda done, total, status: on_progress(Progress(done, total, status, preparing=True))
 
 
 class StudyJob(Protocol):
@@ -219,7 +200,7 @@ class StudyJob(Protocol):
     def stop_reason(self, study: optuna.Study) -> str | None:
         """Why workers should stop now (the budget is met, nothing is left), or None."""
 
-    def progress(self, study: optuna.Study) -> StudyProgress: ...
+    def progress(self, study: optuna.Study) -> Progress: ...
 
 
 @dataclass

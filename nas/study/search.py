@@ -36,9 +36,10 @@ from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.fit import MAX_CLASSES, DataFit, fit_space
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.pruning import ChanceGate
+from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
 from effnet.nas.study.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
-from effnet.nas.study.runner import (DetailCallback, ProgressCallback, StudyConfig, StudyProgress, check_settings,
+from effnet.nas.study.runner import (StudyConfig, check_settings,
                                      preparing_progress, run_study)
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.study.signals import training
@@ -330,7 +331,7 @@ class SearchJob:
             return "band"
         return None
 
-    def progress(self, study: optuna.Study) -> StudyProgress:
+    def progress(self, study: optuna.Study) -> Progress:
         from effnet.nas.study.report import best_trial
 
         summary = summarize(study)
@@ -339,7 +340,7 @@ class SearchJob:
         if best is not None:
             status += (f" · best reward {best.user_attrs.get('reward', 0):.4f}"
                        f" at {format_size(best.user_attrs['flops'])} FLOPs")
-        return StudyProgress(done=min(summary.trained, self.config.trials), total=self.config.trials, status=status)
+        return Progress(done=min(summary.trained, self.config.trials), total=self.config.trials, status=status)
 
 
 # -- the search -------------------------------------------------------------------------------------

@@ -85,10 +85,10 @@ _EXPORTS = {
     # deployment and pretrained weights
     "export_model": "effnet.nas.export",
     "ExportResult": "effnet.nas.export",
-    "read_weights": "effnet.nas.weights",
-    "load_weights": "effnet.nas.weights",
-    "save_state_dict": "effnet.nas.weights",
-    "state_dict_for": "effnet.nas.weights",
+    "read_weights": "effnet.nas.training.weights",
+    "load_weights": "effnet.nas.training.weights",
+    "save_state_dict": "effnet.nas.training.weights",
+    "state_dict_for": "effnet.nas.training.weights",
     # using a trained network
     "load_model": "effnet.nas.inference",
     "eval_transform": "effnet.nas.inference",

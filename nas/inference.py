@@ -21,7 +21,7 @@ from effnet.nas.data.transforms import EvalView, Transform, eval_view, normalise
 from effnet.nas.errors import InputError
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.weights import WeightsFile, load_weights, read_weights
+from effnet.nas.training.weights import WeightsFile, load_weights, read_weights
 
 METADATA_KEYS = ("effnet.classes", "effnet.transform", "effnet.resolution", "effnet.spec", "effnet.weights")
 """The exported files' metadata: the class names (a JSON list), the evaluation view (a JSON object: resize, crop,

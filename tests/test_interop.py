@@ -17,7 +17,7 @@ from torch import nn
 
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import BatchNormSpec, NetworkSpec
-from effnet.nas.weights import load_weights, read_weights, save_state_dict
+from effnet.nas.training.weights import load_weights, read_weights, save_state_dict
 from effnet.scaling.presets import official_preset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

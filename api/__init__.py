@@ -80,7 +80,8 @@ _EXPORTS = {
     "data_facts": "effnet.nas.data.facts",
     "ProxyCheckConfig": "effnet.nas.proxies.check",
     "proxy_check": "effnet.nas.proxies.check",
-    "TrainConfig": "effnet.nas.training.trainer",
+    "TrainConfig": "effnet.nas.training.job",
+    "TrainResult": "effnet.nas.training.job",
     "train_network": "effnet.nas.training.trainer",
     # deployment and pretrained weights
     "export_model": "effnet.nas.export",

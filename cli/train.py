@@ -11,37 +11,32 @@ import typer
 from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, literal, progress_console,
                                say_interrupted, set_run_dir, stop_signal, warn_skipped)
 from effnet.cli import options
+from effnet.nas.progress import Progress
 
 TABLE_EPOCHS = 10
 """The end-of-run table shows at most this many of the last epochs."""
 
 
-class ProgressMonitor:
-    """The library's training hooks on the shared progress bar, with the last epoch's accuracies."""
+class TrainProgress:
+    """The library's training `Progress` on the shared progress bar: the run's description as a line of its own,
+    then the steps, each epoch's accuracies and loss as its status."""
 
     def __init__(self, bar: ProgressBar):
         self.bar = bar
-        self.epochs = 0
+        self.started = False
 
-    def describe(self, text: str) -> None:
-        if self.bar.enabled:
-            progress_console.print(literal(text), soft_wrap=True)
-
-    def started(self, first_epoch: int, epochs: int, steps_per_epoch: int) -> None:
-        self.epochs = epochs
-        self.bar.update((first_epoch - 1) * steps_per_epoch, epochs * steps_per_epoch,
-                        stage=f"epoch {min(first_epoch, epochs)}/{epochs}", line=True)
-
-    def step(self) -> None:
-        self.bar.advance()
-
-    def epoch_done(self, record: dict[str, float]) -> None:
-        epoch = int(record["epoch"])
-        self.bar.update(stage=f"epoch {epoch}/{self.epochs}", line=True,
-                        status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
-                               f"loss {record['train_loss']:.3f}")
-        if epoch < self.epochs:
-            self.bar.update(stage=f"epoch {epoch + 1}/{self.epochs}")
+    def __call__(self, progress: Progress) -> None:
+        if progress.preparing:
+            if self.bar.enabled:
+                progress_console.print(literal(progress.status), soft_wrap=True)
+        elif progress.metrics is not None:
+            record = progress.metrics
+            self.bar.update(stage=progress.status, line=True,
+                            status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
+                                   f"loss {record['train_loss']:.3f}")
+        else:
+            self.bar.update(progress.done, progress.total, stage=progress.status, line=not self.started)
+            self.started = True
 
 
 def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
@@ -92,7 +87,10 @@ def train(
     The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its share of each batch (DistributedDataParallel); only rank 0 writes files.
     """
     from effnet.nas.net.spec import load_spec
-    from effnet.nas.training.trainer import CHECKPOINT_NAME, TrainConfig, distributed_from_env, train_network
+    from effnet.nas.training.distributed import distributed_from_env
+    from effnet.nas.training.job import TrainConfig
+    from effnet.nas.training.loop import CHECKPOINT_NAME
+    from effnet.nas.training.trainer import train_network
 
     config = TrainConfig(spec=load_spec(spec_path), data=data, resolution=resolution, epochs=epochs,
                          batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, ema_decay=ema_decay,
@@ -105,7 +103,7 @@ def train(
         set_run_dir(config.directory)
     try:
         with ProgressBar("train", enabled=main, plain=as_json) as bar:
-            outcome = train_network(config, ProgressMonitor(bar))
+            result = train_network(config, on_progress=TrainProgress(bar))
     except KeyboardInterrupt:
         saved = config.directory / CHECKPOINT_NAME
         if main and saved.exists():
@@ -113,12 +111,12 @@ def train(
         elif main:
             say_interrupted("interrupted before the first epoch finished; nothing to resume")
         raise typer.Exit(128 + (stop_signal() or signal.SIGINT)) from None
-    if outcome.result is None:
+    if result is None:
         return
-    summary = outcome.as_dict()
-    if outcome.result.skipped:
-        warn_skipped({"skipped": len(outcome.result.skipped), "skipped_files": list(outcome.result.skipped)})
+    summary = result.as_dict()
+    if result.skipped:
+        warn_skipped({"skipped": len(result.skipped), "skipped_files": list(result.skipped)})
     if as_json:
         emit_json(summary)
     else:
-        print_result(outcome.result.history, summary)
+        print_result(result.history, summary)

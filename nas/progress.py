@@ -7,12 +7,13 @@ Search, grid-scale, proxy-check, training and the data and supernet stages befor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a long call is: `done` of `total` units (trained candidates, grid points, epochs) and a status line.
+    """How far a long call is: `done` of `total` units (trained candidates, grid points, training steps) and a status
+    line.
 
     `detail` says what the unit in hand is doing (a candidate's epoch): it changes while `done` stays.
     `preparing` marks the work before the units start (decoding the data, training the supernet): its
@@ -23,6 +24,9 @@ class Progress:
     status: str = ""
     detail: str = ""
     preparing: bool = False
+    metrics: Mapping[str, float] | None = None
+    """Numbers for the caller to show with the event: training's event at the end of each epoch carries that
+    epoch's record (epoch, train_loss, val_top1, ema_val_top1, lr, seconds). None: nothing measured."""
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -334,22 +334,24 @@ def test_a_validation_batch_of_undecodable_files_is_passed_over_and_named(tmp_pa
     """At batch size 1 a bad validation file is a batch with no image: training goes on, the accuracy is over the
     files that decoded, and the file is named once although two passes (raw and EMA weights) met it."""
     from effnet.nas.net.spec import spec_from_dict
-    from effnet.nas.training.trainer import TrainConfig, train_network
+    from effnet.nas.training.job import TrainConfig
+    from effnet.nas.training.trainer import train_network
 
     jpeg_folder(tmp_path / "data", classes=2, per_class=3, val_per_class=2)
     (tmp_path / "data" / "val" / "class0" / "0.jpg").write_text("not a picture")
     spec = spec_from_dict({"stem": {"out_channels": 8}, "head": {"out_channels": 16}, "stages": [
         {"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 8}]})
-    outcome = train_network(TrainConfig(spec=spec, data=str(tmp_path / "data"), resolution=16, epochs=1,
+    result = train_network(TrainConfig(spec=spec, data=str(tmp_path / "data"), resolution=16, epochs=1,
                                         batch_size=1, run_dir=tmp_path / "run", loader_workers=0, device="cpu"))
-    assert [Path(s.split(":")[0]).name for s in outcome.result.skipped] == ["0.jpg"]
-    assert outcome.result.top1 in (0.0, 1 / 3, 2 / 3, 1.0)  # over the 3 validation images that decoded
+    assert [Path(s.split(":")[0]).name for s in result.skipped] == ["0.jpg"]
+    assert result.top1 in (0.0, 1 / 3, 2 / 3, 1.0)  # over the 3 validation images that decoded
 
 
 TRAIN_RSS = """
 import sys
 from effnet.nas.net.spec import load_spec
-from effnet.nas.training.trainer import TrainConfig, train_network
+from effnet.nas.training.job import TrainConfig
+from effnet.nas.training.trainer import train_network
 train_network(TrainConfig(spec=load_spec(sys.argv[1]), data=sys.argv[2], resolution=96, epochs=1, batch_size=16,
                           run_dir=sys.argv[3], loader_workers=0, precise_bn=1))
 print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])  # peak RSS, KB
@@ -398,7 +400,9 @@ def test_decoding_on_the_device_gives_the_views_the_workers_give(tmp_path):
     """The nvjpeg path (here on the CPU: torchvision's batched decode_jpeg) draws the same random boxes from the
     same seeds; only the resizing differs (tensor against PIL bicubic), by a few grey levels. A PNG among the
     JPEGs is decoded in the worker; a broken file and a truncated one are named by both paths."""
-    from effnet.nas.training.trainer import Distributed, TrainSettings, _Loaders
+    from effnet.nas.training.batches import TrainingBatches
+    from effnet.nas.training.distributed import Distributed
+    from effnet.nas.training.recipe import Recipe
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=8, val_per_class=2, sizes=(60, 100))
     Image.new("RGB", (80, 70), (10, 220, 30)).save(data / "train" / "class0" / "flat.png")
@@ -406,11 +410,11 @@ def test_decoding_on_the_device_gives_the_views_the_workers_give(tmp_path):
     whole = (data / "train" / "class1" / "0.jpg").read_bytes()
     (data / "train" / "class1" / "cut.jpg").write_bytes(whole[: len(whole) // 3])  # a sound header, then nothing
     splits = training_data(str(data), 32, seed=0)
-    settings = TrainSettings(data=str(data), resolution=32, epochs=1, batch_size=len(splits.train) - 1, lr=0.01,
+    recipe = Recipe(data=str(data), resolution=32, epochs=1, batch_size=len(splits.train) - 1, lr=0.01,
                              warmup_epochs=0, augment="light")
     views = {}
     for decode in ("workers", "device"):
-        loaders = _Loaders(splits, settings, Distributed(), torch.device("cpu"), workers=0, decode=decode)
+        loaders = TrainingBatches(splits, recipe, Distributed(), torch.device("cpu"), workers=0, decode=decode)
         ((images, labels),) = list(loaders.epoch(1, 1, keep=0))
         views[decode] = (images, labels, loaders.skipped)
     (a, labels_a, skipped_a), (b, labels_b, skipped_b) = views["workers"], views["device"]

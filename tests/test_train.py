@@ -23,8 +23,9 @@ from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.spec import load_spec, spec_from_dict
-from effnet.nas.training.trainer import (Distributed, TrainSettings, distributed_from_env, lr_multiplier,
-                                 make_optimizer, paper_lr, training_spec)
+from effnet.nas.training.distributed import Distributed, distributed_from_env
+from effnet.nas.training.recipe import Recipe, lr_multiplier, make_optimizer, paper_lr
+from effnet.nas.training.trainer import training_spec
 
 TINY_SPEC = """\
 name: tiny
@@ -127,8 +128,8 @@ def test_schedule_warms_up_linearly_then_decays_097_every_24_epochs():
 def test_rmsprop_maps_tensorflows_epsilon_and_spares_batchnorm_from_weight_decay():
     spec = training_spec(spec_from_dict(parse_yaml(TINY_SPEC, "tiny"), "tiny"), training_data("digits", 16, 0), 16)
     model = build_model(spec)
-    settings = TrainSettings(data="digits", resolution=16, epochs=1, batch_size=64, lr=0.004, warmup_epochs=0)
-    optimizer = make_optimizer(model, settings)
+    recipe = Recipe(data="digits", resolution=16, epochs=1, batch_size=64, lr=0.004, warmup_epochs=0)
+    optimizer = make_optimizer(model, recipe)
     decayed, free = optimizer.param_groups
     assert optimizer.defaults["alpha"] == 0.9 and optimizer.defaults["momentum"] == 0.9
     assert optimizer.defaults["eps"] == pytest.approx(math.sqrt(1e-3))
@@ -144,8 +145,8 @@ def test_first_rmsprop_step_is_tensorflows_within_the_epsilon_mapping():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.zero_()  # weight decay then adds nothing to the gradient
-    settings = TrainSettings(data="digits", resolution=16, epochs=1, batch_size=64, lr=0.01, warmup_epochs=0)
-    optimizer = make_optimizer(model, settings)
+    recipe = Recipe(data="digits", resolution=16, epochs=1, batch_size=64, lr=0.01, warmup_epochs=0)
+    optimizer = make_optimizer(model, recipe)
     model.weight.grad = torch.full_like(model.weight, 0.1)
     optimizer.step()
     tensorflow_step = 0.01 * 0.1 / math.sqrt(0.9 + 0.1 * 0.1 ** 2 + 1e-3)  # 1.0529e-3

@@ -7,7 +7,7 @@ written atomically. Which library wrote a state dict is told by its first layer'
 another network at the first layer that differs. A training checkpoint gives its EMA weights, the ones the
 reference evaluates, unless asked for its raw weights or the ones that scored best on validation (`WEIGHTS`),
 and the spec it was trained as (its resolution and classes), its class names and its evaluation view. A training
-run directory stands for its `best.pt`.
+run directory stands for its `best.pt`. A training run starts from a file's weights with `initial_weights`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
+from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec, spec_from_dict
 from effnet.nas.training.checkpoint import BEST_NAME, check_state, check_version, is_checkpoint, read_torch_file
 
@@ -177,3 +178,26 @@ def save_state_dict(model: nn.Module, library: str, path: str | os.PathLike[str]
     """`state_dict_for(model, library)` saved with `torch.save`, atomically."""
     state = state_dict_for(model, library)
     return atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """Weights a fresh run starts from: the tensors (effnet's names) and what run.yaml and the checkpoint record
+    of them: the file, its library, which weights, the layers loaded and the layers not loaded."""
+
+    state: dict[str, torch.Tensor]
+    record: dict[str, Any]
+
+
+def initial_weights(path: Path, spec: NetworkSpec) -> InitialWeights:
+    """The weights in `path` (an effnet checkpoint or a timm or torchvision state dict) for `spec` as trained, by
+    name; a classifier for another number of classes is left out, so the run trains a new one from the
+    initialisation."""
+    weights = read_weights(path)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state as it was
+        model = build_model(spec)
+    layers = load_weights(model, weights, replace_classifier=True)
+    loaded = set(layers.loaded)
+    state = {key: tensor for key, tensor in model.state_dict().items() if key.rpartition(".")[0] in loaded}
+    return InitialWeights(state, {"file": str(path), "library": weights.library, "weights": weights.kind,
+                                  **layers.as_dict()})

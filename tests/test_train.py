@@ -24,8 +24,9 @@ from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.spec import load_spec, spec_from_dict
 from effnet.nas.training.distributed import Distributed, distributed_from_env
+from effnet.nas.training.job import TrainConfig
 from effnet.nas.training.recipe import Recipe, lr_multiplier, make_optimizer, paper_lr
-from effnet.nas.training.trainer import training_spec
+from effnet.nas.training.trainer import train_network, training_spec
 
 TINY_SPEC = """\
 name: tiny
@@ -211,6 +212,26 @@ def test_progress_under_json_is_one_plain_line_per_epoch_on_stderr(runs):
     assert [(int(steps), int(epoch)) for steps, epoch, _ in lines] == [(0, 1), (22, 1), (44, 2), (66, 3), (88, 4)]
     assert all("top-1" in rest and "loss" in rest for _, _, rest in lines[1:])  # each finished epoch's figures
     assert "━" not in runs["whole_progress"]
+
+
+def test_training_reports_the_run_then_every_step_and_each_epochs_record(tmp_path, one_thread):
+    """`on_progress` gets the run described first, then every step counted against all the steps (digits at 16 px:
+    1,437 training images, 22 steps of 64 per epoch, 44 in two), and each epoch's record as the `metrics` of the
+    event that ends it."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    events = []
+    result = train_network(TrainConfig(spec=load_spec(spec), resolution=16, epochs=2, batch_size=64, warmup_epochs=1,
+                                       precise_bn=1, device="cpu", run_dir=tmp_path / "run"), on_progress=events.append)
+    described, *rest = events
+    assert described.preparing and described.status.startswith("tiny @ 16 px on digits (1437 train, 360 val images")
+    counted = [(e.done, e.status) for e in rest if e.metrics is None]
+    assert counted == [(step, "epoch 1/2") for step in range(23)] + [(step, "epoch 2/2") for step in range(22, 45)]
+    assert {e.total for e in rest} == {44} and not any(e.preparing for e in rest)
+    ends = [e for e in rest if e.metrics is not None]
+    assert [(e.done, e.status) for e in ends] == [(22, "epoch 1/2"), (44, "epoch 2/2")]
+    assert [dict(e.metrics) for e in ends] == result.history
+    assert set(result.history[0]) == {"epoch", "train_loss", "val_top1", "ema_val_top1", "lr", "seconds"}
 
 
 def test_tiny_spec_learns_digits_well_above_chance(runs):

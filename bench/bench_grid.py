@@ -24,10 +24,11 @@ import torch
 from optuna.trial import TrialState
 
 from effnet.nas.proxies import ProxyConfig
-from effnet.nas.study.runner import StudyConfig, run_study
+from effnet.nas.study.runner import run_study
+from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.training.allocator import configure_allocator
 from effnet.scaling.grid_space import GridConfig, GridDefinition, GridPoint
-from effnet.scaling.grid_study import GridJob
+from effnet.scaling.grid_study import GridJob, proxy_runtime
 from effnet.scaling.presets import reference_b0
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     shared = tuple(config.points())
     alone = each_point_alone(shared)
     for resolution in sorted({p.proxy_resolution for p in shared}):  # data ready before the clock starts
-        dataclasses.replace(config.proxy, resolution=resolution).load(config.study.proxy_runtime())
+        dataclasses.replace(config.proxy, resolution=resolution).load(proxy_runtime(config.study))
     seconds: dict[str, list[float]] = {"each point alone": [], "twins shared": []}
     evaluations: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -31,9 +31,13 @@ from rich.table import Table
 from effnet.cli.options import parse_duration
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
 from effnet.nas.study.objective import mnasnet_reward
-from effnet.nas.study.report import best_trial
-from effnet.nas.study.runner import StudyConfig, run_study
-from effnet.nas.study.search import SearchConfig, SearchJob, check_search, search, summarize
+from effnet.nas.study.runner import run_study
+from effnet.nas.study.search import check_search, search
+from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.study.search_job import SearchJob
+from effnet.nas.study.search_trials import best_trial, summarize
+from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.study.trial_attrs import REWARD_ATTR, WORK_SECONDS_ATTR
 from effnet.nas.training.allocator import configure_allocator
 
 TARGET = 400_000_000
@@ -47,12 +51,12 @@ def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy:
     study = run_study(SearchJob(config, check_search(config)[0]), config.study).study
     wall = time.perf_counter() - started
     trials_done = study.get_trials(deepcopy=False)
-    training = sum(t.user_attrs.get("proxy_seconds", 0.0) for t in trials_done)
+    training = sum(t.user_attrs.get(WORK_SECONDS_ATTR, 0.0) for t in trials_done)
     best = best_trial(study, config)
     summary = summarize(study)
     return {
         "sampler": sampler, "seed": seed, "wall_s": wall,
-        "best_reward": best.user_attrs["reward"] if best else float("nan"),
+        "best_reward": best.user_attrs[REWARD_ATTR] if best else float("nan"),
         "trained": summary.trained, "outside": summary.outside_band, "pruned": summary.pruned,
         "trained_per_min": summary.trained / wall * 60, "outside_share": 1 - training / wall,
     }

@@ -122,7 +122,7 @@ def study_config(run_dir: Path, name: str, storage: str | None, workers: int, se
                  device: str, threads: int | None, loader_workers: int | None, cache_dir: Path | None,
                  force: bool = False) -> Any:
     """The `StudyConfig` of a command's options."""
-    from effnet.nas.study.runner import StudyConfig
+    from effnet.nas.study.study_config import StudyConfig
 
     return StudyConfig(run_dir=run_dir, name=name, storage=storage, workers=workers, seed=seed,
                        timeout_s=parse_duration(timeout), device=device, threads=threads,

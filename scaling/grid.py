@@ -19,13 +19,14 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.progress import ProgressCallback
-from effnet.nas.study.runner import check_settings, open_study, preparing_progress, run_study
+from effnet.nas.study.opening import check_settings, open_study
+from effnet.nas.study.runner import preparing_progress, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
                                          evaluations_done, network_results, point_results, ranked)
 from effnet.scaling.grid_space import GridConfig, GridPoint
-from effnet.scaling.grid_study import GridJob, evaluations_taken
+from effnet.scaling.grid_study import GridJob, evaluations_taken, proxy_runtime
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None,
     config.study.check_workers()
     claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(GridJob(config, tuple(points)), config.study, notes)
-    runtime = config.study.proxy_runtime()
+    runtime = proxy_runtime(config.study)
     progress = preparing_progress(on_progress)
     records, chance = {}, None
     for resolution in sorted({p.proxy_resolution for p in points}):

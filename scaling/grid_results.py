@@ -14,14 +14,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.study.recovery import QUEUED_PREFIX, WORKER_ATTR
+from effnet.nas.study.trial_attrs import (ERROR_ATTR, FIXED_PARAMS_SYSTEM_ATTR, REPEAT_ATTR, WORK_SECONDS_ATTR,
+                                          WORKER_ATTR)
 from effnet.scaling.grid_space import FLOPS_TARGET, GridConfig, GridPoint, point_key
 from effnet.scaling.twins import CHOICE_RULE, TwinGroup, twin_groups
 
-POINT_ATTR = QUEUED_PREFIX + "point"
-"""Marks a trial queued for an evaluation (kept when a dead worker's trial is queued again)."""
-REPEAT_ATTR = QUEUED_PREFIX + "repeat"
-"""Which of the K repeats a queued trial is (kept likewise); a trial without one is repeat 0."""
 Evaluation = tuple[str, int]
 """(network, repeat): what one trial scores."""
 NOISE_RULE = ("within noise when the best network's lead is under two standard errors of a difference of two "
@@ -36,7 +33,7 @@ TIE_TOLERANCE = 1e-9
 
 def trial_point(trial: FrozenTrial) -> tuple[float, float, float] | None:
     """The point a trial stands for: its parameters, or the fixed ones of a queued trial not yet taken."""
-    return point_key(trial.params) or point_key(trial.system_attrs.get("fixed_params", {}))
+    return point_key(trial.params) or point_key(trial.system_attrs.get(FIXED_PARAMS_SYSTEM_ATTR, {}))
 
 
 def trial_evaluation(trial: FrozenTrial, network_of: Mapping[tuple, str]) -> Evaluation | None:
@@ -47,7 +44,7 @@ def trial_evaluation(trial: FrozenTrial, network_of: Mapping[tuple, str]) -> Eva
 
 def is_evaluated(trial: FrozenTrial) -> bool:
     """Scored, or failed by the proxy's own error (which a retry would repeat); not a dead worker's."""
-    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and ERROR_ATTR in trial.user_attrs)
 
 
 def is_live(trial: FrozenTrial) -> bool:
@@ -147,14 +144,14 @@ def network_results(study: optuna.Study, config: GridConfig, points: Sequence[Gr
             state = "complete"
         else:
             state = "running" if any(t.state == TrialState.RUNNING for t in mine) else "pending"
-        seconds = [t.user_attrs.get("proxy_seconds") for t in finished]
+        seconds = [t.user_attrs.get(WORK_SECONDS_ATTR) for t in finished]
         results.append(NetworkResult(
             group, evaluated, state, scores=tuple(t.value for t in finished if t.state == TrialState.COMPLETE),
             trials=tuple(t.number for t in finished),
             seconds=round(sum(seconds), 3) if all(s is not None for s in seconds) else None,
             workers=tuple(dict.fromkeys(str(t.user_attrs[WORKER_ATTR]) for t in finished
                                         if WORKER_ATTR in t.user_attrs)),
-            error=failed[0].user_attrs.get("error") if failed else None))
+            error=failed[0].user_attrs.get(ERROR_ATTR) if failed else None))
     return results
 
 

@@ -30,7 +30,7 @@ from effnet.nas.net.limits import spec_cost
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.fit import MAX_CLASSES
-from effnet.nas.study.runner import StudyConfig
+from effnet.nas.study.study_config import StudyConfig
 from effnet.scaling.compound import MAX_COEFFICIENT, compound_scale, scaled_resolution
 
 FLOPS_TARGET = 2

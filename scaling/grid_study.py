@@ -31,8 +31,12 @@ from optuna.trial import TrialState
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.progress import DetailCallback, Progress
-from effnet.scaling.grid_results import (POINT_ATTR, REPEAT_ATTR, Evaluation, evaluations_done, is_evaluated, is_live,
-                                         network_results, ranked, trial_evaluation)
+from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.study.trial_attrs import (DUPLICATE_OF_ATTR, ERROR_ATTR, FLOPS_ATTR, FLOPS_RATIO_ATTR, NETWORK_ATTR,
+                                          PARAMS_ATTR, POINT_ATTR, PRODUCT_ATTR, PROXY_RESOLUTION_ATTR, REPEAT_ATTR,
+                                          SEED_ATTR, SURPLUS_ATTR, WORK_SECONDS_ATTR)
+from effnet.scaling.grid_results import (Evaluation, evaluations_done, is_evaluated, is_live, network_results, ranked,
+                                         trial_evaluation)
 from effnet.scaling.grid_space import COEFFICIENTS, GridConfig, GridPoint, point_spec
 from effnet.scaling.twins import twin_groups
 
@@ -74,6 +78,13 @@ def evaluations_taken(study: optuna.Study, network_of: Mapping[tuple, str]) -> i
                 if is_evaluated(t) or t.state == TrialState.RUNNING} - {None})
 
 
+def proxy_runtime(study: StudyConfig, device: str | None = None, threads: int | None = None) -> ProxyRuntime:
+    """How the proxy computes in one of the grid's workers: on `device` (default: the study's) with `threads`, the
+    study's seed, loader workers and cache."""
+    return ProxyRuntime(device=device or study.device, seed=study.seed, threads=threads,
+                        loader_workers=study.loader_workers, cache_dir=study.cache_dir)
+
+
 class PointScorer:
     """Scores networks with the chosen proxy: one proxy per resolution (its data split by the study's seed, its
     loader's processes serving every repeat), each repeat a training of its own seed."""
@@ -109,22 +120,22 @@ class PointObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         if not trial.user_attrs.get(POINT_ATTR):
-            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(SURPLUS_ATTR, True)
             raise optuna.TrialPruned("no grid point was left to take")
         distributions = self.config.distributions()
         key = tuple(trial.suggest_float(name, distributions[name].low, distributions[name].high)
                     for name in COEFFICIENTS)
         point = self.points[key]
         repeat = int(trial.user_attrs.get(REPEAT_ATTR, 0))
-        trial.set_user_attr("network", point.network)
+        trial.set_user_attr(NETWORK_ATTR, point.network)
         twin = earlier_twin(self.study, trial.number, (point.network, repeat), self.network_of)
         if twin is not None:
-            trial.set_user_attr("duplicate_of", twin)
+            trial.set_user_attr(DUPLICATE_OF_ATTR, twin)
             raise optuna.TrialPruned(f"trial {twin} evaluates this network")
         seed = self.config.seed(repeat)
-        for name, value in (("product", point.product), ("flops", point.flops), ("params", point.params),
-                            ("flops_ratio", point.flops_ratio), ("proxy_resolution", point.proxy_resolution),
-                            ("seed", seed)):
+        for name, value in ((PRODUCT_ATTR, point.product), (FLOPS_ATTR, point.flops), (PARAMS_ATTR, point.params),
+                            (FLOPS_RATIO_ATTR, point.flops_ratio), (PROXY_RESOLUTION_ATTR, point.proxy_resolution),
+                            (SEED_ATTR, seed)):
             trial.set_user_attr(name, value)
         spec = point_spec(self.config.base, point.alpha, point.beta, point.gamma, self.config.grid.phi)
         from effnet.nas.study.signals import training
@@ -140,10 +151,10 @@ class PointObjective:
         except KeyboardInterrupt:
             raise
         except Exception as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
+            trial.set_user_attr(ERROR_ATTR, f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
             raise
         finally:
-            trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 3))
+            trial.set_user_attr(WORK_SECONDS_ATTR, round(time.perf_counter() - started, 3))
         return score
 
 
@@ -179,7 +190,7 @@ class GridJob:
 
     def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
                   on_detail: DetailCallback | None = None) -> Callable[[optuna.Trial], Any]:
-        runtime = self.config.study.proxy_runtime(device, threads)
+        runtime = proxy_runtime(self.config.study, device, threads)
         return PointObjective(self.config, study, self.points,
                               self.scorer or PointScorer(self.config.proxy, runtime), on_detail)
 

@@ -81,7 +81,7 @@ def no_training(monkeypatch):
 
     from effnet.nas.study import runner
 
-    for name in ("_work", "spawn_workers"):
+    for name in ("work", "spawn_workers"):
         monkeypatch.setattr(runner, name, forbidden)
 
 
@@ -90,7 +90,7 @@ def instant_study(monkeypatch):
     """A search or grid whose workers run no trial: the study is opened, recovered and written, nothing trained."""
     from effnet.nas.study import runner
 
-    monkeypatch.setattr(runner, "_work", lambda *args, **kwargs: "budget")
+    monkeypatch.setattr(runner, "work", lambda *args, **kwargs: "budget")
     monkeypatch.setattr(runner, "spawn_workers", lambda *args, **kwargs: [])
 
 

@@ -17,7 +17,7 @@ import effnet
 from effnet.nas import cpus
 from effnet.nas.cpus import (CpuState, cgroup_quota, choose_threads, configure_openmp, cpu_times, openmp_env,
                              usable_cores)
-from effnet.nas.study.report import slow_trials
+from effnet.nas.study.search_files import slow_trials
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 
@@ -97,7 +97,7 @@ def test_the_spin_is_bounded_unless_the_environment_sets_the_wait(monkeypatch):
 
 def test_a_search_records_the_choice_and_gives_torch_its_threads_back(tmp_path, monkeypatch):
     """Both cores busy: one thread for the run, recorded with its reason; torch's own count afterwards."""
-    monkeypatch.setattr("effnet.nas.study.runner.cpu_state", lambda: CpuState(affinity=2, busy=1.8, load=4.0))
+    monkeypatch.setattr("effnet.nas.study.study_config.cpu_state", lambda: CpuState(affinity=2, busy=1.8, load=4.0))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

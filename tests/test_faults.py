@@ -29,7 +29,7 @@ from effnet.nas.errors import InputError
 from effnet.nas.files import dump_yaml
 from effnet.nas.study.plots import plot_history
 from effnet.nas.record import write_run_record
-from effnet.nas.study.report import write_trials_csv
+from effnet.nas.study.search_files import write_trials_csv
 from effnet.nas.net.spec import dump_spec, load_spec
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
@@ -506,9 +506,9 @@ class DiskFull:
 
 
 def test_more_workers_than_the_free_memory_holds_are_refused(tmp_path, monkeypatch, no_training):
-    from effnet.nas.study import runner as study_runner
+    from effnet.nas.study import study_config
 
-    monkeypatch.setattr(study_runner, "available_memory", lambda: 3 * study_runner.WORKER_MEMORY + 2**20)
+    monkeypatch.setattr(study_config, "available_memory", lambda: 3 * study_config.WORKER_MEMORY + 2**20)
     result = runner.invoke(app, [*SEARCH, "--workers", "4", "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
     assert result.output == ("error: --workers 4 need about 1.8 GiB (about 450 MiB each) and 1.3 GiB is free; "
@@ -551,7 +551,8 @@ class FailsInItsWorkers:
 
 
 def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tmp_path):
-    from effnet.nas.study.runner import StudyConfig, run_study
+    from effnet.nas.study.runner import run_study
+    from effnet.nas.study.study_config import StudyConfig
 
     run = run_study(FailsInItsWorkers(), StudyConfig(run_dir=tmp_path, name="broken", workers=2, device="cpu"))
     assert run.stop_reason == "workers ended" and run.failed_workers == [0, 1]

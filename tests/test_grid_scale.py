@@ -26,11 +26,15 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.net.spec import load_spec
 from effnet.nas.proxies import ProxyConfig
-from effnet.nas.study.recovery import WORKER_ATTR, recover_stale_trials
-from effnet.nas.study.runner import StudyConfig, open_study, run_study, run_worker
+from effnet.nas.study.opening import open_study
+from effnet.nas.study.recovery import recover_stale_trials
+from effnet.nas.study.runner import run_study
+from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.study.trial_attrs import POINT_ATTR, WORKER_ATTR
+from effnet.nas.study.worker_loop import run_worker
 from effnet.scaling import grid_study
 from effnet.scaling.family import load_coefficients
-from effnet.scaling.grid_results import POINT_ATTR, network_results
+from effnet.scaling.grid_results import network_results
 from effnet.scaling.grid_space import GridConfig, GridDefinition, parse_range, parse_step
 from effnet.scaling.grid_study import GridJob, queue_missing_evaluations
 from effnet.scaling.presets import reference_b0

@@ -96,7 +96,7 @@ def stubbed(monkeypatch):
     from effnet.nas.study import runner as study_runner
     from effnet.nas.training import trainer
 
-    monkeypatch.setattr(study_runner, "_work", lambda *args, **kwargs: "budget")
+    monkeypatch.setattr(study_runner, "work", lambda *args, **kwargs: "budget")
     monkeypatch.setattr(study_runner, "spawn_workers", lambda *args, **kwargs: [])
 
     def trained(*args, **kwargs):

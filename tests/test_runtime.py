@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from effnet.nas.errors import SettingError
-from effnet.nas.study.runner import StudyConfig
+from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.training.allocator import ALLOCATOR_ENV, MMAP_THRESHOLD
 from effnet.nas.training.runtime import place_batch, place_model, resolve_device
 

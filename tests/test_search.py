@@ -23,8 +23,12 @@ from effnet.nas.net.model import build_model, count_parameters
 from effnet.nas.study.objective import FlopsBand, hard_reward, mnasnet_reward
 from effnet.nas.proxies import ProxyFailure
 from effnet.nas.proxies import ProxyConfig
-from effnet.nas.study.runner import StudyConfig, open_study
-from effnet.nas.study.search import SearchConfig, SearchJob, TrialObjective, fitted_space
+from effnet.nas.study.opening import open_study
+from effnet.nas.study.search import fitted_space
+from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.study.search_job import SearchJob
+from effnet.nas.study.search_objective import TrialObjective
+from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.study.space import load_space, space_from_dict
 from effnet.nas.net.spec import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.redact import redact_url
@@ -393,7 +397,7 @@ def first_draws(study: optuna.Study, space, workers: int, rounds: int) -> list[l
     """Each worker (its own sampler on the shared study) asks `rounds` trials, in turn; their specs."""
     draws: list[list[str]] = [[] for _ in range(workers)]
     samplers = [SearchJob(tiny_config(Path("unused")), space).make_sampler for _ in range(workers)]
-    from effnet.nas.study.runner import SeededPerWorker
+    from effnet.nas.study.worker_seeds import SeededPerWorker
 
     views = [optuna.load_study(study_name=study.study_name, storage=study._storage,
                                sampler=SeededPerWorker(make, 0)) for make in samplers]
@@ -409,7 +413,7 @@ def test_no_two_workers_of_a_study_share_a_random_stream():
     """Eight workers (four machines of two, say) on one study, all with the study's seed: the old policy
     seed + worker index gave machine k's worker i the stream of machine k+1's worker i - 1. Each worker's
     sampler is now seeded by the study seed and the number of its first trial, unique in the study."""
-    from effnet.nas.study.runner import worker_seed
+    from effnet.nas.study.worker_seeds import worker_seed
 
     space = load_space(TINY)
     study = optuna.create_study(directions=["maximize"])

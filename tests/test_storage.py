@@ -141,7 +141,7 @@ def test_an_unexpected_error_logs_no_password(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError(f"boom while opening {url} with password {password}")
 
-    monkeypatch.setattr("effnet.nas.study.runner.open_storage", broken)
+    monkeypatch.setattr("effnet.nas.study.opening.open_storage", broken)
     monkeypatch.setattr(sys, "argv", ["effnet", "search", *TINY_SEARCH, "--storage", url, "--run-dir", str(run_dir)])
     with pytest.raises(SystemExit) as exited:
         cli_app.main()

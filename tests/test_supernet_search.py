@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.proxies import ProxyConfig
-from effnet.nas.study.runner import StudyConfig
-from effnet.nas.study.search import SearchConfig, search
+from effnet.nas.study.search import search
+from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.study.signals import request_stop
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")

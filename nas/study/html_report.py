@@ -23,7 +23,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from effnet.nas.files import atomic_write_text
-from effnet.nas.study.runner import optuna_quiet
+from effnet.nas.study.optuna_log import optuna_quiet
+from effnet.nas.study.trial_attrs import SOURCE_TRIAL_ATTR
 
 REPORT_NAME = "report.html"
 PLOTLY_JS_NAME = "plotly.min.js"
@@ -52,7 +53,7 @@ def scored_study(trials: Sequence[FrozenTrial], score: Callable[[FrozenTrial], f
         if value is None or not math.isfinite(value):
             continue
         study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
-                                                  value=value, user_attrs={"trial": trial.number}))
+                                                  value=value, user_attrs={SOURCE_TRIAL_ATTR: trial.number}))
     return study
 
 

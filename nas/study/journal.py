@@ -42,6 +42,7 @@ from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
 from effnet.nas.files import atomic_write
+from effnet.nas.study.trial_attrs import FAIL_REASON_ATTR
 
 RECORD_START = b'{"op_code":'
 _RECORD_STARTS = re.compile(re.escape(RECORD_START))
@@ -135,7 +136,7 @@ def lost_trial_record(study: int) -> bytes:
     now = datetime.now(timezone.utc).isoformat()
     record = {"op_code": int(JournalOperation.CREATE_TRIAL), "worker_id": "effnet-journal-repair",
               "study_id": study, "datetime_start": None, "datetime_complete": now,
-              "state": TrialState.FAIL.value, "user_attrs": {"fail_reason": LOST_TRIAL_REASON}}
+              "state": TrialState.FAIL.value, "user_attrs": {FAIL_REASON_ATTR: LOST_TRIAL_REASON}}
     return json.dumps(record, separators=(",", ":")).encode()
 
 

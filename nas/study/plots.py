@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from effnet.nas.files import save_figure
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.objective import FlopsBand
+from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR
 
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0.0, "fontsize": 8}
 
@@ -45,7 +46,7 @@ def plot_history(trials: list[FrozenTrial], metric: str, path: Path, chance: Cha
         running = max(running, y)
         best.append(running)
     ax.step(xs, best, where="post", color="C3", label="best so far")
-    if metric == "accuracy":
+    if metric == ACCURACY_ATTR:
         draw_chance(ax, chance)
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
@@ -61,13 +62,13 @@ def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: li
     ax.axvline(band.target / 1e6, color="C2", lw=1, ls="--", label="target")
     draw_chance(ax, chance)
     for state, marker, label in ((TrialState.COMPLETE, "o", "completed"), (TrialState.PRUNED, "v", "pruned")):
-        shown = [t for t in trials if t.state == state and t.user_attrs.get("in_band")
-                 and t.user_attrs.get("accuracy") is not None]
+        shown = [t for t in trials if t.state == state and t.user_attrs.get(IN_BAND_ATTR)
+                 and t.user_attrs.get(ACCURACY_ATTR) is not None]
         if shown:
-            ax.scatter([t.user_attrs["flops"] / 1e6 for t in shown], [t.user_attrs["accuracy"] for t in shown],
+            ax.scatter([t.user_attrs[FLOPS_ATTR] / 1e6 for t in shown], [t.user_attrs[ACCURACY_ATTR] for t in shown],
                        s=16, alpha=0.6, marker=marker, label=f"{label} ({len(shown)})")
-    outside = [t.user_attrs["flops"] / 1e6 for t in trials
-               if t.user_attrs.get("in_band") is False and t.user_attrs.get("flops")]
+    outside = [t.user_attrs[FLOPS_ATTR] / 1e6 for t in trials
+               if t.user_attrs.get(IN_BAND_ATTR) is False and t.user_attrs.get(FLOPS_ATTR)]
     if outside:  # never trained: a tick along the bottom edge at their FLOPs (x in data, y in axes units)
         ax.scatter(outside, [0.03] * len(outside), transform=ax.get_xaxis_transform(), marker="|", s=60,
                    color="grey", alpha=0.5, label=f"outside the band, not trained ({len(outside)})")
@@ -75,10 +76,10 @@ def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: li
         low, high = min(low, *outside), max(high, *outside)
         ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
     if front:
-        pts = sorted((t.user_attrs["flops"] / 1e6, t.user_attrs["accuracy"]) for t in front)
+        pts = sorted((t.user_attrs[FLOPS_ATTR] / 1e6, t.user_attrs[ACCURACY_ATTR]) for t in front)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C1", ms=4, label="Pareto front")
-    if best is not None and best.user_attrs.get("accuracy") is not None:
-        ax.scatter([best.user_attrs["flops"] / 1e6], [best.user_attrs["accuracy"]], marker="*", s=160,
+    if best is not None and best.user_attrs.get(ACCURACY_ATTR) is not None:
+        ax.scatter([best.user_attrs[FLOPS_ATTR] / 1e6], [best.user_attrs[ACCURACY_ATTR]], marker="*", s=160,
                    color="C3", zorder=5, label="b0")
     ax.set_xlabel("FLOPs (M, 1 multiply-add = 1 FLOP)")
     ax.set_ylabel("proxy accuracy")

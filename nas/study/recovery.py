@@ -12,9 +12,10 @@ rules find such trials, on any storage:
   taking the trial and naming itself.
 
 Trials cut short by a stop signal are failed by their own worker and marked `INTERRUPTED_ATTR`;
-`requeue_interrupted` queues them again. Each queued copy carries `retry_of` (the failed trial's
-number), `retries`, and the user attributes whose names start with `QUEUED_PREFIX` (what a job gave a
-trial when it queued it); a trial is retried at most `MAX_RETRY` times.
+`requeue_interrupted` queues them again. Each queued copy carries `RETRY_OF_ATTR` (the failed trial's
+number), `RETRIES_ATTR`, and the user attributes whose names start with `QUEUED_PREFIX` (what a job gave a
+trial when it queued it); a trial is retried at most `MAX_RETRY` times. The attributes' names are in
+`effnet.nas.study.trial_attrs`.
 
 Only public storage methods are used: the study's storage object as `open_storage` made it, and
 trial ids looked up from trial numbers.
@@ -33,12 +34,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-WORKER_ATTR = "worker"
-HEARTBEAT_ATTR = "heartbeat"
-STALE_ATTR = "stale"
-INTERRUPTED_ATTR = "interrupted"
+from effnet.nas.study.trial_attrs import (FAIL_REASON_ATTR, FAILED_TRIAL_SYSTEM_ATTR, FIXED_PARAMS_SYSTEM_ATTR,
+                                          HEARTBEAT_ATTR, INTERRUPTED_ATTR, QUEUED_PREFIX, RETRIES_ATTR,
+                                          RETRY_OF_ATTR, STALE_ATTR, WORKER_ATTR)
+
 MAX_RETRY = 3
-QUEUED_PREFIX = "queued_"
 
 
 def worker_identity() -> str:
@@ -83,7 +83,7 @@ def fail_trial(storage: BaseStorage, study: optuna.Study, trial: FrozenTrial, re
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name(study.study_name), trial.number)
     try:
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
         storage.set_trial_user_attr(trial_id, STALE_ATTR, True)
         return bool(storage.set_trial_state_values(trial_id, TrialState.FAIL))
     except UpdateFinishedTrialError:
@@ -94,19 +94,19 @@ def _queued_retries(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of failed trials that already have a copy queued (by this module or by Optuna's callback)."""
     queued = set()
     for t in trials:
-        for origin in (t.user_attrs.get("retry_of"), t.system_attrs.get("failed_trial")):
+        for origin in (t.user_attrs.get(RETRY_OF_ATTR), t.system_attrs.get(FAILED_TRIAL_SYSTEM_ATTR)):
             if isinstance(origin, int):
                 queued.add(origin)
     return queued
 
 
 def _requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
-    retries = int(trial.user_attrs.get("retries", 0))
-    if retries >= MAX_RETRY or not (trial.params or trial.system_attrs.get("fixed_params")):
+    retries = int(trial.user_attrs.get(RETRIES_ATTR, 0))
+    if retries >= MAX_RETRY or not (trial.params or trial.system_attrs.get(FIXED_PARAMS_SYSTEM_ATTR)):
         return False
-    params = trial.params or trial.system_attrs["fixed_params"]
+    params = trial.params or trial.system_attrs[FIXED_PARAMS_SYSTEM_ATTR]
     carried = {k: v for k, v in trial.user_attrs.items() if k.startswith(QUEUED_PREFIX)}
-    study.enqueue_trial(params, user_attrs={**carried, "retry_of": trial.number, "retries": retries + 1})
+    study.enqueue_trial(params, user_attrs={**carried, RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries + 1})
     return True
 
 

@@ -12,7 +12,9 @@ from effnet.nas.study.html_report import (Section, dashboard_command, history_se
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.fit import DataFit
 from effnet.nas.study.objective import FlopsBand
-from effnet.nas.study.search import SearchConfig, is_in_band
+from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.study.search_trials import is_in_band
+from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR, REWARD_ATTR
 
 
 MARKERS = ((TrialState.COMPLETE, "circle", "completed"), (TrialState.PRUNED, "triangle-down", "pruned"))
@@ -31,25 +33,25 @@ def accuracy_section(trials: list[FrozenTrial], band: FlopsBand, front: list[Fro
         figure.add_hline(y=chance.chance, line_dash="dash", line_color="grey",
                          annotation_text=f"chance {chance.chance:.3f} (shaded: within {chance.margin:.3f} of it)")
     for state, symbol, label in MARKERS:
-        shown = [t for t in trials if t.state == state and t.user_attrs.get("in_band")
-                 and t.user_attrs.get("accuracy") is not None]
+        shown = [t for t in trials if t.state == state and t.user_attrs.get(IN_BAND_ATTR)
+                 and t.user_attrs.get(ACCURACY_ATTR) is not None]
         figure.add_trace(go.Scatter(
-            x=[t.user_attrs["flops"] / 1e6 for t in shown], y=[t.user_attrs["accuracy"] for t in shown],
+            x=[t.user_attrs[FLOPS_ATTR] / 1e6 for t in shown], y=[t.user_attrs[ACCURACY_ATTR] for t in shown],
             mode="markers", name=f"{label} ({len(shown)})", marker={"symbol": symbol},
             text=[f"trial {t.number}" for t in shown], opacity=0.7))
-    outside = [t for t in trials if t.user_attrs.get("in_band") is False and t.user_attrs.get("flops")]
+    outside = [t for t in trials if t.user_attrs.get(IN_BAND_ATTR) is False and t.user_attrs.get(FLOPS_ATTR)]
     if outside:  # never trained: ticks along the bottom at their FLOPs
         figure.add_trace(go.Scatter(
-            x=[t.user_attrs["flops"] / 1e6 for t in outside], y=[0.0] * len(outside), mode="markers",
+            x=[t.user_attrs[FLOPS_ATTR] / 1e6 for t in outside], y=[0.0] * len(outside), mode="markers",
             name=f"outside the band, not trained ({len(outside)})", marker={"symbol": "line-ns-open", "size": 10,
                                                                              "color": "grey"},
             text=[f"trial {t.number}" for t in outside], opacity=0.5))
     if front:
-        points = sorted((t.user_attrs["flops"] / 1e6, t.user_attrs["accuracy"], t.number) for t in front)
+        points = sorted((t.user_attrs[FLOPS_ATTR] / 1e6, t.user_attrs[ACCURACY_ATTR], t.number) for t in front)
         figure.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                                     name="Pareto front", text=[f"trial {p[2]}" for p in points]))
-    if best is not None and best.user_attrs.get("accuracy") is not None:
-        figure.add_trace(go.Scatter(x=[best.user_attrs["flops"] / 1e6], y=[best.user_attrs["accuracy"]],
+    if best is not None and best.user_attrs.get(ACCURACY_ATTR) is not None:
+        figure.add_trace(go.Scatter(x=[best.user_attrs[FLOPS_ATTR] / 1e6], y=[best.user_attrs[ACCURACY_ATTR]],
                                     mode="markers", name="b0", marker={"symbol": "star", "size": 16},
                                     text=[f"trial {best.number}"]))
     figure.update_layout(title="Accuracy against FLOPs", xaxis_title="FLOPs (M, 1 multiply-add = 1 FLOP)",
@@ -63,7 +65,7 @@ def accuracy_section(trials: list[FrozenTrial], band: FlopsBand, front: list[Fro
 def write_search_report(trials: list[FrozenTrial], config: SearchConfig, front: list[FrozenTrial],
                         best: FrozenTrial | None, path: Path, chance: ChanceLevel | None = None,
                         fit: DataFit | None = None) -> Path:
-    metric = "accuracy" if config.multi_objective else "reward"
+    metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     trained = [t for t in trials if t.state == TrialState.COMPLETE and is_in_band(t)]
     study = scored_study(trained, lambda t: t.user_attrs.get(metric), f"{config.study.name}-report")
     lines = [f"study {config.study.name}: {len(trained)} candidates trained in the band "
@@ -77,8 +79,8 @@ def write_search_report(trials: list[FrozenTrial], config: SearchConfig, front: 
                      f"images; an accuracy under {chance.threshold:.4f} is not told apart from it)")
     if best is not None:
         lines.append(f"b0: trial {best.number}, {metric} {best.user_attrs.get(metric):.4f}, "
-                     f"{best.user_attrs.get('flops'):,} FLOPs")
-        accuracy = best.user_attrs.get("accuracy")
+                     f"{best.user_attrs.get(FLOPS_ATTR):,} FLOPs")
+        accuracy = best.user_attrs.get(ACCURACY_ATTR)
         if chance is not None and accuracy is not None and chance.near(accuracy):
             lines.append("warning: " + chance.warning(accuracy, "b0's proxy accuracy"))
     sections = [history_section(study, metric, "trained candidate"),

@@ -11,22 +11,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from effnet.nas.data.sources import DataSplits
-from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
-from effnet.nas.study.runner import StudyConfig, StudyRun, open_study, optuna_quiet
-from effnet.nas.study.space import SearchSpace
-
-if TYPE_CHECKING:
-    from effnet.nas.study.search import SearchConfig, SearchJob
-
-
-def supernet_setup(config: "SearchConfig", space: SearchSpace) -> SupernetSetup | None:
-    """The search's supernet (its paths drawn from the search's FLOPs band), None for the other proxies."""
-    if config.proxy.name != "supernet":
-        return None
-    return SupernetSetup(space, config.band.low, config.band.high, config.study.run_dir)
+from effnet.nas.proxies.supernet_training import SupernetTraining, train_supernet
+from effnet.nas.study.opening import open_study
+from effnet.nas.study.optuna_log import optuna_quiet
+from effnet.nas.study.runner import StudyRun
+from effnet.nas.study.search_job import SearchJob
+from effnet.nas.study.search_objective import supernet_setup
+from effnet.nas.study.study_config import StudyConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ class SupernetStage:
                 "training_s": round(t.seconds, 1), "trained_now_s": round(t.seconds_now, 1)}
 
 
-def train_before_study(job: "SearchJob", data: DataSplits,
+def train_before_study(job: SearchJob, data: DataSplits,
                        on_progress: Callable[[int, int, str], None] | None) -> SupernetStage | None:
     """Train (or resume, or find) the search's supernet, within the run's time limit; None for other proxies."""
     setup = supernet_setup(job.config, job.space)
@@ -53,7 +47,7 @@ def train_before_study(job: "SearchJob", data: DataSplits,
     study = job.config.study
     started = time.time()
     deadline = None if study.timeout_s is None else started + study.timeout_s
-    runtime = study.proxy_runtime(study.worker_device(), study.thread_choice().threads)
+    runtime = job.config.proxy_runtime(study.worker_device(), study.thread_choice().threads)
     training = train_supernet(setup, job.config.proxy, data, runtime, deadline, on_progress)
     left = None if deadline is None else deadline - time.time()
     reason = training.stopped or ("timeout" if left is not None and left <= 0 else None)

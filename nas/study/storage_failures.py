@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 
 from effnet.nas.errors import InputError
 from effnet.nas.redact import redact, url_secrets
-
-if TYPE_CHECKING:
-    from effnet.nas.study.runner import StudyConfig
+from effnet.nas.study.study_config import StudyConfig
 
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 """Write errors that mean the journal file (or the disk under it) failed, not effnet."""

@@ -12,13 +12,19 @@ from optuna.trial import FrozenTrial, TrialState
 from effnet.nas.files import write_csv
 from effnet.nas.net.flops import fvcore_count
 from effnet.nas.net.spec import NetworkSpec, dump_spec
-from effnet.nas.study.objective import mnasnet_reward
-from effnet.nas.study.recovery import STALE_ATTR, WORKER_ATTR
-from effnet.nas.study.runner import StudyRun
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.fit import DataFit
-from effnet.nas.study.search import Candidate, SearchConfig, SearchResult, is_in_band, summarize
+from effnet.nas.study.html_report import REPORT_NAME
+from effnet.nas.study.plots import plot_accuracy_vs_flops, plot_history
+from effnet.nas.study.runner import StudyRun
+from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.study.search_report import write_search_report
+from effnet.nas.study.search_result import Candidate, SearchResult
+from effnet.nas.study.search_trials import best_trial, is_in_band, pareto_front, summarize
 from effnet.nas.study.space import SearchSpace
+from effnet.nas.study.trial_attrs import (ACCURACY_ATTR, EPOCHS_TRAINED_ATTR, ERROR_ATTR, FAIL_REASON_ATTR,
+                                          FLOPS_ATTR, IN_BAND_ATTR, PARAMS_ATTR, REPORT_SECONDS_ATTR, REWARD_ATTR,
+                                          WORK_SECONDS_ATTR, WORKER_ATTR)
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
                "report_seconds", "duration_s", "epochs_trained", "slow", "worker", "error")
@@ -36,17 +42,17 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     row = {
         "number": trial.number,
         "state": trial.state.name,
-        "in_band": trial.user_attrs.get("in_band"),
-        "flops": trial.user_attrs.get("flops"),
-        "params": trial.user_attrs.get("params"),
-        "accuracy": trial.user_attrs.get("accuracy"),
-        "reward": trial.user_attrs.get("reward"),
-        "proxy_seconds": trial.user_attrs.get("proxy_seconds"),
-        "report_seconds": trial.user_attrs.get("report_seconds"),
+        "in_band": trial.user_attrs.get(IN_BAND_ATTR),
+        "flops": trial.user_attrs.get(FLOPS_ATTR),
+        "params": trial.user_attrs.get(PARAMS_ATTR),
+        "accuracy": trial.user_attrs.get(ACCURACY_ATTR),
+        "reward": trial.user_attrs.get(REWARD_ATTR),
+        "proxy_seconds": trial.user_attrs.get(WORK_SECONDS_ATTR),
+        "report_seconds": trial.user_attrs.get(REPORT_SECONDS_ATTR),
         "duration_s": round(duration, 3) if duration is not None else None,
-        "epochs_trained": trial.user_attrs.get("epochs_trained"),
+        "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED_ATTR),
         "worker": trial.user_attrs.get(WORKER_ATTR),
-        "error": trial.user_attrs.get("error") or trial.user_attrs.get("fail_reason"),
+        "error": trial.user_attrs.get(ERROR_ATTR) or trial.user_attrs.get(FAIL_REASON_ATTR),
     }
     row.update(sorted(trial.params.items()))
     return row
@@ -74,27 +80,6 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     return write_csv(path, [*CSV_COLUMNS, *param_columns], rows)
 
 
-def best_trial(study: optuna.Study, config: SearchConfig) -> FrozenTrial | None:
-    """The best feasible trained trial: the top reward, or for a Pareto search the front member with
-    the best soft reward inside the band."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if is_in_band(t) and not t.user_attrs.get(STALE_ATTR)]
-    if not trials:
-        return None
-    if config.multi_objective:
-        front = pareto_front(trials)
-        return max(front, key=lambda t: mnasnet_reward(t.values[0], t.values[1], config.target_flops))
-    return max(trials, key=lambda t: t.value)
-
-
-def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trained trials no other trial beats on both accuracy (higher) and FLOPs (lower)."""
-    points = [(t.user_attrs.get("accuracy"), t.user_attrs.get("flops"), t) for t in trials
-              if t.user_attrs.get("accuracy") is not None]
-    return [t for a, f, t in points
-            if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]
-
-
 def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial,
                    fit: DataFit | None = None, chance: ChanceLevel | None = None) -> tuple[NetworkSpec, int]:
     """The best trial's spec with its provenance (the data it was fitted to among it: export-family reads the
@@ -109,13 +94,13 @@ def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial,
         "study": config.study.name,
         "trial": trial.number,
         "objective": config.objective,
-        "reward": trial.user_attrs.get("reward"),
-        "accuracy": trial.user_attrs.get("accuracy"),
+        "reward": trial.user_attrs.get(REWARD_ATTR),
+        "accuracy": trial.user_attrs.get(ACCURACY_ATTR),
         "proxy": config.proxy.name,
         "data": config.proxy.data,
         "target_flops": config.target_flops,
         "flops_tolerance": config.flops_tolerance,
-        "flops": trial.user_attrs.get("flops"),
+        "flops": trial.user_attrs.get(FLOPS_ATTR),
         "fvcore_flops": certified,
         "space": space.name,
         "classes": spec.num_classes,
@@ -127,24 +112,20 @@ def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial,
 
 def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
     a = trial.user_attrs
-    return Candidate(trial=trial.number, reward=a.get("reward"), accuracy=a.get("accuracy"), flops=a["flops"],
-                     params=a["params"], architecture=space.spec_from_params(trial.params).summary)
+    return Candidate(trial=trial.number, reward=a.get(REWARD_ATTR), accuracy=a.get(ACCURACY_ATTR), flops=a[FLOPS_ATTR],
+                     params=a[PARAMS_ATTR], architecture=space.spec_from_params(trial.params).summary)
 
 
 def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, fit: DataFit | None = None,
                        chance: ChanceLevel | None = None) -> SearchResult:
     """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
-    from effnet.nas.study.plots import plot_accuracy_vs_flops, plot_history
-    from effnet.nas.study.html_report import REPORT_NAME
-    from effnet.nas.study.search_report import write_search_report
-
     study, run_dir = run.study, config.study.run_dir
     trials = study.get_trials(deepcopy=False)
     files = {"trials_csv": write_trials_csv(study, run_dir / "trials.csv")}
     best = best_trial(study, config)
     scored = [t for t in trials if is_in_band(t) and t.state == TrialState.COMPLETE]
     front = pareto_front(scored)
-    metric = "accuracy" if config.multi_objective else "reward"
+    metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", chance)
     files["accuracy_plot"] = plot_accuracy_vs_flops(trials, config.band, front, best,
                                                     run_dir / "accuracy_vs_flops.png", chance)

@@ -1,0 +1,143 @@
+"""One trial of a search: sample a candidate, count its FLOPs, set the band as an Optuna constraint, and (inside the
+band only) score it with the accuracy proxy, reporting per epoch to the pruner; the proxy, with its data (and the
+supernet trained before the study), built once per worker on its first candidate in the band."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from effnet.nas.net.flops import analytic_cost
+from effnet.nas.progress import DetailCallback
+from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+from effnet.nas.proxies.supernet_training import SupernetSetup
+from effnet.nas.study.objective import reward_for
+from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.study.signals import training
+from effnet.nas.study.space import SearchSpace
+from effnet.nas.study.trial_attrs import (ACCURACY_ATTR, EPOCHS_TRAINED_ATTR, ERROR_ATTR, FLOPS_ATTR, IN_BAND_ATTR,
+                                          PARAMS_ATTR, REPORT_SECONDS_ATTR, REWARD_ATTR, WORK_SECONDS_ATTR)
+from effnet.nas.units import format_size
+
+
+class TrialObjective:
+    """Sample, count, constrain, and (inside the band only) score one candidate."""
+
+    def __init__(self, config: SearchConfig, space: SearchSpace, proxy_factory: Callable[[], Any],
+                 deadline: float | None = None, on_detail: DetailCallback | None = None):
+        self.config = config
+        self.deadline = deadline  # past it, a training candidate stops (pruned) at its next epoch
+        self.on_detail = on_detail
+        self.space = space
+        self.band = config.band
+        self._proxy_factory = proxy_factory
+        self._proxy = None
+
+    @property
+    def proxy(self) -> Any:
+        if self._proxy is None:
+            self._proxy = self._proxy_factory()
+        return self._proxy
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        config = self.config
+        spec = self.space.suggest(trial)
+        cost = analytic_cost(spec)
+        in_band = self.band.contains(cost.flops)
+        trial.set_user_attr(FLOPS_ATTR, cost.flops)
+        trial.set_user_attr(PARAMS_ATTR, cost.params)
+        trial.set_user_attr(IN_BAND_ATTR, in_band)
+        trial.set_constraint("flops_band", self.band.violation(cost.flops))
+        if not in_band:
+            return (0.0, float(cost.flops)) if config.multi_objective else 0.0
+
+        reporting = 0.0  # seconds spent in `report` (storage writes, pruning checks), not training
+        epochs = config.proxy.epochs if config.proxy.name == "train" else None
+
+        def tell(what: str) -> None:
+            if self.on_detail is not None:
+                with training(active=False):
+                    self.on_detail(f"trial {trial.number} ({format_size(cost.flops)} FLOPs): {what}")
+        trained = 0  # epochs trained, for the seconds per FLOP and epoch that mark a slow candidate
+
+        def report(epoch: int, accuracy: float) -> None:
+            nonlocal reporting, trained
+            begun = time.perf_counter()
+            trained = epoch
+            if epochs is not None and epoch < epochs:
+                tell(f"epoch {epoch}/{epochs} accuracy {accuracy:.4f}, training epoch {epoch + 1}")
+            prune = False
+            with training(active=False):
+                if not config.multi_objective:  # Optuna prunes single-objective studies only
+                    trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
+                    prune = trial.should_prune()
+                late = self.deadline is not None and time.time() >= self.deadline
+                if prune or late:
+                    trial.set_user_attr(ACCURACY_ATTR, accuracy)
+            reporting += time.perf_counter() - begun
+            if prune:
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.4f}")
+            if late:
+                raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
+
+        proxy = self.proxy  # the first in-band candidate of a worker loads the data here, before the clock
+        tell(f"training epoch 1/{epochs}" if epochs is not None else "scoring")
+        started = time.perf_counter()
+        try:
+            with training():
+                accuracy = float(proxy.score(spec, report))
+            if not math.isfinite(accuracy):
+                raise FloatingPointError(f"the proxy returned {accuracy}")
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            trial.set_user_attr(ERROR_ATTR, f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])
+            _release_accelerator_memory()
+            raise
+        finally:
+            trial.set_user_attr(WORK_SECONDS_ATTR, round(time.perf_counter() - started - reporting, 3))
+            trial.set_user_attr(REPORT_SECONDS_ATTR, round(reporting, 3))
+            trial.set_user_attr(EPOCHS_TRAINED_ATTR, trained)
+        reward = reward_for(config.objective, accuracy, cost.flops, config.target_flops)
+        trial.set_user_attr(ACCURACY_ATTR, accuracy)
+        trial.set_user_attr(REWARD_ATTR, reward)
+        if config.multi_objective:
+            return accuracy, float(cost.flops)
+        return reward
+
+
+def _release_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def reported_accuracy(objective: str, target_flops: int, trial: FrozenTrial, value: float) -> float | None:
+    """The accuracy behind a reward a candidate reported: the reward over its FLOPs factor (None without FLOPs)."""
+    flops = trial.user_attrs.get(FLOPS_ATTR)
+    if not flops:
+        return None
+    return value / reward_for(objective, 1.0, flops, target_flops)
+
+
+def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime,
+                  supernet: SupernetSetup | None = None) -> Callable[[], Any]:
+    """Data and proxy are built lazily, once per worker, on the first in-band candidate (the supernet proxy
+    loads the supernet trained before the study started)."""
+
+    def factory() -> Any:
+        return make_proxy(proxy, proxy.load(runtime), runtime, supernet)
+
+    return factory
+
+
+def supernet_setup(config: SearchConfig, space: SearchSpace) -> SupernetSetup | None:
+    """The search's supernet (its paths drawn from the search's FLOPs band), None for the other proxies."""
+    if config.proxy.name != "supernet":
+        return None
+    return SupernetSetup(space, config.band.low, config.band.high, config.study.run_dir)

@@ -9,9 +9,8 @@ from typing import Optional
 import typer
 
 from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console
+from effnet.nas.choices import EXPORT_FORMATS, WEIGHTS
 
-FORMATS = ("onnx", "torchscript", "timm", "torchvision")
-WEIGHTS = ("best", "ema", "raw")
 
 
 @clean_input_errors({"format": "--format", "which": "--weights"})
@@ -24,10 +23,10 @@ def export_model(
     weights: str = typer.Option("best", "--weights", help="A training checkpoint's weights: best (those that scored "
                                                           "best on validation, as the checkpoint records), ema or raw.",
                                 autocompletion=lambda: list(WEIGHTS)),
-    format: str = typer.Option("onnx", "--format", help=f"{' | '.join(FORMATS)}: ONNX and TorchScript with BatchNorm "
+    format: str = typer.Option("onnx", "--format", help=f"{' | '.join(EXPORT_FORMATS)}: ONNX and TorchScript with BatchNorm "
                                                          "folded and a dynamic batch axis; timm and torchvision "
                                                          "state dicts for their load_state_dict(strict=True).",
-                               autocompletion=lambda: list(FORMATS)),
+                               autocompletion=lambda: list(EXPORT_FORMATS)),
     out: Path = typer.Option(..., "--out", help="The file to write: a new file or one effnet may replace (not a link, "
                                                 "a directory, a device, a read-only file or an input)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation (without --checkpoint) and of the check's images."),

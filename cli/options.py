@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import typer
 
+from effnet.nas.choices import DEVICES
+
 T = TypeVar("T")
 
 
@@ -77,7 +79,7 @@ STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql:/
 STUDY_RUN_DIR = typer.Option(None, "--run-dir", help="Run directory (default runs/<study>).")
 WORKERS = typer.Option(1, "--workers", "-w", help="Worker processes on the study (on CUDA, one per visible GPU "
                                                   "in turn).")
-STUDY_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda (bf16 autocast and channels_last on CUDA).")
+STUDY_DEVICE = typer.Option("auto", "--device", help=f"{' | '.join(DEVICES)} (bf16 autocast and channels_last on CUDA).")
 THREADS = typer.Option(None, "--threads", help="CPU threads per worker (default: the cores free of other work "
                                                 "at start ÷ workers; recorded in run.yaml).")
 JSON = typer.Option(False, "--json", help="Print one JSON summary object instead of tables.")

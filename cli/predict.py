@@ -8,8 +8,8 @@ from typing import Any, List
 import typer
 
 from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, progress_console
+from effnet.nas.choices import WEIGHTS
 
-WEIGHTS = ("best", "ema", "raw")
 SKIPPED_SHOWN = 5
 """Files that did not decode, named on the terminal (--json lists them all)."""
 

@@ -10,10 +10,8 @@ import typer
 from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
                                print_notes, progress_console, set_run_dir, warn_skipped)
 from effnet.cli import options
+from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 
-OBJECTIVES = ("reward", "hard", "pareto")
-SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("hyperband", "median", "none")
 
 
 def print_result(result: Any) -> None:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from effnet.nas import checks
+from effnet.nas.choices import EXPORT_FORMATS, WEIGHTS
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inference import export_metadata
@@ -44,9 +45,8 @@ from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
-from effnet.nas.weights import WEIGHTS, WeightsFile, load_weights, read_weights, state_dict_for
+from effnet.nas.weights import WeightsFile, load_weights, read_weights, state_dict_for
 
-EXPORT_FORMATS = ("onnx", "torchscript", "timm", "torchvision")
 RELATIVE_TOLERANCE = 1e-4
 """The largest absolute difference allowed, as a fraction of the largest absolute logit (see the module notes)."""
 CHECK_BATCHES = (1, 3)

@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from effnet.nas import checks
+from effnet.nas.choices import WEIGHTS
 from effnet.nas.data.images import IMAGE_SUFFIXES, BadImage, decode_image
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inference import METADATA_KEYS, ModelInfo, eval_transform, info_from_metadata, load_model
 from effnet.nas.training.runtime import resolve_device
-from effnet.nas.weights import WEIGHTS
 
 BATCH = 32
 """Images decoded and run at a time: memory stays that of one batch, whatever the number of images."""

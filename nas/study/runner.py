@@ -46,6 +46,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
+from effnet.nas.choices import DEVICES
 from effnet.nas.cpus import ThreadChoice, choose_threads, cpu_state, given_threads
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_error_log
@@ -64,7 +65,6 @@ from effnet.nas.training.runtime import cpu_threads
 if TYPE_CHECKING:
     from effnet.nas.proxies import ProxyRuntime
 
-DEVICES = ("auto", "cpu", "cuda")
 MAX_WORKERS = 256
 WORKER_MEMORY = 450 * 2**20
 """What one worker process holds on a CPU: torch, the data, a candidate in training (about 450 MB measured)."""

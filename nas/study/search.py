@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas import checks
+from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.units import format_size
 from effnet.nas.net.spec import NetworkSpec
@@ -34,7 +35,7 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.fit import MAX_CLASSES, DataFit, fit_space
-from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
+from effnet.nas.study.objective import FlopsBand, reward_for
 from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
 from effnet.nas.study.reach import check_band
@@ -48,10 +49,8 @@ from effnet.nas.study.space import SearchSpace, load_space
 if TYPE_CHECKING:
     from effnet.nas.proxies.supernet_training import SupernetSetup
 
-SAMPLERS = ("tpe", "random", "nsga2")
 ACCURACY_PROXIES = ("train", "supernet")
 """Proxies whose score is a validation accuracy, which a chance level applies to."""
-PRUNERS = ("hyperband", "median", "none")
 OUT_OF_BAND_FACTOR = 200
 """At most this many out-of-band samples per trained trial before a search gives up on the band."""
 MAX_RESOLUTION = 4096

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from effnet.nas.cpus import cpu_ids
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -221,7 +223,7 @@ def main() -> None:
         started = time.perf_counter()
         folder = make_folder(work / "jpegs", args.images)
         print(f"# {args.images:,} JPEGs of 320 x 240 written in {time.perf_counter() - started:.0f} s; "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, load "
+              f"{len(cpu_ids())} CPUs, torch {torch.__version__}, {args.threads} threads, load "
               f"{os.getloadavg()[0]:.2f}", flush=True)
         sections = [
             ("decode + transform, one process (images/s)", decode_rates(folder, args.decode, work / "cache")),

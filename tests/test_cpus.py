@@ -80,6 +80,14 @@ def test_usable_cores_is_the_affinity_capped_by_whole_cores_of_quota():
     assert usable_cores(affinity=2) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity mask on this platform")
+def test_this_process_counts_the_cpus_of_its_affinity_mask_capped_by_its_quota():
+    mask = os.sched_getaffinity(0)
+    assert cpus.cpu_ids() == mask
+    quota = cgroup_quota()
+    assert usable_cores() == (len(mask) if quota is None else max(1, min(len(mask), int(quota + 1e-9))))
+
+
 def test_the_spin_is_bounded_unless_the_environment_sets_the_wait(monkeypatch):
     monkeypatch.delenv(cpus.SPIN_ENV, raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)

@@ -10,7 +10,7 @@ The Python API, the same pipeline as the command line::
 
     found = effnet.search(effnet.SearchConfig(target_flops=400_000_000))     # writes runs/search/
     grid = effnet.grid_scale(effnet.GridConfig(base=found.best_spec, grid=effnet.GridDefinition.from_ranges()))
-    family = effnet.export_family(found.best_spec, grid.coefficients, run_dir="runs/family")
+    family = effnet.export_family(effnet.FamilyConfig(found.best_spec, grid.coefficients, run_dir="runs/family"))
 
 Stages:
 
@@ -18,10 +18,10 @@ Stages:
   near a FLOPs target, by the reward ACC(m) * (FLOPS(m) / T) ** -0.07 with a measured accuracy proxy.
 - `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 (or k) under
   alpha * beta^2 * gamma^2 ~ 2, each distinct network scored once (or K times) and shared by its twins.
-- `export_family(base, coefficients) -> FamilyResult`: the members B1-B7 with the reference rounding.
+- `export_family(FamilyConfig) -> FamilyResult`: the members B1-B7 with the reference rounding.
 - Fitted to the data: `SearchConfig.classes` / `.resolution` (None: the data's class count, a resolution
   derived from the space and the data's median image size: `data_facts(source)`), `GridConfig.classes` and
-  `export_family(..., classes=, image_size=)`; `SearchResult.fit`, `.chance` (the proxy's `ChanceLevel`) and
+  `FamilyConfig.classes` / `.image_size`; `SearchResult.fit`, `.chance` (the proxy's `ChanceLevel`) and
   `.warnings` say what was chosen and when the best accuracy is near chance.
 - `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training
   (`TrainConfig.init`: from an effnet checkpoint or a timm / torchvision state dict).
@@ -72,6 +72,7 @@ _EXPORTS = {
     "GridDefinition": "effnet.scaling.grid_space",
     "GridResult": "effnet.scaling.grid",
     "grid_scale": "effnet.scaling.grid",
+    "FamilyConfig": "effnet.scaling.export",
     "FamilyResult": "effnet.scaling.export",
     "export_family": "effnet.scaling.export",
     "DataFit": "effnet.nas.study.fit",

@@ -123,7 +123,7 @@ def export_family(
     """
     from effnet.nas.errors import InputError
     from effnet.nas.net.spec import load_spec
-    from effnet.scaling.export import export_family as run_export
+    from effnet.scaling.export import FamilyConfig, export_family as run_export
     from effnet.scaling.family import DEFAULT_PHIS, MATCH_TOLERANCE, parse_phi_list
 
     set_run_dir(run_dir)
@@ -144,10 +144,10 @@ def export_family(
     arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
                  "alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi, "match_flops": match_flops,
                  "preset": preset, "run_dir": str(run_dir), "coefficients_source": source, "data": data}
-    with progress_console.status("sizing the family", spinner="dots"):
-        result = run_export(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
-                            classes=options.whole_number(classes, "--classes"), image_size=image_size,
-                            force=force)
+    config = FamilyConfig(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
+                          classes=options.whole_number(classes, "--classes"), image_size=image_size, force=force)
+    with progress_console.status("sizing the family", spinner="dots") as status:
+        result = run_export(config, on_progress=lambda progress: status.update(progress.status))
 
     data: dict[str, Any] = {
         "run_dir": str(run_dir), "mode": mode,

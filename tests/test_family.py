@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
+from effnet.nas.progress import Progress
 from effnet.nas.net.flops import analytic_flops
 from effnet.scaling.compound import Coefficients, compound_scale
+from effnet.scaling.export import FamilyConfig, export_family
 from effnet.scaling.family import (
     MATCH_TOLERANCE, compound_family, load_coefficients, match_flops_family, member_name,
     official_family_fit, parse_phi_list,
@@ -195,3 +199,22 @@ def test_both_family_panels_label_their_axes_and_log_ticks(phis):
         shown = [t.get_text() for t in axes.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
         assert len(shown) >= 2 and all(label.endswith("x") for label in shown), (axes.get_title(), shown)
         assert axes.get_xlabel() == "φ" and "÷ base" in axes.get_ylabel()
+
+
+def test_family_config_refuses_a_bad_mode_or_class_count_when_made():
+    with pytest.raises(SettingError, match="mode must be one of compound, match-flops, official, got 'scaled'"):
+        FamilyConfig(reference_b0(), PAPER, mode="scaled")
+    with pytest.raises(SettingError, match="classes must be at least 2, got 1"):
+        FamilyConfig(reference_b0(), PAPER, classes=1)
+    config = FamilyConfig(reference_b0(), PAPER, classes=7, run_dir="runs/family")
+    assert config.base.num_classes == 7 and config.run_dir == Path("runs/family")
+
+
+def test_export_family_reports_the_sizing_then_each_spec_written(tmp_path):
+    events: list[Progress] = []
+    result = export_family(FamilyConfig(reference_b0(), PAPER, phis=(1.0, 2.0), run_dir=tmp_path / "family"),
+                           on_progress=events.append)
+    assert [(e.done, e.total, e.status) for e in events] == [
+        (0, None, "sizing the family"), (1, 2, "wrote b1.yaml"), (2, 2, "wrote b2.yaml")]
+    assert {"b1.yaml", "b2.yaml", "run.yaml"} <= {p.name for p in (tmp_path / "family").iterdir()}
+    assert [m.name for m in result.members] == ["b1", "b2"]

@@ -40,7 +40,32 @@ its module on first use.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what editors and type checkers see: each exported name from its module (_EXPORTS)
+    from effnet.nas.data.facts import ImageSize, data_facts
+    from effnet.nas.errors import InputError, SettingError
+    from effnet.nas.export import ExportResult, export_model
+    from effnet.nas.inference import ModelInfo, eval_transform, load_model
+    from effnet.nas.net.flops import FlopCount, count_flops
+    from effnet.nas.net.fold import fold_batch_norm
+    from effnet.nas.net.model import build_model
+    from effnet.nas.net.spec import NetworkSpec, StageSpec, dump_spec, load_spec, spec_from_dict, spec_to_dict
+    from effnet.nas.predict import PredictResult, predict
+    from effnet.nas.progress import Progress, ProgressCallback
+    from effnet.nas.proxies import ProxyConfig
+    from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check
+    from effnet.nas.study.chance import ChanceLevel
+    from effnet.nas.study.fit import DataFit
+    from effnet.nas.study.runner import StudyConfig
+    from effnet.nas.study.search import SearchConfig, SearchResult, search
+    from effnet.nas.training.trainer import TrainConfig, train_network
+    from effnet.nas.weights import load_weights, read_weights, save_state_dict, state_dict_for
+    from effnet.scaling.compound import Coefficients, compound_scale, scale
+    from effnet.scaling.export import FamilyConfig, FamilyResult, export_family
+    from effnet.scaling.grid import GridResult, grid_scale
+    from effnet.scaling.grid_space import GridConfig, GridDefinition
+    from effnet.scaling.presets import official_preset, reference_b0
 
 _EXPORTS = {
     # the network language

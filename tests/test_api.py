@@ -3,6 +3,8 @@ the process as it found it."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import re
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import torch
 import effnet
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+API_INIT = Path(__file__).resolve().parents[1] / "api" / "__init__.py"
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 
 
@@ -30,6 +33,26 @@ def test_every_exported_name_resolves_and_import_is_lazy():
     probe = "import sys, effnet; print('torch' in sys.modules, 'optuna' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.split() == ["False", "False"]
+
+
+def test_the_type_checking_imports_are_the_exports_name_for_name_and_module_for_module():
+    """Editors and type checkers read the `if TYPE_CHECKING:` imports; `__getattr__` reads `_EXPORTS`: one may
+    not name a thing, or a module, the other does not."""
+    tree = ast.parse(API_INIT.read_text())
+    exports = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                   and [target.id for target in node.targets if isinstance(target, ast.Name)] == ["_EXPORTS"])
+    exported = {key.value: value.value for key, value in zip(exports.keys, exports.values)}
+    guard = next(node for node in tree.body if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                 and node.test.id == "TYPE_CHECKING")
+    imported: dict[str, str] = {}
+    for node in guard.body:
+        assert isinstance(node, ast.ImportFrom), f"line {node.lineno}: only `from module import name` belongs here"
+        for alias in node.names:
+            assert alias.asname is None and alias.name not in imported, f"line {node.lineno}: {alias.name}"
+            imported[alias.name] = node.module
+    assert imported == exported
+    for name, module in exported.items():
+        assert getattr(importlib.import_module(module), name) is getattr(effnet, name)
 
 
 def test_dir_lists_the_public_api_only():

@@ -47,6 +47,13 @@ def _shown(value: float) -> str:
     return text if len(text) <= 24 else f"{text[:6]}... ({len(text.lstrip('-'))} digits)"
 
 
+def instance(setting: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """A value of type `kind`; `what` says what to give and how to make one: `a NetworkSpec (effnet.load_spec)`."""
+    if not isinstance(value, kind):
+        raise SettingError(setting, f"must be {what}, got {type(value).__name__}")
+    return value
+
+
 def choice(setting: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise SettingError(setting, f"must be one of {', '.join(choices)}, got {value!r}")

@@ -101,6 +101,7 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
     against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
     picks a training checkpoint's weights: best (those that scored best on validation), ema or raw. `out` must be a file effnet may replace
     (`effnet.nas.outputs.check_output_file`), checked first."""
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     checks.seed("seed", seed)

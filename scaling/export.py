@@ -9,6 +9,7 @@ from typing import Any
 
 from effnet.nas import checks
 from effnet.nas.data.facts import ImageSize
+from effnet.nas.errors import SettingError
 from effnet.nas.files import write_csv
 from effnet.nas.net.spec import NetworkSpec, dump_spec
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
@@ -92,7 +93,12 @@ class FamilyConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        checks.instance("base", self.base, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
+        checks.instance("coefficients", self.coefficients, Coefficients,
+                        "effnet.Coefficients(alpha, beta, gamma)")
         checks.choice("mode", self.mode, MODES)
+        if self.mode != "official" and not self.phis:
+            raise SettingError("phis", "must name at least one phi, like (1, 2, 3, 4, 5, 6, 7)")
         if self.classes is not None:
             checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
             object.__setattr__(self, "base", self.base.replace(num_classes=self.classes))

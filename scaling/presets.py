@@ -36,7 +36,7 @@ def reference_b0() -> NetworkSpec:
 
 
 def official_preset(name: str, base: NetworkSpec | None = None) -> NetworkSpec:
-    key = name.lower().removeprefix("efficientnet-")
+    key = name.lower().removeprefix("efficientnet-") if isinstance(name, str) else None
     if key not in OFFICIAL:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(OFFICIAL)}")
     c = OFFICIAL[key]

@@ -8,6 +8,7 @@ family member asks for more pixels than the images have.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from effnet.nas import checks
 from effnet.nas.data.builtin import (BUILTIN_SOURCES, DIGITS_CLASSES, SYNTHETIC_CLASSES, SYNTHETIC_PER_CLASS,
                                      SYNTHETIC_SIZE)
 from effnet.nas.data.folder import index_folder
@@ -105,6 +107,7 @@ def data_facts(source: str, seed: int = 0) -> DataFacts:
     """The source's class count and median image size (a folder's training images, headers only; synthetic's own
     32 px; none for digits, whose 8 px images are always upsampled). Neither torch nor any pixel is loaded, so a
     search refuses what it must refuse in a moment; a missing or malformed folder is an `InputError`."""
+    checks.instance("data", source, (str, os.PathLike), "digits, synthetic or the path of an image folder")
     if source in BUILTIN_SOURCES:
         if source == "digits":
             return DataFacts(source, DIGITS_CLASSES, None, builtin=True)

@@ -131,6 +131,7 @@ HOSTILE = ("spec-fifo", "space-dev-zero", "spec-over-the-byte-cap", "spec-billio
 measures every case the same way)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", HOSTILE)
 def test_a_hostile_input_is_refused_within_10_s_and_2_gb(case_id, tmp_path):
     case = next(c for c in CASES if c["id"] == case_id)

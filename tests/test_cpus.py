@@ -134,6 +134,7 @@ def test_slow_marks_seconds_per_flop_and_epoch_over_three_times_the_median():
     assert slow_trials({0: (1.0, 10**6, 1), 1: (1.0, 10**6, 1), 2: (9.0, 10**6, 0)}) == set()  # no epoch: unjudged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, expected", [({}, cpus.SPIN_COUNT), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None")])
 def test_the_entry_point_bounds_the_spin_before_any_command_loads_torch(preset, expected):
     probe = ("import os, sys\nfrom effnet.cli.app import main\nsys.argv = ['effnet', '--help']\n"

@@ -356,6 +356,7 @@ print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM"
 """
 
 
+@pytest.mark.slow
 def test_training_memory_does_not_grow_with_the_dataset(tmp_path):
     """One epoch at 96 px over 60 and over 900 images (about 120 x 90 px JPEGs), decoded in the training process
     itself: the peak memory grows by less than a fifth (measured 1.09: the C heap keeps what images of

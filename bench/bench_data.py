@@ -169,7 +169,8 @@ def memory_against_size(folder: Path, sizes: tuple[int, ...], work: Path) -> lis
             os.link(path, target) if not target.exists() else None
         out = subprocess.run([sys.executable, "-c", TRAIN, str(HERE.parent / "configs" / "efficientnet-b0.yaml"),
                               str(subset), str(work / f"run{size}")], capture_output=True, text=True, check=True)
-        rows.append((f"effnet train, one epoch at 96 px, {size:,} JPEGs: peak RSS MB", int(out.stdout.split()[-1]) / 1024))
+        rows.append((f"effnet train, one epoch at 96 px, {size:,} JPEGs: peak RSS MB",
+                     int(out.stdout.split()[-1]) / 1024))
     return rows
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -14,8 +14,8 @@ from effnet.nas.resources import reference_b0_path
 PRESETS = ("official",)
 
 
-def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[float], beta: Optional[float],
-                         gamma: Optional[float], official: bool) -> tuple[Any, str]:
+def resolve_coefficients(coefficients_path: Path | None, alpha: float | None, beta: float | None,
+                         gamma: float | None, official: bool) -> tuple[Any, str]:
     """The coefficients and where they came from; the official preset alone may fall back to the paper's."""
     from effnet.nas.errors import InputError
     from effnet.scaling.compound import Coefficients
@@ -98,18 +98,18 @@ def export_family(
     base_path: Path = typer.Option(reference_b0_path(), "--base",
                                    help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
                                    show_default=False),
-    coefficients_path: Optional[Path] = typer.Option(
+    coefficients_path: Path | None = typer.Option(
         None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
-    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values (default: 1,2,3,4,5,6,7)."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
+    beta: float | None = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
+    gamma: float | None = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
+    phi: str | None = typer.Option(None, "--phi", help="Comma list of positive φ values (default: 1,2,3,4,5,6,7)."),
     match_flops: bool = typer.Option(
         False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
-    preset: Optional[str] = typer.Option(
+    preset: str | None = typer.Option(
         None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
-    classes: Optional[str] = options.CLASSES,
-    data: Optional[str] = typer.Option(
+    classes: str | None = options.CLASSES,
+    data: str | None = typer.Option(
         None, "--data", help="The data the family is for (an image folder, digits or synthetic): members whose "
                              "resolution exceeds its median image short side are warned about (default: the data "
                              "the base's search recorded)."),
@@ -123,7 +123,8 @@ def export_family(
     """
     from effnet.nas.errors import InputError
     from effnet.nas.net.spec import load_spec
-    from effnet.scaling.export import FamilyConfig, export_family as run_export
+    from effnet.scaling.export import FamilyConfig
+    from effnet.scaling.export import export_family as run_export
     from effnet.scaling.family import DEFAULT_PHIS, MATCH_TOLERANCE, parse_phi_list
 
     set_run_dir(run_dir)

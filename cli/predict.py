@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import typer
 
@@ -35,7 +35,7 @@ def predict(
     model: Path = typer.Argument(..., metavar="CHECKPOINT_OR_MODEL",
                                  help="An effnet training checkpoint or its run directory (best.pt), or an ONNX or "
                                       "TorchScript file written by effnet export-model."),
-    images: List[str] = typer.Argument(..., metavar="IMAGES...",
+    images: list[str] = typer.Argument(..., metavar="IMAGES...",
                                        help="Image files, folders (searched recursively for image files) or glob "
                                             "patterns ('photos/**/*.jpg')."),
     top_k: int = typer.Option(5, "--top-k", help="Classes shown per image, most probable first (at most all)."),

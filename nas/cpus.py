@@ -18,9 +18,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 SAMPLE_S = 0.3
 """How long the CPUs are watched for other work before a run chooses its threads."""

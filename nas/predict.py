@@ -14,9 +14,10 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -203,8 +204,9 @@ def predict(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[st
     for done, (paths, batch) in _batches(files, eval_transform(info), skipped):
         probabilities = torch.softmax(predictor(batch).double(), dim=1)
         values, indices = probabilities.topk(k, dim=1)
-        predictions.extend(Prediction(path, tuple((info.classes[i], float(p)) for p, i in zip(row_p, row_i)))
-                           for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist()))
+        predictions.extend(
+            Prediction(path, tuple((info.classes[i], float(p)) for p, i in zip(row_p, row_i, strict=True)))
+            for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist(), strict=True))
         if on_progress is not None:
             on_progress(done, len(files))
     if not predictions:

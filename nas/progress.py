@@ -6,8 +6,8 @@ Search, grid-scale, proxy-check, training and the data and supernet stages befor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ travel with the coefficients (`Coefficients.caveats`) to the family."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def grid_caveats(record: Mapping[str, Any]) -> tuple[str, ...]:

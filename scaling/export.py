@@ -17,8 +17,14 @@ from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import write_run_record
 from effnet.nas.study.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
-from effnet.scaling.family import (DEFAULT_PHIS, FamilyMember, PresetFit, compound_family, match_flops_family,
-                                   official_family)
+from effnet.scaling.family import (
+    DEFAULT_PHIS,
+    FamilyMember,
+    PresetFit,
+    compound_family,
+    match_flops_family,
+    official_family,
+)
 
 MODES = ("compound", "match-flops", "official")
 CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "params_ratio", "flops", "flops_ratio",

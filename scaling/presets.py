@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from effnet.nas.errors import InputError
-from effnet.nas.resources import reference_b0_path
 from effnet.nas.net.spec import NetworkSpec, load_spec
+from effnet.nas.resources import reference_b0_path
 from effnet.scaling.compound import scale
 
 

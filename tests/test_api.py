@@ -42,7 +42,7 @@ def test_the_type_checking_imports_are_the_exports_name_for_name_and_module_for_
     tree = ast.parse(API_INIT.read_text())
     exports = next(node.value for node in tree.body if isinstance(node, ast.Assign)
                    and [target.id for target in node.targets if isinstance(target, ast.Name)] == ["_EXPORTS"])
-    exported = {key.value: value.value for key, value in zip(exports.keys, exports.values)}
+    exported = {key.value: value.value for key, value in zip(exports.keys, exports.values, strict=True)}
     guard = next(node for node in tree.body if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
                  and node.test.id == "TYPE_CHECKING")
     imported: dict[str, str] = {}

@@ -15,8 +15,15 @@ import yaml
 
 import effnet
 from effnet.nas import cpus
-from effnet.nas.cpus import (CpuState, cgroup_quota, choose_threads, configure_openmp, cpu_times, openmp_env,
-                             usable_cores)
+from effnet.nas.cpus import (
+    CpuState,
+    cgroup_quota,
+    choose_threads,
+    configure_openmp,
+    cpu_times,
+    openmp_env,
+    usable_cores,
+)
 from effnet.nas.study.report import slow_trials
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")

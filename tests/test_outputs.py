@@ -22,6 +22,7 @@ from effnet.nas.data.cache import cached_images
 from effnet.nas.data.folder import index_folder
 from effnet.nas.errors import InputError
 from effnet.nas.outputs import LOCK_NAME, MANIFEST_NAME, claim_run_dir, release_run_dir
+
 from images import jpeg_folder
 from postgres import TINY_SEARCH
 

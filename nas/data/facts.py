@@ -17,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from effnet.nas import checks
-from effnet.nas.data.builtin import (BUILTIN_SOURCES, DIGITS_CLASSES, SYNTHETIC_CLASSES, SYNTHETIC_PER_CLASS,
-                                     SYNTHETIC_SIZE)
+from effnet.nas.data.builtin import (
+    BUILTIN_SOURCES,
+    DIGITS_CLASSES,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_PER_CLASS,
+    SYNTHETIC_SIZE,
+)
 from effnet.nas.data.folder import index_folder
 from effnet.nas.data.images import BadImage, ImageSet, open_image
 
@@ -48,7 +53,7 @@ class ImageSize:
         return {"width": self.width, "height": self.height, "short_side": self.short_side, "sampled": self.sampled}
 
     @classmethod
-    def from_record(cls, record: Any) -> "ImageSize | None":
+    def from_record(cls, record: Any) -> ImageSize | None:
         """The size a spec's provenance recorded, or None where it holds none (or not in this form)."""
         if not isinstance(record, dict):
             return None
@@ -90,7 +95,7 @@ def median_image_size(images: ImageSet, seed: int, sample: int = SIZE_SAMPLE) ->
     if not widths:
         return None
     return ImageSize(width=int(statistics.median_low(widths)), height=int(statistics.median_low(heights)),
-                     short_side=int(statistics.median_low(min(w, h) for w, h in zip(widths, heights))),
+                     short_side=int(statistics.median_low(min(w, h) for w, h in zip(widths, heights, strict=True))),
                      sampled=len(widths))
 
 

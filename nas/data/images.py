@@ -86,7 +86,7 @@ class ImageSet:
     def file(self, index: int) -> Path:
         return self.root / os.fsdecode(self.paths[index])
 
-    def subset(self, indices: np.ndarray) -> "ImageSet":
+    def subset(self, indices: np.ndarray) -> ImageSet:
         """The images at `indices` (files only: an array set is subset by building a cache of it)."""
         if self.images is not None:
             array = self.images.get()

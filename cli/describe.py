@@ -130,7 +130,7 @@ def describe(
 
     if (spec_path is None) == (preset is None):
         raise InputError("give either a spec file (effnet describe SPEC.yaml) or --preset b0..b7, not both or neither")
-    spec = official_preset(preset) if preset else load_spec(spec_path)
+    spec = load_spec(spec_path) if spec_path is not None else official_preset(str(preset))
     data = describe_data(spec, fvcore)
     if as_json:
         emit_json(data)

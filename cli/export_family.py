@@ -27,7 +27,7 @@ def resolve_coefficients(coefficients_path: Path | None, alpha: float | None, be
         raise InputError(f"give --coefficients FILE or --alpha/--beta/--gamma, not both (got {given[0]} too)")
     if coefficients_path is not None:
         return load_coefficients(coefficients_path), str(coefficients_path)
-    if len(given) == 3:
+    if alpha is not None and beta is not None and gamma is not None:
         return Coefficients(alpha, beta, gamma), "command line"
     if given:
         missing = [name for name in flags if name not in given]
@@ -150,7 +150,7 @@ def export_family(
     with progress_console.status("sizing the family", spinner="dots") as status:
         result = run_export(config, on_progress=lambda progress: status.update(progress.status))
 
-    data: dict[str, Any] = {
+    summary: dict[str, Any] = {
         "run_dir": str(run_dir), "mode": mode,
         "base": {"path": str(base_path), "name": base.name, "num_classes": result.base.num_classes},
         "median_image_size": result.image_size.record() if result.image_size else None,
@@ -160,14 +160,14 @@ def export_family(
                                             "run": str(result.files["run"])},
     }
     if match_flops:
-        data["tolerance"] = MATCH_TOLERANCE
+        summary["tolerance"] = MATCH_TOLERANCE
     if result.fits:
-        data["official_fit"] = [f.row() for f in result.fits]
-        data["files"]["fit_csv"] = str(result.files["fit_csv"])
+        summary["official_fit"] = [f.row() for f in result.fits]
+        summary["files"]["fit_csv"] = str(result.files["fit_csv"])
     for warning in result.warnings:
         progress_console.print(f"[yellow]warning:[/] {literal(warning)}")
     if as_json:
-        emit_json(data)
+        emit_json(summary)
         return
     title = f"{literal(base.name)} family ({mode})"
     console.print(family_table(result.members, coefficients, title))

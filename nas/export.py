@@ -146,7 +146,7 @@ def as_trained(spec: NetworkSpec, source: WeightsFile | None) -> NetworkSpec:
     """The spec at a training checkpoint's resolution and classes; refuses a checkpoint of another network,
     naming the first field where the two specs differ."""
     trained = source.trained_spec if source is not None else None
-    if trained is None:
+    if source is None or trained is None:
         return spec
     spec = spec.replace(**{name: getattr(trained, name) for name in TRAINED_FIELDS})
     mine, theirs = (spec_to_dict(s.replace(name="", provenance={})) for s in (spec, trained))
@@ -186,6 +186,7 @@ def _onnx(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tupl
         program = torch.onnx.export(folded, (example,), input_names=["images"], output_names=["logits"],
                                     opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes={"x": {0: batch}},
                                     verbose=False)
+    assert program is not None, "torch.onnx.export(dynamo=True) returns the ONNX program"
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
     data = proto.SerializeToString()

@@ -33,7 +33,7 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write a file so a crash never leaves it half-written: a temporary file, fsync, rename.
 
     `write` fills the open binary temporary file; the target appears only once it is complete. The

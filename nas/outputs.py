@@ -222,12 +222,12 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> 
             raise _taken_by(folder, owner, command)
         return foreign
     present = sorted(name for name in os.listdir(folder) if name not in OWN_NAMES | own)
-    foreign = frozenset()
+    foreign = frozenset[str]()
     if present:
-        owner = _recorded_command(folder / RUN_RECORD_NAME)
-        if owner is not None and owner != command:
-            raise _taken_by(folder, owner, command)
-        if owner is None:
+        recorded = _recorded_command(folder / RUN_RECORD_NAME)
+        if recorded is not None and recorded != command:
+            raise _taken_by(folder, recorded, command)
+        if recorded is None:
             if not force:
                 shown = ", ".join(present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
                 raise InputError(f"run directory {folder} holds files effnet did not write ({shown}); choose a new "

@@ -150,7 +150,8 @@ class FamilyMember:
 
     @property
     def within_tolerance(self) -> bool | None:
-        return None if self.match is None else abs(self.deviation) <= MATCH_TOLERANCE
+        deviation = self.deviation
+        return None if deviation is None else abs(deviation) <= MATCH_TOLERANCE
 
     def row(self) -> dict[str, Any]:
         """The member as plain data: one CSV row, one JSON entry."""

@@ -58,9 +58,8 @@ class ImageSize:
         if not isinstance(record, dict):
             return None
         values = [record.get(key) for key in ("width", "height", "short_side", "sampled")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            return None
-        return cls(*values)
+        counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+        return cls(*counts) if len(counts) == len(values) else None
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,9 @@ class EvalView:
     def from_dict(cls, data: Any, where: str) -> EvalView:
         """The view a file recorded (`as_dict`); anything else is an `InputError` naming `where`."""
         try:
-            view = cls(int(data["resize"]), int(data["crop"]), str(data["interpolation"]),
-                       tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+            mean: Any = tuple(float(v) for v in data["mean"])  # three values each, checked below
+            std: Any = tuple(float(v) for v in data["std"])
+            view = cls(int(data["resize"]), int(data["crop"]), str(data["interpolation"]), mean, std)
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{where}: the recorded transform is not resize, crop, interpolation, mean and std; "
                              "export the model again with this effnet") from None

@@ -10,7 +10,7 @@ The Python API, the same pipeline as the command line::
 
     found = effnet.search(effnet.SearchConfig(target_flops=400_000_000))     # writes runs/search/
     grid = effnet.grid_scale(effnet.GridConfig(base=found.best_spec, grid=effnet.GridDefinition.from_ranges()))
-    family = effnet.export_family(found.best_spec, grid.coefficients, run_dir="runs/family")
+    family = effnet.export_family(effnet.FamilyConfig(found.best_spec, grid.coefficients, run_dir="runs/family"))
 
 Stages:
 
@@ -18,10 +18,10 @@ Stages:
   near a FLOPs target, by the reward ACC(m) * (FLOPS(m) / T) ** -0.07 with a measured accuracy proxy.
 - `grid_scale(GridConfig) -> GridResult`: a grid over the compound coefficients at phi = 1 (or k) under
   alpha * beta^2 * gamma^2 ~ 2, each distinct network scored once (or K times) and shared by its twins.
-- `export_family(base, coefficients) -> FamilyResult`: the members B1-B7 with the reference rounding.
+- `export_family(FamilyConfig) -> FamilyResult`: the members B1-B7 with the reference rounding.
 - Fitted to the data: `SearchConfig.classes` / `.resolution` (None: the data's class count, a resolution
   derived from the space and the data's median image size: `data_facts(source)`), `GridConfig.classes` and
-  `export_family(..., classes=, image_size=)`; `SearchResult.fit`, `.chance` (the proxy's `ChanceLevel`) and
+  `FamilyConfig.classes` / `.image_size`; `SearchResult.fit`, `.chance` (the proxy's `ChanceLevel`) and
   `.warnings` say what was chosen and when the best accuracy is near chance.
 - `proxy_check(ProxyCheckConfig)`, `train_network(TrainConfig)`: how well a proxy ranks; full training
   (`TrainConfig.init`: from an effnet checkpoint or a timm / torchvision state dict).
@@ -40,7 +40,35 @@ its module on first use.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what editors and type checkers see: each exported name from its module (_EXPORTS)
+    from effnet.nas.data.facts import ImageSize, data_facts
+    from effnet.nas.errors import InputError, SettingError
+    from effnet.nas.export import ExportResult, export_model
+    from effnet.nas.inference import ModelInfo, eval_transform, load_model
+    from effnet.nas.net.flops import FlopCount, count_flops
+    from effnet.nas.net.fold import fold_batch_norm
+    from effnet.nas.net.model import build_model
+    from effnet.nas.net.spec import NetworkSpec, StageSpec, dump_spec, load_spec, spec_from_dict, spec_to_dict
+    from effnet.nas.predict import PredictResult, predict
+    from effnet.nas.progress import Progress, ProgressCallback
+    from effnet.nas.proxies import ProxyConfig
+    from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check
+    from effnet.nas.study.chance import ChanceLevel
+    from effnet.nas.study.fit import DataFit
+    from effnet.nas.study.search import search
+    from effnet.nas.study.search_config import SearchConfig
+    from effnet.nas.study.search_result import SearchResult
+    from effnet.nas.study.study_config import StudyConfig
+    from effnet.nas.training.job import TrainConfig, TrainResult
+    from effnet.nas.training.trainer import train_network
+    from effnet.nas.training.weights import load_weights, read_weights, save_state_dict, state_dict_for
+    from effnet.scaling.compound import Coefficients, compound_scale, scale
+    from effnet.scaling.export import FamilyConfig, FamilyResult, export_family
+    from effnet.scaling.grid import GridResult, grid_scale
+    from effnet.scaling.grid_space import GridConfig, GridDefinition
+    from effnet.scaling.presets import official_preset, reference_b0
 
 _EXPORTS = {
     # the network language
@@ -72,6 +100,7 @@ _EXPORTS = {
     "GridDefinition": "effnet.scaling.grid_space",
     "GridResult": "effnet.scaling.grid",
     "grid_scale": "effnet.scaling.grid",
+    "FamilyConfig": "effnet.scaling.export",
     "FamilyResult": "effnet.scaling.export",
     "export_family": "effnet.scaling.export",
     "DataFit": "effnet.nas.study.fit",

@@ -134,7 +134,7 @@ def table(rows: list[list[str]], header: list[str], markdown: bool) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows])
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows])
 
 
 def bench(args: argparse.Namespace, isolation: str) -> None:
@@ -190,7 +190,8 @@ def bench(args: argparse.Namespace, isolation: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one epoch of 256 images, 2 repetitions, no `before` (about 3 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one epoch of 256 images, 2 repetitions, no `before` (about 3 min)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, --quick 2)")
     parser.add_argument("--cap", type=float, default=None, help="seconds before `before` is stopped")
     parser.add_argument("--no-isolate", action="store_true", help="run in this session at its priority")

@@ -16,13 +16,15 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from effnet.nas.cpus import cpu_ids
 from effnet.nas.net.flops import analytic_cost, fvcore_count
 from effnet.nas.net.model import build_model, count_parameters
 from effnet.scaling.presets import OFFICIAL, official_preset
@@ -127,7 +129,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(stderr=False, width=160)
-    console.print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    console.print(f"{platform.processor() or platform.machine()}, {len(cpu_ids())} CPUs, torch {torch.__version__}, "
                   f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.2f} at start")
     rows = []
     for name in OFFICIAL:

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from effnet.nas.cpus import cpu_ids
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -168,7 +170,8 @@ def memory_against_size(folder: Path, sizes: tuple[int, ...], work: Path) -> lis
             os.link(path, target) if not target.exists() else None
         out = subprocess.run([sys.executable, "-c", TRAIN, str(HERE.parent / "configs" / "efficientnet-b0.yaml"),
                               str(subset), str(work / f"run{size}")], capture_output=True, text=True, check=True)
-        rows.append((f"effnet train, one epoch at 96 px, {size:,} JPEGs: peak RSS MB", int(out.stdout.split()[-1]) / 1024))
+        rows.append((f"effnet train, one epoch at 96 px, {size:,} JPEGs: peak RSS MB",
+                     int(out.stdout.split()[-1]) / 1024))
     return rows
 
 
@@ -222,7 +225,7 @@ def main() -> None:
         started = time.perf_counter()
         folder = make_folder(work / "jpegs", args.images)
         print(f"# {args.images:,} JPEGs of 320 x 240 written in {time.perf_counter() - started:.0f} s; "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, load "
+              f"{len(cpu_ids())} CPUs, torch {torch.__version__}, {args.threads} threads, load "
               f"{os.getloadavg()[0]:.2f}", flush=True)
         sections = [
             ("decode + transform, one process (images/s)", decode_rates(folder, args.decode, work / "cache")),

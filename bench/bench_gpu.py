@@ -42,8 +42,8 @@ def measure(variant: str, args: argparse.Namespace, device) -> dict:
     from torch import nn
 
     from effnet.nas.net.model import build_model
-    from effnet.nas.resources import reference_b0_path
     from effnet.nas.net.spec import load_spec
+    from effnet.nas.resources import reference_b0_path
 
     channels_last = "channels_last" in variant
     layout = torch.channels_last if channels_last else torch.contiguous_format

@@ -43,11 +43,19 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_data import make_folder
-    from effnet.nas.data.folder import index_folder
-    from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
-                                        collate_encoded, make_loader)
-    from effnet.nas.data.sources import proxy_data
     from bench_gpu import cuda_device
+
+    from effnet.nas.data.folder import index_folder
+    from effnet.nas.data.loader import (
+        DeviceDecoder,
+        EncodedImages,
+        EpochSampler,
+        Normalize,
+        TransformedImages,
+        collate_encoded,
+        make_loader,
+    )
+    from effnet.nas.data.sources import proxy_data
     from effnet.nas.data.transforms import train_transform
     from effnet.nas.net.model import build_model
     from effnet.nas.training.runtime import autocast_for, place_model
@@ -122,8 +130,8 @@ def main() -> None:
         rows[f"proxy 128 px light, streamed from the files ({args.workers} workers)"] = timed(
             normalised(TransformedImages(images, train_transform(128, "light", "files"))), step)
         started = time.perf_counter()
-        data = proxy_data(str(folder), 128, seed=0, val_images=max(10, args.images // 10), cache_dir=Path(tmp) / "cache",
-                          loader_workers=args.workers)
+        data = proxy_data(str(folder), 128, seed=0, val_images=max(10, args.images // 10),
+                          cache_dir=Path(tmp) / "cache", loader_workers=args.workers)
         built = time.perf_counter() - started
         rows[f"proxy 128 px light, from the decoded cache ({args.workers} workers)"] = timed(
             normalised(TransformedImages(data.train, train_transform(128, "light", "prepared"))), step)

@@ -25,7 +25,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 GOAL = 1.25
 """Folded inference over timm's B0 at its best CPU layout, 224 px, batch 32."""
@@ -89,7 +90,8 @@ def _torch_step(model: Any, x: Any, device: Any, precision: str) -> Callable[[],
     import torch
 
     def step() -> Any:
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                    else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
             out = model(x)
         if device.type == "cuda":
@@ -115,7 +117,7 @@ def _onnx_step(model: Any, images: Any, threads: int) -> Callable[[], Any]:
 
 
 def measure(steps: dict[str, Callable[[], Any]], args: argparse.Namespace) -> dict[str, list[float]]:
-    for label, step in steps.items():
+    for step in steps.values():
         for _ in range(args.warmup):
             step()
     times: dict[str, list[float]] = {label: [] for label in steps}

@@ -23,8 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 GOAL = 1.2
 """Ours, as effnet runs it, over the reference's default configuration; and ours CL over timm CL in training."""
@@ -144,8 +145,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     from effnet.nas.net.flops import analytic_flops
     from effnet.nas.net.model import build_model, count_parameters
-    from effnet.nas.resources import reference_b0_path
     from effnet.nas.net.spec import load_spec
+    from effnet.nas.resources import reference_b0_path
 
     spec = load_spec(reference_b0_path())
     builders = {"ours": lambda: build_model(spec),

@@ -77,7 +77,7 @@ def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> Non
         table = [header, *rows]
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for row in table:
-            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def main() -> None:
@@ -97,13 +97,14 @@ def main() -> None:
     settings = ProxyConfig(epochs=args.epochs, lr=args.lr)
     data = load_data("digits", settings.resolution)
     train = make_proxy(settings, data)
-    zero_cost = [(name, make_proxy(dataclasses.replace(settings, name=name), data)) for name in ("zero-cost", "synflow")]
+    zero_cost = [(name, make_proxy(dataclasses.replace(settings, name=name), data))
+                 for name in ("zero-cost", "synflow")]
     rows = []
     for label, spec in candidates():
         params = analytic_cost(proxy_network(spec, data)).params
         accuracies: list[float] = []
         started = time.perf_counter()
-        train.score(spec, lambda _epoch, accuracy: accuracies.append(accuracy))
+        train.score(spec, lambda _epoch, accuracy, into=accuracies: into.append(accuracy))
         seconds = time.perf_counter() - started
         scores = []
         for _name, proxy in zero_cost:

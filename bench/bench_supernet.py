@@ -86,8 +86,8 @@ def main() -> None:
     console.print(table)
     if "train" in check["correlations"]:
         row = check["correlations"]["train"]
-        console.print(f"train proxy ({check['epochs']} epochs): τ {row['kendall_tau']:+.3f}, ρ {row['spearman_rho']:+.3f}, "
-                      f"{row['seconds_per_candidate']:.2f} s per candidate")
+        console.print(f"train proxy ({check['epochs']} epochs): τ {row['kendall_tau']:+.3f}, "
+                      f"ρ {row['spearman_rho']:+.3f}, {row['seconds_per_candidate']:.2f} s per candidate")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -95,7 +96,7 @@ def interrupted_exit(code: int) -> int:
     return 128 + (stop_signal() or code - 128)
 
 
-def fail(message: str) -> "typer.Exit":
+def fail(message: str) -> typer.Exit:
     """Print one line naming the problem and the fix; the caller raises the returned Exit(2)."""
     print(f"error: {shown(' '.join(str(message).split()))}", file=sys.stderr, flush=True)
     return typer.Exit(2)
@@ -181,8 +182,14 @@ class ProgressBar:
         self.state: dict[str, Any] = {"done": None, "total": None, "status": "", "stage": ""}
         self.printed: tuple[Any, ...] | None = None
         if enabled and not self.plain:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(
                 TextColumn(f"[bold]{literal(label)}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
@@ -251,7 +258,7 @@ class ProgressBar:
             status = progress.status
         self.update(progress.done, progress.total, status, line=line, preparing=progress.preparing)
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc: Any) -> None:

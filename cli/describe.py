@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -17,7 +17,7 @@ def stage_rows(spec: Any, report: Any) -> list[dict[str, Any]]:
 
     plan = plan_network(spec)
     rows = []
-    for i, (stage, cost) in enumerate(zip(spec.stages, report.stages)):
+    for i, (stage, cost) in enumerate(zip(spec.stages, report.stages, strict=True)):
         blocks = [b for b in plan.blocks if b.stage == i]
         rows.append({
             "stage": i + 1, "block": stage.block, "repeats": stage.repeats, "kernel": stage.kernel,
@@ -116,8 +116,8 @@ def print_description(data: dict[str, Any]) -> None:
 
 @clean_input_errors()
 def describe(
-    spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.yaml", help="A network spec file."),
-    preset: Optional[str] = typer.Option(
+    spec_path: Path | None = typer.Argument(None, metavar="SPEC.yaml", help="A network spec file."),
+    preset: str | None = typer.Option(
         None, "--preset", help=f"Describe an official EfficientNet instead: {', '.join(PRESETS)}.",
         autocompletion=lambda: list(PRESETS)),
     fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore and show both counts."),
@@ -130,7 +130,7 @@ def describe(
 
     if (spec_path is None) == (preset is None):
         raise InputError("give either a spec file (effnet describe SPEC.yaml) or --preset b0..b7, not both or neither")
-    spec = official_preset(preset) if preset else load_spec(spec_path)
+    spec = load_spec(spec_path) if spec_path is not None else official_preset(str(preset))
     data = describe_data(spec, fvcore)
     if as_json:
         emit_json(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -14,8 +14,8 @@ from effnet.nas.resources import reference_b0_path
 PRESETS = ("official",)
 
 
-def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[float], beta: Optional[float],
-                         gamma: Optional[float], official: bool) -> tuple[Any, str]:
+def resolve_coefficients(coefficients_path: Path | None, alpha: float | None, beta: float | None,
+                         gamma: float | None, official: bool) -> tuple[Any, str]:
     """The coefficients and where they came from; the official preset alone may fall back to the paper's."""
     from effnet.nas.errors import InputError
     from effnet.scaling.compound import Coefficients
@@ -27,7 +27,7 @@ def resolve_coefficients(coefficients_path: Optional[Path], alpha: Optional[floa
         raise InputError(f"give --coefficients FILE or --alpha/--beta/--gamma, not both (got {given[0]} too)")
     if coefficients_path is not None:
         return load_coefficients(coefficients_path), str(coefficients_path)
-    if len(given) == 3:
+    if alpha is not None and beta is not None and gamma is not None:
         return Coefficients(alpha, beta, gamma), "command line"
     if given:
         missing = [name for name in flags if name not in given]
@@ -98,18 +98,18 @@ def export_family(
     base_path: Path = typer.Option(reference_b0_path(), "--base",
                                    help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
                                    show_default=False),
-    coefficients_path: Optional[Path] = typer.Option(
+    coefficients_path: Path | None = typer.Option(
         None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
-    phi: Optional[str] = typer.Option(None, "--phi", help="Comma list of positive φ values (default: 1,2,3,4,5,6,7)."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
+    beta: float | None = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
+    gamma: float | None = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
+    phi: str | None = typer.Option(None, "--phi", help="Comma list of positive φ values (default: 1,2,3,4,5,6,7)."),
     match_flops: bool = typer.Option(
         False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
-    preset: Optional[str] = typer.Option(
+    preset: str | None = typer.Option(
         None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
-    classes: Optional[str] = options.CLASSES,
-    data: Optional[str] = typer.Option(
+    classes: str | None = options.CLASSES,
+    data: str | None = typer.Option(
         None, "--data", help="The data the family is for (an image folder, digits or synthetic): members whose "
                              "resolution exceeds its median image short side are warned about (default: the data "
                              "the base's search recorded)."),
@@ -123,6 +123,7 @@ def export_family(
     """
     from effnet.nas.errors import InputError
     from effnet.nas.net.spec import load_spec
+    from effnet.scaling.export import FamilyConfig
     from effnet.scaling.export import export_family as run_export
     from effnet.scaling.family import DEFAULT_PHIS, MATCH_TOLERANCE, parse_phi_list
 
@@ -144,12 +145,12 @@ def export_family(
     arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
                  "alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi, "match_flops": match_flops,
                  "preset": preset, "run_dir": str(run_dir), "coefficients_source": source, "data": data}
-    with progress_console.status("sizing the family", spinner="dots"):
-        result = run_export(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
-                            classes=options.whole_number(classes, "--classes"), image_size=image_size,
-                            force=force)
+    config = FamilyConfig(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
+                          classes=options.whole_number(classes, "--classes"), image_size=image_size, force=force)
+    with progress_console.status("sizing the family", spinner="dots") as status:
+        result = run_export(config, on_progress=lambda progress: status.update(progress.status))
 
-    data: dict[str, Any] = {
+    summary: dict[str, Any] = {
         "run_dir": str(run_dir), "mode": mode,
         "base": {"path": str(base_path), "name": base.name, "num_classes": result.base.num_classes},
         "median_image_size": result.image_size.record() if result.image_size else None,
@@ -159,14 +160,14 @@ def export_family(
                                             "run": str(result.files["run"])},
     }
     if match_flops:
-        data["tolerance"] = MATCH_TOLERANCE
+        summary["tolerance"] = MATCH_TOLERANCE
     if result.fits:
-        data["official_fit"] = [f.row() for f in result.fits]
-        data["files"]["fit_csv"] = str(result.files["fit_csv"])
+        summary["official_fit"] = [f.row() for f in result.fits]
+        summary["files"]["fit_csv"] = str(result.files["fit_csv"])
     for warning in result.warnings:
         progress_console.print(f"[yellow]warning:[/] {literal(warning)}")
     if as_json:
-        emit_json(data)
+        emit_json(summary)
         return
     title = f"{literal(base.name)} family ({mode})"
     console.print(family_table(result.members, coefficients, title))

@@ -4,33 +4,33 @@ torchvision state dict, run once against the torch model before it is written.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console
-
-FORMATS = ("onnx", "torchscript", "timm", "torchvision")
-WEIGHTS = ("best", "ema", "raw")
+from effnet.nas.choices import EXPORT_FORMATS, WEIGHTS
 
 
 @clean_input_errors({"format": "--format", "which": "--weights"})
 def export_model(
-    spec_path: Path = typer.Argument(..., metavar="SPEC.yaml", help="The network spec (a family member, a trained spec)."),
-    checkpoint: Optional[Path] = typer.Option(
+    spec_path: Path = typer.Argument(..., metavar="SPEC.yaml",
+                                     help="The network spec (a family member, a trained spec)."),
+    checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="Weights: an effnet training checkpoint (its resolution and classes; a training "
                                    "run directory means its best.pt) or a state dict of effnet, timm or torchvision. "
                                    "Default: the seeded initialisation."),
     weights: str = typer.Option("best", "--weights", help="A training checkpoint's weights: best (those that scored "
                                                           "best on validation, as the checkpoint records), ema or raw.",
                                 autocompletion=lambda: list(WEIGHTS)),
-    format: str = typer.Option("onnx", "--format", help=f"{' | '.join(FORMATS)}: ONNX and TorchScript with BatchNorm "
-                                                         "folded and a dynamic batch axis; timm and torchvision "
-                                                         "state dicts for their load_state_dict(strict=True).",
-                               autocompletion=lambda: list(FORMATS)),
+    format: str = typer.Option("onnx", "--format", help=f"{' | '.join(EXPORT_FORMATS)}: ONNX and TorchScript with "
+                                                         "BatchNorm folded and a dynamic batch axis; timm and "
+                                                         "torchvision state dicts for their "
+                                                         "load_state_dict(strict=True).",
+                               autocompletion=lambda: list(EXPORT_FORMATS)),
     out: Path = typer.Option(..., "--out", help="The file to write: a new file or one effnet may replace (not a link, "
                                                 "a directory, a device, a read-only file or an input)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation (without --checkpoint) and of the check's images."),
+    seed: int = typer.Option(0, "--seed",
+                             help="Seed of the initialisation (without --checkpoint) and of the check's images."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
     """Export a network for deployment, then run the exported file (onnxruntime, torch.jit, or read back) on batches
@@ -39,7 +39,8 @@ def export_model(
     ONNX and TorchScript files carry a training checkpoint's class names, input transform, resolution, spec name and
     weights as metadata (effnet.classes, effnet.transform, ...), which effnet predict reads.
     """
-    from effnet.nas.export import RELATIVE_TOLERANCE, export_model as export
+    from effnet.nas.export import RELATIVE_TOLERANCE
+    from effnet.nas.export import export_model as export
     from effnet.nas.net.spec import load_spec
     from effnet.nas.outputs import check_output_file
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
-                               print_notes, set_run_dir, warn_skipped)
 from effnet.cli import options
+from effnet.cli.common import (
+    ProgressBar,
+    clean_input_errors,
+    console,
+    emit_json,
+    exit_for_signal,
+    literal,
+    print_notes,
+    set_run_dir,
+    warn_skipped,
+)
 from effnet.nas.resources import reference_b0_path
 
 TABLE_ROWS = 15
@@ -80,7 +89,8 @@ def print_best(data: dict[str, Any]) -> None:
                   + f" -> {literal(data['coefficients'])}")
     twins = b["twins"]
     if len(twins["points"]) > 1:
-        spans = ", ".join(f"{symbol} {low:g}–{high:g}" for symbol, name in (("α", "alpha"), ("β", "beta"), ("γ", "gamma"))
+        axes = (("α", "alpha"), ("β", "beta"), ("γ", "gamma"))
+        spans = ", ".join(f"{symbol} {low:g}–{high:g}" for symbol, name in axes
                           for low, high in [twins[name]] if low != high)
         console.print(f"[yellow]twins:[/] {len(twins['points'])} points build this same network ({spans}); the grid "
                       f"cannot tell them apart at φ = {data['phi']}, so the smallest α·β²·γ² among them was chosen "
@@ -125,32 +135,32 @@ def grid_scale(
     flops_ratio: bool = typer.Option(False, "--flops-ratio",
                                      help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
                                           "over the base (its k-th root) instead of the formula α·β²·γ²."),
-    classes: Optional[str] = options.CLASSES,
+    classes: str | None = options.CLASSES,
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training), zero-cost or synflow."),
     data: str = options.DATA,
-    proxy_epochs: Optional[int] = options.PROXY_EPOCHS,
-    epochs: Optional[int] = options.OLD_EPOCHS,
+    proxy_epochs: int | None = options.PROXY_EPOCHS,
+    epochs: int | None = options.OLD_EPOCHS,
     proxy_resolution: int = typer.Option(32, "--proxy-resolution",
                                          help="Proxy image size at γ = 1; a point trains at round(size·γ)."),
     batch_size: int = options.BATCH_SIZE,
-    proxy_train_images: Optional[int] = options.PROXY_TRAIN_IMAGES,
-    proxy_val_images: Optional[int] = options.PROXY_VAL_IMAGES,
+    proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
+    proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
-    loader_workers: Optional[int] = options.LOADER_WORKERS,
-    cache_dir: Optional[Path] = options.CACHE_DIR,
-    max_points: Optional[int] = typer.Option(None, "--max-points",
+    loader_workers: int | None = options.LOADER_WORKERS,
+    cache_dir: Path | None = options.CACHE_DIR,
+    max_points: int | None = typer.Option(None, "--max-points",
                                              help="Start at most this many more evaluations (distinct networks × "
                                                   "repeats) in this run (a rerun resumes; several workers may "
                                                   "overshoot by one each)."),
     timeout: str = typer.Option("none", "--timeout", help="Stop starting points after: 480, 8m, 2h or none."),
     workers: int = options.WORKERS,
-    storage: Optional[str] = options.STORAGE,
+    storage: str | None = options.STORAGE,
     study_name: str = typer.Option("grid", "--study", help="Study name inside the storage."),
-    run_dir: Optional[Path] = options.STUDY_RUN_DIR,
+    run_dir: Path | None = options.STUDY_RUN_DIR,
     force: bool = options.FORCE,
     seed: int = typer.Option(0, "--seed", help="The study's seed (proxy trainings, data split)."),
     device: str = options.STUDY_DEVICE,
-    threads: Optional[int] = options.THREADS,
+    threads: int | None = options.THREADS,
     as_json: bool = options.JSON,
 ) -> None:
     """Grid-search α, β, γ at φ = 1 (or --phi k) under α·β²·γ² ≈ 2; writes coefficients.yaml for export-family.

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import typer
 
+from effnet.nas.choices import DEVICES
+
 T = TypeVar("T")
 
 
@@ -54,7 +56,8 @@ PROXY_EPOCHS = typer.Option(None, "--proxy-epochs", help="Epochs the train proxy
 OLD_EPOCHS = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs.")
 BATCH_SIZE = typer.Option(64, "--batch-size", help="Proxy training batch.")
 PROXY_TRAIN_IMAGES = typer.Option(None, "--proxy-train-images",
-                                  help="Images the proxy trains on, per class from what is not held out (default: all).")
+                                  help="Images the proxy trains on, per class from what is not held out "
+                                       "(default: all).")
 PROXY_VAL_IMAGES = typer.Option(None, "--proxy-val-images",
                                 help="Training images held out to score candidates on (default: a fifth, at most "
                                      "50,000).")
@@ -77,7 +80,8 @@ STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql:/
 STUDY_RUN_DIR = typer.Option(None, "--run-dir", help="Run directory (default runs/<study>).")
 WORKERS = typer.Option(1, "--workers", "-w", help="Worker processes on the study (on CUDA, one per visible GPU "
                                                   "in turn).")
-STUDY_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda (bf16 autocast and channels_last on CUDA).")
+STUDY_DEVICE = typer.Option("auto", "--device",
+                            help=f"{' | '.join(DEVICES)} (bf16 autocast and channels_last on CUDA).")
 THREADS = typer.Option(None, "--threads", help="CPU threads per worker (default: the cores free of other work "
                                                 "at start ÷ workers; recorded in run.yaml).")
 JSON = typer.Option(False, "--json", help="Print one JSON summary object instead of tables.")

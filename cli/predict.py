@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import typer
 
 from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, progress_console
+from effnet.nas.choices import WEIGHTS
 
-WEIGHTS = ("best", "ema", "raw")
 SKIPPED_SHOWN = 5
 """Files that did not decode, named on the terminal (--json lists them all)."""
 
@@ -35,7 +35,7 @@ def predict(
     model: Path = typer.Argument(..., metavar="CHECKPOINT_OR_MODEL",
                                  help="An effnet training checkpoint or its run directory (best.pt), or an ONNX or "
                                       "TorchScript file written by effnet export-model."),
-    images: List[str] = typer.Argument(..., metavar="IMAGES...",
+    images: list[str] = typer.Argument(..., metavar="IMAGES...",
                                        help="Image files, folders (searched recursively for image files) or glob "
                                             "patterns ('photos/**/*.jpg')."),
     top_k: int = typer.Option(5, "--top-k", help="Classes shown per image, most probable first (at most all)."),

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
-                               print_notes, progress_console, set_run_dir, warn_skipped)
 from effnet.cli import options
-
-OBJECTIVES = ("reward", "hard", "pareto")
-SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("hyperband", "median", "none")
+from effnet.cli.common import (
+    ProgressBar,
+    clean_input_errors,
+    console,
+    emit_json,
+    exit_for_signal,
+    literal,
+    print_notes,
+    progress_console,
+    set_run_dir,
+    warn_skipped,
+)
+from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 
 
 def print_result(result: Any) -> None:
@@ -55,40 +62,51 @@ def print_result(result: Any) -> None:
 @clean_input_errors()
 def search(
     target_flops: str = typer.Option("400M", "--target-flops", "-t", help="FLOPs target T: 400M, 0.4G, 400e6."),
-    flops_tolerance: float = typer.Option(0.1, "--flops-tolerance", help="Band around T: candidates outside T·(1±tol) are never trained."),
-    objective: str = typer.Option("reward", "--objective", help=f"{' | '.join(OBJECTIVES)}: soft reward ACC·(F/T)^-0.07, hard constraint, or accuracy-vs-FLOPs Pareto (NSGA-II).",
+    flops_tolerance: float = typer.Option(0.1, "--flops-tolerance",
+                                          help="Band around T: candidates outside T·(1±tol) are never trained."),
+    objective: str = typer.Option("reward", "--objective",
+                                  help=f"{' | '.join(OBJECTIVES)}: soft reward ACC·(F/T)^-0.07, hard constraint, or "
+                                       "accuracy-vs-FLOPs Pareto (NSGA-II).",
                                   autocompletion=lambda: list(OBJECTIVES)),
-    space: Optional[str] = typer.Option(None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."),
-    proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training, pruned), supernet (weights inherited from one supernet trained first), zero-cost (NASWOT) or synflow."),
+    space: str | None = typer.Option(None, "--space",
+                                     help="Search space: efficientnet (default), mnasnet, or a YAML file."),
+    proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training, pruned), supernet "
+                                                       "(weights inherited from one supernet trained first), "
+                                                       "zero-cost (NASWOT) or synflow."),
     data: str = options.DATA,
-    proxy_epochs: Optional[int] = options.PROXY_EPOCHS,
-    epochs: Optional[int] = options.OLD_EPOCHS,
+    proxy_epochs: int | None = options.PROXY_EPOCHS,
+    epochs: int | None = options.OLD_EPOCHS,
     proxy_resolution: int = typer.Option(32, "--proxy-resolution", help="Image size the proxy trains at."),
-    resolution: Optional[str] = typer.Option(
+    resolution: str | None = typer.Option(
         None, "--resolution", help="The base network's resolution, where the FLOPs target is counted (default: "
                                    "the space's 224, lowered for a folder of smaller images to their median short "
                                    "side, a multiple of 16)."),
-    classes: Optional[str] = options.CLASSES,
+    classes: str | None = options.CLASSES,
     batch_size: int = options.BATCH_SIZE,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
-    proxy_train_images: Optional[int] = options.PROXY_TRAIN_IMAGES,
-    proxy_val_images: Optional[int] = options.PROXY_VAL_IMAGES,
+    proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
+    proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
-    loader_workers: Optional[int] = options.LOADER_WORKERS,
-    cache_dir: Optional[Path] = options.CACHE_DIR,
-    trials: int = typer.Option(30, "--trials", "-n", help="Candidates to train (the study's total; a rerun resumes towards it)."),
+    loader_workers: int | None = options.LOADER_WORKERS,
+    cache_dir: Path | None = options.CACHE_DIR,
+    trials: int = typer.Option(30, "--trials", "-n",
+                               help="Candidates to train (the study's total; a rerun resumes towards it)."),
     timeout: str = typer.Option("8m", "--timeout", help="Wall-clock limit of this run: 480, 8m, 2h or none."),
     workers: int = options.WORKERS,
-    storage: Optional[str] = options.STORAGE,
+    storage: str | None = options.STORAGE,
     study_name: str = typer.Option("search", "--study", help="Study name inside the storage."),
-    run_dir: Optional[Path] = options.STUDY_RUN_DIR,
+    run_dir: Path | None = options.STUDY_RUN_DIR,
     force: bool = options.FORCE,
-    seed: int = typer.Option(0, "--seed", help="The study's seed: proxy trainings, data split, and (with each worker's first trial number) every sampler. Every worker and machine on one study uses the same."),
-    sampler: str = typer.Option("tpe", "--sampler", help=f"{' | '.join(SAMPLERS)}", autocompletion=lambda: list(SAMPLERS)),
-    pruner: str = typer.Option("hyperband", "--pruner", help=f"{' | '.join(PRUNERS)}", autocompletion=lambda: list(PRUNERS)),
+    seed: int = typer.Option(0, "--seed", help="The study's seed: proxy trainings, data split, and (with each "
+                                               "worker's first trial number) every sampler. Every worker and "
+                                               "machine on one study uses the same."),
+    sampler: str = typer.Option("tpe", "--sampler", help=f"{' | '.join(SAMPLERS)}",
+                                autocompletion=lambda: list(SAMPLERS)),
+    pruner: str = typer.Option("hyperband", "--pruner", help=f"{' | '.join(PRUNERS)}",
+                               autocompletion=lambda: list(PRUNERS)),
     device: str = options.STUDY_DEVICE,
-    threads: Optional[int] = options.THREADS,
+    threads: int | None = options.THREADS,
     as_json: bool = options.JSON,
 ) -> None:
     """Search a base network B0 near a FLOPs target (MnasNet space, Optuna, measured accuracy proxy)."""

@@ -10,5 +10,6 @@
 - `effnet.nas.proxies`: accuracy proxies (short training, zero-cost scores) and their rank check.
 
 Beside them: `errors` (the library's exception), `files` (safe reading, atomic writing), `record`
-(the run record every command writes), `units` (sizes like 400M) and `resources` (shipped configs).
+(the run record every command writes), `units` (sizes like 400M), `resources` (shipped configs) and
+`choices` (the words each setting takes, which the library checks and the command line offers).
 """

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from effnet.nas.errors import SettingError
 
@@ -45,6 +46,13 @@ def _shown(value: float) -> str:
     """A number as an error shows it: an integer of hundreds of digits by its length."""
     text = str(value)
     return text if len(text) <= 24 else f"{text[:6]}... ({len(text.lstrip('-'))} digits)"
+
+
+def instance(setting: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """A value of type `kind`; `what` says what to give and how to make one: `a NetworkSpec (effnet.load_spec)`."""
+    if not isinstance(value, kind):
+        raise SettingError(setting, f"must be {what}, got {type(value).__name__}")
+    return value
 
 
 def choice(setting: str, value: Any, choices: Sequence[str]) -> str:

@@ -18,9 +18,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 SAMPLE_S = 0.3
 """How long the CPUs are watched for other work before a run chooses its threads."""
@@ -33,9 +33,10 @@ _OPENMP_SETTINGS = (SPIN_ENV, "OMP_WAIT_POLICY")
 CGROUP = Path("/sys/fs/cgroup")
 
 
-def affinity_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, else every CPU of the machine)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def cpu_ids() -> set[int]:
+    """The CPUs this process may run on (its affinity mask, else every CPU of the machine): what every count
+    of usable cores starts from."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def cgroup_quota(root: Path = CGROUP) -> float | None:
@@ -61,7 +62,7 @@ def cgroup_quota(root: Path = CGROUP) -> float | None:
 def usable_cores(affinity: int | None = None, quota: float | None = None) -> int:
     """The cores a run may use: its CPUs, at most its cgroup quota (whole cores, at least one). With no
     arguments, this process's; the one count that threads and loader workers are sized from."""
-    cpus = affinity_cpus() if affinity is None else affinity
+    cpus = len(cpu_ids()) if affinity is None else affinity
     limit = cgroup_quota() if affinity is None and quota is None else quota
     return max(1, min(cpus, math.floor(limit + 1e-9)) if limit is not None else cpus)
 
@@ -134,7 +135,7 @@ def cpu_times(cpus: set[int], stat: Path = Path("/proc/stat")) -> tuple[float, f
 def busy_cores(sample_s: float = SAMPLE_S) -> float | None:
     """The cores of this process's CPUs that other work kept busy over `sample_s` seconds (this process
     sleeps meanwhile), None where /proc/stat is not there."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cpus = cpu_ids()
     before = cpu_times(cpus)
     if before is None:
         return None
@@ -152,7 +153,7 @@ def busy_cores(sample_s: float = SAMPLE_S) -> float | None:
 def cpu_state(sample_s: float = SAMPLE_S) -> CpuState:
     """This process's CPUs as they are now."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return CpuState(affinity=affinity_cpus(), quota=cgroup_quota(), busy=busy_cores(sample_s), load=load)
+    return CpuState(affinity=len(cpu_ids()), quota=cgroup_quota(), busy=busy_cores(sample_s), load=load)
 
 
 def configure_openmp() -> str:

@@ -28,25 +28,26 @@ import io
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from effnet.nas import checks
+from effnet.nas.choices import EXPORT_FORMATS, WEIGHTS
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inference import export_metadata
-from effnet.nas.outputs import check_output_file
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
-from effnet.nas.training.weights import WEIGHTS, WeightsFile, load_weights, read_weights, state_dict_for
+from effnet.nas.outputs import check_output_file
+from effnet.nas.training.weights import WeightsFile, load_weights, read_weights, state_dict_for
 
-EXPORT_FORMATS = ("onnx", "torchscript", "timm", "torchvision")
 RELATIVE_TOLERANCE = 1e-4
 """The largest absolute difference allowed, as a fraction of the largest absolute logit (see the module notes)."""
 CHECK_BATCHES = (1, 3)
@@ -99,8 +100,9 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
     """Export `spec`'s network (with the weights of the file or run directory `weights`, else its seeded
     initialisation) to `out` as `format` (onnx, torchscript, timm, torchvision), after running the exported form
     against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
-    picks a training checkpoint's weights: best (those that scored best on validation), ema or raw. `out` must be a file effnet may replace
-    (`effnet.nas.outputs.check_output_file`), checked first."""
+    picks a training checkpoint's weights: best (those that scored best on validation), ema or raw. `out` must be
+    a file effnet may replace (`effnet.nas.outputs.check_output_file`), checked first."""
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     checks.seed("seed", seed)
@@ -123,7 +125,7 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
         expected = [model(x) for x in images]
         metadata = export_metadata(spec, source) if format in ("onnx", "torchscript") else {}
         data, run = EXPORTERS[format](model, spec, metadata)
-        diff = max(float((run(x) - y).abs().max()) for x, y in zip(images, expected))
+        diff = max(float((run(x) - y).abs().max()) for x, y in zip(images, expected, strict=True))
     scale = max(float(y.abs().max()) for y in expected)
     within = diff <= RELATIVE_TOLERANCE * scale
     path = atomic_write(out, lambda fh: fh.write(data)) if within else None
@@ -144,7 +146,7 @@ def as_trained(spec: NetworkSpec, source: WeightsFile | None) -> NetworkSpec:
     """The spec at a training checkpoint's resolution and classes; refuses a checkpoint of another network,
     naming the first field where the two specs differ."""
     trained = source.trained_spec if source is not None else None
-    if trained is None:
+    if source is None or trained is None:
         return spec
     spec = spec.replace(**{name: getattr(trained, name) for name in TRAINED_FIELDS})
     mine, theirs = (spec_to_dict(s.replace(name="", provenance={})) for s in (spec, trained))
@@ -161,7 +163,7 @@ def first_difference(mine: Any, theirs: Any, where: str = "spec") -> str:
             if mine.get(key) != theirs.get(key):
                 return first_difference(mine.get(key), theirs.get(key), f"{where}.{key}")
     if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
-        for index, (a, b) in enumerate(zip(mine, theirs)):
+        for index, (a, b) in enumerate(zip(mine, theirs, strict=True)):
             if a != b:
                 return first_difference(a, b, f"{where}[{index}]")
     return f"{where} is {mine!r} here, {theirs!r} in the checkpoint"
@@ -184,6 +186,7 @@ def _onnx(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tupl
         program = torch.onnx.export(folded, (example,), input_names=["images"], output_names=["logits"],
                                     opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes={"x": {0: batch}},
                                     verbose=False)
+    assert program is not None, "torch.onnx.export(dynamo=True) returns the ONNX program"
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
     data = proto.SerializeToString()

@@ -16,8 +16,9 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -32,7 +33,7 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write a file so a crash never leaves it half-written: a temporary file, fsync, rename.
 
     `write` fills the open binary temporary file; the target appears only once it is complete. The

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
+from effnet.nas import checks
 from effnet.nas.data.transforms import EvalView, Transform, eval_view, normalised_transform
 from effnet.nas.errors import InputError
 from effnet.nas.net.model import build_model
@@ -78,6 +80,7 @@ def load_model(checkpoint: str | os.PathLike[str], weights: str = "best") -> tup
 def eval_transform(info: ModelInfo) -> Transform:
     """The transform that prepares an image for the network `info` describes: a decoded RGB image (PIL, or a uint8
     (3, H, W) tensor) in, the normalised float32 (3, r, r) tensor out, exactly as its validation images were."""
+    checks.instance("info", info, ModelInfo, "the ModelInfo that effnet.load_model returns")
     return normalised_transform(info.transform)
 
 

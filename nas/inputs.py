@@ -30,8 +30,9 @@ a MiB a second, so the cap also bounds the time a file can take."""
 MAX_YAML_NODES = 1_000_000
 """Values a document may stand for once its aliases are expanded: as many as the largest file holds."""
 MAX_YAML_DEPTH = 100
-"""Levels of nesting a document may have: a spec is three deep, a search space five. Checked before anything is constructed, since
-constructing a deeper one recurses (and whether that ends in a RecursionError depends on PyYAML's version)."""
+"""Levels of nesting a document may have: a spec is three deep, a search space five. Checked before anything is
+constructed, since constructing a deeper one recurses (and whether that ends in a RecursionError depends on
+PyYAML's version)."""
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")

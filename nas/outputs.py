@@ -23,10 +23,10 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import yaml
 
@@ -222,12 +222,12 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> 
             raise _taken_by(folder, owner, command)
         return foreign
     present = sorted(name for name in os.listdir(folder) if name not in OWN_NAMES | own)
-    foreign = frozenset()
+    foreign = frozenset[str]()
     if present:
-        owner = _recorded_command(folder / RUN_RECORD_NAME)
-        if owner is not None and owner != command:
-            raise _taken_by(folder, owner, command)
-        if owner is None:
+        recorded = _recorded_command(folder / RUN_RECORD_NAME)
+        if recorded is not None and recorded != command:
+            raise _taken_by(folder, recorded, command)
+        if recorded is None:
             if not force:
                 shown = ", ".join(present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
                 raise InputError(f"run directory {folder} holds files effnet did not write ({shown}); choose a new "

@@ -14,18 +14,19 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
 from effnet.nas import checks
+from effnet.nas.choices import WEIGHTS
 from effnet.nas.data.images import IMAGE_SUFFIXES, BadImage, decode_image
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inference import METADATA_KEYS, ModelInfo, eval_transform, info_from_metadata, load_model
 from effnet.nas.training.runtime import resolve_device
-from effnet.nas.training.weights import WEIGHTS
 
 BATCH = 32
 """Images decoded and run at a time: memory stays that of one batch, whatever the number of images."""
@@ -203,8 +204,9 @@ def predict(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[st
     for done, (paths, batch) in _batches(files, eval_transform(info), skipped):
         probabilities = torch.softmax(predictor(batch).double(), dim=1)
         values, indices = probabilities.topk(k, dim=1)
-        predictions.extend(Prediction(path, tuple((info.classes[i], float(p)) for p, i in zip(row_p, row_i)))
-                           for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist()))
+        predictions.extend(
+            Prediction(path, tuple((info.classes[i], float(p)) for p, i in zip(row_p, row_i, strict=True)))
+            for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist(), strict=True))
         if on_progress is not None:
             on_progress(done, len(files))
     if not predictions:

@@ -6,8 +6,8 @@ Search, grid-scale, proxy-check, training and the data and supernet stages befor
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ decoded.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import unquote, unquote_plus
 
 HIDDEN = "***"

@@ -4,7 +4,8 @@ travel with the coefficients (`Coefficients.caveats`) to the family."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def grid_caveats(record: Mapping[str, Any]) -> tuple[str, ...]:
@@ -24,7 +25,9 @@ def grid_caveats(record: Mapping[str, Any]) -> tuple[str, ...]:
         caveats.append(f"the grid's choice is within noise: the best network leads the runner-up {lead} "
                        f"({record.get('repeats')} runs each); more --repeats or --proxy-epochs would tell them apart")
     if record.get("tied_with_runner_up") is True:
-        runner_up = record.get("runner_up") if isinstance(record.get("runner_up"), dict) else {}
+        runner_up = record.get("runner_up")
+        if not isinstance(runner_up, dict):
+            runner_up = {}
         caveats.append(f"the grid's choice is tied with the runner-up (alpha {runner_up.get('alpha')}, beta "
                        f"{runner_up.get('beta')}, gamma {runner_up.get('gamma')}: mean score "
                        f"{_number(record.get('score'))} each); the tie rule chose it (the lower measured FLOPs ratio), "

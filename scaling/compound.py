@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
@@ -24,6 +25,8 @@ def scale(spec: NetworkSpec, depth: float, width: float, resolution: int, *,
           provenance: dict[str, Any] | None = None) -> NetworkSpec:
     """Grow `spec`: repeats `ceil(depth * r)`, channels `round_filters(c, width)` on stem, every
     stage and head, input `resolution` pixels. Provenance records the base and the multipliers."""
+    for setting, value in (("depth", depth), ("width", width), ("resolution", resolution)):
+        checks.number(setting, value)
     if depth <= 0 or width <= 0:
         raise InputError(f"depth and width multipliers must be positive, got depth={depth}, width={width}")
     if resolution < 1:

@@ -9,15 +9,22 @@ from typing import Any
 
 from effnet.nas import checks
 from effnet.nas.data.facts import ImageSize
-from effnet.nas.errors import InputError
+from effnet.nas.errors import SettingError
 from effnet.nas.files import write_csv
 from effnet.nas.net.spec import NetworkSpec, dump_spec
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
+from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import write_run_record
 from effnet.nas.study.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
-from effnet.scaling.family import (DEFAULT_PHIS, FamilyMember, PresetFit, compound_family, match_flops_family,
-                                   official_family)
+from effnet.scaling.family import (
+    DEFAULT_PHIS,
+    FamilyMember,
+    PresetFit,
+    compound_family,
+    match_flops_family,
+    official_family,
+)
 
 MODES = ("compound", "match-flops", "official")
 CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "params_ratio", "flops", "flops_ratio",
@@ -71,50 +78,75 @@ class FamilyResult:
         return [{**m.row(), "path": str(self.member_files.get(m.name, ""))} for m in self.members]
 
 
+@dataclass(frozen=True)
+class FamilyConfig:
+    """A family to grow from `base`: `compound` (member phi at depth alpha^phi, width beta^phi, resolution
+    gamma^phi for each phi in `phis`), `match-flops` (for each k in `phis`, the phi whose measured FLOPs come
+    closest to 2^k x the base's) or `official` (the TensorFlow reference's B1-B7, each with the phi that best
+    explains it). With `run_dir`, the specs and files are written there (`settings` goes into run.yaml beside
+    the mode and coefficients; `force` lets it hold files effnet did not write). `classes` replaces the base's
+    class count (None: the base's, which a search wrote from its data); `image_size` is the data's median image
+    size that members are warned against (None: the one the base's provenance records, if any)."""
+
+    base: NetworkSpec
+    coefficients: Coefficients
+    phis: tuple[float, ...] = DEFAULT_PHIS
+    mode: str = "compound"
+    run_dir: Path | None = None
+    settings: dict[str, Any] | None = None
+    classes: int | None = None
+    image_size: ImageSize | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        checks.instance("base", self.base, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
+        checks.instance("coefficients", self.coefficients, Coefficients,
+                        "effnet.Coefficients(alpha, beta, gamma)")
+        checks.choice("mode", self.mode, MODES)
+        if self.mode != "official" and not self.phis:
+            raise SettingError("phis", "must name at least one phi, like (1, 2, 3, 4, 5, 6, 7)")
+        if self.classes is not None:
+            checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
+            object.__setattr__(self, "base", self.base.replace(num_classes=self.classes))
+        if self.run_dir is not None:
+            object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+
 @holding_run_dirs()
-def export_family(base: NetworkSpec, coefficients: Coefficients, *, phis: tuple[float, ...] = DEFAULT_PHIS,
-                  mode: str = "compound", run_dir: str | Path | None = None,
-                  settings: dict[str, Any] | None = None, classes: int | None = None,
-                  image_size: ImageSize | None = None, force: bool = False) -> FamilyResult:
-    """Grow `base` into its family: `compound` (member phi at depth alpha^phi, width beta^phi, resolution
-    gamma^phi), `match-flops` (for each k in `phis`, the phi whose measured FLOPs come closest to
-    2^k x the base's) or `official` (the TensorFlow reference's B1-B7, each with the phi that best explains
-    it). With `run_dir`, write one spec per member, family.csv, family.png and run.yaml (`settings` goes
-    into it beside the mode and coefficients). `classes` replaces the base's class count (None: the base's, which
-    a search wrote from its data); `image_size` is the data's median image size that members are warned against
-    (None: the one the base's provenance records, if any); `force` lets `run_dir` hold files effnet did not
-    write."""
+def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = None) -> FamilyResult:
+    """Grow `config.base` into its family (see `FamilyConfig`); with `config.run_dir`, write one spec per
+    member, family.csv, family.png and run.yaml. `on_progress` hears when the members are sized and as each
+    file is written."""
     started = time.perf_counter()
-    if mode not in MODES:
-        raise InputError(f"family mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if classes is not None:
-        base = base.replace(num_classes=checks.whole("classes", classes, low=2, high=MAX_CLASSES))
-    image_size = image_size or data_image_size(base)
+    report = on_progress or (lambda progress: None)
+    base, coefficients, mode, run_dir = config.base, config.coefficients, config.mode, config.run_dir
+    image_size = config.image_size or data_image_size(base)
     if run_dir is not None:
-        claim_run_dir(run_dir, "export-family", force)
+        claim_run_dir(run_dir, "export-family", config.force)
+    report(Progress(0, None, "sizing the family"))
     fits: list[PresetFit] = []
     if mode == "official":
         members, fits = official_family(base, coefficients)
     elif mode == "match-flops":
-        members = match_flops_family(base, coefficients, phis)
+        members = match_flops_family(base, coefficients, config.phis)
     else:
-        members = compound_family(base, coefficients, phis)
+        members = compound_family(base, coefficients, config.phis)
     result = FamilyResult(base=base, coefficients=coefficients, mode=mode, members=members, fits=fits,
                           elapsed_s=time.perf_counter() - started, image_size=image_size)
     if run_dir is None:
         return result
-    folder = Path(run_dir)
-    for member in members:
-        result.member_files[member.name] = dump_spec(member.spec, folder / f"{member.name}.yaml")
+    for done, member in enumerate(members, 1):
+        result.member_files[member.name] = dump_spec(member.spec, run_dir / f"{member.name}.yaml")
+        report(Progress(done, len(members), f"wrote {member.name}.yaml"))
     columns = CSV_COLUMNS + (MATCH_COLUMNS if mode == "match-flops" else ())
-    result.files["csv"] = write_csv(folder / "family.csv", columns, result.rows())
+    result.files["csv"] = write_csv(run_dir / "family.csv", columns, result.rows())
     if fits:
-        result.files["fit_csv"] = write_csv(folder / "official_fit.csv", tuple(fits[0].row()), [f.row() for f in fits])
+        result.files["fit_csv"] = write_csv(run_dir / "official_fit.csv", tuple(fits[0].row()), [f.row() for f in fits])
     from effnet.scaling.plots import plot_family
 
-    result.files["plot"] = plot_family(members, folder / "family.png", f"{base.name} family ({mode})")
+    result.files["plot"] = plot_family(members, run_dir / "family.png", f"{base.name} family ({mode})")
     result.files["run"] = write_run_record(
-        folder, "export-family", {**(settings or {}), "mode": mode, "coefficients": coefficients.as_dict(),
+        run_dir, "export-family", {**(config.settings or {}), "mode": mode, "coefficients": coefficients.as_dict(),
                                   "classes": base.num_classes,
                                   "median_image_size": image_size.record() if image_size else None},
         {"members": [m.name for m in members], "warnings": result.warnings,

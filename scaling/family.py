@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inputs import load_yaml
@@ -149,7 +150,8 @@ class FamilyMember:
 
     @property
     def within_tolerance(self) -> bool | None:
-        return None if self.match is None else abs(self.deviation) <= MATCH_TOLERANCE
+        deviation = self.deviation
+        return None if deviation is None else abs(deviation) <= MATCH_TOLERANCE
 
     def row(self) -> dict[str, Any]:
         """The member as plain data: one CSV row, one JSON entry."""
@@ -207,7 +209,7 @@ def _shape(spec: NetworkSpec) -> tuple:
 
 def _describe_jump(before: NetworkSpec, after: NetworkSpec) -> str:
     changes = []
-    repeats = [(i + 1, a.repeats, b.repeats) for i, (a, b) in enumerate(zip(before.stages, after.stages))
+    repeats = [(i + 1, a.repeats, b.repeats) for i, (a, b) in enumerate(zip(before.stages, after.stages, strict=True))
                if a.repeats != b.repeats]
     if len(repeats) == 1:
         changes.append("depth rounding jumps stage {} from {} to {} blocks".format(*repeats[0]))
@@ -217,7 +219,7 @@ def _describe_jump(before: NetworkSpec, after: NetworkSpec) -> str:
     widths = [(label, a, b) for label, a, b in [
         ("stem", before.stem.out_channels, after.stem.out_channels),
         *[(f"stage {i + 1}", x.out_channels, y.out_channels)
-          for i, (x, y) in enumerate(zip(before.stages, after.stages))],
+          for i, (x, y) in enumerate(zip(before.stages, after.stages, strict=True))],
         ("head", before.head.out_channels, after.head.out_channels)] if a != b]
     if widths:
         changes.append("width rounding jumps " + ", ".join(f"{label} from {a} to {b}" for label, a, b in widths)
@@ -376,7 +378,7 @@ def official_family_fit(alpha: float, beta: float, gamma: float) -> list[PresetF
             continue
         ratio = p.resolution / base_resolution
         logs = (math.log(p.depth), math.log(p.width), math.log(ratio))
-        phi = sum(x * a for x, a in zip(logs, logs_model)) / norm
+        phi = sum(x * a for x, a in zip(logs, logs_model, strict=True)) / norm
         fits.append(PresetFit(name=name, phi=phi, depth=p.depth, width=p.width, resolution=p.resolution,
                               depth_model=c.alpha ** phi, width_model=c.beta ** phi,
                               resolution_ratio=ratio, resolution_model=c.gamma ** phi))

@@ -3,15 +3,22 @@ the grid (every point, twins sharing their network's score, the chosen point mar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from effnet.nas.study.html_report import (Section, dashboard_command, history_section, importance_section,
-                                           scored_study, write_report)
 from effnet.nas.study.chance import ChanceLevel
+from effnet.nas.study.html_report import (
+    Section,
+    dashboard_command,
+    history_section,
+    importance_section,
+    scored_study,
+    write_report,
+)
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.grid_results import PointResult
 from effnet.scaling.grid_space import GridConfig
@@ -38,7 +45,8 @@ def surface_section(rows: Sequence[PointResult], record: dict[str, Any] | None, 
         figure.add_trace(go.Scatter3d(x=[record["alpha"]], y=[record["beta"]], z=[record["gamma"]], mode="markers",
                                       name="chosen", marker={"size": 10, "symbol": "diamond", "color": "red"}))
     figure.update_layout(title=title, height=650,
-                         scene={"xaxis_title": "α (depth)", "yaxis_title": "β (width)", "zaxis_title": "γ (resolution)"})
+                         scene={"xaxis_title": "α (depth)", "yaxis_title": "β (width)",
+                                "zaxis_title": "γ (resolution)"})
     return Section(title, f"Every point of the grid that has a score, coloured by its network's mean {score_name} "
                           "(twins share it; hover for the twin, αβ²γ² and the measured FLOPs growth); the chosen "
                           "coefficients in red.", figure)

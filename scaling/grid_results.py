@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -38,7 +39,8 @@ def trial_point(trial: FrozenTrial) -> tuple[float, float, float] | None:
 
 def trial_evaluation(trial: FrozenTrial, network_of: Mapping[tuple, str]) -> Evaluation | None:
     """The (network, repeat) a trial scores, or None for a trial without a grid point."""
-    network = network_of.get(trial_point(trial))
+    point = trial_point(trial)
+    network = network_of.get(point) if point is not None else None
     return None if network is None else (network, int(trial.user_attrs.get(REPEAT_ATTR, 0)))
 
 
@@ -104,7 +106,7 @@ class PointResult:
         return {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma, "product": p.product,
                 "flops_ratio": round(p.flops_ratio, 6), "flops": p.flops, "params": p.params,
                 "proxy_resolution": p.proxy_resolution, "network": p.network,
-                "twin_of": None if own else self.twin_of.label, "score": n.mean, "score_std": n.std,
+                "twin_of": None if self.twin_of is None else self.twin_of.label, "score": n.mean, "score_std": n.std,
                 "scores": " ".join(f"{s:.6g}" for s in n.scores), "state": n.state,
                 "trials": " ".join(map(str, n.trials)) if own else None, "seconds": n.seconds if own else None,
                 "worker": " ".join(n.workers) if own else None, "error": n.error}
@@ -131,7 +133,8 @@ def network_results(study: optuna.Study, config: GridConfig, points: Sequence[Gr
         for trial in sorted((t for t in mine if is_evaluated(t)), key=lambda t: t.number):
             done.setdefault(int(trial.user_attrs.get(REPEAT_ATTR, 0)), trial)
         ran = sorted((t for t in mine if is_evaluated(t) or t.state == TrialState.RUNNING), key=lambda t: t.number)
-        evaluated = by_point[trial_point(ran[0])] if ran else group.points[0]
+        first = trial_point(ran[0]) if ran else None  # a trial of the group has the group's point
+        evaluated = by_point[first] if first is not None else group.points[0]
         if not done:
             running = any(t.state == TrialState.RUNNING for t in mine)
             results.append(NetworkResult(group, evaluated, "running" if running else "pending"))
@@ -146,9 +149,10 @@ def network_results(study: optuna.Study, config: GridConfig, points: Sequence[Gr
             state = "running" if any(t.state == TrialState.RUNNING for t in mine) else "pending"
         seconds = [t.user_attrs.get(WORK_SECONDS_ATTR) for t in finished]
         results.append(NetworkResult(
-            group, evaluated, state, scores=tuple(t.value for t in finished if t.state == TrialState.COMPLETE),
+            group, evaluated, state,
+            scores=tuple(cast(float, t.value) for t in finished if t.state == TrialState.COMPLETE),
             trials=tuple(t.number for t in finished),
-            seconds=round(sum(seconds), 3) if all(s is not None for s in seconds) else None,
+            seconds=round(sum(s for s in seconds if s is not None), 3) if all(s is not None for s in seconds) else None,
             workers=tuple(dict.fromkeys(str(t.user_attrs[WORKER_ATTR]) for t in finished
                                         if WORKER_ATTR in t.user_attrs)),
             error=failed[0].user_attrs.get(ERROR_ATTR) if failed else None))
@@ -165,7 +169,13 @@ def ranked(networks: Sequence[NetworkResult]) -> list[NetworkResult]:
     """Networks with every repeat scored, best first: the highest mean score; ties go to the cheaper network
     (the lower measured FLOPs ratio of its chosen point), then to the chosen point's product nearer 2."""
     scored = [n for n in networks if n.mean is not None]
-    return sorted(scored, key=lambda n: (-n.mean, n.chosen.flops_ratio, abs(n.chosen.product - FLOPS_TARGET)))
+    return sorted(scored, key=lambda n: (-mean_score(n), n.chosen.flops_ratio, abs(n.chosen.product - FLOPS_TARGET)))
+
+
+def mean_score(network: NetworkResult) -> float:
+    """The mean score of a network `ranked` kept: every one has one."""
+    assert network.mean is not None, f"network {network.network} has no score yet"
+    return network.mean
 
 
 def evaluations_done(networks: Sequence[NetworkResult]) -> int:
@@ -191,7 +201,7 @@ class Verdict:
     @property
     def tied(self) -> bool:
         """The runner-up's mean score equals the best's: the tie rule, not the scores, chose (`TIE_RULE`)."""
-        return self.runner_up is not None and abs(self.best.mean - self.runner_up.mean) <= TIE_TOLERANCE
+        return self.runner_up is not None and abs(mean_score(self.best) - mean_score(self.runner_up)) <= TIE_TOLERANCE
 
     def record(self) -> dict[str, Any]:
         return {"runner_up": self.runner_up.summary() if self.runner_up else None, "noise_sd": self.noise_sd,
@@ -208,7 +218,7 @@ def verdict(order: Sequence[NetworkResult], repeats: int) -> Verdict | None:
     noise = math.sqrt(statistics.fmean(variances)) if variances else None
     if runner_up is None or noise is None:
         return Verdict(best, runner_up, noise, None, None)
-    lead = best.mean - runner_up.mean
+    lead = mean_score(best) - mean_score(runner_up)
     if noise == 0:
         return Verdict(best, runner_up, noise, None, lead == 0)
     return Verdict(best, runner_up, noise, lead / noise, lead < 2 * noise * math.sqrt(2 / repeats))
@@ -244,7 +254,7 @@ def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], p
         "twins": best.group.record(),
         **judged.record(),
         "chance": chance.record() if chance is not None else None,
-        "near_chance": chance.near(best.mean) if chance is not None else None,
+        "near_chance": chance.near(mean_score(best)) if chance is not None else None,
         "complete": all(n.state in ("complete", "failed") for n in networks),
         "points_total": len(points),
         "points_scored": sum(r.network.mean is not None for r in points),

@@ -186,7 +186,7 @@ class GridDefinition:
     @classmethod
     def from_ranges(cls, alpha: str = "1.0:1.4", beta: str = "1.0:1.3", gamma: str = "1.0:1.3",
                     step: float | str = 0.05, tolerance: float = 0.1, measured: bool = False,
-                    phi: int = 1) -> "GridDefinition":
+                    phi: int = 1) -> GridDefinition:
         """A grid from ranges written `LOW:HIGH` (or one value); the defaults are the command line's:
         alpha 1.0-1.4, beta and gamma 1.0-1.3, step 0.05, |alpha*beta^2*gamma^2 - 2| <= 0.1, phi = 1."""
         return cls(parse_range(alpha, "alpha_range"), parse_range(beta, "beta_range"),
@@ -286,7 +286,9 @@ class GridConfig:
 
     @property
     def score_name(self) -> str:
-        return "validation top-1 accuracy" if self.proxy.name == "train" else f"{self.proxy.name} score (higher is better)"
+        if self.proxy.name == "train":
+            return "validation top-1 accuracy"
+        return f"{self.proxy.name} score (higher is better)"
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed grid must agree on: otherwise its scores are not comparable."""

@@ -4,8 +4,8 @@ no global pyplot state)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -43,7 +43,7 @@ def family_figure(members: Sequence[FamilyMember], title: str) -> Figure:
     flops_ax.plot(phis, [m.doubling_ratio for m in ordered], ":", color="grey", label="ideal 2^φ")
     targets = [(m.phi, 2.0 ** m.match.step) for m in ordered if m.match is not None]
     if targets:
-        flops_ax.plot(*zip(*targets), "x", color="black", markersize=9, label="target 2^k")
+        flops_ax.plot(*zip(*targets, strict=True), "x", color="black", markersize=9, label="target 2^k")
     flops_ax.set_title("FLOPs ÷ base")
     flops_ax.set_ylabel("FLOPs ÷ base (log scale)")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from effnet.nas.errors import InputError
-from effnet.nas.resources import reference_b0_path
 from effnet.nas.net.spec import NetworkSpec, load_spec
+from effnet.nas.resources import reference_b0_path
 from effnet.scaling.compound import scale
 
 
@@ -36,7 +36,7 @@ def reference_b0() -> NetworkSpec:
 
 
 def official_preset(name: str, base: NetworkSpec | None = None) -> NetworkSpec:
-    key = name.lower().removeprefix("efficientnet-")
+    key = name.lower().removeprefix("efficientnet-") if isinstance(name, str) else None
     if key not in OFFICIAL:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(OFFICIAL)}")
     c = OFFICIAL[key]

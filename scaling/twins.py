@@ -17,8 +17,9 @@ and the rule keeps the paper's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from effnet.scaling.grid_space import COEFFICIENTS, GridPoint
 

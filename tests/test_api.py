@@ -3,6 +3,9 @@ the process as it found it."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import math
 import re
 import signal
 import subprocess
@@ -16,6 +19,7 @@ import torch
 import effnet
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+API_INIT = Path(__file__).resolve().parents[1] / "api" / "__init__.py"
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 
 
@@ -30,6 +34,65 @@ def test_every_exported_name_resolves_and_import_is_lazy():
     probe = "import sys, effnet; print('torch' in sys.modules, 'optuna' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.split() == ["False", "False"]
+
+
+def test_the_type_checking_imports_are_the_exports_name_for_name_and_module_for_module():
+    """Editors and type checkers read the `if TYPE_CHECKING:` imports; `__getattr__` reads `_EXPORTS`: one may
+    not name a thing, or a module, the other does not."""
+    tree = ast.parse(API_INIT.read_text())
+    exports = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                   and [target.id for target in node.targets if isinstance(target, ast.Name)] == ["_EXPORTS"])
+    exported = {key.value: value.value for key, value in zip(exports.keys, exports.values, strict=True)}
+    guard = next(node for node in tree.body if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                 and node.test.id == "TYPE_CHECKING")
+    imported: dict[str, str] = {}
+    for node in guard.body:
+        assert isinstance(node, ast.ImportFrom), f"line {node.lineno}: only `from module import name` belongs here"
+        for alias in node.names:
+            assert alias.asname is None and alias.name not in imported, f"line {node.lineno}: {alias.name}"
+            imported[alias.name] = node.module
+    assert imported == exported
+    for name, module in exported.items():
+        assert getattr(importlib.import_module(module), name) is getattr(effnet, name)
+
+
+def _b0():
+    return effnet.reference_b0()
+
+
+PAPER = (1.2, 1.1, 1.15)
+WRONG_VALUES = {  # a public call given a value of the wrong kind: each once raised a TypeError, ValueError,
+    # OverflowError or AttributeError from deep inside, and is now an InputError naming the value
+    "scale, a NaN depth": (lambda: effnet.scale(_b0(), depth=math.nan, width=1.0, resolution=224),
+                           "depth must be a finite number, got nan"),
+    "scale, an infinite width": (lambda: effnet.scale(_b0(), depth=1.0, width=math.inf, resolution=224),
+                                 "width must be a finite number, got inf"),
+    "scale, a resolution as text": (lambda: effnet.scale(_b0(), depth=1.0, width=1.0, resolution="224"),
+                                    "resolution must be a number, got '224'"),
+    "official_preset, a number": (lambda: effnet.official_preset(3), "unknown preset 3; choose one of b0, b1"),
+    "FamilyConfig, a path for the base": (lambda: effnet.FamilyConfig("b0.yaml", effnet.Coefficients(*PAPER)),
+                                          "base must be a NetworkSpec (effnet.load_spec(path)), got str"),
+    "FamilyConfig, a tuple for the coefficients": (
+        lambda: effnet.FamilyConfig(_b0(), PAPER),
+        "coefficients must be effnet.Coefficients(alpha, beta, gamma), got tuple"),
+    "FamilyConfig, no phi": (lambda: effnet.FamilyConfig(_b0(), effnet.Coefficients(*PAPER), phis=()),
+                             "phis must name at least one phi"),
+    "data_facts, a number": (lambda: effnet.data_facts(3),
+                             "data must be digits, synthetic or the path of an image folder, got int"),
+    "export_model, a path for the spec": (lambda: effnet.export_model("b0.yaml", "b0.onnx"),
+                                          "spec must be a NetworkSpec (effnet.load_spec(path)), got str"),
+    "eval_transform, no model info": (lambda: effnet.eval_transform(None),
+                                      "info must be the ModelInfo that effnet.load_model returns, got NoneType"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_VALUES))
+def test_a_value_of_the_wrong_kind_is_an_input_error_naming_it(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # export_model would write here if it did not refuse
+    call, message = WRONG_VALUES[case]
+    with pytest.raises(effnet.InputError, match=re.escape(message)):
+        call()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dir_lists_the_public_api_only():

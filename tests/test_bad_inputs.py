@@ -27,6 +27,7 @@ from effnet.nas.inputs import MAX_INPUT_BYTES
 from effnet.nas.net.spec import NetworkSpec, load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.study.space import SearchSpace, load_space
 from effnet.nas.study.storage import redact_url
+
 from postgres import TINY_SEARCH, TINY_SPACE, files_holding
 
 CORPUS = Path(__file__).parent / "bad_inputs"
@@ -131,6 +132,7 @@ HOSTILE = ("spec-fifo", "space-dev-zero", "spec-over-the-byte-cap", "spec-billio
 measures every case the same way)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", HOSTILE)
 def test_a_hostile_input_is_refused_within_10_s_and_2_gb(case_id, tmp_path):
     case = next(c for c in CASES if c["id"] == case_id)

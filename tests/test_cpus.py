@@ -15,8 +15,15 @@ import yaml
 
 import effnet
 from effnet.nas import cpus
-from effnet.nas.cpus import (CpuState, cgroup_quota, choose_threads, configure_openmp, cpu_times, openmp_env,
-                             usable_cores)
+from effnet.nas.cpus import (
+    CpuState,
+    cgroup_quota,
+    choose_threads,
+    configure_openmp,
+    cpu_times,
+    openmp_env,
+    usable_cores,
+)
 from effnet.nas.study.search_files import slow_trials
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
@@ -80,6 +87,14 @@ def test_usable_cores_is_the_affinity_capped_by_whole_cores_of_quota():
     assert usable_cores(affinity=2) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity mask on this platform")
+def test_this_process_counts_the_cpus_of_its_affinity_mask_capped_by_its_quota():
+    mask = os.sched_getaffinity(0)
+    assert cpus.cpu_ids() == mask
+    quota = cgroup_quota()
+    assert usable_cores() == (len(mask) if quota is None else max(1, min(len(mask), int(quota + 1e-9))))
+
+
 def test_the_spin_is_bounded_unless_the_environment_sets_the_wait(monkeypatch):
     monkeypatch.delenv(cpus.SPIN_ENV, raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
@@ -126,6 +141,7 @@ def test_slow_marks_seconds_per_flop_and_epoch_over_three_times_the_median():
     assert slow_trials({0: (1.0, 10**6, 1), 1: (1.0, 10**6, 1), 2: (9.0, 10**6, 0)}) == set()  # no epoch: unjudged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, expected", [({}, cpus.SPIN_COUNT), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None")])
 def test_the_entry_point_bounds_the_spin_before_any_command_loads_torch(preset, expected):
     probe = ("import os, sys\nfrom effnet.cli.app import main\nsys.argv = ['effnet', '--help']\n"

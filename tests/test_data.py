@@ -19,8 +19,8 @@ from effnet.nas.data.loader import EpochSampler, Normalize, TransformedImages, c
 from effnet.nas.data.sources import proxy_data, training_data
 from effnet.nas.data.transforms import eval_size, eval_transform, train_transform
 from effnet.nas.errors import InputError, SettingError
-from images import jpeg_folder, png_16bit_rgb, png_bomb
 
+from images import jpeg_folder, png_16bit_rgb, png_bomb
 
 # -- built-in data and splits --------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ def test_a_split_is_per_class_disjoint_and_fixed_by_its_seed():
     assert np.bincount(labels[first]).tolist() == [1, 2, 3, 4]  # in proportion to the classes
     assert np.bincount(labels[second]).tolist() == [5, 10, 15, 20]
     again = split_per_class(labels, (10, 50), seed=3)
-    assert all(np.array_equal(a, b) for a, b in zip((first, second), again))
+    assert all(np.array_equal(a, b) for a, b in zip((first, second), again, strict=True))
     assert not np.array_equal(first, split_per_class(labels, (10, 50), seed=4)[0])
 
 
@@ -122,7 +122,8 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
 
 
 def test_cmyk_palette_grey_and_transparent_images_come_out_rgb(tmp_path):
-    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "red.jpg", quality=100)  # cyan 0, magenta and yellow full
+    # cyan 0, magenta and yellow full
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "red.jpg", quality=100)
     palette = Image.new("P", (4, 4))
     palette.putpalette([0, 0, 255] + [0] * 765)
     palette.save(tmp_path / "palette.png")
@@ -184,7 +185,8 @@ def test_a_cache_that_leaves_files_out_holds_the_others_in_order(tmp_path):
     kept = [k for k in range(14) if k not in failing]
     stored = built.images.images.get()
     assert stored.shape == (11, 3, 4, 4)
-    assert [int(image[0, 0, 0]) for image in stored] == kept and all((image == image[0, 0, 0]).all() for image in stored)
+    assert [int(image[0, 0, 0]) for image in stored] == kept
+    assert all((image == image[0, 0, 0]).all() for image in stored)
     assert built.images.labels.tolist() == images.labels[kept].tolist()
     assert built.skipped == ("file2: broken", "file7: broken", "file13: broken")
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock") == [".json", ".npy"]
@@ -358,6 +360,7 @@ print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM"
 """
 
 
+@pytest.mark.slow
 def test_training_memory_does_not_grow_with_the_dataset(tmp_path):
     """One epoch at 96 px over 60 and over 900 images (about 120 x 90 px JPEGs), decoded in the training process
     itself: the peak memory grows by less than a fifth (measured 1.09: the C heap keeps what images of
@@ -380,6 +383,7 @@ def test_a_search_over_a_folder_with_a_bad_file_says_so_and_records_it(tmp_path)
     from typer.testing import CliRunner
 
     from effnet.cli.app import app
+
     from postgres import TINY_SEARCH
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FVCORE_OPERATORS = {"conv", "batch_norm", "adaptive_avg_pool2d", "linear"}
 
 
@@ -85,6 +87,7 @@ def test_unknown_preset(cli):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_console_script_keeps_fvcore_warnings_away(b0_yaml):
     """fvcore's import warns from its own modules; a user of `effnet describe --fvcore` sees none of it."""
     effnet = Path(sys.executable).with_name("effnet")

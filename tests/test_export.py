@@ -19,6 +19,7 @@ from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import load_spec, spec_from_dict
 from effnet.scaling.presets import reference_b0
+
 from test_train import TINY_SPEC as TRAIN_TINY_SPEC
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,7 +52,8 @@ def tiny_checkpoint(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("tiny")
     (root / "tiny.yaml").write_text(TINY_SPEC)
     result = CliRunner().invoke(app, ["train", str(root / "tiny.yaml"), "--resolution", "16", "--epochs", "2",
-                                      "--batch-size", "64", "--device", "cpu", "--run-dir", str(root / "run"), "--json"])
+                                      "--batch-size", "64", "--device", "cpu", "--run-dir", str(root / "run"),
+                                      "--json"])
     assert result.exit_code == 0, result.output
     return {"spec": root / "tiny.yaml", "checkpoint": root / "run" / "checkpoint.pt", "root": root}
 

@@ -45,7 +45,7 @@ def test_writes_b1_to_b7_with_growing_flops(paper_family):
     assert [m["name"] for m in members] == [f"b{i}" for i in range(1, 8)]
     assert [m["phi"] for m in members] == [float(i) for i in range(1, 8)]
     flops = [m["flops"] for m in members]
-    assert all(a < b for a, b in zip(flops, flops[1:]))
+    assert all(a < b for a, b in zip(flops, flops[1:], strict=False))
     for m in members:
         assert m["path"] == str(run_dir / f"{m['name']}.yaml")
         spec = load_spec(m["path"])

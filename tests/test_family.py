@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.net.flops import analytic_flops
+from effnet.nas.progress import Progress
 from effnet.scaling.compound import Coefficients, compound_scale
+from effnet.scaling.export import FamilyConfig, export_family
 from effnet.scaling.family import (
-    MATCH_TOLERANCE, compound_family, load_coefficients, match_flops_family, member_name,
-    official_family_fit, parse_phi_list,
+    MATCH_TOLERANCE,
+    compound_family,
+    load_coefficients,
+    match_flops_family,
+    member_name,
+    official_family_fit,
+    parse_phi_list,
 )
 from effnet.scaling.plots import family_figure
 from effnet.scaling.presets import reference_b0
@@ -61,7 +70,7 @@ def test_phi_1_costs_about_2_55_times_b0_not_1_92():
     #   129, 65, 33, 17, 9 instead of 112, 56, 28, 14, 7 (the last one (9/7)^2 = 1.65x): 1.49x, not 1.32x.
     # Together 2.55x. The network below is written out by hand (see test_compound.B2_*) and counted by hand.
     phi1 = [(r, k, s, e, c) for (_, k, s, e, _), r, c in
-            zip(B0_STAGES, (2, 3, 3, 4, 4, 5, 2), (16, 24, 48, 88, 120, 208, 352))]
+            zip(B0_STAGES, (2, 3, 3, 4, 4, 5, 2), (16, 24, 48, 88, 120, 208, 352), strict=True)]
     by_hand = hand_flops(258, 32, phi1, 1408) / B0_FVCORE_FLOPS
     assert 2.54 < by_hand < 2.57
     member = compound_family(reference_b0(), PAPER, (1.0,))[0]
@@ -91,7 +100,7 @@ def test_match_flops_meets_every_integer_step_and_beats_a_brute_force_scan():
     steps = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
     members = match_flops_family(base, PAPER, steps)
     scanned = scan_flops(base, PAPER, np.linspace(0, 7.6, 1500))
-    for member, k in zip(members, steps):
+    for member, k in zip(members, steps, strict=True):
         target = round(2 ** k * B0_FVCORE_FLOPS)
         assert member.match.target_flops == target
         assert member.flops == analytic_flops(member.spec)
@@ -195,3 +204,22 @@ def test_both_family_panels_label_their_axes_and_log_ticks(phis):
         shown = [t.get_text() for t in axes.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
         assert len(shown) >= 2 and all(label.endswith("x") for label in shown), (axes.get_title(), shown)
         assert axes.get_xlabel() == "φ" and "÷ base" in axes.get_ylabel()
+
+
+def test_family_config_refuses_a_bad_mode_or_class_count_when_made():
+    with pytest.raises(SettingError, match="mode must be one of compound, match-flops, official, got 'scaled'"):
+        FamilyConfig(reference_b0(), PAPER, mode="scaled")
+    with pytest.raises(SettingError, match="classes must be at least 2, got 1"):
+        FamilyConfig(reference_b0(), PAPER, classes=1)
+    config = FamilyConfig(reference_b0(), PAPER, classes=7, run_dir="runs/family")
+    assert config.base.num_classes == 7 and config.run_dir == Path("runs/family")
+
+
+def test_export_family_reports_the_sizing_then_each_spec_written(tmp_path):
+    events: list[Progress] = []
+    result = export_family(FamilyConfig(reference_b0(), PAPER, phis=(1.0, 2.0), run_dir=tmp_path / "family"),
+                           on_progress=events.append)
+    assert [(e.done, e.total, e.status) for e in events] == [
+        (0, None, "sizing the family"), (1, 2, "wrote b1.yaml"), (2, 2, "wrote b2.yaml")]
+    assert {"b1.yaml", "b2.yaml", "run.yaml"} <= {p.name for p in (tmp_path / "family").iterdir()}
+    assert [m.name for m in result.members] == ["b1", "b2"]

@@ -74,6 +74,7 @@ def journal_trials(run_dir: Path) -> list[FrozenTrial]:
 
 # -- SIGKILL ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_url, tmp_path, effnet_command):
     budget = 6
     args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", postgres_url, "--json"]
@@ -149,6 +150,7 @@ def check_files_for_completed(run_dir: Path, trials: list[FrozenTrial]) -> None:
         assert (run_dir / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
     run_dir = tmp_path / "run"
     args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--run-dir", run_dir, "--json"]
@@ -177,6 +179,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
     assert not [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     """Ctrl-C in a terminal reaches the whole process group: the command and both its workers."""
     run_dir = tmp_path / "run"
@@ -206,6 +209,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_command_and_its_workers_and_writes_the_run_files(tmp_path, effnet_command):
     """SIGTERM (a scheduler, `docker stop`, `kill`) reaches the command alone, not its process group: it
     passes the stop on, and every process is gone soon after, the run directory written."""
@@ -228,6 +232,7 @@ def test_sigterm_stops_the_command_and_its_workers_and_writes_the_run_files(tmp_
     check_files_for_completed(run_dir, trials)
 
 
+@pytest.mark.slow
 def test_workers_die_with_their_parent(tmp_path, effnet_command):
     """kill -9 of the command leaves no worker training on under PID 1; the rerun takes their trials back."""
     run_dir = tmp_path / "run"
@@ -246,6 +251,7 @@ def test_workers_die_with_their_parent(tmp_path, effnet_command):
     assert not [t.number for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+@pytest.mark.slow
 def test_a_dead_workers_trial_is_recovered_by_a_run_under_another_host_name(tmp_path, effnet_command,
                                                                                monkeypatch):
     """A run in a new container has a new host name: the dead worker's process cannot be looked up there, and
@@ -550,6 +556,7 @@ class FailsInItsWorkers:
         return Progress(done=0, total=None)
 
 
+@pytest.mark.slow
 def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tmp_path):
     from effnet.nas.study.runner import run_study
     from effnet.nas.study.study_config import StudyConfig
@@ -720,6 +727,7 @@ def test_a_damaged_training_checkpoint_is_refused_on_resume_naming_the_tensor(da
     assert result.stderr.strip().splitlines()[-1] == errors[0]
 
 
+@pytest.mark.slow
 def test_a_raw_pickle_is_one_line_without_torch_warnings(tmp_path):
     """torch warns of the pickle protocol before refusing a plain pickle; only effnet's line may show."""
     corpus = Path(__file__).parent / "bad_inputs"

@@ -540,6 +540,7 @@ def test_coefficients_hold_the_chosen_twin_of_the_best_network(resumed_run):
     assert coefficients.caveats == ()
 
 
+@pytest.mark.slow
 def test_two_worker_processes_score_each_network_once(tiny_base, tmp_path):
     result = grid_scale("--base", tiny_base, *GRID_ARGS, *PROXY_ARGS, "--workers", "2",
                         "--run-dir", tmp_path, "--json")

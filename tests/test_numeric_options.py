@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
+
 from postgres import TINY_BASE, TINY_SEARCH, TINY_SPACE
 
 runner = CliRunner()
@@ -138,7 +139,8 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     chosen = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=1, max_size=3, unique=True), label="options")
     values = [(flag, data.draw(options[flag], label=flag)) for flag in chosen]
     run_dir = tmp_path / f"run{data.draw(st.integers(0, 10**9))}"
-    where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": []}.get(command, ["--run-dir", str(run_dir)])
+    where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": []}.get(
+        command, ["--run-dir", str(run_dir)])
     args = [*BASE[command], *where, *[f"{flag}={value}" for flag, value in values]]
     result = run_within(args, SECONDS)
     event(f"exit {result.exit_code}")  # pytest --hypothesis-show-statistics shows how many were accepted

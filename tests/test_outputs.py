@@ -22,6 +22,7 @@ from effnet.nas.data.cache import cached_images
 from effnet.nas.data.folder import index_folder
 from effnet.nas.errors import InputError
 from effnet.nas.outputs import LOCK_NAME, MANIFEST_NAME, claim_run_dir, release_run_dir
+
 from images import jpeg_folder
 from postgres import TINY_SEARCH
 
@@ -177,6 +178,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_a_second_command_into_a_run_directory_in_use_is_refused_naming_the_holder(tmp_path, cli):
     run = tmp_path / "run"
     with subprocess.Popen([sys.executable, "-c", HOLD, str(run), "train"], stdout=subprocess.PIPE,
@@ -259,6 +261,7 @@ def temporary_files(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("signum, spec, size", [(signal.SIGTERM, "b0", 20 * 10**6), (signal.SIGINT, "tiny", 1)],
                          ids=["SIGTERM-b0", "SIGINT-tiny"])
+@pytest.mark.slow
 def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec, size, tmp_path, b0_yaml):
     """B0's 21 MB timm state dict (5.3M float32 parameters) is being written, its temporary file holds it and
     the command waits inside the write: a stop signal ends the command with "interrupted", 128 + the signal,
@@ -300,6 +303,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_sigterm_while_a_proxy_cache_is_built_leaves_no_temporary_file(tmp_path):
     """A search on a folder of 240 small images builds its decoded cache; SIGTERM while the cache's temporary file
     is written: exit 143, "interrupted", no cache and no temporary file."""
@@ -406,6 +410,7 @@ def test_the_writability_probe_leaves_nothing_and_touches_no_users_file(tmp_path
     assert (tmp_path / ".write-test").read_text() == "the user's"
 
 
+@pytest.mark.slow
 def test_the_lock_file_names_the_holder_while_it_runs(tmp_path):
     run = tmp_path / "run"
     with subprocess.Popen([sys.executable, "-c", HOLD, str(run), "search"], stdout=subprocess.PIPE,

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import effnet
 from effnet.cli.app import app
 from effnet.nas.net.spec import load_spec
+
 from images import jpeg_folder
 from postgres import TINY_SPACE
 
@@ -77,7 +78,7 @@ def test_own_folder_search_grid_family_train_export_predict(tmp_path):
     prepare = effnet.eval_transform(info)
     files = sorted((data / "val").rglob("*.jpg"))
     assert [Path(p["image"]) for p in predicted["predictions"]] == files
-    for path, prediction in zip(files, predicted["predictions"]):
+    for path, prediction in zip(files, predicted["predictions"], strict=True):
         with torch.no_grad():
             logits = model(prepare(Image.open(path).convert("RGB"))[None])[0]
         assert prediction["top"][0]["class"] == CLASSES[int(logits.argmax())]

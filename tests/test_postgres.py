@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from postgres import TINY_BASE, TINY_SEARCH, Command, files_holding, postgres_study, wait_all, wait_for
 
+pytestmark = pytest.mark.slow  # every test here starts or uses a PostgreSQL server
 BUDGET = 6
 runner = CliRunner()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

@@ -23,6 +23,7 @@ from effnet.nas.data.transforms import eval_transform as training_eval_transform
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import spec_from_dict
+
 from images import jpeg_folder
 from test_train import TINY_SPEC
 
@@ -148,7 +149,7 @@ def test_predict_labels_are_the_torch_models_argmax_on_the_prepared_images(train
     prepare = effnet.eval_transform(info)
     files = sorted(trained["val"].rglob("*.jpg"))
     assert [p["image"] for p in data["predictions"]] == [str(f) for f in files]
-    for path, prediction in zip(files, data["predictions"]):
+    for path, prediction in zip(files, data["predictions"], strict=True):
         with torch.no_grad():
             probabilities = torch.softmax(model(prepare(Image.open(path).convert("RGB"))[None]), dim=1)[0]
         top = prediction["top"]

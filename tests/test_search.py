@@ -262,6 +262,7 @@ def test_search_command_writes_a_b0_inside_the_band(tmp_path):
 PROGRESS_LINE = re.compile(r"^\[\d+:\d\d:\d\d\] search (\d+)/3\b", re.M)
 
 
+@pytest.mark.slow
 def test_progress_piped_is_plain_lines_one_per_candidate_and_tables_do_not_wrap(tmp_path):
     done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path / "plain")])
     assert done.returncode == 0, done.stderr
@@ -272,6 +273,7 @@ def test_progress_piped_is_plain_lines_one_per_candidate_and_tables_do_not_wrap(
     assert rows and all(re.match(r"│ +\d+ │", row) for row in rows), done.stdout  # one line per candidate
 
 
+@pytest.mark.slow
 def test_progress_with_json_goes_to_stderr_and_stdout_is_the_json_alone(tmp_path):
     done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path), "--json"])
     assert done.returncode == 0, done.stderr
@@ -302,6 +304,7 @@ def completed_trials(run_dir: Path) -> dict[int, float]:
             if t.user_attrs.get("in_band")}
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
     args = ["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL,
@@ -322,6 +325,7 @@ def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
     assert summary["trials_completed"] + summary["trials_pruned"] >= budget
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_count_each_trial_once(tmp_path):
     result = run_cli(["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "12", "--workers", "2",
                       "--run-dir", str(tmp_path), "--json"])

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -32,6 +33,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("supernet-*.pt"))
 
 
+@pytest.mark.slow
 def test_search_trains_the_supernet_once_and_workers_and_resumed_runs_reuse_it(tmp_path):
     first = CliRunner().invoke(app, ["search", *ARGS, "--trials", "4", "--run-dir", tmp_path, "--json"])
     assert first.exit_code == 0, first.output

@@ -51,5 +51,5 @@ def synthetic(seed: int, size: int = SYNTHETIC_SIZE) -> ImageSet:
         rows = slice(0, half) if k < 2 else slice(half, None)
         cols = slice(0, half) if k % 2 == 0 else slice(half, None)
         images[labels == k, :, rows, cols] += 64
-    images = images.round().clamp(0, 255).to(torch.uint8).numpy()
-    return _set("synthetic", tuple(f"quadrant{k}" for k in range(SYNTHETIC_CLASSES)), images, labels.numpy())
+    pixels = images.round().clamp(0, 255).to(torch.uint8).numpy()
+    return _set("synthetic", tuple(f"quadrant{k}" for k in range(SYNTHETIC_CLASSES)), pixels, labels.numpy())

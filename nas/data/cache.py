@@ -30,10 +30,10 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -70,14 +70,15 @@ def cache_key(images: ImageSet, size: int) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"layout": LAYOUT, "size": size, "root": str(images.root),
                               "classes": images.classes}).encode())
+    paths = images.paths
+    assert paths is not None, "a cache key is a set of files' key"
     for index in range(len(images)):
         path = images.file(index)
         try:
             stat = path.stat()
-            digest.update(b"%s\0%d\0%d\0%d\n" % (images.paths[index], stat.st_size, stat.st_mtime_ns,
-                                                 images.labels[index]))
+            digest.update(b"%s\0%d\0%d\0%d\n" % (paths[index], stat.st_size, stat.st_mtime_ns, images.labels[index]))
         except OSError:
-            digest.update(b"%s\0missing\n" % images.paths[index])
+            digest.update(b"%s\0missing\n" % paths[index])
     return digest.hexdigest()[:24]
 
 
@@ -185,7 +186,7 @@ def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record
                 if batch.shape[1:] != (3, size, size) or len(batch) != len(batch_labels):
                     raise ValueError(f"decoded batch of shape {batch.shape} for {len(batch_labels)} labels at "
                                      f"{size} px")
-                _write(handle, memoryview(batch).cast("B"), tmp)
+                _write(handle, batch.data.cast("B"), tmp)
                 labels.extend(int(label) for label in batch_labels)
                 skipped.extend(problems)
             if len(labels) < len(images):  # the kept images were written first to last: a header for them, no copy

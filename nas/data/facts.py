@@ -8,6 +8,7 @@ family member asks for more pixels than the images have.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from effnet.nas.data.builtin import (BUILTIN_SOURCES, DIGITS_CLASSES, SYNTHETIC_CLASSES, SYNTHETIC_PER_CLASS,
-                                     SYNTHETIC_SIZE)
+from effnet.nas import checks
+from effnet.nas.data.builtin import (
+    BUILTIN_SOURCES,
+    DIGITS_CLASSES,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_PER_CLASS,
+    SYNTHETIC_SIZE,
+)
 from effnet.nas.data.folder import index_folder
 from effnet.nas.data.images import BadImage, ImageSet, open_image
 
@@ -46,14 +53,13 @@ class ImageSize:
         return {"width": self.width, "height": self.height, "short_side": self.short_side, "sampled": self.sampled}
 
     @classmethod
-    def from_record(cls, record: Any) -> "ImageSize | None":
+    def from_record(cls, record: Any) -> ImageSize | None:
         """The size a spec's provenance recorded, or None where it holds none (or not in this form)."""
         if not isinstance(record, dict):
             return None
         values = [record.get(key) for key in ("width", "height", "short_side", "sampled")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            return None
-        return cls(*values)
+        counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+        return cls(*counts) if len(counts) == len(values) else None
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def median_image_size(images: ImageSet, seed: int, sample: int = SIZE_SAMPLE) ->
     if not widths:
         return None
     return ImageSize(width=int(statistics.median_low(widths)), height=int(statistics.median_low(heights)),
-                     short_side=int(statistics.median_low(min(w, h) for w, h in zip(widths, heights))),
+                     short_side=int(statistics.median_low(min(w, h) for w, h in zip(widths, heights, strict=True))),
                      sampled=len(widths))
 
 
@@ -105,6 +111,7 @@ def data_facts(source: str, seed: int = 0) -> DataFacts:
     """The source's class count and median image size (a folder's training images, headers only; synthetic's own
     32 px; none for digits, whose 8 px images are always upsampled). Neither torch nor any pixel is loaded, so a
     search refuses what it must refuse in a moment; a missing or malformed folder is an `InputError`."""
+    checks.instance("data", source, (str, os.PathLike), "digits, synthetic or the path of an image folder")
     if source in BUILTIN_SOURCES:
         if source == "digits":
             return DataFacts(source, DIGITS_CLASSES, None, builtin=True)

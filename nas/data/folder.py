@@ -146,7 +146,7 @@ def split_per_class(labels: np.ndarray, counts: tuple[int, ...], seed: int) -> l
         for k in np.argsort(-(share - whole), kind="stable")[: count - whole.sum()]:
             whole[k] += 1
         chosen = []
-        for c, n in zip(classes, np.minimum(whole, free)):
+        for c, n in zip(classes, np.minimum(whole, free), strict=True):
             chosen.append(shuffled[c][taken[c]:taken[c] + n])
             taken[c] += n
         parts.append(np.sort(np.concatenate(chosen)))

@@ -47,6 +47,7 @@ class ArrayImages:
         if self.array is not None:
             return self.array
         pid = os.getpid()  # a memory map is opened once per process, never pickled across
+        assert self.path is not None, "ArrayImages holds an array or the path of one"
         if pid not in self._opened:
             self._opened.clear()
             self._opened[pid] = np.load(self.path, mmap_mode="r")
@@ -84,14 +85,16 @@ class ImageSet:
         return self.images is not None and self.images.array is not None
 
     def file(self, index: int) -> Path:
+        assert self.root is not None and self.paths is not None, "only a set of files has files"
         return self.root / os.fsdecode(self.paths[index])
 
-    def subset(self, indices: np.ndarray) -> "ImageSet":
+    def subset(self, indices: np.ndarray) -> ImageSet:
         """The images at `indices` (files only: an array set is subset by building a cache of it)."""
         if self.images is not None:
             array = self.images.get()
             return ImageSet(self.name, self.classes, self.labels[indices],
                             images=ArrayImages(array=np.ascontiguousarray(array[indices])))
+        assert self.paths is not None, "an ImageSet holds arrays or files"
         return ImageSet(self.name, self.classes, self.labels[indices], root=self.root, paths=self.paths[indices])
 
 

@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ class Batch:
     skipped: list[str]
     """Why images of this batch were left out (each names its file)."""
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.skipped)
 
 
@@ -197,7 +198,7 @@ class EncodedBatch:
     encoded: list[bool]
     skipped: list[str]
 
-    def pin_memory(self) -> "EncodedBatch":
+    def pin_memory(self) -> EncodedBatch:
         return self
 
 
@@ -222,7 +223,7 @@ class DeviceDecoder:
     def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        jpegs = [p for p, encoded in zip(batch.payloads, batch.encoded) if encoded]
+        jpegs = [p for p, encoded in zip(batch.payloads, batch.encoded, strict=True) if encoded]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
@@ -232,7 +233,7 @@ class DeviceDecoder:
                 decoded = iter([self._one_on_cpu(jpeg) for jpeg in jpegs])
         views, labels, skipped = [], [], list(batch.skipped)
         for payload, encoded, label, (seed, epoch, index) in zip(batch.payloads, batch.encoded, batch.labels,
-                                                                  batch.items):
+                                                                  batch.items, strict=True):
             image = next(decoded) if encoded else payload.to(self.device, non_blocking=True)
             if isinstance(image, str):
                 skipped.append(f"{self.images.file(index)}: cannot read the image ({image})")

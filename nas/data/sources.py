@@ -17,9 +17,9 @@ is reached as ``./digits``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -97,10 +97,9 @@ def training_data(source: str, resolution: int, seed: int) -> DataSplits:
     if is_builtin(source):
         train, val = held_out_split(_builtin(source, seed), seed)
         return DataSplits(source, train, val, resolution, stored="square")
-    train, val = _folder(source)
+    train, given_val = _folder(source)
     check_decodable(train)
-    if val is None:
-        train, val = held_out_split(train, seed)
+    train, val = held_out_split(train, seed) if given_val is None else (train, given_val)
     return DataSplits(train.name, train, val, resolution, stored="files")
 
 

@@ -20,8 +20,9 @@ its validation images were prepared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
@@ -83,11 +84,12 @@ class EvalView:
                 "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> "EvalView":
+    def from_dict(cls, data: Any, where: str) -> EvalView:
         """The view a file recorded (`as_dict`); anything else is an `InputError` naming `where`."""
         try:
-            view = cls(int(data["resize"]), int(data["crop"]), str(data["interpolation"]),
-                       tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+            mean: Any = tuple(float(v) for v in data["mean"])  # three values each, checked below
+            std: Any = tuple(float(v) for v in data["std"])
+            view = cls(int(data["resize"]), int(data["crop"]), str(data["interpolation"]), mean, std)
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{where}: the recorded transform is not resize, crop, interpolation, mean and std; "
                              "export the model again with this effnet") from None

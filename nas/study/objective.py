@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from effnet.nas.errors import InputError, SettingError
 
 SOFT_EXPONENT = -0.07
-OBJECTIVES = ("reward", "hard", "pareto")
 
 
 def mnasnet_reward(accuracy: float, flops: float, target: float, w: float = SOFT_EXPONENT) -> float:

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas import checks
+from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.study.fit import MAX_CLASSES
-from effnet.nas.study.objective import OBJECTIVES, FlopsBand
+from effnet.nas.study.objective import FlopsBand
 from effnet.nas.study.study_config import StudyConfig
 
-SAMPLERS = ("tpe", "random", "nsga2")
 ACCURACY_PROXIES = ("train", "supernet")
 """Proxies whose score is a validation accuracy, which a chance level applies to."""
-PRUNERS = ("hyperband", "median", "none")
 MAX_RESOLUTION = 4096
 """The largest `--resolution` (as for `--proxy-resolution`)."""
 

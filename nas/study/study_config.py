@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from effnet.nas import checks
+from effnet.nas.choices import DEVICES
 from effnet.nas.cpus import ThreadChoice, choose_threads, cpu_state, given_threads
 from effnet.nas.errors import SettingError
 from effnet.nas.memory import available_memory, check_loader_workers, gib
 from effnet.nas.study.storage import describe_storage, journal_path
 from effnet.nas.training.runtime import resolve_device
 
-DEVICES = ("auto", "cpu", "cuda")
 MAX_WORKERS = 256
 WORKER_MEMORY = 450 * 2**20
 """What one worker process holds on a CPU: torch, the data, a candidate in training (about 450 MB measured)."""

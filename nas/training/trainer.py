@@ -57,7 +57,7 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
         stored = checkpoint["settings"].get("warmup_epochs") if checkpoint is not None else None
         if isinstance(stored, (int, float)) and not isinstance(stored, bool):
             warmup = float(stored)
-    data = config.data if config.data in ("digits", "synthetic") else str(Path(config.data).expanduser().resolve())
+    data = config.data if is_builtin(config.data) else str(Path(config.data).expanduser().resolve())
     recipe = Recipe(
         data=data, resolution=size, epochs=config.epochs, batch_size=config.batch_size,
         lr=paper_lr(config.batch_size) if config.lr is None else config.lr, warmup_epochs=warmup, seed=config.seed,

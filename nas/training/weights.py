@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.nas.choices import WEIGHTS
 from effnet.nas.data.transforms import EvalView
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
@@ -35,9 +36,6 @@ WRAPPERS = ("state_dict_ema", "state_dict", "model")
 """Keys under which training scripts nest the state dict, the first present taken: timm's train.py saves its
 EMA weights as state_dict_ema beside state_dict, and the EMA weights are the ones to start from, as for effnet's
 own checkpoints."""
-WEIGHTS = ("best", "ema", "raw")
-"""Which of a training checkpoint's weights: the ones that scored best on validation (the checkpoint's record of
-which), the moving average, or the trained weights themselves."""
 
 
 @dataclass(frozen=True)

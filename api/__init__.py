@@ -74,7 +74,7 @@ _EXPORTS = {
     "grid_scale": "effnet.scaling.grid",
     "FamilyResult": "effnet.scaling.export",
     "export_family": "effnet.scaling.export",
-    "DataFit": "effnet.nas.study.fit",
+    "DataFit": "effnet.nas.space.fit",
     "ChanceLevel": "effnet.nas.study.chance",
     "ImageSize": "effnet.nas.data.facts",
     "data_facts": "effnet.nas.data.facts",

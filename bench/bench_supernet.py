@@ -29,7 +29,7 @@ from effnet.nas.proxies.check import AMORTISED_OVER
 from effnet.nas.proxies.rank import kendall, spearman
 from effnet.nas.proxies.supernet_proxy import SupernetProxy
 from effnet.nas.proxies.supernet_training import SupernetSetup, train_supernet
-from effnet.nas.study.space import load_space
+from effnet.nas.space.load import load_space
 from effnet.nas.training.allocator import configure_allocator
 
 

@@ -96,7 +96,7 @@ def proxy_check(
 ) -> None:
     """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
     from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check as run_check
-    from effnet.nas.study.signals import Interrupted
+    from effnet.nas.signals import Interrupted
     from effnet.nas.units import parse_size
 
     config = ProxyCheckConfig(

@@ -127,7 +127,7 @@ class PointObjective:
                             ("seed", seed)):
             trial.set_user_attr(name, value)
         spec = point_spec(self.config.base, point.alpha, point.beta, point.gamma, self.config.grid.phi)
-        from effnet.nas.study.signals import training
+        from effnet.nas.signals import training
 
         if self.on_detail is not None:
             with training(active=False):

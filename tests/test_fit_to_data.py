@@ -26,7 +26,7 @@ from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig, open_study
 from effnet.nas.study.search import SearchConfig, SearchJob, fitted_space, reported_accuracy
-from effnet.nas.study.space import load_space
+from effnet.nas.space.load import load_space
 from effnet.scaling import grid_study
 from images import jpeg_folder
 from postgres import TINY_BASE, TINY_SEARCH

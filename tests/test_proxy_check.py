@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.proxies.check import draw_candidates
 from effnet.nas.net.flops import analytic_flops
-from effnet.nas.study.space import load_space
+from effnet.nas.space.load import load_space
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",

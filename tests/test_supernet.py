@@ -21,8 +21,8 @@ from effnet.nas.proxies import supernet_training
 from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.proxies.supernet_training import (SupernetSetup, draw_path, load_supernet, read_checkpoint,
                                                   train_supernet)
-from effnet.nas.study.signals import request_stop
-from effnet.nas.study.space import load_space
+from effnet.nas.signals import request_stop
+from effnet.nas.space.load import load_space
 
 SPACE = load_space(Path(__file__).parent / "data" / "supernet_space.yaml")
 BASE = {  # one path of the space; each test varies from it

@@ -19,7 +19,7 @@ from effnet.cli.app import app
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig
 from effnet.nas.study.search import SearchConfig, search
-from effnet.nas.study.signals import request_stop
+from effnet.nas.signals import request_stop
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",

@@ -37,8 +37,8 @@ from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
 from effnet.nas.proxies.batches import ProxyBatches
 from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.proxies.train import check_finite, parameter_groups
-from effnet.nas.study.signals import Interrupted, stop_signals, training
-from effnet.nas.study.space import SearchSpace
+from effnet.nas.signals import Interrupted, stop_signals, training
+from effnet.nas.space.choices import SearchSpace
 from effnet.nas.training.checkpoint import check_state, load_checkpoint, save_checkpoint
 from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, resolve_device
 from effnet.nas.units import format_size

@@ -16,9 +16,9 @@ from effnet.nas.study.objective import mnasnet_reward
 from effnet.nas.study.recovery import STALE_ATTR, WORKER_ATTR
 from effnet.nas.study.runner import StudyRun
 from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.study.fit import DataFit
+from effnet.nas.space.fit import DataFit
 from effnet.nas.study.search import Candidate, SearchConfig, SearchResult, is_in_band, summarize
-from effnet.nas.study.space import SearchSpace
+from effnet.nas.space.choices import SearchSpace
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
                "report_seconds", "duration_s", "epochs_trained", "slow", "worker", "error")

@@ -14,7 +14,7 @@ does the rest, the same way for every job:
 - runs one worker in this process or several spawned ones (one GPU each on CUDA), each recording
   who it is and, on the journal, a heartbeat on the trial in hand;
 - stops cleanly on SIGINT or SIGTERM: a training stops at once, the trial is marked and queued again,
-  every worker records what it has (`effnet.nas.study.signals`);
+  every worker records what it has (`effnet.nas.signals`);
 - ends with one clear error when the storage fails mid-run (`effnet.nas.study.storage_failures`), and
   a worker's unexpected error leaves its traceback in the run directory;
 - ends with one clear error (`InputError`) when every trial of the run that reached its work failed the
@@ -54,7 +54,7 @@ from effnet.nas.redact import redact, url_secrets
 from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
 from effnet.nas.study.recovery import (HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR, WORKER_ATTR,
                                        recover_stale_trials, requeue_interrupted, worker_identity)
-from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals, training
+from effnet.nas.signals import Interrupted, request_stop, stop_requested, stop_signals, training
 from effnet.nas.study.storage import (JOURNAL_PREFIX, describe_storage, heartbeat_settings, journal_path,
                                       open_storage)
 from effnet.nas.study.storage_failures import storage_failures

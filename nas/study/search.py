@@ -33,17 +33,18 @@ from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.study.fit import MAX_CLASSES, DataFit, fit_space
+from effnet.nas.space.fit import MAX_CLASSES, DataFit, fit_space
 from effnet.nas.study.objective import OBJECTIVES, FlopsBand, reward_for
 from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
-from effnet.nas.study.reach import check_band
+from effnet.nas.space.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
 from effnet.nas.study.runner import (StudyConfig, check_settings,
                                      preparing_progress, run_study)
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
-from effnet.nas.study.signals import training
-from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.signals import training
+from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.load import load_space
 
 if TYPE_CHECKING:
     from effnet.nas.proxies.supernet_training import SupernetSetup
@@ -270,7 +271,7 @@ class SearchJob:
 
     config: SearchConfig
     space: SearchSpace
-    """The space with its base fitted to the data (`effnet.nas.study.fit`)."""
+    """The space with its base fitted to the data (`effnet.nas.space.fit`)."""
     chance: ChanceLevel | None = None
     """The proxy's chance level on its validation split; with it, pruning waits for the proxy to separate
     candidates from chance (`effnet.nas.study.pruning`)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
 from effnet.nas.study.runner import StudyConfig, StudyRun, open_study, optuna_quiet
-from effnet.nas.study.space import SearchSpace
+from effnet.nas.space.choices import SearchSpace
 
 if TYPE_CHECKING:
     from effnet.nas.study.search import SearchConfig, SearchJob

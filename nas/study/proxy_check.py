@@ -31,11 +31,12 @@ from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
-from effnet.nas.study.reach import check_band
+from effnet.nas.space.reach import check_band
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.study.runner import preparing_progress
-from effnet.nas.study.signals import Interrupted
-from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.signals import Interrupted
+from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.load import load_space
 from effnet.nas.units import format_size
 
 BASELINES = ("params", "flops")

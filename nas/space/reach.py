@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from effnet.nas.errors import SettingError
 from effnet.nas.net.flops import analytic_cost
@@ -22,10 +22,8 @@ from effnet.nas.net.layout import conv_output_size, stage_blocks
 from effnet.nas.net.limits import SpecCost, stage_activations
 from effnet.nas.net.rounding import round_filters
 from effnet.nas.net.spec import StageSpec, StemSpec
+from effnet.nas.space.choices import SearchSpace, StageChoices
 from effnet.nas.units import format_size
-
-if TYPE_CHECKING:  # the space module checks every space it loads with `space_reach`
-    from effnet.nas.study.space import SearchSpace, StageChoices
 
 
 @dataclass(frozen=True)

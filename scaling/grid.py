@@ -19,7 +19,8 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.progress import ProgressCallback
-from effnet.nas.study.runner import check_settings, open_study, preparing_progress, run_study
+from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.study.runner import check_settings, open_study, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
@@ -111,10 +112,9 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None,
     claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = config.study.proxy_runtime()
-    progress = preparing_progress(on_progress)
     records, chance = {}, None
     for resolution in sorted({p.proxy_resolution for p in points}):
-        data = dataclasses.replace(config.proxy, resolution=resolution).load(runtime, progress)
+        data = load_proxy_data(dataclasses.replace(config.proxy, resolution=resolution), runtime, on_progress)
         records[resolution] = data_record(data)
         if config.proxy.name == "train":
             chance = chance_level(data.val.labels, data.num_classes)

@@ -29,7 +29,8 @@ import optuna
 from optuna.trial import TrialState
 
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.progress import DetailCallback, Progress
 from effnet.scaling.grid_results import (POINT_ATTR, REPEAT_ATTR, Evaluation, evaluations_done, is_evaluated, is_live,
                                          network_results, ranked, trial_evaluation)
@@ -85,10 +86,10 @@ class PointScorer:
 
     def proxy(self, resolution: int) -> Any:
         if resolution not in self._proxies:
-            from effnet.nas.proxies import make_proxy
+            from effnet.nas.proxies.factory import make_proxy
 
             config = dataclasses.replace(self.config, resolution=resolution)
-            self._proxies[resolution] = make_proxy(config, config.load(self.runtime), self.runtime)
+            self._proxies[resolution] = make_proxy(config, load_proxy_data(config, self.runtime), self.runtime)
         return self._proxies[resolution]
 
     def __call__(self, spec: NetworkSpec, resolution: int, seed: int) -> float:

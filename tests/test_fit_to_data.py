@@ -23,7 +23,7 @@ from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import load_spec
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.pruning import ChanceGate
-from effnet.nas.proxies import ProxyConfig
+from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.runner import StudyConfig, open_study
 from effnet.nas.study.search import SearchConfig, SearchJob, fitted_space, reported_accuracy
 from effnet.nas.space.load import load_space

@@ -11,8 +11,10 @@ import torch
 from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import SettingError
 from effnet.nas.inputs import parse_yaml
-from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
-from effnet.nas.proxies.rank import kendall, spearman
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.factory import make_proxy
+from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.study.rank import kendall, spearman
 from effnet.nas.proxies.zero_cost import positive_score
 from effnet.nas.net.spec import spec_from_dict
 

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.proxies.check import draw_candidates
+from effnet.nas.study.proxy_check import draw_candidates
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.space.load import load_space
 

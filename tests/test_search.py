@@ -21,8 +21,8 @@ from effnet.cli.app import app
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model, count_parameters
 from effnet.nas.study.objective import FlopsBand, hard_reward, mnasnet_reward
-from effnet.nas.proxies import ProxyFailure
-from effnet.nas.proxies import ProxyConfig
+from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.runner import StudyConfig, open_study
 from effnet.nas.study.search import SearchConfig, SearchJob, TrialObjective, fitted_space
 from effnet.nas.space.load import load_space, space_from_dict

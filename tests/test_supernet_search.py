@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.proxies import ProxyConfig
+from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.runner import StudyConfig
 from effnet.nas.study.search import SearchConfig, search
 from effnet.nas.signals import request_stop

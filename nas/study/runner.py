@@ -62,7 +62,7 @@ from effnet.nas.study.workers import become_worker, spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
 
 if TYPE_CHECKING:
-    from effnet.nas.proxies import ProxyRuntime
+    from effnet.nas.proxies.config import ProxyRuntime
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_WORKERS = 256
@@ -146,7 +146,7 @@ class StudyConfig:
 
     def proxy_runtime(self, device: str | None = None, threads: int | None = None) -> "ProxyRuntime":
         """How a proxy computes in one of this study's workers."""
-        from effnet.nas.proxies import ProxyRuntime
+        from effnet.nas.proxies.config import ProxyRuntime
 
         return ProxyRuntime(device=device or self.device, seed=self.seed, threads=threads,
                             loader_workers=self.loader_workers, cache_dir=self.cache_dir)
@@ -166,13 +166,6 @@ class StudyConfig:
         from effnet.nas.training.runtime import resolve_device
 
         return resolve_device(self.device).type
-
-
-def preparing_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
-    """The `(done, total, status)` progress of the data and supernet stages as `Progress(preparing=True)`."""
-    if on_progress is None:
-        return None
-    return lambda done, total, status: on_progress(Progress(done, total, status, preparing=True))
 
 
 class StudyJob(Protocol):

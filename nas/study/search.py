@@ -29,7 +29,8 @@ from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.data.facts import data_facts
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
@@ -40,7 +41,7 @@ from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
 from effnet.nas.space.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
 from effnet.nas.study.runner import (StudyConfig, check_settings,
-                                     preparing_progress, run_study)
+                                     run_study)
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.signals import training
 from effnet.nas.space.choices import SearchSpace
@@ -229,9 +230,9 @@ def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime,
     loads the supernet trained before the study started)."""
 
     def factory() -> Any:
-        from effnet.nas.proxies import make_proxy
+        from effnet.nas.proxies.factory import make_proxy
 
-        return make_proxy(proxy, proxy.load(runtime), runtime, supernet)
+        return make_proxy(proxy, load_proxy_data(proxy, runtime), runtime, supernet)
 
     return factory
 
@@ -447,7 +448,7 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     config.study.check_workers()
     claim_run_dir(config.study.run_dir, "search", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(SearchJob(config, space), config.study, notes)
-    return space, fit, config.proxy.load(config.study.proxy_runtime(), preparing_progress(on_progress))
+    return space, fit, load_proxy_data(config.proxy, config.study.proxy_runtime(), on_progress)
 
 
 @holding_run_dirs()  # the run directory check_search claims is held to the end
@@ -463,7 +464,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
     chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
     job, started = SearchJob(config, space, chance), time.time()
-    supernet = train_before_study(job, data, preparing_progress(on_progress))  # None but for the supernet proxy
+    supernet = train_before_study(job, data, on_progress)  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
     else:

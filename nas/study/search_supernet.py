@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from effnet.nas.data.sources import DataSplits
+from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
 from effnet.nas.study.runner import StudyConfig, StudyRun, open_study, optuna_quiet
 from effnet.nas.space.choices import SearchSpace
@@ -45,7 +46,7 @@ class SupernetStage:
 
 
 def train_before_study(job: "SearchJob", data: DataSplits,
-                       on_progress: Callable[[int, int, str], None] | None) -> SupernetStage | None:
+                       on_progress: ProgressCallback | None) -> SupernetStage | None:
     """Train (or resume, or find) the search's supernet, within the run's time limit; None for other proxies."""
     setup = supernet_setup(job.config, job.space)
     if setup is None:

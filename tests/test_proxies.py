@@ -9,14 +9,16 @@ import pytest
 import torch
 
 from effnet.nas.data.sources import proxy_data
-from effnet.nas.errors import SettingError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inputs import parse_yaml
+from effnet.nas.net.spec import spec_from_dict
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.proxy import ProxyFailure
-from effnet.nas.study.rank import kendall, spearman
 from effnet.nas.proxies.zero_cost import positive_score
-from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.study.rank import kendall, spearman
+from images import jpeg_folder
 
 TINY = """
 name: tiny
@@ -47,6 +49,25 @@ ONE_THREAD = ProxyRuntime(threads=1)
 def fast(**changes) -> ProxyConfig:
     """A tiny network learns the synthetic patterns within 2 epochs at lr 0.01 (every seed tried)."""
     return ProxyConfig(**{"data": "synthetic", "epochs": 3, "resolution": 16, "batch_size": 32, "lr": 0.01, **changes})
+
+
+# -- data and construction --------------------------------------------------------------------------
+
+def test_proxy_data_follow_the_settings_and_report_decoding_as_preparing(tmp_path):
+    """2 classes of 6 files, 4 held out and 6 of the other 8 trained on, each split decoded into the cache in
+    one batch (64 images a batch)."""
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    events = []
+    config = ProxyConfig(data=str(tmp_path / "data"), resolution=16, val_images=4, train_images=6)
+    data = load_proxy_data(config, ProxyRuntime(cache_dir=tmp_path / "cache", loader_workers=0), events.append)
+    assert (len(data.train), len(data.val), data.resolution) == (6, 4, 16)
+    assert [(e.done, e.total, e.preparing) for e in events] == [(6, 6, True), (4, 4, True)]
+    assert events[0].status.startswith("decoding 6 images at ")
+
+
+def test_a_proxy_over_data_at_another_resolution_is_refused_as_bad_input(synthetic):
+    with pytest.raises(InputError, match="data are at 16 px but the proxy trains at 32 px"):
+        make_proxy(fast(resolution=32), synthetic, ONE_THREAD)
 
 
 # -- train ----------------------------------------------------------------------------------------

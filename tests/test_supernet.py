@@ -301,12 +301,12 @@ def test_supernet_proxy_scores_inherited_weights_without_changing_them(synthetic
     assert all(torch.equal(before[k], after[k]) for k in before)
     spec = SPACE.random_spec(random.Random(2))
     assert proxy.score(spec) == scores[0]  # deterministic
-    with pytest.raises(ValueError, match="trained with seed 0, not 3"):
+    with pytest.raises(InputError, match="trained with seed 0, not 3"):
         proxy.score(spec, seed=3)
 
 
 def test_supernet_proxy_needs_its_setup(synthetic):
-    with pytest.raises(ValueError, match="needs its SupernetSetup"):
+    with pytest.raises(InputError, match="needs its SupernetSetup"):
         make_proxy(tiny(), synthetic, ONE_THREAD)
 
 

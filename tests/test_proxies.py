@@ -1,4 +1,4 @@
-"""Accuracy proxies: short training (learns, deterministic, reports, fails on NaN), zero-cost scores, ranks."""
+"""Accuracy proxies: their data, short training (learns, deterministic, reports, fails on NaN), zero-cost scores."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.zero_cost import positive_score
-from effnet.nas.study.rank import kendall, spearman
 from images import jpeg_folder
 
 TINY = """
@@ -162,30 +161,3 @@ def test_positive_score_transform():
     with pytest.raises(ProxyFailure):
         positive_score(math.nan)
 
-
-# -- rank correlations ----------------------------------------------------------------------------
-
-def test_kendall_and_spearman_against_hand_computed_values():
-    # one adjacent swap of 4 items: 5 concordant and 1 discordant pair -> tau = (5 - 1) / 6;
-    # rank differences 0, 1, 1, 0 -> rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8
-    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(2 / 3)
-    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(0.8)
-    assert kendall([1, 2, 3], [30, 20, 10]).statistic == pytest.approx(-1.0)
-    assert spearman([0.1, 0.5, 0.2], [10, 50, 20]).statistic == pytest.approx(1.0)
-
-
-def test_p_values_against_hand_computed_values():
-    # Kendall, exact: of the 24 orders of 4 items, 1 has no discordant pair and 3 have one, so
-    # P(tau >= 2/3) = 4/24 and the two-sided p is 8/24 = 1/3.
-    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(1 / 3)
-    assert kendall([1, 2, 3, 4], [1, 2, 3, 4]).pvalue == pytest.approx(2 / 24)
-    # Spearman, t with n - 2 = 2 degrees of freedom: t = 0.8 * sqrt(2 / (1 - 0.64)) = 1.8856, and for 2 degrees of
-    # freedom the two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - 1.8856 / 2.3570 = 0.2.
-    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(0.2)
-
-
-def test_rank_correlation_of_a_constant_is_nan_and_bad_input_raises():
-    assert all(math.isnan(v) for v in kendall([1, 1, 1], [1, 2, 3]))
-    assert all(math.isnan(v) for v in spearman([1, 2, 3], [5, 5, 5]))
-    with pytest.raises(ValueError, match="equal length"):
-        kendall([1, 2], [1, 2, 3])

@@ -106,8 +106,8 @@ def check_band(space: SearchSpace, low: int, high: int) -> SpaceReach:
     reach = space_reach(space)
     if high < reach.min_flops or low > reach.max_flops:
         band = format_size(low) if low == high else f"{format_size(low)}–{format_size(high)}"
-        raise SettingError("target_flops", f"asks for {band} FLOPs, which no network "
-                                           f"of the {space.name} space has: they cost {format_size(reach.min_flops)}–"
-                                           f"{format_size(reach.max_flops)} FLOPs at {space.base.resolution} px; choose a "
-                                           "target in that range")
+        reached = f"{format_size(reach.min_flops)}–{format_size(reach.max_flops)}"
+        raise SettingError("target_flops", f"asks for {band} FLOPs, which no network of the {space.name} space has: "
+                                           f"they cost {reached} FLOPs at {space.base.resolution} px; choose a target "
+                                           "in that range")
     return reach

@@ -40,8 +40,7 @@ from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.progress import DetailCallback, Progress, ProgressCallback
 from effnet.nas.space.reach import check_band
 from effnet.nas.study.recovery import STALE_ATTR
-from effnet.nas.study.runner import (StudyConfig, check_settings,
-                                     run_study)
+from effnet.nas.study.runner import StudyConfig, check_settings, run_study
 from effnet.nas.study.search_supernet import supernet_setup, train_before_study
 from effnet.nas.signals import training
 from effnet.nas.space.choices import SearchSpace

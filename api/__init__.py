@@ -54,9 +54,9 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.predict import PredictResult, predict
     from effnet.nas.progress import Progress, ProgressCallback
     from effnet.nas.proxies import ProxyConfig
-    from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check
+    from effnet.nas.space.fit import DataFit
     from effnet.nas.study.chance import ChanceLevel
-    from effnet.nas.study.fit import DataFit
+    from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check
     from effnet.nas.study.search import search
     from effnet.nas.study.search_config import SearchConfig
     from effnet.nas.study.search_result import SearchResult
@@ -103,12 +103,12 @@ _EXPORTS = {
     "FamilyConfig": "effnet.scaling.export",
     "FamilyResult": "effnet.scaling.export",
     "export_family": "effnet.scaling.export",
-    "DataFit": "effnet.nas.study.fit",
+    "DataFit": "effnet.nas.space.fit",
     "ChanceLevel": "effnet.nas.study.chance",
     "ImageSize": "effnet.nas.data.facts",
     "data_facts": "effnet.nas.data.facts",
-    "ProxyCheckConfig": "effnet.nas.proxies.check",
-    "proxy_check": "effnet.nas.proxies.check",
+    "ProxyCheckConfig": "effnet.nas.study.proxy_check",
+    "proxy_check": "effnet.nas.study.proxy_check",
     "TrainConfig": "effnet.nas.training.job",
     "TrainResult": "effnet.nas.training.job",
     "train_network": "effnet.nas.training.trainer",

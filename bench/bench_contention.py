@@ -52,7 +52,9 @@ def measure(setting: str, epochs: int, train_images: int | None) -> None:
         configure_openmp()  # as the command line's entry point does, before torch loads
     import torch
 
-    from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+    from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+    from effnet.nas.proxies.data import load_proxy_data
+    from effnet.nas.proxies.factory import make_proxy
     from effnet.nas.training.allocator import configure_allocator
     from effnet.scaling.presets import reference_b0
 
@@ -65,7 +67,7 @@ def measure(setting: str, epochs: int, train_images: int | None) -> None:
         threads = 1 if setting == "threads 1" else 2
     config = ProxyConfig(epochs=epochs, train_images=train_images)
     runtime = ProxyRuntime(threads=threads)
-    proxy = make_proxy(config, config.load(runtime), runtime)
+    proxy = make_proxy(config, load_proxy_data(config, runtime), runtime)
     started = time.perf_counter()
     proxy.score(reference_b0())
     print(json.dumps({"seconds": time.perf_counter() - started, "threads": threads, "reason": reason,

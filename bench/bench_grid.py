@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from optuna.trial import TrialState
 
-from effnet.nas.proxies import ProxyConfig
+from effnet.nas.proxies.config import ProxyConfig
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.study.runner import run_study
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.training.allocator import configure_allocator
@@ -61,7 +62,7 @@ def main() -> None:
     shared = tuple(config.points())
     alone = each_point_alone(shared)
     for resolution in sorted({p.proxy_resolution for p in shared}):  # data ready before the clock starts
-        dataclasses.replace(config.proxy, resolution=resolution).load(proxy_runtime(config.study))
+        load_proxy_data(dataclasses.replace(config.proxy, resolution=resolution), proxy_runtime(config.study))
     seconds: dict[str, list[float]] = {"each point alone": [], "twins shared": []}
     evaluations: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as scratch:

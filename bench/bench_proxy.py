@@ -23,7 +23,8 @@ import torch
 
 from effnet.nas.data.sources import load_data
 from effnet.nas.net.flops import analytic_cost
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.train import proxy_network
 from effnet.nas.training.allocator import configure_allocator
 from effnet.scaling.compound import scale

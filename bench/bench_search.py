@@ -29,7 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from effnet.cli.options import parse_duration
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.study.objective import mnasnet_reward
 from effnet.nas.study.runner import run_study
 from effnet.nas.study.search import check_search, search
@@ -117,7 +119,7 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
     if result.best_spec is not None:
         reference = ProxyConfig(data=args.data, epochs=args.reference_epochs)
         runtime = ProxyRuntime(seed=seed, threads=args.threads)
-        accuracy = make_proxy(reference, reference.load(runtime), runtime).score(result.best_spec)
+        accuracy = make_proxy(reference, load_proxy_data(reference, runtime), runtime).score(result.best_spec)
         row.update(reference=accuracy, reference_reward=mnasnet_reward(accuracy, result.best_flops, TARGET),
                    architecture=result.best_spec.summary)
     return row

@@ -24,12 +24,13 @@ from rich.console import Console
 from rich.table import Table
 
 from effnet.nas.net.spec import spec_from_dict
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime
-from effnet.nas.proxies.check import AMORTISED_OVER
-from effnet.nas.proxies.rank import kendall, spearman
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.study.proxy_check import AMORTISED_OVER
+from effnet.nas.study.rank import kendall, spearman
 from effnet.nas.proxies.supernet_proxy import SupernetProxy
 from effnet.nas.proxies.supernet_training import SupernetSetup, train_supernet
-from effnet.nas.study.space import load_space
+from effnet.nas.space.load import load_space
 from effnet.nas.training.allocator import configure_allocator
 
 
@@ -58,10 +59,10 @@ def main() -> None:
         config = ProxyConfig(name="supernet", data=check["data"], resolution=check["resolution"],
                              supernet_epochs=epochs, supernet_kernels=kernels)
         runtime = ProxyRuntime(seed=check["seed"], threads=args.threads)
-        data = config.load(runtime)
+        data = load_proxy_data(config, runtime)
         setup = SupernetSetup(space, low, high, args.run_dir)
-        trained = train_supernet(setup, config, data, runtime, on_progress=lambda done, total, status: (
-            print(f"{done}/{total} {status}", flush=True) if done % max(1, total // 10) == 0 else None))
+        trained = train_supernet(setup, config, data, runtime, on_progress=lambda p: (
+            print(f"{p.done}/{p.total} {p.status}", flush=True) if p.done % max(1, p.total // 10) == 0 else None))
         for batches in args.calibration_batches:
             proxy = SupernetProxy(data, config, runtime, setup, calibration_batches=batches)
             seconds, scores = [], []

@@ -75,7 +75,7 @@ def stop_signal() -> int | None:
     """The last stop signal this process received (by these handlers or a study's), or None."""
     if _received:
         return _received[-1]
-    from effnet.nas.study.signals import stop_requested
+    from effnet.nas.signals import stop_requested
 
     return stop_requested()
 

@@ -115,7 +115,7 @@ def proxy_config(name: str, data: str, proxy_epochs: int | None, old_epochs: int
                  batch_size: int, train_images: int | None, val_images: int | None, augment: str,
                  **supernet: Any) -> Any:
     """The `ProxyConfig` of a command's options (`--epochs`, the old name of `--proxy-epochs`, noted)."""
-    from effnet.nas.proxies import ProxyConfig
+    from effnet.nas.proxies.config import ProxyConfig
 
     return ProxyConfig(name=name, data=data, epochs=renamed(proxy_epochs, old_epochs, "--proxy-epochs", "--epochs", 3),
                        resolution=resolution, batch_size=batch_size, train_images=train_images,

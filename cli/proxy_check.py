@@ -11,15 +11,14 @@ from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_js
                                set_run_dir)
 from effnet.cli import options
 from effnet.cli.options import renamed
+from effnet.nas.proxies.names import DEFAULT_PROXIES, PROXY_NAMES
 
-PROXY_NAMES = ("train", "supernet", "zero-cost", "naswot", "synflow")
-DEFAULT_PROXIES = ("train", "zero-cost", "synflow")
 
 
 def print_result(summary: dict[str, Any], results: list[Any], proxies: list[str]) -> None:
     from rich.table import Table
 
-    from effnet.nas.proxies.check import BASELINES, REFERENCE
+    from effnet.nas.study.proxy_check import BASELINES, REFERENCE
     from effnet.nas.units import format_size
 
     candidates = Table(title=f"candidates ({literal(summary['data'])}, {summary['resolution']} px)")
@@ -95,8 +94,8 @@ def proxy_check(
     as_json: bool = options.JSON,
 ) -> None:
     """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
-    from effnet.nas.proxies.check import ProxyCheckConfig, proxy_check as run_check
-    from effnet.nas.study.signals import Interrupted
+    from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check as run_check
+    from effnet.nas.signals import Interrupted
     from effnet.nas.units import parse_size
 
     config = ProxyCheckConfig(

@@ -15,7 +15,7 @@ from effnet.nas.net.spec import NetworkSpec, dump_spec
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import write_run_record
-from effnet.nas.study.fit import MAX_CLASSES
+from effnet.nas.space.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.family import (
     DEFAULT_PHIS,

@@ -19,8 +19,9 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.progress import ProgressCallback
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.study.opening import check_settings, open_study
-from effnet.nas.study.runner import preparing_progress, run_study
+from effnet.nas.study.runner import run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
@@ -112,10 +113,9 @@ def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None,
     claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = proxy_runtime(config.study)
-    progress = preparing_progress(on_progress)
     records, chance = {}, None
     for resolution in sorted({p.proxy_resolution for p in points}):
-        data = dataclasses.replace(config.proxy, resolution=resolution).load(runtime, progress)
+        data = load_proxy_data(dataclasses.replace(config.proxy, resolution=resolution), runtime, on_progress)
         records[resolution] = data_record(data)
         if config.proxy.name == "train":
             chance = chance_level(data.val.labels, data.num_classes)

@@ -29,7 +29,8 @@ import optuna
 from optuna.trial import TrialState
 
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.study.trial_attrs import (DUPLICATE_OF_ATTR, ERROR_ATTR, FLOPS_ATTR, FLOPS_RATIO_ATTR, NETWORK_ATTR,
@@ -96,10 +97,10 @@ class PointScorer:
 
     def proxy(self, resolution: int) -> Any:
         if resolution not in self._proxies:
-            from effnet.nas.proxies import make_proxy
+            from effnet.nas.proxies.factory import make_proxy
 
             config = dataclasses.replace(self.config, resolution=resolution)
-            self._proxies[resolution] = make_proxy(config, config.load(self.runtime), self.runtime)
+            self._proxies[resolution] = make_proxy(config, load_proxy_data(config, self.runtime), self.runtime)
         return self._proxies[resolution]
 
     def __call__(self, spec: NetworkSpec, resolution: int, seed: int) -> float:
@@ -138,7 +139,7 @@ class PointObjective:
                             (SEED_ATTR, seed)):
             trial.set_user_attr(name, value)
         spec = point_spec(self.config.base, point.alpha, point.beta, point.gamma, self.config.grid.phi)
-        from effnet.nas.study.signals import training
+        from effnet.nas.signals import training
 
         if self.on_detail is not None:
             with training(active=False):

@@ -280,7 +280,7 @@ def test_a_dead_workers_trial_is_recovered_by_a_run_under_another_host_name(tmp_
 
 
 def test_a_stop_signal_stops_a_training_at_once_but_lets_a_storage_write_finish():
-    from effnet.nas.study import signals
+    from effnet.nas import signals
 
     signals._clear()
     try:

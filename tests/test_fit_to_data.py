@@ -23,14 +23,14 @@ from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import load_spec
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.pruning import ChanceGate
-from effnet.nas.proxies import ProxyConfig
+from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.search import fitted_space
 from effnet.nas.study.search_config import SearchConfig
 from effnet.nas.study.search_job import SearchJob
 from effnet.nas.study.search_objective import reported_accuracy
 from effnet.nas.study.study_config import StudyConfig
-from effnet.nas.study.space import load_space
+from effnet.nas.space.load import load_space
 from effnet.scaling import grid_study
 from images import jpeg_folder
 from postgres import TINY_BASE, TINY_SEARCH

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.net.spec import load_spec
-from effnet.nas.proxies import ProxyConfig
+from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.recovery import recover_stale_trials
 from effnet.nas.study.runner import run_study

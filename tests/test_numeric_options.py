@@ -93,7 +93,7 @@ def test_every_numeric_option_of_every_command_is_drawn():
 def stubbed(monkeypatch):
     """Nothing trains or scores: a study runs no trial, training stops (exit 0) once its settings are checked,
     proxy-check gives each candidate made-up scores."""
-    from effnet.nas.proxies import check
+    from effnet.nas.study import proxy_check as check
     from effnet.nas.study import runner as study_runner
     from effnet.nas.training import trainer
 

@@ -1,4 +1,4 @@
-"""Accuracy proxies: short training (learns, deterministic, reports, fails on NaN), zero-cost scores, ranks."""
+"""Accuracy proxies: their data, short training (learns, deterministic, reports, fails on NaN), zero-cost scores."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from effnet.nas.data.sources import proxy_data
-from effnet.nas.errors import SettingError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inputs import parse_yaml
-from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
-from effnet.nas.proxies.rank import kendall, spearman
-from effnet.nas.proxies.zero_cost import positive_score
 from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.proxies.factory import make_proxy
+from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.proxies.zero_cost import positive_score
+from images import jpeg_folder
 
 TINY = """
 name: tiny
@@ -45,6 +48,25 @@ ONE_THREAD = ProxyRuntime(threads=1)
 def fast(**changes) -> ProxyConfig:
     """A tiny network learns the synthetic patterns within 2 epochs at lr 0.01 (every seed tried)."""
     return ProxyConfig(**{"data": "synthetic", "epochs": 3, "resolution": 16, "batch_size": 32, "lr": 0.01, **changes})
+
+
+# -- data and construction --------------------------------------------------------------------------
+
+def test_proxy_data_follow_the_settings_and_report_decoding_as_preparing(tmp_path):
+    """2 classes of 6 files, 4 held out and 6 of the other 8 trained on, each split decoded into the cache in
+    one batch (64 images a batch)."""
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    events = []
+    config = ProxyConfig(data=str(tmp_path / "data"), resolution=16, val_images=4, train_images=6)
+    data = load_proxy_data(config, ProxyRuntime(cache_dir=tmp_path / "cache", loader_workers=0), events.append)
+    assert (len(data.train), len(data.val), data.resolution) == (6, 4, 16)
+    assert [(e.done, e.total, e.preparing) for e in events] == [(6, 6, True), (4, 4, True)]
+    assert events[0].status.startswith("decoding 6 images at ")
+
+
+def test_a_proxy_over_data_at_another_resolution_is_refused_as_bad_input(synthetic):
+    with pytest.raises(InputError, match="data are at 16 px but the proxy trains at 32 px"):
+        make_proxy(fast(resolution=32), synthetic, ONE_THREAD)
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -139,30 +161,3 @@ def test_positive_score_transform():
     with pytest.raises(ProxyFailure):
         positive_score(math.nan)
 
-
-# -- rank correlations ----------------------------------------------------------------------------
-
-def test_kendall_and_spearman_against_hand_computed_values():
-    # one adjacent swap of 4 items: 5 concordant and 1 discordant pair -> tau = (5 - 1) / 6;
-    # rank differences 0, 1, 1, 0 -> rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8
-    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(2 / 3)
-    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(0.8)
-    assert kendall([1, 2, 3], [30, 20, 10]).statistic == pytest.approx(-1.0)
-    assert spearman([0.1, 0.5, 0.2], [10, 50, 20]).statistic == pytest.approx(1.0)
-
-
-def test_p_values_against_hand_computed_values():
-    # Kendall, exact: of the 24 orders of 4 items, 1 has no discordant pair and 3 have one, so
-    # P(tau >= 2/3) = 4/24 and the two-sided p is 8/24 = 1/3.
-    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(1 / 3)
-    assert kendall([1, 2, 3, 4], [1, 2, 3, 4]).pvalue == pytest.approx(2 / 24)
-    # Spearman, t with n - 2 = 2 degrees of freedom: t = 0.8 * sqrt(2 / (1 - 0.64)) = 1.8856, and for 2 degrees of
-    # freedom the two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - 1.8856 / 2.3570 = 0.2.
-    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(0.2)
-
-
-def test_rank_correlation_of_a_constant_is_nan_and_bad_input_raises():
-    assert all(math.isnan(v) for v in kendall([1, 1, 1], [1, 2, 3]))
-    assert all(math.isnan(v) for v in spearman([1, 2, 3], [5, 5, 5]))
-    with pytest.raises(ValueError, match="equal length"):
-        kendall([1, 2], [1, 2, 3])

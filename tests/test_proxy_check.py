@@ -1,9 +1,11 @@
-"""`effnet proxy-check` end to end on synthetic data with a tiny space and budget, and its bad inputs."""
+"""`effnet proxy-check` end to end on synthetic data with a tiny space and budget, its bad inputs, and the rank
+correlations it reports against hand counts."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,10 @@ import yaml
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.proxies.check import draw_candidates
 from effnet.nas.net.flops import analytic_flops
-from effnet.nas.study.space import load_space
+from effnet.nas.space.load import load_space
+from effnet.nas.study.proxy_check import draw_candidates
+from effnet.nas.study.rank import kendall, spearman
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
@@ -112,3 +115,31 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output, (extra, result.output)
         assert "Traceback" not in result.output
+
+
+# -- rank correlations ----------------------------------------------------------------------------
+
+def test_kendall_and_spearman_against_hand_computed_values():
+    # one adjacent swap of 4 items: 5 concordant and 1 discordant pair -> tau = (5 - 1) / 6;
+    # rank differences 0, 1, 1, 0 -> rho = 1 - 6 * 2 / (4 * (16 - 1)) = 0.8
+    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(2 / 3)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).statistic == pytest.approx(0.8)
+    assert kendall([1, 2, 3], [30, 20, 10]).statistic == pytest.approx(-1.0)
+    assert spearman([0.1, 0.5, 0.2], [10, 50, 20]).statistic == pytest.approx(1.0)
+
+
+def test_p_values_against_hand_computed_values():
+    # Kendall, exact: of the 24 orders of 4 items, 1 has no discordant pair and 3 have one, so
+    # P(tau >= 2/3) = 4/24 and the two-sided p is 8/24 = 1/3.
+    assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(1 / 3)
+    assert kendall([1, 2, 3, 4], [1, 2, 3, 4]).pvalue == pytest.approx(2 / 24)
+    # Spearman, t with n - 2 = 2 degrees of freedom: t = 0.8 * sqrt(2 / (1 - 0.64)) = 1.8856, and for 2 degrees of
+    # freedom the two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - 1.8856 / 2.3570 = 0.2.
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(0.2)
+
+
+def test_rank_correlation_of_a_constant_is_nan_and_bad_input_raises():
+    assert all(math.isnan(v) for v in kendall([1, 1, 1], [1, 2, 3]))
+    assert all(math.isnan(v) for v in spearman([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError, match="equal length"):
+        kendall([1, 2], [1, 2, 3])

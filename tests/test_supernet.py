@@ -16,13 +16,14 @@ from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import InputError
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies import supernet_training
 from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.proxies.supernet_training import (SupernetSetup, draw_path, load_supernet, read_checkpoint,
                                                   train_supernet)
-from effnet.nas.study.signals import request_stop
-from effnet.nas.study.space import load_space
+from effnet.nas.signals import request_stop
+from effnet.nas.space.load import load_space
 
 SPACE = load_space(Path(__file__).parent / "data" / "supernet_space.yaml")
 BASE = {  # one path of the space; each test varies from it
@@ -224,10 +225,11 @@ def test_paths_are_drawn_inside_the_band_or_refused():
 def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypatch):
     setup = setup_in(tmp_path)
     progress = []
-    first = train_supernet(setup, tiny(), synthetic, ONE_THREAD, on_progress=lambda *p: progress.append(p))
+    first = train_supernet(setup, tiny(), synthetic, ONE_THREAD, on_progress=progress.append)
     assert (first.steps, first.total_steps, first.complete, first.stopped) == (6, 6, True, None)  # 2 epochs x 3
-    assert [p[:2] for p in progress] == [(step, 6) for step in range(1, 7)]
-    assert "training the supernet: epoch 2/2" in progress[-1][2]
+    assert [(p.done, p.total) for p in progress] == [(step, 6) for step in range(1, 7)]
+    assert all(p.preparing for p in progress)  # steps of the supernet, not the study's units
+    assert "training the supernet: epoch 2/2" in progress[-1].status
     assert first.path.parent == tmp_path and first.path.name.startswith("supernet-")
     saved = first.path.stat().st_mtime_ns
 
@@ -250,8 +252,8 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
 def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path):
     whole = train_supernet(setup_in(tmp_path / "whole"), tiny(), synthetic, ONE_THREAD)
 
-    def stop_after_four(done, total, status):
-        if done == 4:  # in the middle of the second epoch
+    def stop_after_four(progress):
+        if progress.done == 4:  # in the middle of the second epoch
             request_stop(signal.SIGINT)
 
     setup = setup_in(tmp_path / "resumed")
@@ -299,12 +301,12 @@ def test_supernet_proxy_scores_inherited_weights_without_changing_them(synthetic
     assert all(torch.equal(before[k], after[k]) for k in before)
     spec = SPACE.random_spec(random.Random(2))
     assert proxy.score(spec) == scores[0]  # deterministic
-    with pytest.raises(ValueError, match="trained with seed 0, not 3"):
+    with pytest.raises(InputError, match="trained with seed 0, not 3"):
         proxy.score(spec, seed=3)
 
 
 def test_supernet_proxy_needs_its_setup(synthetic):
-    with pytest.raises(ValueError, match="needs its SupernetSetup"):
+    with pytest.raises(InputError, match="needs its SupernetSetup"):
         make_proxy(tiny(), synthetic, ONE_THREAD)
 
 

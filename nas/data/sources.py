@@ -31,9 +31,7 @@ from effnet.nas.data.images import ImageSet
 from effnet.nas.data.loader import EpochSampler, TransformedImages, default_loader_workers, make_loader
 from effnet.nas.data.transforms import eval_size, prepare_transform
 from effnet.nas.errors import InputError
-
-Progress = Callable[[int, int, str], None]
-"""(done, total, status)."""
+from effnet.nas.progress import Progress, ProgressCallback
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def training_data(source: str, resolution: int, seed: int) -> DataSplits:
 
 def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | None = None,
                val_images: int | None = None, cache_dir: Path | None = None, loader_workers: int | None = None,
-               on_progress: Progress | None = None) -> DataSplits:
+               on_progress: ProgressCallback | None = None) -> DataSplits:
     """The proxy's data at `resolution`: `val_images` held out of the training images per class (default
     a fifth, at most 50,000) and `train_images` of the rest (default all), from `seed`; a folder's are
     decoded once into caches in `cache_dir` (default `default_cache_dir()`)."""
@@ -130,7 +128,7 @@ def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | N
                       skipped=skipped, notes=notes)
 
 
-def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[ImageSet, int], Iterator]:
+def _decoder(workers: int | None, on_progress: ProgressCallback | None) -> Callable[[ImageSet, int], Iterator]:
     """Decode files into prepared squares in loader worker processes, in order, reporting progress."""
 
     def decode(images: ImageSet, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
@@ -141,7 +139,8 @@ def _decoder(workers: int | None, on_progress: Progress | None) -> Callable[[Ima
         for batch in loader:
             done += len(batch.labels) + len(batch.skipped)
             if on_progress is not None:
-                on_progress(done, len(images), f"decoding {len(images):,} images at {size} px into a cache")
+                on_progress(Progress(done, len(images), f"decoding {len(images):,} images at {size} px into a cache",
+                                     preparing=True))
             yield batch.images.numpy(), batch.labels.numpy(), batch.skipped
 
     return decode

@@ -12,7 +12,7 @@ from effnet.nas.data.loader import EpochSampler, Normalize, TransformedImages, d
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.data.transforms import eval_transform, train_transform
 from effnet.nas.errors import InputError
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.training.runtime import resolve_device
 
 

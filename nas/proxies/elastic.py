@@ -37,8 +37,8 @@ def init_conv(weight: torch.Tensor, groups_are_channels: bool) -> None:
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias, padded as the spec's `padding` says, depthwise or not) + BatchNorm at the largest channels, with one weight
-    for the largest kernel (`shared`) or one per kernel size."""
+    """Conv (no bias, padded as the spec's `padding` says, depthwise or not) + BatchNorm at the largest channels, with
+    one weight for the largest kernel (`shared`) or one per kernel size."""
 
     def __init__(self, in_max: int, out_max: int, kernels: tuple[int, ...], stride: int, bn: BatchNormSpec,
                  depthwise: bool = False, shared: bool = True, padding: str = "symmetric"):

@@ -27,7 +27,7 @@ from effnet.nas.net.model import DropPath, Network, build_model
 from effnet.nas.net.rounding import round_filters
 from effnet.nas.net.spec import POOL_SKIP, NetworkSpec
 from effnet.nas.proxies.elastic import ACTIVATIONS, ConvBN, SqueezeExcite
-from effnet.nas.study.space import SearchSpace, StageChoices
+from effnet.nas.space.choices import SearchSpace, StageChoices
 
 Unit = tuple[nn.Module, tuple[int, ...], bool]
 """One layer of a block as the builder orders them: the module, its shape arguments, an activation after it."""

@@ -15,9 +15,10 @@ from typing import Callable
 import torch
 
 from effnet.nas.data.sources import DataSplits
+from effnet.nas.errors import InputError
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.batches import ProxyBatches
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.supernet_training import SupernetSetup, load_supernet
 from effnet.nas.proxies.train import CALIBRATION_BATCHES
 from effnet.nas.training.evaluate import top1_accuracy
@@ -54,7 +55,7 @@ class SupernetProxy:
         """Validation top-1 of `spec` with its inherited weights; `seed` must be the one the supernet was trained
         with (its weights are that seed's)."""
         if seed is not None and seed != self.runtime.seed:
-            raise ValueError(f"the supernet was trained with seed {self.runtime.seed}, not {seed}")
+            raise InputError(f"the supernet was trained with seed {self.runtime.seed}, not {seed}")
         with cpu_threads(self.runtime.threads):
             model = place_model(self.supernet.standalone(spec), self.device)
             recompute_batch_norm(model, (self.normalize(x) for x in self.calibration), self.device)

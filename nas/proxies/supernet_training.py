@@ -23,7 +23,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +33,14 @@ from effnet.nas.data.sources import DataSplits
 from effnet.nas.errors import InputError
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
+from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.proxies.batches import ProxyBatches
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.proxies.train import check_finite, parameter_groups
-from effnet.nas.study.signals import Interrupted, stop_signals, training
-from effnet.nas.study.space import SearchSpace
+from effnet.nas.signals import Interrupted, stop_signals, training
+from effnet.nas.space.choices import SearchSpace
 from effnet.nas.training.checkpoint import check_state, load_checkpoint, save_checkpoint
 from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, resolve_device
 from effnet.nas.units import format_size
@@ -52,10 +54,6 @@ MAX_PATH_DRAWS = 10_000
 SHAPING = ("data", "resolution", "batch_size", "lr", "weight_decay", "max_train_batches", "train_images",
            "val_images", "augment", "supernet_epochs", "supernet_kernels")
 """The proxy settings that shape a trained supernet (the `train` proxy's own epochs do not)."""
-
-Progress = Callable[[int, int, str], None]
-"""(steps done, steps in all, status)."""
-
 
 @dataclass(frozen=True)
 class SupernetSetup:
@@ -168,7 +166,7 @@ def _check_model(supernet: Supernet, state: dict[str, Any], path: Path) -> None:
 
 
 def train_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, runtime: ProxyRuntime,
-                   deadline: float | None = None, on_progress: Progress | None = None) -> SupernetTraining:
+                   deadline: float | None = None, on_progress: ProgressCallback | None = None) -> SupernetTraining:
     """Train the supernet to the end, resuming its checkpoint, or find it trained; stop early at `deadline`
     (a `time.time()`) or a stop signal, with the checkpoint saved. Leaves torch's random state and threads as
     they were."""
@@ -208,7 +206,7 @@ class _Trainer:
         return self.earlier_seconds + time.perf_counter() - self.started
 
     def run(self, state: dict[str, Any] | None, deadline: float | None,
-            on_progress: Progress | None) -> SupernetTraining:
+            on_progress: ProgressCallback | None) -> SupernetTraining:
         if state is not None:
             _load_model(self.model, state, self.path)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -224,7 +222,7 @@ class _Trainer:
         return SupernetTraining(self.path, self.done, self.total, seconds, seconds - self.earlier_seconds, stopped,
                                 signum)
 
-    def _epochs(self, deadline: float | None, on_progress: Progress | None) -> str | None:
+    def _epochs(self, deadline: float | None, on_progress: ProgressCallback | None) -> str | None:
         """Train until the last step, the deadline ("timeout") or a stop signal (raises `Interrupted`)."""
         autocast = autocast_for(self.device)
         check_every = 1 if self.device.type == "cpu" else self.steps  # a finite-loss check syncs a GPU
@@ -252,7 +250,7 @@ class _Trainer:
                     self.schedule.step()
                     self.done += 1
                     if on_progress is not None:
-                        on_progress(self.done, self.total, self._status(epoch + 1))
+                        on_progress(Progress(self.done, self.total, self._status(epoch + 1), preparing=True))
                     if deadline is not None and time.time() >= deadline:
                         return "timeout"
                     if time.monotonic() - saved >= CHECKPOINT_EVERY_S:

@@ -22,8 +22,9 @@ from torch import nn
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
 from effnet.nas.proxies.batches import ProxyBatches
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.training.evaluate import top1_accuracy
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, resolve_device

@@ -21,9 +21,10 @@ from effnet.nas.data.loader import Normalize, TransformedImages, collate
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.data.transforms import eval_transform
 from effnet.nas.net.model import DropPath
-from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime
-from effnet.nas.proxies.train import seeded_proxy_model
 from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.proxies.train import seeded_proxy_model
 
 MIN_SCORE = 1e-12
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish)

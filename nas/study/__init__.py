@@ -1,1 +1,1 @@
-"""Studies: search spaces, rewards, storage, the study runner, the architecture search and its report."""
+"""Studies: rewards, storage, the study runner, the architecture search and its report, the proxies' rank check."""

@@ -16,7 +16,7 @@ does the rest, the same way for every job:
   `effnet.nas.study.workers`), each recording who it is and, on the journal, a heartbeat on the trial in hand
   (`effnet.nas.study.trial_records`);
 - stops cleanly on SIGINT or SIGTERM: a training stops at once, the trial is marked and queued again,
-  every worker records what it has (`effnet.nas.study.signals`);
+  every worker records what it has (`effnet.nas.signals`);
 - ends with one clear error when the storage fails mid-run (`effnet.nas.study.storage_failures`), and
   a worker's unexpected error leaves its traceback in the run directory;
 - ends with one clear error (`InputError`) when every trial of the run that reached its work failed the
@@ -33,16 +33,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import optuna
 
 from effnet.nas.cpus import ThreadChoice
-from effnet.nas.progress import Progress, ProgressCallback
+from effnet.nas.progress import ProgressCallback
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.recovery import recover_stale_trials, requeue_interrupted
-from effnet.nas.study.signals import Interrupted, request_stop, stop_requested, stop_signals
+from effnet.nas.signals import Interrupted, request_stop, stop_requested, stop_signals
 from effnet.nas.study.storage import heartbeat_settings
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.study_config import StudyConfig
@@ -51,13 +50,6 @@ from effnet.nas.study.trial_records import repeated_failure, repeated_failure_er
 from effnet.nas.study.worker_loop import stop_reason_now, work, worker_note, worker_process
 from effnet.nas.study.workers import spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
-
-
-def preparing_progress(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
-    """The `(done, total, status)` progress of the data and supernet stages as `Progress(preparing=True)`."""
-    if on_progress is None:
-        return None
-    return lambda done, total, status: on_progress(Progress(done, total, status, preparing=True))
 
 
 @dataclass

@@ -22,18 +22,20 @@ from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import ProgressCallback
+from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import chance_level
-from effnet.nas.study.fit import DataFit, fit_space
-from effnet.nas.study.reach import check_band
+from effnet.nas.space.fit import DataFit, fit_space
+from effnet.nas.space.reach import check_band
 from effnet.nas.study.opening import check_settings
-from effnet.nas.study.runner import preparing_progress, run_study
+from effnet.nas.study.runner import run_study
 from effnet.nas.study.search_config import ACCURACY_PROXIES, SearchConfig
 from effnet.nas.study.search_files import write_search_files
 from effnet.nas.study.search_job import SearchJob
 from effnet.nas.study.search_result import SearchResult
 from effnet.nas.study.search_supernet import train_before_study
-from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.load import load_space
 
 
 def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
@@ -63,7 +65,7 @@ def check_search(config: SearchConfig, on_progress: ProgressCallback | None = No
     config.study.check_workers()
     claim_run_dir(config.study.run_dir, "search", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(SearchJob(config, space), config.study, notes)
-    return space, fit, config.proxy.load(config.proxy_runtime(), preparing_progress(on_progress))
+    return space, fit, load_proxy_data(config.proxy, config.proxy_runtime(), on_progress)
 
 
 @holding_run_dirs()  # the run directory check_search claims is held to the end
@@ -77,7 +79,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
     chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
     job, started = SearchJob(config, space, chance), time.time()
-    supernet = train_before_study(job, data, preparing_progress(on_progress))  # None but for the supernet proxy
+    supernet = train_before_study(job, data, on_progress)  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
     else:

@@ -13,12 +13,14 @@ from optuna.trial import FrozenTrial
 
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.progress import DetailCallback
-from effnet.nas.proxies import ProxyConfig, ProxyRuntime, make_proxy
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.supernet_training import SupernetSetup
 from effnet.nas.study.objective import reward_for
 from effnet.nas.study.search_config import SearchConfig
-from effnet.nas.study.signals import training
-from effnet.nas.study.space import SearchSpace
+from effnet.nas.signals import training
+from effnet.nas.space.choices import SearchSpace
 from effnet.nas.study.trial_attrs import (ACCURACY_ATTR, EPOCHS_TRAINED_ATTR, ERROR_ATTR, FLOPS_ATTR, IN_BAND_ATTR,
                                           PARAMS_ATTR, REPORT_SECONDS_ATTR, REWARD_ATTR, WORK_SECONDS_ATTR)
 from effnet.nas.units import format_size
@@ -131,7 +133,7 @@ def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime,
     loads the supernet trained before the study started)."""
 
     def factory() -> Any:
-        return make_proxy(proxy, proxy.load(runtime), runtime, supernet)
+        return make_proxy(proxy, load_proxy_data(proxy, runtime), runtime, supernet)
 
     return factory
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from effnet.nas.data.sources import DataSplits
+from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.supernet_training import SupernetTraining, train_supernet
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
@@ -39,7 +40,7 @@ class SupernetStage:
 
 
 def train_before_study(job: SearchJob, data: DataSplits,
-                       on_progress: Callable[[int, int, str], None] | None) -> SupernetStage | None:
+                       on_progress: ProgressCallback | None) -> SupernetStage | None:
     """Train (or resume, or find) the search's supernet, within the run's time limit; None for other proxies."""
     setup = supernet_setup(job.config, job.space)
     if setup is None:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from effnet.nas.errors import InputError
 from effnet.nas.study.recovery import worker_identity
-from effnet.nas.study.signals import training
+from effnet.nas.signals import training
 from effnet.nas.study.trial_attrs import (FAIL_REASON_ATTR, HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR,
                                           WORK_SECONDS_ATTR, WORKER_ATTR)
 

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from effnet.nas.cpus import openmp_env
-from effnet.nas.study.signals import Interrupted, ignoring_stop_signals, install_worker_handlers, stop_requested
+from effnet.nas.signals import Interrupted, ignoring_stop_signals, install_worker_handlers, stop_requested
 
 POLL_S = 1.0
 """How often the parent refreshes its progress while workers run."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from effnet.nas.errors import SettingError
 from effnet.nas.net.flops import analytic_cost
@@ -22,10 +22,8 @@ from effnet.nas.net.layout import conv_output_size, stage_blocks
 from effnet.nas.net.limits import SpecCost, stage_activations
 from effnet.nas.net.rounding import round_filters
 from effnet.nas.net.spec import StageSpec, StemSpec
+from effnet.nas.space.choices import SearchSpace, StageChoices
 from effnet.nas.units import format_size
-
-if TYPE_CHECKING:  # the space module checks every space it loads with `space_reach`
-    from effnet.nas.study.space import SearchSpace, StageChoices
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,8 @@ def check_band(space: SearchSpace, low: int, high: int) -> SpaceReach:
     reach = space_reach(space)
     if high < reach.min_flops or low > reach.max_flops:
         band = format_size(low) if low == high else f"{format_size(low)}–{format_size(high)}"
-        raise SettingError("target_flops", f"asks for {band} FLOPs, which no network "
-                                           f"of the {space.name} space has: they cost {format_size(reach.min_flops)}–"
-                                           f"{format_size(reach.max_flops)} FLOPs at {space.base.resolution} px; choose a "
-                                           "target in that range")
+        reached = f"{format_size(reach.min_flops)}–{format_size(reach.max_flops)}"
+        raise SettingError("target_flops", f"asks for {band} FLOPs, which no network of the {space.name} space has: "
+                                           f"they cost {reached} FLOPs at {space.base.resolution} px; choose a target "
+                                           "in that range")
     return reach

@@ -15,7 +15,7 @@ from typing import Any
 
 from effnet.nas.data.facts import RESOLUTION_RULE, DataFacts, ImageSize, fitted_resolution
 from effnet.nas.errors import SettingError
-from effnet.nas.study.space import SearchSpace
+from effnet.nas.space.choices import SearchSpace
 
 MAX_CLASSES = 1_000_000
 """The most classes `--classes` may give a classifier."""

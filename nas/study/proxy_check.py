@@ -25,22 +25,25 @@ from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.flops import analytic_cost, analytic_flops
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
-from effnet.nas.proxies import PROXY_NAMES, ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
-from effnet.nas.proxies.rank import UNDEFINED, kendall, spearman
+from effnet.nas.outputs import claim_run_dir, holding_run_dirs
+from effnet.nas.progress import Progress, ProgressCallback
+from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.proxies.factory import make_proxy
+from effnet.nas.proxies.names import DEFAULT_PROXIES, PROXY_NAMES
+from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
 from effnet.nas.proxies.train import proxy_network
-from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.record import write_run_record
-from effnet.nas.study.reach import check_band
-from effnet.nas.progress import Progress, ProgressCallback
-from effnet.nas.study.runner import preparing_progress
-from effnet.nas.study.signals import Interrupted
-from effnet.nas.study.space import SearchSpace, load_space
+from effnet.nas.signals import Interrupted
+from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.load import load_space
+from effnet.nas.space.reach import check_band
+from effnet.nas.study.rank import UNDEFINED, kendall, spearman
 from effnet.nas.units import format_size
 
 BASELINES = ("params", "flops")
 REFERENCE = "reference"
-DEFAULT_PROXIES = ("train", "zero-cost", "synflow")
 MAX_DRAWS = 1_000
 """Random draws allowed per requested candidate before the band is declared too thin."""
 MAX_TOTAL_DRAWS = 50_000
@@ -252,8 +255,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None =
     check_loader_workers(config.loader_workers)
     space = load_space(config.space)
     claim_run_dir(config.run_dir, "proxy-check", config.force)
-    preparing = preparing_progress(on_progress)
-    images = config.proxy().load(config.runtime(), preparing)
+    images = load_proxy_data(config.proxy(), config.runtime(), on_progress)
     low = config.target_flops * (1 - config.flops_tolerance)
     high = config.target_flops * (1 + config.flops_tolerance)
     check_band(space, math.ceil(low), math.floor(high))
@@ -262,7 +264,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None =
     if "supernet" in config.proxies:
         setup = SupernetSetup(space, low, high, config.run_dir)
         runtime = dataclasses.replace(config.runtime(), device=device)
-        supernet = train_supernet(setup, config.proxy("supernet"), images, runtime, on_progress=preparing)
+        supernet = train_supernet(setup, config.proxy("supernet"), images, runtime, on_progress=on_progress)
         if supernet.signal is not None:
             raise Interrupted(supernet.signal)
     total = len(specs) * (len(config.proxies) + 1)

@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.net.spec import NetworkSpec, StageSpec, dump_spec, load_spec, spec_from_dict, spec_to_dict
     from effnet.nas.predict import PredictResult, predict
     from effnet.nas.progress import Progress, ProgressCallback
-    from effnet.nas.proxies import ProxyConfig
+    from effnet.nas.proxies.config import ProxyConfig
     from effnet.nas.space.fit import DataFit
     from effnet.nas.study.chance import ChanceLevel
     from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check
@@ -92,7 +92,7 @@ _EXPORTS = {
     "StudyConfig": "effnet.nas.study.study_config",
     "Progress": "effnet.nas.progress",
     "ProgressCallback": "effnet.nas.progress",
-    "ProxyConfig": "effnet.nas.proxies",
+    "ProxyConfig": "effnet.nas.proxies.config",
     "SearchConfig": "effnet.nas.study.search_config",
     "SearchResult": "effnet.nas.study.search_result",
     "search": "effnet.nas.study.search",

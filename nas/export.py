@@ -45,7 +45,7 @@ from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec, spec_to_dict
-from effnet.nas.outputs import check_output_file
+from effnet.nas.targets import check_output_file
 from effnet.nas.training.weights import WeightsFile, load_weights, read_weights, state_dict_for
 
 RELATIVE_TOLERANCE = 1e-4
@@ -101,7 +101,7 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
     initialisation) to `out` as `format` (onnx, torchscript, timm, torchvision), after running the exported form
     against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
     picks a training checkpoint's weights: best (those that scored best on validation), ema or raw. `out` must be
-    a file effnet may replace (`effnet.nas.outputs.check_output_file`), checked first."""
+    a file effnet may replace (`effnet.nas.targets.check_output_file`), checked first."""
     checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")

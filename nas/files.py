@@ -4,7 +4,7 @@ Every file (specs, YAML and CSV reports, plots, checkpoints) is written by `atom
 temporary file in the target's directory, flushed to disk, then renamed over the target, so a crash
 never leaves a half-written file; each gets the usual permissions (0666 less the umask). The temporary
 file is removed on any error and on a stop signal (the CLI turns SIGTERM into an exception, so this
-cleanup runs), and only targets `effnet.nas.outputs.check_target` allows are replaced. A write the
+cleanup runs), and only targets `effnet.nas.targets.check_target` allows are replaced. A write the
 system refuses (a full disk, a read-only directory) is an `InputError` naming the file and the problem.
 """
 
@@ -24,7 +24,7 @@ import yaml
 
 from effnet.nas.errors import InputError
 from effnet.nas.inputs import EXPONENT_FLOAT, FLOAT_TAG
-from effnet.nas.outputs import check_target, replaceable
+from effnet.nas.targets import check_target, replaceable
 
 
 def current_umask() -> int:

@@ -1,10 +1,7 @@
-"""Where effnet may write: the one output policy every writer follows.
+"""Run directories: a command claims its run directory before writing in it, and holds it to the end.
 
-effnet replaces only regular files of its own. `check_target` (called by `effnet.nas.files.atomic_write`
-for every file, and by a command up front for an output path the user names) refuses a target that is a
-symbolic link (effnet never writes through one), a directory, a device, pipe or socket, a read-only file,
-or a file in a run directory that was there before effnet used it. `check_output_file` adds the rule for
-`--out`: it must not be any input of the same command.
+Which single files effnet may replace is `effnet.nas.targets` (below the file writer); this module, above
+the writer, decides who owns a directory and records it.
 
 A run directory is claimed for a command's life (`claim_run_dir`, released when the command's function
 decorated with `holding_run_dirs` returns): it must not be `/` or the home directory itself; it is
@@ -22,106 +19,31 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from effnet.nas.errors import InputError
+from effnet.nas.files import atomic_write_text, current_umask, ensure_writable_dir, yaml_text
+from effnet.nas.targets import LOCK_NAME, MANIFEST_NAME, Claim, claims, read_manifest, read_small_yaml, resolved
 
-MANIFEST_NAME = ".effnet-run.yaml"
-LOCK_NAME = ".effnet.lock"
 RUN_RECORD_NAME = "run.yaml"
 OWN_NAMES = frozenset({MANIFEST_NAME, LOCK_NAME})
-MAX_RECORD_BYTES = 2 * 2**20
 SUGGESTED_RUN_DIRS = {"search": "runs/search", "grid-scale": "runs/grid", "export-family": "runs/family",
                       "proxy-check": "runs/proxy-check", "train": "runs/train-NAME"}
 """A fresh run directory to suggest to a command refused another command's directory (its default)."""
-
-
-@dataclass
-class _Claim:
-    """A run directory this process holds: its lock file's descriptor, the owning command, the names
-    that were there before effnet (written only with force, never replaced), and how many nested
-    `run_directory` blocks hold it."""
-
-    lock_fd: int
-    command: str
-    foreign: frozenset[str]
-    depth: int = 1
-
-
-_claims: dict[Path, _Claim] = {}
-
-
-def check_target(path: str | os.PathLike[str]) -> Path:
-    """Refuse to replace what is not effnet's to replace (see the module notes); returns the path."""
-    target = Path(path)
-    try:
-        info = os.lstat(target)
-    except FileNotFoundError:
-        info = None
-    except OSError as err:
-        raise InputError(f"cannot write {target}: {err.strerror}; choose another path") from None
-    if info is not None:
-        if stat.S_ISLNK(info.st_mode):
-            raise InputError(f"{target} is a symbolic link; effnet never writes through a link: give the path of "
-                             "the file itself or a new one")
-        if stat.S_ISDIR(info.st_mode):
-            raise InputError(f"{target} is a directory; give the path of a file to write")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{target} is not a regular file (a device, a pipe or a socket); effnet writes only "
-                             "regular files: give another path")
-        if not info.st_mode & stat.S_IWUSR:
-            raise InputError(f"{target} is read-only; effnet does not replace it: give another path, or make it "
-                             "writable if it may go")
-    claim = _claims.get(_resolved(target.parent))
-    if claim is not None and target.name in claim.foreign:
-        raise InputError(f"{target} was in the run directory before effnet used it; effnet never replaces or "
-                         "deletes such a file: move it away or choose another run directory")
-    return target
-
-
-def check_output_file(path: str | os.PathLike[str],
-                      inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
-    """An output file a user names (`--out`): `check_target`'s rules, not one of the command's `inputs`,
-    and in a directory that exists or can be created and is writable; checked before any work is done."""
-    target = check_target(path)
-    if target.exists():
-        for source in inputs:
-            if source is not None and Path(source).exists() and os.path.samefile(target, source):
-                raise InputError(f"{target} is also this command's input ({source}); write to another file")
-    folder = _existing_ancestor(target.parent)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {target}: the directory {folder} is not writable; give another path")
-    return target
-
-
-def replaceable(path: str | os.PathLike[str]) -> bool:
-    """Whether a file may go to `path` outside a command's hold on its run directory (a crash log, written
-    after the hold ended): a new name, or one in a directory effnet owns that was not there before effnet."""
-    target = Path(path)
-    if not os.path.lexists(target):
-        return True
-    try:
-        manifest = _read_manifest(target.parent / MANIFEST_NAME)
-    except InputError:
-        return False
-    return manifest is not None and target.name not in manifest[1]
 
 
 @contextmanager
 def holding_run_dirs() -> Iterator[None]:
     """Release, when the block ends, every run directory claimed (`claim_run_dir`) inside it: a command's
     checks claim its directory where they come to it, and the command holds it until it returns."""
-    before = {key: claim.depth for key, claim in _claims.items()}
+    before = {key: claim.depth for key, claim in claims.items()}
     try:
         yield
     finally:
-        for key, claim in list(_claims.items()):
+        for key, claim in list(claims.items()):
             for _ in range(claim.depth - before.get(key, 0)):
                 release_run_dir(key)
 
@@ -130,12 +52,10 @@ def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = Fals
     """Claim a run directory for `command` (see the module notes) until `release_run_dir` of the returned key;
     the same process may claim one directory again for the same command. `own` names files in it the caller
     has read as effnet's own (a training checkpoint it resumes), which are not foreign."""
-    from effnet.nas.files import ensure_writable_dir
-
     folder = Path(path).expanduser()
-    key = _resolved(folder)
+    key = resolved(folder)
     _refuse_special(folder, key)
-    held = _claims.get(key)
+    held = claims.get(key)
     if held is not None:
         if held.command != command:
             raise _taken_by(folder, held.command, command)
@@ -150,36 +70,25 @@ def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = Fals
             (folder / LOCK_NAME).unlink(missing_ok=True)
         os.close(fd)
         raise
-    _claims[key] = _Claim(fd, command, foreign)
+    claims[key] = Claim(fd, command, foreign)
     return key
 
 
 def release_run_dir(key: Path) -> None:
-    held = _claims.get(key)
+    held = claims.get(key)
     if held is None:
         return
     held.depth -= 1
     if held.depth == 0:
-        del _claims[key]
+        del claims[key]
         os.close(held.lock_fd)  # closing the only descriptor releases the flock
-
-
-def _resolved(folder: Path) -> Path:
-    return Path(os.path.realpath(folder.expanduser()))
-
-
-def _existing_ancestor(folder: Path) -> Path:
-    folder = Path(os.path.abspath(folder))
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 def _refuse_special(folder: Path, key: Path) -> None:
     if key == Path(key.anchor):
         raise InputError(f"run directory {folder} is the root directory; give the run its own directory, "
                          "e.g. --run-dir runs/NAME")
-    if key == _resolved(Path.home()):
+    if key == resolved(Path.home()):
         raise InputError(f"run directory {folder} is the home directory; give the run its own directory, "
                          "e.g. --run-dir runs/NAME")
 
@@ -187,8 +96,6 @@ def _refuse_special(folder: Path, key: Path) -> None:
 def _lock(folder: Path) -> tuple[int, bool]:
     """Take the run directory's lock (its file holds the PID of the holder), or refuse naming the holder.
     Returns the lock file's descriptor and whether this call created the file."""
-    from effnet.nas.files import current_umask
-
     lock = folder / LOCK_NAME
     flags, mode = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~current_umask()
     try:
@@ -213,9 +120,7 @@ def _lock(folder: Path) -> tuple[int, bool]:
 
 def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> frozenset[str]:
     """Check who owns `folder` (under its lock); record `command` as the owner. Returns the foreign names."""
-    from effnet.nas.files import yaml_text
-
-    manifest = _read_manifest(folder / MANIFEST_NAME)
+    manifest = read_manifest(folder / MANIFEST_NAME)
     if manifest is not None:
         owner, foreign = manifest
         if owner != command:
@@ -239,8 +144,6 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> 
 
 
 def _write_manifest(path: Path, text: str) -> None:
-    from effnet.nas.files import atomic_write_text
-
     atomic_write_text(path, text)
 
 
@@ -249,29 +152,8 @@ def _taken_by(folder: Path, owner: str, command: str) -> InputError:
                       f"own, e.g. --run-dir {SUGGESTED_RUN_DIRS.get(command, 'runs/NAME')}")
 
 
-def _read_small_yaml(path: Path) -> object:
-    """A small YAML file effnet wrote, or None where there is none or it is not one."""
-    try:
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RECORD_BYTES:
-            return None
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
-def _read_manifest(path: Path) -> tuple[str, frozenset[str]] | None:
-    if not os.path.lexists(path):
-        return None
-    data = _read_small_yaml(path)
-    if not (isinstance(data, dict) and isinstance(data.get("command"), str)
-            and isinstance(data.get("foreign"), list) and all(isinstance(n, str) for n in data["foreign"])):
-        raise InputError(f"{path} is not effnet's run-directory manifest; choose another run directory")
-    return data["command"], frozenset(data["foreign"])
-
-
 def _recorded_command(path: Path) -> str | None:
     """The command a run record (`run.yaml`) names, for run directories written before manifests."""
-    data = _read_small_yaml(path)
+    data = read_small_yaml(path)
     command = data.get("command") if isinstance(data, dict) else None
     return command if isinstance(command, str) else None

@@ -57,9 +57,9 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.space.fit import DataFit
     from effnet.nas.study.chance import ChanceLevel
     from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check
-    from effnet.nas.study.search import search
-    from effnet.nas.study.search_config import SearchConfig
-    from effnet.nas.study.search_result import SearchResult
+    from effnet.nas.search.search import search
+    from effnet.nas.search.config import SearchConfig
+    from effnet.nas.search.result import SearchResult
     from effnet.nas.study.study_config import StudyConfig
     from effnet.nas.training.job import TrainConfig, TrainResult
     from effnet.nas.training.trainer import train_network
@@ -93,9 +93,9 @@ _EXPORTS = {
     "Progress": "effnet.nas.progress",
     "ProgressCallback": "effnet.nas.progress",
     "ProxyConfig": "effnet.nas.proxies.config",
-    "SearchConfig": "effnet.nas.study.search_config",
-    "SearchResult": "effnet.nas.study.search_result",
-    "search": "effnet.nas.study.search",
+    "SearchConfig": "effnet.nas.search.config",
+    "SearchResult": "effnet.nas.search.result",
+    "search": "effnet.nas.search.search",
     "GridConfig": "effnet.scaling.grid_space",
     "GridDefinition": "effnet.scaling.grid_space",
     "GridResult": "effnet.scaling.grid",

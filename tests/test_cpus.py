@@ -24,7 +24,7 @@ from effnet.nas.cpus import (
     openmp_env,
     usable_cores,
 )
-from effnet.nas.study.search_files import slow_trials
+from effnet.nas.search.run_dir import slow_trials
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 

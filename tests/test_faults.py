@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.files import dump_yaml
-from effnet.nas.study.plots import plot_history
+from effnet.nas.search.plots import plot_history
 from effnet.nas.record import write_run_record
-from effnet.nas.study.search_files import write_trials_csv
+from effnet.nas.search.run_dir import write_trials_csv
 from effnet.nas.net.spec import dump_spec, load_spec
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family

@@ -22,13 +22,13 @@ from effnet.nas.net.flops import analytic_cost, fvcore_count
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import load_spec
 from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.study.pruning import ChanceGate
+from effnet.nas.search.pruning import ChanceGate
 from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.opening import open_study
-from effnet.nas.study.search import fitted_space
-from effnet.nas.study.search_config import SearchConfig
-from effnet.nas.study.search_job import SearchJob
-from effnet.nas.study.search_objective import reported_accuracy
+from effnet.nas.search.search import fitted_space
+from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.job import SearchJob
+from effnet.nas.search.trial import reported_accuracy
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.space.load import load_space
 from effnet.scaling import grid_study

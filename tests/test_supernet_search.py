@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.proxies.config import ProxyConfig
-from effnet.nas.study.search import search
-from effnet.nas.study.search_config import SearchConfig
+from effnet.nas.search.search import search
+from effnet.nas.search.config import SearchConfig
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.signals import request_stop
 

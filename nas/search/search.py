@@ -29,11 +29,11 @@ from effnet.nas.space.fit import DataFit, fit_space
 from effnet.nas.space.reach import check_band
 from effnet.nas.study.opening import check_settings
 from effnet.nas.study.runner import run_study
-from effnet.nas.study.search_config import ACCURACY_PROXIES, SearchConfig
-from effnet.nas.study.search_files import write_search_files
-from effnet.nas.study.search_job import SearchJob
-from effnet.nas.study.search_result import SearchResult
-from effnet.nas.study.search_supernet import train_before_study
+from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
+from effnet.nas.search.run_dir import write_search_files
+from effnet.nas.search.job import SearchJob
+from effnet.nas.search.result import SearchResult
+from effnet.nas.search.supernet_stage import train_before_study
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.load import load_space
 

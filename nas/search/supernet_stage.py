@@ -19,8 +19,8 @@ from effnet.nas.proxies.supernet_training import SupernetTraining, train_superne
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.runner import StudyRun
-from effnet.nas.study.search_job import SearchJob
-from effnet.nas.study.search_objective import supernet_setup
+from effnet.nas.search.job import SearchJob
+from effnet.nas.search.trial import supernet_setup
 from effnet.nas.study.study_config import StudyConfig
 
 

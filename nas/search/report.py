@@ -11,9 +11,9 @@ from effnet.nas.study.html_report import (Section, dashboard_command, history_se
                                            scored_study, write_report)
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.space.fit import DataFit
-from effnet.nas.study.objective import FlopsBand
-from effnet.nas.study.search_config import SearchConfig
-from effnet.nas.study.search_trials import is_in_band
+from effnet.nas.search.reward import FlopsBand
+from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.trials import is_in_band
 from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR, REWARD_ATTR
 
 

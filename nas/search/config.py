@@ -12,7 +12,7 @@ from effnet.nas import checks
 from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.space.fit import MAX_CLASSES
-from effnet.nas.study.objective import FlopsBand
+from effnet.nas.search.reward import FlopsBand
 from effnet.nas.study.study_config import StudyConfig
 
 ACCURACY_PROXIES = ("train", "supernet")

@@ -13,10 +13,10 @@ from optuna.trial import TrialState
 
 from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.study.pruning import ChanceGate
-from effnet.nas.study.search_config import SearchConfig
-from effnet.nas.study.search_objective import TrialObjective, proxy_factory, reported_accuracy, supernet_setup
-from effnet.nas.study.search_trials import best_trial, counts_toward_budget, is_in_band, summarize
+from effnet.nas.search.pruning import ChanceGate
+from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.trial import TrialObjective, proxy_factory, reported_accuracy, supernet_setup
+from effnet.nas.search.trials import best_trial, counts_toward_budget, is_in_band, summarize
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.study.trial_attrs import FLOPS_ATTR, REWARD_ATTR
 from effnet.nas.units import format_size
@@ -34,7 +34,7 @@ class SearchJob:
     """The space with its base fitted to the data (`effnet.nas.space.fit`)."""
     chance: ChanceLevel | None = None
     """The proxy's chance level on its validation split; with it, pruning waits for the proxy to separate
-    candidates from chance (`effnet.nas.study.pruning`)."""
+    candidates from chance (`effnet.nas.search.pruning`)."""
     kind: str = "search"
 
     def fingerprint(self) -> dict[str, Any]:

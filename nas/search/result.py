@@ -10,8 +10,8 @@ from typing import Any
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.space.fit import DataFit
-from effnet.nas.study.search_config import SearchConfig
-from effnet.nas.study.search_trials import StudySummary
+from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.trials import StudySummary
 
 
 @dataclass(frozen=True)

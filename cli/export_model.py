@@ -40,7 +40,7 @@ def export_model(
     weights as metadata (effnet.classes, effnet.transform, ...), which effnet predict reads.
     """
     from effnet.nas.export import RELATIVE_TOLERANCE, export_model as export
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.outputs import check_output_file
 
     check_output_file(out, (spec_path, checkpoint))  # before any work: nothing of the user's is replaced

@@ -91,7 +91,7 @@ def train(
 
     The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its share of each batch (DistributedDataParallel); only rank 0 writes files.
     """
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.training.trainer import CHECKPOINT_NAME, TrainConfig, distributed_from_env, train_network
 
     config = TrainConfig(spec=load_spec(spec_path), data=data, resolution=resolution, epochs=epochs,

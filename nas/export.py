@@ -43,7 +43,8 @@ from effnet.nas.outputs import check_output_file
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import NetworkSpec, spec_to_dict
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.weights import WEIGHTS, WeightsFile, load_weights, read_weights, state_dict_for
 
 EXPORT_FORMATS = ("onnx", "torchscript", "timm", "torchvision")

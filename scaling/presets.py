@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from effnet.nas.errors import InputError
 from effnet.nas.resources import reference_b0_path
-from effnet.nas.net.spec import NetworkSpec, load_spec
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import load_spec
 from effnet.scaling.compound import scale
 
 

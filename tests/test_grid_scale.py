@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.recovery import WORKER_ATTR, recover_stale_trials
 from effnet.nas.study.runner import StudyConfig, open_study, run_study, run_worker

@@ -14,7 +14,7 @@ from effnet.nas.inputs import parse_yaml
 from effnet.nas.proxies import ProxyConfig, ProxyFailure, ProxyRuntime, make_proxy
 from effnet.nas.proxies.rank import kendall, spearman
 from effnet.nas.proxies.zero_cost import positive_score
-from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.net.spec_file import spec_from_dict
 
 TINY = """
 name: tiny

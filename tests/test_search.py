@@ -26,7 +26,7 @@ from effnet.nas.proxies import ProxyConfig
 from effnet.nas.study.runner import StudyConfig, open_study
 from effnet.nas.study.search import SearchConfig, SearchJob, TrialObjective, fitted_space
 from effnet.nas.study.space import load_space, space_from_dict
-from effnet.nas.net.spec import load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.redact import redact_url
 from effnet.scaling.presets import reference_b0
 

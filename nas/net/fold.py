@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.model import ConvBNAct, SameConv2d, SqueezeExcite
 
 GATED_MIN_PIXELS_PER_CHANNEL = 8
@@ -38,8 +39,7 @@ GATED_MIN_PIXELS_PER_CHANNEL = 8
 less than the N x H*W x C multiply they save (B0's shapes, one thread, effnet's allocator: 1.46x faster at a ratio
 of 784, 1.1-1.2x at 20-130, even or slower at 2.5 and below)."""
 
-IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
-    nn.SiLU: F.silu, nn.ReLU: F.relu, nn.ReLU6: F.relu6, nn.Hardswish: F.hardswish}
+IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {op.layer: op.function for op in ACTIVATION_OPS.values()}
 """Each activation layer `build_model` uses, as the function that applies it with `inplace=True` (another
 activation layer would stay a layer of its own after the folded conv)."""
 

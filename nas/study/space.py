@@ -20,7 +20,8 @@ from effnet.nas.errors import InputError
 from effnet.nas.inputs import load_yaml
 from effnet.nas.resources import config_path
 from effnet.nas.net.rounding import round_filters
-from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP, NetworkSpec, Skip, StageSpec, spec_from_dict
+from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP, NetworkSpec, Skip, StageSpec
+from effnet.nas.net.spec_file import spec_from_dict
 from effnet.nas.study.reach import space_reach
 
 DEFAULT_SPACE = "efficientnet"

@@ -75,7 +75,8 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.net.model import build_model
 from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.runtime import autocast_for, compile_model, place_model, resolve_device
-from effnet.nas.net.spec import NetworkSpec, dump_spec_text, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec import InvalidSpec, NetworkSpec
+from effnet.nas.net.spec_file import dump_spec_text, spec_from_dict, spec_to_dict
 
 PAPER_LR = 0.256
 PAPER_BATCH = 4096
@@ -181,8 +182,12 @@ def deployment_record(data: DataSplits) -> dict[str, Any]:
 
 def training_spec(spec: NetworkSpec, data: DataSplits, resolution: int) -> NetworkSpec:
     """The spec as trained: the data's classes and channels at `resolution`, validated again."""
-    changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
-    return spec_from_dict(spec_to_dict(changed), f"{spec.name} at {resolution} px")
+    source = f"{spec.name} at {resolution} px"
+    try:
+        changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
+    except InvalidSpec as err:
+        raise InputError(f"{source}: {err}") from None
+    return spec_from_dict(spec_to_dict(changed), source)
 
 
 def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:

@@ -11,8 +11,8 @@ batch 1, and only these operators count:
 
 Activations (SiLU, ReLU, sigmoid), the squeeze-excitation gate multiply, residual adds, the
 `mean` of squeeze-excitation and the 2x2 `avg_pool2d` of a pooling shortcut count zero, as in fvcore
-(a pooling shortcut's 1x1 projection is a conv and a batch_norm like any other). The analytic counter reads the same block
-plan as the builder and reproduces fvcore's per-operator totals exactly, about 10,000x faster
+(a pooling shortcut's 1x1 projection is a conv and a batch_norm like any other). The analytic counter reads
+the same block plan as the builder and reproduces fvcore's per-operator totals exactly, about 10,000x faster
 (`effnet.nas.net.counting` counts with either).
 """
 

@@ -26,11 +26,11 @@ import copy
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from effnet.nas.errors import InputError
 from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.model import ConvBNAct, SameConv2d, SqueezeExcite
 
@@ -98,7 +98,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
             setattr(folded.get_submodule(parent), child, GatedLayers(*module))
     left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
-        raise ValueError(f"{left[0]}: a BatchNorm outside a conv-BN-activation layer cannot be folded")
+        raise InputError(f"{left[0]}: a BatchNorm outside a conv-BN-activation layer cannot be folded")
     return folded.eval()  # the layers put in place too
 
 

@@ -2,8 +2,8 @@
 
 Stem conv-BN-act; per block MBConv, depthwise-separable or regular conv with optional
 squeeze-excitation and a shortcut (the identity, or MnasNet's pooling shortcut) with stochastic
-depth; head 1x1 conv-BN-act, global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
-analytic counters read too.
+depth; head 1x1 conv-BN-act, global average pooling, dropout, classifier. Layer shapes come from
+`plan_network`, which the analytic counters read too.
 """
 
 from __future__ import annotations

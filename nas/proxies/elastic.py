@@ -9,8 +9,6 @@ The forward computes what the builder's layer computes with those tensors: the s
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn

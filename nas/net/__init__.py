@@ -1,6 +1,6 @@
 """The network language: specs, their YAML form, the block layout, the model builder, FLOP counting, rounding.
 
-Its files, lowest first; each imports only from files above it in this list (and from `effnet.nas`'s
+Its files, lowest first; each imports only from files listed before it (and from `effnet.nas`'s
 foundation modules):
 
     spec         the network as frozen dataclasses, every field checked when one is made

@@ -148,7 +148,8 @@ def as_trained(spec: NetworkSpec, source: WeightsFile | None) -> NetworkSpec:
     if trained is None:
         return spec
     spec = spec.replace(**{name: getattr(trained, name) for name in TRAINED_FIELDS})
-    mine, theirs = (spec_to_dict(s.replace(name="", provenance={})) for s in (spec, trained))
+    mine, theirs = ({k: v for k, v in spec_to_dict(s).items() if k not in ("name", "provenance")}
+                    for s in (spec, trained))
     if mine != theirs:
         raise InputError(f"{source.path} was trained from another spec than {spec.name!r}: "
                          f"{first_difference(mine, theirs)}; give the spec the checkpoint was trained from")

@@ -248,14 +248,20 @@ def _network_in_range(spec: NetworkSpec) -> bool:
     bn, head, stem = spec.batch_norm, spec.head, spec.stem
     if not (type(bn) is BatchNormSpec and type(head) is HeadSpec and type(stem) is StemSpec):
         return False
-    ints = (head.out_channels, spec.resolution, spec.num_classes, spec.in_channels, stem.out_channels, stem.kernel,
-            stem.stride)
-    floats = (bn.decay, spec.dropout, spec.drop_connect)
-    return (all(type(v) is int and 1 <= v <= MAX_INTEGER for v in ints) and stem.kernel % 2 == 1
-            and (stem.stride == 1 or stem.stride == 2) and all(type(v) is float and 0.0 <= v < 1.0 for v in floats)
-            and type(bn.epsilon) is float and 1e-12 <= bn.epsilon <= 1.0 and type(spec.provenance) is dict
-            and type(spec.name) is str and spec.name != "" and spec.activation in ACTIVATIONS
-            and spec.padding in PADDINGS)
+    heads, resolution, classes, channels, stems, kernel, stride = (
+        head.out_channels, spec.resolution, spec.num_classes, spec.in_channels, stem.out_channels, stem.kernel,
+        stem.stride)
+    decay, epsilon, dropout, drop_connect = bn.decay, bn.epsilon, spec.dropout, spec.drop_connect
+    return (type(heads) is int and type(resolution) is int and type(classes) is int and type(channels) is int
+            and type(stems) is int and type(kernel) is int and type(stride) is int
+            and 1 <= heads <= MAX_INTEGER and 1 <= resolution <= MAX_INTEGER and 1 <= classes <= MAX_INTEGER
+            and 1 <= channels <= MAX_INTEGER and 1 <= stems <= MAX_INTEGER and 1 <= kernel <= MAX_INTEGER
+            and kernel % 2 == 1 and (stride == 1 or stride == 2)
+            and type(decay) is float and type(epsilon) is float and type(dropout) is float
+            and type(drop_connect) is float and 0.0 <= decay < 1.0 and 1e-12 <= epsilon <= 1.0
+            and 0.0 <= dropout < 1.0 and 0.0 <= drop_connect < 1.0
+            and type(spec.provenance) is dict and type(spec.name) is str and spec.name != ""
+            and spec.activation in ACTIVATIONS and spec.padding in PADDINGS)
 
 
 def _check_network_fields(spec: NetworkSpec) -> None:

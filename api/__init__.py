@@ -47,19 +47,20 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.errors import InputError, SettingError
     from effnet.nas.export import ExportResult, export_model
     from effnet.nas.inference import ModelInfo, eval_transform, load_model
-    from effnet.nas.net.flops import FlopCount, count_flops
+    from effnet.nas.net.counting import FlopCount, count_flops
     from effnet.nas.net.fold import fold_batch_norm
     from effnet.nas.net.model import build_model
-    from effnet.nas.net.spec import NetworkSpec, StageSpec, dump_spec, load_spec, spec_from_dict, spec_to_dict
+    from effnet.nas.net.spec import NetworkSpec, StageSpec
+    from effnet.nas.net.spec_file import dump_spec, load_spec, spec_from_dict, spec_to_dict
     from effnet.nas.predict import PredictResult, predict
     from effnet.nas.progress import Progress, ProgressCallback
     from effnet.nas.proxies.config import ProxyConfig
+    from effnet.nas.search.config import SearchConfig
+    from effnet.nas.search.result import SearchResult
+    from effnet.nas.search.search import search
     from effnet.nas.space.fit import DataFit
     from effnet.nas.study.chance import ChanceLevel
     from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check
-    from effnet.nas.search.search import search
-    from effnet.nas.search.config import SearchConfig
-    from effnet.nas.search.result import SearchResult
     from effnet.nas.study.study_config import StudyConfig
     from effnet.nas.training.job import TrainConfig, TrainResult
     from effnet.nas.training.trainer import train_network
@@ -74,14 +75,14 @@ _EXPORTS = {
     # the network language
     "NetworkSpec": "effnet.nas.net.spec",
     "StageSpec": "effnet.nas.net.spec",
-    "load_spec": "effnet.nas.net.spec",
-    "dump_spec": "effnet.nas.net.spec",
-    "spec_from_dict": "effnet.nas.net.spec",
-    "spec_to_dict": "effnet.nas.net.spec",
+    "load_spec": "effnet.nas.net.spec_file",
+    "dump_spec": "effnet.nas.net.spec_file",
+    "spec_from_dict": "effnet.nas.net.spec_file",
+    "spec_to_dict": "effnet.nas.net.spec_file",
     "build_model": "effnet.nas.net.model",
     "fold_batch_norm": "effnet.nas.net.fold",
-    "count_flops": "effnet.nas.net.flops",
-    "FlopCount": "effnet.nas.net.flops",
+    "count_flops": "effnet.nas.net.counting",
+    "FlopCount": "effnet.nas.net.counting",
     "reference_b0": "effnet.scaling.presets",
     "official_preset": "effnet.scaling.presets",
     # scaling

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from effnet.nas.cpus import cpu_ids
-from effnet.nas.net.flops import analytic_cost, fvcore_count
+from effnet.nas.net.counting import fvcore_count
+from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.model import build_model, count_parameters
 from effnet.scaling.presets import OFFICIAL, official_preset
 

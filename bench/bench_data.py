@@ -150,7 +150,7 @@ def loader_against_model(folder: Path, steps: int) -> list[tuple[str, float]]:
 
 TRAIN = """
 import sys
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.nas.training.job import TrainConfig
 from effnet.nas.training.trainer import train_network
 train_network(TrainConfig(spec=load_spec(sys.argv[1]), data=sys.argv[2], resolution=96, epochs=1, batch_size=32,

@@ -42,7 +42,7 @@ def measure(variant: str, args: argparse.Namespace, device) -> dict:
     from torch import nn
 
     from effnet.nas.net.model import build_model
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.resources import reference_b0_path
 
     channels_last = "channels_last" in variant
@@ -105,7 +105,7 @@ def main() -> None:
     import torch
 
     from effnet.nas.net.flops import analytic_flops
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.resources import reference_b0_path
 
     device = cuda_device(args.device)

@@ -145,7 +145,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from effnet.nas.net.flops import analytic_flops
     from effnet.nas.net.model import build_model, count_parameters
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.resources import reference_b0_path
 
     spec = load_spec(reference_b0_path())

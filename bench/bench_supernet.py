@@ -23,7 +23,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.net.spec_file import spec_from_dict
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.study.proxy_check import AMORTISED_OVER

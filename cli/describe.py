@@ -29,7 +29,8 @@ def stage_rows(spec: Any, report: Any) -> list[dict[str, Any]]:
 
 
 def describe_data(spec: Any, with_fvcore: bool) -> dict[str, Any]:
-    from effnet.nas.net.flops import analytic_cost, fvcore_count
+    from effnet.nas.net.counting import fvcore_count
+    from effnet.nas.net.flops import analytic_cost
     from effnet.nas.net.layout import plan_network
 
     report = analytic_cost(spec)
@@ -125,7 +126,7 @@ def describe(
 ) -> None:
     """Show a spec's stages, parameters and FLOPs (per stage and per operator)."""
     from effnet.nas.errors import InputError
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.scaling.presets import official_preset
 
     if (spec_path is None) == (preset is None):

@@ -122,7 +122,7 @@ def export_family(
     Member φ: depth α^φ, width β^φ, resolution γ^φ (reference rounding); dropout base + 0.1·ceil((φ-1)/2), at most 0.5.
     """
     from effnet.nas.errors import InputError
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.scaling.export import FamilyConfig
     from effnet.scaling.export import export_family as run_export
     from effnet.scaling.family import DEFAULT_PHIS, MATCH_TOLERANCE, parse_phi_list

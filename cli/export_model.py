@@ -41,7 +41,7 @@ def export_model(
     """
     from effnet.nas.export import RELATIVE_TOLERANCE
     from effnet.nas.export import export_model as export
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.targets import check_output_file
 
     check_output_file(out, (spec_path, checkpoint))  # before any work: nothing of the user's is replaced

@@ -171,7 +171,7 @@ def grid_scale(
 
     The evaluations live in an Optuna study in the run directory: a rerun resumes, workers share them.
     """
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.scaling.grid import grid_scale as run_grid
     from effnet.scaling.grid_space import GridConfig, GridDefinition
 

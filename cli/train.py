@@ -86,7 +86,7 @@ def train(
 
     The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its share of each batch (DistributedDataParallel); only rank 0 writes files.
     """
-    from effnet.nas.net.spec import load_spec
+    from effnet.nas.net.spec_file import load_spec
     from effnet.nas.training.distributed import distributed_from_env
     from effnet.nas.training.job import TrainConfig
     from effnet.nas.training.loop import CHECKPOINT_NAME

@@ -44,7 +44,8 @@ from effnet.nas.inference import export_metadata
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import NetworkSpec, spec_to_dict
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.targets import check_output_file
 from effnet.nas.training.weights import WeightsFile, load_weights, read_weights, state_dict_for
 
@@ -149,7 +150,8 @@ def as_trained(spec: NetworkSpec, source: WeightsFile | None) -> NetworkSpec:
     if source is None or trained is None:
         return spec
     spec = spec.replace(**{name: getattr(trained, name) for name in TRAINED_FIELDS})
-    mine, theirs = (spec_to_dict(s.replace(name="", provenance={})) for s in (spec, trained))
+    mine, theirs = ({k: v for k, v in spec_to_dict(s).items() if k not in ("name", "provenance")}
+                    for s in (spec, trained))
     if mine != theirs:
         raise InputError(f"{source.path} was trained from another spec than {spec.name!r}: "
                          f"{first_difference(mine, theirs)}; give the spec the checkpoint was trained from")

@@ -11,7 +11,8 @@ from effnet.nas import checks
 from effnet.nas.data.facts import ImageSize
 from effnet.nas.errors import SettingError
 from effnet.nas.files import write_csv
-from effnet.nas.net.spec import NetworkSpec, dump_spec
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import write_run_record

@@ -26,7 +26,8 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inputs import load_yaml
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.layout import plan_network
-from effnet.nas.net.spec import NetworkSpec, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec import InvalidSpec, NetworkSpec
+from effnet.nas.net.spec_file import spec_from_dict, spec_to_dict
 from effnet.nas.units import format_size
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import MAX_PHI, Coefficients, compound_scale
@@ -178,19 +179,26 @@ def _member(name: str, phi: float, depth: float, width: float, spec: NetworkSpec
     try:
         spec_from_dict(spec_to_dict(spec), f"family member {name} (phi {phi:g})")
     except InputError as err:
-        raise InputError(f"{err} (grown from {base.name} by alpha {coefficients.alpha:g}, beta {coefficients.beta:g}, "
-                         f"gamma {coefficients.gamma:g}: use smaller coefficients or phi)") from None
+        raise _not_accepted(str(err), base, coefficients) from None
     cost, base_cost = analytic_cost(spec), analytic_cost(base)
     return FamilyMember(name=name, phi=phi, depth=depth, width=width, spec=spec, params=cost.params,
                         flops=cost.flops, base_params=base_cost.params, base_flops=base_cost.flops,
                         coefficients=coefficients, match=match)
 
 
+def _not_accepted(problem: str, base: NetworkSpec, coefficients: Coefficients) -> InputError:
+    return InputError(f"{problem} (grown from {base.name} by alpha {coefficients.alpha:g}, beta "
+                      f"{coefficients.beta:g}, gamma {coefficients.gamma:g}: use smaller coefficients or phi)")
+
+
 def compound_member(base: NetworkSpec, coefficients: Coefficients, phi: float,
                     name: str | None = None, match: FlopsMatch | None = None) -> FamilyMember:
     c = coefficients
     name = name or member_name(phi)
-    spec = compound_scale(base, c.alpha, c.beta, c.gamma, phi, name=name)
+    try:
+        spec = compound_scale(base, c.alpha, c.beta, c.gamma, phi, name=name)
+    except InvalidSpec as err:  # a field out of range (repeats past the largest integer a spec takes)
+        raise _not_accepted(f"family member {name} (phi {phi:g}): {err}", base, c) from None
     return _member(name, phi, c.alpha ** phi, c.beta ** phi, spec, base, c, match)
 
 

@@ -27,7 +27,8 @@ from effnet.nas import checks
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.limits import spec_cost
-from effnet.nas.net.spec import NetworkSpec, spec_to_dict
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.space.fit import MAX_CLASSES
 from effnet.nas.study.study_config import StudyConfig

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from effnet.nas.errors import InputError
-from effnet.nas.net.spec import NetworkSpec, load_spec
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import load_spec
 from effnet.nas.resources import reference_b0_path
 from effnet.scaling.compound import scale
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from effnet.nas.net.spec import ACTIVATIONS, NetworkSpec, spec_from_dict
+from effnet.nas.net.spec import ACTIVATIONS, NetworkSpec
+from effnet.nas.net.spec_file import spec_from_dict
 
 SE_RATIOS = (0.0, 0.0, 0.05, 0.1, 0.25, 0.5, 0.9)
 EXPANDS = (1, 3, 4, 6)

@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.inputs import MAX_INPUT_BYTES
-from effnet.nas.net.spec import NetworkSpec, load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.load import load_space
 from effnet.nas.study.storage import redact_url

@@ -335,7 +335,7 @@ def test_a_memory_mapped_cache_stays_out_of_private_memory(tmp_path):
 def test_a_validation_batch_of_undecodable_files_is_passed_over_and_named(tmp_path):
     """At batch size 1 a bad validation file is a batch with no image: training goes on, the accuracy is over the
     files that decoded, and the file is named once although two passes (raw and EMA weights) met it."""
-    from effnet.nas.net.spec import spec_from_dict
+    from effnet.nas.net.spec_file import spec_from_dict
     from effnet.nas.training.job import TrainConfig
     from effnet.nas.training.trainer import train_network
 
@@ -351,7 +351,7 @@ def test_a_validation_batch_of_undecodable_files_is_passed_over_and_named(tmp_pa
 
 TRAIN_RSS = """
 import sys
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.nas.training.job import TrainConfig
 from effnet.nas.training.trainer import train_network
 train_network(TrainConfig(spec=load_spec(sys.argv[1]), data=sys.argv[2], resolution=96, epochs=1, batch_size=16,

@@ -17,7 +17,7 @@ from torch import nn
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import load_spec, spec_from_dict
+from effnet.nas.net.spec_file import load_spec, spec_from_dict
 from effnet.scaling.presets import reference_b0
 
 from test_train import TINY_SPEC as TRAIN_TINY_SPEC

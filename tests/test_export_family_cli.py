@@ -11,9 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.net.flops import analytic_flops, fvcore_count
+from effnet.nas.net.counting import fvcore_count
+from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model, count_parameters
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.scaling.presets import official_preset
 
 PAPER_FLAGS = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15"]

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.data.facts import ImageSize, fitted_resolution
 from effnet.nas.data.facts import data_facts
-from effnet.nas.net.flops import analytic_cost, fvcore_count
+from effnet.nas.net.counting import fvcore_count
+from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.search.pruning import ChanceGate
 from effnet.nas.proxies.config import ProxyConfig

@@ -9,10 +9,11 @@ import warnings
 import pytest
 import torch
 
-from effnet.nas.net.flops import analytic_cost, fvcore_count
+from effnet.nas.net.counting import fvcore_count
+from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.layout import plan_network
 from effnet.nas.net.model import build_model, count_parameters
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.scaling.presets import official_preset
 from random_specs import KERNELS, random_specs
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.recovery import recover_stale_trials

@@ -13,7 +13,7 @@ import yaml
 from effnet.nas.errors import InputError
 from effnet.nas.files import yaml_text
 from effnet.nas.inputs import MAX_INPUT_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, load_yaml, parse_yaml, read_text
-from effnet.nas.net.spec import dump_spec, load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec_file import dump_spec, load_spec, spec_from_dict, spec_to_dict
 from effnet.scaling.presets import reference_b0
 
 

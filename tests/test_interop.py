@@ -169,7 +169,7 @@ def test_export_model_writes_a_timm_state_dict(cli, tmp_path):
     """The reverse from the command line: `--format timm` for timm's model of the same spec."""
     theirs = their_model("timm", "efficientnet_b0", seed=5)
     spec_path = tmp_path / "b0.yaml"
-    from effnet.nas.net.spec import dump_spec
+    from effnet.nas.net.spec_file import dump_spec
 
     dump_spec(matching_spec(theirs, "b0", "symmetric").replace(resolution=64), spec_path)
     result = cli("export-model", spec_path, "--format", "timm", "--out", tmp_path / "timm.pth", "--json")

@@ -9,7 +9,7 @@ from torch import nn
 
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.model import DropPath, SqueezeExcite, build_model, count_parameters
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 from effnet.scaling.presets import official_preset
 
 # torchvision 0.29.1: parameters, and fvcore's conv / batch_norm / linear FLOPs at each preset's resolution.

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import effnet
 from effnet.cli.app import app
-from effnet.nas.net.spec import load_spec
+from effnet.nas.net.spec_file import load_spec
 
 from images import jpeg_folder
 from postgres import TINY_SPACE

@@ -22,7 +22,7 @@ from effnet.nas.data.loader import Normalize
 from effnet.nas.data.transforms import eval_transform as training_eval_transform
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.net.spec_file import spec_from_dict
 
 from images import jpeg_folder
 from test_train import TINY_SPEC

@@ -11,7 +11,7 @@ import torch
 from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inputs import parse_yaml
-from effnet.nas.net.spec import spec_from_dict
+from effnet.nas.net.spec_file import spec_from_dict
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy

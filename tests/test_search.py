@@ -30,7 +30,7 @@ from effnet.nas.search.job import SearchJob
 from effnet.nas.search.trial import TrialObjective
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.space.load import load_space, space_from_dict
-from effnet.nas.net.spec import load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.redact import redact_url
 from effnet.scaling.presets import reference_b0
 

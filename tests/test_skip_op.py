@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from effnet.nas.errors import InputError
-from effnet.nas.net.flops import analytic_cost, fvcore_count
+from effnet.nas.net.counting import fvcore_count
+from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.layout import plan_network
 from effnet.nas.net.model import build_model, count_parameters
-from effnet.nas.net.spec import dump_spec_text, spec_from_dict
+from effnet.nas.net.spec_file import dump_spec_text, spec_from_dict
 from effnet.nas.space.load import load_space
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

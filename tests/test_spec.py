@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from effnet.nas.net.spec import dump_spec, dump_spec_text, load_spec, spec_from_dict, spec_to_dict
+from effnet.nas.net.spec_file import dump_spec, dump_spec_text, load_spec, spec_from_dict, spec_to_dict
 from random_specs import random_spec_dict, random_specs
 
 # Paper Table 1 / the TensorFlow reference's block list: (repeats, kernel, stride, expand, out_channels).

@@ -11,14 +11,13 @@ batch 1, and only these operators count:
 
 Activations (SiLU, ReLU, sigmoid), the squeeze-excitation gate multiply, residual adds, the
 `mean` of squeeze-excitation and the 2x2 `avg_pool2d` of a pooling shortcut count zero, as in fvcore
-(a pooling shortcut's 1x1 projection is a conv and a batch_norm like any other). The analytic counter reads the same block
-plan as the builder and reproduces fvcore's per-operator totals exactly, about 10,000x faster.
+(a pooling shortcut's 1x1 projection is a conv and a batch_norm like any other). The analytic counter reads
+the same block plan as the builder and reproduces fvcore's per-operator totals exactly, about 10,000x faster
+(`effnet.nas.net.counting` counts with either).
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass, field
 
 from effnet.nas.net.layout import BlockPlan, conv_output_size, stage_blocks
@@ -132,62 +131,3 @@ def analytic_cost(spec: NetworkSpec) -> CostReport:
 
 def analytic_flops(spec: NetworkSpec) -> int:
     return analytic_cost(spec).flops
-
-
-@dataclass(frozen=True)
-class FlopCount:
-    """FLOPs of a network (fvcore's convention), in total and by operator, and its parameters."""
-
-    total: int
-    by_operator: dict[str, int]
-    params: int
-
-
-def count_flops(spec: NetworkSpec, *, method: str = "analytic") -> FlopCount:
-    """FLOPs and parameters of `spec` at its resolution, batch 1: `analytic` (from the spec alone,
-    microseconds) or `fvcore` (tracing the built model, the authority the analytic counter matches)."""
-    if method == "analytic":
-        cost = analytic_cost(spec)
-        return FlopCount(total=cost.flops, by_operator=cost.total.by_operator(), params=cost.params)
-    if method == "fvcore":
-        return fvcore_count(spec)
-    raise ValueError(f"method must be analytic or fvcore, got {method!r}")
-
-
-def fvcore_count(spec: NetworkSpec, model=None) -> FlopCount:
-    """Count a built model with fvcore: eval mode, batch 1, the spec's resolution.
-
-    fvcore's import and tracing emit deprecation and tracer warnings from its own modules; they
-    are silenced here so that users (and test runs with warnings as errors) never see them.
-    """
-    import torch
-
-    from effnet.nas.net.limits import check_memory  # limits counts with this module
-    from effnet.nas.net.model import build_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fvcore.nn import FlopCountAnalysis
-
-        if model is None:
-            check_memory(spec, "count it with fvcore")
-            with torch.random.fork_rng(devices=[]):  # counting leaves the caller's random state alone
-                model = build_model(spec)
-        was_training = model.training
-        model.eval()
-        x = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
-        logger = logging.getLogger("fvcore")
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            with torch.no_grad():
-                analysis = FlopCountAnalysis(model, x)
-                analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-                analysis.tracer_warnings("none")
-                by_op = {k: int(v) for k, v in analysis.by_operator().items() if v}
-                total = int(analysis.total())
-                params = sum(p.numel() for p in model.parameters())
-        finally:
-            logger.setLevel(level)
-            model.train(was_training)
-    return FlopCount(total=total, by_operator=by_op, params=params)

@@ -26,11 +26,12 @@ import copy
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from effnet.nas.errors import InputError
+from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.model import ConvBNAct, SameConv2d, SqueezeExcite
 
 GATED_MIN_PIXELS_PER_CHANNEL = 8
@@ -38,8 +39,7 @@ GATED_MIN_PIXELS_PER_CHANNEL = 8
 less than the N x H*W x C multiply they save (B0's shapes, one thread, effnet's allocator: 1.46x faster at a ratio
 of 784, 1.1-1.2x at 20-130, even or slower at 2.5 and below)."""
 
-IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
-    nn.SiLU: F.silu, nn.ReLU: F.relu, nn.ReLU6: F.relu6, nn.Hardswish: F.hardswish}
+IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {op.layer: op.function for op in ACTIVATION_OPS.values()}
 """Each activation layer `build_model` uses, as the function that applies it with `inplace=True` (another
 activation layer would stay a layer of its own after the folded conv)."""
 
@@ -98,7 +98,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
             setattr(folded.get_submodule(parent), child, GatedLayers(*module))
     left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
-        raise ValueError(f"{left[0]}: a BatchNorm outside a conv-BN-activation layer cannot be folded")
+        raise InputError(f"{left[0]}: a BatchNorm outside a conv-BN-activation layer cannot be folded")
     return folded.eval()  # the layers put in place too
 
 

@@ -90,7 +90,7 @@ def foreign_names(spec: NetworkSpec, library: str, keys: list[str]) -> dict[str,
     """Each of `keys` (the spec's state-dict names, in order) -> the name `library` gives that tensor (itself for
     effnet); refuses a spec the library's EfficientNet cannot express."""
     if library not in LIBRARIES:
-        raise ValueError(f"library must be one of {', '.join(LIBRARIES)}, got {library!r}")
+        raise InputError(f"library must be one of {', '.join(LIBRARIES)}, got {library!r}")
     if library == "effnet":
         return {key: key for key in keys}
     _check_expressible(spec, library)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from effnet.nas.net.spec import POOL_SKIP, NetworkSpec, StageSpec
+from effnet.nas.net.spec import NetworkSpec, POOL_SKIP, StageSpec
 
 
 def conv_output_size(size: int, stride: int) -> int:

@@ -2,8 +2,8 @@
 
 Stem conv-BN-act; per block MBConv, depthwise-separable or regular conv with optional
 squeeze-excitation and a shortcut (the identity, or MnasNet's pooling shortcut) with stochastic
-depth; head 1x1 conv-BN-act, global average pooling, dropout, classifier. Layer shapes come from `plan_network`, which the
-analytic counters read too.
+depth; head 1x1 conv-BN-act, global average pooling, dropout, classifier. Layer shapes come from
+`plan_network`, which the analytic counters read too.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.nas.errors import InputError
+from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.layout import BlockPlan, plan_network
-from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec import BLOCK_TYPES, NetworkSpec
 
 
 def _activation(name: str) -> nn.Module:
     """Out of place, like every op of the forward: a forward hook keeps what it saw, and the forward is the
     same function of its inputs with or without autograd (and under `torch.fx` tracing). In-place ops
     under `no_grad` bought 9-12 % B0 inference on a 2-core CPU; `fold_batch_norm` is the fast path."""
-    return {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}[name]()
+    return ACTIVATION_OPS[name].layer()
 
 
 class SameConv2d(nn.Conv2d):
@@ -146,10 +148,12 @@ class Block(nn.Module):
             if p.se_channels:
                 layers.append(SqueezeExcite(p.in_channels, p.se_channels, spec.activation))
             layers.append(ConvBNAct(p.in_channels, p.out_channels, 1, 1, spec))
-        else:
+        elif p.block == "conv":
             layers.append(ConvBNAct(p.in_channels, p.out_channels, p.kernel, p.stride, spec))
             if p.se_channels:
                 layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
+        else:
+            raise InputError(f"block {p.index}: unknown block {p.block!r}; known blocks: {', '.join(BLOCK_TYPES)}")
         self.layers = nn.Sequential(*layers)
         self.residual = p.residual
         self.shortcut = pooling_shortcut(p, spec) if p.pool_shortcut or p.project_shortcut else None

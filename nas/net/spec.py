@@ -1,33 +1,19 @@
-"""The architecture language: a network written as a YAML spec.
+"""The architecture language: a network as a tree of frozen dataclasses, checked when it is built.
 
 One spec type flows through every stage of effnet: the search samples it, the builder turns it
-into a model, the counters count it, and scaling maps it to a bigger spec. `load_spec`,
-`dump_spec` and `spec_from_dict` / `spec_to_dict` are exact inverses.
-
-A spec file looks like this (one line per stage, like timm's block strings)::
-
-    name: efficientnet-b0
-    resolution: 224
-    num_classes: 1000
-    stem: {out_channels: 32, kernel: 3, stride: 2}
-    stages:
-    - {block: mbconv, repeats: 1, kernel: 3, stride: 1, expand: 1, out_channels: 16, se_ratio: 0.25, skip: true}
-    ...
-    head: {out_channels: 1280}
+into a model, the counters count it, and scaling maps it to a bigger spec. A `NetworkSpec` checks
+every field of itself and of its parts when it is made (also by `dataclasses.replace`), so a spec
+built in Python meets the rules a spec file does; its YAML form is `effnet.nas.net.spec_file`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 
 from effnet.nas.errors import InputError
-from effnet.nas.files import atomic_write_text, yaml_text
-from effnet.nas.inputs import load_yaml
 
 BLOCK_TYPES = ("mbconv", "dsconv", "conv")
 """The MnasNet operator set: mobile inverted bottleneck, depthwise-separable conv, regular conv."""
@@ -67,6 +53,8 @@ class StageSpec:
     wherever stride is 1 and the channels match; `"pool"` does too, and gives every other block a
     shortcut as well: average pooling (2x2, stride 2) where the block strides, then a 1x1 conv +
     BatchNorm where the channels change (ResNet-D's downsampling shortcut); `False` has none.
+
+    A stage is checked as a part of the `NetworkSpec` that holds it, where an error can name it (`stages[2]`).
     """
 
     block: str
@@ -102,6 +90,9 @@ class BatchNormSpec:
 
 @dataclass(frozen=True)
 class NetworkSpec:
+    """A whole network. Made (or replaced), it checks its fields and its parts' (`_check_network`), naming a bad
+    one by its path as a spec file writes it (`stages[2].kernel`); the parts are checked as parts of a network."""
+
     stages: tuple[StageSpec, ...]
     name: str = "network"
     resolution: int = 224
@@ -115,6 +106,9 @@ class NetworkSpec:
     batch_norm: BatchNormSpec = BatchNormSpec()
     padding: str = DEFAULT_PADDING
     provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_network(self)
 
     @property
     def total_stride(self) -> int:
@@ -133,94 +127,15 @@ class NetworkSpec:
         return dataclasses.replace(self, **changes)
 
 
-# -- validation ---------------------------------------------------------------------------------
+# -- checks -------------------------------------------------------------------------------------
 
-_KEY_ORDER = {
-    NetworkSpec: (
-        "name", "resolution", "num_classes", "in_channels", "activation", "dropout",
-        "drop_connect", "batch_norm", "padding", "stem", "stages", "head", "provenance",
-    ),
-    StemSpec: ("out_channels", "kernel", "stride"),
-    StageSpec: ("block", "repeats", "kernel", "stride", "expand", "out_channels", "se_ratio", "skip"),
-    HeadSpec: ("out_channels",),
-    BatchNormSpec: ("decay", "epsilon"),
-}
+class InvalidSpec(InputError):
+    """A spec field with a value no network takes; the message is `<path>: <problem>`, the path as a spec file
+    writes it (`stages[2].kernel`, `spec.resolution`), so that a reader can put the file's name before it."""
 
 
-class _Fields:
-    """Reads typed fields out of one YAML mapping, naming the file and field in every error."""
-
-    def __init__(self, data: Any, where: str, cls: type, source: str):
-        self.where = where
-        self.source = source
-        if not isinstance(data, dict):
-            self.fail(f"must be a mapping, got {_yaml_type(data)}")
-        allowed = _KEY_ORDER[cls]
-        unknown = [k for k in data if k not in allowed]
-        if unknown:
-            self.fail(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}", key=None)
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        missing = [k for k in required if k not in data]
-        if missing:
-            self.fail(f"missing required key {missing[0]!r}", key=None)
-        self.data = data
-
-    def fail(self, problem: str, key: str | None = None) -> None:
-        path = f"{self.where}.{key}" if key else self.where
-        raise InputError(f"{self.source}: {path}: {problem}")
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def integer(self, key: str, *, minimum: int = 1) -> int:
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"must be an integer, got {_got(value)}", key)
-        if value < minimum:
-            self.fail(f"must be at least {minimum}, got {value}", key)
-        if value > MAX_INTEGER:
-            self.fail(f"must be at most {MAX_INTEGER:,}, got {value}", key)
-        return value
-
-    def number(self, key: str, *, low: float, high: float, high_open: bool = False) -> float:
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-            self.fail(f"must be a number, got {_got(value)}", key)
-        if value < low or value > high or (high_open and value == high):
-            bracket = ")" if high_open else "]"
-            self.fail(f"must lie in [{low}, {high}{bracket}, got {value}", key)
-        return float(value)
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        value = self.data[key]
-        if value not in choices:
-            self.fail(f"must be one of {', '.join(choices)}; got {value!r}", key)
-        return value
-
-    def text(self, key: str) -> str:
-        value = self.data[key]
-        if not isinstance(value, str) or not value:
-            self.fail(f"must be a non-empty string, got {_got(value)}", key)
-        return value
-
-    def skip(self, key: str) -> Skip:
-        value = self.data[key]
-        if not isinstance(value, bool) and value != POOL_SKIP:
-            self.fail(f"must be true or false (the identity shortcut or none) or pool, got {_got(value)}", key)
-        return value
-
-    def kernel(self, key: str) -> int:
-        value = self.integer(key)
-        if value % 2 == 0:
-            self.fail(f"must be odd (3, 5, 7, ...), got {value}", key)
-        return value
-
-    def stride(self, key: str) -> int:
-        value = self.integer(key)
-        if value not in (1, 2):
-            self.fail(f"must be 1 or 2, got {value}", key)
-        return value
+def _fail(where: str, key: str, problem: str) -> None:
+    raise InvalidSpec(f"{where}.{key}: {problem}")
 
 
 def _finite(value: int | float) -> bool:
@@ -231,7 +146,8 @@ def _finite(value: int | float) -> bool:
         return False
 
 
-def _yaml_type(value: Any) -> str:
+def yaml_type(value: Any) -> str:
+    """The kind of a value as YAML names it: `mapping`, `list`, `string`, `integer`, `number`, `null`..."""
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
              dict: "mapping", type(None): "null"}
     return names.get(type(value), type(value).__name__)
@@ -239,116 +155,133 @@ def _yaml_type(value: Any) -> str:
 
 def _got(value: Any) -> str:
     """A wrong value as an error shows it: `null`, `string 'lots'`, `integer 3`."""
-    return "null" if value is None else f"{_yaml_type(value)} {value!r}"
+    return "null" if value is None else f"{yaml_type(value)} {value!r}"
 
 
-def _stem(data: Any, source: str) -> StemSpec:
-    f = _Fields(data, "stem", StemSpec, source)
-    defaults = StemSpec()
-    return StemSpec(
-        out_channels=f.integer("out_channels") if f.has("out_channels") else defaults.out_channels,
-        kernel=f.kernel("kernel") if f.has("kernel") else defaults.kernel,
-        stride=f.stride("stride") if f.has("stride") else defaults.stride,
-    )
+def _integer(where: str, key: str, value: Any, minimum: int = 1) -> None:
+    if type(value) is int and minimum <= value <= MAX_INTEGER:  # the common case, first: specs are made often
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(where, key, f"must be an integer, got {_got(value)}")
+    if value < minimum:
+        _fail(where, key, f"must be at least {minimum}, got {value}")
+    if value > MAX_INTEGER:
+        _fail(where, key, f"must be at most {MAX_INTEGER:,}, got {value}")
 
 
-def _stage(data: Any, index: int, source: str) -> StageSpec:
-    f = _Fields(data, f"stages[{index}]", StageSpec, source)
-    block = f.choice("block", BLOCK_TYPES)
-    expand = f.integer("expand")
-    if block != "mbconv" and expand != 1:
-        f.fail(f"must be 1 for a {block} block (only mbconv expands), got {expand}", "expand")
-    return StageSpec(
-        block=block,
-        repeats=f.integer("repeats"),
-        kernel=f.kernel("kernel"),
-        stride=f.stride("stride"),
-        expand=expand,
-        out_channels=f.integer("out_channels"),
-        se_ratio=f.number("se_ratio", low=0.0, high=1.0, high_open=True) if f.has("se_ratio") else 0.25,
-        skip=f.skip("skip") if f.has("skip") else True,
-    )
+def _number(part: Any, where: str, key: str, low: float, high: float, high_open: bool = True) -> None:
+    """Check the number `part.<key>` lies in [low, high) (or [low, high]); an integer is stored as a float, as a
+    spec file's reader has always given it."""
+    value = getattr(part, key)
+    if type(value) is float and low <= value and (value < high if high_open else value <= high):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        _fail(where, key, f"must be a number, got {_got(value)}")
+    if value < low or value > high or (high_open and value == high):
+        _fail(where, key, f"must lie in [{low}, {high}{')' if high_open else ']'}, got {value}")
+    object.__setattr__(part, key, float(value))
 
 
-def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
-    """Validate a parsed YAML document and build a `NetworkSpec`; raises `InputError`."""
-    f = _Fields(data, "spec", NetworkSpec, source)
-    stages_data = data["stages"]
-    if not isinstance(stages_data, list) or not stages_data:
-        f.fail(f"must be a non-empty list of stages, got {_yaml_type(stages_data)}", "stages")
-    stages = tuple(_stage(stage, i, source) for i, stage in enumerate(stages_data))
-    defaults = NetworkSpec(stages=stages)
-    bn = defaults.batch_norm
-    if f.has("batch_norm"):
-        g = _Fields(data["batch_norm"], "batch_norm", BatchNormSpec, source)
-        bn = BatchNormSpec(
-            decay=g.number("decay", low=0.0, high=1.0, high_open=True) if g.has("decay") else bn.decay,
-            epsilon=g.number("epsilon", low=1e-12, high=1.0) if g.has("epsilon") else bn.epsilon,
-        )
-    head = defaults.head
-    if f.has("head"):
-        g = _Fields(data["head"], "head", HeadSpec, source)
-        head = HeadSpec(out_channels=g.integer("out_channels") if g.has("out_channels") else head.out_channels)
-    provenance = data.get("provenance")
-    provenance = {} if provenance is None else provenance
-    if not isinstance(provenance, dict):
-        f.fail(f"must be a mapping, got {_yaml_type(provenance)}", "provenance")
-    spec = NetworkSpec(
-        name=f.text("name") if f.has("name") else defaults.name,
-        resolution=f.integer("resolution") if f.has("resolution") else defaults.resolution,
-        num_classes=f.integer("num_classes") if f.has("num_classes") else defaults.num_classes,
-        in_channels=f.integer("in_channels") if f.has("in_channels") else defaults.in_channels,
-        activation=f.choice("activation", ACTIVATIONS) if f.has("activation") else defaults.activation,
-        dropout=f.number("dropout", low=0.0, high=1.0, high_open=True) if f.has("dropout") else defaults.dropout,
-        drop_connect=(f.number("drop_connect", low=0.0, high=1.0, high_open=True)
-                      if f.has("drop_connect") else defaults.drop_connect),
-        batch_norm=bn,
-        padding=f.choice("padding", PADDINGS) if f.has("padding") else defaults.padding,
-        stem=_stem(data["stem"], source) if f.has("stem") else defaults.stem,
-        stages=stages,
-        head=head,
-        provenance=provenance,
-    )
-    if spec.resolution < spec.total_stride:
-        f.fail(f"{spec.resolution} px cannot be reached by the strides: stem and stages downsample "
-               f"{spec.total_stride}x, so the resolution must be at least {spec.total_stride}", "resolution")
-    from effnet.nas.net.limits import check_cost  # it counts specs with the counters, which import this module
-
-    check_cost(spec, source)
-    return spec
+def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(where, key, f"must be one of {', '.join(choices)}; got {value!r}")
 
 
-def spec_to_dict(spec: NetworkSpec) -> dict[str, Any]:
-    """The plain-data form of a spec, keys in the documented order (the inverse of `spec_from_dict`).
-
-    `padding` is written only where it is not the default, so a spec without it dumps (and hashes, and
-    matches a checkpoint's copy) exactly as it did before the field existed.
-    """
-
-    def plain(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj):
-            return {k: plain(getattr(obj, k)) for k in _KEY_ORDER[type(obj)]}
-        if isinstance(obj, (tuple, list)):
-            return [plain(x) for x in obj]
-        if isinstance(obj, Mapping):
-            return {k: plain(v) for k, v in obj.items()}
-        return obj
-
-    data = plain(spec)
-    if spec.padding == DEFAULT_PADDING:
-        del data["padding"]
-    return data
+def _kernel(where: str, key: str, value: Any) -> None:
+    _integer(where, key, value)
+    if value % 2 == 0:
+        _fail(where, key, f"must be odd (3, 5, 7, ...), got {value}")
 
 
-# -- files --------------------------------------------------------------------------------------
-
-def load_spec(path: str | os.PathLike[str]) -> NetworkSpec:
-    return spec_from_dict(load_yaml(path, "spec file"), str(path))
-
-
-def dump_spec_text(spec: NetworkSpec) -> str:
-    return yaml_text(spec_to_dict(spec))
+def _stride(where: str, key: str, value: Any) -> None:
+    _integer(where, key, value)
+    if value not in (1, 2):
+        _fail(where, key, f"must be 1 or 2, got {value}")
 
 
-def dump_spec(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:
-    return atomic_write_text(path, dump_spec_text(spec))
+def _part(owner: str, key: str, value: Any, cls: type) -> None:
+    if not isinstance(value, cls):
+        _fail(owner, key, f"must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def _stage_in_range(stage: StageSpec) -> bool:
+    """All of `_check_stage` at once, in one expression: the cheap answer for the usual stage, which is fine."""
+    repeats, kernel, stride, expand, channels, se_ratio = (stage.repeats, stage.kernel, stage.stride, stage.expand,
+                                                           stage.out_channels, stage.se_ratio)
+    return (type(repeats) is int and type(kernel) is int and type(stride) is int and type(expand) is int
+            and type(channels) is int and type(se_ratio) is float and type(stage.skip) is bool
+            and 1 <= repeats <= MAX_INTEGER and 1 <= kernel <= MAX_INTEGER and kernel % 2 == 1
+            and (stride == 1 or stride == 2) and 1 <= channels <= MAX_INTEGER and 0.0 <= se_ratio < 1.0
+            and (stage.block == "mbconv" and 1 <= expand <= MAX_INTEGER or expand == 1 and stage.block in BLOCK_TYPES))
+
+
+def _check_stage(stage: StageSpec, where: str) -> None:
+    _choice(where, "block", stage.block, BLOCK_TYPES)
+    _integer(where, "expand", stage.expand)
+    if stage.block != "mbconv" and stage.expand != 1:
+        _fail(where, "expand", f"must be 1 for a {stage.block} block (only mbconv expands), got {stage.expand}")
+    _integer(where, "repeats", stage.repeats)
+    _kernel(where, "kernel", stage.kernel)
+    _stride(where, "stride", stage.stride)
+    _integer(where, "out_channels", stage.out_channels)
+    _number(stage, where, "se_ratio", 0.0, 1.0)
+    if type(stage.skip) is not bool and stage.skip != POOL_SKIP:
+        _fail(where, "skip", f"must be true or false (the identity shortcut or none) or pool, got {_got(stage.skip)}")
+
+
+def _check_network(spec: NetworkSpec) -> None:
+    """Every field of `spec` and of its parts in range, in the order a spec file's reader has always reported
+    them (stages, batch_norm, head, provenance, the network's own fields, stem); raises `InvalidSpec`."""
+    stages = spec.stages
+    if type(stages) is not tuple or not stages:
+        _fail("spec", "stages", f"must be a non-empty tuple of StageSpec, got {yaml_type(stages)}")
+    for index, stage in enumerate(stages):
+        if not (type(stage) is StageSpec and _stage_in_range(stage)):
+            _part("spec", f"stages[{index}]", stage, StageSpec)
+            _check_stage(stage, f"stages[{index}]")
+    if not _network_in_range(spec):
+        _check_network_fields(spec)
+
+
+def _network_in_range(spec: NetworkSpec) -> bool:
+    """All of `_check_network_fields` at once, in one expression: the cheap answer for the usual spec."""
+    bn, head, stem = spec.batch_norm, spec.head, spec.stem
+    if not (type(bn) is BatchNormSpec and type(head) is HeadSpec and type(stem) is StemSpec):
+        return False
+    heads, resolution, classes, channels, stems, kernel, stride = (
+        head.out_channels, spec.resolution, spec.num_classes, spec.in_channels, stem.out_channels, stem.kernel,
+        stem.stride)
+    decay, epsilon, dropout, drop_connect = bn.decay, bn.epsilon, spec.dropout, spec.drop_connect
+    return (type(heads) is int and type(resolution) is int and type(classes) is int and type(channels) is int
+            and type(stems) is int and type(kernel) is int and type(stride) is int
+            and 1 <= heads <= MAX_INTEGER and 1 <= resolution <= MAX_INTEGER and 1 <= classes <= MAX_INTEGER
+            and 1 <= channels <= MAX_INTEGER and 1 <= stems <= MAX_INTEGER and 1 <= kernel <= MAX_INTEGER
+            and kernel % 2 == 1 and (stride == 1 or stride == 2)
+            and type(decay) is float and type(epsilon) is float and type(dropout) is float
+            and type(drop_connect) is float and 0.0 <= decay < 1.0 and 1e-12 <= epsilon <= 1.0
+            and 0.0 <= dropout < 1.0 and 0.0 <= drop_connect < 1.0
+            and type(spec.provenance) is dict and type(spec.name) is str and spec.name != ""
+            and spec.activation in ACTIVATIONS and spec.padding in PADDINGS)
+
+
+def _check_network_fields(spec: NetworkSpec) -> None:
+    _part("spec", "batch_norm", spec.batch_norm, BatchNormSpec)
+    _number(spec.batch_norm, "batch_norm", "decay", 0.0, 1.0)
+    _number(spec.batch_norm, "batch_norm", "epsilon", 1e-12, 1.0, high_open=False)
+    _part("spec", "head", spec.head, HeadSpec)
+    _integer("head", "out_channels", spec.head.out_channels)
+    if not isinstance(spec.provenance, Mapping):
+        _fail("spec", "provenance", f"must be a mapping, got {yaml_type(spec.provenance)}")
+    if not isinstance(spec.name, str) or not spec.name:
+        _fail("spec", "name", f"must be a non-empty string, got {_got(spec.name)}")
+    _integer("spec", "resolution", spec.resolution)
+    _integer("spec", "num_classes", spec.num_classes)
+    _integer("spec", "in_channels", spec.in_channels)
+    _choice("spec", "activation", spec.activation, ACTIVATIONS)
+    _number(spec, "spec", "dropout", 0.0, 1.0)
+    _number(spec, "spec", "drop_connect", 0.0, 1.0)
+    _choice("spec", "padding", spec.padding, PADDINGS)
+    _part("spec", "stem", spec.stem, StemSpec)
+    _integer("stem", "out_channels", spec.stem.out_channels)
+    _kernel("stem", "kernel", spec.stem.kernel)
+    _stride("stem", "stride", spec.stem.stride)

@@ -9,17 +9,13 @@ The forward computes what the builder's layer computes with those tensors: the s
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.model import pad_same
 from effnet.nas.net.spec import BatchNormSpec
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": F.silu, "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
 
 
 def centre(weight: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -87,7 +83,7 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         self.reduce = nn.Conv2d(channels_max, reduced_max, 1)
         self.expand = nn.Conv2d(reduced_max, channels_max, 1)
-        self.act = ACTIVATIONS[activation]
+        self.act = ACTIVATION_OPS[activation].function
         for conv in (self.reduce, self.expand):
             init_conv(conv.weight, groups_are_channels=False)
             nn.init.zeros_(conv.bias)

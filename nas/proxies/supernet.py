@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.errors import InputError
+from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.layout import BlockPlan, plan_network, se_channels
 from effnet.nas.net.model import DropPath, Network, build_model
 from effnet.nas.net.rounding import round_filters
-from effnet.nas.net.spec import POOL_SKIP, NetworkSpec
-from effnet.nas.proxies.elastic import ACTIVATIONS, ConvBN, SqueezeExcite
+from effnet.nas.net.spec import NetworkSpec, POOL_SKIP
+from effnet.nas.proxies.elastic import ConvBN, SqueezeExcite
 from effnet.nas.space.choices import SearchSpace, StageChoices
 
 Unit = tuple[nn.Module, tuple[int, ...], bool]
@@ -93,7 +94,7 @@ class Layer(nn.Module):
         pooled = first and POOL_SKIP in choices.skip
         self.project = ConvBN(in_max, out_max, (1,), 1, base.batch_norm) if pooled else None
         self.drop_path = DropPath(0.0)
-        self.act = ACTIVATIONS[base.activation]
+        self.act = ACTIVATION_OPS[base.activation].function
 
     def units(self, p: BlockPlan) -> list[Unit]:
         return self.ops[op_key(p.block, p.mid_channels // p.in_channels)].units(p)
@@ -149,7 +150,7 @@ class Supernet(nn.Module):
         bound = 1.0 / num_classes ** 0.5  # the reference's classifier initialisation
         nn.init.uniform_(self.classifier.weight, -bound, bound)
         nn.init.zeros_(self.classifier.bias)
-        self.act = ACTIVATIONS[base.activation]
+        self.act = ACTIVATION_OPS[base.activation].function
 
     def network(self, spec: NetworkSpec) -> NetworkSpec:
         """The path's network as the supernet runs it: the spec at the supernet's resolution and classes."""

@@ -20,6 +20,7 @@ from torch import nn
 from effnet.nas.data.loader import Normalize, TransformedImages, collate
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.data.transforms import eval_transform
+from effnet.nas.net.activations import ACTIVATION_LAYERS
 from effnet.nas.net.model import DropPath
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
@@ -27,7 +28,6 @@ from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.train import seeded_proxy_model
 
 MIN_SCORE = 1e-12
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish)
 
 
 def positive_score(log_value: float) -> float:
@@ -97,7 +97,7 @@ class NaswotProxy(_ZeroCostProxy):
         for module in model.modules():
             if isinstance(module, (nn.Dropout, DropPath)):
                 module.eval()
-        handles = [m.register_forward_pre_hook(add_codes) for m in model.modules() if isinstance(m, ACTIVATIONS)]
+        handles = [m.register_forward_pre_hook(add_codes) for m in model.modules() if isinstance(m, ACTIVATION_LAYERS)]
         try:
             with torch.no_grad():
                 model(images)

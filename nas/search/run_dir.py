@@ -10,8 +10,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.files import write_csv
-from effnet.nas.net.flops import fvcore_count
-from effnet.nas.net.spec import NetworkSpec, dump_spec
+from effnet.nas.net.counting import fvcore_count
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.space.fit import DataFit
 from effnet.nas.study.html_report import REPORT_NAME

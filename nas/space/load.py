@@ -12,7 +12,8 @@ from typing import Any, Sequence
 from effnet.nas.errors import InputError
 from effnet.nas.inputs import load_yaml
 from effnet.nas.resources import config_path
-from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP, spec_from_dict
+from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP
+from effnet.nas.net.spec_file import spec_from_dict
 from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace, StageChoices
 from effnet.nas.space.reach import space_reach
 

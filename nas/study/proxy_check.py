@@ -24,7 +24,8 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.flops import analytic_cost, analytic_flops
-from effnet.nas.net.spec import NetworkSpec, spec_to_dict
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime

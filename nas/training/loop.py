@@ -40,7 +40,8 @@ from effnet.nas.data.transforms import eval_view
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import write_csv
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import NetworkSpec, dump_spec_text
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import dump_spec_text
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.training.batches import TrainingBatches
 from effnet.nas.training.checkpoint import BEST_NAME, check_state, load_checkpoint, save_checkpoint

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from effnet.nas.data.sources import DataSplits, data_record, is_builtin, training_data
 from effnet.nas.memory import check_loader_workers
-from effnet.nas.net.spec import NetworkSpec, spec_from_dict, spec_to_dict
+from effnet.nas.errors import InputError
+from effnet.nas.net.spec import InvalidSpec, NetworkSpec
+from effnet.nas.net.spec_file import spec_from_dict, spec_to_dict
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import write_run_record
@@ -25,8 +27,12 @@ from effnet.nas.training.weights import initial_weights
 
 def training_spec(spec: NetworkSpec, data: DataSplits, resolution: int) -> NetworkSpec:
     """The spec as trained: the data's classes and channels at `resolution`, validated again."""
-    changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
-    return spec_from_dict(spec_to_dict(changed), f"{spec.name} at {resolution} px")
+    source = f"{spec.name} at {resolution} px"
+    try:
+        changed = spec.replace(resolution=resolution, num_classes=data.num_classes, in_channels=data.in_channels)
+    except InvalidSpec as err:
+        raise InputError(f"{source}: {err}") from None
+    return spec_from_dict(spec_to_dict(changed), source)
 
 
 @holding_run_dirs()

@@ -27,7 +27,8 @@ from effnet.nas.files import atomic_write
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
 from effnet.nas.net.model import build_model
-from effnet.nas.net.spec import NetworkSpec, spec_from_dict
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.net.spec_file import spec_from_dict
 from effnet.nas.training.checkpoint import BEST_NAME, check_state, check_version, is_checkpoint, read_torch_file
 
 FIRST_LAYER = {"stem.0.weight": "effnet", "conv_stem.weight": "timm", "features.0.0.weight": "torchvision"}

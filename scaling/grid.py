@@ -27,7 +27,8 @@ from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
                                          evaluations_done, network_results, point_results, ranked)
 from effnet.scaling.grid_space import GridConfig, GridPoint
-from effnet.scaling.grid_study import GridJob, evaluations_taken, proxy_runtime
+from effnet.scaling.grid_study import GridJob, evaluations_taken
+from effnet.nas.study.proxy_runtime import proxy_runtime
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.progress import DetailCallback, Progress
-from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.trial_attrs import (DUPLICATE_OF_ATTR, ERROR_ATTR, FLOPS_ATTR, FLOPS_RATIO_ATTR, NETWORK_ATTR,
                                           PARAMS_ATTR, POINT_ATTR, PRODUCT_ATTR, PROXY_RESOLUTION_ATTR, REPEAT_ATTR,
                                           SEED_ATTR, SURPLUS_ATTR, WORK_SECONDS_ATTR)
@@ -77,13 +77,6 @@ def evaluations_taken(study: optuna.Study, network_of: Mapping[tuple, str]) -> i
     """Evaluations done or under way: what `max_points` counts."""
     return len({trial_evaluation(t, network_of) for t in study.get_trials(deepcopy=False)
                 if is_evaluated(t) or t.state == TrialState.RUNNING} - {None})
-
-
-def proxy_runtime(study: StudyConfig, device: str | None = None, threads: int | None = None) -> ProxyRuntime:
-    """How the proxy computes in one of the grid's workers: on `device` (default: the study's) with `threads`, the
-    study's seed, loader workers and cache."""
-    return ProxyRuntime(device=device or study.device, seed=study.seed, threads=threads,
-                        loader_workers=study.loader_workers, cache_dir=study.cache_dir)
 
 
 class PointScorer:

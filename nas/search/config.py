@@ -13,6 +13,7 @@ from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.space.fit import MAX_CLASSES
 from effnet.nas.search.reward import FlopsBand
+from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.study_config import StudyConfig
 
 ACCURACY_PROXIES = ("train", "supernet")
@@ -69,8 +70,5 @@ class SearchConfig:
         return data
 
     def proxy_runtime(self, device: str | None = None, threads: int | None = None) -> ProxyRuntime:
-        """How the proxy computes in one of this search's workers: on `device` (default: the study's) with
-        `threads`, the study's seed, loader workers and cache."""
-        s = self.study
-        return ProxyRuntime(device=device or s.device, seed=s.seed, threads=threads, loader_workers=s.loader_workers,
-                            cache_dir=s.cache_dir)
+        """How the proxy computes in one of this search's workers (`effnet.nas.study.proxy_runtime`)."""
+        return proxy_runtime(self.study, device, threads)

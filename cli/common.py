@@ -75,9 +75,9 @@ def stop_signal() -> int | None:
     """The last stop signal this process received (by these handlers or a study's), or None."""
     if _received:
         return _received[-1]
-    from effnet.nas.signals import stop_requested
+    from effnet.nas.signals import last_stop_signal
 
-    return stop_requested()
+    return last_stop_signal()
 
 
 def say_interrupted(text: str) -> None:

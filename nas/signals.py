@@ -41,6 +41,12 @@ def stop_requested() -> int | None:
     return _received[0] if _stop.is_set() and _received else None
 
 
+def last_stop_signal() -> int | None:
+    """The signal that stopped the last block run under `stop_signals` (or asks the current one to stop), or
+    None: what a command's exit code reports (128 + the signal) after the block has ended."""
+    return _received[0] if _received else None
+
+
 def request_stop(signum: int) -> None:
     """Ask this process to stop as a signal would (also for callers that decide to stop themselves)."""
     if not _received:
@@ -84,6 +90,10 @@ def stop_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        # The block's caller has learned of a stop (an `Interrupted`, a run's stop reason): no stop request
+        # outlives it to stop the next call of this process (`last_stop_signal` still names the signal).
+        _stop.clear()
+        _training.clear()
 
 
 def install_worker_handlers() -> None:

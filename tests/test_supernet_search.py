@@ -21,7 +21,7 @@ from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.search.search import search
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.study.study_config import StudyConfig
-from effnet.nas.signals import request_stop
+from effnet.nas.signals import last_stop_signal, request_stop, stop_requested
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
@@ -87,6 +87,8 @@ def test_a_stop_signal_during_the_supernet_training_keeps_its_checkpoint(tmp_pat
 
     result = search(config, on_progress=stop_at_step_5)
     assert (result.stop_reason, result.signal, result.summary.trained) == ("interrupt", signal.SIGINT, 0)
+    # The stop was the search's: it does not stop the next call of this process, and the signal is still known.
+    assert stop_requested() is None and last_stop_signal() == signal.SIGINT
     [checkpoint] = checkpoints(tmp_path)
     assert torch.load(checkpoint, weights_only=True)["step"] == 5
 

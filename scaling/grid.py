@@ -16,16 +16,24 @@ from typing import Any
 
 from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
-from effnet.nas.record import write_run_record
-from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.record import write_run_record
+from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
 from effnet.nas.study.runner import run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
-from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
-                                         evaluations_done, network_results, point_results, ranked)
+from effnet.scaling.grid_results import (
+    CSV_COLUMNS,
+    NetworkResult,
+    PointResult,
+    coefficients_record,
+    evaluations_done,
+    network_results,
+    point_results,
+    ranked,
+)
 from effnet.scaling.grid_space import GridConfig, GridPoint
 from effnet.scaling.grid_study import GridJob, evaluations_taken, proxy_runtime
 

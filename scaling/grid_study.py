@@ -22,22 +22,42 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
-from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.study.study_config import StudyConfig
-from effnet.nas.study.trial_attrs import (DUPLICATE_OF_ATTR, ERROR_ATTR, FLOPS_ATTR, FLOPS_RATIO_ATTR, NETWORK_ATTR,
-                                          PARAMS_ATTR, POINT_ATTR, PRODUCT_ATTR, PROXY_RESOLUTION_ATTR, REPEAT_ATTR,
-                                          SEED_ATTR, SURPLUS_ATTR, WORK_SECONDS_ATTR)
-from effnet.scaling.grid_results import (Evaluation, evaluations_done, is_evaluated, is_live, network_results, ranked,
-                                         trial_evaluation)
+from effnet.nas.study.trial_attrs import (
+    DUPLICATE_OF_ATTR,
+    ERROR_ATTR,
+    FLOPS_ATTR,
+    FLOPS_RATIO_ATTR,
+    NETWORK_ATTR,
+    PARAMS_ATTR,
+    POINT_ATTR,
+    PRODUCT_ATTR,
+    PROXY_RESOLUTION_ATTR,
+    REPEAT_ATTR,
+    SEED_ATTR,
+    SURPLUS_ATTR,
+    WORK_SECONDS_ATTR,
+)
+from effnet.scaling.grid_results import (
+    Evaluation,
+    evaluations_done,
+    is_evaluated,
+    is_live,
+    network_results,
+    ranked,
+    trial_evaluation,
+)
 from effnet.scaling.grid_space import COEFFICIENTS, GridConfig, GridPoint, point_spec
 from effnet.scaling.twins import twin_groups
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
@@ -27,13 +27,14 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.files import dump_yaml
-from effnet.nas.study.plots import plot_history
-from effnet.nas.record import write_run_record
-from effnet.nas.study.search_files import write_trials_csv
 from effnet.nas.net.spec import dump_spec, load_spec
+from effnet.nas.record import write_run_record
+from effnet.nas.study.plots import plot_history
+from effnet.nas.study.search_files import write_trials_csv
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
 from effnet.scaling.presets import reference_b0
+
 from postgres import FAST_HEARTBEATS, TINY_SEARCH, postgres_study, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -639,6 +640,7 @@ def test_a_damaged_proxy_cache_is_rebuilt_once_with_a_warning(how, tmp_path):
     import numpy as np
 
     from effnet.nas.data.sources import proxy_data
+
     from images import jpeg_folder
 
     jpeg_folder(tmp_path / "data", classes=2, per_class=6)
@@ -658,6 +660,7 @@ def test_a_damaged_proxy_cache_is_rebuilt_once_with_a_warning(how, tmp_path):
 def test_a_proxy_cache_path_taken_by_something_else_is_a_clear_error(where, tmp_path):
     from effnet.nas.data.sources import proxy_data
     from effnet.nas.errors import InputError
+
     from images import jpeg_folder
 
     jpeg_folder(tmp_path / "data", classes=2, per_class=6)
@@ -767,6 +770,7 @@ def test_symlink_loops_are_named_not_crashed_on(tmp_path):
     from effnet.nas.data.folder import index_folder
     from effnet.nas.data.sources import proxy_data
     from effnet.nas.errors import InputError
+
     from images import jpeg_folder
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
@@ -791,6 +795,7 @@ def test_a_data_folder_that_cannot_be_listed_is_one_clear_error(unreadable, tmp_
     made to refuse as the kernel would)."""
     from effnet.nas.data.folder import index_folder
     from effnet.nas.errors import InputError
+
     from images import jpeg_folder
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=2)

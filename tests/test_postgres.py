@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import optuna
@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
+
 from postgres import TINY_BASE, TINY_SEARCH, Command, files_holding, postgres_study, wait_all, wait_for
 
 pytestmark = pytest.mark.slow  # every test here starts or uses a PostgreSQL server

@@ -17,6 +17,7 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.zero_cost import positive_score
+
 from images import jpeg_folder
 
 TINY = """

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.net.limits import spec_cost
-from effnet.nas.space.reach import space_reach
 from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace
 from effnet.nas.space.load import load_space, space_from_dict
+from effnet.nas.space.reach import space_reach
+
 from postgres import TINY_SEARCH, TINY_SPACE
 
 TINY = yaml.safe_load(Path(TINY_SPACE).read_text())

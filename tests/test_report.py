@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_grid_scale import GRID_ARGS, TINY_BASE, ZERO_COST_ARGS
+from test_search import TINY_ARGS
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from test_grid_scale import GRID_ARGS, TINY_BASE, ZERO_COST_ARGS
-from test_search import TINY_ARGS
 
 runner = CliRunner()
 

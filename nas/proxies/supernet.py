@@ -15,7 +15,8 @@ Shapes, shortcuts and drop rates come from the builder's plan (`plan_network`), 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,7 @@ on CUDA, enough to keep the device busy at proxy sizes, where a training batch w
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -15,7 +15,7 @@ Scores reach Optuna as rewards; the gate turns them back into accuracies with th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import optuna
 from optuna.pruners import BasePruner

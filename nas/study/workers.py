@@ -15,7 +15,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from effnet.nas.cpus import openmp_env
 from effnet.nas.signals import Interrupted, ignoring_stop_signals, install_worker_handlers, stop_requested

@@ -12,7 +12,7 @@ each evaluation, as the reference recipes' "precise BN" does.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -61,23 +61,24 @@ def _show(value: float | None, p: float | None) -> str:
 def proxy_check(
     target_flops: str = typer.Option("400M", "--target-flops", "-t", help="FLOPs target T: 400M, 0.4G, 400e6."),
     flops_tolerance: float = typer.Option(0.1, "--flops-tolerance", help="Candidates are drawn inside T·(1±tol)."),
-    space: str | None = typer.Option(None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."),
+    space: str | None = typer.Option(None, "--space",
+                                     help="Search space: efficientnet (default), mnasnet, or a YAML file."),
     data: str = options.DATA,
     proxy: list[str] | None = typer.Option(
         None, "--proxy", help=f"Cheap proxy to check, repeatable: {', '.join(PROXY_NAMES)} "
                               f"(default: {', '.join(DEFAULT_PROXIES)}); zero-cost is NASWOT."),
     proxy_epochs: int | None = typer.Option(None, "--proxy-epochs",
-                                               help="Epochs of the cheap `train` proxy (default: 3)."),
+                                            help="Epochs of the cheap `train` proxy (default: 3)."),
     epochs: int | None = options.OLD_EPOCHS,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: int | None = typer.Option(None, "--proxy-resolution",
-                                                   help="Image size the proxies and the reference train at "
-                                                        "(default: 32)."),
+                                                help="Image size the proxies and the reference train at "
+                                                     "(default: 32)."),
     resolution: int | None = typer.Option(None, "--resolution", hidden=True,
-                                             help="Deprecated name of --proxy-resolution."),
+                                          help="Deprecated name of --proxy-resolution."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
     proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
@@ -91,7 +92,8 @@ def proxy_check(
     force: bool = options.FORCE,
     as_json: bool = options.JSON,
 ) -> None:
-    """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
+    """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values,
+    params/FLOPs baselines)."""
     from effnet.nas.signals import Interrupted
     from effnet.nas.study.proxy_check import ProxyCheckConfig
     from effnet.nas.study.proxy_check import proxy_check as run_check
@@ -101,7 +103,8 @@ def proxy_check(
         target_flops=parse_size(target_flops, "--target-flops"), flops_tolerance=flops_tolerance, space=space,
         data=data, proxies=tuple(dict.fromkeys(proxy or DEFAULT_PROXIES)),
         epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3), reference_epochs=reference_epochs,
-        candidates=candidates, resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
+        candidates=candidates,
+        resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
         seed=seed, device=device, threads=threads, run_dir=run_dir, train_images=proxy_train_images,
         val_images=proxy_val_images, augment=augment, loader_workers=loader_workers, cache_dir=cache_dir,
         supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels, force=force)

@@ -242,7 +242,8 @@ def test_a_database_outage_mid_run_is_a_clean_error_and_the_study_resumes(tmp_pa
     server = start_server(server_bin_dir())  # its own: this test stops it
     try:
         url = server.create_database("outage")
-        args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", url, "--run-dir", tmp_path / "run", "--json"]
+        args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", url, "--run-dir", tmp_path / "run",
+                "--json"]
         command = effnet_command([*args, "--trials", 200], "search")
         with postgres_study(url) as read:
             wait_for(lambda: len(trained(read())) >= 2, 240)

@@ -106,7 +106,8 @@ def test_nan_loss_raises_proxy_failure(synthetic):
 
 
 def test_unknown_proxy_and_bad_settings_are_setting_errors():
-    with pytest.raises(SettingError, match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"):
+    with pytest.raises(SettingError,
+                       match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"):
         fast(name="magic")
     with pytest.raises(SettingError, match="proxy_epochs must be at least 1, got 0"):
         fast(epochs=0)

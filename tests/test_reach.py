@@ -35,8 +35,8 @@ def every_network(space: SearchSpace) -> list:
                 options.append(getattr(stage, key))
     networks = {}
     for combo in itertools.product(*options):
-        picked = dict(zip(names, combo))
-        spec = space.build(lambda name, _options: picked[name])
+        picked = dict(zip(names, combo, strict=True))
+        spec = space.build(lambda name, _options, picked=picked: picked[name])
         networks.setdefault(repr(spec.stages), spec)
     return [spec_cost(spec) for spec in networks.values()]
 

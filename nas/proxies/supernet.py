@@ -164,7 +164,7 @@ class Supernet(nn.Module):
         if len(spec.stages) != len(space.stages):
             raise InputError(f"{spec.name}: {len(spec.stages)} stages, the space {space.name!r} has "
                              f"{len(space.stages)}: not a path of its supernet")
-        for index, (stage, c) in enumerate(zip(spec.stages, space.stages), start=1):
+        for index, (stage, c) in enumerate(zip(spec.stages, space.stages, strict=True), start=1):
             decisions = [("block", stage.block, c.block), ("kernel", stage.kernel, c.kernel),
                          ("se_ratio", stage.se_ratio, c.se_ratio), ("skip", stage.skip, c.skip),
                          ("stride", stage.stride, (c.stride,)),

@@ -233,7 +233,7 @@ class _Trainer:
             self.sampler.skip = first * self.batches.batch
             losses = torch.zeros(self.steps, device=self.device)
             self.model.train()
-            for step, batch in zip(range(first, self.steps), self.batches.train_loader):
+            for step, batch in zip(range(first, self.steps), self.batches.train_loader, strict=False):
                 step_seed = sample_seed(self.seed, epoch + 1, step)
                 path = draw_path(self.setup.space, random.Random(step_seed), self.setup.low, self.setup.high).replace(
                     dropout=0.0, drop_connect=0.0)  # the random paths regularise enough

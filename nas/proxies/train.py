@@ -93,7 +93,7 @@ class TrainProxy:
             self.batches.sampler.set_epoch(epoch)
             calibration: list[torch.Tensor] = []
             model.train()
-            for step, batch in zip(range(steps), self.batches.train_loader):
+            for step, batch in zip(range(steps), self.batches.train_loader, strict=False):
                 images = self.batches.normalize(batch.images)
                 if len(calibration) < CALIBRATION_BATCHES:
                     calibration.append(images)

@@ -74,7 +74,7 @@ def split_line(line: bytes) -> tuple[list[bytes], list[bytes]]:
         return [line], []
     cuts = sorted({0, *(m.start() for m in _RECORD_STARTS.finditer(line)), len(line)})
     kept, torn = [], []
-    for begin, end in zip(cuts, cuts[1:]):
+    for begin, end in zip(cuts, cuts[1:], strict=False):
         piece = line[begin:end]
         (kept if _is_record(piece) else torn).append(piece)
     return kept, torn

@@ -60,7 +60,7 @@ class TrainingBatches:
         pixels they came as, a quarter of the normalised float32) for `calibration_batches`."""
         self.sampler.set_epoch(epoch)
         self.calibration: list[torch.Tensor] = []
-        for _, batch in zip(range(steps), self.train):
+        for _, batch in zip(range(steps), self.train, strict=False):
             if self.device_decoder is not None:
                 pixels, labels, skipped = self.device_decoder(batch)
             else:

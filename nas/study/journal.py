@@ -73,7 +73,8 @@ def split_line(line: bytes) -> tuple[list[bytes], list[bytes]]:
     if line.startswith(RECORD_START) and line.find(RECORD_START, 1) == -1 and _is_record(line):
         return [line], []
     cuts = sorted({0, *(m.start() for m in _RECORD_STARTS.finditer(line)), len(line)})
-    kept, torn = [], []
+    kept: list[bytes] = []
+    torn: list[bytes] = []
     for begin, end in zip(cuts, cuts[1:], strict=False):
         piece = line[begin:end]
         (kept if _is_record(piece) else torn).append(piece)

@@ -19,6 +19,7 @@ from effnet.nas.study.pruning import ChanceGate
 from effnet.nas.study.search_config import SearchConfig
 from effnet.nas.study.search_objective import TrialObjective, proxy_factory, reported_accuracy, supernet_setup
 from effnet.nas.study.search_trials import best_trial, counts_toward_budget, is_in_band, summarize
+from effnet.nas.study.study_job import Direction
 from effnet.nas.study.trial_attrs import FLOPS_ATTR, REWARD_ATTR
 from effnet.nas.units import format_size
 
@@ -45,7 +46,7 @@ class SearchJob:
                 "classes": self.space.base.num_classes, "resolution": self.space.base.resolution,
                 "proxy": c.proxy.fingerprint(), "seed": c.study.seed}
 
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return ["maximize", "minimize"] if self.config.multi_objective else ["maximize"]
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:

@@ -16,22 +16,22 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.data.facts import ImageSize, data_facts, fitted_resolution
+from effnet.nas.data.facts import ImageSize, fitted_resolution
+from effnet.nas.data.facts import data_facts
 from effnet.nas.net.flops import analytic_cost, fvcore_count
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import load_spec
-from effnet.nas.proxies.config import ProxyConfig
-from effnet.nas.space.load import load_space
 from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.study.opening import open_study
 from effnet.nas.study.pruning import ChanceGate
+from effnet.nas.proxies.config import ProxyConfig
+from effnet.nas.study.opening import open_study
 from effnet.nas.study.search import fitted_space
 from effnet.nas.study.search_config import SearchConfig
 from effnet.nas.study.search_job import SearchJob
 from effnet.nas.study.search_objective import reported_accuracy
 from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.space.load import load_space
 from effnet.scaling import grid_study
-
 from images import jpeg_folder
 from postgres import TINY_BASE, TINY_SEARCH
 

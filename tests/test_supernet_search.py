@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.proxies.config import ProxyConfig
-from effnet.nas.signals import request_stop
 from effnet.nas.study.search import search
 from effnet.nas.study.search_config import SearchConfig
 from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.signals import request_stop
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",

@@ -9,7 +9,7 @@ The forward computes what the builder's layer computes with those tensors: the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -24,11 +24,9 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
-from effnet.nas.space.choices import SearchSpace
-from effnet.nas.space.fit import DataFit, fit_space
-from effnet.nas.space.load import load_space
-from effnet.nas.space.reach import check_band
 from effnet.nas.study.chance import chance_level
+from effnet.nas.space.fit import DataFit, fit_space
+from effnet.nas.space.reach import check_band
 from effnet.nas.study.opening import check_settings
 from effnet.nas.study.runner import run_study
 from effnet.nas.study.search_config import ACCURACY_PROXIES, SearchConfig
@@ -36,6 +34,8 @@ from effnet.nas.study.search_files import write_search_files
 from effnet.nas.study.search_job import SearchJob
 from effnet.nas.study.search_result import SearchResult
 from effnet.nas.study.search_supernet import train_before_study
+from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.load import load_space
 
 
 def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:

@@ -7,16 +7,10 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.space.fit import DataFit
+from effnet.nas.study.html_report import (Section, dashboard_command, history_section, importance_section,
+                                           scored_study, write_report)
 from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.study.html_report import (
-    Section,
-    dashboard_command,
-    history_section,
-    importance_section,
-    scored_study,
-    write_report,
-)
+from effnet.nas.space.fit import DataFit
 from effnet.nas.study.objective import FlopsBand
 from effnet.nas.study.search_config import SearchConfig
 from effnet.nas.study.search_trials import is_in_band

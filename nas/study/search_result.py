@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.space.fit import DataFit
 from effnet.nas.study.chance import ChanceLevel
+from effnet.nas.space.fit import DataFit
 from effnet.nas.study.search_config import SearchConfig
 from effnet.nas.study.search_trials import StudySummary
 

@@ -26,11 +26,11 @@ from rich.table import Table
 from effnet.nas.net.spec_file import spec_from_dict
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
-from effnet.nas.study.proxy_check import AMORTISED_OVER
-from effnet.nas.study.rank import kendall, spearman
 from effnet.nas.proxies.supernet_proxy import SupernetProxy
 from effnet.nas.proxies.supernet_training import SupernetSetup, train_supernet
 from effnet.nas.space.load import load_space
+from effnet.nas.study.proxy_check import AMORTISED_OVER
+from effnet.nas.study.rank import kendall, spearman
 from effnet.nas.training.allocator import configure_allocator
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal,
-                               set_run_dir)
 from effnet.cli import options
+from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, exit_for_signal, literal, set_run_dir
 from effnet.cli.options import renamed
 from effnet.nas.proxies.names import DEFAULT_PROXIES, PROXY_NAMES
-
 
 
 def print_result(summary: dict[str, Any], results: list[Any], proxies: list[str]) -> None:
@@ -63,46 +61,50 @@ def _show(value: float | None, p: float | None) -> str:
 def proxy_check(
     target_flops: str = typer.Option("400M", "--target-flops", "-t", help="FLOPs target T: 400M, 0.4G, 400e6."),
     flops_tolerance: float = typer.Option(0.1, "--flops-tolerance", help="Candidates are drawn inside T·(1±tol)."),
-    space: Optional[str] = typer.Option(None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."),
+    space: str | None = typer.Option(None, "--space",
+                                     help="Search space: efficientnet (default), mnasnet, or a YAML file."),
     data: str = options.DATA,
-    proxy: Optional[list[str]] = typer.Option(
+    proxy: list[str] | None = typer.Option(
         None, "--proxy", help=f"Cheap proxy to check, repeatable: {', '.join(PROXY_NAMES)} "
                               f"(default: {', '.join(DEFAULT_PROXIES)}); zero-cost is NASWOT."),
-    proxy_epochs: Optional[int] = typer.Option(None, "--proxy-epochs",
-                                               help="Epochs of the cheap `train` proxy (default: 3)."),
-    epochs: Optional[int] = options.OLD_EPOCHS,
+    proxy_epochs: int | None = typer.Option(None, "--proxy-epochs",
+                                            help="Epochs of the cheap `train` proxy (default: 3)."),
+    epochs: int | None = options.OLD_EPOCHS,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
-    proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution",
-                                                   help="Image size the proxies and the reference train at "
-                                                        "(default: 32)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", hidden=True,
-                                             help="Deprecated name of --proxy-resolution."),
+    proxy_resolution: int | None = typer.Option(None, "--proxy-resolution",
+                                                help="Image size the proxies and the reference train at "
+                                                     "(default: 32)."),
+    resolution: int | None = typer.Option(None, "--resolution", hidden=True,
+                                          help="Deprecated name of --proxy-resolution."),
     seed: int = typer.Option(0, "--seed", help="Seeds the candidate draw, the data split and every training."),
-    proxy_train_images: Optional[int] = options.PROXY_TRAIN_IMAGES,
-    proxy_val_images: Optional[int] = options.PROXY_VAL_IMAGES,
+    proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
+    proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
-    loader_workers: Optional[int] = options.LOADER_WORKERS,
-    cache_dir: Optional[Path] = options.CACHE_DIR,
+    loader_workers: int | None = options.LOADER_WORKERS,
+    cache_dir: Path | None = options.CACHE_DIR,
 
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     run_dir: Path = typer.Option(Path("runs/proxy-check"), "--run-dir", help="Where proxy_check.csv and .yaml go."),
     force: bool = options.FORCE,
     as_json: bool = options.JSON,
 ) -> None:
-    """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values, params/FLOPs baselines)."""
-    from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check as run_check
+    """Rank-check cheap accuracy proxies against a longer training (Kendall τ, Spearman ρ with p-values,
+    params/FLOPs baselines)."""
     from effnet.nas.signals import Interrupted
+    from effnet.nas.study.proxy_check import ProxyCheckConfig
+    from effnet.nas.study.proxy_check import proxy_check as run_check
     from effnet.nas.units import parse_size
 
     config = ProxyCheckConfig(
         target_flops=parse_size(target_flops, "--target-flops"), flops_tolerance=flops_tolerance, space=space,
         data=data, proxies=tuple(dict.fromkeys(proxy or DEFAULT_PROXIES)),
         epochs=renamed(proxy_epochs, epochs, "--proxy-epochs", "--epochs", 3), reference_epochs=reference_epochs,
-        candidates=candidates, resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
+        candidates=candidates,
+        resolution=renamed(proxy_resolution, resolution, "--proxy-resolution", "--resolution", 32),
         seed=seed, device=device, threads=threads, run_dir=run_dir, train_images=proxy_train_images,
         val_images=proxy_val_images, augment=augment, loader_workers=loader_workers, cache_dir=cache_dir,
         supernet_epochs=supernet_epochs, supernet_kernels=supernet_kernels, force=force)

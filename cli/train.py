@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from effnet.cli.common import (ProgressBar, clean_input_errors, console, emit_json, literal, progress_console,
-                               say_interrupted, set_run_dir, stop_signal, warn_skipped)
 from effnet.cli import options
+from effnet.cli.common import (
+    ProgressBar,
+    clean_input_errors,
+    console,
+    emit_json,
+    literal,
+    progress_console,
+    say_interrupted,
+    set_run_dir,
+    stop_signal,
+    warn_skipped,
+)
 from effnet.nas.progress import Progress
 
 TABLE_EPOCHS = 10
@@ -63,28 +73,57 @@ def train(
     data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
     epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the paper: 350); a resumed run may raise it."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch, split over torchrun's processes."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 0.256·batch/4096, the paper's rule)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size (default the spec's own; e.g. 32 for digits)."),
-    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up (default 5, or a tenth of a shorter run; on --resume the checkpoint's)."),
-    ema_decay: float = typer.Option(0.9999, "--ema-decay", help="Decay of the weights' moving average (warmed up as (1+n)/(10+n))."),
+    lr: float | None = typer.Option(None, "--lr",
+                                    help="Peak learning rate (default 0.256·batch/4096, the paper's rule)."),
+    resolution: int | None = typer.Option(None, "--resolution",
+                                          help="Image size (default the spec's own; e.g. 32 for digits)."),
+    warmup_epochs: float | None = typer.Option(
+        None, "--warmup-epochs",
+        help="Linear warm-up (default 5, or a tenth of a shorter run; on --resume the checkpoint's)."),
+    ema_decay: float = typer.Option(0.9999, "--ema-decay",
+                                    help="Decay of the weights' moving average (warmed up as (1+n)/(10+n))."),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="L2 on all weights but BatchNorm's."),
-    precise_bn: int = typer.Option(10, "--precise-bn", help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); 0 keeps the moving averages."),
-    augment: str = typer.Option("auto", "--augment", help="none, light (random resized crop, flip), paper (+ AutoAugment's ImageNet policy); auto: paper for a folder, none for built-in data."),
-    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="DataLoader processes per training process (default: from the cores; none for built-in data)."),
-    decode: str = typer.Option("workers", "--decode", help="workers: decode in the DataLoader processes; device: JPEGs in batches on the training device (nvjpeg on CUDA)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."),
-    compiled: bool = typer.Option(False, "--compile", help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of compiling."),
+    precise_bn: int = typer.Option(
+        10, "--precise-bn",
+        help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); "
+             "0 keeps the moving averages."),
+    augment: str = typer.Option(
+        "auto", "--augment",
+        help="none, light (random resized crop, flip), paper (+ AutoAugment's ImageNet policy); "
+             "auto: paper for a folder, none for built-in data."),
+    loader_workers: int | None = typer.Option(
+        None, "--loader-workers",
+        help="DataLoader processes per training process (default: from the cores; none for built-in data)."),
+    decode: str = typer.Option(
+        "workers", "--decode",
+        help="workers: decode in the DataLoader processes; device: JPEGs in batches on the training device "
+             "(nvjpeg on CUDA)."),
+    device: str = typer.Option("auto", "--device",
+                               help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."),
+    compiled: bool = typer.Option(
+        False, "--compile",
+        help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of "
+             "compiling."),
     seed: int = typer.Option(0, "--seed"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's checkpoint.pt (the last epoch; best.pt beside it keeps the best one)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue from the run directory's checkpoint.pt (the last epoch; best.pt beside it keeps the best "
+             "one)."),
     force: bool = options.FORCE,
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: an effnet checkpoint (its EMA weights) or a timm or torchvision EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers loaded and not."),
+    init: Path | None = typer.Option(
+        None, "--init",
+        help="Start from these weights: an effnet checkpoint (its EMA weights) or a timm or torchvision "
+             "EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers "
+             "loaded and not."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
-    """Train a spec with the EfficientNet recipe (RMSProp, warm-up + exponential decay, EMA), checkpointing every epoch.
+    """Train a spec with the EfficientNet recipe (RMSProp, warm-up + exponential decay, EMA), checkpointing
+    every epoch.
 
-    The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its share of each batch (DistributedDataParallel); only rank 0 writes files.
+    The spec's num_classes and input channels are replaced by the data's. Under torchrun every process trains its
+    share of each batch (DistributedDataParallel); only rank 0 writes files.
     """
     from effnet.nas.net.spec_file import load_spec
     from effnet.nas.training.distributed import distributed_from_env

@@ -42,6 +42,7 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inference import export_metadata
 from effnet.nas.net.fold import fold_batch_norm
+from effnet.nas.net.model import Network
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
@@ -172,7 +173,7 @@ def first_difference(mine: Any, theirs: Any, where: str = "spec") -> str:
 
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-Exporter = Callable[[nn.Module, NetworkSpec, dict[str, str]], tuple[bytes, Runner]]
+Exporter = Callable[[Network, NetworkSpec, dict[str, str]], tuple[bytes, Runner]]
 """(model, spec, metadata) -> the file's bytes and a runner of the file read back."""
 
 
@@ -219,7 +220,7 @@ def _state_dict(library: str) -> Exporter:
     """A state dict under `library`'s names (what their `load_state_dict(strict=True)` takes: no metadata), checked
     by reading it back into a fresh model of the spec."""
 
-    def export(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tuple[bytes, Runner]:
+    def export(model: Network, spec: NetworkSpec, metadata: dict[str, str]) -> tuple[bytes, Runner]:
         buffer = io.BytesIO()
         torch.save(state_dict_for(model, library), buffer)
         state = torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)

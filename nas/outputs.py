@@ -23,7 +23,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, current_umask, ensure_writable_dir, yaml_text
 from effnet.nas.targets import LOCK_NAME, MANIFEST_NAME, Claim, claims, read_manifest, read_small_yaml, resolved

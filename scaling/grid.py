@@ -16,16 +16,24 @@ from typing import Any
 
 from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
-from effnet.nas.record import write_run_record
-from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.record import write_run_record
+from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
 from effnet.nas.study.runner import run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
-from effnet.scaling.grid_results import (CSV_COLUMNS, NetworkResult, PointResult, coefficients_record,
-                                         evaluations_done, network_results, point_results, ranked)
+from effnet.scaling.grid_results import (
+    CSV_COLUMNS,
+    NetworkResult,
+    PointResult,
+    coefficients_record,
+    evaluations_done,
+    network_results,
+    point_results,
+    ranked,
+)
 from effnet.scaling.grid_space import GridConfig, GridPoint
 from effnet.scaling.grid_study import GridJob, evaluations_taken
 from effnet.nas.study.proxy_runtime import proxy_runtime
@@ -80,7 +88,8 @@ class GridResult:
             "networks_scored": len(self.ranked), "evaluations_total": len(self.networks) * c.repeats,
             "evaluations_done": evaluations_done(self.networks),
             "twin_groups": [n.group.record() for n in self.networks if len(n.group.points) > 1],
-            "best": None, "coefficients": None, "warnings": list(self.coefficients.caveats) if self.coefficients else [],
+            "best": None, "coefficients": None,
+            "warnings": list(self.coefficients.caveats) if self.coefficients else [],
             "files": {"grid_csv": str(self.files["grid_csv"]), "plot": str(self.files["plot"]),
                       "report": str(self.files["report"]), "run": str(self.files["run_record"])},
             "points": [r.row() for r in self.points],

@@ -15,8 +15,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.study.trial_attrs import (ERROR_ATTR, FIXED_PARAMS_SYSTEM_ATTR, REPEAT_ATTR, WORK_SECONDS_ATTR,
-                                          WORKER_ATTR)
+from effnet.nas.study.trial_attrs import (
+    ERROR_ATTR,
+    FIXED_PARAMS_SYSTEM_ATTR,
+    REPEAT_ATTR,
+    WORK_SECONDS_ATTR,
+    WORKER_ATTR,
+)
 from effnet.scaling.grid_space import FLOPS_TARGET, GridConfig, GridPoint, point_key
 from effnet.scaling.twins import CHOICE_RULE, TwinGroup, twin_groups
 

@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
-from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.study.proxy_runtime import proxy_runtime
+from effnet.nas.study.study_job import Direction
 from effnet.nas.study.trial_attrs import (DUPLICATE_OF_ATTR, ERROR_ATTR, FLOPS_ATTR, FLOPS_RATIO_ATTR, NETWORK_ATTR,
                                           PARAMS_ATTR, POINT_ATTR, PRODUCT_ATTR, PROXY_RESOLUTION_ATTR, REPEAT_ATTR,
                                           SEED_ATTR, SURPLUS_ATTR, WORK_SECONDS_ATTR)
@@ -117,9 +119,9 @@ class PointObjective:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise optuna.TrialPruned("no grid point was left to take")
         distributions = self.config.distributions()
-        key = tuple(trial.suggest_float(name, distributions[name].low, distributions[name].high)
-                    for name in COEFFICIENTS)
-        point = self.points[key]
+        alpha, beta, gamma = (trial.suggest_float(name, distributions[name].low, distributions[name].high)
+                              for name in COEFFICIENTS)
+        point = self.points[(alpha, beta, gamma)]
         repeat = int(trial.user_attrs.get(REPEAT_ATTR, 0))
         trial.set_user_attr(NETWORK_ATTR, point.network)
         twin = earlier_twin(self.study, trial.number, (point.network, repeat), self.network_of)
@@ -170,7 +172,7 @@ class GridJob:
     def fingerprint(self) -> dict[str, Any]:
         return self.config.fingerprint()
 
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return ["maximize"]
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:

@@ -639,6 +639,7 @@ def test_a_damaged_proxy_cache_is_rebuilt_once_with_a_warning(how, tmp_path):
     import numpy as np
 
     from effnet.nas.data.sources import proxy_data
+
     from images import jpeg_folder
 
     jpeg_folder(tmp_path / "data", classes=2, per_class=6)
@@ -658,6 +659,7 @@ def test_a_damaged_proxy_cache_is_rebuilt_once_with_a_warning(how, tmp_path):
 def test_a_proxy_cache_path_taken_by_something_else_is_a_clear_error(where, tmp_path):
     from effnet.nas.data.sources import proxy_data
     from effnet.nas.errors import InputError
+
     from images import jpeg_folder
 
     jpeg_folder(tmp_path / "data", classes=2, per_class=6)
@@ -767,6 +769,7 @@ def test_symlink_loops_are_named_not_crashed_on(tmp_path):
     from effnet.nas.data.folder import index_folder
     from effnet.nas.data.sources import proxy_data
     from effnet.nas.errors import InputError
+
     from images import jpeg_folder
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
@@ -791,6 +794,7 @@ def test_a_data_folder_that_cannot_be_listed_is_one_clear_error(unreadable, tmp_
     made to refuse as the kernel would)."""
     from effnet.nas.data.folder import index_folder
     from effnet.nas.errors import InputError
+
     from images import jpeg_folder
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=2)

@@ -39,6 +39,7 @@ from effnet.scaling.grid_space import GridConfig, GridDefinition, parse_range, p
 from effnet.scaling.grid_study import GridJob, queue_missing_evaluations
 from effnet.scaling.presets import reference_b0
 from effnet.scaling.twins import choose, twin_groups
+
 from postgres import TINY_BASE
 
 runner = CliRunner()

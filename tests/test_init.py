@@ -35,7 +35,8 @@ def reference_std(conv: nn.Conv2d) -> tuple[str, float]:
         assert conv.groups == conv.in_channels == conv.out_channels
         return f"depthwise {k}x{k}", math.sqrt(2 / k ** 2)
     if k == 1:
-        return ("squeeze-excitation 1x1" if conv.bias is not None else "pointwise 1x1"), math.sqrt(2 / conv.out_channels)
+        name = "squeeze-excitation 1x1" if conv.bias is not None else "pointwise 1x1"
+        return name, math.sqrt(2 / conv.out_channels)
     return f"regular {k}x{k}", math.sqrt(2 / (k ** 2 * conv.out_channels))
 
 
@@ -74,7 +75,8 @@ def test_every_conv_kind_has_the_references_standard_deviation(model):
 
 def test_depthwise_std_does_not_shrink_with_the_channels(model):
     """The depthwise convs of B0's stage 6 (1152 channels, 5x5): std sqrt(2/25) = 0.283, not sqrt(2/(25*1152))."""
-    depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1152 and m.kernel_size == (5, 5)]
+    depthwise = [m for m in model.modules()
+                 if isinstance(m, nn.Conv2d) and m.groups == 1152 and m.kernel_size == (5, 5)]
     assert depthwise and all(abs(m.weight.std().item() - 0.2828) < 0.01 for m in depthwise)
 
 

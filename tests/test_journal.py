@@ -14,14 +14,15 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
+from test_faults import DiskFull
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.study import journal
 from effnet.nas.study.storage import open_storage
+
 from postgres import TINY_SEARCH
-from test_faults import DiskFull
 
 runner = CliRunner()
 

@@ -38,7 +38,8 @@ def test_a_planted_back_edge_fails(tmp_path, where):
     planted = {
         "module": "from effnet.cli import app\n",
         "function": "def _planted():\n    from effnet.scaling import family\n",
-        "type_checking": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from effnet.nas.study import runner\n",
+        "type_checking": "from typing import TYPE_CHECKING\n"
+                         "if TYPE_CHECKING:\n    from effnet.nas.study import runner\n",
     }[where]
     before = set(upward_imports(imports(module_files(root))))
     target.write_text(target.read_text() + "\n" + planted)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import optuna
@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
+
 from postgres import TINY_BASE, TINY_SEARCH, Command, files_holding, postgres_study, wait_all, wait_for
 
 pytestmark = pytest.mark.slow  # every test here starts or uses a PostgreSQL server
@@ -241,7 +242,8 @@ def test_a_database_outage_mid_run_is_a_clean_error_and_the_study_resumes(tmp_pa
     server = start_server(server_bin_dir())  # its own: this test stops it
     try:
         url = server.create_database("outage")
-        args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", url, "--run-dir", tmp_path / "run", "--json"]
+        args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", url, "--run-dir", tmp_path / "run",
+                "--json"]
         command = effnet_command([*args, "--trials", 200], "search")
         with postgres_study(url) as read:
             wait_for(lambda: len(trained(read())) >= 2, 240)

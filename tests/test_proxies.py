@@ -17,6 +17,7 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.zero_cost import positive_score
+
 from images import jpeg_folder
 
 TINY = """
@@ -105,7 +106,8 @@ def test_nan_loss_raises_proxy_failure(synthetic):
 
 
 def test_unknown_proxy_and_bad_settings_are_setting_errors():
-    with pytest.raises(SettingError, match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"):
+    with pytest.raises(SettingError,
+                       match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"):
         fast(name="magic")
     with pytest.raises(SettingError, match="proxy_epochs must be at least 1, got 0"):
         fast(epochs=0)

@@ -20,7 +20,8 @@ from effnet.nas.study.rank import kendall, spearman
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--proxy-epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--proxy-resolution", "16", "--threads", "1"]
+             "--proxy-epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--proxy-resolution", "16",
+             "--threads", "1"]
 
 def invoke(*args):
     """`effnet proxy-check ARGS...` in-process."""

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.net.limits import spec_cost
-from effnet.nas.space.reach import space_reach
 from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace
 from effnet.nas.space.load import load_space, space_from_dict
+from effnet.nas.space.reach import space_reach
+
 from postgres import TINY_SEARCH, TINY_SPACE
 
 TINY = yaml.safe_load(Path(TINY_SPACE).read_text())
@@ -34,8 +35,8 @@ def every_network(space: SearchSpace) -> list:
                 options.append(getattr(stage, key))
     networks = {}
     for combo in itertools.product(*options):
-        picked = dict(zip(names, combo))
-        spec = space.build(lambda name, _options: picked[name])
+        picked = dict(zip(names, combo, strict=True))
+        spec = space.build(lambda name, _options, picked=picked: picked[name])
         networks.setdefault(repr(spec.stages), spec)
     return [spec_cost(spec) for spec in networks.values()]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_grid_scale import GRID_ARGS, TINY_BASE, ZERO_COST_ARGS
+from test_search import TINY_ARGS
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from test_grid_scale import GRID_ARGS, TINY_BASE, ZERO_COST_ARGS
-from test_search import TINY_ARGS
 
 runner = CliRunner()
 
@@ -109,7 +109,7 @@ def test_grid_report_holds_the_score_over_the_grid_and_the_chosen_point(tmp_path
     with (tmp_path / "grid.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["score"]]
     points = next(trace for trace in surface["data"] if trace["name"] == "points")
-    drawn = sorted(zip(points["x"], points["y"], points["z"], points["marker"]["color"]))
+    drawn = sorted(zip(points["x"], points["y"], points["z"], points["marker"]["color"], strict=True))
     written = sorted((float(r["alpha"]), float(r["beta"]), float(r["gamma"]), float(r["score"])) for r in rows)
     assert [d[:3] for d in drawn] == [w[:3] for w in written]  # every scored point, twins included
     assert [d[3] for d in drawn] == pytest.approx([w[3] for w in written], rel=1e-5)  # grid.csv keeps 6 digits

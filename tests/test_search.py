@@ -36,7 +36,8 @@ from effnet.scaling.presets import reference_b0
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--proxy-epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none", "--threads", "1"]
+             "--proxy-epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none",
+             "--threads", "1"]
 runner = CliRunner()
 
 
@@ -80,7 +81,7 @@ def test_every_sampled_spec_is_valid_and_shares_choices_within_a_stage(name):
     for _ in range(300):
         spec = space.random_spec(rng)
         assert spec_from_dict(spec_to_dict(spec)) == spec  # passes full validation
-        for stage, skeleton in zip(spec.stages, space.stages):
+        for stage, skeleton in zip(spec.stages, space.stages, strict=True):
             assert stage.stride == skeleton.stride
             assert stage.repeats - skeleton.repeats in skeleton.repeats_offset
             assert stage.out_channels % 8 == 0
@@ -362,7 +363,8 @@ def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
     result = runner.invoke(app, ["search", *TINY_ARGS, "--storage", url, "--run-dir", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert "cannot reach the storage" in result.output and "s3cret-pw" not in result.output
-    assert result.stderr.splitlines() == [next(l for l in result.stderr.splitlines() if l.startswith("error: "))]
+    lines = result.stderr.splitlines()
+    assert lines == [next(line for line in lines if line.startswith("error: "))]
 
 
 def test_redact_url_hides_passwords_only():

@@ -17,6 +17,7 @@ from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.redact import redact, redact_argv, redact_url, url_secrets
 from effnet.nas.study.storage import database_url, open_storage
+
 from postgres import TINY_SEARCH, files_holding
 
 runner = CliRunner()

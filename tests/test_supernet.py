@@ -16,12 +16,17 @@ from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import InputError
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model
+from effnet.nas.proxies import supernet_training
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.factory import make_proxy
-from effnet.nas.proxies import supernet_training
 from effnet.nas.proxies.supernet import Supernet
-from effnet.nas.proxies.supernet_training import (SupernetSetup, draw_path, load_supernet, read_checkpoint,
-                                                  train_supernet)
+from effnet.nas.proxies.supernet_training import (
+    SupernetSetup,
+    draw_path,
+    load_supernet,
+    read_checkpoint,
+    train_supernet,
+)
 from effnet.nas.signals import request_stop
 from effnet.nas.space.load import load_space
 

@@ -324,8 +324,8 @@ def copy_of_epoch_2(runs, name: str) -> Path:
 ])
 def test_resume_with_other_settings_is_refused(runs, change, message):
     run_dir = copy_of_epoch_2(runs, f"mismatch{change[0]}")
-    args = dict(zip(TRAIN_ARGS[::2], TRAIN_ARGS[1::2]))
-    args.update(dict(zip(change[::2], change[1::2])))
+    args = dict(zip(TRAIN_ARGS[::2], TRAIN_ARGS[1::2], strict=True))
+    args.update(dict(zip(change[::2], change[1::2], strict=True)))
     flat = [x for pair in args.items() for x in pair]
     result = invoke(runs["spec"], *flat, "--epochs", 4, "--run-dir", run_dir, "--resume")
     assert result.exit_code == 2, result.output

@@ -24,6 +24,12 @@ def centre(weight: torch.Tensor, kernel: int) -> torch.Tensor:
     return weight[..., start:start + kernel, start:start + kernel]
 
 
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a conv built with one (torch's default)."""
+    assert conv.bias is not None
+    return conv.bias
+
+
 def init_conv(weight: torch.Tensor, groups_are_channels: bool) -> None:
     """The reference's conv initialisation (`Network._init_weights`): normal with std sqrt(2 / fan_out), fan_out
     = k^2 * out_channels / groups, so k^2 for a depthwise conv; here at the largest shape."""
@@ -63,17 +69,26 @@ class ConvBN(nn.Module):
             pad = kernel // 2
         x = F.conv2d(x, weight, None, self.stride, pad, 1, in_channels if self.depthwise else 1)
         bn = self.bn
-        return F.batch_norm(x, bn.running_mean[:out_channels], bn.running_var[:out_channels],
+        mean, var, _ = self.running_stats()
+        assert bn.momentum is not None  # 1 - decay as built: precise BN (momentum None) runs on standalone nets only
+        return F.batch_norm(x, mean[:out_channels], var[:out_channels],
                             bn.weight[:out_channels], bn.bias[:out_channels], self.training, bn.momentum, bn.eps)
+
+    def running_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The BatchNorm's running mean, variance and batch count (it tracks them, torch's default)."""
+        bn = self.bn
+        assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
+        return bn.running_mean, bn.running_var, bn.num_batches_tracked
 
     def state(self, prefix: str, in_channels: int, out_channels: int, kernel: int) -> dict[str, torch.Tensor]:
         """The slice as a builder's `ConvBNAct` named `prefix` holds it (views of the supernet's tensors)."""
         bn = self.bn
+        mean, var, count = self.running_stats()
         return {f"{prefix}.0.weight": self.weight(in_channels, out_channels, kernel),
                 f"{prefix}.1.weight": bn.weight[:out_channels], f"{prefix}.1.bias": bn.bias[:out_channels],
-                f"{prefix}.1.running_mean": bn.running_mean[:out_channels],
-                f"{prefix}.1.running_var": bn.running_var[:out_channels],
-                f"{prefix}.1.num_batches_tracked": bn.num_batches_tracked}
+                f"{prefix}.1.running_mean": mean[:out_channels],
+                f"{prefix}.1.running_var": var[:out_channels],
+                f"{prefix}.1.num_batches_tracked": count}
 
 
 class SqueezeExcite(nn.Module):
@@ -86,16 +101,17 @@ class SqueezeExcite(nn.Module):
         self.act = ACTIVATION_OPS[activation].function
         for conv in (self.reduce, self.expand):
             init_conv(conv.weight, groups_are_channels=False)
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(conv_bias(conv))
 
     def forward(self, x: torch.Tensor, channels: int, reduced: int) -> torch.Tensor:
         squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
-        hidden = self.act(F.conv2d(squeezed, self.reduce.weight[:reduced, :channels], self.reduce.bias[:reduced]))
-        gate = F.conv2d(hidden, self.expand.weight[:channels, :reduced], self.expand.bias[:channels])
+        hidden = self.act(F.conv2d(squeezed, self.reduce.weight[:reduced, :channels],
+                                   conv_bias(self.reduce)[:reduced]))
+        gate = F.conv2d(hidden, self.expand.weight[:channels, :reduced], conv_bias(self.expand)[:channels])
         return x * torch.sigmoid(gate)
 
     def state(self, prefix: str, channels: int, reduced: int) -> dict[str, torch.Tensor]:
         return {f"{prefix}.reduce.weight": self.reduce.weight[:reduced, :channels],
-                f"{prefix}.reduce.bias": self.reduce.bias[:reduced],
+                f"{prefix}.reduce.bias": conv_bias(self.reduce)[:reduced],
                 f"{prefix}.expand.weight": self.expand.weight[:channels, :reduced],
-                f"{prefix}.expand.bias": self.expand.bias[:channels]}
+                f"{prefix}.expand.bias": conv_bias(self.expand)[:channels]}

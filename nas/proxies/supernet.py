@@ -15,7 +15,8 @@ Shapes, shortcuts and drop rates come from the builder's plan (`plan_network`), 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from effnet.nas.net.spec import NetworkSpec, POOL_SKIP
 from effnet.nas.proxies.elastic import ConvBN, SqueezeExcite
 from effnet.nas.space.choices import SearchSpace, StageChoices
 
-Unit = tuple[nn.Module, tuple[int, ...], bool]
+Unit = tuple[ConvBN | SqueezeExcite, tuple[int, ...], bool]
 """One layer of a block as the builder orders them: the module, its shape arguments, an activation after it."""
 
 
@@ -69,14 +70,22 @@ class Op(nn.Module):
     def units(self, p: BlockPlan) -> list[Unit]:
         """The builder's layers of `Block` for the plan, in its order."""
         gated = {"mbconv": p.mid_channels, "dsconv": p.in_channels}.get(self.block, p.out_channels)
-        se = [(self.se, (gated, p.se_channels), False)] if p.se_channels else []
+        se: list[Unit] = []
+        if p.se_channels:
+            assert self.se is not None  # built where the space offers squeeze-excitation, the only paths with it
+            se = [(self.se, (gated, p.se_channels), False)]
         if self.block == "mbconv":
-            expand = [(self.expand, (p.in_channels, p.mid_channels, 1), True)] if self.expand is not None else []
+            assert self.project is not None
+            expand: list[Unit] = []
+            if self.expand is not None:
+                expand = [(self.expand, (p.in_channels, p.mid_channels, 1), True)]
             return [*expand, (self.depthwise, (p.mid_channels, p.mid_channels, p.kernel), True), *se,
                     (self.project, (p.mid_channels, p.out_channels, 1), False)]
         if self.block == "dsconv":
+            assert self.project is not None
             return [(self.depthwise, (p.in_channels, p.in_channels, p.kernel), True), *se,
                     (self.project, (p.in_channels, p.out_channels, 1), True)]
+        assert self.conv is not None
         return [(self.conv, (p.in_channels, p.out_channels, p.kernel), True), *se]
 
 
@@ -97,7 +106,9 @@ class Layer(nn.Module):
         self.act = ACTIVATION_OPS[base.activation].function
 
     def units(self, p: BlockPlan) -> list[Unit]:
-        return self.ops[op_key(p.block, p.mid_channels // p.in_channels)].units(p)
+        op = self.ops[op_key(p.block, p.mid_channels // p.in_channels)]
+        assert isinstance(op, Op)
+        return op.units(p)
 
     def forward(self, x: torch.Tensor, p: BlockPlan) -> torch.Tensor:
         branch = x
@@ -111,6 +122,7 @@ class Layer(nn.Module):
         if p.pool_shortcut:
             shortcut = F.avg_pool2d(shortcut, 2, 2, ceil_mode=True, count_include_pad=False)
         if p.project_shortcut:
+            assert self.project is not None  # a stage's first layer where pooling is a choice: the only projecting one
             shortcut = self.project(shortcut, p.in_channels, p.out_channels, 1)
         self.drop_path.drop_rate = p.drop_rate
         return self.drop_path(shortcut, branch)
@@ -120,6 +132,7 @@ class Layer(nn.Module):
         for index, (module, shape, _) in enumerate(self.units(p)):
             state.update(module.state(f"{prefix}.layers.{index}", *shape))
         if p.project_shortcut:  # after the pooling, where the block pools
+            assert self.project is not None
             state.update(self.project.state(f"{prefix}.shortcut.{int(p.pool_shortcut)}", p.in_channels,
                                             p.out_channels, 1))
         return state
@@ -164,7 +177,7 @@ class Supernet(nn.Module):
         if len(spec.stages) != len(space.stages):
             raise InputError(f"{spec.name}: {len(spec.stages)} stages, the space {space.name!r} has "
                              f"{len(space.stages)}: not a path of its supernet")
-        for index, (stage, c) in enumerate(zip(spec.stages, space.stages), start=1):
+        for index, (stage, c) in enumerate(zip(spec.stages, space.stages, strict=True), start=1):
             decisions = [("block", stage.block, c.block), ("kernel", stage.kernel, c.kernel),
                          ("se_ratio", stage.se_ratio, c.se_ratio), ("skip", stage.skip, c.skip),
                          ("stride", stage.stride, (c.stride,)),
@@ -185,8 +198,12 @@ class Supernet(nn.Module):
         plan = plan_network(self.network(spec))
         first = 0
         for stage_index, stage in enumerate(spec.stages):
+            layers = self.stages[stage_index]
+            assert isinstance(layers, nn.ModuleList)
             for block in plan.blocks[first:first + stage.repeats]:
-                yield block, self.stages[stage_index][block.index - first]
+                layer = layers[block.index - first]
+                assert isinstance(layer, Layer)
+                yield block, layer
             first += stage.repeats
 
     def forward(self, x: torch.Tensor, spec: NetworkSpec) -> torch.Tensor:

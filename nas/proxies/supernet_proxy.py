@@ -10,7 +10,7 @@ on CUDA, enough to keep the device busy at proxy sizes, where a training batch w
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -44,11 +44,11 @@ class SupernetProxy:
         self.supernet = place_model(load_supernet(setup, config, data, runtime.seed), self.device)
         size = max(batches.batch, SCORING_BATCH.get(self.device.type, 0))
         batches.sampler.set_epoch(0)  # views no training epoch (1 ... supernet_epochs) drew
-        calibration = [b.images for _, b in zip(range(calibration_batches), batches.train_loader)]
+        calibration = [b.images for _, b in zip(range(calibration_batches), batches.train_loader, strict=False)]
         self.calibration = torch.cat(calibration).to(self.device).split(size)
         val = [(b.images, b.labels) for b in batches.val_loader]
         self.val = list(zip(torch.cat([x for x, _ in val]).to(self.device).split(size),
-                            torch.cat([y for _, y in val]).split(size)))
+                            torch.cat([y for _, y in val]).split(size), strict=True))
 
     def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
               seed: int | None = None) -> float:

@@ -126,7 +126,8 @@ def read_checkpoint(setup: SupernetSetup, config: ProxyConfig, seed: int) -> dic
     state = load_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     if state.get("settings") != setup.settings(config, seed):
         raise InputError(f"{path}: a supernet of other settings under this name; delete it to train it again")
-    kinds = {"step": int, "total_steps": int, "seconds": (int, float), "losses": list, "model": dict}
+    kinds: dict[str, type | tuple[type, ...]] = {"step": int, "total_steps": int, "seconds": (int, float),
+                                                 "losses": list, "model": dict}
     wrong = next((key for key, kind in kinds.items() if not isinstance(state.get(key), kind)), None)
     if wrong is not None:
         raise InputError(f"{path}: the supernet checkpoint's {wrong!r} is missing or of the wrong type; delete it "
@@ -197,7 +198,8 @@ class _Trainer:
         self.total = config.supernet_epochs * self.steps
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr, total_steps=self.total)
-        self.done, self.earlier_seconds, self.losses = 0, 0.0, []
+        self.done, self.earlier_seconds = 0, 0.0
+        self.losses: list[float] = []
         self.started = 0.0
 
     @property
@@ -233,7 +235,7 @@ class _Trainer:
             self.sampler.skip = first * self.batches.batch
             losses = torch.zeros(self.steps, device=self.device)
             self.model.train()
-            for step, batch in zip(range(first, self.steps), self.batches.train_loader):
+            for step, batch in zip(range(first, self.steps), self.batches.train_loader, strict=False):
                 step_seed = sample_seed(self.seed, epoch + 1, step)
                 path = draw_path(self.setup.space, random.Random(step_seed), self.setup.low, self.setup.high).replace(
                     dropout=0.0, drop_connect=0.0)  # the random paths regularise enough

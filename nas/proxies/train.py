@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +93,7 @@ class TrainProxy:
             self.batches.sampler.set_epoch(epoch)
             calibration: list[torch.Tensor] = []
             model.train()
-            for step, batch in zip(range(steps), self.batches.train_loader):
+            for step, batch in zip(range(steps), self.batches.train_loader, strict=False):
                 images = self.batches.normalize(batch.images)
                 if len(calibration) < CALIBRATION_BATCHES:
                     calibration.append(images)

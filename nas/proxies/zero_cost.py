@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -126,9 +126,12 @@ class SynflowProxy(_ZeroCostProxy):
         d = self.data
         ones = torch.ones(1, d.in_channels, d.resolution, d.resolution, dtype=torch.float64, device=device)
         model(ones).sum().backward()
+        total = 0.0
         with torch.no_grad():
-            total = sum(float((m.weight * m.weight.grad).abs().sum())
-                        for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+            for m in model.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    assert m.weight.grad is not None  # the all-ones pass reaches every weight
+                    total += float((m.weight * m.weight.grad).abs().sum())
         if not math.isfinite(total):
             raise ProxyFailure("synflow overflowed float64 (the network is too deep for an all-ones pass)")
         return math.log(total) if total > 0 else -math.inf

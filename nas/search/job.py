@@ -19,6 +19,7 @@ from effnet.nas.search.trial import TrialObjective, proxy_factory, reported_accu
 from effnet.nas.search.trials import best_trial, counts_toward_budget, is_in_band, summarize
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.study.trial_attrs import FLOPS_ATTR, REWARD_ATTR
+from effnet.nas.study.study_job import Direction
 from effnet.nas.units import format_size
 
 OUT_OF_BAND_FACTOR = 200
@@ -44,7 +45,7 @@ class SearchJob:
                 "classes": self.space.base.num_classes, "resolution": self.space.base.resolution,
                 "proxy": c.proxy.fingerprint(), "seed": c.study.seed}
 
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return ["maximize", "minimize"] if self.config.multi_objective else ["maximize"]
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:

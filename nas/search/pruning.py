@@ -15,7 +15,7 @@ Scores reach Optuna as rewards; the gate turns them back into accuracies with th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import optuna
 from optuna.pruners import BasePruner
@@ -46,6 +46,7 @@ class ChanceGate(BasePruner):
         if not self.pruner.prune(study, trial):
             return False
         step = trial.last_step
+        assert step is not None  # Optuna's pruners prune only a trial that reported a step
         own = self.accuracy(trial, trial.intermediate_values[step])
         if own is None:
             return False

@@ -16,7 +16,6 @@ from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.trials import is_in_band
 from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR, REWARD_ATTR
 
-
 MARKERS = ((TrialState.COMPLETE, "circle", "completed"), (TrialState.PRUNED, "triangle-down", "pruned"))
 
 

@@ -60,12 +60,19 @@ def best_trial(study: optuna.Study, config: SearchConfig) -> FrozenTrial | None:
     if config.multi_objective:
         front = pareto_front(trials)
         return max(front, key=lambda t: mnasnet_reward(t.values[0], t.values[1], config.target_flops))
-    return max(trials, key=lambda t: t.value)
+    return max(trials, key=_value)
+
+
+def _value(trial: FrozenTrial) -> float:
+    """A complete single-objective trial's objective value."""
+    assert trial.value is not None  # Optuna completes a trial only with its values
+    return trial.value
 
 
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trained trials no other trial beats on both accuracy (higher) and FLOPs (lower)."""
-    points = [(t.user_attrs.get(ACCURACY_ATTR), t.user_attrs.get(FLOPS_ATTR), t) for t in trials
-              if t.user_attrs.get(ACCURACY_ATTR) is not None]
+    points: list[tuple[float, int, FrozenTrial]] = [
+        (t.user_attrs[ACCURACY_ATTR], t.user_attrs[FLOPS_ATTR], t) for t in trials  # FLOPs come before training
+        if t.user_attrs.get(ACCURACY_ATTR) is not None]
     return [t for a, f, t in points
             if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from effnet.nas.net.rounding import round_filters
 from effnet.nas.net.spec import NetworkSpec, Skip, StageSpec

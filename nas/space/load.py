@@ -37,18 +37,18 @@ def _options(value: Any, key: str, where: str) -> tuple[Any, ...]:
 
     # every numeric option in a sane range (|v| <= MAX_OPTION), so no choice can overflow a float later
     is_num = [isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MAX_OPTION for v in value]
-    is_int = [ok and isinstance(v, int) for ok, v in zip(is_num, value)]
+    is_int = [ok and isinstance(v, int) for ok, v in zip(is_num, value, strict=True)]
     if key == "block" and not all(v in BLOCK_TYPES for v in value):
         raise bad(f"one of {', '.join(BLOCK_TYPES)}")
-    if key == "expand" and not all(ok and v >= 1 for ok, v in zip(is_int, value)):
+    if key == "expand" and not all(ok and v >= 1 for ok, v in zip(is_int, value, strict=True)):
         raise bad("an integer of at least 1")
-    if key == "kernel" and not all(ok and v >= 1 and v % 2 == 1 for ok, v in zip(is_int, value)):
+    if key == "kernel" and not all(ok and v >= 1 and v % 2 == 1 for ok, v in zip(is_int, value, strict=True)):
         raise bad("an odd integer (3, 5, 7)")
-    if key == "se_ratio" and not all(ok and 0 <= v < 1 for ok, v in zip(is_num, value)):
+    if key == "se_ratio" and not all(ok and 0 <= v < 1 for ok, v in zip(is_num, value, strict=True)):
         raise bad("a number in [0, 1)")
     if key == "skip" and not all(isinstance(v, bool) or v == POOL_SKIP for v in value):
         raise bad("true, false or pool")
-    if key == "width" and not all(ok and v > 0 for ok, v in zip(is_num, value)):
+    if key == "width" and not all(ok and v > 0 for ok, v in zip(is_num, value, strict=True)):
         raise bad("a positive number")
     if key == "repeats_offset" and not all(is_int):
         raise bad("an integer")

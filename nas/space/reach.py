@@ -13,8 +13,8 @@ FLOPs and has no weights), so they are not enumerated.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from effnet.nas.errors import SettingError
 from effnet.nas.net.flops import analytic_cost
@@ -33,12 +33,12 @@ class _Totals:
     min_flops: int
     max: SpecCost
 
-    def plus(self, flops: int, step: SpecCost) -> "_Totals":
+    def plus(self, flops: int, step: SpecCost) -> _Totals:
         m = self.max
         return _Totals(self.min_flops + flops, SpecCost(m.blocks + step.blocks, m.params + step.params,
                                                         m.flops + step.flops, m.activations + step.activations))
 
-    def merge(self, other: "_Totals") -> "_Totals":
+    def merge(self, other: _Totals) -> _Totals:
         a, b = self.max, other.max
         return _Totals(min(self.min_flops, other.min_flops),
                        SpecCost(max(a.blocks, b.blocks), max(a.params, b.params), max(a.flops, b.flops),

@@ -30,11 +30,12 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import get_lock_file
@@ -72,8 +73,9 @@ def split_line(line: bytes) -> tuple[list[bytes], list[bytes]]:
     if line.startswith(RECORD_START) and line.find(RECORD_START, 1) == -1 and _is_record(line):
         return [line], []
     cuts = sorted({0, *(m.start() for m in _RECORD_STARTS.finditer(line)), len(line)})
-    kept, torn = [], []
-    for begin, end in zip(cuts, cuts[1:]):
+    kept: list[bytes] = []
+    torn: list[bytes] = []
+    for begin, end in zip(cuts, cuts[1:], strict=False):
         piece = line[begin:end]
         (kept if _is_record(piece) else torn).append(piece)
     return kept, torn

@@ -14,9 +14,10 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from effnet.nas import checks
 from effnet.nas.data.sources import DataSplits, data_record

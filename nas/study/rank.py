@@ -10,7 +10,8 @@ constant (no ranking to agree with), instead of scipy's warning; callers show th
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from scipy import stats
 

@@ -27,16 +27,25 @@ import os
 import socket
 import time
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.study.trial_attrs import (FAIL_REASON_ATTR, FAILED_TRIAL_SYSTEM_ATTR, FIXED_PARAMS_SYSTEM_ATTR,
-                                          HEARTBEAT_ATTR, INTERRUPTED_ATTR, QUEUED_PREFIX, RETRIES_ATTR,
-                                          RETRY_OF_ATTR, STALE_ATTR, WORKER_ATTR)
+from effnet.nas.study.trial_attrs import (
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_SYSTEM_ATTR,
+    FIXED_PARAMS_SYSTEM_ATTR,
+    HEARTBEAT_ATTR,
+    INTERRUPTED_ATTR,
+    QUEUED_PREFIX,
+    RETRIES_ATTR,
+    RETRY_OF_ATTR,
+    STALE_ATTR,
+    WORKER_ATTR,
+)
 
 MAX_RETRY = 3
 

@@ -38,10 +38,10 @@ import optuna
 
 from effnet.nas.cpus import ThreadChoice
 from effnet.nas.progress import ProgressCallback
+from effnet.nas.signals import Interrupted, request_stop, stop_requested, stop_signals
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.recovery import recover_stale_trials, requeue_interrupted
-from effnet.nas.signals import Interrupted, request_stop, stop_requested, stop_signals
 from effnet.nas.study.storage import heartbeat_settings
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.study_config import StudyConfig

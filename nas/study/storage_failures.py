@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import optuna
 
@@ -38,7 +39,7 @@ def storage_failure(err: BaseException) -> BaseException | None:
         seen.append(cause)
         chain += [cause.__cause__, None if cause.__suppress_context__ else cause.__context__]
     kinds = (SQLAlchemyError, optuna.exceptions.StorageInternalError)  # the database's own words first
-    found = [c for kind in kinds for c in seen if isinstance(c, kind)]
+    found: list[BaseException] = [c for kind in kinds for c in seen if isinstance(c, kind)]
     found += [c for c in seen if isinstance(c, OSError) and c.errno in STORAGE_ERRNOS]
     return found[0] if found else None
 

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
 import optuna
 from optuna.samplers import BaseSampler
 
 from effnet.nas.progress import DetailCallback, Progress
 
+Direction = Literal["maximize", "minimize"]
+"""Which way an objective of the study improves (Optuna's words)."""
+
 
 class StudyJob(Protocol):
     """What a kind of study supplies to the runner. Jobs are frozen dataclasses: they travel to
     spawned worker processes by pickling."""
 
-    kind: str
-    """Names the study's settings fingerprint among its user attributes ("search", "grid")."""
+    @property
+    def kind(self) -> str:
+        """Names the study's settings fingerprint among its user attributes ("search", "grid")."""
 
     def fingerprint(self) -> dict[str, Any]: ...
 
-    def directions(self) -> list[str]: ...
+    def directions(self) -> list[Direction]: ...
 
     def make_sampler(self, seed: int) -> BaseSampler: ...
 

@@ -7,17 +7,24 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from effnet.nas.errors import InputError
-from effnet.nas.study.recovery import worker_identity
 from effnet.nas.signals import training
-from effnet.nas.study.trial_attrs import (FAIL_REASON_ATTR, HEARTBEAT_ATTR, INTERRUPTED_ATTR, STALE_ATTR,
-                                          WORK_SECONDS_ATTR, WORKER_ATTR)
+from effnet.nas.study.recovery import worker_identity
+from effnet.nas.study.trial_attrs import (
+    FAIL_REASON_ATTR,
+    HEARTBEAT_ATTR,
+    INTERRUPTED_ATTR,
+    STALE_ATTR,
+    WORK_SECONDS_ATTR,
+    WORKER_ATTR,
+)
 
 REPEATED_FAILURES = 3
 """Failed trials, all with one error and no trial's work succeeding, after which a run stops with that error."""

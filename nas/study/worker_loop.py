@@ -14,9 +14,9 @@ from optuna.trial import FrozenTrial
 from effnet.nas.files import write_error_log
 from effnet.nas.progress import DetailCallback
 from effnet.nas.redact import redact, url_secrets
+from effnet.nas.signals import stop_requested
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
-from effnet.nas.signals import stop_requested
 from effnet.nas.study.storage import heartbeat_settings
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.study_config import StudyConfig

@@ -4,7 +4,8 @@ its seed."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler

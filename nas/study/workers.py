@@ -15,7 +15,9 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from effnet.nas.cpus import openmp_env
 from effnet.nas.signals import Interrupted, ignoring_stop_signals, install_worker_handlers, stop_requested
@@ -38,14 +40,14 @@ def visible_gpus() -> list[str]:
 
 
 def spawn_workers(target: Callable[..., None], args: tuple[Any, ...], count: int, device: str,
-                  name: str) -> list[multiprocessing.Process]:
+                  name: str) -> list[BaseProcess]:
     """Start `count` processes running `target(*args, index, gpu, parent_pid)`; on CUDA `gpu` is the
     CUDA_VISIBLE_DEVICES entry the worker takes (the visible GPUs in turn), otherwise None. A target
     calls `become_worker(gpu, parent_pid)` first. They start with OpenMP's spin bounded (`openmp_env`): they
     load torch afresh."""
     context = multiprocessing.get_context("spawn")
     gpus = visible_gpus() if device == "cuda" else []
-    processes = []
+    processes: list[BaseProcess] = []
     with ignoring_stop_signals(), openmp_env():
         for index in range(count):
             gpu = gpus[index % len(gpus)] if gpus else None
@@ -78,7 +80,7 @@ def _die_with_parent(parent_pid: int) -> None:
         raise SystemExit(1)
 
 
-def _signal_alive(processes: list[multiprocessing.Process], signum: int) -> None:
+def _signal_alive(processes: list[BaseProcess], signum: int) -> None:
     for p in processes:
         if p.is_alive() and p.pid is not None:
             try:
@@ -87,7 +89,7 @@ def _signal_alive(processes: list[multiprocessing.Process], signum: int) -> None
                 pass
 
 
-def _end(processes: list[multiprocessing.Process]) -> None:
+def _end(processes: list[BaseProcess]) -> None:
     """Terminate what still runs (SIGTERM, which a worker takes as a stop), then kill it."""
     for p in processes:
         if p.is_alive():
@@ -100,7 +102,7 @@ def _end(processes: list[multiprocessing.Process]) -> None:
             p.join()
 
 
-def watch_workers(processes: list[multiprocessing.Process], tick: Callable[[], None],
+def watch_workers(processes: list[BaseProcess], tick: Callable[[], None],
                   grace_s: float = STOP_GRACE_S) -> list[int]:
     """Call `tick` every second until all workers exit; return the indices of those that exited with an
     error (or were ended). Once this process is asked to stop, the signal is passed on (repeated, for a worker still

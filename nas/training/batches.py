@@ -3,13 +3,21 @@ validation images, and the first training batches kept to recompute BatchNorm st
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
-from effnet.nas.data.loader import (DeviceDecoder, EncodedImages, EpochSampler, Normalize, TransformedImages,
-                                    collate_encoded, default_loader_workers, make_loader)
+from effnet.nas.data.loader import (
+    DeviceDecoder,
+    EncodedImages,
+    EpochSampler,
+    Normalize,
+    TransformedImages,
+    collate_encoded,
+    default_loader_workers,
+    make_loader,
+)
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.data.transforms import eval_transform, train_transform
 from effnet.nas.errors import InputError
@@ -52,7 +60,7 @@ class TrainingBatches:
         pixels they came as, a quarter of the normalised float32) for `calibration_batches`."""
         self.sampler.set_epoch(epoch)
         self.calibration: list[torch.Tensor] = []
-        for _, batch in zip(range(steps), self.train):
+        for _, batch in zip(range(steps), self.train, strict=False):
             if self.device_decoder is not None:
                 pixels, labels, skipped = self.device_decoder(batch)
             else:

@@ -34,7 +34,7 @@ class WeightEma:
     def update(self, model: nn.Module) -> None:
         weight = 1.0 - warmed_decay(self.decay, self.updates)
         averaged, latest, copied, source = [], [], [], []
-        for mine, theirs in zip(self.average.state_dict().values(), model.state_dict().values()):
+        for mine, theirs in zip(self.average.state_dict().values(), model.state_dict().values(), strict=True):
             if mine.is_floating_point():
                 averaged.append(mine)
                 latest.append(theirs.detach())
@@ -43,7 +43,7 @@ class WeightEma:
                 source.append(theirs)
         if averaged:
             torch._foreach_lerp_(averaged, latest, weight)
-        for mine, theirs in zip(copied, source):
+        for mine, theirs in zip(copied, source, strict=True):
             mine.copy_(theirs)
         self.updates += 1
 

@@ -3,7 +3,7 @@ the processes of a distributed run."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

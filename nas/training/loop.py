@@ -27,8 +27,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -184,7 +185,8 @@ def _train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: Path, t
     decay_steps = max(1, round(recipe.decay_epochs * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, warmup_steps, decay_steps, recipe.decay_rate))
-    first_epoch, history, best = 1, [], {"top1": 0.0, "epoch": 0, "weights": "raw"}
+    first_epoch, history = 1, []
+    best: dict[str, Any] = {"top1": 0.0, "epoch": 0, "weights": "raw"}
     if checkpoint is not None:
         _restore(checkpoint, checkpoint_path, model, ema, optimizer, scheduler)
         first_epoch = int(checkpoint["epoch"]) + 1

@@ -12,7 +12,7 @@ each evaluation, as the reference recipes' "precise BN" does.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -38,6 +38,6 @@ def recompute_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor], devi
     with torch.no_grad(), autocast_for(device):
         for images in itertools.chain([first], batches):
             model(place_batch(images, device))
-    for layer, momentum in zip(layers, momenta):
+    for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
     model.eval()

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from effnet.nas.cpus import usable_cores
 from effnet.nas.errors import SettingError
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @contextlib.contextmanager
@@ -63,9 +66,11 @@ def memory_format(channels_last: bool = True) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def place_model(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
+def place_model(model: ModuleT, device: torch.device, channels_last: bool = True) -> ModuleT:
     """Move a model to `device` in the chosen memory format (in place; returns it)."""
-    return model.to(device=device, memory_format=memory_format(channels_last))
+    # Module.to takes memory_format together with a device (torch parses both in one call), but torch's overloads
+    # of it offer memory_format only alone
+    return model.to(device=device, memory_format=memory_format(channels_last))  # type: ignore[call-overload]
 
 
 def place_batch(images: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
@@ -84,4 +89,8 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
     """`torch.compile` the model when asked. On CPU it measured slower than eager for B0 and took a
     minute per architecture to compile (bench/RESULTS.md), so it is for long CUDA trainings."""
-    return torch.compile(model) if enabled else model
+    if not enabled:
+        return model
+    compiled = torch.compile(model)
+    assert isinstance(compiled, nn.Module)  # an OptimizedModule around `model`; torch types it as any callable
+    return compiled

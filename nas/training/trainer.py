@@ -93,6 +93,8 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
                        loader_workers=config.loader_workers, decode=config.decode, init=init)
     if not dist.is_main:
         return None
-    data = {**data_record(images), "skipped": len(result.skipped), "skipped_files": list(result.skipped[:20])}
-    write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data}, result.as_dict())
+    data_section = {**data_record(images), "skipped": len(result.skipped),
+                    "skipped_files": list(result.skipped[:20])}
+    write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data_section},
+                     result.as_dict())
     return result

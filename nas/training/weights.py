@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from effnet.nas.choices import WEIGHTS
 from effnet.nas.data.transforms import EvalView
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inputs import parse_yaml
+from effnet.nas.net.model import Network
 from effnet.nas.net.interop import LIBRARIES, to_effnet, to_foreign
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
@@ -149,7 +149,7 @@ def _tensors(data: Any, source: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def load_weights(model: nn.Module, weights: WeightsFile, *, replace_classifier: bool = False) -> LoadedLayers:
+def load_weights(model: Network, weights: WeightsFile, *, replace_classifier: bool = False) -> LoadedLayers:
     """Copy `weights` into `model` (a network `build_model` made from its spec), by name, refusing weights of
     another network at the first layer that differs. With `replace_classifier` a classifier of another shape
     (another number of classes) keeps the model's own initialisation instead."""
@@ -165,7 +165,7 @@ def load_weights(model: nn.Module, weights: WeightsFile, *, replace_classifier: 
                         tuple(layer for layer in layers if layer not in taken))
 
 
-def state_dict_for(model: nn.Module, library: str) -> dict[str, torch.Tensor]:
+def state_dict_for(model: Network, library: str) -> dict[str, torch.Tensor]:
     """`model`'s weights under `library`'s names (effnet, timm or torchvision), in its order, on the CPU: what that
     library's `load_state_dict(..., strict=True)` takes."""
     if library not in LIBRARIES:
@@ -173,7 +173,7 @@ def state_dict_for(model: nn.Module, library: str) -> dict[str, torch.Tensor]:
     return {key: tensor.detach().cpu() for key, tensor in to_foreign(model.state_dict(), model.spec, library).items()}
 
 
-def save_state_dict(model: nn.Module, library: str, path: str | os.PathLike[str]) -> Path:
+def save_state_dict(model: Network, library: str, path: str | os.PathLike[str]) -> Path:
     """`state_dict_for(model, library)` saved with `torch.save`, atomically."""
     state = state_dict_for(model, library)
     return atomic_write(path, lambda fh: torch.save(state, fh))

@@ -25,12 +25,12 @@ from optuna.trial import TrialState
 
 from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.runner import run_study
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.training.allocator import configure_allocator
 from effnet.scaling.grid_space import GridConfig, GridDefinition, GridPoint
 from effnet.scaling.grid_study import GridJob
-from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.scaling.presets import reference_b0
 
 

@@ -32,12 +32,12 @@ from effnet.cli.options import parse_duration
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
-from effnet.nas.search.reward import mnasnet_reward
-from effnet.nas.study.runner import run_study
-from effnet.nas.search.search import check_search, search
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.job import SearchJob
+from effnet.nas.search.reward import mnasnet_reward
+from effnet.nas.search.search import check_search, search
 from effnet.nas.search.trials import best_trial, summarize
+from effnet.nas.study.runner import run_study
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.study.trial_attrs import REWARD_ATTR, WORK_SECONDS_ATTR
 from effnet.nas.training.allocator import configure_allocator

@@ -110,8 +110,8 @@ def search(
     as_json: bool = options.JSON,
 ) -> None:
     """Search a base network B0 near a FLOPs target (MnasNet space, Optuna, measured accuracy proxy)."""
-    from effnet.nas.search.search import search as run_search
     from effnet.nas.search.config import SearchConfig
+    from effnet.nas.search.search import search as run_search
     from effnet.nas.units import format_size, parse_size
 
     run_dir = run_dir or Path("runs") / study_name

@@ -42,9 +42,8 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import atomic_write
 from effnet.nas.inference import export_metadata
 from effnet.nas.net.fold import fold_batch_norm
-from effnet.nas.net.model import Network
 from effnet.nas.net.interop import to_effnet
-from effnet.nas.net.model import build_model
+from effnet.nas.net.model import Network, build_model
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.targets import check_output_file

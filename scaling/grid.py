@@ -21,6 +21,7 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
+from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.runner import run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
@@ -36,7 +37,6 @@ from effnet.scaling.grid_results import (
 )
 from effnet.scaling.grid_space import GridConfig, GridPoint
 from effnet.scaling.grid_study import GridJob, evaluations_taken
-from effnet.nas.study.proxy_runtime import proxy_runtime
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,30 @@ from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.study_job import Direction
-from effnet.nas.study.trial_attrs import (DUPLICATE_OF_ATTR, ERROR_ATTR, FLOPS_ATTR, FLOPS_RATIO_ATTR, NETWORK_ATTR,
-                                          PARAMS_ATTR, POINT_ATTR, PRODUCT_ATTR, PROXY_RESOLUTION_ATTR, REPEAT_ATTR,
-                                          SEED_ATTR, SURPLUS_ATTR, WORK_SECONDS_ATTR)
-from effnet.scaling.grid_results import (Evaluation, evaluations_done, is_evaluated, is_live, network_results, ranked,
-                                         trial_evaluation)
+from effnet.nas.study.trial_attrs import (
+    DUPLICATE_OF_ATTR,
+    ERROR_ATTR,
+    FLOPS_ATTR,
+    FLOPS_RATIO_ATTR,
+    NETWORK_ATTR,
+    PARAMS_ATTR,
+    POINT_ATTR,
+    PRODUCT_ATTR,
+    PROXY_RESOLUTION_ATTR,
+    REPEAT_ATTR,
+    SEED_ATTR,
+    SURPLUS_ATTR,
+    WORK_SECONDS_ATTR,
+)
+from effnet.scaling.grid_results import (
+    Evaluation,
+    evaluations_done,
+    is_evaluated,
+    is_live,
+    network_results,
+    ranked,
+    trial_evaluation,
+)
 from effnet.scaling.grid_space import COEFFICIENTS, GridConfig, GridPoint, point_spec
 from effnet.scaling.twins import twin_groups
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
@@ -27,13 +27,14 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.files import dump_yaml
-from effnet.nas.search.plots import plot_history
-from effnet.nas.record import write_run_record
-from effnet.nas.search.run_dir import write_trials_csv
 from effnet.nas.net.spec_file import dump_spec, load_spec
+from effnet.nas.record import write_run_record
+from effnet.nas.search.plots import plot_history
+from effnet.nas.search.run_dir import write_trials_csv
 from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
 from effnet.scaling.plots import plot_family
 from effnet.scaling.presets import reference_b0
+
 from postgres import FAST_HEARTBEATS, TINY_SEARCH, postgres_study, wait_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

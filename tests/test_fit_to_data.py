@@ -16,23 +16,23 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
-from effnet.nas.data.facts import ImageSize, fitted_resolution
-from effnet.nas.data.facts import data_facts
+from effnet.nas.data.facts import ImageSize, data_facts, fitted_resolution
 from effnet.nas.net.counting import fvcore_count
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec_file import load_spec
-from effnet.nas.study.chance import ChanceLevel, chance_level
-from effnet.nas.search.pruning import ChanceGate
 from effnet.nas.proxies.config import ProxyConfig
-from effnet.nas.study.opening import open_study
-from effnet.nas.search.search import fitted_space
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.job import SearchJob
+from effnet.nas.search.pruning import ChanceGate
+from effnet.nas.search.search import fitted_space
 from effnet.nas.search.trial import reported_accuracy
-from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.space.load import load_space
+from effnet.nas.study.chance import ChanceLevel, chance_level
+from effnet.nas.study.opening import open_study
+from effnet.nas.study.study_config import StudyConfig
 from effnet.scaling import grid_study
+
 from images import jpeg_folder
 from postgres import TINY_BASE, TINY_SEARCH
 

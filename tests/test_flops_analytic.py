@@ -15,6 +15,7 @@ from effnet.nas.net.layout import plan_network
 from effnet.nas.net.model import build_model, count_parameters
 from effnet.nas.net.spec_file import load_spec
 from effnet.scaling.presets import official_preset
+
 from random_specs import KERNELS, random_specs
 
 RANDOM_SPECS = random_specs(200, seed=20190528)
@@ -96,7 +97,7 @@ def test_stem_stage_and_head_parts_equal_fvcore(spec):
 
     assert (report.stem.flops, report.stem.params) == (by_module["stem"], params(model.stem))
     for stage, cost in enumerate(report.stages):
-        indices = [b.index for b in plan.blocks if b.stage == stage]
+        indices = [b.position for b in plan.blocks if b.stage == stage]
         assert cost.flops == sum(by_module[f"blocks.{i}"] for i in indices)
         assert cost.params == params(*(model.blocks[i] for i in indices))
     assert report.head.flops == by_module["head"] + by_module["pool"] + by_module["classifier"]

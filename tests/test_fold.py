@@ -46,7 +46,7 @@ def test_gated_pointwise_is_the_conv_of_the_gated_input_forward_and_backward(act
     grad = channels_last(*expected.shape, seed=2)
     mine = torch.autograd.grad(out, [x, gate, *params], grad)
     theirs = torch.autograd.grad(expected, [x, gate, *params], grad)
-    for a, b in zip(mine, theirs):
+    for a, b in zip(mine, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda x, gate, *p: gated_pointwise(x, gate, conv), (x, gate, *params))
 

@@ -15,6 +15,7 @@ from effnet.nas.net.limits import activation_count, check_memory, spec_cost
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
 from effnet.scaling.presets import reference_b0
+
 from postgres import TINY_BASE
 
 

@@ -20,18 +20,18 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model, count_parameters
-from effnet.nas.search.reward import FlopsBand, hard_reward, mnasnet_reward
-from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.proxies.config import ProxyConfig
-from effnet.nas.study.opening import open_study
-from effnet.nas.search.search import fitted_space
+from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.redact import redact_url
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.job import SearchJob
+from effnet.nas.search.reward import FlopsBand, hard_reward, mnasnet_reward
+from effnet.nas.search.search import fitted_space
 from effnet.nas.search.trial import TrialObjective
-from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.space.load import load_space, space_from_dict
-from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
-from effnet.nas.redact import redact_url
+from effnet.nas.study.opening import open_study
+from effnet.nas.study.study_config import StudyConfig
 from effnet.scaling.presets import reference_b0
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")

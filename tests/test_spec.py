@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
 
 from effnet.nas.net.spec_file import dump_spec, dump_spec_text, load_spec, spec_from_dict, spec_to_dict
+
 from random_specs import random_spec_dict, random_specs
 
 # Paper Table 1 / the TensorFlow reference's block list: (repeats, kernel, stride, expand, out_channels).
@@ -46,7 +48,8 @@ def test_summary_reads_like_paper_table_1(b0_yaml):
 def test_omitted_fields_take_the_reference_defaults():
     spec = spec_from_dict({"stages": [{"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 1,
                                        "expand": 1, "out_channels": 16}]})
-    # The TensorFlow reference's defaults: BN decay 0.99, epsilon 1e-3, SiLU, drop-connect 0.2, SE 0.25, stem 3x3/2 to 32.
+    # The TensorFlow reference's defaults: BN decay 0.99, epsilon 1e-3, SiLU, drop-connect 0.2, SE 0.25,
+    # stem 3x3/2 to 32.
     assert (spec.batch_norm.decay, spec.batch_norm.epsilon, spec.activation) == (0.99, 1e-3, "silu")
     assert (spec.drop_connect, spec.stages[0].se_ratio, spec.stages[0].skip) == (0.2, 0.25, True)
     assert (spec.stem.out_channels, spec.stem.kernel, spec.stem.stride) == (32, 3, 2)

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.proxies.config import ProxyConfig
-from effnet.nas.search.search import search
 from effnet.nas.search.config import SearchConfig
-from effnet.nas.study.study_config import StudyConfig
+from effnet.nas.search.search import search
 from effnet.nas.signals import last_stop_signal, request_stop, stop_requested
+from effnet.nas.study.study_config import StudyConfig
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",

@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.data.loader import EpochSampler
 from effnet.nas.data.sources import training_data
-from effnet.nas.training.ema import WeightEma
 from effnet.nas.errors import InputError
-from effnet.nas.net.model import build_model
-from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.inputs import parse_yaml
+from effnet.nas.net.model import build_model
 from effnet.nas.net.spec_file import load_spec, spec_from_dict
 from effnet.nas.training.distributed import Distributed, distributed_from_env
+from effnet.nas.training.ema import WeightEma
 from effnet.nas.training.job import TrainConfig
+from effnet.nas.training.precise_bn import recompute_batch_norm
 from effnet.nas.training.recipe import Recipe, lr_multiplier, make_optimizer, paper_lr
 from effnet.nas.training.trainer import train_network, training_spec
 

@@ -6,7 +6,8 @@ Each is a layer class (what `build_model` puts in the network) and the function 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

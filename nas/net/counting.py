@@ -16,6 +16,7 @@ from effnet.nas.net.limits import check_memory
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
 
+
 @dataclass(frozen=True)
 class FlopCount:
     """FLOPs of a network (fvcore's convention), in total and by operator, and its parameters."""

@@ -52,7 +52,7 @@ class Cost:
         self.conv += 2 * channels * reduced
         self.params += 2 * channels * reduced + channels + reduced
 
-    def add(self, other: "Cost", times: int = 1) -> "Cost":
+    def add(self, other: Cost, times: int = 1) -> Cost:
         self.conv += other.conv * times
         self.batch_norm += other.batch_norm * times
         self.adaptive_avg_pool2d += other.adaptive_avg_pool2d * times
@@ -112,12 +112,13 @@ def analytic_cost(spec: NetworkSpec) -> CostReport:
     stem.add_conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, stem_size)
     stages = []
     last = None
-    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages):
+    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages, strict=True):
         cost = block_cost(first)
         if repeated is not None:
             cost.add(block_cost(repeated), stage.repeats - 1)
         stages.append(cost)
         last = repeated or first
+    assert last is not None, "a spec has at least one stage"
     head = Cost()
     head.add_conv_bn(last.out_channels, spec.head.out_channels, 1, last.out_size)
     head.adaptive_avg_pool2d = spec.head.out_channels * last.out_size * last.out_size

@@ -23,7 +23,7 @@ record the layers as they are).
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -44,8 +44,9 @@ IN_PLACE: dict[type[nn.Module], Callable[..., torch.Tensor]] = {op.layer: op.fun
 activation layer would stay a layer of its own after the folded conv)."""
 
 
-class _Activated:
-    """A conv that applies its activation, in place, to the output it has just made."""
+class _Activated(nn.Conv2d):
+    """A conv that applies its activation, in place, to the output it has just made (before `SameConv2d` in a
+    subclass's bases, its `forward` runs the padded one)."""
 
     activation: Callable[..., torch.Tensor]
 
@@ -53,10 +54,10 @@ class _Activated:
         return self.activation(super().forward(x), inplace=True)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation.__name__}"  # type: ignore[misc]
+        return f"{super().extra_repr()}, activation={self.activation.__name__}"
 
 
-class ActivatedConv2d(_Activated, nn.Conv2d):
+class ActivatedConv2d(_Activated):
     pass
 
 
@@ -69,14 +70,21 @@ def _activated(conv: nn.Conv2d, activation: nn.Module) -> nn.Conv2d:
     Built on the meta device, so no weights are initialised (and no random numbers drawn) only to be replaced."""
     with torch.device("meta"):
         if isinstance(conv, SameConv2d):
-            fused: nn.Conv2d = ActivatedSameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                                                   conv.stride[0], groups=conv.groups, bias=True)
+            fused: _Activated = ActivatedSameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0],
+                                                    conv.stride[0], groups=conv.groups, bias=True)
         else:
-            fused = ActivatedConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                    conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True)
+            fused = ActivatedConv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
+                                    conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+                                    dilation=_pair(conv.dilation), groups=conv.groups, bias=True)
     fused.activation = IN_PLACE[type(activation)]
     fused.weight, fused.bias = conv.weight, conv.bias  # the folded tensors themselves: device, dtype and layout kept
     return fused
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-d conv's (height, width) setting, as the conv's constructor takes it."""
+    height, width = values
+    return height, width
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -85,15 +93,19 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     activation's places hold an `nn.Identity`. The model itself is unchanged."""
     folded = copy.deepcopy(model).eval().requires_grad_(False)
     for module in folded.modules():
-        if isinstance(module, ConvBNAct) and isinstance(module[1], nn.BatchNorm2d):
-            conv = fuse_conv_bn_eval(module[0], module[1])
+        if not isinstance(module, ConvBNAct):
+            continue
+        conv_layer, norm = module[0], module[1]
+        if isinstance(conv_layer, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            conv = fuse_conv_bn_eval(conv_layer, norm)
             module[1] = nn.Identity()
             if len(module) > 2 and type(module[2]) in IN_PLACE:
                 conv = _activated(conv, module[2])
                 module[2] = nn.Identity()
             module[0] = conv
     for name, module in list(folded.named_modules()):
-        if type(module) is nn.Sequential and any(_se_then_pointwise(module, i) for i in range(len(module) - 1)):
+        if type(module) is nn.Sequential and any(_se_then_pointwise(module, i) is not None
+                                                 for i in range(len(module) - 1)):
             parent, _, child = name.rpartition(".")
             setattr(folded.get_submodule(parent), child, GatedLayers(*module))
     left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -115,20 +127,25 @@ def gated_pointwise(x: torch.Tensor, gate: torch.Tensor, conv: nn.Conv2d) -> tor
     return out if activation is None else activation(out, inplace=True)
 
 
-def _se_then_pointwise(layers: nn.Sequential, i: int) -> bool:
-    """Layer `i` is an SE and layer `i + 1` a folded conv-BN-act whose conv is 1x1, stride 1, ungrouped."""
-    if not (isinstance(layers[i], SqueezeExcite) and isinstance(layers[i + 1], ConvBNAct)):
-        return False
-    conv = layers[i + 1][0]
-    return (type(conv) in (nn.Conv2d, ActivatedConv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.groups == 1 and all(isinstance(m, nn.Identity) for m in list(layers[i + 1])[1:]))
+def _se_then_pointwise(layers: nn.Sequential, i: int) -> tuple[SqueezeExcite, ConvBNAct, nn.Conv2d] | None:
+    """Where layer `i` is an SE and layer `i + 1` a folded conv-BN-act whose conv is 1x1, stride 1, ungrouped:
+    the SE, that layer and its conv; else None."""
+    se, project = layers[i], layers[i + 1]
+    if not (isinstance(se, SqueezeExcite) and isinstance(project, ConvBNAct)):
+        return None
+    conv = project[0]
+    if (isinstance(conv, nn.Conv2d) and type(conv) in (nn.Conv2d, ActivatedConv2d) and conv.kernel_size == (1, 1)
+            and conv.stride == (1, 1) and conv.groups == 1
+            and all(isinstance(m, nn.Identity) for m in list(project)[1:])):
+        return se, project, conv
+    return None
 
 
 def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-def _gate_in_weights(x: torch.Tensor, se: nn.Module, project: nn.Module) -> bool:
+def _gate_in_weights(x: torch.Tensor, se: nn.Module, project: nn.Module, conv: nn.Conv2d) -> bool:
     """Whether `GatedLayers` may run `se` and `project` as one `gated_pointwise` on `x` (see the module's doc)."""
     if (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_compiling()
             or torch.onnx.is_in_onnx_export()):
@@ -136,7 +153,7 @@ def _gate_in_weights(x: torch.Tensor, se: nn.Module, project: nn.Module) -> bool
     if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
         return False
     return (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-            and x.shape[2] * x.shape[3] >= GATED_MIN_PIXELS_PER_CHANNEL * project[0].out_channels
+            and x.shape[2] * x.shape[3] >= GATED_MIN_PIXELS_PER_CHANNEL * conv.out_channels
             and not _hooked(se) and not any(_hooked(m) for m in project.modules()))
 
 
@@ -147,8 +164,10 @@ class GatedLayers(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = 0
         while i < len(self):
-            if i + 1 < len(self) and _se_then_pointwise(self, i) and _gate_in_weights(x, self[i], self[i + 1]):
-                x = gated_pointwise(x, self[i].gate(x), self[i + 1][0])
+            pair = _se_then_pointwise(self, i) if i + 1 < len(self) else None
+            if pair is not None and _gate_in_weights(x, *pair):
+                se, _, conv = pair
+                x = gated_pointwise(x, se.gate(x), conv)
                 i += 2
             else:
                 x = self[i](x)

@@ -22,7 +22,7 @@ tf_efficientnet_b* epsilon 1e-3 with `padding: same`).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -55,7 +55,7 @@ def _check_expressible(spec: NetworkSpec, library: str) -> None:
                              "has mbconv blocks only")
     for block in plan_network(spec).blocks:
         if block.pool_shortcut or block.project_shortcut:
-            raise InputError(f"block {block.index} of {spec.name!r} has a pooling shortcut (skip: pool): "
+            raise InputError(f"block {block.position} of {spec.name!r} has a pooling shortcut (skip: pool): "
                              f"{library}'s EfficientNet has identity shortcuts only")
 
 
@@ -69,12 +69,12 @@ def _module_names(spec: NetworkSpec, library: str) -> dict[str, str]:
              "head.1": "bn2" if timm else f"features.{last}.1", "classifier": "classifier" if timm else "classifier.1"}
     first_of_stage: dict[int, int] = {}
     for block in plan.blocks:
-        first_of_stage.setdefault(block.stage, block.index)
-        position = block.index - first_of_stage[block.stage]
+        first_of_stage.setdefault(block.stage, block.position)
+        position = block.position - first_of_stage[block.stage]
         theirs = f"blocks.{block.stage}.{position}" if timm else f"features.{block.stage + 1}.{position}.block"
         roles = _TIMM_ROLES[block.mid_channels != block.in_channels]
         for k, role in enumerate(block_roles(block)):
-            ours = f"blocks.{block.index}.layers.{k}"
+            ours = f"blocks.{block.position}.layers.{k}"
             layer = theirs if timm else f"{theirs}.{k}"
             if role == "se":
                 reduce, expand = _SE_NAMES[library]

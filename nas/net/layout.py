@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from effnet.nas.net.spec import NetworkSpec, POOL_SKIP, StageSpec
+from effnet.nas.net.spec import POOL_SKIP, NetworkSpec, StageSpec
 
 
 def conv_output_size(size: int, stride: int) -> int:
@@ -25,7 +25,8 @@ def se_channels(in_channels: int, se_ratio: float) -> int:
 class BlockPlan(NamedTuple):
     """One block's shapes (a NamedTuple: the analytic counter builds these thousands of times a second)."""
 
-    index: int
+    position: int
+    """The block's place in the network, from 0."""
     stage: int
     block: str
     in_channels: int
@@ -86,7 +87,7 @@ def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
             out_size = conv_output_size(size, stride)
             residual, pool, project = shortcut(stage, stride, channels)
             shapes.append(BlockPlan(
-                index=index,
+                position=index,
                 stage=stage_index,
                 block=stage.block,
                 in_channels=channels,
@@ -111,9 +112,11 @@ def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
 def plan_network(spec: NetworkSpec) -> NetworkPlan:
     blocks = []
     total = spec.num_blocks
-    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages):
+    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages, strict=True):
         blocks.append(first)
+        if repeated is None:  # a stage of one block
+            continue
         for offset in range(1, stage.repeats):
-            index = first.index + offset
-            blocks.append(repeated._replace(index=index, drop_rate=spec.drop_connect * index / total))
+            index = first.position + offset
+            blocks.append(repeated._replace(position=index, drop_rate=spec.drop_connect * index / total))
     return NetworkPlan(spec=spec, stem_size=conv_output_size(spec.resolution, spec.stem.stride), blocks=tuple(blocks))

@@ -50,9 +50,10 @@ def activation_count(spec: NetworkSpec) -> int:
     size = conv_output_size(spec.resolution, spec.stem.stride)
     total = spec.stem.out_channels * size ** 2
     last = None
-    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages):
+    for (first, repeated), stage in zip(stage_blocks(spec), spec.stages, strict=True):
         total += stage_activations(first, repeated, stage.repeats)
         last = repeated or first
+    assert last is not None, "a spec has at least one stage"
     return total + spec.head.out_channels * last.out_size ** 2
 
 
@@ -66,7 +67,7 @@ class SpecCost:
     def problem(self) -> str | None:
         """The first limit this cost breaks, in words, or None."""
         values = (self.blocks, self.params, self.flops, self.activations)
-        for (what, limit), value in zip(LIMITS, values):
+        for (what, limit), value in zip(LIMITS, values, strict=True):
             if value > limit:
                 return f"{format_size(value)} {what}, over the limit of {format_size(limit)}"
         return None

@@ -153,7 +153,7 @@ class Block(nn.Module):
             if p.se_channels:
                 layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
         else:
-            raise InputError(f"block {p.index}: unknown block {p.block!r}; known blocks: {', '.join(BLOCK_TYPES)}")
+            raise InputError(f"block {p.position}: unknown block {p.block!r}; known blocks: {', '.join(BLOCK_TYPES)}")
         self.layers = nn.Sequential(*layers)
         self.residual = p.residual
         self.shortcut = pooling_shortcut(p, spec) if p.pool_shortcut or p.project_shortcut else None

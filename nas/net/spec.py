@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal
 
 from effnet.nas.errors import InputError
 
@@ -30,8 +31,8 @@ right; the TensorFlow-ported weights, timm's `tf_efficientnet_*`, were trained w
 output sizes, so the same FLOPs."""
 DEFAULT_PADDING = "symmetric"
 
-POOL_SKIP = "pool"
-Skip = Union[bool, Literal["pool"]]
+POOL_SKIP: Literal["pool"] = "pool"
+Skip = bool | Literal["pool"]
 """MnasNet's SkipOp: `True` (identity residual), `False` (no skip) or `"pool"` (pooling shortcut)."""
 SKIP_CHOICES: tuple[Skip, ...] = (True, False, POOL_SKIP)
 
@@ -123,7 +124,7 @@ class NetworkSpec:
         """The stages' tokens in one line (see `StageSpec.summary`)."""
         return " ".join(stage.summary for stage in self.stages)
 
-    def replace(self, **changes: Any) -> "NetworkSpec":
+    def replace(self, **changes: Any) -> NetworkSpec:
         return dataclasses.replace(self, **changes)
 
 

@@ -20,14 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, yaml_text
 from effnet.nas.inputs import load_yaml
 from effnet.nas.net.limits import check_cost
-from effnet.nas.net.spec import BatchNormSpec, DEFAULT_PADDING, HeadSpec, InvalidSpec, NetworkSpec, StageSpec, StemSpec, yaml_type
+from effnet.nas.net.spec import (
+    DEFAULT_PADDING,
+    BatchNormSpec,
+    HeadSpec,
+    InvalidSpec,
+    NetworkSpec,
+    StageSpec,
+    StemSpec,
+    yaml_type,
+)
 
 _KEY_ORDER = {
     NetworkSpec: (

@@ -27,7 +27,7 @@ from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.layout import BlockPlan, plan_network, se_channels
 from effnet.nas.net.model import DropPath, Network, build_model
 from effnet.nas.net.rounding import round_filters
-from effnet.nas.net.spec import NetworkSpec, POOL_SKIP
+from effnet.nas.net.spec import POOL_SKIP, NetworkSpec
 from effnet.nas.proxies.elastic import ConvBN, SqueezeExcite
 from effnet.nas.space.choices import SearchSpace, StageChoices
 
@@ -201,7 +201,7 @@ class Supernet(nn.Module):
             layers = self.stages[stage_index]
             assert isinstance(layers, nn.ModuleList)
             for block in plan.blocks[first:first + stage.repeats]:
-                layer = layers[block.index - first]
+                layer = layers[block.position - first]
                 assert isinstance(layer, Layer)
                 yield block, layer
             first += stage.repeats
@@ -223,7 +223,7 @@ class Supernet(nn.Module):
         state = self.stem.state("stem", self.base.in_channels, stem.out_channels, stem.kernel)
         channels = stem.out_channels
         for block, layer in self._blocks(spec):
-            state.update(layer.state(f"blocks.{block.index}", block))
+            state.update(layer.state(f"blocks.{block.position}", block))
             channels = block.out_channels
         state.update(self.head.state("head", channels, self.base.head.out_channels, 1))
         state.update({"classifier.weight": self.classifier.weight, "classifier.bias": self.classifier.bias})

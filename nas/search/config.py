@@ -11,8 +11,8 @@ from typing import Any
 from effnet.nas import checks
 from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
-from effnet.nas.space.fit import MAX_CLASSES
 from effnet.nas.search.reward import FlopsBand
+from effnet.nas.space.fit import MAX_CLASSES
 from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.study_config import StudyConfig
 

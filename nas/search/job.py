@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from effnet.nas.progress import DetailCallback, Progress
-from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.search.pruning import ChanceGate
 from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.pruning import ChanceGate
 from effnet.nas.search.trial import TrialObjective, proxy_factory, reported_accuracy, supernet_setup
 from effnet.nas.search.trials import best_trial, counts_toward_budget, is_in_band, summarize
 from effnet.nas.space.choices import SearchSpace
-from effnet.nas.study.trial_attrs import FLOPS_ATTR, REWARD_ATTR
+from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.study_job import Direction
+from effnet.nas.study.trial_attrs import FLOPS_ATTR, REWARD_ATTR
 from effnet.nas.units import format_size
 
 OUT_OF_BAND_FACTOR = 200

@@ -10,8 +10,8 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.files import save_figure
-from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.search.reward import FlopsBand
+from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR
 
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0.0, "fontsize": 8}

@@ -7,13 +7,19 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.study.html_report import (Section, dashboard_command, history_section, importance_section,
-                                           scored_study, write_report)
-from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.space.fit import DataFit
-from effnet.nas.search.reward import FlopsBand
 from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.reward import FlopsBand
 from effnet.nas.search.trials import is_in_band
+from effnet.nas.space.fit import DataFit
+from effnet.nas.study.chance import ChanceLevel
+from effnet.nas.study.html_report import (
+    Section,
+    dashboard_command,
+    history_section,
+    importance_section,
+    scored_study,
+    write_report,
+)
 from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR, REWARD_ATTR
 
 MARKERS = ((TrialState.COMPLETE, "circle", "completed"), (TrialState.PRUNED, "triangle-down", "pruned"))

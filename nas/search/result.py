@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.space.fit import DataFit
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.trials import StudySummary
+from effnet.nas.space.fit import DataFit
+from effnet.nas.study.chance import ChanceLevel
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,29 @@ from effnet.nas.files import write_csv
 from effnet.nas.net.counting import fvcore_count
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import dump_spec
-from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.space.fit import DataFit
-from effnet.nas.study.html_report import REPORT_NAME
-from effnet.nas.search.plots import plot_accuracy_vs_flops, plot_history
-from effnet.nas.study.runner import StudyRun
 from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.plots import plot_accuracy_vs_flops, plot_history
 from effnet.nas.search.report import write_search_report
 from effnet.nas.search.result import Candidate, SearchResult
 from effnet.nas.search.trials import best_trial, is_in_band, pareto_front, summarize
 from effnet.nas.space.choices import SearchSpace
-from effnet.nas.study.trial_attrs import (ACCURACY_ATTR, EPOCHS_TRAINED_ATTR, ERROR_ATTR, FAIL_REASON_ATTR,
-                                          FLOPS_ATTR, IN_BAND_ATTR, PARAMS_ATTR, REPORT_SECONDS_ATTR, REWARD_ATTR,
-                                          WORK_SECONDS_ATTR, WORKER_ATTR)
+from effnet.nas.space.fit import DataFit
+from effnet.nas.study.chance import ChanceLevel
+from effnet.nas.study.html_report import REPORT_NAME
+from effnet.nas.study.runner import StudyRun
+from effnet.nas.study.trial_attrs import (
+    ACCURACY_ATTR,
+    EPOCHS_TRAINED_ATTR,
+    ERROR_ATTR,
+    FAIL_REASON_ATTR,
+    FLOPS_ATTR,
+    IN_BAND_ATTR,
+    PARAMS_ATTR,
+    REPORT_SECONDS_ATTR,
+    REWARD_ATTR,
+    WORK_SECONDS_ATTR,
+    WORKER_ATTR,
+)
 
 CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
                "report_seconds", "duration_s", "epochs_trained", "slow", "worker", "error")

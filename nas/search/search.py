@@ -24,18 +24,18 @@ from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
-from effnet.nas.study.chance import chance_level
-from effnet.nas.space.fit import DataFit, fit_space
-from effnet.nas.space.reach import check_band
-from effnet.nas.study.opening import check_settings
-from effnet.nas.study.runner import run_study
 from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
-from effnet.nas.search.run_dir import write_search_files
 from effnet.nas.search.job import SearchJob
 from effnet.nas.search.result import SearchResult
+from effnet.nas.search.run_dir import write_search_files
 from effnet.nas.search.supernet_stage import train_before_study
 from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.fit import DataFit, fit_space
 from effnet.nas.space.load import load_space
+from effnet.nas.space.reach import check_band
+from effnet.nas.study.chance import chance_level
+from effnet.nas.study.opening import check_settings
+from effnet.nas.study.runner import run_study
 
 
 def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:

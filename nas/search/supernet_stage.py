@@ -16,11 +16,11 @@ from typing import Any
 from effnet.nas.data.sources import DataSplits
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.supernet_training import SupernetTraining, train_supernet
+from effnet.nas.search.job import SearchJob
+from effnet.nas.search.trial import supernet_setup
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.runner import StudyRun
-from effnet.nas.search.job import SearchJob
-from effnet.nas.search.trial import supernet_setup
 from effnet.nas.study.study_config import StudyConfig
 
 

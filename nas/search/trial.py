@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -17,12 +18,21 @@ from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.supernet_training import SupernetSetup
-from effnet.nas.search.reward import reward_for
 from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.reward import reward_for
 from effnet.nas.signals import training
 from effnet.nas.space.choices import SearchSpace
-from effnet.nas.study.trial_attrs import (ACCURACY_ATTR, EPOCHS_TRAINED_ATTR, ERROR_ATTR, FLOPS_ATTR, IN_BAND_ATTR,
-                                          PARAMS_ATTR, REPORT_SECONDS_ATTR, REWARD_ATTR, WORK_SECONDS_ATTR)
+from effnet.nas.study.trial_attrs import (
+    ACCURACY_ATTR,
+    EPOCHS_TRAINED_ATTR,
+    ERROR_ATTR,
+    FLOPS_ATTR,
+    IN_BAND_ATTR,
+    PARAMS_ATTR,
+    REPORT_SECONDS_ATTR,
+    REWARD_ATTR,
+    WORK_SECONDS_ATTR,
+)
 from effnet.nas.units import format_size
 
 

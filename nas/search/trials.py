@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.search.reward import mnasnet_reward
 from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.reward import mnasnet_reward
 from effnet.nas.study.trial_attrs import ACCURACY_ATTR, ERROR_ATTR, FLOPS_ATTR, IN_BAND_ATTR, STALE_ATTR
 
 

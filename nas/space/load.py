@@ -6,14 +6,15 @@ the field. A space whose largest network exceeds the limits of a network (`effne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from effnet.nas.errors import InputError
 from effnet.nas.inputs import load_yaml
-from effnet.nas.resources import config_path
 from effnet.nas.net.spec import BLOCK_TYPES, POOL_SKIP
 from effnet.nas.net.spec_file import spec_from_dict
+from effnet.nas.resources import config_path
 from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace, StageChoices
 from effnet.nas.space.reach import space_reach
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from effnet.nas.data.sources import DataSplits, data_record, is_builtin, training_data
-from effnet.nas.memory import check_loader_workers
 from effnet.nas.errors import InputError
+from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.spec import InvalidSpec, NetworkSpec
 from effnet.nas.net.spec_file import spec_from_dict, spec_to_dict
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs

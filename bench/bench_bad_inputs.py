@@ -37,23 +37,32 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             measured = measure(case, Path(folder))
         rows.append((case, measured))
-        if (measured.exit_code != expected or measured.seconds >= CASE_SECONDS
-                or measured.peak_bytes >= LIMIT_BYTES):
+        if measured.exit_code != expected or measured.seconds >= CASE_SECONDS or measured.peak_bytes >= LIMIT_BYTES:
             wrong.append(case["id"])
-        table.add_row(case["id"], case["run"], str(measured.exit_code), str(expected), f"{measured.seconds:.2f}",
-                      f"{measured.peak_bytes / 2**20:.0f}")
+        table.add_row(
+            case["id"],
+            case["run"],
+            str(measured.exit_code),
+            str(expected),
+            f"{measured.seconds:.2f}",
+            f"{measured.peak_bytes / 2**20:.0f}",
+        )
     refused = sum(m.exit_code == 2 == c.get("exit", 2) for c, m in rows)
     accepted = sum(m.exit_code == 0 == c.get("exit", 2) for c, m in rows)
     slowest = max(rows, key=lambda row: row[1].seconds)
     largest = max(rows, key=lambda row: row[1].peak_bytes)
-    summary = (f"tried {len(rows)}: exit 2 as expected {refused}, exit 0 as expected {accepted}; slowest "
-               f"{slowest[0]['id']} {slowest[1].seconds:.2f} s, largest {largest[0]['id']} "
-               f"{largest[1].peak_bytes / 2**20:.0f} MiB; wrong: {', '.join(wrong) or 'none'}")
+    summary = (
+        f"tried {len(rows)}: exit 2 as expected {refused}, exit 0 as expected {accepted}; slowest "
+        f"{slowest[0]['id']} {slowest[1].seconds:.2f} s, largest {largest[0]['id']} "
+        f"{largest[1].peak_bytes / 2**20:.0f} MiB; wrong: {', '.join(wrong) or 'none'}"
+    )
     if options.markdown:
         print("| case | command | exit | expected | seconds | peak MiB |\n|---|---|---:|---:|---:|---:|")
         for case, m in rows:
-            print(f"| {case['id']} | {case['run']} | {m.exit_code} | {case.get('exit', 2)} | {m.seconds:.2f} | "
-                  f"{m.peak_bytes / 2**20:.0f} |")
+            print(
+                f"| {case['id']} | {case['run']} | {m.exit_code} | {case.get('exit', 2)} | {m.seconds:.2f} | "
+                f"{m.peak_bytes / 2**20:.0f} |"
+            )
         print(f"\n{summary}")
     else:
         console = Console()

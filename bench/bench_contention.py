@@ -70,8 +70,17 @@ def measure(setting: str, epochs: int, train_images: int | None) -> None:
     proxy = make_proxy(config, load_proxy_data(config, runtime), runtime)
     started = time.perf_counter()
     proxy.score(reference_b0())
-    print(json.dumps({"seconds": time.perf_counter() - started, "threads": threads, "reason": reason,
-                      "omp": os.environ.get("GOMP_SPINCOUNT", "libgomp's own"), "torch": torch.__version__}))
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - started,
+                "threads": threads,
+                "reason": reason,
+                "omp": os.environ.get("GOMP_SPINCOUNT", "libgomp's own"),
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 def _busy() -> None:
@@ -173,9 +182,15 @@ def bench(args: argparse.Namespace, isolation: str) -> None:
             runs = results[(condition, setting)]
             threads = sorted({str(r["threads"]) for r in runs if "threads" in r}) or ["2"]
             m = medians[setting]
-            rows.append([setting, "/".join(threads), f"{m:.2f}" if m is not None else f">{args.cap:.0f}",
-                         f"{m / base:.2f}" if m is not None and base else f">{args.cap / base:.1f}" if base else "-",
-                         ", ".join(f"{r['seconds']:.2f}" if r["seconds"] is not None else "capped" for r in runs)])
+            rows.append(
+                [
+                    setting,
+                    "/".join(threads),
+                    f"{m:.2f}" if m is not None else f">{args.cap:.0f}",
+                    f"{m / base:.2f}" if m is not None and base else f">{args.cap / base:.1f}" if base else "-",
+                    ", ".join(f"{r['seconds']:.2f}" if r["seconds"] is not None else "capped" for r in runs),
+                ]
+            )
         print(f"\n{condition}: seconds per candidate (median of {args.reps})")
         print(table(rows, ["setting", "threads", "s", "× threads 1", "runs"], args.markdown))
         reasons = sorted({r["reason"] for r in results[(condition, "default")]})
@@ -185,15 +200,18 @@ def bench(args: argparse.Namespace, isolation: str) -> None:
             verdicts.append(f"loaded: default {medians['default'] / base:.2f}× threads 1 (target ≤ 1.5)")
         if condition == "quiet" and medians["default"] is not None:
             verdicts.append(f"quiet: default {medians['default'] / fastest:.2f}× the fastest setting")
-    print(f"\nend: {after}\n{platform.processor() or platform.machine()}, "
-          f"{results[('quiet', 'threads 1')][0].get('torch', '?')}, candidate: reference B0 (399M FLOPs), "
-          f"{args.epochs} epoch(s), {args.train_images or 'all'} training images; " + "; ".join(verdicts))
+    print(
+        f"\nend: {after}\n{platform.processor() or platform.machine()}, "
+        f"{results[('quiet', 'threads 1')][0].get('torch', '?')}, candidate: reference B0 (399M FLOPs), "
+        f"{args.epochs} epoch(s), {args.train_images or 'all'} training images; " + "; ".join(verdicts)
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="one epoch of 256 images, 2 repetitions, no `before` (about 3 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one epoch of 256 images, 2 repetitions, no `before` (about 3 min)"
+    )
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, --quick 2)")
     parser.add_argument("--cap", type=float, default=None, help="seconds before `before` is stopped")
     parser.add_argument("--no-isolate", action="store_true", help="run in this session at its priority")
@@ -215,8 +233,11 @@ def main() -> None:
         bench(args, isolate())
     else:  # a session of its own, so that raising its priority touches nothing else
         command = [sys.executable, __file__, *sys.argv[1:]]
-        raise SystemExit(subprocess.run(command, env={**os.environ, SESSION_ENV: "1"}, start_new_session=True,
-                                        check=False).returncode)
+        raise SystemExit(
+            subprocess.run(
+                command, env={**os.environ, SESSION_ENV: "1"}, start_new_session=True, check=False
+            ).returncode
+        )
 
 
 if __name__ == "__main__":

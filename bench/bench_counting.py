@@ -85,8 +85,13 @@ def measure(name: str, fvcore_repeats: int) -> Row:
     analytic_s = median_seconds_per_call(lambda: analytic_cost(spec))
     report = analytic_cost(spec)
     return Row(
-        model=name.upper(), resolution=spec.resolution, flops=report.flops, params=report.params,
-        fvcore_s=fvcore_s, build_s=build_s, analytic_s=analytic_s,
+        model=name.upper(),
+        resolution=spec.resolution,
+        flops=report.flops,
+        params=report.params,
+        fvcore_s=fvcore_s,
+        build_s=build_s,
+        analytic_s=analytic_s,
         flops_agree=report.total.by_operator() == counted.by_operator and report.flops == counted.total,
         params_agree=report.params == built_params,
     )
@@ -94,55 +99,91 @@ def measure(name: str, fvcore_repeats: int) -> Row:
 
 def rich_table(rows: list[Row]) -> Table:
     table = Table(title="Counting B0-B7: fvcore / model building vs the analytic counter (medians)")
-    for column in ("model", "px", "FLOPs", "params", "fvcore s", "analytic µs", "FLOPs ratio",
-                   "build+numel s", "params ratio", "agree?"):
+    for column in (
+        "model",
+        "px",
+        "FLOPs",
+        "params",
+        "fvcore s",
+        "analytic µs",
+        "FLOPs ratio",
+        "build+numel s",
+        "params ratio",
+        "agree?",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in rows:
-        table.add_row(r.model, str(r.resolution), f"{r.flops:,}", f"{r.params:,}", f"{r.fvcore_s:.3f}",
-                      f"{r.analytic_s * 1e6:.0f}", f"{r.flops_ratio:,.0f}×", f"{r.build_s:.3f}",
-                      f"{r.params_ratio:,.0f}×", agreement(r))
+        table.add_row(
+            r.model,
+            str(r.resolution),
+            f"{r.flops:,}",
+            f"{r.params:,}",
+            f"{r.fvcore_s:.3f}",
+            f"{r.analytic_s * 1e6:.0f}",
+            f"{r.flops_ratio:,.0f}×",
+            f"{r.build_s:.3f}",
+            f"{r.params_ratio:,.0f}×",
+            agreement(r),
+        )
     return table
 
 
 def agreement(r: Row) -> str:
-    return "yes" if r.flops_agree and r.params_agree else (
-        f"NO (flops {'ok' if r.flops_agree else 'differ'}, params {'ok' if r.params_agree else 'differ'})")
+    return (
+        "yes"
+        if r.flops_agree and r.params_agree
+        else (f"NO (flops {'ok' if r.flops_agree else 'differ'}, params {'ok' if r.params_agree else 'differ'})")
+    )
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| model | px | FLOPs (fvcore) | params | fvcore s | analytic µs | FLOPs ratio "
-             "| build+numel s | params ratio | agree |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| model | px | FLOPs (fvcore) | params | fvcore s | analytic µs | FLOPs ratio "
+        "| build+numel s | params ratio | agree |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.model} | {r.resolution} | {r.flops:,} | {r.params:,} | {r.fvcore_s:.3f} "
-                     f"| {r.analytic_s * 1e6:.0f} | {r.flops_ratio:,.0f}× | {r.build_s:.3f} "
-                     f"| {r.params_ratio:,.0f}× | {agreement(r)} |")
+        lines.append(
+            f"| {r.model} | {r.resolution} | {r.flops:,} | {r.params:,} | {r.fvcore_s:.3f} "
+            f"| {r.analytic_s * 1e6:.0f} | {r.flops_ratio:,.0f}× | {r.build_s:.3f} "
+            f"| {r.params_ratio:,.0f}× | {agreement(r)} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads for fvcore's forward and model building (default: torch's)")
-    parser.add_argument("--fvcore-repeats", type=int, default=3,
-                        help="fvcore counts per model after one warm-up (B4-B7 use at most 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads for fvcore's forward and model building (default: torch's)",
+    )
+    parser.add_argument(
+        "--fvcore-repeats", type=int, default=3, help="fvcore counts per model after one warm-up (B4-B7 use at most 1)"
+    )
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(stderr=False, width=160)
-    console.print(f"{platform.processor() or platform.machine()}, {len(cpu_ids())} CPUs, torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.2f} at start")
+    console.print(
+        f"{platform.processor() or platform.machine()}, {len(cpu_ids())} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.2f} at start"
+    )
     rows = []
     for name in OFFICIAL:
         repeats = args.fvcore_repeats if name in ("b0", "b1", "b2", "b3") else min(1, args.fvcore_repeats)
         rows.append(measure(name, repeats))
-        console.print(f"  {name}: fvcore {rows[-1].fvcore_s:.3f} s, analytic {rows[-1].analytic_s * 1e6:.0f} µs",
-                      highlight=False)
+        console.print(
+            f"  {name}: fvcore {rows[-1].fvcore_s:.3f} s, analytic {rows[-1].analytic_s * 1e6:.0f} µs", highlight=False
+        )
     console.print(rich_table(rows))
     worst_flops = min(r.flops_ratio for r in rows)
     worst_params = min(r.params_ratio for r in rows)
-    console.print(f"smallest speed-up: FLOPs {worst_flops:,.0f}×, parameters {worst_params:,.0f}×; "
-                  f"load average {os.getloadavg()[0]:.2f} at end")
+    console.print(
+        f"smallest speed-up: FLOPs {worst_flops:,.0f}×, parameters {worst_params:,.0f}×; "
+        f"load average {os.getloadavg()[0]:.2f} at end"
+    )
     if args.markdown:
         print(markdown_table(rows))
     if not all(r.flops_agree and r.params_agree for r in rows):

@@ -90,19 +90,31 @@ def decode_rates(folder: Path, count: int, cache_dir: Path) -> list[tuple[str, f
         return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
     rows = []
-    for label, size, augment in (("training view 224 px, paper", 224, "paper"),
-                                 ("training view 224 px, light", 224, "light"),
-                                 ("evaluation view 224 px", 224, "none"),
-                                 ("proxy epoch 128 px, light, streamed from files", 128, "light")):
+    for label, size, augment in (
+        ("training view 224 px, paper", 224, "paper"),
+        ("training view 224 px, light", 224, "light"),
+        ("evaluation view 224 px", 224, "none"),
+        ("proxy epoch 128 px, light, streamed from files", 128, "light"),
+    ):
         dataset = TransformedImages(images, train_transform(size, augment, "files"))
         rows.append((f"effnet: {label}", rate(dataset.__getitem__, items)))
     data = proxy_data(str(folder), 128, seed=0, val_images=len(images) // 10, cache_dir=cache_dir, loader_workers=2)
     cached = TransformedImages(data.train, train_transform(128, "light", "prepared"))
-    rows.append(("effnet: proxy epoch 128 px, light, from the cache",
-                 rate(cached.__getitem__, [(0, 0, i) for i in range(min(count, len(data.train)))])))
-    rows.append(("effnet: proxy evaluation 128 px, from the cache",
-                 rate(TransformedImages(data.val, eval_transform(128, "prepared")).__getitem__,
-                      [(0, 0, i) for i in range(len(data.val))])))
+    rows.append(
+        (
+            "effnet: proxy epoch 128 px, light, from the cache",
+            rate(cached.__getitem__, [(0, 0, i) for i in range(min(count, len(data.train)))]),
+        )
+    )
+    rows.append(
+        (
+            "effnet: proxy evaluation 128 px, from the cache",
+            rate(
+                TransformedImages(data.val, eval_transform(128, "prepared")).__getitem__,
+                [(0, 0, i) for i in range(len(data.val))],
+            ),
+        )
+    )
     rows.append(("plain PIL loop (draft, resize 224, tensor)", rate(lambda p: plain(p, 224), files)))
     rows.append(("plain PIL loop (draft, resize 128, tensor)", rate(lambda p: plain(p, 128), files)))
     rows.append(("former in-RAM loader, decode 128 px to float32", rate(lambda p: old(p, 128), files)))
@@ -121,15 +133,18 @@ def loader_against_model(folder: Path, steps: int) -> list[tuple[str, float]]:
     rows = []
     for workers in (1, 2):
         dataset = TransformedImages(images, train_transform(224, "paper", "files"))
-        loader = make_loader(dataset, EpochSampler(len(images), shuffle=True), 32, workers, pin=False,
-                             drop_last=True)
+        loader = make_loader(dataset, EpochSampler(len(images), shuffle=True), 32, workers, pin=False, drop_last=True)
         iterator = iter(loader)
         next(iterator)  # workers started
         started = time.perf_counter()
         for _ in range(steps):
             next(iterator)
-        rows.append((f"DataLoader, {workers} worker(s), 224 px paper augmentation, batch 32",
-                     steps * 32 / (time.perf_counter() - started)))
+        rows.append(
+            (
+                f"DataLoader, {workers} worker(s), 224 px paper augmentation, batch 32",
+                steps * 32 / (time.perf_counter() - started),
+            )
+        )
         del iterator, loader
     model = place_model(build_model(reference_b0()), torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -168,10 +183,22 @@ def memory_against_size(folder: Path, sizes: tuple[int, ...], work: Path) -> lis
             target = subset / path.parent.name / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target) if not target.exists() else None
-        out = subprocess.run([sys.executable, "-c", TRAIN, str(HERE.parent / "configs" / "efficientnet-b0.yaml"),
-                              str(subset), str(work / f"run{size}")], capture_output=True, text=True, check=True)
-        rows.append((f"effnet train, one epoch at 96 px, {size:,} JPEGs: peak RSS MB",
-                     int(out.stdout.split()[-1]) / 1024))
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                TRAIN,
+                str(HERE.parent / "configs" / "efficientnet-b0.yaml"),
+                str(subset),
+                str(work / f"run{size}"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(
+            (f"effnet train, one epoch at 96 px, {size:,} JPEGs: peak RSS MB", int(out.stdout.split()[-1]) / 1024)
+        )
     return rows
 
 
@@ -193,18 +220,32 @@ def cache_sharing(folder: Path, cache_dir: Path) -> list[tuple[str, float]]:
     data = proxy_data(str(folder), 128, seed=1, val_images=100, cache_dir=cache_dir / "fresh", loader_workers=2)
     built = time.perf_counter() - started
     path = data.train.images.path
-    rows = [(f"build the 128 px cache of {len(data.train) + len(data.val):,} images (2 loader workers), s", built),
-            ("cache file MB", path.stat().st_size / 2**20)]
+    rows = [
+        (f"build the 128 px cache of {len(data.train) + len(data.val):,} images (2 loader workers), s", built),
+        ("cache file MB", path.stat().st_size / 2**20),
+    ]
     for workers in (1, 2, 4):
-        procs = [subprocess.Popen([sys.executable, "-c", READER, str(path)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", READER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(workers)
+        ]
         readings = [tuple(int(v) for v in p.stdout.readline().split()) for p in procs]
         for p in procs:
             p.communicate("")
-        rows.append((f"{workers} reader(s) of the whole cache at once: private MB per reader (max)",
-                     max(r[0] for r in readings) / 1024))
-        rows.append((f"{workers} reader(s): mapped file MB per reader (max; shared page cache)",
-                     max(r[1] for r in readings) / 1024))
+        rows.append(
+            (
+                f"{workers} reader(s) of the whole cache at once: private MB per reader (max)",
+                max(r[0] for r in readings) / 1024,
+            )
+        )
+        rows.append(
+            (
+                f"{workers} reader(s): mapped file MB per reader (max; shared page cache)",
+                max(r[1] for r in readings) / 1024,
+            )
+        )
     return rows
 
 
@@ -224,9 +265,12 @@ def main() -> None:
         work = Path(tmp)
         started = time.perf_counter()
         folder = make_folder(work / "jpegs", args.images)
-        print(f"# {args.images:,} JPEGs of 320 x 240 written in {time.perf_counter() - started:.0f} s; "
-              f"{len(cpu_ids())} CPUs, torch {torch.__version__}, {args.threads} threads, load "
-              f"{os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"# {args.images:,} JPEGs of 320 x 240 written in {time.perf_counter() - started:.0f} s; "
+            f"{len(cpu_ids())} CPUs, torch {torch.__version__}, {args.threads} threads, load "
+            f"{os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         sections = [
             ("decode + transform, one process (images/s)", decode_rates(folder, args.decode, work / "cache")),
             ("loader against the model (images/s)", loader_against_model(folder, args.steps)),
@@ -242,8 +286,10 @@ def main() -> None:
             print(f"\n{title}")
             for name, value in rows:
                 print(f"  {name:<80} {value:>10,.1f}")
-    print(f"\n# peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
-          f"load {os.getloadavg()[0]:.2f}")
+    print(
+        f"\n# peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first")
-    parser.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS),
-                        help=f"comma-separated, from {','.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        type=lambda s: s.split(","),
+        default=list(VARIANTS),
+        help=f"comma-separated, from {','.join(VARIANTS)}",
+    )
     parser.add_argument("--device", default="cuda", help="cuda or cuda:N")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures to this file")
     args = parser.parse_args()
@@ -79,8 +83,13 @@ def measure(variant: str, args: argparse.Namespace, device) -> dict:
             step()
         torch.cuda.synchronize(device)
         rates.append(args.batch * args.steps / (time.perf_counter() - start))
-    return {"variant": variant, "images_per_s": statistics.median(rates), "rounds": rates,
-            "first_step_s": first_step_s, "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    return {
+        "variant": variant,
+        "images_per_s": statistics.median(rates),
+        "rounds": rates,
+        "first_step_s": first_step_s,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+    }
 
 
 def cuda_device(name: str):
@@ -117,20 +126,34 @@ def main() -> None:
         torch.cuda.empty_cache()
     baseline = results[0]["images_per_s"]
     name = torch.cuda.get_device_name(device)
-    print(f"{name}, torch {torch.__version__}, B0 at {args.resolution} px, batch {args.batch}, "
-          f"median of {args.rounds} rounds of {args.steps} steps (TF32 for convs: "
-          f"{torch.backends.cudnn.allow_tf32}, for matmuls: {torch.backends.cuda.matmul.allow_tf32})")
+    print(
+        f"{name}, torch {torch.__version__}, B0 at {args.resolution} px, batch {args.batch}, "
+        f"median of {args.rounds} rounds of {args.steps} steps (TF32 for convs: "
+        f"{torch.backends.cudnn.allow_tf32}, for matmuls: {torch.backends.cuda.matmul.allow_tf32})"
+    )
     print(f"| variant | images/s | vs {results[0]['variant']} | training TMAC/s | first step s | peak GiB |")
     print("|---|---|---|---|---|---|")
     for r in results:
         r["vs_first"] = r["images_per_s"] / baseline
         r["training_tmacs_per_s"] = 3 * macs * r["images_per_s"] / 1e12
-        print(f"| {r['variant']} | {r['images_per_s']:.0f} | {r['vs_first']:.2f}x | "
-              f"{r['training_tmacs_per_s']:.1f} | {r['first_step_s']:.1f} | {r['peak_memory_gib']:.1f} |")
+        print(
+            f"| {r['variant']} | {r['images_per_s']:.0f} | {r['vs_first']:.2f}x | "
+            f"{r['training_tmacs_per_s']:.1f} | {r['first_step_s']:.1f} | {r['peak_memory_gib']:.1f} |"
+        )
     if args.json_path:
         with open(args.json_path, "w") as handle:
-            json.dump({"device": name, "torch": torch.__version__, "batch": args.batch,
-                       "resolution": args.resolution, "forward_macs": macs, "results": results}, handle, indent=2)
+            json.dump(
+                {
+                    "device": name,
+                    "torch": torch.__version__,
+                    "batch": args.batch,
+                    "resolution": args.resolution,
+                    "forward_macs": macs,
+                    "results": results,
+                },
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -96,10 +96,20 @@ def main() -> None:
 
     def batches(dataset, collate=None):
         sampler = EpochSampler(len(dataset), shuffle=True)
-        loader = (make_loader(dataset, sampler, args.batch, args.workers, pin=True, drop_last=True)
-                  if collate is None else
-                  DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
-                             collate_fn=collate, drop_last=True, persistent_workers=True, prefetch_factor=4))
+        loader = (
+            make_loader(dataset, sampler, args.batch, args.workers, pin=True, drop_last=True)
+            if collate is None
+            else DataLoader(
+                dataset,
+                batch_size=args.batch,
+                sampler=sampler,
+                num_workers=args.workers,
+                collate_fn=collate,
+                drop_last=True,
+                persistent_workers=True,
+                prefetch_factor=4,
+            )
+        )
         for epoch in itertools.count(1):
             sampler.set_epoch(epoch)
             yield from loader
@@ -114,10 +124,12 @@ def main() -> None:
         step = trainer(224)
         ready = torch.randn(args.batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
         rows["model alone, 224 px (data already on the GPU)"] = timed(
-            itertools.repeat((ready, torch.randint(0, 10, (args.batch,)))), step)
+            itertools.repeat((ready, torch.randint(0, 10, (args.batch,)))), step
+        )
         transform = train_transform(224, "paper", "files")
         rows[f"train 224 px paper, decoded by {args.workers} workers"] = timed(
-            normalised(TransformedImages(images, transform)), step)
+            normalised(TransformedImages(images, transform)), step
+        )
         decoder = DeviceDecoder(images, transform, device)
 
         def on_device():
@@ -128,16 +140,26 @@ def main() -> None:
         rows[f"train 224 px paper, nvjpeg on the GPU ({args.workers} workers read bytes)"] = timed(on_device(), step)
         step = trainer(128)
         rows[f"proxy 128 px light, streamed from the files ({args.workers} workers)"] = timed(
-            normalised(TransformedImages(images, train_transform(128, "light", "files"))), step)
+            normalised(TransformedImages(images, train_transform(128, "light", "files"))), step
+        )
         started = time.perf_counter()
-        data = proxy_data(str(folder), 128, seed=0, val_images=max(10, args.images // 10),
-                          cache_dir=Path(tmp) / "cache", loader_workers=args.workers)
+        data = proxy_data(
+            str(folder),
+            128,
+            seed=0,
+            val_images=max(10, args.images // 10),
+            cache_dir=Path(tmp) / "cache",
+            loader_workers=args.workers,
+        )
         built = time.perf_counter() - started
         rows[f"proxy 128 px light, from the decoded cache ({args.workers} workers)"] = timed(
-            normalised(TransformedImages(data.train, train_transform(128, "light", "prepared"))), step)
+            normalised(TransformedImages(data.train, train_transform(128, "light", "prepared"))), step
+        )
     name = torch.cuda.get_device_name(device)
-    print(f"{name}, torch {torch.__version__}, B0, batch {args.batch}, bf16 autocast + channels_last, "
-          f"{args.images:,} JPEGs 320 x 240; proxy cache built in {built:.1f} s")
+    print(
+        f"{name}, torch {torch.__version__}, B0, batch {args.batch}, bf16 autocast + channels_last, "
+        f"{args.images:,} JPEGs 320 x 240; proxy cache built in {built:.1f} s"
+    )
     print("| path | images/s |\n|---|---:|")
     for label, value in rows.items():
         print(f"| {label} | {value:,.0f} |")

@@ -57,9 +57,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     configure_allocator()
-    config = GridConfig(base=reference_b0(), grid=GridDefinition.from_ranges(phi=args.phi),
-                        proxy=ProxyConfig(name=args.proxy, data="digits", epochs=args.epochs),
-                        study=StudyConfig(run_dir=Path("unused"), name="grid", threads=args.threads))
+    config = GridConfig(
+        base=reference_b0(),
+        grid=GridDefinition.from_ranges(phi=args.phi),
+        proxy=ProxyConfig(name=args.proxy, data="digits", epochs=args.epochs),
+        study=StudyConfig(run_dir=Path("unused"), name="grid", threads=args.threads),
+    )
     shared = tuple(config.points())
     alone = each_point_alone(shared)
     for resolution in sorted({p.proxy_resolution for p in shared}):  # data ready before the clock starts
@@ -74,19 +77,23 @@ def main() -> None:
                 evaluations[name] = count
                 seconds[name].append(took)
                 print(f"round {round_ + 1}: {name}: {count} evaluations in {took:.1f} s", flush=True)
-    print(f"\ndefault grid on the reference B0 at phi = {args.phi}: {len(shared)} points, "
-          f"{len({p.network for p in shared})} distinct networks; {args.proxy} proxy on digits at 32 px"
-          + (f", {args.epochs} epoch(s)" if args.proxy == "train" else "")
-          + f"; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; median of {args.rounds} run(s) each\n")
+    print(
+        f"\ndefault grid on the reference B0 at phi = {args.phi}: {len(shared)} points, "
+        f"{len({p.network for p in shared})} distinct networks; {args.proxy} proxy on digits at 32 px"
+        + (f", {args.epochs} epoch(s)" if args.proxy == "train" else "")
+        + f"; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; median of {args.rounds} run(s) each\n"
+    )
     print("| grid | evaluations | seconds | s / evaluation |\n|---|---:|---:|---:|")
     median = {name: statistics.median(values) for name, values in seconds.items()}
     for name in seconds:
         print(f"| {name} | {evaluations[name]} | {median[name]:.1f} | {median[name] / evaluations[name]:.2f} |")
     before, after = median["each point alone"], median["twins shared"]
-    print(f"\nevaluations {evaluations['each point alone']} -> {evaluations['twins shared']} "
-          f"({1 - evaluations['twins shared'] / evaluations['each point alone']:.0%} fewer); wall time "
-          f"{before:.1f} s -> {after:.1f} s: ratio {before / after:.2f}x, {1 - after / before:.0%} saved")
+    print(
+        f"\nevaluations {evaluations['each point alone']} -> {evaluations['twins shared']} "
+        f"({1 - evaluations['twins shared'] / evaluations['each point alone']:.0%} fewer); wall time "
+        f"{before:.1f} s -> {after:.1f} s: ratio {before / after:.2f}x, {1 - after / before:.0%} saved"
+    )
 
 
 if __name__ == "__main__":

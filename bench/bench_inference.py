@@ -40,12 +40,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per variant first")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all CPUs)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="time batches by the wall clock or by this process's CPU time (for --threads 1 on a "
-                             "shared machine)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also timm CL and ours folded CL under torch.compile (inductor; about 30 s each to "
-                             "compile, before the timing)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time batches by the wall clock or by this process's CPU time (for --threads 1 on a shared machine)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also timm CL and ours folded CL under torch.compile (inductor; about 30 s each to "
+        "compile, before the timing)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table (for bench/RESULTS.md)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures to this file")
     return parser.parse_args()
@@ -68,8 +74,12 @@ def variants(args: argparse.Namespace, device: Any, threads: int) -> dict[str, C
     theirs = timm.create_model("efficientnet_b0").eval()
     images = torch.randn(args.batch, 3, args.resolution, args.resolution)
     contiguous, channels_last = torch.contiguous_format, torch.channels_last
-    models = {"timm": (theirs, contiguous), "timm CL": (copy.deepcopy(theirs), channels_last),
-              "ours CL": (ours, channels_last), "ours folded CL": (folded, channels_last)}
+    models = {
+        "timm": (theirs, contiguous),
+        "timm CL": (copy.deepcopy(theirs), channels_last),
+        "ours CL": (ours, channels_last),
+        "ours folded CL": (folded, channels_last),
+    }
     if args.compile:
         models["timm CL compiled"] = (copy.deepcopy(theirs), channels_last)
         models["ours folded CL compiled"] = (copy.deepcopy(folded), channels_last)
@@ -79,7 +89,7 @@ def variants(args: argparse.Namespace, device: Any, threads: int) -> dict[str, C
         if label.endswith("compiled"):
             model = torch.compile(model)
         x = images.to(device).contiguous(memory_format=layout)
-        for precision in (("fp32", "bf16") if cuda else ("fp32",)):
+        for precision in ("fp32", "bf16") if cuda else ("fp32",):
             steps[f"{label} {precision}" if cuda else label] = _torch_step(model, x, device, precision)
     if not cuda:
         steps["onnxruntime (folded)"] = _onnx_step(ours, images, threads)
@@ -90,8 +100,9 @@ def _torch_step(model: Any, x: Any, device: Any, precision: str) -> Callable[[],
     import torch
 
     def step() -> Any:
-        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        )
         with torch.inference_mode(), autocast:
             out = model(x)
         if device.type == "cuda":
@@ -124,7 +135,7 @@ def measure(steps: dict[str, Callable[[], Any]], args: argparse.Namespace) -> di
     labels = list(steps)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for rep in range(args.repeats):
-        for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
+        for label in labels[rep % len(labels) :] + labels[: rep % len(labels)]:
             start = clock()
             steps[label]()
             times[label].append(clock() - start)
@@ -140,11 +151,17 @@ def table(times: dict[str, list[float]], batch: int) -> tuple[list[str], list[li
     for label in rate:
         precision = label.rpartition(" ")[2] if label.endswith(("fp32", "bf16")) else ""
         compiled = "compiled" in label
-        baseline = max((t for t in timm_labels if t.endswith(precision) and ("compiled" in t) == compiled),
-                       key=rate.get)
+        baseline = max(
+            (t for t in timm_labels if t.endswith(precision) and ("compiled" in t) == compiled), key=rate.get
+        )
         ratio, best_ratio = rate[label] / rate[baseline], best[label] / best[baseline]
-        figures[label] = {"images_per_s": rate[label], "best_images_per_s": best[label], "vs_timm": ratio,
-                          "timm_baseline": baseline, "batch_s": times[label]}
+        figures[label] = {
+            "images_per_s": rate[label],
+            "best_images_per_s": best[label],
+            "vs_timm": ratio,
+            "timm_baseline": baseline,
+            "batch_s": times[label],
+        }
         rows.append([label, f"{rate[label]:.1f} ({best[label]:.1f})", f"{ratio:.2f}x ({best_ratio:.2f}x)", baseline])
     return ["variant", "img/s median (best)", "vs timm's best layout (best)", "timm baseline"], rows, figures
 
@@ -172,8 +189,10 @@ def main() -> None:
     header, rows, figures = table(times, args.batch)
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads"
-    print(f"B0 inference at {args.resolution} px, batch {args.batch}, {name}; torch {torch.__version__}; "
-          f"allocator: {allocator}; median of {args.repeats} batches ({args.clock} clock); load average {load}")
+    print(
+        f"B0 inference at {args.resolution} px, batch {args.batch}, {name}; torch {torch.__version__}; "
+        f"allocator: {allocator}; median of {args.repeats} batches ({args.clock} clock); load average {load}"
+    )
     folded = next(v for k, v in figures.items() if k.startswith("ours folded CL") and "compiled" not in k)
     verdict = "met" if folded["vs_timm"] >= GOAL else "NOT met"
     if args.markdown:
@@ -186,10 +205,21 @@ def main() -> None:
     print(f"\nfolded over timm: {folded['vs_timm']:.2f}x; goal >= {GOAL}x {verdict}")
     if args.json_path:
         with open(args.json_path, "w") as handle:
-            json.dump({"device": name, "batch": args.batch, "resolution": args.resolution, "allocator": allocator,
-                       "threads": threads, "clock": args.clock, "torch": torch.__version__, "load_average": load,
-                       "variants": figures},
-                      handle, indent=2)
+            json.dump(
+                {
+                    "device": name,
+                    "batch": args.batch,
+                    "resolution": args.resolution,
+                    "allocator": allocator,
+                    "threads": threads,
+                    "clock": args.clock,
+                    "torch": torch.__version__,
+                    "load_average": load,
+                    "variants": figures,
+                },
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def matmul_ceiling(clock: Callable[[], float], repeats: int = 10) -> float:
         start = clock()
         a @ b
         times.append(clock() - start)
-    return MATMUL_SIZE ** 3 / statistics.median(times)
+    return MATMUL_SIZE**3 / statistics.median(times)
 
 
 def make_step(variant: Variant, mode: str, batch: int, resolution: int) -> Callable[[], None]:
@@ -105,15 +105,17 @@ def measure_case(variants: list[Variant], mode: str, resolution: int, args: argp
     labels = list(steps)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for rep in range(args.repeats):
-        for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
+        for label in labels[rep % len(labels) :] + labels[: rep % len(labels)]:
             before = minor_faults()
             start = clock()
             steps[label]()
             times[label].append(clock() - start)
             faults[label].append(minor_faults() - before)
         print(f"  {mode} {resolution}px: repetition {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
-    return {label: {"step_s": times[label], "minor_faults": faults[label], "first_step_s": [first_step_s[label]]}
-            for label in steps}
+    return {
+        label: {"step_s": times[label], "minor_faults": faults[label], "first_step_s": [first_step_s[label]]}
+        for label in steps
+    }
 
 
 def profile_training_step(model: Any, batch: int, rows: int) -> list[dict]:
@@ -128,8 +130,10 @@ def profile_training_step(model: Any, batch: int, rows: int) -> list[dict]:
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
-             "calls": e.count} for e in events[:rows]]
+    return [
+        {"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total, "calls": e.count}
+        for e in events[:rows]
+    ]
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -149,9 +153,11 @@ def worker(args: argparse.Namespace) -> dict:
     from effnet.nas.resources import reference_b0_path
 
     spec = load_spec(reference_b0_path())
-    builders = {"ours": lambda: build_model(spec),
-                "tv": lambda: torchvision.models.efficientnet_b0(weights=None),
-                "timm": lambda: __import__("timm").create_model("efficientnet_b0", drop_path_rate=spec.drop_connect)}
+    builders = {
+        "ours": lambda: build_model(spec),
+        "tv": lambda: torchvision.models.efficientnet_b0(weights=None),
+        "timm": lambda: __import__("timm").create_model("efficientnet_b0", drop_path_rate=spec.drop_connect),
+    }
     variants = []
     for layout in args.layouts:
         for name in args.models:
@@ -196,14 +202,34 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def run_worker(allocator: str, args: argparse.Namespace, profile: bool) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GLIBC_TUNABLES", "EFFNET_ALLOCATOR") and not k.startswith("MALLOC_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GLIBC_TUNABLES", "EFFNET_ALLOCATOR") and not k.startswith("MALLOC_")
+    }
     if allocator == "system":
         env["EFFNET_ALLOCATOR"] = "system"
-    command = [sys.executable, os.path.abspath(__file__), "--worker", "--batch", str(args.batch),
-               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--cases", ",".join(args.cases),
-               "--profile-rows", str(args.profile_rows), "--models", ",".join(args.models),
-               "--layouts", ",".join(args.layouts), "--clock", args.clock]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--batch",
+        str(args.batch),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--cases",
+        ",".join(args.cases),
+        "--profile-rows",
+        str(args.profile_rows),
+        "--models",
+        ",".join(args.models),
+        "--layouts",
+        ",".join(args.layouts),
+        "--clock",
+        args.clock,
+    ]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.compile:
@@ -221,8 +247,10 @@ def merge_rounds(rounds: list[dict], batch: int) -> dict:
     for case in rounds[0]["cases"]:
         merged["cases"][case] = {}
         for label in rounds[0]["cases"][case]:
-            pooled = {key: [x for r in rounds for x in r["cases"][case][label][key]]
-                      for key in ("step_s", "minor_faults", "first_step_s")}
+            pooled = {
+                key: [x for r in rounds for x in r["cases"][case][label][key]]
+                for key in ("step_s", "minor_faults", "first_step_s")
+            }
             pooled["images_per_s"] = batch / statistics.median(pooled["step_s"])
             pooled["best_images_per_s"] = batch / min(pooled["step_s"])
             pooled["minor_faults_per_step"] = int(statistics.median(pooled["minor_faults"]))
@@ -241,30 +269,53 @@ def ratio(a: float, b: float) -> str:
 def speed_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """Median images/s per variant (best step in brackets) and the ratios of the medians (of the bests)."""
     labels = list(next(iter(result["cases"].values())))
-    pairs = [(a, b) for a, b in (("ours", "tv"), ("ours CL", "tv CL"), ("ours CL", "tv"), ("ours CL", "timm CL"))
-             if a in labels and b in labels]
+    pairs = [
+        (a, b)
+        for a, b in (("ours", "tv"), ("ours CL", "tv CL"), ("ours CL", "tv"), ("ours CL", "timm CL"))
+        if a in labels and b in labels
+    ]
     header = ["case", *labels, *(f"{a}/{b}" for a, b in pairs)]
     rows = []
     for case, figures in result["cases"].items():
         med = {label: f["images_per_s"] for label, f in figures.items()}
         best = {label: f["best_images_per_s"] for label, f in figures.items()}
-        rows.append([case, *(f"{med[label]:.1f} ({best[label]:.1f})" for label in labels),
-                     *(f"{ratio(med[a], med[b])} ({ratio(best[a], best[b])})" for a, b in pairs)])
+        rows.append(
+            [
+                case,
+                *(f"{med[label]:.1f} ({best[label]:.1f})" for label in labels),
+                *(f"{ratio(med[a], med[b])} ({ratio(best[a], best[b])})" for a, b in pairs),
+            ]
+        )
     return header, rows
 
 
 def allocator_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     tuned, system = results["tuned"], results["system"]
-    header = ["case", "variant", "img/s system", "img/s tuned", "tuned/system (best)", "faults/step system",
-              "faults/step tuned"]
+    header = [
+        "case",
+        "variant",
+        "img/s system",
+        "img/s tuned",
+        "tuned/system (best)",
+        "faults/step system",
+        "faults/step tuned",
+    ]
     rows = []
     for case, figures in tuned["cases"].items():
         for label, fig in figures.items():
             base = system["cases"][case][label]
-            rows.append([case, label, f"{base['images_per_s']:.1f}", f"{fig['images_per_s']:.1f}",
-                         f"{ratio(fig['images_per_s'], base['images_per_s'])} "
-                         f"({ratio(fig['best_images_per_s'], base['best_images_per_s'])})",
-                         f"{base['minor_faults_per_step']:,}", f"{fig['minor_faults_per_step']:,}"])
+            rows.append(
+                [
+                    case,
+                    label,
+                    f"{base['images_per_s']:.1f}",
+                    f"{fig['images_per_s']:.1f}",
+                    f"{ratio(fig['images_per_s'], base['images_per_s'])} "
+                    f"({ratio(fig['best_images_per_s'], base['best_images_per_s'])})",
+                    f"{base['minor_faults_per_step']:,}",
+                    f"{fig['minor_faults_per_step']:,}",
+                ]
+            )
     return header, rows
 
 
@@ -278,10 +329,17 @@ def goal_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
             if "ours CL" not in figures or "tv" not in base["cases"][case]:
                 continue
             a, b = figures["ours CL"], base["cases"][case]["tv"]
-            rows.append([case, f"{a['images_per_s']:.1f}", f"{b['images_per_s']:.1f}", name,
-                         f"{ratio(a['images_per_s'], b['images_per_s'])} "
-                         f"({ratio(a['best_images_per_s'], b['best_images_per_s'])})",
-                         "met" if a["images_per_s"] / b["images_per_s"] >= GOAL else "NOT met"])
+            rows.append(
+                [
+                    case,
+                    f"{a['images_per_s']:.1f}",
+                    f"{b['images_per_s']:.1f}",
+                    name,
+                    f"{ratio(a['images_per_s'], b['images_per_s'])} "
+                    f"({ratio(a['best_images_per_s'], b['best_images_per_s'])})",
+                    "met" if a["images_per_s"] / b["images_per_s"] >= GOAL else "NOT met",
+                ]
+            )
     return header, rows
 
 
@@ -294,10 +352,17 @@ def timm_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
             if CASES[case][0] != "train" or not {"ours CL", "timm CL"} <= set(figures):
                 continue
             a, b = figures["ours CL"], figures["timm CL"]
-            rows.append([name, case, f"{a['images_per_s']:.1f}", f"{b['images_per_s']:.1f}",
-                         f"{ratio(a['images_per_s'], b['images_per_s'])} "
-                         f"({ratio(a['best_images_per_s'], b['best_images_per_s'])})",
-                         "met" if a["images_per_s"] / b["images_per_s"] >= GOAL else "NOT met"])
+            rows.append(
+                [
+                    name,
+                    case,
+                    f"{a['images_per_s']:.1f}",
+                    f"{b['images_per_s']:.1f}",
+                    f"{ratio(a['images_per_s'], b['images_per_s'])} "
+                    f"({ratio(a['best_images_per_s'], b['best_images_per_s'])})",
+                    "met" if a["images_per_s"] / b["images_per_s"] >= GOAL else "NOT met",
+                ]
+            )
     return header, rows
 
 
@@ -312,8 +377,9 @@ def utilisation_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str
                 continue
             for label in (x for x in ("ours CL", "tv", "timm CL") if x in figures):
                 achieved = 3 * result["forward_flops"][str(resolution)] * figures[label]["images_per_s"]
-                rows.append([name, case, label, f"{achieved / 1e9:.1f}", f"{ceiling / 1e9:.1f}",
-                             f"{achieved / ceiling:.0%}"])
+                rows.append(
+                    [name, case, label, f"{achieved / 1e9:.1f}", f"{ceiling / 1e9:.1f}", f"{achieved / ceiling:.0%}"]
+                )
     return header, rows
 
 
@@ -348,19 +414,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all CPUs)")
-    parser.add_argument("--cases", type=lambda s: s.split(","), default=list(CASES),
-                        help=f"comma-separated, from {','.join(CASES)}")
-    parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS),
-                        help=f"comma-separated, from {','.join(MODELS)}")
-    parser.add_argument("--layouts", type=lambda s: s.split(","), default=list(LAYOUTS),
-                        help=f"comma-separated, from {','.join(LAYOUTS)}")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="time steps by the wall clock or by the process's CPU time (for --threads 1 on a "
-                             "shared machine)")
-    parser.add_argument("--allocators", type=lambda s: s.split(","), default=["tuned", "system"],
-                        help="worker processes to run: tuned (effnet's default), system")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="worker processes per allocator, alternating (their steps are pooled)")
+    parser.add_argument(
+        "--cases", type=lambda s: s.split(","), default=list(CASES), help=f"comma-separated, from {','.join(CASES)}"
+    )
+    parser.add_argument(
+        "--models", type=lambda s: s.split(","), default=list(MODELS), help=f"comma-separated, from {','.join(MODELS)}"
+    )
+    parser.add_argument(
+        "--layouts",
+        type=lambda s: s.split(","),
+        default=list(LAYOUTS),
+        help=f"comma-separated, from {','.join(LAYOUTS)}",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time steps by the wall clock or by the process's CPU time (for --threads 1 on a shared machine)",
+    )
+    parser.add_argument(
+        "--allocators",
+        type=lambda s: s.split(","),
+        default=["tuned", "system"],
+        help="worker processes to run: tuned (effnet's default), system",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="worker processes per allocator, alternating (their steps are pooled)"
+    )
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd ours (minutes to compile)")
     parser.add_argument("--profile", action="store_true", help="top ops of one 224 px training step of ours")
     parser.add_argument("--profile-rows", type=int, default=12)
@@ -369,8 +449,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load", default=None, help="print the tables of a file written by --json, measuring nothing")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    unknown = (set(args.cases) - set(CASES) or set(args.allocators) - {"tuned", "system"}
-               or set(args.models) - set(MODELS) or set(args.layouts) - set(LAYOUTS))
+    unknown = (
+        set(args.cases) - set(CASES)
+        or set(args.allocators) - {"tuned", "system"}
+        or set(args.models) - set(MODELS)
+        or set(args.layouts) - set(LAYOUTS)
+    )
     if unknown:
         parser.error(f"unknown case or allocator: {', '.join(sorted(unknown))}")
     return args
@@ -380,8 +464,9 @@ def measure_all(args: argparse.Namespace) -> dict[str, dict]:
     rounds: dict[str, list[dict]] = {name: [] for name in args.allocators}
     for round_index in range(args.rounds):
         for name in args.allocators:
-            print(f"round {round_index + 1}/{args.rounds}: worker with the {name} allocator",
-                  file=sys.stderr, flush=True)
+            print(
+                f"round {round_index + 1}/{args.rounds}: worker with the {name} allocator", file=sys.stderr, flush=True
+            )
             profile = args.profile and round_index == 0 and name == args.allocators[0]
             rounds[name].append(run_worker(name, args, profile))
     return {name: merge_rounds(runs, args.batch) for name, runs in rounds.items()}
@@ -406,19 +491,27 @@ def main() -> None:
     tables = []
     for name, result in results.items():
         load = ", ".join(f"{x:.1f}" for x in result["load_average"])
-        tables.append((f"Images/s, batch {args.batch}, median of {steps} steps (best); allocator {name}: "
-                       f"{result['allocator']}; peak RSS {result['peak_rss_mib']:.0f} MiB; "
-                       f"load average {load}", speed_rows(result)))
+        tables.append(
+            (
+                f"Images/s, batch {args.batch}, median of {steps} steps (best); allocator {name}: "
+                f"{result['allocator']}; peak RSS {result['peak_rss_mib']:.0f} MiB; "
+                f"load average {load}",
+                speed_rows(result),
+            )
+        )
     tables.append(("Goal: ours as effnet runs it over torchvision's default configuration", goal_rows(results)))
     tables.append(("Training: ours over timm, both channels_last", timm_rows(results)))
     if {"tuned", "system"} <= set(results):
         tables.append(("Allocator: effnet's tuned glibc heap over the system default", allocator_rows(results)))
     tables.append(("Utilisation: 3 x forward MACs x images/s over a float32 2048^2 matmul", utilisation_rows(results)))
     if "profile" in first:
-        tables.append(("Top ops, one 224 px training step of ours (channels_last, tuned allocator)",
-                       profile_rows(first)))
-    print(f"torch {first['torch']}, torchvision {first['torchvision']}, {first['threads']} threads, "
-          f"{first.get('clock', 'wall')} clock, parameters {first['params']:,} (every model)")
+        tables.append(
+            ("Top ops, one 224 px training step of ours (channels_last, tuned allocator)", profile_rows(first))
+        )
+    print(
+        f"torch {first['torch']}, torchvision {first['torchvision']}, {first['threads']} threads, "
+        f"{first.get('clock', 'wall')} clock, parameters {first['params']:,} (every model)"
+    )
     print_tables([(title, (header, rows)) for title, (header, rows) in tables if rows], args.markdown)
 
 

@@ -60,11 +60,14 @@ def sweep(markdown: bool) -> None:
                 accuracy = proxy.score(spec)
                 seconds = time.perf_counter() - started
                 images = settings.epochs * proxy.steps_per_epoch() * batch
-                rows.append([label, str(batch), str(threads), f"{seconds:.1f}", f"{images / seconds:.0f}",
-                             f"{accuracy:.3f}"])
+                rows.append(
+                    [label, str(batch), str(threads), f"{seconds:.1f}", f"{images / seconds:.0f}", f"{accuracy:.3f}"]
+                )
                 print(f"{label} batch {batch} threads {threads}: {seconds:.1f} s, accuracy {accuracy:.3f}", flush=True)
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, allocator: {allocator}; "
-          f"digits {ProxyConfig.resolution} px, {ProxyConfig.epochs} epochs, lr {ProxyConfig.lr}")
+    print(
+        f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, allocator: {allocator}; "
+        f"digits {ProxyConfig.resolution} px, {ProxyConfig.epochs} epochs, lr {ProxyConfig.lr}"
+    )
     print_table(header, rows, markdown)
 
 
@@ -98,8 +101,9 @@ def main() -> None:
     settings = ProxyConfig(epochs=args.epochs, lr=args.lr)
     data = load_data("digits", settings.resolution)
     train = make_proxy(settings, data)
-    zero_cost = [(name, make_proxy(dataclasses.replace(settings, name=name), data))
-                 for name in ("zero-cost", "synflow")]
+    zero_cost = [
+        (name, make_proxy(dataclasses.replace(settings, name=name), data)) for name in ("zero-cost", "synflow")
+    ]
     rows = []
     for label, spec in candidates():
         params = analytic_cost(proxy_network(spec, data)).params
@@ -115,18 +119,41 @@ def main() -> None:
         rows.append((label, params, seconds, accuracies, scores))
         print(f"{label}: {seconds:.1f} s, accuracy per epoch {[round(a, 3) for a in accuracies]}", flush=True)
     baseline = rows[0][2]
-    header = ["candidate", "params", "train s", "× B0", "val acc per epoch", "naswot", "naswot s", "synflow",
-              "synflow s"]
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, allocator: {allocator}; digits {settings.resolution} px, "
-          f"{settings.epochs} epochs, batch {settings.batch_size}, AdamW one-cycle lr {settings.lr}, "
-          f"weight decay {settings.weight_decay}")
-    print_table(header, [
-        [label, f"{params:,}", f"{seconds:.1f}", f"{seconds / baseline:.2f}",
-         " / ".join(f"{a:.3f}" for a in accuracies),
-         f"{scores[0][0]:.1f}", f"{scores[0][1]:.2f}", f"{scores[1][0]:.1f}", f"{scores[1][1]:.2f}"]
-        for label, params, seconds, accuracies, scores in rows
-    ], args.markdown)
+    header = [
+        "candidate",
+        "params",
+        "train s",
+        "× B0",
+        "val acc per epoch",
+        "naswot",
+        "naswot s",
+        "synflow",
+        "synflow s",
+    ]
+    print(
+        f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, allocator: {allocator}; digits {settings.resolution} px, "
+        f"{settings.epochs} epochs, batch {settings.batch_size}, AdamW one-cycle lr {settings.lr}, "
+        f"weight decay {settings.weight_decay}"
+    )
+    print_table(
+        header,
+        [
+            [
+                label,
+                f"{params:,}",
+                f"{seconds:.1f}",
+                f"{seconds / baseline:.2f}",
+                " / ".join(f"{a:.3f}" for a in accuracies),
+                f"{scores[0][0]:.1f}",
+                f"{scores[0][1]:.2f}",
+                f"{scores[1][0]:.1f}",
+                f"{scores[1][1]:.2f}",
+            ]
+            for label, params, seconds, accuracies, scores in rows
+        ],
+        args.markdown,
+    )
 
 
 if __name__ == "__main__":

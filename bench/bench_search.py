@@ -46,9 +46,13 @@ TARGET = 400_000_000
 
 
 def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy: str, root: Path) -> dict:
-    config = SearchConfig(target_flops=TARGET, sampler=sampler, trials=trials,
-                          proxy=ProxyConfig(name=proxy, data=data, epochs=epochs),
-                          study=StudyConfig(run_dir=root / f"{sampler}-{seed}", name="search", seed=seed))
+    config = SearchConfig(
+        target_flops=TARGET,
+        sampler=sampler,
+        trials=trials,
+        proxy=ProxyConfig(name=proxy, data=data, epochs=epochs),
+        study=StudyConfig(run_dir=root / f"{sampler}-{seed}", name="search", seed=seed),
+    )
     started = time.perf_counter()
     study = run_study(SearchJob(config, check_search(config)[0]), config.study).study
     wall = time.perf_counter() - started
@@ -57,15 +61,25 @@ def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy:
     best = best_trial(study, config)
     summary = summarize(study)
     return {
-        "sampler": sampler, "seed": seed, "wall_s": wall,
+        "sampler": sampler,
+        "seed": seed,
+        "wall_s": wall,
         "best_reward": best.user_attrs[REWARD_ATTR] if best else float("nan"),
-        "trained": summary.trained, "outside": summary.outside_band, "pruned": summary.pruned,
-        "trained_per_min": summary.trained / wall * 60, "outside_share": 1 - training / wall,
+        "trained": summary.trained,
+        "outside": summary.outside_band,
+        "pruned": summary.pruned,
+        "trained_per_min": summary.trained / wall * 60,
+        "outside_share": 1 - training / wall,
     }
 
 
-def interleaved(seeds: int, arms: tuple[str, ...], run: Callable[[str, int, Path], dict],
-                line: Callable[[dict], str], console: Console) -> list[dict]:
+def interleaved(
+    seeds: int,
+    arms: tuple[str, ...],
+    run: Callable[[str, int, Path], dict],
+    line: Callable[[dict], str],
+    console: Console,
+) -> list[dict]:
     """Every arm once per seed, in a temporary directory, interleaved so that machine noise hits all alike."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,74 +92,150 @@ def interleaved(seeds: int, arms: tuple[str, ...], run: Callable[[str, int, Path
 
 def compare_samplers(args: argparse.Namespace, console: Console) -> None:
     rows = interleaved(
-        args.seeds, ("tpe", "random"),
+        args.seeds,
+        ("tpe", "random"),
         lambda sampler, seed, root: run_one(sampler, seed, args.trials, args.data, args.epochs, args.proxy, root),
-        lambda row: (f"best reward {row['best_reward']:.4f}, {row['trained']} trained / {row['outside']} outside "
-                     f"band in {row['wall_s']:.0f} s"), console)
-    table = Table(title=f"TPE vs random search: {args.trials} trained candidates per run, {args.data}, "
-                        f"{args.proxy} proxy ({args.epochs} epochs if train), 400M ± 10 %")
-    for column in ("sampler", "seed", "best reward", "trained", "pruned", "outside band", "trained/min",
-                   "time outside training"):
+        lambda row: (
+            f"best reward {row['best_reward']:.4f}, {row['trained']} trained / {row['outside']} outside "
+            f"band in {row['wall_s']:.0f} s"
+        ),
+        console,
+    )
+    table = Table(
+        title=f"TPE vs random search: {args.trials} trained candidates per run, {args.data}, "
+        f"{args.proxy} proxy ({args.epochs} epochs if train), 400M ± 10 %"
+    )
+    for column in (
+        "sampler",
+        "seed",
+        "best reward",
+        "trained",
+        "pruned",
+        "outside band",
+        "trained/min",
+        "time outside training",
+    ):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["sampler"], str(r["seed"]), f"{r['best_reward']:.4f}", str(r["trained"]), str(r["pruned"]),
-                      str(r["outside"]), f"{r['trained_per_min']:.1f}", f"{r['outside_share']:.1%}")
+        table.add_row(
+            r["sampler"],
+            str(r["seed"]),
+            f"{r['best_reward']:.4f}",
+            str(r["trained"]),
+            str(r["pruned"]),
+            str(r["outside"]),
+            f"{r['trained_per_min']:.1f}",
+            f"{r['outside_share']:.1%}",
+        )
     table.add_section()
     means = {}
     for sampler in ("tpe", "random"):
         mine = [r for r in rows if r["sampler"] == sampler]
         means[sampler] = statistics.mean(r["best_reward"] for r in mine)
-        table.add_row(f"{sampler} mean", "", f"{means[sampler]:.4f}", "", "", "",
-                      f"{statistics.mean(r['trained_per_min'] for r in mine):.1f}",
-                      f"{statistics.mean(r['outside_share'] for r in mine):.1%}")
+        table.add_row(
+            f"{sampler} mean",
+            "",
+            f"{means[sampler]:.4f}",
+            "",
+            "",
+            "",
+            f"{statistics.mean(r['trained_per_min'] for r in mine):.1f}",
+            f"{statistics.mean(r['outside_share'] for r in mine):.1%}",
+        )
     console.print(table)
     console.print(f"best-reward ratio TPE / random: {means['tpe'] / means['random']:.3f}")
 
 
 def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, root: Path) -> dict:
     """One search with `proxy` for `wall` seconds; its best in-band candidate scored by the reference training."""
-    config = SearchConfig(target_flops=TARGET, trials=10_000_000,
-                          proxy=ProxyConfig(name=proxy, data=args.data, epochs=args.epochs,
-                                            supernet_epochs=args.supernet_epochs),
-                          study=StudyConfig(run_dir=root / f"{proxy}-{seed}", name="search", seed=seed,
-                                            timeout_s=wall, threads=args.threads))
+    config = SearchConfig(
+        target_flops=TARGET,
+        trials=10_000_000,
+        proxy=ProxyConfig(name=proxy, data=args.data, epochs=args.epochs, supernet_epochs=args.supernet_epochs),
+        study=StudyConfig(
+            run_dir=root / f"{proxy}-{seed}", name="search", seed=seed, timeout_s=wall, threads=args.threads
+        ),
+    )
     started = time.perf_counter()
     result = search(config)
     wall_s = time.perf_counter() - started
-    row = {"proxy": proxy, "seed": seed, "wall_s": wall_s, "trained": result.summary.trained,
-           "proxy_reward": result.top[0].reward if result.top else float("nan"), "reference": float("nan"),
-           "reference_reward": float("nan"), "architecture": "", "supernet_s": (result.supernet or {}).get(
-               "trained_now_s", 0.0)}
+    row = {
+        "proxy": proxy,
+        "seed": seed,
+        "wall_s": wall_s,
+        "trained": result.summary.trained,
+        "proxy_reward": result.top[0].reward if result.top else float("nan"),
+        "reference": float("nan"),
+        "reference_reward": float("nan"),
+        "architecture": "",
+        "supernet_s": (result.supernet or {}).get("trained_now_s", 0.0),
+    }
     if result.best_spec is not None:
         reference = ProxyConfig(data=args.data, epochs=args.reference_epochs)
         runtime = ProxyRuntime(seed=seed, threads=args.threads)
         accuracy = make_proxy(reference, load_proxy_data(reference, runtime), runtime).score(result.best_spec)
-        row.update(reference=accuracy, reference_reward=mnasnet_reward(accuracy, result.best_flops, TARGET),
-                   architecture=result.best_spec.summary)
+        row.update(
+            reference=accuracy,
+            reference_reward=mnasnet_reward(accuracy, result.best_flops, TARGET),
+            architecture=result.best_spec.summary,
+        )
     return row
 
 
 def compare_proxies(args: argparse.Namespace, console: Console) -> None:
     wall = parse_duration(args.wall, "--wall")
     rows = interleaved(
-        args.seeds, ("train", "supernet"), lambda proxy, seed, root: search_for(proxy, seed, wall, args, root),
-        lambda row: (f"{row['trained']} candidates in {row['wall_s']:.0f} s, best {row['architecture']} reference "
-                     f"accuracy {row['reference']:.4f}"), console)
-    table = Table(title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs) at equal "
-                        f"wall time {args.wall}, {args.data}; best candidate trained {args.reference_epochs} epochs")
-    for column in ("proxy", "seed", "wall s", "supernet s", "candidates", "proxy reward", "reference acc",
-                   "reference reward", "best candidate"):
+        args.seeds,
+        ("train", "supernet"),
+        lambda proxy, seed, root: search_for(proxy, seed, wall, args, root),
+        lambda row: (
+            f"{row['trained']} candidates in {row['wall_s']:.0f} s, best {row['architecture']} reference "
+            f"accuracy {row['reference']:.4f}"
+        ),
+        console,
+    )
+    table = Table(
+        title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs) at equal "
+        f"wall time {args.wall}, {args.data}; best candidate trained {args.reference_epochs} epochs"
+    )
+    for column in (
+        "proxy",
+        "seed",
+        "wall s",
+        "supernet s",
+        "candidates",
+        "proxy reward",
+        "reference acc",
+        "reference reward",
+        "best candidate",
+    ):
         table.add_column(column, justify="left" if column == "best candidate" else "right")
     for r in rows:
-        table.add_row(r["proxy"], str(r["seed"]), f"{r['wall_s']:.0f}", f"{r['supernet_s']:.0f}", str(r["trained"]),
-                      f"{r['proxy_reward']:.4f}", f"{r['reference']:.4f}", f"{r['reference_reward']:.4f}",
-                      r["architecture"])
+        table.add_row(
+            r["proxy"],
+            str(r["seed"]),
+            f"{r['wall_s']:.0f}",
+            f"{r['supernet_s']:.0f}",
+            str(r["trained"]),
+            f"{r['proxy_reward']:.4f}",
+            f"{r['reference']:.4f}",
+            f"{r['reference_reward']:.4f}",
+            r["architecture"],
+        )
     table.add_section()
     for proxy in ("train", "supernet"):
         mine = [r for r in rows if r["proxy"] == proxy]
-        table.add_row(f"{proxy} mean", "", "", "", f"{statistics.mean(r['trained'] for r in mine):.0f}", "",
-                      f"{statistics.mean(r['reference'] for r in mine):.4f}",
-                      f"{statistics.mean(r['reference_reward'] for r in mine):.4f}", "")
+        table.add_row(
+            f"{proxy} mean",
+            "",
+            "",
+            "",
+            f"{statistics.mean(r['trained'] for r in mine):.0f}",
+            "",
+            f"{statistics.mean(r['reference'] for r in mine):.4f}",
+            f"{statistics.mean(r['reference_reward'] for r in mine):.4f}",
+            "",
+        )
     console.print(table)
 
 

@@ -56,13 +56,25 @@ def main() -> None:
     console = Console(width=160)
     rows = []
     for kernels, epochs in itertools.product(args.kernels, args.epochs):
-        config = ProxyConfig(name="supernet", data=check["data"], resolution=check["resolution"],
-                             supernet_epochs=epochs, supernet_kernels=kernels)
+        config = ProxyConfig(
+            name="supernet",
+            data=check["data"],
+            resolution=check["resolution"],
+            supernet_epochs=epochs,
+            supernet_kernels=kernels,
+        )
         runtime = ProxyRuntime(seed=check["seed"], threads=args.threads)
         data = load_proxy_data(config, runtime)
         setup = SupernetSetup(space, low, high, args.run_dir)
-        trained = train_supernet(setup, config, data, runtime, on_progress=lambda p: (
-            print(f"{p.done}/{p.total} {p.status}", flush=True) if p.done % max(1, p.total // 10) == 0 else None))
+        trained = train_supernet(
+            setup,
+            config,
+            data,
+            runtime,
+            on_progress=lambda p: (
+                print(f"{p.done}/{p.total} {p.status}", flush=True) if p.done % max(1, p.total // 10) == 0 else None
+            ),
+        )
         for batches in args.calibration_batches:
             proxy = SupernetProxy(data, config, runtime, setup, calibration_batches=batches)
             seconds, scores = [], []
@@ -73,22 +85,49 @@ def main() -> None:
             tau, rho = kendall(scores, reference), spearman(scores, reference)
             per = statistics.mean(seconds)
             amortised = per + trained.seconds / AMORTISED_OVER
-            rows.append([kernels, str(epochs), str(batches), f"{trained.seconds:.0f}", f"{per:.3f}", f"{amortised:.3f}",
-                         f"{train_seconds / amortised:.1f}x" if train_seconds else "", f"{tau.statistic:+.3f}",
-                         f"{tau.pvalue:.2g}", f"{rho.statistic:+.3f}", f"{rho.pvalue:.2g}"])
+            rows.append(
+                [
+                    kernels,
+                    str(epochs),
+                    str(batches),
+                    f"{trained.seconds:.0f}",
+                    f"{per:.3f}",
+                    f"{amortised:.3f}",
+                    f"{train_seconds / amortised:.1f}x" if train_seconds else "",
+                    f"{tau.statistic:+.3f}",
+                    f"{tau.pvalue:.2g}",
+                    f"{rho.statistic:+.3f}",
+                    f"{rho.pvalue:.2g}",
+                ]
+            )
             console.print(" ".join(rows[-1]))
-    table = Table(title=f"supernet variants against {len(specs)} candidates' {check['reference_epochs']}-epoch "
-                        f"reference ({check['data']}, {check['resolution']} px)")
-    for column in ("kernels", "epochs", "BN batches", "training s", "s / cand.", f"amortised ({AMORTISED_OVER:,})",
-                   "train proxy / amortised", "Kendall τ", "p", "Spearman ρ", "p"):
+    table = Table(
+        title=f"supernet variants against {len(specs)} candidates' {check['reference_epochs']}-epoch "
+        f"reference ({check['data']}, {check['resolution']} px)"
+    )
+    for column in (
+        "kernels",
+        "epochs",
+        "BN batches",
+        "training s",
+        "s / cand.",
+        f"amortised ({AMORTISED_OVER:,})",
+        "train proxy / amortised",
+        "Kendall τ",
+        "p",
+        "Spearman ρ",
+        "p",
+    ):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*row)
     console.print(table)
     if "train" in check["correlations"]:
         row = check["correlations"]["train"]
-        console.print(f"train proxy ({check['epochs']} epochs): τ {row['kendall_tau']:+.3f}, "
-                      f"ρ {row['spearman_rho']:+.3f}, {row['seconds_per_candidate']:.2f} s per candidate")
+        console.print(
+            f"train proxy ({check['epochs']} epochs): τ {row['kendall_tau']:+.3f}, "
+            f"ρ {row['spearman_rho']:+.3f}, {row['seconds_per_candidate']:.2f} s per candidate"
+        )
 
 
 if __name__ == "__main__":

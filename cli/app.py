@@ -90,8 +90,11 @@ def main() -> None:
         code = 130
     except Exception as err:
         log = write_crash_log()
-        print(f"effnet: unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]} "
-              f"(traceback in {log})", file=sys.stderr)
+        print(
+            f"effnet: unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]} "
+            f"(traceback in {log})",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
     if code:  # a command's own exit code (typer.Exit), returned rather than raised outside standalone mode
         raise SystemExit(interrupted_exit(code))

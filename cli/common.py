@@ -192,14 +192,27 @@ class ProgressBar:
             )
 
             self.progress = Progress(
-                TextColumn(f"[bold]{literal(label)}[/]" + " {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"),
-                TimeRemainingColumn(), console=progress_console, transient=False,
+                TextColumn(f"[bold]{literal(label)}[/]" + " {task.fields[stage]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=progress_console,
+                transient=False,
             )
             self.task = self.progress.add_task(label, total=None, stage="", status="")
 
-    def update(self, done: int | None = None, total: int | None = None, status: str | None = None,
-               stage: str | None = None, line: bool = False, preparing: bool = False) -> None:
+    def update(
+        self,
+        done: int | None = None,
+        total: int | None = None,
+        status: str | None = None,
+        stage: str | None = None,
+        line: bool = False,
+        preparing: bool = False,
+    ) -> None:
         """`line`: the units start or one has finished (a line in plain mode); `preparing`: the work before them."""
         if not self.enabled:
             return
@@ -209,14 +222,21 @@ class ProgressBar:
             if self.progress is not None:
                 self._header()
                 self.progress.start()
-        fields = {key: value for key, value in (("done", done), ("total", total), ("status", status),
-                                                ("stage", stage)) if value is not None}
+        fields = {
+            key: value
+            for key, value in (("done", done), ("total", total), ("status", status), ("stage", stage))
+            if value is not None
+        }
         self.state.update(fields)
         if self.progress is not None:
             names = {"done": "completed", "total": "total", "status": "status", "stage": "stage"}
             # status and stage are shown as written: a class folder or spec name is no markup
-            self.progress.update(self.task, **{names[key]: literal(value) if key in ("status", "stage") else value
-                                               for key, value in fields.items()})
+            self.progress.update(
+                self.task,
+                **{
+                    names[key]: literal(value) if key in ("status", "stage") else value for key, value in fields.items()
+                },
+            )
             return
         now = time.monotonic()
         if line or (preparing and now - (self.last_line or self.began) >= self.PLAIN_EVERY_S):
@@ -235,12 +255,19 @@ class ProgressBar:
         if self.last_line is None:
             self._header()
         self.printed, self.last_line = shown, now
-        count = "" if state["done"] is None else (
-            f" {state['done']}" + ("" if state["total"] is None else f"/{state['total']}"))
+        count = (
+            ""
+            if state["done"] is None
+            else (f" {state['done']}" + ("" if state["total"] is None else f"/{state['total']}"))
+        )
         words = " ".join(part for part in (f"{self.label}{count}", state["stage"], state["status"]) if part)
         elapsed = int(now - self.began)
-        progress_console.print(f"[{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}] {words}",
-                               soft_wrap=True, markup=False, highlight=False)
+        progress_console.print(
+            f"[{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}] {words}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
     def advance(self, steps: int = 1) -> None:
         """`steps` more done: the bar moves; a plain line waits for the end of the unit."""
@@ -272,8 +299,10 @@ def warn_skipped(data: dict) -> None:
     print_notes(data.get("notes", []))
     if data.get("skipped"):
         first = data["skipped_files"][0]
-        progress_console.print(f"[yellow]warning:[/] {data['skipped']} image file(s) did not decode and were left "
-                               f"out (first: {literal(first)}); run.yaml lists them")
+        progress_console.print(
+            f"[yellow]warning:[/] {data['skipped']} image file(s) did not decode and were left "
+            f"out (first: {literal(first)}); run.yaml lists them"
+        )
 
 
 def exit_for_signal(signum: int | None, what: str) -> None:

@@ -19,12 +19,23 @@ def stage_rows(spec: Any, report: Any) -> list[dict[str, Any]]:
     rows = []
     for i, (stage, cost) in enumerate(zip(spec.stages, report.stages, strict=True)):
         blocks = [b for b in plan.blocks if b.stage == i]
-        rows.append({
-            "stage": i + 1, "block": stage.block, "repeats": stage.repeats, "kernel": stage.kernel,
-            "stride": stage.stride, "expand": stage.expand, "se_ratio": stage.se_ratio, "skip": stage.skip,
-            "in_channels": blocks[0].in_channels, "out_channels": stage.out_channels,
-            "out_size": blocks[-1].out_size, "params": cost.params, "flops": cost.flops,
-        })
+        rows.append(
+            {
+                "stage": i + 1,
+                "block": stage.block,
+                "repeats": stage.repeats,
+                "kernel": stage.kernel,
+                "stride": stage.stride,
+                "expand": stage.expand,
+                "se_ratio": stage.se_ratio,
+                "skip": stage.skip,
+                "in_channels": blocks[0].in_channels,
+                "out_channels": stage.out_channels,
+                "out_size": blocks[-1].out_size,
+                "params": cost.params,
+                "flops": cost.flops,
+            }
+        )
     return rows
 
 
@@ -42,17 +53,26 @@ def describe_data(spec: Any, with_fvcore: bool) -> dict[str, Any]:
         "params": report.params,
         "flops": report.flops,
         "flops_by_operator": report.total.by_operator(),
-        "stem": {"in_channels": spec.in_channels, "out_channels": spec.stem.out_channels, "kernel": spec.stem.kernel,
-                 "stride": spec.stem.stride, "out_size": plan_network(spec).stem_size,
-                 "params": report.stem.params, "flops": report.stem.flops},
+        "stem": {
+            "in_channels": spec.in_channels,
+            "out_channels": spec.stem.out_channels,
+            "kernel": spec.stem.kernel,
+            "stride": spec.stem.stride,
+            "out_size": plan_network(spec).stem_size,
+            "params": report.stem.params,
+            "flops": report.stem.flops,
+        },
         "stages": stage_rows(spec, report),
         "head": {"out_channels": spec.head.out_channels, "params": report.head.params, "flops": report.head.flops},
         "provenance": dict(spec.provenance),
     }
     if with_fvcore:
         counted = fvcore_count(spec)
-        data["fvcore"] = {"flops": counted.total, "flops_by_operator": counted.by_operator,
-                          "matches_analytic": counted.by_operator == data["flops_by_operator"]}
+        data["fvcore"] = {
+            "flops": counted.total,
+            "flops_by_operator": counted.by_operator,
+            "matches_analytic": counted.by_operator == data["flops_by_operator"],
+        }
     return data
 
 
@@ -78,19 +98,43 @@ def print_description(data: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if left else "right", no_wrap=not left)
 
     def add(label: str, op: str, repeats: str, channels: str, size: str, row: dict[str, Any]) -> None:
-        table.add_row(label, op, repeats, channels, size, f"{row['params']:,}", format_size(row["flops"]),
-                      f"{100 * row['flops'] / total:.1f}%")
+        table.add_row(
+            label,
+            op,
+            repeats,
+            channels,
+            size,
+            f"{row['params']:,}",
+            format_size(row["flops"]),
+            f"{100 * row['flops'] / total:.1f}%",
+        )
 
     stem = data["stem"]
-    add("stem", f"conv k{stem['kernel']} s{stem['stride']}", "1", f"{stem['in_channels']}→{stem['out_channels']}",
-        f"{stem['out_size']}²", stem)
+    add(
+        "stem",
+        f"conv k{stem['kernel']} s{stem['stride']}",
+        "1",
+        f"{stem['in_channels']}→{stem['out_channels']}",
+        f"{stem['out_size']}²",
+        stem,
+    )
     for r in data["stages"]:
-        add(str(r["stage"]), block_label(r), str(r["repeats"]), f"{r['in_channels']}→{r['out_channels']}",
-            f"{r['out_size']}²", r)
-    add("head", "conv1x1 pool fc", "1",
+        add(
+            str(r["stage"]),
+            block_label(r),
+            str(r["repeats"]),
+            f"{r['in_channels']}→{r['out_channels']}",
+            f"{r['out_size']}²",
+            r,
+        )
+    add(
+        "head",
+        "conv1x1 pool fc",
+        "1",
         f"{data['stages'][-1]['out_channels']}→{data['head']['out_channels']}→{data['num_classes']}",
         f"{data['stages'][-1]['out_size']}²",
-        data["head"])
+        data["head"],
+    )
     table.add_section()
     table.add_row("total", "", "", "", "", f"{data['params']:,}", format_size(total), "100%")
     console.print(table)
@@ -119,8 +163,11 @@ def print_description(data: dict[str, Any]) -> None:
 def describe(
     spec_path: Path | None = typer.Argument(None, metavar="SPEC.yaml", help="A network spec file."),
     preset: str | None = typer.Option(
-        None, "--preset", help=f"Describe an official EfficientNet instead: {', '.join(PRESETS)}.",
-        autocompletion=lambda: list(PRESETS)),
+        None,
+        "--preset",
+        help=f"Describe an official EfficientNet instead: {', '.join(PRESETS)}.",
+        autocompletion=lambda: list(PRESETS),
+    ),
     fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore and show both counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:

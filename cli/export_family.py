@@ -14,8 +14,9 @@ from effnet.nas.resources import reference_b0_path
 PRESETS = ("official",)
 
 
-def resolve_coefficients(coefficients_path: Path | None, alpha: float | None, beta: float | None,
-                         gamma: float | None, official: bool) -> tuple[Any, str]:
+def resolve_coefficients(
+    coefficients_path: Path | None, alpha: float | None, beta: float | None, gamma: float | None, official: bool
+) -> tuple[Any, str]:
     """The coefficients and where they came from; the official preset alone may fall back to the paper's."""
     from effnet.nas.errors import InputError
     from effnet.scaling.compound import Coefficients
@@ -31,12 +32,16 @@ def resolve_coefficients(coefficients_path: Path | None, alpha: float | None, be
         return Coefficients(alpha, beta, gamma), "command line"
     if given:
         missing = [name for name in flags if name not in given]
-        raise InputError(f"{' and '.join(missing)} missing: give all of --alpha, --beta and --gamma, "
-                         "or --coefficients coefficients.yaml")
+        raise InputError(
+            f"{' and '.join(missing)} missing: give all of --alpha, --beta and --gamma, "
+            "or --coefficients coefficients.yaml"
+        )
     if official:
         return PAPER_COEFFICIENTS, "the paper's (none given)"
-    raise InputError("no scaling coefficients: give --coefficients coefficients.yaml (from effnet grid-scale) "
-                     "or all of --alpha, --beta and --gamma (the paper's: --alpha 1.2 --beta 1.1 --gamma 1.15)")
+    raise InputError(
+        "no scaling coefficients: give --coefficients coefficients.yaml (from effnet grid-scale) "
+        "or all of --alpha, --beta and --gamma (the paper's: --alpha 1.2 --beta 1.1 --gamma 1.15)"
+    )
 
 
 def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
@@ -55,15 +60,26 @@ def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
     for m in members:
         if matching:
             off = f"{m.deviation:+.1%}" if m.within_tolerance else f"[red]{m.deviation:+.1%}[/]"
-            ideal_cells = [f"{2.0 ** m.match.step:.4g}x", off]
+            ideal_cells = [f"{2.0**m.match.step:.4g}x", off]
         else:
             ideal_cells = [f"{m.doubling_ratio:.4g}x", f"{m.ideal_ratio:.2f}x"]
-        table.add_row(literal(m.name), f"{m.phi:.4g}", f"{m.depth:.2f}", f"{m.width:.2f}", str(m.resolution),
-                      format_size(m.params), format_size(m.flops), f"{m.flops_ratio:.2f}x", *ideal_cells,
-                      f"{m.dropout:g}")
-    table.caption = (f"formula = (αβ²γ²)^φ with α={coefficients.alpha:g} β={coefficients.beta:g} "
-                     f"γ={coefficients.gamma:g} (αβ²γ² = {coefficients.flops_factor:.4g}); "
-                     "FLOPs: fvcore convention, 1 multiply-add = 1")
+        table.add_row(
+            literal(m.name),
+            f"{m.phi:.4g}",
+            f"{m.depth:.2f}",
+            f"{m.width:.2f}",
+            str(m.resolution),
+            format_size(m.params),
+            format_size(m.flops),
+            f"{m.flops_ratio:.2f}x",
+            *ideal_cells,
+            f"{m.dropout:g}",
+        )
+    table.caption = (
+        f"formula = (αβ²γ²)^φ with α={coefficients.alpha:g} β={coefficients.beta:g} "
+        f"γ={coefficients.gamma:g} (αβ²γ² = {coefficients.flops_factor:.4g}); "
+        "FLOPs: fvcore convention, 1 multiply-add = 1"
+    )
     return table
 
 
@@ -72,47 +88,72 @@ def print_misses(members: list[Any]) -> None:
 
     for m in members:
         if m.match is not None and m.match.why:
-            console.print(f"[red]{literal(m.name)}[/]: no network within {MATCH_TOLERANCE:.0%} of "
-                          f"{2.0 ** m.match.step:.4g}x B0; nearest {m.deviation:+.1%}: {literal(m.match.why)}")
+            console.print(
+                f"[red]{literal(m.name)}[/]: no network within {MATCH_TOLERANCE:.0%} of "
+                f"{2.0**m.match.step:.4g}x B0; nearest {m.deviation:+.1%}: {literal(m.match.why)}"
+            )
 
 
 def fit_table(fits: list[Any], coefficients: Any) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"φ that best explains each official preset under α={coefficients.alpha:g} "
-                        f"β={coefficients.beta:g} γ={coefficients.gamma:g} (least squares on logs)",
-                  box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table = Table(
+        title=f"φ that best explains each official preset under α={coefficients.alpha:g} "
+        f"β={coefficients.beta:g} γ={coefficients.gamma:g} (least squares on logs)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
     for column in ("preset", "φ", "depth", "α^φ", "off", "width", "β^φ", "off", "res/224", "γ^φ", "off"):
         table.add_column(column, justify="left" if column == "preset" else "right", no_wrap=True)
     for f in fits:
         r = f.row()
-        table.add_row(f.name, f"{f.phi:.3f}", f"{f.depth:g}", f"{f.depth_model:.3f}", f"{r['depth_off']:+.1%}",
-                      f"{f.width:g}", f"{f.width_model:.3f}", f"{r['width_off']:+.1%}",
-                      f"{f.resolution_ratio:.3f}", f"{f.resolution_model:.3f}", f"{r['resolution_off']:+.1%}")
+        table.add_row(
+            f.name,
+            f"{f.phi:.3f}",
+            f"{f.depth:g}",
+            f"{f.depth_model:.3f}",
+            f"{r['depth_off']:+.1%}",
+            f"{f.width:g}",
+            f"{f.width_model:.3f}",
+            f"{r['width_off']:+.1%}",
+            f"{f.resolution_ratio:.3f}",
+            f"{f.resolution_model:.3f}",
+            f"{r['resolution_off']:+.1%}",
+        )
     return table
 
 
 @clean_input_errors()
 def export_family(
-    base_path: Path = typer.Option(reference_b0_path(), "--base",
-                                   help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
-                                   show_default=False),
+    base_path: Path = typer.Option(
+        reference_b0_path(),
+        "--base",
+        help="Base spec (B0) to grow (default: the reference EfficientNet-B0).",
+        show_default=False,
+    ),
     coefficients_path: Path | None = typer.Option(
-        None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."),
+        None, "--coefficients", help="coefficients.yaml with alpha, beta, gamma (grid-scale writes it)."
+    ),
     alpha: float | None = typer.Option(None, "--alpha", help="Depth coefficient (>= 1)."),
     beta: float | None = typer.Option(None, "--beta", help="Width coefficient (>= 1)."),
     gamma: float | None = typer.Option(None, "--gamma", help="Resolution coefficient (>= 1)."),
     phi: str | None = typer.Option(None, "--phi", help="Comma list of positive φ values (default: 1,2,3,4,5,6,7)."),
     match_flops: bool = typer.Option(
-        False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."),
+        False, "--match-flops", help="For each k in --phi, the φ whose measured FLOPs come closest to 2^k x B0."
+    ),
     preset: str | None = typer.Option(
-        None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."),
+        None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."
+    ),
     classes: str | None = options.CLASSES,
     data: str | None = typer.Option(
-        None, "--data", help="The data the family is for (an image folder, digits or synthetic): members whose "
-                             "resolution exceeds its median image short side are warned about (default: the data "
-                             "the base's search recorded)."),
+        None,
+        "--data",
+        help="The data the family is for (an image folder, digits or synthetic): members whose "
+        "resolution exceeds its median image short side are warned about (default: the data "
+        "the base's search recorded).",
+    ),
     run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
     force: bool = options.FORCE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
@@ -142,22 +183,42 @@ def export_family(
 
         image_size = data_facts(data).image_size
     mode = "official" if official else "match-flops" if match_flops else "compound"
-    arguments = {"base": str(base_path), "coefficients": str(coefficients_path) if coefficients_path else None,
-                 "alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi, "match_flops": match_flops,
-                 "preset": preset, "run_dir": str(run_dir), "coefficients_source": source, "data": data}
-    config = FamilyConfig(base, coefficients, phis=phis, mode=mode, run_dir=run_dir, settings=arguments,
-                          classes=options.whole_number(classes, "--classes"), image_size=image_size, force=force)
+    arguments = {
+        "base": str(base_path),
+        "coefficients": str(coefficients_path) if coefficients_path else None,
+        "alpha": alpha,
+        "beta": beta,
+        "gamma": gamma,
+        "phi": phi,
+        "match_flops": match_flops,
+        "preset": preset,
+        "run_dir": str(run_dir),
+        "coefficients_source": source,
+        "data": data,
+    }
+    config = FamilyConfig(
+        base,
+        coefficients,
+        phis=phis,
+        mode=mode,
+        run_dir=run_dir,
+        settings=arguments,
+        classes=options.whole_number(classes, "--classes"),
+        image_size=image_size,
+        force=force,
+    )
     with progress_console.status("sizing the family", spinner="dots") as status:
         result = run_export(config, on_progress=lambda progress: status.update(progress.status))
 
     summary: dict[str, Any] = {
-        "run_dir": str(run_dir), "mode": mode,
+        "run_dir": str(run_dir),
+        "mode": mode,
         "base": {"path": str(base_path), "name": base.name, "num_classes": result.base.num_classes},
         "median_image_size": result.image_size.record() if result.image_size else None,
         "coefficients": {**coefficients.as_dict(), "flops_factor": coefficients.flops_factor, "source": source},
         "warnings": result.warnings,
-        "members": result.rows(), "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]),
-                                            "run": str(result.files["run"])},
+        "members": result.rows(),
+        "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]), "run": str(result.files["run"])},
     }
     if match_flops:
         summary["tolerance"] = MATCH_TOLERANCE
@@ -174,5 +235,7 @@ def export_family(
     print_misses(result.members)
     if result.fits:
         console.print(fit_table(result.fits, coefficients))
-    console.print(f"coefficients from {literal(source)}; wrote {len(result.members)} specs, family.csv, family.png and "
-                  f"run.yaml to {literal(run_dir)}")
+    console.print(
+        f"coefficients from {literal(source)}; wrote {len(result.members)} specs, family.csv, family.png and "
+        f"run.yaml to {literal(run_dir)}"
+    )

@@ -13,24 +13,41 @@ from effnet.nas.choices import EXPORT_FORMATS, WEIGHTS
 
 @clean_input_errors({"format": "--format", "which": "--weights"})
 def export_model(
-    spec_path: Path = typer.Argument(..., metavar="SPEC.yaml",
-                                     help="The network spec (a family member, a trained spec)."),
+    spec_path: Path = typer.Argument(
+        ..., metavar="SPEC.yaml", help="The network spec (a family member, a trained spec)."
+    ),
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="Weights: an effnet training checkpoint (its resolution and classes; a training "
-                                   "run directory means its best.pt) or a state dict of effnet, timm or torchvision. "
-                                   "Default: the seeded initialisation."),
-    weights: str = typer.Option("best", "--weights", help="A training checkpoint's weights: best (those that scored "
-                                                          "best on validation, as the checkpoint records), ema or raw.",
-                                autocompletion=lambda: list(WEIGHTS)),
-    format: str = typer.Option("onnx", "--format", help=f"{' | '.join(EXPORT_FORMATS)}: ONNX and TorchScript with "
-                                                         "BatchNorm folded and a dynamic batch axis; timm and "
-                                                         "torchvision state dicts for their "
-                                                         "load_state_dict(strict=True).",
-                               autocompletion=lambda: list(EXPORT_FORMATS)),
-    out: Path = typer.Option(..., "--out", help="The file to write: a new file or one effnet may replace (not a link, "
-                                                "a directory, a device, a read-only file or an input)."),
-    seed: int = typer.Option(0, "--seed",
-                             help="Seed of the initialisation (without --checkpoint) and of the check's images."),
+        None,
+        "--checkpoint",
+        help="Weights: an effnet training checkpoint (its resolution and classes; a training "
+        "run directory means its best.pt) or a state dict of effnet, timm or torchvision. "
+        "Default: the seeded initialisation.",
+    ),
+    weights: str = typer.Option(
+        "best",
+        "--weights",
+        help="A training checkpoint's weights: best (those that scored "
+        "best on validation, as the checkpoint records), ema or raw.",
+        autocompletion=lambda: list(WEIGHTS),
+    ),
+    format: str = typer.Option(
+        "onnx",
+        "--format",
+        help=f"{' | '.join(EXPORT_FORMATS)}: ONNX and TorchScript with "
+        "BatchNorm folded and a dynamic batch axis; timm and "
+        "torchvision state dicts for their "
+        "load_state_dict(strict=True).",
+        autocompletion=lambda: list(EXPORT_FORMATS),
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="The file to write: a new file or one effnet may replace (not a link, "
+        "a directory, a device, a read-only file or an input).",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the initialisation (without --checkpoint) and of the check's images."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
     """Export a network for deployment, then run the exported file (onnxruntime, torch.jit, or read back) on batches
@@ -50,15 +67,21 @@ def export_model(
     if as_json:
         emit_json(data)
     else:
-        console.print(f"{literal(result.spec.name)} @ {result.spec.resolution} px, {result.spec.num_classes} classes, "
-                      f"weights: {literal(result.weights)} -> {format}"
-                      + (" (BatchNorm folded)" if data["batch_norm_folded"] else ""))
-        console.print(f"max_abs_diff {result.max_abs_diff:.3g} against the torch model at batch 1 and 3 "
-                      f"(largest logit {result.output_scale:.3g}; tolerance {result.tolerance:.3g} = "
-                      f"{RELATIVE_TOLERANCE:g} of it)")
+        console.print(
+            f"{literal(result.spec.name)} @ {result.spec.resolution} px, {result.spec.num_classes} classes, "
+            f"weights: {literal(result.weights)} -> {format}"
+            + (" (BatchNorm folded)" if data["batch_norm_folded"] else "")
+        )
+        console.print(
+            f"max_abs_diff {result.max_abs_diff:.3g} against the torch model at batch 1 and 3 "
+            f"(largest logit {result.output_scale:.3g}; tolerance {result.tolerance:.3g} = "
+            f"{RELATIVE_TOLERANCE:g} of it)"
+        )
     if not result.within_tolerance:
-        progress_console.print(f"[red]error:[/] the exported {format} disagrees with the torch model beyond the "
-                               f"tolerance; nothing written to {literal(out)}")
+        progress_console.print(
+            f"[red]error:[/] the exported {format} disagrees with the torch model beyond the "
+            f"tolerance; nothing written to {literal(out)}"
+        )
         raise typer.Exit(1)
     if not as_json:
         console.print(f"written: {literal(result.path)}")

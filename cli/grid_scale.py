@@ -43,20 +43,34 @@ def print_result(result: Any) -> None:
     data = result.as_dict()
     order = result.ranked
     phi, repeats = data["phi"], data["repeats"]
-    table = Table(title=f"distinct networks by mean score ({data['networks_scored']} of {data['networks_total']} "
-                        f"networks for {data['points_total']} points, {repeats} run{'s' * (repeats > 1)} each; "
-                        f"{data['grid']['rule']}, φ = {phi})", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
-                  pad_edge=False)
+    table = Table(
+        title=f"distinct networks by mean score ({data['networks_scored']} of {data['networks_total']} "
+        f"networks for {data['points_total']} points, {repeats} run{'s' * (repeats > 1)} each; "
+        f"{data['grid']['rule']}, φ = {phi})",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
     for column in ("rank", "α", "β", "γ", "pts", "αβ²γ²", "FLOPs÷B0", "params", "px", "score", "s"):
         table.add_column(column, justify="right", no_wrap=True)
     for rank, n in enumerate(order[:TABLE_ROWS], start=1):
         p = n.chosen
-        table.add_row(str(rank), *(coefficient_cell(n, name) for name in ("alpha", "beta", "gamma")),
-                      str(len(n.group.points)), f"{p.product:.4f}", f"{p.flops_ratio:.3f}x", format_size(p.params),
-                      str(p.proxy_resolution), score_cell(n), f"{n.seconds:.0f}" if n.seconds is not None else "")
-    table.caption = (f"α β γ: the twin group, the points building the same network (pts of them; one evaluation "
-                     f"scores them all); αβ²γ², FLOPs÷B0 (measured at φ = {phi} after rounding), params: the chosen "
-                     "twin's; px: proxy resolution; score: mean ± standard deviation over the runs; s: proxy seconds")
+        table.add_row(
+            str(rank),
+            *(coefficient_cell(n, name) for name in ("alpha", "beta", "gamma")),
+            str(len(n.group.points)),
+            f"{p.product:.4f}",
+            f"{p.flops_ratio:.3f}x",
+            format_size(p.params),
+            str(p.proxy_resolution),
+            score_cell(n),
+            f"{n.seconds:.0f}" if n.seconds is not None else "",
+        )
+    table.caption = (
+        f"α β γ: the twin group, the points building the same network (pts of them; one evaluation "
+        f"scores them all); αβ²γ², FLOPs÷B0 (measured at φ = {phi} after rounding), params: the chosen "
+        "twin's; px: proxy resolution; score: mean ± standard deviation over the runs; s: proxy seconds"
+    )
     if len(order) > TABLE_ROWS:
         table.caption += f"; {len(order) - TABLE_ROWS} more in grid.csv"
     console.print(table)
@@ -64,9 +78,11 @@ def print_result(result: Any) -> None:
         if n.state == "failed":
             p = n.evaluated
             console.print(f"[red]failed[/] α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}: {literal(n.error)}")
-    console.print(f"evaluated {data['evaluations_done']} of {data['evaluations_total']} (distinct networks × runs; "
-                  f"{data['points_total']} points, {len(data['twin_groups'])} twin groups); "
-                  f"stopped by {data['stop_reason']} after {data['elapsed_s']:.0f} s")
+    console.print(
+        f"evaluated {data['evaluations_done']} of {data['evaluations_total']} (distinct networks × runs; "
+        f"{data['points_total']} points, {len(data['twin_groups'])} twin groups); "
+        f"stopped by {data['stop_reason']} after {data['elapsed_s']:.0f} s"
+    )
     if data["threads"] is not None:
         console.print(f"CPU threads: {data['threads']['reason']}")
     if data["best"]:
@@ -83,75 +99,105 @@ def print_result(result: Any) -> None:
 def print_best(data: dict[str, Any]) -> None:
     """The chosen coefficients, what the grid could not tell apart, and the lead against the noise."""
     b = data["best"]
-    console.print(f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, measured "
-                  f"FLOPs {b['flops_ratio']:.3f}x the base at φ = {data['phi']}) score {b['score']:.4f}"
-                  + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "")
-                  + f" -> {literal(data['coefficients'])}")
+    console.print(
+        f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, measured "
+        f"FLOPs {b['flops_ratio']:.3f}x the base at φ = {data['phi']}) score {b['score']:.4f}"
+        + (f" ± {b['score_std']:.4f}" if b["score_std"] is not None else "")
+        + f" -> {literal(data['coefficients'])}"
+    )
     twins = b["twins"]
     if len(twins["points"]) > 1:
         axes = (("α", "alpha"), ("β", "beta"), ("γ", "gamma"))
-        spans = ", ".join(f"{symbol} {low:g}–{high:g}" for symbol, name in axes
-                          for low, high in [twins[name]] if low != high)
-        console.print(f"[yellow]twins:[/] {len(twins['points'])} points build this same network ({spans}); the grid "
-                      f"cannot tell them apart at φ = {data['phi']}, so the smallest α·β²·γ² among them was chosen "
-                      "(a grid at --phi 2 or 3 separates more of them)")
+        spans = ", ".join(
+            f"{symbol} {low:g}–{high:g}" for symbol, name in axes for low, high in [twins[name]] if low != high
+        )
+        console.print(
+            f"[yellow]twins:[/] {len(twins['points'])} points build this same network ({spans}); the grid "
+            f"cannot tell them apart at φ = {data['phi']}, so the smallest α·β²·γ² among them was chosen "
+            "(a grid at --phi 2 or 3 separates more of them)"
+        )
     if b["tied_with_runner_up"]:
         r = b["runner_up"]
-        console.print(f"[red]tied[/] with the runner-up (α={r['alpha']:g} β={r['beta']:g} γ={r['gamma']:g}, "
-                      f"{r['score']:.4f}): the tie rule chose, not the scores ({b['tie_rule']})")
+        console.print(
+            f"[red]tied[/] with the runner-up (α={r['alpha']:g} β={r['beta']:g} γ={r['gamma']:g}, "
+            f"{r['score']:.4f}): the tie rule chose, not the scores ({b['tie_rule']})"
+        )
     if data["chance"] is not None:
         ch = data["chance"]
         near = " [red]near chance[/]" if b["near_chance"] else ""
-        console.print(f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
-                      f"images; under {ch['threshold']:.4f} a score is not told apart from it){near}")
+        console.print(
+            f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
+            f"images; under {ch['threshold']:.4f} a score is not told apart from it){near}"
+        )
     if b["within_noise"] is None and b["runner_up"] is not None:
-        console.print("noise: one run per network, so the lead over the runner-up cannot be judged; "
-                      "--repeats 3 measures the proxy's noise")
+        console.print(
+            "noise: one run per network, so the lead over the runner-up cannot be judged; "
+            "--repeats 3 measures the proxy's noise"
+        )
     elif b["within_noise"] is not None:
         r = b["runner_up"]
         lead = f"{b['margin_sd']:.2f} standard deviations" if b["margin_sd"] is not None else "nothing"
         verdict = "[red]within noise[/]: the grid cannot tell them apart" if b["within_noise"] else "beyond noise"
-        console.print(f"the choice is {verdict}: it leads the runner-up (α={r['alpha']:g} β={r['beta']:g} "
-                      f"γ={r['gamma']:g}, {r['score']:.4f}) by {lead} of the proxy (noise {b['noise_sd']:.4f}, "
-                      f"{data['repeats']} runs each)")
+        console.print(
+            f"the choice is {verdict}: it leads the runner-up (α={r['alpha']:g} β={r['beta']:g} "
+            f"γ={r['gamma']:g}, {r['score']:.4f}) by {lead} of the proxy (noise {b['noise_sd']:.4f}, "
+            f"{data['repeats']} runs each)"
+        )
 
 
 @clean_input_errors()
 def grid_scale(
-    base_path: Path = typer.Option(reference_b0_path(), "--base",
-                                   help="Base spec B0 (e.g. runs/search/b0.yaml; default: the reference "
-                                        "EfficientNet-B0).",
-                                   show_default=False),
+    base_path: Path = typer.Option(
+        reference_b0_path(),
+        "--base",
+        help="Base spec B0 (e.g. runs/search/b0.yaml; default: the reference EfficientNet-B0).",
+        show_default=False,
+    ),
     alpha_range: str = typer.Option("1.0:1.4", "--alpha-range", help="Depth coefficient range LOW:HIGH or one value."),
     beta_range: str = typer.Option("1.0:1.3", "--beta-range", help="Width coefficient range LOW:HIGH or one value."),
     gamma_range: str = typer.Option("1.0:1.3", "--gamma-range", help="Resolution coefficient range LOW:HIGH."),
     step: float = typer.Option(0.05, "--step", help="Grid step on every axis (0.05 holds the paper's 1.15)."),
     tolerance: float = typer.Option(0.1, "--tolerance", help="Keep points with |α·β²·γ² − 2| <= tolerance."),
-    phi: int = typer.Option(1, "--phi", help="Build each point's φ = k network (same points: α^k·β^2k·γ^2k ≈ 2^k); "
-                                             "at 2 or 3 the coefficients' differences survive the rounding."),
-    repeats: int = typer.Option(1, "--repeats", help="Train each distinct network with this many seeds; the table "
-                                                     "shows mean ± standard deviation and whether the choice is "
-                                                     "within noise."),
-    flops_ratio: bool = typer.Option(False, "--flops-ratio",
-                                     help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
-                                          "over the base (its k-th root) instead of the formula α·β²·γ²."),
+    phi: int = typer.Option(
+        1,
+        "--phi",
+        help="Build each point's φ = k network (same points: α^k·β^2k·γ^2k ≈ 2^k); "
+        "at 2 or 3 the coefficients' differences survive the rounding.",
+    ),
+    repeats: int = typer.Option(
+        1,
+        "--repeats",
+        help="Train each distinct network with this many seeds; the table "
+        "shows mean ± standard deviation and whether the choice is "
+        "within noise.",
+    ),
+    flops_ratio: bool = typer.Option(
+        False,
+        "--flops-ratio",
+        help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
+        "over the base (its k-th root) instead of the formula α·β²·γ².",
+    ),
     classes: str | None = options.CLASSES,
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training), zero-cost or synflow."),
     data: str = options.DATA,
     proxy_epochs: int | None = options.PROXY_EPOCHS,
     epochs: int | None = options.OLD_EPOCHS,
-    proxy_resolution: int = typer.Option(32, "--proxy-resolution",
-                                         help="Proxy image size at γ = 1; a point trains at round(size·γ)."),
+    proxy_resolution: int = typer.Option(
+        32, "--proxy-resolution", help="Proxy image size at γ = 1; a point trains at round(size·γ)."
+    ),
     batch_size: int = options.BATCH_SIZE,
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
     proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
     loader_workers: int | None = options.LOADER_WORKERS,
     cache_dir: Path | None = options.CACHE_DIR,
-    max_points: int | None = typer.Option(None, "--max-points",
-                                             help="Start at most this many more evaluations (distinct networks × "
-                                                  "repeats) in this run (a rerun resumes; several workers may "
-                                                  "overshoot by one each)."),
+    max_points: int | None = typer.Option(
+        None,
+        "--max-points",
+        help="Start at most this many more evaluations (distinct networks × "
+        "repeats) in this run (a rerun resumes; several workers may "
+        "overshoot by one each).",
+    ),
     timeout: str = typer.Option("none", "--timeout", help="Stop starting points after: 480, 8m, 2h or none."),
     workers: int = options.WORKERS,
     storage: str | None = options.STORAGE,
@@ -178,12 +224,25 @@ def grid_scale(
     grid = GridDefinition.from_ranges(alpha_range, beta_range, gamma_range, step, tolerance, flops_ratio, phi)
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(
-        base=load_spec(base_path), grid=grid, max_points=max_points, repeats=repeats,
+        base=load_spec(base_path),
+        grid=grid,
+        max_points=max_points,
+        repeats=repeats,
         classes=options.whole_number(classes, "--classes"),
-        proxy=options.proxy_config(proxy, data, proxy_epochs, epochs, proxy_resolution, batch_size,
-                                   proxy_train_images, proxy_val_images, augment),
-        study=options.study_config(run_dir, study_name, storage, workers, seed, timeout, device, threads,
-                                   loader_workers, cache_dir, force),
+        proxy=options.proxy_config(
+            proxy,
+            data,
+            proxy_epochs,
+            epochs,
+            proxy_resolution,
+            batch_size,
+            proxy_train_images,
+            proxy_val_images,
+            augment,
+        ),
+        study=options.study_config(
+            run_dir, study_name, storage, workers, seed, timeout, device, threads, loader_workers, cache_dir, force
+        ),
     )
     set_run_dir(run_dir)
     header = f"grid ({grid.rule}) in study {study_name!r} at {config.study.storage_label}"

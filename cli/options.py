@@ -55,42 +55,70 @@ DATA = typer.Option("digits", "--data", help="digits (embedded, real), synthetic
 PROXY_EPOCHS = typer.Option(None, "--proxy-epochs", help="Epochs the train proxy trains each network (default: 3).")
 OLD_EPOCHS = typer.Option(None, "--epochs", hidden=True, help="Deprecated name of --proxy-epochs.")
 BATCH_SIZE = typer.Option(64, "--batch-size", help="Proxy training batch.")
-PROXY_TRAIN_IMAGES = typer.Option(None, "--proxy-train-images",
-                                  help="Images the proxy trains on, per class from what is not held out "
-                                       "(default: all).")
-PROXY_VAL_IMAGES = typer.Option(None, "--proxy-val-images",
-                                help="Training images held out to score candidates on (default: a fifth, at most "
-                                     "50,000).")
-AUGMENT = typer.Option("auto", "--augment",
-                       help="Proxy training augmentation: none, light (random resized crop, flip), paper "
-                            "(+ AutoAugment); auto: light for a folder, none for built-in data.")
-LOADER_WORKERS = typer.Option(None, "--loader-workers",
-                              help="DataLoader processes per worker (default: from the cores; none for built-in "
-                                   "data).")
-CACHE_DIR = typer.Option(None, "--cache-dir",
-                         help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet).")
-SUPERNET_EPOCHS = typer.Option(200, "--supernet-epochs",
-                               help="Epochs the supernet trains (--proxy supernet), one random in-band path a "
-                                    "step; a search counts them in --timeout.")
-SUPERNET_KERNELS = typer.Option("separate", "--supernet-kernels",
-                                help="Supernet kernel choices: separate weights per kernel size, or shared (a "
-                                     "smaller kernel is the centre of the largest; ranked worse on digits).")
-STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://…, sqlite:///…, journal:PATH); "
-                                               "default: a journal file in the run directory.")
+PROXY_TRAIN_IMAGES = typer.Option(
+    None, "--proxy-train-images", help="Images the proxy trains on, per class from what is not held out (default: all)."
+)
+PROXY_VAL_IMAGES = typer.Option(
+    None,
+    "--proxy-val-images",
+    help="Training images held out to score candidates on (default: a fifth, at most 50,000).",
+)
+AUGMENT = typer.Option(
+    "auto",
+    "--augment",
+    help="Proxy training augmentation: none, light (random resized crop, flip), paper "
+    "(+ AutoAugment); auto: light for a folder, none for built-in data.",
+)
+LOADER_WORKERS = typer.Option(
+    None, "--loader-workers", help="DataLoader processes per worker (default: from the cores; none for built-in data)."
+)
+CACHE_DIR = typer.Option(
+    None, "--cache-dir", help="Where the decoded proxy caches go (default: $EFFNET_CACHE or ~/.cache/effnet)."
+)
+SUPERNET_EPOCHS = typer.Option(
+    200,
+    "--supernet-epochs",
+    help="Epochs the supernet trains (--proxy supernet), one random in-band path a "
+    "step; a search counts them in --timeout.",
+)
+SUPERNET_KERNELS = typer.Option(
+    "separate",
+    "--supernet-kernels",
+    help="Supernet kernel choices: separate weights per kernel size, or shared (a "
+    "smaller kernel is the centre of the largest; ranked worse on digits).",
+)
+STORAGE = typer.Option(
+    None,
+    "--storage",
+    help="Optuna storage URL (postgresql://…, sqlite:///…, journal:PATH); "
+    "default: a journal file in the run directory.",
+)
 STUDY_RUN_DIR = typer.Option(None, "--run-dir", help="Run directory (default runs/<study>).")
-WORKERS = typer.Option(1, "--workers", "-w", help="Worker processes on the study (on CUDA, one per visible GPU "
-                                                  "in turn).")
-STUDY_DEVICE = typer.Option("auto", "--device",
-                            help=f"{' | '.join(DEVICES)} (bf16 autocast and channels_last on CUDA).")
-THREADS = typer.Option(None, "--threads", help="CPU threads per worker (default: the cores free of other work "
-                                                "at start ÷ workers; recorded in run.yaml).")
+WORKERS = typer.Option(
+    1, "--workers", "-w", help="Worker processes on the study (on CUDA, one per visible GPU in turn)."
+)
+STUDY_DEVICE = typer.Option(
+    "auto", "--device", help=f"{' | '.join(DEVICES)} (bf16 autocast and channels_last on CUDA)."
+)
+THREADS = typer.Option(
+    None,
+    "--threads",
+    help="CPU threads per worker (default: the cores free of other work at start ÷ workers; recorded in run.yaml).",
+)
 JSON = typer.Option(False, "--json", help="Print one JSON summary object instead of tables.")
-FORCE = typer.Option(False, "--force", help="Write into a run directory that holds files effnet did not write "
-                                            "(effnet never replaces or deletes them).")
+FORCE = typer.Option(
+    False,
+    "--force",
+    help="Write into a run directory that holds files effnet did not write (effnet never replaces or deletes them).",
+)
 
 
-CLASSES = typer.Option(None, "--classes", help="Classes of the networks' classifier (default: the data's; for "
-                                                "grid-scale and export-family: the base spec's).")
+CLASSES = typer.Option(
+    None,
+    "--classes",
+    help="Classes of the networks' classifier (default: the data's; for "
+    "grid-scale and export-family: the base spec's).",
+)
 
 
 def whole_number(text: str | None, flag: str) -> int | None:
@@ -111,23 +139,60 @@ def whole_number(text: str | None, flag: str) -> int | None:
     return int(value)
 
 
-def proxy_config(name: str, data: str, proxy_epochs: int | None, old_epochs: int | None, resolution: int,
-                 batch_size: int, train_images: int | None, val_images: int | None, augment: str,
-                 **supernet: Any) -> Any:
+def proxy_config(
+    name: str,
+    data: str,
+    proxy_epochs: int | None,
+    old_epochs: int | None,
+    resolution: int,
+    batch_size: int,
+    train_images: int | None,
+    val_images: int | None,
+    augment: str,
+    **supernet: Any,
+) -> Any:
     """The `ProxyConfig` of a command's options (`--epochs`, the old name of `--proxy-epochs`, noted)."""
     from effnet.nas.proxies.config import ProxyConfig
 
-    return ProxyConfig(name=name, data=data, epochs=renamed(proxy_epochs, old_epochs, "--proxy-epochs", "--epochs", 3),
-                       resolution=resolution, batch_size=batch_size, train_images=train_images,
-                       val_images=val_images, augment=augment, **supernet)
+    return ProxyConfig(
+        name=name,
+        data=data,
+        epochs=renamed(proxy_epochs, old_epochs, "--proxy-epochs", "--epochs", 3),
+        resolution=resolution,
+        batch_size=batch_size,
+        train_images=train_images,
+        val_images=val_images,
+        augment=augment,
+        **supernet,
+    )
 
 
-def study_config(run_dir: Path, name: str, storage: str | None, workers: int, seed: int, timeout: str,
-                 device: str, threads: int | None, loader_workers: int | None, cache_dir: Path | None,
-                 force: bool = False) -> Any:
+def study_config(
+    run_dir: Path,
+    name: str,
+    storage: str | None,
+    workers: int,
+    seed: int,
+    timeout: str,
+    device: str,
+    threads: int | None,
+    loader_workers: int | None,
+    cache_dir: Path | None,
+    force: bool = False,
+) -> Any:
     """The `StudyConfig` of a command's options."""
     from effnet.nas.study.study_config import StudyConfig
 
-    return StudyConfig(run_dir=run_dir, name=name, storage=storage, workers=workers, seed=seed,
-                       timeout_s=parse_duration(timeout), device=device, threads=threads,
-                       loader_workers=loader_workers, cache_dir=cache_dir, force=force)
+    return StudyConfig(
+        run_dir=run_dir,
+        name=name,
+        storage=storage,
+        workers=workers,
+        seed=seed,
+        timeout_s=parse_duration(timeout),
+        device=device,
+        threads=threads,
+        loader_workers=loader_workers,
+        cache_dir=cache_dir,
+        force=force,
+    )

@@ -17,8 +17,10 @@ SKIPPED_SHOWN = 5
 def print_result(data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{data['spec']} ({data['format']}, {data['weights']} weights) @ {data['resolution']} px, "
-                        f"{len(data['classes'])} classes")
+    table = Table(
+        title=f"{data['spec']} ({data['format']}, {data['weights']} weights) @ {data['resolution']} px, "
+        f"{len(data['classes'])} classes"
+    )
     table.add_column("image", overflow="fold")
     top = max(len(p["top"]) for p in data["predictions"])
     for rank in range(1, top + 1):
@@ -32,18 +34,29 @@ def print_result(data: dict[str, Any]) -> None:
 
 @clean_input_errors({"top_k": "--top-k", "weights": "--weights"})
 def predict(
-    model: Path = typer.Argument(..., metavar="CHECKPOINT_OR_MODEL",
-                                 help="An effnet training checkpoint or its run directory (best.pt), or an ONNX or "
-                                      "TorchScript file written by effnet export-model."),
-    images: list[str] = typer.Argument(..., metavar="IMAGES...",
-                                       help="Image files, folders (searched recursively for image files) or glob "
-                                            "patterns ('photos/**/*.jpg')."),
+    model: Path = typer.Argument(
+        ...,
+        metavar="CHECKPOINT_OR_MODEL",
+        help="An effnet training checkpoint or its run directory (best.pt), or an ONNX or "
+        "TorchScript file written by effnet export-model.",
+    ),
+    images: list[str] = typer.Argument(
+        ...,
+        metavar="IMAGES...",
+        help="Image files, folders (searched recursively for image files) or glob patterns ('photos/**/*.jpg').",
+    ),
     top_k: int = typer.Option(5, "--top-k", help="Classes shown per image, most probable first (at most all)."),
-    weights: str = typer.Option("best", "--weights", help="A checkpoint's weights: best (those that scored best on "
-                                                          "validation), ema or raw.",
-                                autocompletion=lambda: list(WEIGHTS)),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (ONNX: onnxruntime's CPU "
-                                                        "provider, or its CUDA one on cuda)."),
+    weights: str = typer.Option(
+        "best",
+        "--weights",
+        help="A checkpoint's weights: best (those that scored best on validation), ema or raw.",
+        autocompletion=lambda: list(WEIGHTS),
+    ),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="auto | cpu | cuda | cuda:N (ONNX: onnxruntime's CPU provider, or its CUDA one on cuda).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Classify images with a trained network, each prepared as its validation images were (the transform the
@@ -53,13 +66,22 @@ def predict(
     from effnet.nas.predict import predict as run
 
     with ProgressBar("predict", enabled=not as_json) as bar:
-        result = run(model, images, top_k=top_k, weights=weights, device=device,
-                     on_progress=lambda done, total: bar.update(done, total))
+        result = run(
+            model,
+            images,
+            top_k=top_k,
+            weights=weights,
+            device=device,
+            on_progress=lambda done, total: bar.update(done, total),
+        )
     data = result.as_dict()
     if result.skipped:
-        progress_console.print(f"[yellow]warning:[/] {len(result.skipped)} file(s) did not decode as images and were "
-                               f"left out: {'; '.join(result.skipped[:SKIPPED_SHOWN])}"
-                               + (" ..." if len(result.skipped) > SKIPPED_SHOWN else ""), soft_wrap=True)
+        progress_console.print(
+            f"[yellow]warning:[/] {len(result.skipped)} file(s) did not decode as images and were "
+            f"left out: {'; '.join(result.skipped[:SKIPPED_SHOWN])}"
+            + (" ..." if len(result.skipped) > SKIPPED_SHOWN else ""),
+            soft_wrap=True,
+        )
     if as_json:
         emit_json(data)
     else:

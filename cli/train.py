@@ -41,9 +41,12 @@ class TrainProgress:
                 progress_console.print(literal(progress.status), soft_wrap=True)
         elif progress.metrics is not None:
             record = progress.metrics
-            self.bar.update(stage=progress.status, line=True,
-                            status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
-                                   f"loss {record['train_loss']:.3f}")
+            self.bar.update(
+                stage=progress.status,
+                line=True,
+                status=f"top-1 {record['val_top1']:.3f} EMA {record['ema_val_top1']:.3f} "
+                f"loss {record['train_loss']:.3f}",
+            )
         else:
             self.bar.update(progress.done, progress.total, stage=progress.status, line=not self.started)
             self.started = True
@@ -52,19 +55,33 @@ class TrainProgress:
 def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{literal(data['spec'])} on {literal(data['data'])} @ {data['resolution']} px, "
-                        f"{data['num_classes']} classes")
+    table = Table(
+        title=f"{literal(data['spec'])} on {literal(data['data'])} @ {data['resolution']} px, "
+        f"{data['num_classes']} classes"
+    )
     for column in ("epoch", "train loss", "top-1", "EMA top-1", "lr", "seconds"):
         table.add_column(column, justify="right")
     for row in history[-TABLE_EPOCHS:]:
-        table.add_row(f"{row['epoch']:.0f}", f"{row['train_loss']:.4f}", f"{row['val_top1']:.4f}",
-                      f"{row['ema_val_top1']:.4f}", f"{row['lr']:.3g}", f"{row['seconds']:.1f}")
+        table.add_row(
+            f"{row['epoch']:.0f}",
+            f"{row['train_loss']:.4f}",
+            f"{row['val_top1']:.4f}",
+            f"{row['ema_val_top1']:.4f}",
+            f"{row['lr']:.3g}",
+            f"{row['seconds']:.1f}",
+        )
     console.print(table)
-    console.print(f"top-1 {data['top1']:.4f} (raw), {data['ema_top1']:.4f} (EMA) after {data['epochs']} epochs; "
-                  f"best {data['best_top1']:.4f} ({data['best_weights']} weights, epoch {data['best_epoch']}); "
-                  f"{data['seconds']:.0f} s")
-    console.print(literal(f"checkpoint: {data['checkpoint']} (last epoch, --resume)  best: {data['best_checkpoint']} "
-                  f"(export-model and predict take it from the run directory)  metrics: {data['metrics_csv']}"))
+    console.print(
+        f"top-1 {data['top1']:.4f} (raw), {data['ema_top1']:.4f} (EMA) after {data['epochs']} epochs; "
+        f"best {data['best_top1']:.4f} ({data['best_weights']} weights, epoch {data['best_epoch']}); "
+        f"{data['seconds']:.0f} s"
+    )
+    console.print(
+        literal(
+            f"checkpoint: {data['checkpoint']} (last epoch, --resume)  best: {data['best_checkpoint']} "
+            f"(export-model and predict take it from the run directory)  metrics: {data['metrics_csv']}"
+        )
+    )
 
 
 @clean_input_errors({"precise_bn_batches": "--precise-bn"})
@@ -73,50 +90,69 @@ def train(
     data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
     epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the paper: 350); a resumed run may raise it."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch, split over torchrun's processes."),
-    lr: float | None = typer.Option(None, "--lr",
-                                    help="Peak learning rate (default 0.256·batch/4096, the paper's rule)."),
-    resolution: int | None = typer.Option(None, "--resolution",
-                                          help="Image size (default the spec's own; e.g. 32 for digits)."),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Peak learning rate (default 0.256·batch/4096, the paper's rule)."
+    ),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Image size (default the spec's own; e.g. 32 for digits)."
+    ),
     warmup_epochs: float | None = typer.Option(
-        None, "--warmup-epochs",
-        help="Linear warm-up (default 5, or a tenth of a shorter run; on --resume the checkpoint's)."),
-    ema_decay: float = typer.Option(0.9999, "--ema-decay",
-                                    help="Decay of the weights' moving average (warmed up as (1+n)/(10+n))."),
+        None,
+        "--warmup-epochs",
+        help="Linear warm-up (default 5, or a tenth of a shorter run; on --resume the checkpoint's).",
+    ),
+    ema_decay: float = typer.Option(
+        0.9999, "--ema-decay", help="Decay of the weights' moving average (warmed up as (1+n)/(10+n))."
+    ),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="L2 on all weights but BatchNorm's."),
     precise_bn: int = typer.Option(
-        10, "--precise-bn",
+        10,
+        "--precise-bn",
         help="Recompute BatchNorm statistics over this many training batches before each evaluation (PreciseBN); "
-             "0 keeps the moving averages."),
+        "0 keeps the moving averages.",
+    ),
     augment: str = typer.Option(
-        "auto", "--augment",
+        "auto",
+        "--augment",
         help="none, light (random resized crop, flip), paper (+ AutoAugment's ImageNet policy); "
-             "auto: paper for a folder, none for built-in data."),
+        "auto: paper for a folder, none for built-in data.",
+    ),
     loader_workers: int | None = typer.Option(
-        None, "--loader-workers",
-        help="DataLoader processes per training process (default: from the cores; none for built-in data)."),
+        None,
+        "--loader-workers",
+        help="DataLoader processes per training process (default: from the cores; none for built-in data).",
+    ),
     decode: str = typer.Option(
-        "workers", "--decode",
+        "workers",
+        "--decode",
         help="workers: decode in the DataLoader processes; device: JPEGs in batches on the training device "
-             "(nvjpeg on CUDA)."),
-    device: str = typer.Option("auto", "--device",
-                               help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."),
+        "(nvjpeg on CUDA).",
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto | cpu | cuda | cuda:N (bf16 autocast on CUDA; channels_last on both)."
+    ),
     compiled: bool = typer.Option(
-        False, "--compile",
+        False,
+        "--compile",
         help="torch.compile the training step: for long CUDA runs; on CPU it measured slower, after a minute of "
-             "compiling."),
+        "compiling.",
+    ),
     seed: int = typer.Option(0, "--seed"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default runs/train-<spec name>)."),
     resume: bool = typer.Option(
-        False, "--resume",
-        help="Continue from the run directory's checkpoint.pt (the last epoch; best.pt beside it keeps the best "
-             "one)."),
+        False,
+        "--resume",
+        help="Continue from the run directory's checkpoint.pt (the last epoch; best.pt beside it keeps the best one).",
+    ),
     force: bool = options.FORCE,
     init: Path | None = typer.Option(
-        None, "--init",
+        None,
+        "--init",
         help="Start from these weights: an effnet checkpoint (its EMA weights) or a timm or torchvision "
-             "EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers "
-             "loaded and not."),
+        "EfficientNet state dict; a classifier for another class count is replaced. run.yaml lists the layers "
+        "loaded and not.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object instead of tables."),
 ) -> None:
     """Train a spec with the EfficientNet recipe (RMSProp, warm-up + exponential decay, EMA), checkpointing
@@ -131,12 +167,29 @@ def train(
     from effnet.nas.training.loop import CHECKPOINT_NAME
     from effnet.nas.training.trainer import train_network
 
-    config = TrainConfig(spec=load_spec(spec_path), data=data, resolution=resolution, epochs=epochs,
-                         batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, ema_decay=ema_decay,
-                         label_smoothing=label_smoothing, weight_decay=weight_decay, precise_bn=precise_bn,
-                         augment=augment, loader_workers=loader_workers, decode=decode, device=device,
-                         compiled=compiled, seed=seed,
-                         run_dir=run_dir, resume=resume, init=init, force=force)
+    config = TrainConfig(
+        spec=load_spec(spec_path),
+        data=data,
+        resolution=resolution,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_epochs=warmup_epochs,
+        ema_decay=ema_decay,
+        label_smoothing=label_smoothing,
+        weight_decay=weight_decay,
+        precise_bn=precise_bn,
+        augment=augment,
+        loader_workers=loader_workers,
+        decode=decode,
+        device=device,
+        compiled=compiled,
+        seed=seed,
+        run_dir=run_dir,
+        resume=resume,
+        init=init,
+        force=force,
+    )
     main = distributed_from_env().is_main
     if main:
         set_run_dir(config.directory)

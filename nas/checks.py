@@ -24,8 +24,15 @@ def whole(setting: str, value: Any, *, low: int | None = None, high: int | None 
     return value
 
 
-def number(setting: str, value: Any, *, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False) -> float:
+def number(
+    setting: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite number in the range given; an open end excludes its value."""
     if not _is_number(value):
         raise SettingError(setting, f"must be a number, got {value!r}")

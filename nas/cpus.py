@@ -41,8 +41,10 @@ def cpu_ids() -> set[int]:
 
 def cgroup_quota(root: Path = CGROUP) -> float | None:
     """The cgroup's CPU quota in cores (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`), None where unlimited."""
-    for quota_file, period_file in ((root / "cpu.max", None), (root / "cpu" / "cpu.cfs_quota_us",
-                                                                 root / "cpu" / "cpu.cfs_period_us")):
+    for quota_file, period_file in (
+        (root / "cpu.max", None),
+        (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"),
+    ):
         try:
             text = quota_file.read_text().split()
             if period_file is not None:
@@ -99,15 +101,17 @@ def choose_threads(state: CpuState, workers: int = 1) -> ThreadChoice:
         busy = min(float(state.affinity), state.load)
     free = max(0.0, min(float(cores), state.affinity - (busy or 0.0)))
     threads = max(1, math.floor(free + 0.5) // workers)
-    of = f"{cores} core{'s' if cores > 1 else ''}" + (f" (cgroup quota {state.quota:g} of {state.affinity} CPUs)"
-                             if cores < state.affinity else "")
+    of = f"{cores} core{'s' if cores > 1 else ''}" + (
+        f" (cgroup quota {state.quota:g} of {state.affinity} CPUs)" if cores < state.affinity else ""
+    )
     if busy is None:
         why = f"{of}, other work unknown"
     else:
         why = f"{free:.1f} of {of} free" + (f" (load {state.load:.1f})" if state.load is not None else "")
     each = f", {workers} workers" if workers > 1 else ""
-    return ThreadChoice(threads, f"{why}{each}: {threads} thread{'s' if threads > 1 else ''}"
-                                 f"{' each' if workers > 1 else ''}")
+    return ThreadChoice(
+        threads, f"{why}{each}: {threads} thread{'s' if threads > 1 else ''}{' each' if workers > 1 else ''}"
+    )
 
 
 def given_threads(threads: int) -> ThreadChoice:

@@ -87,17 +87,35 @@ class ExportResult:
         return self.max_abs_diff <= self.tolerance
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "out": str(self.path) if self.path else None, "written": self.path is not None,
-                "spec": self.spec.name, "resolution": self.spec.resolution, "num_classes": self.spec.num_classes,
-                "padding": self.spec.padding, "weights": self.weights, "batch_norm_folded": self.format in (
-                    "onnx", "torchscript"), "checked_batches": list(CHECK_BATCHES),
-                "max_abs_diff": self.max_abs_diff, "output_scale": self.output_scale, "tolerance": self.tolerance,
-                "relative_tolerance": RELATIVE_TOLERANCE, "within_tolerance": self.within_tolerance,
-                "seconds": round(self.seconds, 2), "metadata": self.metadata}
+        return {
+            "format": self.format,
+            "out": str(self.path) if self.path else None,
+            "written": self.path is not None,
+            "spec": self.spec.name,
+            "resolution": self.spec.resolution,
+            "num_classes": self.spec.num_classes,
+            "padding": self.spec.padding,
+            "weights": self.weights,
+            "batch_norm_folded": self.format in ("onnx", "torchscript"),
+            "checked_batches": list(CHECK_BATCHES),
+            "max_abs_diff": self.max_abs_diff,
+            "output_scale": self.output_scale,
+            "tolerance": self.tolerance,
+            "relative_tolerance": RELATIVE_TOLERANCE,
+            "within_tolerance": self.within_tolerance,
+            "seconds": round(self.seconds, 2),
+            "metadata": self.metadata,
+        }
 
 
-def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "onnx",
-                 weights: str | os.PathLike[str] | None = None, seed: int = 0, which: str = "best") -> ExportResult:
+def export_model(
+    spec: NetworkSpec,
+    out: str | os.PathLike[str],
+    format: str = "onnx",
+    weights: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    which: str = "best",
+) -> ExportResult:
     """Export `spec`'s network (with the weights of the file or run directory `weights`, else its seeded
     initialisation) to `out` as `format` (onnx, torchscript, timm, torchvision), after running the exported form
     against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
@@ -120,8 +138,10 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
         if source is not None:
             load_weights(model, source)
         generator = torch.Generator().manual_seed(seed)
-        images = [torch.randn(b, spec.in_channels, spec.resolution, spec.resolution, generator=generator)
-                  for b in CHECK_BATCHES]
+        images = [
+            torch.randn(b, spec.in_channels, spec.resolution, spec.resolution, generator=generator)
+            for b in CHECK_BATCHES
+        ]
     with torch.no_grad():
         expected = [model(x) for x in images]
         metadata = export_metadata(spec, source) if format in ("onnx", "torchscript") else {}
@@ -130,8 +150,16 @@ def export_model(spec: NetworkSpec, out: str | os.PathLike[str], format: str = "
     scale = max(float(y.abs().max()) for y in expected)
     within = diff <= RELATIVE_TOLERANCE * scale
     path = atomic_write(out, lambda fh: fh.write(data)) if within else None
-    return ExportResult(format, path, spec, source.description if source else f"initialisation (seed {seed})",
-                        diff, scale, time.perf_counter() - started, metadata)
+    return ExportResult(
+        format,
+        path,
+        spec,
+        source.description if source else f"initialisation (seed {seed})",
+        diff,
+        scale,
+        time.perf_counter() - started,
+        metadata,
+    )
 
 
 def require_onnx() -> None:
@@ -150,11 +178,14 @@ def as_trained(spec: NetworkSpec, source: WeightsFile | None) -> NetworkSpec:
     if source is None or trained is None:
         return spec
     spec = spec.replace(**{name: getattr(trained, name) for name in TRAINED_FIELDS})
-    mine, theirs = ({k: v for k, v in spec_to_dict(s).items() if k not in ("name", "provenance")}
-                    for s in (spec, trained))
+    mine, theirs = (
+        {k: v for k, v in spec_to_dict(s).items() if k not in ("name", "provenance")} for s in (spec, trained)
+    )
     if mine != theirs:
-        raise InputError(f"{source.path} was trained from another spec than {spec.name!r}: "
-                         f"{first_difference(mine, theirs)}; give the spec the checkpoint was trained from")
+        raise InputError(
+            f"{source.path} was trained from another spec than {spec.name!r}: "
+            f"{first_difference(mine, theirs)}; give the spec the checkpoint was trained from"
+        )
     return spec
 
 
@@ -185,9 +216,16 @@ def _onnx(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tupl
     batch = torch.export.Dim("batch", min=1)
     # some onnxscript versions print their graph rewrites; the library never prints (and --json owns stdout)
     with contextlib.redirect_stdout(io.StringIO()):
-        program = torch.onnx.export(folded, (example,), input_names=["images"], output_names=["logits"],
-                                    opset_version=ONNX_OPSET, dynamo=True, dynamic_shapes={"x": {0: batch}},
-                                    verbose=False)
+        program = torch.onnx.export(
+            folded,
+            (example,),
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
     assert program is not None, "torch.onnx.export(dynamo=True) returns the ONNX program"
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
@@ -230,5 +268,9 @@ def _state_dict(library: str) -> Exporter:
     return export
 
 
-EXPORTERS: dict[str, Exporter] = {"onnx": _onnx, "torchscript": _torchscript, "timm": _state_dict("timm"),
-             "torchvision": _state_dict("torchvision")}
+EXPORTERS: dict[str, Exporter] = {
+    "onnx": _onnx,
+    "torchscript": _torchscript,
+    "timm": _state_dict("timm"),
+    "torchvision": _state_dict("torchvision"),
+}

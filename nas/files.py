@@ -120,8 +120,9 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"directory {folder} is not writable ({err.strerror}); choose another run directory") from None
     free = shutil.disk_usage(folder).free
     if free < MIN_FREE_BYTES:
-        raise InputError(f"only {free // 2**20} MiB free under {folder}; free some space or choose another "
-                         "run directory")
+        raise InputError(
+            f"only {free // 2**20} MiB free under {folder}; free some space or choose another run directory"
+        )
     return folder
 
 

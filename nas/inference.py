@@ -47,13 +47,23 @@ class ModelInfo:
 
     def metadata(self) -> dict[str, str]:
         """The record as an exported file's metadata (`METADATA_KEYS`)."""
-        return {"effnet.classes": json.dumps(list(self.classes)),
-                "effnet.transform": json.dumps(self.transform.as_dict()), "effnet.resolution": str(self.resolution),
-                "effnet.spec": self.name, "effnet.weights": self.weights}
+        return {
+            "effnet.classes": json.dumps(list(self.classes)),
+            "effnet.transform": json.dumps(self.transform.as_dict()),
+            "effnet.resolution": str(self.resolution),
+            "effnet.spec": self.name,
+            "effnet.weights": self.weights,
+        }
 
     def as_dict(self) -> dict[str, Any]:
-        return {"spec": self.name, "classes": list(self.classes), "resolution": self.resolution,
-                "transform": self.transform.as_dict(), "weights": self.weights, "source": str(self.source)}
+        return {
+            "spec": self.name,
+            "classes": list(self.classes),
+            "resolution": self.resolution,
+            "transform": self.transform.as_dict(),
+            "weights": self.weights,
+            "source": str(self.source),
+        }
 
 
 def model_info(weights: WeightsFile) -> ModelInfo:
@@ -61,8 +71,10 @@ def model_info(weights: WeightsFile) -> ModelInfo:
     spec = weights.trained_spec
     if spec is None or weights.classes is None or weights.view is None:
         what = "a state dict" if spec is None else "a checkpoint from an effnet that recorded no class names"
-        raise InputError(f"{weights.path}: {what}, without class names or input transform; give an effnet training "
-                         "checkpoint (or its run directory) written by this effnet")
+        raise InputError(
+            f"{weights.path}: {what}, without class names or input transform; give an effnet training "
+            "checkpoint (or its run directory) written by this effnet"
+        )
     return ModelInfo(spec.name, weights.classes, spec.resolution, weights.view, weights.which, weights.path)
 
 
@@ -91,24 +103,37 @@ def export_metadata(spec: NetworkSpec, source: WeightsFile | None) -> dict[str, 
     if source is not None and source.classes is not None and source.view is not None:
         return model_info(source).metadata()
     weights = "initialisation" if source is None else f"{source.library} {source.kind}"
-    return {"effnet.transform": json.dumps(eval_view(spec.resolution, "files").as_dict()),
-            "effnet.resolution": str(spec.resolution), "effnet.spec": spec.name, "effnet.weights": weights}
+    return {
+        "effnet.transform": json.dumps(eval_view(spec.resolution, "files").as_dict()),
+        "effnet.resolution": str(spec.resolution),
+        "effnet.spec": spec.name,
+        "effnet.weights": weights,
+    }
 
 
 def info_from_metadata(metadata: Mapping[str, str], source: Path) -> ModelInfo:
     """The record an exported file carries; a file without it is an `InputError` naming what to give instead."""
     missing = [key for key in ("effnet.classes", "effnet.transform", "effnet.resolution") if not metadata.get(key)]
     if missing:
-        raise InputError(f"{source}: no effnet metadata ({', '.join(missing)} missing); give a file exported by "
-                         "`effnet export-model --checkpoint` from a training checkpoint, or the checkpoint itself")
+        raise InputError(
+            f"{source}: no effnet metadata ({', '.join(missing)} missing); give a file exported by "
+            "`effnet export-model --checkpoint` from a training checkpoint, or the checkpoint itself"
+        )
     try:
         classes = json.loads(metadata["effnet.classes"])
         view = json.loads(metadata["effnet.transform"])
         resolution = int(metadata["effnet.resolution"])
     except ValueError:
-        raise InputError(f"{source}: unreadable effnet metadata; export the model again with effnet export-model") \
-            from None
+        raise InputError(
+            f"{source}: unreadable effnet metadata; export the model again with effnet export-model"
+        ) from None
     if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
         raise InputError(f"{source}: effnet.classes is not a list of class names; export the model again")
-    return ModelInfo(metadata.get("effnet.spec", ""), tuple(classes), resolution,
-                     EvalView.from_dict(view, str(source)), metadata.get("effnet.weights", ""), source)
+    return ModelInfo(
+        metadata.get("effnet.spec", ""),
+        tuple(classes),
+        resolution,
+        EvalView.from_dict(view, str(source)),
+        metadata.get("effnet.weights", ""),
+        source,
+    )

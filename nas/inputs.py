@@ -36,8 +36,12 @@ PyYAML's version)."""
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class _Refused(Exception):
@@ -55,7 +59,8 @@ class _InputLoader(_BaseLoader):
                 continue  # unhashable keys are refused by SafeLoader itself
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (each key may appear once)", key_node.start_mark)
+                    None, None, f"duplicate key {key!r} (each key may appear once)", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -96,8 +101,10 @@ def _check_expansion(root: yaml.Node) -> None:
             children = _children(node)
             sizes[key] = 1 + sum(sizes[id(child)] for child in children)
             if sizes[key] > MAX_YAML_NODES:
-                raise _Refused(f"its aliases expand it to more than {MAX_YAML_NODES:,} values (the limit); "
-                               "write the data out without nested anchors")
+                raise _Refused(
+                    f"its aliases expand it to more than {MAX_YAML_NODES:,} values (the limit); "
+                    "write the data out without nested anchors"
+                )
             collection = isinstance(node, (yaml.SequenceNode, yaml.MappingNode))
             heights[key] = 1 + max((heights[id(child)] for child in children), default=0) if collection else 0
             if heights[key] > MAX_YAML_DEPTH:
@@ -106,8 +113,9 @@ def _check_expansion(root: yaml.Node) -> None:
         if key in sizes:
             continue
         if key in entered:
-            raise _Refused("an alias refers to a node that contains it (a recursive structure); "
-                           "write the data out plainly")
+            raise _Refused(
+                "an alias refers to a node that contains it (a recursive structure); write the data out plainly"
+            )
         entered.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
@@ -152,8 +160,10 @@ def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
         except OSError as err:
             raise InputError(f"{p}: cannot read the {what}: {err.strerror}") from None
     if len(data) > MAX_INPUT_BYTES:
-        raise InputError(f"{p}: the {what} is larger than {MAX_INPUT_BYTES // 2**20} MiB, the limit for a YAML "
-                         "input; give the file effnet wrote, or trim it")
+        raise InputError(
+            f"{p}: the {what} is larger than {MAX_INPUT_BYTES // 2**20} MiB, the limit for a YAML "
+            "input; give the file effnet wrote, or trim it"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

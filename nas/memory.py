@@ -44,6 +44,9 @@ def check_loader_workers(loader_workers: int | None, processes: int = 1, process
     if need > available:
         fit = max(0, (available // processes - process_memory) // LOADER_WORKER_MEMORY)
         each = "" if processes == 1 else f" for each of {processes} workers"
-        raise SettingError("loader_workers", f"{loader_workers}{each} need about {gib(need)} (about "
-                                             f"{LOADER_WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is "
-                                             f"free; use at most {fit}")
+        raise SettingError(
+            "loader_workers",
+            f"{loader_workers}{each} need about {gib(need)} (about "
+            f"{LOADER_WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is "
+            f"free; use at most {fit}",
+        )

@@ -29,8 +29,13 @@ from effnet.nas.targets import LOCK_NAME, MANIFEST_NAME, Claim, claims, read_man
 
 RUN_RECORD_NAME = "run.yaml"
 OWN_NAMES = frozenset({MANIFEST_NAME, LOCK_NAME})
-SUGGESTED_RUN_DIRS = {"search": "runs/search", "grid-scale": "runs/grid", "export-family": "runs/family",
-                      "proxy-check": "runs/proxy-check", "train": "runs/train-NAME"}
+SUGGESTED_RUN_DIRS = {
+    "search": "runs/search",
+    "grid-scale": "runs/grid",
+    "export-family": "runs/family",
+    "proxy-check": "runs/proxy-check",
+    "train": "runs/train-NAME",
+}
 """A fresh run directory to suggest to a command refused another command's directory (its default)."""
 
 
@@ -85,11 +90,13 @@ def release_run_dir(key: Path) -> None:
 
 def _refuse_special(folder: Path, key: Path) -> None:
     if key == Path(key.anchor):
-        raise InputError(f"run directory {folder} is the root directory; give the run its own directory, "
-                         "e.g. --run-dir runs/NAME")
+        raise InputError(
+            f"run directory {folder} is the root directory; give the run its own directory, e.g. --run-dir runs/NAME"
+        )
     if key == resolved(Path.home()):
-        raise InputError(f"run directory {folder} is the home directory; give the run its own directory, "
-                         "e.g. --run-dir runs/NAME")
+        raise InputError(
+            f"run directory {folder} is the home directory; give the run its own directory, e.g. --run-dir runs/NAME"
+        )
 
 
 def _lock(folder: Path) -> tuple[int, bool]:
@@ -103,15 +110,18 @@ def _lock(folder: Path) -> tuple[int, bool]:
         except FileExistsError:
             fd, created = os.open(lock, flags), False
     except OSError as err:
-        raise InputError(f"cannot open the run directory's lock {lock}: {err.strerror}; "
-                         "choose another run directory") from None
+        raise InputError(
+            f"cannot open the run directory's lock {lock}: {err.strerror}; choose another run directory"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
-        raise InputError(f"run directory {folder} is in use by another effnet command (PID {holder}); wait for it "
-                         "to end or choose another run directory") from None
+        raise InputError(
+            f"run directory {folder} is in use by another effnet command (PID {holder}); wait for it "
+            "to end or choose another run directory"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     return fd, created
@@ -134,9 +144,11 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> 
         if recorded is None:
             if not force:
                 shown = ", ".join(present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
-                raise InputError(f"run directory {folder} holds files effnet did not write ({shown}); choose a new "
-                                 "or empty run directory, or pass --force to write beside them (effnet never "
-                                 "replaces or deletes them)")
+                raise InputError(
+                    f"run directory {folder} holds files effnet did not write ({shown}); choose a new "
+                    "or empty run directory, or pass --force to write beside them (effnet never "
+                    "replaces or deletes them)"
+                )
             foreign = frozenset(present)
     _write_manifest(folder / MANIFEST_NAME, yaml_text({"command": command, "foreign": sorted(foreign)}))
     return foreign
@@ -147,8 +159,10 @@ def _write_manifest(path: Path, text: str) -> None:
 
 
 def _taken_by(folder: Path, owner: str, command: str) -> InputError:
-    return InputError(f"run directory {folder} holds the files of effnet {owner}; give {command} a directory of its "
-                      f"own, e.g. --run-dir {SUGGESTED_RUN_DIRS.get(command, 'runs/NAME')}")
+    return InputError(
+        f"run directory {folder} holds the files of effnet {owner}; give {command} a directory of its "
+        f"own, e.g. --run-dir {SUGGESTED_RUN_DIRS.get(command, 'runs/NAME')}"
+    )
 
 
 def _recorded_command(path: Path) -> str | None:

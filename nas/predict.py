@@ -58,8 +58,13 @@ class PredictResult:
     """Files that did not decode as images, each with the reason."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": str(self.model), "format": self.format, **self.info.as_dict(),
-                "predictions": [p.as_dict() for p in self.predictions], "skipped": list(self.skipped)}
+        return {
+            "model": str(self.model),
+            "format": self.format,
+            **self.info.as_dict(),
+            "predictions": [p.as_dict() for p in self.predictions],
+            "skipped": list(self.skipped),
+        }
 
 
 class Predictor:
@@ -73,8 +78,10 @@ class Predictor:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.run(images)
         if logits.ndim != 2 or logits.shape[1] != len(self.info.classes):
-            raise InputError(f"{self.info.source}: the network gives {tuple(logits.shape)} outputs for "
-                             f"{len(self.info.classes)} recorded classes; export the model again")
+            raise InputError(
+                f"{self.info.source}: the network gives {tuple(logits.shape)} outputs for "
+                f"{len(self.info.classes)} recorded classes; export the model again"
+            )
         return logits
 
 
@@ -84,13 +91,18 @@ def open_predictor(path: str | os.PathLike[str], weights: str = "best", device: 
     checks.choice("weights", weights, WEIGHTS)
     source = Path(path)
     if not source.exists():
-        raise InputError(f"{source}: no such checkpoint or model file; give an effnet checkpoint, its run directory, "
-                         "or an ONNX or TorchScript file from effnet export-model")
+        raise InputError(
+            f"{source}: no such checkpoint or model file; give an effnet checkpoint, its run directory, "
+            "or an ONNX or TorchScript file from effnet export-model"
+        )
     torch_device = resolve_device(device)
     exported = source.suffix.lower() == ".onnx" or (source.is_file() and _is_torchscript(source))
     if exported and weights != "best":
-        raise SettingError("weights", f"{weights} picks a training checkpoint's weights; {source} is an exported file "
-                                      "with one set of weights: leave the choice out")
+        raise SettingError(
+            "weights",
+            f"{weights} picks a training checkpoint's weights; {source} is an exported file "
+            "with one set of weights: leave the choice out",
+        )
     if source.suffix.lower() == ".onnx":
         return _onnx(source, torch_device)
     if exported:
@@ -121,15 +133,17 @@ def _onnx(path: Path, device: torch.device) -> Predictor:
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            raise SettingError("device", f"{device}: this onnxruntime has no CUDA provider; use cpu for the ONNX file, "
-                                         "or install onnxruntime-gpu")
+            raise SettingError(
+                "device",
+                f"{device}: this onnxruntime has no CUDA provider; use cpu for the ONNX file, "
+                "or install onnxruntime-gpu",
+            )
         providers.insert(0, "CUDAExecutionProvider")
     try:
         session = onnxruntime.InferenceSession(str(path), providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for files it cannot load
         reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise InputError(f"{path}: not a readable ONNX file ({reason}); give a file from effnet export-model") \
-            from None
+        raise InputError(f"{path}: not a readable ONNX file ({reason}); give a file from effnet export-model") from None
     info = info_from_metadata(session.get_modelmeta().custom_metadata_map, path)
     name = session.get_inputs()[0].name
     return Predictor(info, "onnx", lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]))
@@ -145,8 +159,9 @@ def _torchscript(path: Path, device: torch.device) -> Predictor:
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as err:  # torch.jit raises RuntimeError and others for archives it cannot load
         reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise InputError(f"{path}: not a readable TorchScript file ({reason}); give a file from effnet export-model") \
-            from None
+        raise InputError(
+            f"{path}: not a readable TorchScript file ({reason}); give a file from effnet export-model"
+        ) from None
     metadata = {key: value.decode() if isinstance(value, bytes) else value for key, value in extra.items()}
     info = info_from_metadata(metadata, path)
     module.eval()
@@ -183,15 +198,26 @@ def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    files = [Path(root) / name for root, dirs, names in os.walk(folder) for name in names
-             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
+    files = [
+        Path(root) / name
+        for root, dirs, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    ]
     if not files:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder or below it")
     return sorted(files)
 
 
-def predict(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], *, top_k: int = 5,
-            weights: str = "best", device: str = "auto", on_progress: Progress | None = None) -> PredictResult:
+def predict(
+    model: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    top_k: int = 5,
+    weights: str = "best",
+    device: str = "auto",
+    on_progress: Progress | None = None,
+) -> PredictResult:
     """The `top_k` most probable classes (at most all of them) of each image `images` names, by the network in
     `model` (see `open_predictor`); files that do not decode are left out and listed in `skipped`."""
     checks.whole("top_k", top_k, low=1, high=1_000_000)
@@ -206,7 +232,8 @@ def predict(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[st
         values, indices = probabilities.topk(k, dim=1)
         predictions.extend(
             Prediction(path, tuple((info.classes[i], float(p)) for p, i in zip(row_p, row_i, strict=True)))
-            for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist(), strict=True))
+            for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist(), strict=True)
+        )
         if on_progress is not None:
             on_progress(done, len(files))
     if not predictions:
@@ -214,13 +241,14 @@ def predict(model: str | os.PathLike[str], images: Sequence[str | os.PathLike[st
     return PredictResult(Path(model), predictor.format, info, tuple(predictions), tuple(skipped))
 
 
-def _batches(files: list[Path], transform: Callable[[Any], torch.Tensor],
-             skipped: list[str]) -> Iterator[tuple[int, tuple[list[Path], torch.Tensor]]]:
+def _batches(
+    files: list[Path], transform: Callable[[Any], torch.Tensor], skipped: list[str]
+) -> Iterator[tuple[int, tuple[list[Path], torch.Tensor]]]:
     """(files done, (decoded paths, their normalised batch)) per `BATCH` files; a file that does not decode goes
     to `skipped` with its reason."""
     for start in range(0, len(files), BATCH):
         paths, tensors = [], []
-        for path in files[start:start + BATCH]:
+        for path in files[start : start + BATCH]:
             try:
                 tensors.append(transform(decode_image(path)))
                 paths.append(path)

@@ -1,11 +1,11 @@
 """The run record: `run.yaml`, one format for every command's run directory.
 
-    command: search              # the stage that wrote it
-    argv: [...]                  # the process's arguments, passwords redacted
-    versions: {python, effnet, torch, torchvision, optuna, fvcore}
-    written: 2026-11-29T12:00:00+00:00
-    settings: {...}              # everything that decided the result
-    result: {...}                # what came out (null while a run is in progress)
+command: search              # the stage that wrote it
+argv: [...]                  # the process's arguments, passwords redacted
+versions: {python, effnet, torch, torchvision, optuna, fvcore}
+written: 2026-11-29T12:00:00+00:00
+settings: {...}              # everything that decided the result
+result: {...}                # what came out (null while a run is in progress)
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-def write_run_record(run_dir: str | Path, command: str, settings: dict[str, Any],
-                     result: dict[str, Any] | None = None) -> Path:
+def write_run_record(
+    run_dir: str | Path, command: str, settings: dict[str, Any], result: dict[str, Any] | None = None
+) -> Path:
     record = {
         "command": command,
         "argv": redact_argv(sys.argv),

@@ -24,7 +24,7 @@ _SECRET_PAIR = re.compile(r"(?i)\b([\w.\-]*(?:pass|pwd|secret|token)[\w.\-]*=)[^
 def _split(url: str) -> tuple[str, str | None, str, str, str, str]:
     """A URL as (everything up to `://`, user name or None, password, host and path, `?` or "", query)."""
     match = _SCHEME.search(url)
-    head, rest = (url[:match.end()], url[match.end():]) if match else ("", url)
+    head, rest = (url[: match.end()], url[match.end() :]) if match else ("", url)
     user, password = None, ""
     at = rest.rfind("@")
     if at > 0 and not rest.startswith("/") and ":" in rest[:at]:
@@ -42,8 +42,14 @@ def redact_url(url: str) -> str:
     """A whole URL as it may be shown: the password after the user name and the value of every query
     parameter named like a password (password, passwd, pwd, sslpassword, secret, token) replaced by ***."""
     head, user, _, where, mark, query = _split(url)
-    pairs = [key if value is None else f"{key}={HIDDEN if _SECRET_KEY.search(key) else value}"
-             for key, value in _query_pairs(query)] if mark else []
+    pairs = (
+        [
+            key if value is None else f"{key}={HIDDEN if _SECRET_KEY.search(key) else value}"
+            for key, value in _query_pairs(query)
+        ]
+        if mark
+        else []
+    )
     return head + (f"{user}:{HIDDEN}" if user is not None else "") + where + mark + "&".join(pairs)
 
 

@@ -55,25 +55,32 @@ def check_target(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"cannot write {target}: {err.strerror}; choose another path") from None
     if info is not None:
         if stat.S_ISLNK(info.st_mode):
-            raise InputError(f"{target} is a symbolic link; effnet never writes through a link: give the path of "
-                             "the file itself or a new one")
+            raise InputError(
+                f"{target} is a symbolic link; effnet never writes through a link: give the path of "
+                "the file itself or a new one"
+            )
         if stat.S_ISDIR(info.st_mode):
             raise InputError(f"{target} is a directory; give the path of a file to write")
         if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{target} is not a regular file (a device, a pipe or a socket); effnet writes only "
-                             "regular files: give another path")
+            raise InputError(
+                f"{target} is not a regular file (a device, a pipe or a socket); effnet writes only "
+                "regular files: give another path"
+            )
         if not info.st_mode & stat.S_IWUSR:
-            raise InputError(f"{target} is read-only; effnet does not replace it: give another path, or make it "
-                             "writable if it may go")
+            raise InputError(
+                f"{target} is read-only; effnet does not replace it: give another path, or make it "
+                "writable if it may go"
+            )
     claim = claims.get(resolved(target.parent))
     if claim is not None and target.name in claim.foreign:
-        raise InputError(f"{target} was in the run directory before effnet used it; effnet never replaces or "
-                         "deletes such a file: move it away or choose another run directory")
+        raise InputError(
+            f"{target} was in the run directory before effnet used it; effnet never replaces or "
+            "deletes such a file: move it away or choose another run directory"
+        )
     return target
 
 
-def check_output_file(path: str | os.PathLike[str],
-                      inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+def check_output_file(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
     """An output file a user names (`--out`): `check_target`'s rules, not one of the command's `inputs`,
     and in a directory that exists or can be created and is writable; checked before any work is done."""
     target = check_target(path)
@@ -126,7 +133,11 @@ def read_manifest(path: Path) -> tuple[str, frozenset[str]] | None:
     if not os.path.lexists(path):
         return None
     data = read_small_yaml(path)
-    if not (isinstance(data, dict) and isinstance(data.get("command"), str)
-            and isinstance(data.get("foreign"), list) and all(isinstance(n, str) for n in data["foreign"])):
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("command"), str)
+        and isinstance(data.get("foreign"), list)
+        and all(isinstance(n, str) for n in data["foreign"])
+    ):
         raise InputError(f"{path} is not effnet's run-directory manifest; choose another run directory")
     return data["command"], frozenset(data["foreign"])

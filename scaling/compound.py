@@ -20,9 +20,16 @@ def scaled_resolution(base_resolution: int, multiplier: float) -> int:
     return int(base_resolution * multiplier + 0.5)
 
 
-def scale(spec: NetworkSpec, depth: float, width: float, resolution: int, *,
-          dropout: float | None = None, name: str | None = None,
-          provenance: dict[str, Any] | None = None) -> NetworkSpec:
+def scale(
+    spec: NetworkSpec,
+    depth: float,
+    width: float,
+    resolution: int,
+    *,
+    dropout: float | None = None,
+    name: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> NetworkSpec:
     """Grow `spec`: repeats `ceil(depth * r)`, channels `round_filters(c, width)` on stem, every
     stage and head, input `resolution` pixels. Provenance records the base and the multipliers."""
     for setting, value in (("depth", depth), ("width", width), ("resolution", resolution)):
@@ -46,8 +53,11 @@ def scale(spec: NetworkSpec, depth: float, width: float, resolution: int, *,
         resolution=int(resolution),
         stem=StemSpec(round_filters(spec.stem.out_channels, width), spec.stem.kernel, spec.stem.stride),
         stages=tuple(
-            dataclasses.replace(stage, repeats=round_repeats(stage.repeats, depth),
-                                out_channels=round_filters(stage.out_channels, width))
+            dataclasses.replace(
+                stage,
+                repeats=round_repeats(stage.repeats, depth),
+                out_channels=round_filters(stage.out_channels, width),
+            )
             for stage in spec.stages
         ),
         head=HeadSpec(round_filters(spec.head.out_channels, width)),
@@ -99,23 +109,39 @@ class Coefficients:
     @property
     def flops_factor(self) -> float:
         """The paper's ideal FLOPs growth per unit of phi, alpha * beta^2 * gamma^2."""
-        return self.alpha * self.beta ** 2 * self.gamma ** 2
+        return self.alpha * self.beta**2 * self.gamma**2
 
     def as_dict(self) -> dict[str, float]:
         return {"alpha": float(self.alpha), "beta": float(self.beta), "gamma": float(self.gamma)}
 
 
-def compound_scale(spec: NetworkSpec, alpha: float, beta: float, gamma: float, phi: float, *,
-                   dropout_rule: Callable[[float, float], float] = reference_dropout,
-                   name: str | None = None) -> NetworkSpec:
+def compound_scale(
+    spec: NetworkSpec,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    phi: float,
+    *,
+    dropout_rule: Callable[[float, float], float] = reference_dropout,
+    name: str | None = None,
+) -> NetworkSpec:
     """Grow `spec` along the compound direction: depth alpha^phi, width beta^phi, resolution
     `scaled_resolution(spec.resolution, gamma^phi)`, dropout `dropout_rule(spec.dropout, phi)`."""
     coefficients = Coefficients(alpha, beta, gamma)
     checks.number("phi", phi, low=0, high=MAX_PHI)
-    depth, width, resolution_multiplier = alpha ** phi, beta ** phi, gamma ** phi
+    depth, width, resolution_multiplier = alpha**phi, beta**phi, gamma**phi
     return scale(
-        spec, depth=depth, width=width, resolution=scaled_resolution(spec.resolution, resolution_multiplier),
-        dropout=dropout_rule(spec.dropout, phi), name=name or f"{spec.name}-phi{phi:g}",
-        provenance={"method": "compound scaling", **coefficients.as_dict(), "phi": float(phi),
-                    "resolution_multiplier": float(resolution_multiplier), "base_resolution": spec.resolution},
+        spec,
+        depth=depth,
+        width=width,
+        resolution=scaled_resolution(spec.resolution, resolution_multiplier),
+        dropout=dropout_rule(spec.dropout, phi),
+        name=name or f"{spec.name}-phi{phi:g}",
+        provenance={
+            "method": "compound scaling",
+            **coefficients.as_dict(),
+            "phi": float(phi),
+            "resolution_multiplier": float(resolution_multiplier),
+            "base_resolution": spec.resolution,
+        },
     )

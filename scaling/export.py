@@ -28,8 +28,21 @@ from effnet.scaling.family import (
 )
 
 MODES = ("compound", "match-flops", "official")
-CSV_COLUMNS = ("name", "phi", "depth", "width", "resolution", "params", "params_ratio", "flops", "flops_ratio",
-               "ideal_ratio", "doubling_ratio", "dropout", "path")
+CSV_COLUMNS = (
+    "name",
+    "phi",
+    "depth",
+    "width",
+    "resolution",
+    "params",
+    "params_ratio",
+    "flops",
+    "flops_ratio",
+    "ideal_ratio",
+    "doubling_ratio",
+    "dropout",
+    "path",
+)
 MATCH_COLUMNS = ("step", "target_ratio", "target_flops", "deviation", "within_tolerance", "phi_low", "phi_high", "why")
 
 
@@ -46,10 +59,12 @@ def oversized_members(members: list[FamilyMember], size: ImageSize) -> str | Non
     if not over:
         return None
     each = ", ".join(f"{m.name} {m.resolution} px ({m.resolution / size.short_side:.2f}x)" for m in over)
-    return (f"{len(over)} of {len(members)} members ask for more pixels than the data's images have: {each}, over "
-            f"the median image short side {size.short_side} px (median {size.width}x{size.height} over "
-            f"{size.sampled} files); their inputs would be upsampled, costing FLOPs for no detail: stop the family "
-            "below them (--phi) or train them on larger images")
+    return (
+        f"{len(over)} of {len(members)} members ask for more pixels than the data's images have: {each}, over "
+        f"the median image short side {size.short_side} px (median {size.width}x{size.height} over "
+        f"{size.sampled} files); their inputs would be upsampled, costing FLOPs for no detail: stop the family "
+        "below them (--phi) or train them on larger images"
+    )
 
 
 @dataclass(frozen=True)
@@ -101,8 +116,7 @@ class FamilyConfig:
 
     def __post_init__(self) -> None:
         checks.instance("base", self.base, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
-        checks.instance("coefficients", self.coefficients, Coefficients,
-                        "effnet.Coefficients(alpha, beta, gamma)")
+        checks.instance("coefficients", self.coefficients, Coefficients, "effnet.Coefficients(alpha, beta, gamma)")
         checks.choice("mode", self.mode, MODES)
         if self.mode != "official" and not self.phis:
             raise SettingError("phis", "must name at least one phi, like (1, 2, 3, 4, 5, 6, 7)")
@@ -132,8 +146,15 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
         members = match_flops_family(base, coefficients, config.phis)
     else:
         members = compound_family(base, coefficients, config.phis)
-    result = FamilyResult(base=base, coefficients=coefficients, mode=mode, members=members, fits=fits,
-                          elapsed_s=time.perf_counter() - started, image_size=image_size)
+    result = FamilyResult(
+        base=base,
+        coefficients=coefficients,
+        mode=mode,
+        members=members,
+        fits=fits,
+        elapsed_s=time.perf_counter() - started,
+        image_size=image_size,
+    )
     if run_dir is None:
         return result
     for done, member in enumerate(members, 1):
@@ -147,10 +168,19 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
 
     result.files["plot"] = plot_family(members, run_dir / "family.png", f"{base.name} family ({mode})")
     result.files["run"] = write_run_record(
-        run_dir, "export-family", {**(config.settings or {}), "mode": mode, "coefficients": coefficients.as_dict(),
-                                  "classes": base.num_classes,
-                                  "median_image_size": image_size.record() if image_size else None},
-        {"members": [m.name for m in members], "warnings": result.warnings,
-         "seconds": round(time.perf_counter() - started, 3)})
+        run_dir,
+        "export-family",
+        {
+            **(config.settings or {}),
+            "mode": mode,
+            "coefficients": coefficients.as_dict(),
+            "classes": base.num_classes,
+            "median_image_size": image_size.record() if image_size else None,
+        },
+        {
+            "members": [m.name for m in members],
+            "warnings": result.warnings,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
     return result
-

@@ -44,6 +44,7 @@ _PHI_TOLERANCE = 1e-10
 
 # -- inputs -------------------------------------------------------------------------------------
 
+
 def load_coefficients(path: str | os.PathLike[str]) -> Coefficients:
     """alpha, beta, gamma from the top level of a YAML file, with the caveats a grid's record holds against
     them (`grid_caveats`: an incomplete grid, a choice within noise); other keys are ignored."""
@@ -67,11 +68,13 @@ def parse_phi_list(text: str) -> tuple[float, ...]:
         try:
             value = float(item)
         except ValueError:
-            raise SettingError("phi", f"{text!r}: {item!r} is not a number; "
-                             "write a comma list like 1,2,3,4,5,6,7") from None
+            raise SettingError(
+                "phi", f"{text!r}: {item!r} is not a number; write a comma list like 1,2,3,4,5,6,7"
+            ) from None
         if not MIN_PHI <= value <= MAX_PHI:  # NaN fails too
-            raise SettingError("phi", f"{text!r}: every phi must be a positive number from {MIN_PHI:g} to "
-                                      f"{MAX_PHI:g}, got {item!r}")
+            raise SettingError(
+                "phi", f"{text!r}: every phi must be a positive number from {MIN_PHI:g} to {MAX_PHI:g}, got {item!r}"
+            )
         if value in values:
             raise SettingError("phi", f"{text!r}: phi {item} is listed twice")
         values.append(value)
@@ -87,6 +90,7 @@ def member_name(phi: float) -> str:
 
 
 # -- members ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FlopsMatch:
@@ -130,7 +134,7 @@ class FamilyMember:
     @property
     def ideal_ratio(self) -> float:
         """The formula's FLOPs growth, (alpha * beta^2 * gamma^2)^phi."""
-        return self.coefficients.flops_factor ** self.phi
+        return self.coefficients.flops_factor**self.phi
 
     @property
     def params_ratio(self) -> float:
@@ -139,11 +143,11 @@ class FamilyMember:
     @property
     def ideal_params_ratio(self) -> float:
         """The formula's parameter growth, (alpha * beta^2)^phi: resolution adds no weights."""
-        return (self.coefficients.alpha * self.coefficients.beta ** 2) ** self.phi
+        return (self.coefficients.alpha * self.coefficients.beta**2) ** self.phi
 
     @property
     def doubling_ratio(self) -> float:
-        return 2.0 ** self.phi
+        return 2.0**self.phi
 
     @property
     def deviation(self) -> float | None:
@@ -157,23 +161,45 @@ class FamilyMember:
     def row(self) -> dict[str, Any]:
         """The member as plain data: one CSV row, one JSON entry."""
         row: dict[str, Any] = {
-            "name": self.name, "phi": self.phi, "depth": self.depth, "width": self.width,
-            "resolution": self.resolution, "params": self.params, "params_ratio": self.params_ratio,
-            "flops": self.flops, "flops_ratio": self.flops_ratio, "ideal_ratio": self.ideal_ratio,
-            "doubling_ratio": self.doubling_ratio, "dropout": self.dropout,
+            "name": self.name,
+            "phi": self.phi,
+            "depth": self.depth,
+            "width": self.width,
+            "resolution": self.resolution,
+            "params": self.params,
+            "params_ratio": self.params_ratio,
+            "flops": self.flops,
+            "flops_ratio": self.flops_ratio,
+            "ideal_ratio": self.ideal_ratio,
+            "doubling_ratio": self.doubling_ratio,
+            "dropout": self.dropout,
         }
         if self.match is not None:
-            row.update({
-                "step": self.match.step, "target_flops": self.match.target_flops,
-                "target_ratio": 2.0 ** self.match.step, "deviation": self.deviation,
-                "within_tolerance": self.within_tolerance,
-                "phi_low": self.match.phi_range[0], "phi_high": self.match.phi_range[1], "why": self.match.why,
-            })
+            row.update(
+                {
+                    "step": self.match.step,
+                    "target_flops": self.match.target_flops,
+                    "target_ratio": 2.0**self.match.step,
+                    "deviation": self.deviation,
+                    "within_tolerance": self.within_tolerance,
+                    "phi_low": self.match.phi_range[0],
+                    "phi_high": self.match.phi_range[1],
+                    "why": self.match.why,
+                }
+            )
         return row
 
 
-def _member(name: str, phi: float, depth: float, width: float, spec: NetworkSpec, base: NetworkSpec,
-            coefficients: Coefficients, match: FlopsMatch | None = None) -> FamilyMember:
+def _member(
+    name: str,
+    phi: float,
+    depth: float,
+    width: float,
+    spec: NetworkSpec,
+    base: NetworkSpec,
+    coefficients: Coefficients,
+    match: FlopsMatch | None = None,
+) -> FamilyMember:
     """A member, which must be a spec effnet itself accepts (every field in range, within the cost limits):
     what export writes, describe and train read."""
     try:
@@ -181,63 +207,97 @@ def _member(name: str, phi: float, depth: float, width: float, spec: NetworkSpec
     except InputError as err:
         raise _not_accepted(str(err), base, coefficients) from None
     cost, base_cost = analytic_cost(spec), analytic_cost(base)
-    return FamilyMember(name=name, phi=phi, depth=depth, width=width, spec=spec, params=cost.params,
-                        flops=cost.flops, base_params=base_cost.params, base_flops=base_cost.flops,
-                        coefficients=coefficients, match=match)
+    return FamilyMember(
+        name=name,
+        phi=phi,
+        depth=depth,
+        width=width,
+        spec=spec,
+        params=cost.params,
+        flops=cost.flops,
+        base_params=base_cost.params,
+        base_flops=base_cost.flops,
+        coefficients=coefficients,
+        match=match,
+    )
 
 
 def _not_accepted(problem: str, base: NetworkSpec, coefficients: Coefficients) -> InputError:
-    return InputError(f"{problem} (grown from {base.name} by alpha {coefficients.alpha:g}, beta "
-                      f"{coefficients.beta:g}, gamma {coefficients.gamma:g}: use smaller coefficients or phi)")
+    return InputError(
+        f"{problem} (grown from {base.name} by alpha {coefficients.alpha:g}, beta "
+        f"{coefficients.beta:g}, gamma {coefficients.gamma:g}: use smaller coefficients or phi)"
+    )
 
 
-def compound_member(base: NetworkSpec, coefficients: Coefficients, phi: float,
-                    name: str | None = None, match: FlopsMatch | None = None) -> FamilyMember:
+def compound_member(
+    base: NetworkSpec, coefficients: Coefficients, phi: float, name: str | None = None, match: FlopsMatch | None = None
+) -> FamilyMember:
     c = coefficients
     name = name or member_name(phi)
     try:
         spec = compound_scale(base, c.alpha, c.beta, c.gamma, phi, name=name)
     except InvalidSpec as err:  # a field out of range (repeats past the largest integer a spec takes)
         raise _not_accepted(f"family member {name} (phi {phi:g}): {err}", base, c) from None
-    return _member(name, phi, c.alpha ** phi, c.beta ** phi, spec, base, c, match)
+    return _member(name, phi, c.alpha**phi, c.beta**phi, spec, base, c, match)
 
 
-def compound_family(base: NetworkSpec, coefficients: Coefficients,
-                    phis: tuple[float, ...] = DEFAULT_PHIS) -> list[FamilyMember]:
+def compound_family(
+    base: NetworkSpec, coefficients: Coefficients, phis: tuple[float, ...] = DEFAULT_PHIS
+) -> list[FamilyMember]:
     return [compound_member(base, coefficients, phi) for phi in phis]
 
 
 # -- matching a FLOPs ladder --------------------------------------------------------------------
 
+
 def _shape(spec: NetworkSpec) -> tuple:
     """What rounding decides: equal shapes mean equal networks (and equal FLOPs)."""
-    return (spec.resolution, spec.stem.out_channels,
-            tuple((s.repeats, s.out_channels) for s in spec.stages), spec.head.out_channels)
+    return (
+        spec.resolution,
+        spec.stem.out_channels,
+        tuple((s.repeats, s.out_channels) for s in spec.stages),
+        spec.head.out_channels,
+    )
 
 
 def _describe_jump(before: NetworkSpec, after: NetworkSpec) -> str:
     changes = []
-    repeats = [(i + 1, a.repeats, b.repeats) for i, (a, b) in enumerate(zip(before.stages, after.stages, strict=True))
-               if a.repeats != b.repeats]
+    repeats = [
+        (i + 1, a.repeats, b.repeats)
+        for i, (a, b) in enumerate(zip(before.stages, after.stages, strict=True))
+        if a.repeats != b.repeats
+    ]
     if len(repeats) == 1:
         changes.append("depth rounding jumps stage {} from {} to {} blocks".format(*repeats[0]))
     elif repeats:
-        changes.append(f"depth rounding jumps the stage repeats from {[s.repeats for s in before.stages]} to "
-                       f"{[s.repeats for s in after.stages]} ({before.num_blocks} to {after.num_blocks} blocks)")
-    widths = [(label, a, b) for label, a, b in [
-        ("stem", before.stem.out_channels, after.stem.out_channels),
-        *[(f"stage {i + 1}", x.out_channels, y.out_channels)
-          for i, (x, y) in enumerate(zip(before.stages, after.stages, strict=True))],
-        ("head", before.head.out_channels, after.head.out_channels)] if a != b]
+        changes.append(
+            f"depth rounding jumps the stage repeats from {[s.repeats for s in before.stages]} to "
+            f"{[s.repeats for s in after.stages]} ({before.num_blocks} to {after.num_blocks} blocks)"
+        )
+    widths = [
+        (label, a, b)
+        for label, a, b in [
+            ("stem", before.stem.out_channels, after.stem.out_channels),
+            *[
+                (f"stage {i + 1}", x.out_channels, y.out_channels)
+                for i, (x, y) in enumerate(zip(before.stages, after.stages, strict=True))
+            ],
+            ("head", before.head.out_channels, after.head.out_channels),
+        ]
+        if a != b
+    ]
     if widths:
-        changes.append("width rounding jumps " + ", ".join(f"{label} from {a} to {b}" for label, a, b in widths)
-                       + " channels")
+        changes.append(
+            "width rounding jumps " + ", ".join(f"{label} from {a} to {b}" for label, a, b in widths) + " channels"
+        )
     if before.resolution != after.resolution:
         text = f"resolution rounding jumps from {before.resolution} to {after.resolution} px"
         final_before, final_after = plan_network(before).final_size, plan_network(after).final_size
         if final_before != final_after:
-            text += (f" (strided convolutions round up, so the last feature map grows from {final_before} "
-                     f"to {final_after} px)")
+            text += (
+                f" (strided convolutions round up, so the last feature map grows from {final_before} "
+                f"to {final_after} px)"
+            )
         changes.append(text)
     return "; ".join(changes)
 
@@ -257,7 +317,7 @@ def _bisect(low: float, high: float, is_high: Callable[[float], bool]) -> tuple[
 def _simplest_number(low: float, high: float) -> float:
     """The number with the fewest decimals in [low, high]."""
     for digits in range(12):
-        candidate = math.ceil(low * 10 ** digits) / 10 ** digits
+        candidate = math.ceil(low * 10**digits) / 10**digits
         if candidate <= high:
             return candidate
     return low
@@ -280,13 +340,16 @@ class _CompoundLine:
     def upper_bound(self, target: int) -> float:
         """A phi whose network is at least 10 % over `target` (so the step above it is in range)."""
         if self.c.flops_factor == 1:
-            raise InputError("alpha = beta = gamma = 1 never grows the network; "
-                             "matching a FLOPs ladder needs a coefficient above 1")
+            raise InputError(
+                "alpha = beta = gamma = 1 never grows the network; matching a FLOPs ladder needs a coefficient above 1"
+            )
         phi = min(MAX_PHI, 1 + 1.5 * math.log(target / self.base_flops) / math.log(self.c.flops_factor))
         while self.flops(phi) < 1.1 * target:
             if phi == MAX_PHI:
-                raise InputError(f"no phi up to {MAX_PHI:g} reaches {format_size(target)} FLOPs; "
-                                 "use larger coefficients or a shorter ladder")
+                raise InputError(
+                    f"no phi up to {MAX_PHI:g} reaches {format_size(target)} FLOPs; "
+                    "use larger coefficients or a shorter ladder"
+                )
             phi = min(MAX_PHI, 2 * phi)
         return phi
 
@@ -303,7 +366,7 @@ class _CompoundLine:
 
 
 def _match_step(line: _CompoundLine, step: float, phi_max: float) -> FamilyMember:
-    target = int(round(2.0 ** step * line.base_flops))
+    target = int(round(2.0**step * line.base_flops))
     if line.flops(0.0) >= target:
         low = high = 0.0
         below, above = None, line.spec(0.0)
@@ -316,13 +379,17 @@ def _match_step(line: _CompoundLine, step: float, phi_max: float) -> FamilyMembe
     why = None
     if abs(costs[best_phi] / target - 1) > MATCH_TOLERANCE:
         if below is None:
-            why = (f"even phi = 0 along the compound direction gives {format_size(costs[high])} FLOPs "
-                   f"({costs[high] / target - 1:+.1%} of the target)")
+            why = (
+                f"even phi = 0 along the compound direction gives {format_size(costs[high])} FLOPs "
+                f"({costs[high] / target - 1:+.1%} of the target)"
+            )
         else:
             where = "as soon as phi leaves 0" if high < 1e-6 else f"at phi = {(low + high) / 2:.4f}"
-            why = (f"{where} {_describe_jump(below, above)}: FLOPs jump from "
-                   f"{format_size(costs[low])} ({costs[low] / target - 1:+.1%}) to "
-                   f"{format_size(costs[high])} ({costs[high] / target - 1:+.1%}), nothing in between")
+            why = (
+                f"{where} {_describe_jump(below, above)}: FLOPs jump from "
+                f"{format_size(costs[low])} ({costs[low] / target - 1:+.1%}) to "
+                f"{format_size(costs[high])} ({costs[high] / target - 1:+.1%}), nothing in between"
+            )
     extent = line.step_extent(best_phi, phi_max)
     phi = _simplest_number(*extent)  # any phi in the step gives the same network; report the plainest
     if _shape(line.spec(phi)) != _shape(line.spec(best_phi)):
@@ -331,8 +398,9 @@ def _match_step(line: _CompoundLine, step: float, phi_max: float) -> FamilyMembe
     return compound_member(line.base, line.c, phi, name=member_name(step), match=match)
 
 
-def match_flops_family(base: NetworkSpec, coefficients: Coefficients,
-                       steps: tuple[float, ...] = DEFAULT_PHIS) -> list[FamilyMember]:
+def match_flops_family(
+    base: NetworkSpec, coefficients: Coefficients, steps: tuple[float, ...] = DEFAULT_PHIS
+) -> list[FamilyMember]:
     """For each step k the member whose measured FLOPs come closest to 2^k x base FLOPs."""
     line = _CompoundLine(base, coefficients)
     phi_max = line.upper_bound(int(2.0 ** max(steps) * line.base_flops))
@@ -361,10 +429,16 @@ class PresetFit:
 
     def row(self) -> dict[str, Any]:
         return {
-            "name": self.name, "phi": self.phi,
-            "depth": self.depth, "depth_model": self.depth_model, "depth_off": self.depth / self.depth_model - 1,
-            "width": self.width, "width_model": self.width_model, "width_off": self.width / self.width_model - 1,
-            "resolution": self.resolution, "resolution_ratio": self.resolution_ratio,
+            "name": self.name,
+            "phi": self.phi,
+            "depth": self.depth,
+            "depth_model": self.depth_model,
+            "depth_off": self.depth / self.depth_model - 1,
+            "width": self.width,
+            "width_model": self.width_model,
+            "width_off": self.width / self.width_model - 1,
+            "resolution": self.resolution,
+            "resolution_ratio": self.resolution_ratio,
             "resolution_model": self.resolution_model,
             "resolution_off": self.resolution_ratio / self.resolution_model - 1,
         }
@@ -387,9 +461,19 @@ def official_family_fit(alpha: float, beta: float, gamma: float) -> list[PresetF
         ratio = p.resolution / base_resolution
         logs = (math.log(p.depth), math.log(p.width), math.log(ratio))
         phi = sum(x * a for x, a in zip(logs, logs_model, strict=True)) / norm
-        fits.append(PresetFit(name=name, phi=phi, depth=p.depth, width=p.width, resolution=p.resolution,
-                              depth_model=c.alpha ** phi, width_model=c.beta ** phi,
-                              resolution_ratio=ratio, resolution_model=c.gamma ** phi))
+        fits.append(
+            PresetFit(
+                name=name,
+                phi=phi,
+                depth=p.depth,
+                width=p.width,
+                resolution=p.resolution,
+                depth_model=c.alpha**phi,
+                width_model=c.beta**phi,
+                resolution_ratio=ratio,
+                resolution_model=c.gamma**phi,
+            )
+        )
     return fits
 
 

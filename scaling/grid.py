@@ -76,22 +76,39 @@ class GridResult:
 
     def as_dict(self) -> dict[str, Any]:
         c = self.config
-        counts = {state: sum(r.network.state == state for r in self.points)
-                  for state in ("complete", "failed", "running", "pending")}
+        counts = {
+            state: sum(r.network.state == state for r in self.points)
+            for state in ("complete", "failed", "running", "pending")
+        }
         data: dict[str, Any] = {
-            "run_dir": str(c.study.run_dir), "study": c.study.name, "storage": c.study.storage_label,
-            "stop_reason": self.stop_reason, "elapsed_s": round(self.elapsed_s, 1),
+            "run_dir": str(c.study.run_dir),
+            "study": c.study.name,
+            "storage": c.study.storage_label,
+            "stop_reason": self.stop_reason,
+            "elapsed_s": round(self.elapsed_s, 1),
             "base": {"path": self.record["base"]["path"] if self.record else None, "name": c.base.name},
-            "grid": c.grid.describe(), "proxy": c.proxy_settings(), "phi": c.grid.phi, "repeats": c.repeats,
-            "points_total": len(self.points), "points_scored": counts["complete"], "points_failed": counts["failed"],
-            "points_left": counts["running"] + counts["pending"], "networks_total": len(self.networks),
-            "networks_scored": len(self.ranked), "evaluations_total": len(self.networks) * c.repeats,
+            "grid": c.grid.describe(),
+            "proxy": c.proxy_settings(),
+            "phi": c.grid.phi,
+            "repeats": c.repeats,
+            "points_total": len(self.points),
+            "points_scored": counts["complete"],
+            "points_failed": counts["failed"],
+            "points_left": counts["running"] + counts["pending"],
+            "networks_total": len(self.networks),
+            "networks_scored": len(self.ranked),
+            "evaluations_total": len(self.networks) * c.repeats,
             "evaluations_done": evaluations_done(self.networks),
             "twin_groups": [n.group.record() for n in self.networks if len(n.group.points) > 1],
-            "best": None, "coefficients": None,
+            "best": None,
+            "coefficients": None,
             "warnings": list(self.coefficients.caveats) if self.coefficients else [],
-            "files": {"grid_csv": str(self.files["grid_csv"]), "plot": str(self.files["plot"]),
-                      "report": str(self.files["report"]), "run": str(self.files["run_record"])},
+            "files": {
+                "grid_csv": str(self.files["grid_csv"]),
+                "plot": str(self.files["plot"]),
+                "report": str(self.files["report"]),
+                "run": str(self.files["run_record"]),
+            },
             "points": [r.row() for r in self.points],
             "data": self.data,
             "notes": self.notes,
@@ -100,16 +117,34 @@ class GridResult:
             "threads": self.threads,
         }
         if self.record is not None:
-            data["best"] = {k: self.record[k] for k in ("alpha", "beta", "gamma", "score", "score_std", "product",
-                                                       "flops_ratio", "network", "twins", "runner_up", "noise_sd",
-                                                       "margin_sd", "within_noise", "tied_with_runner_up",
-                                                       "tie_rule", "near_chance")}
+            data["best"] = {
+                k: self.record[k]
+                for k in (
+                    "alpha",
+                    "beta",
+                    "gamma",
+                    "score",
+                    "score_std",
+                    "product",
+                    "flops_ratio",
+                    "network",
+                    "twins",
+                    "runner_up",
+                    "noise_sd",
+                    "margin_sd",
+                    "within_noise",
+                    "tied_with_runner_up",
+                    "tie_rule",
+                    "near_chance",
+                )
+            }
             data["coefficients"] = str(self.files["coefficients"])
         return data
 
 
-def check_grid(config: GridConfig, on_progress: ProgressCallback | None = None,
-               notes: list[str] | None = None) -> tuple[list[GridPoint], dict, ChanceLevel | None]:
+def check_grid(
+    config: GridConfig, on_progress: ProgressCallback | None = None, notes: list[str] | None = None
+) -> tuple[list[GridPoint], dict, ChanceLevel | None]:
     """Everything that can be refused before the study starts (the grid's points, the data, the directory),
     and the proxy's data at every resolution the points train at, its caches built here once for every
     worker; returns the points, what the run record says of the data, and the train proxy's chance level (the
@@ -138,14 +173,17 @@ def class_note(config: GridConfig, data: dict[int, dict[str, Any]]) -> list[str]
     if not classes or config.base.num_classes in classes:
         return []
     found = classes.pop()
-    return [f"the base {config.base.name} has {config.base.num_classes} classes and the data {found}: every point's "
-            f"parameters and FLOPs are counted for a {config.base.num_classes}-way classifier; --classes {found} "
-            "fits them to the data"]
+    return [
+        f"the base {config.base.name} has {config.base.num_classes} classes and the data {found}: every point's "
+        f"parameters and FLOPs are counted for a {config.base.num_classes}-way classifier; --classes {found} "
+        "fits them to the data"
+    ]
 
 
 @holding_run_dirs()  # the run directory check_grid claims is held to the end
-def grid_scale(config: GridConfig, base_label: str = "<spec>",
-               on_progress: ProgressCallback | None = None) -> GridResult:
+def grid_scale(
+    config: GridConfig, base_label: str = "<spec>", on_progress: ProgressCallback | None = None
+) -> GridResult:
     """Score the grid's distinct networks (resuming the study in the run directory), each `config.repeats`
     times, and write grid.csv, grid.png, report.html, coefficients.yaml (once a network is scored) and run.yaml.
     `base_label` is how the files name the base (its path, say). A stop signal ends the run early with what
@@ -165,11 +203,20 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
     files = {"grid_csv": write_csv(run_dir / "grid.csv", CSV_COLUMNS, (r.row() for r in rows))}
     from effnet.scaling.plots import plot_grid
 
-    files["plot"] = plot_grid(rows, config.grid, run_dir / "grid.png",
-                              f"{config.base.name}: grid at φ = {config.grid.phi}, {config.proxy.name} proxy on "
-                              f"{config.proxy.data}", config.score_name, chance)
-    provenance = {"command": "effnet grid-scale", "study": config.study.name, "storage": config.study.storage_label,
-                  "run_dir": str(run_dir)}
+    files["plot"] = plot_grid(
+        rows,
+        config.grid,
+        run_dir / "grid.png",
+        f"{config.base.name}: grid at φ = {config.grid.phi}, {config.proxy.name} proxy on {config.proxy.data}",
+        config.score_name,
+        chance,
+    )
+    provenance = {
+        "command": "effnet grid-scale",
+        "study": config.study.name,
+        "storage": config.study.storage_label,
+        "run_dir": str(run_dir),
+    }
     record = coefficients_record(config, networks, rows, base_label, provenance, chance)
     coefficients = None
     if record is not None:
@@ -180,10 +227,21 @@ def grid_scale(config: GridConfig, base_label: str = "<spec>",
 
     files["report"] = write_grid_report(run.study, config, rows, record, run_dir / REPORT_NAME, chance)
     files["run_record"] = run_dir / "run.yaml"
-    result = GridResult(config=config, networks=networks, points=rows, coefficients=coefficients, record=record,
-                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s, files=files,
-                        data=data, notes=run.notes + class_note(config, data), chance=chance,
-                        threads=run.threads.record() if run.threads is not None else None)
+    result = GridResult(
+        config=config,
+        networks=networks,
+        points=rows,
+        coefficients=coefficients,
+        record=record,
+        stop_reason=run.stop_reason,
+        signal=run.signal,
+        elapsed_s=run.elapsed_s,
+        files=files,
+        data=data,
+        notes=run.notes + class_note(config, data),
+        chance=chance,
+        threads=run.threads.record() if run.threads is not None else None,
+    )
     summary = {k: v for k, v in result.as_dict().items() if k != "points"}
     write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

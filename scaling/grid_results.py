@@ -27,15 +27,20 @@ from effnet.scaling.twins import CHOICE_RULE, TwinGroup, twin_groups
 
 Evaluation = tuple[str, int]
 """(network, repeat): what one trial scores."""
-NOISE_RULE = ("within noise when the best network's lead is under two standard errors of a difference of two "
-              "K-run means: 2 * noise_sd * sqrt(2 / K), noise_sd the proxy's run-to-run standard deviation "
-              "pooled over every network scored K >= 2 times")
-TIE_RULE = ("tied when the best network's mean score equals the runner-up's (to 1e-9); the tie goes to the lower "
-            "measured FLOPs ratio, then to the product alpha * beta^2 * gamma^2 nearer 2: a rule, not evidence")
+NOISE_RULE = (
+    "within noise when the best network's lead is under two standard errors of a difference of two "
+    "K-run means: 2 * noise_sd * sqrt(2 / K), noise_sd the proxy's run-to-run standard deviation "
+    "pooled over every network scored K >= 2 times"
+)
+TIE_RULE = (
+    "tied when the best network's mean score equals the runner-up's (to 1e-9); the tie goes to the lower "
+    "measured FLOPs ratio, then to the product alpha * beta^2 * gamma^2 nearer 2: a rule, not evidence"
+)
 TIE_TOLERANCE = 1e-9
 
 
 # -- trials ----------------------------------------------------------------------------------------
+
 
 def trial_point(trial: FrozenTrial) -> tuple[float, float, float] | None:
     """The point a trial stands for: its parameters, or the fixed ones of a queued trial not yet taken."""
@@ -59,6 +64,7 @@ def is_live(trial: FrozenTrial) -> bool:
 
 
 # -- results ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NetworkResult:
@@ -108,17 +114,48 @@ class PointResult:
     def row(self) -> dict[str, Any]:
         p, n = self.point, self.network
         own = self.twin_of is None
-        return {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma, "product": p.product,
-                "flops_ratio": round(p.flops_ratio, 6), "flops": p.flops, "params": p.params,
-                "proxy_resolution": p.proxy_resolution, "network": p.network,
-                "twin_of": None if self.twin_of is None else self.twin_of.label, "score": n.mean, "score_std": n.std,
-                "scores": " ".join(f"{s:.6g}" for s in n.scores), "state": n.state,
-                "trials": " ".join(map(str, n.trials)) if own else None, "seconds": n.seconds if own else None,
-                "worker": " ".join(n.workers) if own else None, "error": n.error}
+        return {
+            "alpha": p.alpha,
+            "beta": p.beta,
+            "gamma": p.gamma,
+            "product": p.product,
+            "flops_ratio": round(p.flops_ratio, 6),
+            "flops": p.flops,
+            "params": p.params,
+            "proxy_resolution": p.proxy_resolution,
+            "network": p.network,
+            "twin_of": None if self.twin_of is None else self.twin_of.label,
+            "score": n.mean,
+            "score_std": n.std,
+            "scores": " ".join(f"{s:.6g}" for s in n.scores),
+            "state": n.state,
+            "trials": " ".join(map(str, n.trials)) if own else None,
+            "seconds": n.seconds if own else None,
+            "worker": " ".join(n.workers) if own else None,
+            "error": n.error,
+        }
 
 
-CSV_COLUMNS = ("alpha", "beta", "gamma", "product", "flops_ratio", "flops", "params", "proxy_resolution", "network",
-               "twin_of", "score", "score_std", "scores", "state", "trials", "seconds", "worker", "error")
+CSV_COLUMNS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "product",
+    "flops_ratio",
+    "flops",
+    "params",
+    "proxy_resolution",
+    "network",
+    "twin_of",
+    "score",
+    "score_std",
+    "scores",
+    "state",
+    "trials",
+    "seconds",
+    "worker",
+    "error",
+)
 
 
 def network_results(study: optuna.Study, config: GridConfig, points: Sequence[GridPoint]) -> list[NetworkResult]:
@@ -153,14 +190,22 @@ def network_results(study: optuna.Study, config: GridConfig, points: Sequence[Gr
         else:
             state = "running" if any(t.state == TrialState.RUNNING for t in mine) else "pending"
         seconds = [t.user_attrs.get(WORK_SECONDS_ATTR) for t in finished]
-        results.append(NetworkResult(
-            group, evaluated, state,
-            scores=tuple(cast(float, t.value) for t in finished if t.state == TrialState.COMPLETE),
-            trials=tuple(t.number for t in finished),
-            seconds=round(sum(s for s in seconds if s is not None), 3) if all(s is not None for s in seconds) else None,
-            workers=tuple(dict.fromkeys(str(t.user_attrs[WORKER_ATTR]) for t in finished
-                                        if WORKER_ATTR in t.user_attrs)),
-            error=failed[0].user_attrs.get(ERROR_ATTR) if failed else None))
+        results.append(
+            NetworkResult(
+                group,
+                evaluated,
+                state,
+                scores=tuple(cast(float, t.value) for t in finished if t.state == TrialState.COMPLETE),
+                trials=tuple(t.number for t in finished),
+                seconds=round(sum(s for s in seconds if s is not None), 3)
+                if all(s is not None for s in seconds)
+                else None,
+                workers=tuple(
+                    dict.fromkeys(str(t.user_attrs[WORKER_ATTR]) for t in finished if WORKER_ATTR in t.user_attrs)
+                ),
+                error=failed[0].user_attrs.get(ERROR_ATTR) if failed else None,
+            )
+        )
     return results
 
 
@@ -189,6 +234,7 @@ def evaluations_done(networks: Sequence[NetworkResult]) -> int:
 
 # -- the winner against the noise --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Verdict:
     """The best network against the runner-up and the proxy's noise (`NOISE_RULE`)."""
@@ -209,9 +255,15 @@ class Verdict:
         return self.runner_up is not None and abs(mean_score(self.best) - mean_score(self.runner_up)) <= TIE_TOLERANCE
 
     def record(self) -> dict[str, Any]:
-        return {"runner_up": self.runner_up.summary() if self.runner_up else None, "noise_sd": self.noise_sd,
-                "margin_sd": self.margin_sd, "within_noise": self.within_noise, "noise_rule": NOISE_RULE,
-                "tied_with_runner_up": self.tied, "tie_rule": TIE_RULE}
+        return {
+            "runner_up": self.runner_up.summary() if self.runner_up else None,
+            "noise_sd": self.noise_sd,
+            "margin_sd": self.margin_sd,
+            "within_noise": self.within_noise,
+            "noise_rule": NOISE_RULE,
+            "tied_with_runner_up": self.tied,
+            "tie_rule": TIE_RULE,
+        }
 
 
 def verdict(order: Sequence[NetworkResult], repeats: int) -> Verdict | None:
@@ -219,7 +271,7 @@ def verdict(order: Sequence[NetworkResult], repeats: int) -> Verdict | None:
     if not order:
         return None
     best, runner_up = order[0], order[1] if len(order) > 1 else None
-    variances = [n.std ** 2 for n in order if n.std is not None]
+    variances = [n.std**2 for n in order if n.std is not None]
     noise = math.sqrt(statistics.fmean(variances)) if variances else None
     if runner_up is None or noise is None:
         return Verdict(best, runner_up, noise, None, None)
@@ -231,9 +283,15 @@ def verdict(order: Sequence[NetworkResult], repeats: int) -> Verdict | None:
 
 # -- coefficients.yaml --------------------------------------------------------------------------------
 
-def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], points: Sequence[PointResult],
-                        base_label: str, provenance: dict[str, Any],
-                        chance: ChanceLevel | None = None) -> dict[str, Any] | None:
+
+def coefficients_record(
+    config: GridConfig,
+    networks: Sequence[NetworkResult],
+    points: Sequence[PointResult],
+    base_label: str,
+    provenance: dict[str, Any],
+    chance: ChanceLevel | None = None,
+) -> dict[str, Any] | None:
     """What coefficients.yaml holds: the chosen point of the best network at the top level (as
     `export-family --coefficients` reads it), its twin group, the verdict against the noise, the grid's
     completeness, every twin group, and every point's row."""
@@ -254,8 +312,10 @@ def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], p
         "product": chosen.product,
         "flops_ratio": round(chosen.flops_ratio, 6),
         "network": best.network,
-        "selection": (f"the highest mean proxy score over the distinct phi={config.grid.phi} networks; ties: the "
-                      f"lower measured FLOPs ratio; then {CHOICE_RULE}"),
+        "selection": (
+            f"the highest mean proxy score over the distinct phi={config.grid.phi} networks; ties: the "
+            f"lower measured FLOPs ratio; then {CHOICE_RULE}"
+        ),
         "twins": best.group.record(),
         **judged.record(),
         "chance": chance.record() if chance is not None else None,
@@ -270,8 +330,14 @@ def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], p
         "twin_groups": [n.group.record() for n in networks if len(n.group.points) > 1],
         "grid": config.grid.describe(),
         "proxy": config.proxy_settings(),
-        "base": {"path": base_label, "name": config.base.name, "resolution": config.base.resolution,
-                 "num_classes": config.base.num_classes, "flops": base_cost.flops, "params": base_cost.params},
+        "base": {
+            "path": base_label,
+            "name": config.base.name,
+            "resolution": config.base.resolution,
+            "num_classes": config.base.num_classes,
+            "flops": base_cost.flops,
+            "params": base_cost.params,
+        },
         "provenance": provenance,
         "points": [_point_entry(r) for r in sorted(points, key=lambda r: rank.get(r.point.network, len(rank)))],
     }
@@ -279,8 +345,21 @@ def coefficients_record(config: GridConfig, networks: Sequence[NetworkResult], p
 
 def _point_entry(result: PointResult) -> dict[str, Any]:
     row = result.row()
-    keep = ("alpha", "beta", "gamma", "score", "score_std", "product", "flops_ratio", "flops", "params",
-            "proxy_resolution", "network", "twin_of", "state")
+    keep = (
+        "alpha",
+        "beta",
+        "gamma",
+        "score",
+        "score_std",
+        "product",
+        "flops_ratio",
+        "flops",
+        "params",
+        "proxy_resolution",
+        "network",
+        "twin_of",
+        "state",
+    )
     entry = {k: row[k] for k in keep}
     if result.network.error:
         entry["error"] = result.network.error

@@ -50,6 +50,7 @@ COEFFICIENTS = ("alpha", "beta", "gamma")
 
 # -- axes -----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AxisRange:
     """One coefficient's closed range, held exactly (as decimals) so a step of 0.05 lands on 1.15."""
@@ -83,20 +84,26 @@ def parse_range(text: str, setting: str) -> AxisRange:
     try:
         ends = [Decimal(p.strip()) for p in parts]
     except InvalidOperation:
-        raise SettingError(setting, f"{text!r} is not a range; write LOW:HIGH like 1.0:1.4, "
-                                    f"or one value like 1.2") from None
+        raise SettingError(
+            setting, f"{text!r} is not a range; write LOW:HIGH like 1.0:1.4, or one value like 1.2"
+        ) from None
     if not all(e.is_finite() for e in ends):
         raise SettingError(setting, f"{text!r}: both ends must be finite numbers, like 1.0:1.4")
     low, high = ends[0], ends[-1]
     if low < 1:
-        raise SettingError(setting, f"{text!r}: coefficients must be at least 1 (compound scaling only grows "
-                                    f"the network); start the range at 1.0 or above")
+        raise SettingError(
+            setting,
+            f"{text!r}: coefficients must be at least 1 (compound scaling only grows "
+            f"the network); start the range at 1.0 or above",
+        )
     if low > high:
-        raise SettingError(setting, f"{text!r}: the low end is above the high end; write it as "
-                                    f"{_plain(high)}:{_plain(low)}")
+        raise SettingError(
+            setting, f"{text!r}: the low end is above the high end; write it as {_plain(high)}:{_plain(low)}"
+        )
     if high > MAX_COEFFICIENT:
-        raise SettingError(setting, f"{text!r}: coefficients must be at most {MAX_COEFFICIENT:g}; end the range there "
-                                    "or below")
+        raise SettingError(
+            setting, f"{text!r}: coefficients must be at most {MAX_COEFFICIENT:g}; end the range there or below"
+        )
     return AxisRange(low, high)
 
 
@@ -112,6 +119,7 @@ def parse_step(step: float | str) -> Decimal:
 
 # -- points and their networks --------------------------------------------------------------------
 
+
 def spec_digest(spec: NetworkSpec, length: int) -> str:
     """The first `length` hex digits of a SHA-256 of the spec without its provenance."""
     text = json.dumps(spec_to_dict(spec.replace(provenance={})), sort_keys=True)
@@ -125,7 +133,7 @@ def point_spec(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi: 
 
 def point_proxy_resolution(proxy_resolution: int, gamma: float, phi: int) -> int:
     """The proxy scales resolution like the model does: `scaled_resolution(proxy resolution, gamma^phi)`."""
-    return scaled_resolution(proxy_resolution, gamma ** phi)
+    return scaled_resolution(proxy_resolution, gamma**phi)
 
 
 @dataclass(frozen=True)
@@ -181,17 +189,34 @@ class GridDefinition:
         checks.whole("phi", self.phi, low=1, high=MAX_PHI)
         counts = [int((r.high - r.low) / self.step) + 1 for r in (self.alpha, self.beta, self.gamma)]
         if max(counts) > MAX_AXIS_VALUES or counts[0] * counts[1] * counts[2] > MAX_GRID_SIZE:
-            raise SettingError("step", f"{_plain(self.step)} makes a grid of {counts[0]}x{counts[1]}x{counts[2]} "
-                             f"points; use a larger step or narrower ranges")
+            raise SettingError(
+                "step",
+                f"{_plain(self.step)} makes a grid of {counts[0]}x{counts[1]}x{counts[2]} "
+                f"points; use a larger step or narrower ranges",
+            )
 
     @classmethod
-    def from_ranges(cls, alpha: str = "1.0:1.4", beta: str = "1.0:1.3", gamma: str = "1.0:1.3",
-                    step: float | str = 0.05, tolerance: float = 0.1, measured: bool = False,
-                    phi: int = 1) -> GridDefinition:
+    def from_ranges(
+        cls,
+        alpha: str = "1.0:1.4",
+        beta: str = "1.0:1.3",
+        gamma: str = "1.0:1.3",
+        step: float | str = 0.05,
+        tolerance: float = 0.1,
+        measured: bool = False,
+        phi: int = 1,
+    ) -> GridDefinition:
         """A grid from ranges written `LOW:HIGH` (or one value); the defaults are the command line's:
         alpha 1.0-1.4, beta and gamma 1.0-1.3, step 0.05, |alpha*beta^2*gamma^2 - 2| <= 0.1, phi = 1."""
-        return cls(parse_range(alpha, "alpha_range"), parse_range(beta, "beta_range"),
-                   parse_range(gamma, "gamma_range"), parse_step(step), tolerance, measured, phi)
+        return cls(
+            parse_range(alpha, "alpha_range"),
+            parse_range(beta, "beta_range"),
+            parse_range(gamma, "gamma_range"),
+            parse_step(step),
+            tolerance,
+            measured,
+            phi,
+        )
 
     @property
     def rule(self) -> str:
@@ -204,9 +229,16 @@ class GridDefinition:
         return f"|{measure} - {FLOPS_TARGET}| <= {self.tolerance:g}"
 
     def describe(self) -> dict[str, Any]:
-        return {"alpha": self.alpha.text, "beta": self.beta.text, "gamma": self.gamma.text,
-                "step": _plain(self.step), "tolerance": self.tolerance, "phi": self.phi,
-                "constraint": "measured" if self.measured else "formula", "rule": self.rule}
+        return {
+            "alpha": self.alpha.text,
+            "beta": self.beta.text,
+            "gamma": self.gamma.text,
+            "step": _plain(self.step),
+            "tolerance": self.tolerance,
+            "phi": self.phi,
+            "constraint": "measured" if self.measured else "formula",
+            "rule": self.rule,
+        }
 
     def points(self, base: NetworkSpec, proxy_resolution: int) -> list[GridPoint]:
         """The kept points in grid order (alpha, then beta, then gamma ascending), each with the network it
@@ -229,18 +261,34 @@ class GridDefinition:
                     resolution = point_proxy_resolution(proxy_resolution, g, self.phi)
                     problem = spec_cost(spec.replace(resolution=resolution)).problem()
                     if problem is not None:
-                        raise InputError(f"the grid point alpha {a}, beta {b}, gamma {g} at phi {self.phi} builds a "
-                                         f"network with {problem}; lower --phi or narrow the ranges")
-                    kept.append(GridPoint(a, b, g, float(product.quantize(_DIGITS)), cost.flops, cost.params, ratio,
-                                          resolution, spec_digest(spec.replace(resolution=resolution), NETWORK_DIGITS)))
+                        raise InputError(
+                            f"the grid point alpha {a}, beta {b}, gamma {g} at phi {self.phi} builds a "
+                            f"network with {problem}; lower --phi or narrow the ranges"
+                        )
+                    kept.append(
+                        GridPoint(
+                            a,
+                            b,
+                            g,
+                            float(product.quantize(_DIGITS)),
+                            cost.flops,
+                            cost.params,
+                            ratio,
+                            resolution,
+                            spec_digest(spec.replace(resolution=resolution), NETWORK_DIGITS),
+                        )
+                    )
         if not kept:
-            raise InputError(f"the grid alpha {self.alpha.text}, beta {self.beta.text}, gamma {self.gamma.text} "
-                             f"(step {_plain(self.step)}) holds no point with {self.rule}; widen the ranges "
-                             f"or raise --tolerance")
+            raise InputError(
+                f"the grid alpha {self.alpha.text}, beta {self.beta.text}, gamma {self.gamma.text} "
+                f"(step {_plain(self.step)}) holds no point with {self.rule}; widen the ranges "
+                f"or raise --tolerance"
+            )
         return kept
 
 
 # -- settings ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GridConfig:
@@ -264,8 +312,11 @@ class GridConfig:
             checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
             object.__setattr__(self, "base", self.base.replace(num_classes=self.classes))
         if self.proxy.name == "supernet":
-            raise SettingError("proxy", "supernet scores the networks of a search space, and a grid's scaled "
-                                        "networks are in none; use train, zero-cost or synflow")
+            raise SettingError(
+                "proxy",
+                "supernet scores the networks of a search space, and a grid's scaled "
+                "networks are in none; use train, zero-cost or synflow",
+            )
         if self.max_points is not None:
             checks.whole("max_points", self.max_points, low=1)
         checks.whole("repeats", self.repeats, low=1, high=MAX_REPEATS)
@@ -279,11 +330,18 @@ class GridConfig:
         return (self.study.seed + repeat) % checks.SEED_LIMIT
 
     def proxy_settings(self) -> dict[str, Any]:
-        return {"name": self.proxy.name, "data": self.proxy.data, "epochs": self.proxy.epochs,
-                "resolution": self.proxy.resolution,
-                "resolution_rule": "round(resolution * gamma^phi), halves up (the model's own rule)",
-                "batch_size": self.proxy.batch_size, "seed": self.study.seed, "repeats": self.repeats,
-                "repeat_seeds": "seed + repeat, repeat 0 .. repeats - 1", "score": self.score_name}
+        return {
+            "name": self.proxy.name,
+            "data": self.proxy.data,
+            "epochs": self.proxy.epochs,
+            "resolution": self.proxy.resolution,
+            "resolution_rule": "round(resolution * gamma^phi), halves up (the model's own rule)",
+            "batch_size": self.proxy.batch_size,
+            "seed": self.study.seed,
+            "repeats": self.repeats,
+            "repeat_seeds": "seed + repeat, repeat 0 .. repeats - 1",
+            "score": self.score_name,
+        }
 
     @property
     def score_name(self) -> str:
@@ -293,17 +351,35 @@ class GridConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed grid must agree on: otherwise its scores are not comparable."""
-        return {"base": spec_digest(self.base, 16), "classes": self.base.num_classes,
-                "resolution": self.base.resolution, **self.grid.describe(), "proxy": self.proxy.fingerprint(),
-                "seed": self.study.seed, "repeats": self.repeats}
+        return {
+            "base": spec_digest(self.base, 16),
+            "classes": self.base.num_classes,
+            "resolution": self.base.resolution,
+            **self.grid.describe(),
+            "proxy": self.proxy.fingerprint(),
+            "seed": self.study.seed,
+            "repeats": self.repeats,
+        }
 
     def distributions(self) -> dict[str, FloatDistribution]:
-        return {"alpha": self.grid.alpha.distribution(), "beta": self.grid.beta.distribution(),
-                "gamma": self.grid.gamma.distribution()}
+        return {
+            "alpha": self.grid.alpha.distribution(),
+            "beta": self.grid.beta.distribution(),
+            "gamma": self.grid.gamma.distribution(),
+        }
 
     def settings(self, base_label: str) -> dict[str, Any]:
-        return {"base": base_label, "grid": self.grid.describe(), "proxy": self.proxy_settings(),
-                "study": {**dataclasses.asdict(self.study), "run_dir": str(self.study.run_dir),
-                          "storage": self.study.storage_label},
-                "max_points": self.max_points, "repeats": self.repeats, "classes": self.base.num_classes,
-                "classes_from": "--classes" if self.classes is not None else "the base spec"}
+        return {
+            "base": base_label,
+            "grid": self.grid.describe(),
+            "proxy": self.proxy_settings(),
+            "study": {
+                **dataclasses.asdict(self.study),
+                "run_dir": str(self.study.run_dir),
+                "storage": self.study.storage_label,
+            },
+            "max_points": self.max_points,
+            "repeats": self.repeats,
+            "classes": self.base.num_classes,
+            "classes_from": "--classes" if self.classes is not None else "the base spec",
+        }

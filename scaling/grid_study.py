@@ -70,8 +70,9 @@ def queue_missing_evaluations(study: optuna.Study, points: tuple[GridPoint, ...]
     """Queue a trial for every evaluation without a waiting, running or evaluated trial, repeat by repeat (every
     network once before any twice); returns how many."""
     network_of = {p.key: p.network for p in points}
-    covered = {trial_evaluation(t, network_of) for t in study.get_trials(deepcopy=False)
-               if is_live(t) or is_evaluated(t)}
+    covered = {
+        trial_evaluation(t, network_of) for t in study.get_trials(deepcopy=False) if is_live(t) or is_evaluated(t)
+    }
     groups = twin_groups(points)
     added = 0
     for repeat in range(repeats):
@@ -83,8 +84,9 @@ def queue_missing_evaluations(study: optuna.Study, points: tuple[GridPoint, ...]
     return added
 
 
-def earlier_twin(study: optuna.Study, number: int, evaluation: Evaluation,
-                 network_of: Mapping[tuple, str]) -> int | None:
+def earlier_twin(
+    study: optuna.Study, number: int, evaluation: Evaluation, network_of: Mapping[tuple, str]
+) -> int | None:
     """Another trial of the same evaluation that takes precedence over trial `number` (module notes)."""
     for other in study.get_trials(deepcopy=False):
         if other.number == number or trial_evaluation(other, network_of) != evaluation:
@@ -96,8 +98,14 @@ def earlier_twin(study: optuna.Study, number: int, evaluation: Evaluation,
 
 def evaluations_taken(study: optuna.Study, network_of: Mapping[tuple, str]) -> int:
     """Evaluations done or under way: what `max_points` counts."""
-    return len({trial_evaluation(t, network_of) for t in study.get_trials(deepcopy=False)
-                if is_evaluated(t) or t.state == TrialState.RUNNING} - {None})
+    return len(
+        {
+            trial_evaluation(t, network_of)
+            for t in study.get_trials(deepcopy=False)
+            if is_evaluated(t) or t.state == TrialState.RUNNING
+        }
+        - {None}
+    )
 
 
 class PointScorer:
@@ -124,8 +132,14 @@ class PointScorer:
 class PointObjective:
     """Scores the evaluation of a taken trial, unless another trial takes precedence or it has none."""
 
-    def __init__(self, config: GridConfig, study: optuna.Study, points: tuple[GridPoint, ...], scorer: Scorer,
-                 on_detail: DetailCallback | None = None):
+    def __init__(
+        self,
+        config: GridConfig,
+        study: optuna.Study,
+        points: tuple[GridPoint, ...],
+        scorer: Scorer,
+        on_detail: DetailCallback | None = None,
+    ):
         self.config = config
         self.on_detail = on_detail
         self.study = study
@@ -138,8 +152,9 @@ class PointObjective:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise optuna.TrialPruned("no grid point was left to take")
         distributions = self.config.distributions()
-        alpha, beta, gamma = (trial.suggest_float(name, distributions[name].low, distributions[name].high)
-                              for name in COEFFICIENTS)
+        alpha, beta, gamma = (
+            trial.suggest_float(name, distributions[name].low, distributions[name].high) for name in COEFFICIENTS
+        )
         point = self.points[(alpha, beta, gamma)]
         repeat = int(trial.user_attrs.get(REPEAT_ATTR, 0))
         trial.set_user_attr(NETWORK_ATTR, point.network)
@@ -148,17 +163,24 @@ class PointObjective:
             trial.set_user_attr(DUPLICATE_OF_ATTR, twin)
             raise optuna.TrialPruned(f"trial {twin} evaluates this network")
         seed = self.config.seed(repeat)
-        for name, value in ((PRODUCT_ATTR, point.product), (FLOPS_ATTR, point.flops), (PARAMS_ATTR, point.params),
-                            (FLOPS_RATIO_ATTR, point.flops_ratio), (PROXY_RESOLUTION_ATTR, point.proxy_resolution),
-                            (SEED_ATTR, seed)):
+        for name, value in (
+            (PRODUCT_ATTR, point.product),
+            (FLOPS_ATTR, point.flops),
+            (PARAMS_ATTR, point.params),
+            (FLOPS_RATIO_ATTR, point.flops_ratio),
+            (PROXY_RESOLUTION_ATTR, point.proxy_resolution),
+            (SEED_ATTR, seed),
+        ):
             trial.set_user_attr(name, value)
         spec = point_spec(self.config.base, point.alpha, point.beta, point.gamma, self.config.grid.phi)
         from effnet.nas.signals import training
 
         if self.on_detail is not None:
             with training(active=False):
-                self.on_detail(f"trial {trial.number}: scoring α={point.alpha:g} β={point.beta:g} γ={point.gamma:g} "
-                               f"(repeat {repeat + 1}/{self.config.repeats})")
+                self.on_detail(
+                    f"trial {trial.number}: scoring α={point.alpha:g} β={point.beta:g} γ={point.gamma:g} "
+                    f"(repeat {repeat + 1}/{self.config.repeats})"
+                )
         started = time.perf_counter()
         try:
             with training():
@@ -203,11 +225,18 @@ class GridJob:
     def prepare(self, study: optuna.Study) -> None:
         queue_missing_evaluations(study, self.points, self.config.repeats)
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
-                  on_detail: DetailCallback | None = None) -> Callable[[optuna.Trial], Any]:
+    def objective(
+        self,
+        study: optuna.Study,
+        deadline: float | None,
+        threads: int | None,
+        device: str,
+        on_detail: DetailCallback | None = None,
+    ) -> Callable[[optuna.Trial], Any]:
         runtime = proxy_runtime(self.config.study, device, threads)
-        return PointObjective(self.config, study, self.points,
-                              self.scorer or PointScorer(self.config.proxy, runtime), on_detail)
+        return PointObjective(
+            self.config, study, self.points, self.scorer or PointScorer(self.config.proxy, runtime), on_detail
+        )
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         if self.limit is not None and evaluations_taken(study, self.network_of) >= self.limit:
@@ -223,5 +252,4 @@ class GridJob:
         if order:
             p = order[0].chosen
             status += f" · best {order[0].mean:.4f} at α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}"
-        return Progress(done=evaluations_done(networks), total=len(networks) * self.config.repeats,
-                             status=status)
+        return Progress(done=evaluations_done(networks), total=len(networks) * self.config.repeats, status=status)

@@ -41,7 +41,7 @@ def family_figure(members: Sequence[FamilyMember], title: str) -> Figure:
     flops_ax.plot(phis, [m.flops_ratio for m in ordered], "o-", label="measured (rounded)")
     flops_ax.plot(phis, [m.ideal_ratio for m in ordered], "s--", label="formula (αβ²γ²)^φ")
     flops_ax.plot(phis, [m.doubling_ratio for m in ordered], ":", color="grey", label="ideal 2^φ")
-    targets = [(m.phi, 2.0 ** m.match.step) for m in ordered if m.match is not None]
+    targets = [(m.phi, 2.0**m.match.step) for m in ordered if m.match is not None]
     if targets:
         flops_ax.plot(*zip(*targets, strict=True), "x", color="black", markersize=9, label="target 2^k")
     flops_ax.set_title("FLOPs ÷ base")
@@ -61,14 +61,25 @@ def family_figure(members: Sequence[FamilyMember], title: str) -> Figure:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(**LEGEND_BELOW)
         for m in ordered:
-            ax.annotate(m.name, (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
-                        textcoords="offset points", xytext=(4, -10), fontsize=8)
+            ax.annotate(
+                m.name,
+                (m.phi, m.flops_ratio if ax is flops_ax else m.params_ratio),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=8,
+            )
     fig.suptitle(title)
     return fig
 
 
-def plot_grid(rows: Sequence[PointResult], grid: GridDefinition, path: str | os.PathLike[str], title: str,
-              score_name: str, chance: ChanceLevel | None = None) -> Path:
+def plot_grid(
+    rows: Sequence[PointResult],
+    grid: GridDefinition,
+    path: str | os.PathLike[str],
+    title: str,
+    score_name: str,
+    chance: ChanceLevel | None = None,
+) -> Path:
     """Mean score of every point whose network is scored (twins share their network's, bars its standard
     deviation over the repeats) against the formula's alpha*beta^2*gamma^2 (left) and the measured FLOPs
     ratio of its phi = k network over the base, taken to the power 1/k (right), coloured by gamma; the kept
@@ -83,26 +94,50 @@ def plot_grid(rows: Sequence[PointResult], grid: GridDefinition, path: str | os.
     gammas = [r.point.gamma for r in scored]
     growth = f"(measured FLOPs ÷ base)^(1/{grid.phi})" if grid.phi > 1 else "measured FLOPs ÷ base"
     for ax, measure, label, constrained in (
-            (formula_ax, lambda p: p.product, "α·β²·γ²", not grid.measured),
-            (measured_ax, lambda p: p.flops_ratio ** (1 / grid.phi), f"{growth} (φ = {grid.phi}, rounded)",
-             grid.measured)):
+        (formula_ax, lambda p: p.product, "α·β²·γ²", not grid.measured),
+        (measured_ax, lambda p: p.flops_ratio ** (1 / grid.phi), f"{growth} (φ = {grid.phi}, rounded)", grid.measured),
+    ):
         if constrained:
-            ax.axvspan(FLOPS_TARGET - grid.tolerance, FLOPS_TARGET + grid.tolerance, color="grey", alpha=0.12,
-                       label=f"kept: |x − {FLOPS_TARGET}| ≤ {grid.tolerance:g}")
+            ax.axvspan(
+                FLOPS_TARGET - grid.tolerance,
+                FLOPS_TARGET + grid.tolerance,
+                color="grey",
+                alpha=0.12,
+                label=f"kept: |x − {FLOPS_TARGET}| ≤ {grid.tolerance:g}",
+            )
         ax.axvline(FLOPS_TARGET, color="grey", linestyle=":")
         if chance is not None:
             ax.axhline(chance.chance, color="tab:red", lw=1, ls="--", label=f"chance {chance.chance:.3f}")
-            ax.axhspan(chance.chance, chance.threshold, color="tab:red", alpha=0.07,
-                       label=f"within chance margin (+{chance.margin:.3f})")
+            ax.axhspan(
+                chance.chance,
+                chance.threshold,
+                color="tab:red",
+                alpha=0.07,
+                label=f"within chance margin (+{chance.margin:.3f})",
+            )
         xs, ys = [measure(r.point) for r in scored], [r.network.mean for r in scored]
         if any(r.network.std for r in scored):
-            ax.errorbar(xs, ys, yerr=[r.network.std or 0.0 for r in scored], fmt="none", ecolor="grey",
-                        elinewidth=0.8, alpha=0.6)
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[r.network.std or 0.0 for r in scored],
+                fmt="none",
+                ecolor="grey",
+                elinewidth=0.8,
+                alpha=0.6,
+            )
         dots = ax.scatter(xs, ys, c=gammas, cmap="viridis", s=28, edgecolors="black", linewidths=0.3)
         if best is not None:
             p = best.chosen
-            ax.plot(measure(p), best.mean, "*", color="red", markersize=16, markeredgecolor="black",
-                    label=f"chosen α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}")
+            ax.plot(
+                measure(p),
+                best.mean,
+                "*",
+                color="red",
+                markersize=16,
+                markeredgecolor="black",
+                label=f"chosen α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}",
+            )
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -42,6 +42,12 @@ def official_preset(name: str, base: NetworkSpec | None = None) -> NetworkSpec:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(OFFICIAL)}")
     c = OFFICIAL[key]
     base = reference_b0() if base is None else base
-    return scale(base, depth=c.depth, width=c.width, resolution=c.resolution, dropout=c.dropout,
-                 name=f"efficientnet-{key}",
-                 provenance={"preset": f"efficientnet-{key}", "source": "TensorFlow reference coefficient table"})
+    return scale(
+        base,
+        depth=c.depth,
+        width=c.width,
+        resolution=c.resolution,
+        dropout=c.dropout,
+        name=f"efficientnet-{key}",
+        provenance={"preset": f"efficientnet-{key}", "source": "TensorFlow reference coefficient table"},
+    )

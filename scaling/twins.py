@@ -23,8 +23,10 @@ from typing import Any
 
 from effnet.scaling.grid_space import COEFFICIENTS, GridPoint
 
-CHOICE_RULE = ("inside the best network's twin group (the points that build it), the smallest "
-               "alpha*beta^2*gamma^2; ties: the smaller alpha, then beta, then gamma")
+CHOICE_RULE = (
+    "inside the best network's twin group (the points that build it), the smallest "
+    "alpha*beta^2*gamma^2; ties: the smaller alpha, then beta, then gamma"
+)
 
 
 def choose(points: Sequence[GridPoint]) -> GridPoint:
@@ -53,8 +55,12 @@ class TwinGroup:
 
     def record(self) -> dict[str, Any]:
         """The group as coefficients.yaml lists it: every point, each coefficient's interval, the chosen one."""
-        return {"network": self.network, "points": [list(p.key) for p in self.points],
-                **{name: list(self.interval(name)) for name in COEFFICIENTS}, "chosen": list(self.chosen.key)}
+        return {
+            "network": self.network,
+            "points": [list(p.key) for p in self.points],
+            **{name: list(self.interval(name)) for name in COEFFICIENTS},
+            "chosen": list(self.chosen.key),
+        }
 
 
 def twin_groups(points: Sequence[GridPoint]) -> list[TwinGroup]:

@@ -53,8 +53,10 @@ def postgres_server():
 
     bin_dir = server_bin_dir()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine; "
-                    "apt-get install postgresql to run the PostgreSQL tests")
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl) on this machine; "
+            "apt-get install postgresql to run the PostgreSQL tests"
+        )
     server = start_server(bin_dir)
     try:
         yield server
@@ -96,8 +98,11 @@ def instant_study(monkeypatch):
 
 def pytest_terminal_summary(terminalreporter):
     """Say why the PostgreSQL tests were skipped even under -q (pytest shows skip reasons only with -rs)."""
-    reasons = [report.longrepr[2].removeprefix("Skipped: ") for report in terminalreporter.stats.get("skipped", [])
-               if isinstance(report.longrepr, tuple) and "PostgreSQL" in report.longrepr[2]]
+    reasons = [
+        report.longrepr[2].removeprefix("Skipped: ")
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and "PostgreSQL" in report.longrepr[2]
+    ]
     for reason in sorted(set(reasons)):
         terminalreporter.write_line(f"{reasons.count(reason)} PostgreSQL tests skipped: {reason}", yellow=True)
 

@@ -10,8 +10,14 @@ import numpy as np
 from PIL import Image
 
 
-def jpeg_folder(root: Path, classes: int = 3, per_class: int = 8, val_per_class: int = 0, seed: int = 0,
-                sizes: tuple[int, int] = (24, 96)) -> Path:
+def jpeg_folder(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 8,
+    val_per_class: int = 0,
+    seed: int = 0,
+    sizes: tuple[int, int] = (24, 96),
+) -> Path:
     """`root/<class>/i.jpg` (or train/ and val/ when `val_per_class`): class c has channel c bright, each
     image of a random width and height in `sizes`."""
     rng = np.random.default_rng(seed)
@@ -37,8 +43,9 @@ def png_16bit_rgb(path: Path, pixels: np.ndarray) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -96,9 +96,12 @@ def layer_of(module: str) -> int:
 
 def upward_imports(edges: list[Import]) -> list[str]:
     """One line per import that goes from a lower layer to a higher one."""
-    return [f"{edge.importer} (line {edge.line}, layer {LAYERS[layer_of(edge.importer)][0]}) imports "
-            f"{edge.imported} (layer {LAYERS[layer_of(edge.imported)][0]})"
-            for edge in edges if layer_of(edge.imported) > layer_of(edge.importer)]
+    return [
+        f"{edge.importer} (line {edge.line}, layer {LAYERS[layer_of(edge.importer)][0]}) imports "
+        f"{edge.imported} (layer {LAYERS[layer_of(edge.imported)][0]})"
+        for edge in edges
+        if layer_of(edge.imported) > layer_of(edge.importer)
+    ]
 
 
 def cycles(edges: list[Import]) -> list[list[str]]:

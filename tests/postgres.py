@@ -36,9 +36,26 @@ from optuna.trial import FrozenTrial
 USER = "effnet"
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 TINY_BASE = str(Path(__file__).parent / "data" / "tiny_base.yaml")
-TINY_SEARCH = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-               "--proxy-epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none",
-               "--threads", "1"]
+TINY_SEARCH = [
+    "--space",
+    TINY_SPACE,
+    "--target-flops",
+    "1M",
+    "--flops-tolerance",
+    "0.3",
+    "--data",
+    "synthetic",
+    "--proxy-epochs",
+    "1",
+    "--proxy-resolution",
+    "32",
+    "--batch-size",
+    "32",
+    "--timeout",
+    "none",
+    "--threads",
+    "1",
+]
 """A fast search: the tiny space, 4-class synthetic data, one epoch, one torch thread per worker."""
 FAST_HEARTBEATS = {"EFFNET_HEARTBEAT_INTERVAL": "1", "EFFNET_HEARTBEAT_GRACE": "4"}
 """A dead worker's trial is failed after 4 s instead of 120 s."""
@@ -46,6 +63,7 @@ FAST_HEARTBEATS = {"EFFNET_HEARTBEAT_INTERVAL": "1", "EFFNET_HEARTBEAT_GRACE": "
 
 def server_bin_dir() -> Path | None:
     """The newest PostgreSQL server's bin dir (Debian's /usr/lib/postgresql/N/bin, or initdb on PATH)."""
+
     def version(initdb: str) -> tuple[int, ...]:
         return tuple(int(part) for part in Path(initdb).parts[-3].split(".") if part.isdigit())
 
@@ -85,8 +103,10 @@ class PostgresServer:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root)
         if result.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise RuntimeError(f"{tool} {' '.join(args)} failed ({result.returncode}): "
-                               f"{result.stderr.strip() or result.stdout.strip()}\n{log}")
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}\n{log}"
+            )
         return result
 
     def _local(self) -> list[str]:
@@ -102,8 +122,19 @@ class PostgresServer:
         return self.url(name)
 
     def start(self) -> None:
-        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync", timeout=120)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+            timeout=120,
+        )
         for attempt in range(3):  # another process may take the free port first
             self.port = free_port()
             try:
@@ -117,18 +148,41 @@ class PostgresServer:
     def create_user(self, name: str, password: str) -> None:
         """A login role with `password` (any characters: it is quoted as SQL quotes a string)."""
         quoted = password.replace("'", "''")
-        self._run("psql", *self._local(), "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c",
-                  f"CREATE ROLE {name} LOGIN CREATEDB PASSWORD '{quoted}'")
+        self._run(
+            "psql",
+            *self._local(),
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            f"CREATE ROLE {name} LOGIN CREATEDB PASSWORD '{quoted}'",
+        )
 
     def halt(self) -> None:
         """Stop the server at once, as a crash or an outage would, keeping its data (`resume` brings it back)."""
         self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=60)
 
     def resume(self) -> None:
-        options = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off "
-                   f"-c full_page_writes=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w",
-                  "-t", "60", "start", timeout=90)
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off "
+            f"-c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            timeout=90,
+        )
 
     def stop(self) -> None:
         try:
@@ -146,8 +200,7 @@ def start_server(bin_dir: Path) -> PostgresServer:
         account = pwd.getpwnam("postgres")
         os.chown(root, account.pw_uid, account.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    server = PostgresServer(bin_dir=bin_dir, root=root, port=0, password=f"pw-{secrets.token_hex(12)}",
-                            run_as=run_as)
+    server = PostgresServer(bin_dir=bin_dir, root=root, port=0, password=f"pw-{secrets.token_hex(12)}", run_as=run_as)
     try:
         server.start()
     except BaseException:
@@ -157,6 +210,7 @@ def start_server(bin_dir: Path) -> PostgresServer:
 
 
 # -- effnet commands as processes -------------------------------------------------------------------
+
 
 @dataclass
 class Command:
@@ -231,8 +285,13 @@ def start_effnet(args: list[str], logs: Path, name: str, env: dict[str, str] | N
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / f"{name}.out", logs / f"{name}.err"
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "effnet.cli", *map(str, args)], stdout=stdout,
-                                   stderr=stderr, env={**os.environ, **(env or {})}, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "effnet.cli", *map(str, args)],
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     return Command(process, out, err)
 
 

@@ -63,8 +63,11 @@ def random_spec_dict(rng: random.Random) -> dict[str, Any]:
         "stem": stem,
         "stages": stages,
         "head": {"out_channels": rng.randint(8, 64)},
-        "provenance": {"trial": rng.randint(0, 10_000), "note": rng.choice(("random", "x: y", "")),
-                       "coefficients": {"alpha": rng.random(), "phi": rng.randint(1, 7)}},
+        "provenance": {
+            "trial": rng.randint(0, 10_000),
+            "note": rng.choice(("random", "x: y", "")),
+            "coefficients": {"alpha": rng.random(), "phi": rng.randint(1, 7)},
+        },
     }
 
 

@@ -26,9 +26,21 @@ TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 def test_every_exported_name_resolves_and_import_is_lazy():
     for name in effnet.__all__:
         assert getattr(effnet, name) is not None
-    assert set(effnet.__all__) >= {"load_spec", "dump_spec", "build_model", "count_flops", "scale", "search",
-                                   "grid_scale", "export_family", "SearchConfig", "SearchResult", "GridConfig",
-                                   "GridResult", "InputError"}
+    assert set(effnet.__all__) >= {
+        "load_spec",
+        "dump_spec",
+        "build_model",
+        "count_flops",
+        "scale",
+        "search",
+        "grid_scale",
+        "export_family",
+        "SearchConfig",
+        "SearchResult",
+        "GridConfig",
+        "GridResult",
+        "InputError",
+    }
     with pytest.raises(AttributeError):
         effnet.no_such_thing  # noqa: B018
     probe = "import sys, effnet; print('torch' in sys.modules, 'optuna' in sys.modules)"
@@ -40,11 +52,18 @@ def test_the_type_checking_imports_are_the_exports_name_for_name_and_module_for_
     """Editors and type checkers read the `if TYPE_CHECKING:` imports; `__getattr__` reads `_EXPORTS`: one may
     not name a thing, or a module, the other does not."""
     tree = ast.parse(API_INIT.read_text())
-    exports = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                   and [target.id for target in node.targets if isinstance(target, ast.Name)] == ["_EXPORTS"])
+    exports = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [target.id for target in node.targets if isinstance(target, ast.Name)] == ["_EXPORTS"]
+    )
     exported = {key.value: value.value for key, value in zip(exports.keys, exports.values, strict=True)}
-    guard = next(node for node in tree.body if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
-                 and node.test.id == "TYPE_CHECKING")
+    guard = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+    )
     imported: dict[str, str] = {}
     for node in guard.body:
         assert isinstance(node, ast.ImportFrom), f"line {node.lineno}: only `from module import name` belongs here"
@@ -63,26 +82,43 @@ def _b0():
 PAPER = (1.2, 1.1, 1.15)
 WRONG_VALUES = {  # a public call given a value of the wrong kind: each once raised a TypeError, ValueError,
     # OverflowError or AttributeError from deep inside, and is now an InputError naming the value
-    "scale, a NaN depth": (lambda: effnet.scale(_b0(), depth=math.nan, width=1.0, resolution=224),
-                           "depth must be a finite number, got nan"),
-    "scale, an infinite width": (lambda: effnet.scale(_b0(), depth=1.0, width=math.inf, resolution=224),
-                                 "width must be a finite number, got inf"),
-    "scale, a resolution as text": (lambda: effnet.scale(_b0(), depth=1.0, width=1.0, resolution="224"),
-                                    "resolution must be a number, got '224'"),
+    "scale, a NaN depth": (
+        lambda: effnet.scale(_b0(), depth=math.nan, width=1.0, resolution=224),
+        "depth must be a finite number, got nan",
+    ),
+    "scale, an infinite width": (
+        lambda: effnet.scale(_b0(), depth=1.0, width=math.inf, resolution=224),
+        "width must be a finite number, got inf",
+    ),
+    "scale, a resolution as text": (
+        lambda: effnet.scale(_b0(), depth=1.0, width=1.0, resolution="224"),
+        "resolution must be a number, got '224'",
+    ),
     "official_preset, a number": (lambda: effnet.official_preset(3), "unknown preset 3; choose one of b0, b1"),
-    "FamilyConfig, a path for the base": (lambda: effnet.FamilyConfig("b0.yaml", effnet.Coefficients(*PAPER)),
-                                          "base must be a NetworkSpec (effnet.load_spec(path)), got str"),
+    "FamilyConfig, a path for the base": (
+        lambda: effnet.FamilyConfig("b0.yaml", effnet.Coefficients(*PAPER)),
+        "base must be a NetworkSpec (effnet.load_spec(path)), got str",
+    ),
     "FamilyConfig, a tuple for the coefficients": (
         lambda: effnet.FamilyConfig(_b0(), PAPER),
-        "coefficients must be effnet.Coefficients(alpha, beta, gamma), got tuple"),
-    "FamilyConfig, no phi": (lambda: effnet.FamilyConfig(_b0(), effnet.Coefficients(*PAPER), phis=()),
-                             "phis must name at least one phi"),
-    "data_facts, a number": (lambda: effnet.data_facts(3),
-                             "data must be digits, synthetic or the path of an image folder, got int"),
-    "export_model, a path for the spec": (lambda: effnet.export_model("b0.yaml", "b0.onnx"),
-                                          "spec must be a NetworkSpec (effnet.load_spec(path)), got str"),
-    "eval_transform, no model info": (lambda: effnet.eval_transform(None),
-                                      "info must be the ModelInfo that effnet.load_model returns, got NoneType"),
+        "coefficients must be effnet.Coefficients(alpha, beta, gamma), got tuple",
+    ),
+    "FamilyConfig, no phi": (
+        lambda: effnet.FamilyConfig(_b0(), effnet.Coefficients(*PAPER), phis=()),
+        "phis must name at least one phi",
+    ),
+    "data_facts, a number": (
+        lambda: effnet.data_facts(3),
+        "data must be digits, synthetic or the path of an image folder, got int",
+    ),
+    "export_model, a path for the spec": (
+        lambda: effnet.export_model("b0.yaml", "b0.onnx"),
+        "spec must be a NetworkSpec (effnet.load_spec(path)), got str",
+    ),
+    "eval_transform, no model info": (
+        lambda: effnet.eval_transform(None),
+        "info must be the ModelInfo that effnet.load_model returns, got NoneType",
+    ),
 }
 
 
@@ -121,17 +157,28 @@ def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch, one_to
 
 
 def process_state() -> dict:
-    return {"sigint": signal.getsignal(signal.SIGINT), "sigterm": signal.getsignal(signal.SIGTERM),
-            "optuna_verbosity": optuna.logging.get_verbosity(), "threads": torch.get_num_threads(),
-            "rng": torch.random.get_rng_state(), "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    return {
+        "sigint": signal.getsignal(signal.SIGINT),
+        "sigterm": signal.getsignal(signal.SIGTERM),
+        "optuna_verbosity": optuna.logging.get_verbosity(),
+        "threads": torch.get_num_threads(),
+        "rng": torch.random.get_rng_state(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
 
 
 def test_a_library_search_leaves_the_process_as_it_found_it(tmp_path):
     before = process_state()
-    result = effnet.search(effnet.SearchConfig(
-        target_flops=1_000_000, flops_tolerance=0.3, space=TINY_SPACE, trials=2,
-        proxy=effnet.ProxyConfig(data="synthetic", epochs=1, resolution=16, batch_size=16),
-        study=effnet.StudyConfig(run_dir=tmp_path, name="search", threads=1)))
+    result = effnet.search(
+        effnet.SearchConfig(
+            target_flops=1_000_000,
+            flops_tolerance=0.3,
+            space=TINY_SPACE,
+            trials=2,
+            proxy=effnet.ProxyConfig(data="synthetic", epochs=1, resolution=16, batch_size=16),
+            study=effnet.StudyConfig(run_dir=tmp_path, name="search", threads=1),
+        )
+    )
     assert result.best_spec is not None
     after = process_state()
     assert before.pop("rng").equal(after.pop("rng"))

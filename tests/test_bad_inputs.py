@@ -37,17 +37,66 @@ CASES: list[dict[str, Any]] = yaml.safe_load((CORPUS / "cases.yaml").read_text()
 PREFIX = {
     "describe": ["describe"],
     "search": ["search", *TINY_SEARCH, "--run-dir", "@TMP/run", "--json"],
-    "grid-scale": ["grid-scale", "--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution", "16",
-                   "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15", "--tolerance", "0.1",
-                   "--run-dir", "@TMP/run", "--json"],
+    "grid-scale": [
+        "grid-scale",
+        "--proxy",
+        "zero-cost",
+        "--data",
+        "synthetic",
+        "--proxy-resolution",
+        "16",
+        "--alpha-range",
+        "1.2",
+        "--beta-range",
+        "1.1",
+        "--gamma-range",
+        "1.15",
+        "--tolerance",
+        "0.1",
+        "--run-dir",
+        "@TMP/run",
+        "--json",
+    ],
     "export-family": ["export-family", "--phi", "1", "--run-dir", "@TMP/run", "--json"],
-    "proxy-check": ["proxy-check", "--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3",
-                    "--data", "synthetic", "--candidates", "3", "--proxy-epochs", "1", "--reference-epochs", "1",
-                    "--proxy-resolution", "16", "--threads", "1", "--run-dir", "@TMP/run", "--json"],
+    "proxy-check": [
+        "proxy-check",
+        "--space",
+        TINY_SPACE,
+        "--target-flops",
+        "1M",
+        "--flops-tolerance",
+        "0.3",
+        "--data",
+        "synthetic",
+        "--candidates",
+        "3",
+        "--proxy-epochs",
+        "1",
+        "--reference-epochs",
+        "1",
+        "--proxy-resolution",
+        "16",
+        "--threads",
+        "1",
+        "--run-dir",
+        "@TMP/run",
+        "--json",
+    ],
     "export-model": ["export-model", "--out", "@TMP/model.onnx", "--json"],
     "predict": ["predict", "--json"],
-    "train": ["train", "@DIR/../data/tiny_base.yaml", "--data", "synthetic", "--resolution", "16", "--epochs", "1",
-              "--run-dir", "@TMP/run", "--json"],
+    "train": [
+        "train",
+        "@DIR/../data/tiny_base.yaml",
+        "--data",
+        "synthetic",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--run-dir",
+        "@TMP/run",
+        "--json",
+    ],
 }
 """Each command with quick settings; a case's own arguments come after and override them."""
 CASE_SECONDS = 10
@@ -119,17 +168,30 @@ def measure(case: dict[str, Any], tmp_path: Path) -> Measured:
     err = tmp_path / "stderr.txt"
     started = time.perf_counter()
     with err.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL,
-                                   stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL, stderr=stderr
+        )
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     return Measured(process.returncode, time.perf_counter() - started, usage.ru_maxrss * 1024, err.read_text())
 
 
-HOSTILE = ("spec-fifo", "space-dev-zero", "spec-over-the-byte-cap", "spec-billion-laughs", "space-billion-laughs",
-           "coefficients-billion-laughs", "spec-repeats-in-millions", "spec-resolution-100000-fvcore",
-           "spec-params-over-limit", "spec-activations-over-limit", "family-member-too-deep",
-           "family-match-gamma-barely-above-one", "target-above-the-space", "coefficients-huge-integer")
+HOSTILE = (
+    "spec-fifo",
+    "space-dev-zero",
+    "spec-over-the-byte-cap",
+    "spec-billion-laughs",
+    "space-billion-laughs",
+    "coefficients-billion-laughs",
+    "spec-repeats-in-millions",
+    "spec-resolution-100000-fvcore",
+    "spec-params-over-limit",
+    "spec-activations-over-limit",
+    "family-member-too-deep",
+    "family-match-gamma-barely-above-one",
+    "target-above-the-space",
+    "coefficients-huge-integer",
+)
 """The cases that asked for minutes of CPU or tens of GB before they were refused (bench/bench_bad_inputs.py
 measures every case the same way)."""
 
@@ -148,8 +210,13 @@ def test_the_corpus_is_complete():
     assert len(ids) == len(set(ids)), "two cases share an id"
     paths = {Path(m) for case in CASES for a in case["args"] for m in re.findall(r"@DIR/(\S+)", str(a))}
     paths |= {Path(source) for case in CASES for source, _ in case.get("copy", [])}
-    missing = [case["id"] for case in CASES for a in case["args"] for m in re.findall(r"@DIR/(\S+)", str(a))
-               if not (CORPUS / m).exists() and "no such" not in case["error"]]
+    missing = [
+        case["id"]
+        for case in CASES
+        for a in case["args"]
+        for m in re.findall(r"@DIR/(\S+)", str(a))
+        if not (CORPUS / m).exists() and "no such" not in case["error"]
+    ]
     assert missing == [], "these cases name a file that is not there: they would test 'no such file' instead"
     files = {p.relative_to(CORPUS) for p in CORPUS.rglob("*") if p.is_file() and p.name != "cases.yaml"}
     unused = [f for f in files if not any(f == p or p in f.parents for p in paths)]
@@ -157,38 +224,85 @@ def test_the_corpus_is_complete():
     assert {case["run"] for case in CASES} == set(PREFIX)
 
 
-@pytest.mark.parametrize("text, redacted", [
-    ("postgresql://effnet:pw@db:5432/x", "postgresql://effnet:***@db:5432/x"),
-    ("postgresql+psycopg2://effnet:p%40ss:w/rd@db/x", "postgresql+psycopg2://effnet:***@db/x"),
-    ("mysql://:pw@db/x?charset=utf8", "mysql://:***@db/x?charset=utf8"),
-    ("effnet:pw@db.example/x", "effnet:***@db.example/x"),
-    ("cannot reach 'postgresql://u:pw@h/x': refused", "cannot reach 'postgresql://u:***@h/x': refused"),
-    ("postgresql://effnet@db/x", "postgresql://effnet@db/x"),
-    ("sqlite:///runs/a:b@c.db", "sqlite:///runs/a:b@c.db"),
-    ("journal:/runs/study.journal", "journal:/runs/study.journal"),
-])
+@pytest.mark.parametrize(
+    "text, redacted",
+    [
+        ("postgresql://effnet:pw@db:5432/x", "postgresql://effnet:***@db:5432/x"),
+        ("postgresql+psycopg2://effnet:p%40ss:w/rd@db/x", "postgresql+psycopg2://effnet:***@db/x"),
+        ("mysql://:pw@db/x?charset=utf8", "mysql://:***@db/x?charset=utf8"),
+        ("effnet:pw@db.example/x", "effnet:***@db.example/x"),
+        ("cannot reach 'postgresql://u:pw@h/x': refused", "cannot reach 'postgresql://u:***@h/x': refused"),
+        ("postgresql://effnet@db/x", "postgresql://effnet@db/x"),
+        ("sqlite:///runs/a:b@c.db", "sqlite:///runs/a:b@c.db"),
+        ("journal:/runs/study.journal", "journal:/runs/study.journal"),
+    ],
+)
 def test_redact_url_hides_the_password_and_nothing_else(text, redacted):
     assert redact_url(text) == redacted
 
 
 # -- random YAML ------------------------------------------------------------------------------------
 
-SPEC_WORDS = ["name", "resolution", "num_classes", "in_channels", "activation", "dropout", "drop_connect",
-              "batch_norm", "stem", "stages", "head", "provenance", "block", "repeats", "kernel", "stride",
-              "expand", "out_channels", "se_ratio", "skip", "decay", "epsilon", "mbconv", "dsconv", "conv", "silu"]
+SPEC_WORDS = [
+    "name",
+    "resolution",
+    "num_classes",
+    "in_channels",
+    "activation",
+    "dropout",
+    "drop_connect",
+    "batch_norm",
+    "stem",
+    "stages",
+    "head",
+    "provenance",
+    "block",
+    "repeats",
+    "kernel",
+    "stride",
+    "expand",
+    "out_channels",
+    "se_ratio",
+    "skip",
+    "decay",
+    "epsilon",
+    "mbconv",
+    "dsconv",
+    "conv",
+    "silu",
+]
 SPACE_WORDS = ["base", "choices", "skeleton", "description", "width", "repeats_offset"]
 NASTY = [10**400, -(10**400), 2**63, float("nan"), float("inf"), -0.0, 1e-320, "", "1e3", True, None, [], {}]
 """Values at the edges of what a loader converts: too big for a float, not a number, empty, the wrong type."""
-NASTY_IDS = ["1e400", "-1e400", "2**63", "nan", "inf", "-0.0", "1e-320", "empty", "1e3-string", "true", "null", "[]",
-             "{}"]
+NASTY_IDS = [
+    "1e400",
+    "-1e400",
+    "2**63",
+    "nan",
+    "inf",
+    "-0.0",
+    "1e-320",
+    "empty",
+    "1e3-string",
+    "true",
+    "null",
+    "[]",
+    "{}",
+]
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-300, 300), st.integers(-(10**400), 10**400),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.sampled_from(SPEC_WORDS + SPACE_WORDS),
+    st.none(),
+    st.booleans(),
+    st.integers(-300, 300),
+    st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(SPEC_WORDS + SPACE_WORDS),
     st.sampled_from(NASTY),
 )
 keys = st.one_of(st.sampled_from(SPEC_WORDS + SPACE_WORDS), st.text(max_size=8), st.integers(-3, 3))
-documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5),
-                         max_leaves=30)
+documents = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5), max_leaves=30
+)
 LOADER_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -272,8 +386,11 @@ REFERENCE_B0 = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" /
 TINY = yaml.safe_load(Path(TINY_SPACE).read_text())
 
 
-@pytest.mark.parametrize("original, load", [(REFERENCE_B0, load_spec_or_input_error),
-                                            (TINY, load_space_or_input_error)], ids=["b0-spec", "space"])
+@pytest.mark.parametrize(
+    "original, load",
+    [(REFERENCE_B0, load_spec_or_input_error), (TINY, load_space_or_input_error)],
+    ids=["b0-spec", "space"],
+)
 @LOADER_SETTINGS
 @given(data=st.data())
 def test_mutations_of_valid_files_never_crash_their_loader(original, load, data, scratch):

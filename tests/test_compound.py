@@ -99,8 +99,10 @@ def test_resolution_rule_rounds_halves_up():
     assert scaled_resolution(2, 1.2) == 2
 
 
-@pytest.mark.parametrize("alpha, beta, gamma", [(0.9, 1.1, 1.15), (1.2, 0.5, 1.15), (1.2, 1.1, float("nan")),
-                                                (True, 1.1, 1.15), ("1.2", 1.1, 1.15)])
+@pytest.mark.parametrize(
+    "alpha, beta, gamma",
+    [(0.9, 1.1, 1.15), (1.2, 0.5, 1.15), (1.2, 1.1, float("nan")), (True, 1.1, 1.15), ("1.2", 1.1, 1.15)],
+)
 def test_coefficients_must_be_numbers_at_least_one(alpha, beta, gamma):
     with pytest.raises(InputError):
         Coefficients(alpha, beta, gamma)

@@ -29,19 +29,22 @@ from effnet.nas.search.run_dir import slow_trials
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 
 
-@pytest.mark.parametrize("state, workers, threads", [
-    (CpuState(affinity=2, busy=0.1, load=0.3), 1, 2),  # quiet: one per core
-    (CpuState(affinity=2, busy=1.9, load=4.1), 1, 1),  # the shared machine: both cores busy
-    (CpuState(affinity=2, busy=0.5), 1, 2),  # 1.5 free: half a core counts
-    (CpuState(affinity=2, busy=0.6), 1, 1),  # 1.4 free
-    (CpuState(affinity=2, busy=2.0), 1, 1),  # nothing free: still one thread
-    (CpuState(affinity=8, quota=2.0, busy=0.0), 1, 2),  # the cgroup quota caps 8 CPUs at 2 cores
-    (CpuState(affinity=8, quota=2.0, busy=7.0), 1, 1),  # ... and busy CPUs cut below it
-    (CpuState(affinity=8, busy=3.0), 2, 2),  # 5 free cores, 2 workers: 2 each, not 3 (6 > 5)
-    (CpuState(affinity=8, busy=0.0), 3, 2),  # 8 // 3
-    (CpuState(affinity=2, load=3.0), 1, 1),  # no sample: the load average stands in
-    (CpuState(affinity=4), 1, 4),  # nothing known of other work: every core
-])
+@pytest.mark.parametrize(
+    "state, workers, threads",
+    [
+        (CpuState(affinity=2, busy=0.1, load=0.3), 1, 2),  # quiet: one per core
+        (CpuState(affinity=2, busy=1.9, load=4.1), 1, 1),  # the shared machine: both cores busy
+        (CpuState(affinity=2, busy=0.5), 1, 2),  # 1.5 free: half a core counts
+        (CpuState(affinity=2, busy=0.6), 1, 1),  # 1.4 free
+        (CpuState(affinity=2, busy=2.0), 1, 1),  # nothing free: still one thread
+        (CpuState(affinity=8, quota=2.0, busy=0.0), 1, 2),  # the cgroup quota caps 8 CPUs at 2 cores
+        (CpuState(affinity=8, quota=2.0, busy=7.0), 1, 1),  # ... and busy CPUs cut below it
+        (CpuState(affinity=8, busy=3.0), 2, 2),  # 5 free cores, 2 workers: 2 each, not 3 (6 > 5)
+        (CpuState(affinity=8, busy=0.0), 3, 2),  # 8 // 3
+        (CpuState(affinity=2, load=3.0), 1, 1),  # no sample: the load average stands in
+        (CpuState(affinity=4), 1, 4),  # nothing known of other work: every core
+    ],
+)
 def test_threads_come_from_the_free_cores(state, workers, threads):
     assert choose_threads(state, workers).threads == threads
 
@@ -54,13 +57,16 @@ def test_the_reason_names_what_decided():
     assert quota == "1.0 of 1 core (cgroup quota 1.5 of 8 CPUs) free, 2 workers: 1 thread each"
 
 
-@pytest.mark.parametrize("files, cores", [
-    ({"cpu.max": "max 100000\n"}, None),
-    ({"cpu.max": "150000 100000\n"}, 1.5),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "files, cores",
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({}, None),
+    ],
+)
 def test_cgroup_quota_v2_and_v1(tmp_path, files, cores):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +76,12 @@ def test_cgroup_quota_v2_and_v1(tmp_path, files, cores):
 
 def test_cpu_times_count_the_cpus_of_the_affinity_mask_and_not_idle_or_iowait(tmp_path):
     stat = tmp_path / "stat"
-    stat.write_text("cpu  900 0 90 900 9 0 0 0 0 0\n"
-                    "cpu0 100 5 20 300 4 1 2 3 0 0\n"  # busy 100+5+20+1+2+3 = 131 of 435
-                    "cpu1 800 0 70 600 5 0 0 0 0 0\n"  # busy 870 of 1475
-                    "intr 12345 1 2\nctxt 999\n")
+    stat.write_text(
+        "cpu  900 0 90 900 9 0 0 0 0 0\n"
+        "cpu0 100 5 20 300 4 1 2 3 0 0\n"  # busy 100+5+20+1+2+3 = 131 of 435
+        "cpu1 800 0 70 600 5 0 0 0 0 0\n"  # busy 870 of 1475
+        "intr 12345 1 2\nctxt 999\n"
+    )
     assert cpu_times({0}, stat) == (131.0, 435.0)
     assert cpu_times({0, 1}, stat) == (1001.0, 1910.0)
     assert cpu_times({5}, stat) is None
@@ -116,10 +124,16 @@ def test_a_search_records_the_choice_and_gives_torch_its_threads_back(tmp_path, 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        result = effnet.search(effnet.SearchConfig(
-            target_flops=1_000_000, flops_tolerance=0.3, space=TINY_SPACE, trials=1,
-            proxy=effnet.ProxyConfig(data="synthetic", epochs=1, resolution=16, batch_size=16),
-            study=effnet.StudyConfig(run_dir=tmp_path, name="search")))
+        result = effnet.search(
+            effnet.SearchConfig(
+                target_flops=1_000_000,
+                flops_tolerance=0.3,
+                space=TINY_SPACE,
+                trials=1,
+                proxy=effnet.ProxyConfig(data="synthetic", epochs=1, resolution=16, batch_size=16),
+                study=effnet.StudyConfig(run_dir=tmp_path, name="search"),
+            )
+        )
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -132,10 +146,14 @@ def test_a_search_records_the_choice_and_gives_torch_its_threads_back(tmp_path, 
 
 
 def test_slow_marks_seconds_per_flop_and_epoch_over_three_times_the_median():
-    timings = {0: (1.0, 10**6, 1), 1: (2.0, 10**6, 2), 2: (1.1, 10**6, 1),  # 1e-6 s per FLOP-epoch, about
-               3: (3.5, 10**6, 1),  # 3.5e-6: over 3 x the median (1.05e-6)
-               4: (3.5, 4 * 10**6, 1),  # as long, but four times the FLOPs: not slow
-               5: (3.0, 10**6, 1)}  # 3.0e-6: under 3 x the median
+    timings = {
+        0: (1.0, 10**6, 1),
+        1: (2.0, 10**6, 2),
+        2: (1.1, 10**6, 1),  # 1e-6 s per FLOP-epoch, about
+        3: (3.5, 10**6, 1),  # 3.5e-6: over 3 x the median (1.05e-6)
+        4: (3.5, 4 * 10**6, 1),  # as long, but four times the FLOPs: not slow
+        5: (3.0, 10**6, 1),
+    }  # 3.0e-6: under 3 x the median
     assert slow_trials(timings) == {3}
     assert slow_trials({0: (1.0, 10**6, 1), 1: (9.0, 10**6, 1)}) == set()  # two are too few to judge
     assert slow_trials({0: (1.0, 10**6, 1), 1: (1.0, 10**6, 1), 2: (9.0, 10**6, 0)}) == set()  # no epoch: unjudged
@@ -144,10 +162,13 @@ def test_slow_marks_seconds_per_flop_and_epoch_over_three_times_the_median():
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, expected", [({}, cpus.SPIN_COUNT), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None")])
 def test_the_entry_point_bounds_the_spin_before_any_command_loads_torch(preset, expected):
-    probe = ("import os, sys\nfrom effnet.cli.app import main\nsys.argv = ['effnet', '--help']\n"
-             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-             "print('torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'))")
+    probe = (
+        "import os, sys\nfrom effnet.cli.app import main\nsys.argv = ['effnet', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in (cpus.SPIN_ENV, "OMP_WAIT_POLICY")}
-    done = subprocess.run([sys.executable, "-c", probe], env={**env, **preset}, capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={**env, **preset}, capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.splitlines()[-1] == f"False {expected}"

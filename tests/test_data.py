@@ -24,6 +24,7 @@ from images import jpeg_folder, png_16bit_rgb, png_bomb
 
 # -- built-in data and splits --------------------------------------------------------------------
 
+
 def test_digits_are_the_1797_real_images_held_out_20_percent_per_class():
     data = training_data("digits", 16, seed=0)
     # scikit-learn's digits: 1,797 images of 10 classes; a fifth held out, rounded up: ceil(359.4) = 360
@@ -62,6 +63,7 @@ def test_held_out_counts_are_checked():
 
 # -- image folders -------------------------------------------------------------------------------
 
+
 def test_an_image_folder_with_train_and_val_streams_from_its_files(tmp_path):
     jpeg_folder(tmp_path, classes=2, per_class=4, val_per_class=2)
     data = training_data(str(tmp_path), 16, seed=0)
@@ -76,15 +78,18 @@ def test_a_folder_of_classes_holds_out_a_fifth(tmp_path):
     assert (len(data.train), len(data.val)) == (12, 3) and sorted(data.val.labels.tolist()) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("layout, message", [
-    ("missing", "no such data folder"),
-    ("file", "not a directory"),
-    ("empty", "no class folders"),
-    ("one-class", "only one class"),
-    ("empty-class", "holds no images"),
-    ("class-only-in-train", "only in train: c; only in val: -"),
-    ("train-only", "only one of train/ and val/"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("missing", "no such data folder"),
+        ("file", "not a directory"),
+        ("empty", "no class folders"),
+        ("one-class", "only one class"),
+        ("empty-class", "holds no images"),
+        ("class-only-in-train", "only in train: c; only in val: -"),
+        ("train-only", "only one of train/ and val/"),
+    ],
+)
 def test_folder_errors_are_one_clear_line(tmp_path, layout, message):
     root = tmp_path / "data"
     if layout == "file":
@@ -109,6 +114,7 @@ def test_folder_errors_are_one_clear_line(tmp_path, layout, message):
 
 
 # -- decoding: every kind of file converted correctly or named ----------------------------------
+
 
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     grey = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)  # the high byte: 0, 1, 128, 255
@@ -144,11 +150,14 @@ def test_exif_orientation_is_applied(tmp_path):
     assert decode_image(tmp_path / "rotated.jpg").size == (2, 6)
 
 
-@pytest.mark.parametrize("name, write, words", [
-    ("corrupt.jpg", lambda p: p.write_bytes(b"not a jpeg at all"), "cannot read the image"),
-    ("truncated.jpg", None, "cannot read the image"),
-    ("bomb.png", png_bomb, "over the 64,000,000-pixel limit"),
-])
+@pytest.mark.parametrize(
+    "name, write, words",
+    [
+        ("corrupt.jpg", lambda p: p.write_bytes(b"not a jpeg at all"), "cannot read the image"),
+        ("truncated.jpg", None, "cannot read the image"),
+        ("bomb.png", png_bomb, "over the 64,000,000-pixel limit"),
+    ],
+)
 def test_a_file_that_does_not_decode_is_named(tmp_path, name, write, words):
     path = tmp_path / name
     if write is None:
@@ -193,6 +202,7 @@ def test_a_cache_that_leaves_files_out_holds_the_others_in_order(tmp_path):
 
 
 # -- transforms ----------------------------------------------------------------------------------
+
 
 def test_the_eval_view_is_the_short_side_at_r_over_0875_then_the_centre(tmp_path):
     """By hand for a 60 x 30 image at r = 16: short side 30 -> round(16 / 0.875) = 18, so 36 x 18; the centre
@@ -253,6 +263,7 @@ def test_the_same_seed_gives_the_same_crops_whatever_the_loader_workers(tmp_path
 
 # -- the loader ----------------------------------------------------------------------------------
 
+
 def test_ranks_see_disjoint_shards_that_cover_the_split():
     size, world = 103, 4
     shards = []
@@ -271,14 +282,15 @@ def test_batches_travel_as_bytes_and_are_normalised_on_the_device():
     images = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
     x = Normalize(torch.device("cpu"))(images)
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
-    assert x[0, :, 0, 0].tolist() == pytest.approx([(255 - 0.485 * 255) / (0.229 * 255),
-                                                     (255 - 0.456 * 255) / (0.224 * 255),
-                                                     (255 - 0.406 * 255) / (0.225 * 255)])
+    assert x[0, :, 0, 0].tolist() == pytest.approx(
+        [(255 - 0.485 * 255) / (0.229 * 255), (255 - 0.456 * 255) / (0.224 * 255), (255 - 0.406 * 255) / (0.225 * 255)]
+    )
     batch = collate([(torch.zeros(3, 2, 2, dtype=torch.uint8), 1, None), (torch.empty(0), -1, "x.jpg: broken")])
     assert batch.images.shape == (1, 3, 2, 2) and batch.labels.tolist() == [1] and batch.skipped == ["x.jpg: broken"]
 
 
 # -- caches --------------------------------------------------------------------------------------
+
 
 def test_a_cache_is_built_once_and_reused(tmp_path):
     jpeg_folder(tmp_path / "data", classes=2, per_class=10)
@@ -327,8 +339,9 @@ def test_a_memory_mapped_cache_stays_out_of_private_memory(tmp_path):
     the pages belong to the page cache, shared by every process that maps the file."""
     path = tmp_path / "cache.npy"
     np.save(path, np.random.default_rng(0).integers(0, 255, (1000, 3, 128, 128), dtype=np.uint8))
-    grown_kb = int(subprocess.run([sys.executable, "-c", MAPPED, str(path)], capture_output=True, text=True,
-                                  check=True).stdout)
+    grown_kb = int(
+        subprocess.run([sys.executable, "-c", MAPPED, str(path)], capture_output=True, text=True, check=True).stdout
+    )
     assert grown_kb < 4 * 1024, f"private memory grew {grown_kb} KB reading a 48 MB cache"
 
 
@@ -341,10 +354,25 @@ def test_a_validation_batch_of_undecodable_files_is_passed_over_and_named(tmp_pa
 
     jpeg_folder(tmp_path / "data", classes=2, per_class=3, val_per_class=2)
     (tmp_path / "data" / "val" / "class0" / "0.jpg").write_text("not a picture")
-    spec = spec_from_dict({"stem": {"out_channels": 8}, "head": {"out_channels": 16}, "stages": [
-        {"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 8}]})
-    result = train_network(TrainConfig(spec=spec, data=str(tmp_path / "data"), resolution=16, epochs=1,
-                                        batch_size=1, run_dir=tmp_path / "run", loader_workers=0, device="cpu"))
+    spec = spec_from_dict(
+        {
+            "stem": {"out_channels": 8},
+            "head": {"out_channels": 16},
+            "stages": [{"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 8}],
+        }
+    )
+    result = train_network(
+        TrainConfig(
+            spec=spec,
+            data=str(tmp_path / "data"),
+            resolution=16,
+            epochs=1,
+            batch_size=1,
+            run_dir=tmp_path / "run",
+            loader_workers=0,
+            device="cpu",
+        )
+    )
     assert [Path(s.split(":")[0]).name for s in result.skipped] == ["0.jpg"]
     assert result.top1 in (0.0, 1 / 3, 2 / 3, 1.0)  # over the 3 validation images that decoded
 
@@ -367,13 +395,19 @@ def test_training_memory_does_not_grow_with_the_dataset(tmp_path):
     varied sizes leave behind). Holding the decoded dataset, as the loader once did (float32, several
     copies), measured 1.32 on these same two folders."""
     spec = tmp_path / "tiny.yaml"
-    spec.write_text("stem: {out_channels: 8}\nstages:\n- {block: mbconv, repeats: 1, kernel: 3, stride: 2, "
-                    "expand: 1, out_channels: 8}\nhead: {out_channels: 16}\n")
+    spec.write_text(
+        "stem: {out_channels: 8}\nstages:\n- {block: mbconv, repeats: 1, kernel: 3, stride: 2, "
+        "expand: 1, out_channels: 8}\nhead: {out_channels: 16}\n"
+    )
     peaks = []
     for count in (20, 300):
         data = jpeg_folder(tmp_path / f"data{count}", classes=3, per_class=count, sizes=(90, 120))
-        result = subprocess.run([sys.executable, "-c", TRAIN_RSS, str(spec), str(data), str(tmp_path / f"run{count}")],
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-c", TRAIN_RSS, str(spec), str(data), str(tmp_path / f"run{count}")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         peaks.append(int(result.stdout.split()[-1]))
     assert peaks[1] / peaks[0] < 1.2, peaks
@@ -388,8 +422,17 @@ def test_a_search_over_a_folder_with_a_bad_file_says_so_and_records_it(tmp_path)
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
     (data / "class1" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    args = [*TINY_SEARCH, "--data", str(data), "--trials", "1", "--cache-dir", str(tmp_path / "cache"),
-            "--run-dir", str(tmp_path / "run")]
+    args = [
+        *TINY_SEARCH,
+        "--data",
+        str(data),
+        "--trials",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     result = CliRunner().invoke(app, ["search", *args])
     assert result.exit_code == 0, result.output
     assert "warning: 1 image file(s) did not decode and were left out (first: " in result.stderr
@@ -414,8 +457,15 @@ def test_decoding_on_the_device_gives_the_views_the_workers_give(tmp_path):
     whole = (data / "train" / "class1" / "0.jpg").read_bytes()
     (data / "train" / "class1" / "cut.jpg").write_bytes(whole[: len(whole) // 3])  # a sound header, then nothing
     splits = training_data(str(data), 32, seed=0)
-    recipe = Recipe(data=str(data), resolution=32, epochs=1, batch_size=len(splits.train) - 1, lr=0.01,
-                             warmup_epochs=0, augment="light")
+    recipe = Recipe(
+        data=str(data),
+        resolution=32,
+        epochs=1,
+        batch_size=len(splits.train) - 1,
+        lr=0.01,
+        warmup_epochs=0,
+        augment="light",
+    )
     views = {}
     for decode in ("workers", "device"):
         loaders = TrainingBatches(splits, recipe, Distributed(), torch.device("cpu"), workers=0, decode=decode)

@@ -21,8 +21,12 @@ def test_b0_json(cli, b0_yaml):
     data = describe_json(cli, b0_yaml)
     assert data["params"] == 5_288_548
     assert data["flops"] == 399_352_864
-    assert data["flops_by_operator"] == {"conv": 384_534_752, "batch_norm": 13_475_392,
-                                         "adaptive_avg_pool2d": 62_720, "linear": 1_280_000}
+    assert data["flops_by_operator"] == {
+        "conv": 384_534_752,
+        "batch_norm": 13_475_392,
+        "adaptive_avg_pool2d": 62_720,
+        "linear": 1_280_000,
+    }
     assert data["resolution"] == 224
     stages = data["stages"]
     assert len(stages) == 7
@@ -91,8 +95,13 @@ def test_unknown_preset(cli):
 def test_console_script_keeps_fvcore_warnings_away(b0_yaml):
     """fvcore's import warns from its own modules; a user of `effnet describe --fvcore` sees none of it."""
     effnet = Path(sys.executable).with_name("effnet")
-    done = subprocess.run([str(effnet), "describe", str(b0_yaml), "--fvcore", "--json"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [str(effnet), "describe", str(b0_yaml), "--fvcore", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert json.loads(done.stdout)["fvcore"]["flops"] == 399_352_864

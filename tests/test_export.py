@@ -51,9 +51,24 @@ def tiny_checkpoint(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("tiny")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    result = CliRunner().invoke(app, ["train", str(root / "tiny.yaml"), "--resolution", "16", "--epochs", "2",
-                                      "--batch-size", "64", "--device", "cpu", "--run-dir", str(root / "run"),
-                                      "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(root / "tiny.yaml"),
+            "--resolution",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(root / "run"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return {"spec": root / "tiny.yaml", "checkpoint": root / "run" / "checkpoint.pt", "root": root}
 
@@ -90,8 +105,19 @@ def test_b0_exports_to_onnx_that_onnxruntime_runs_at_batch_1_and_3(cli, tmp_path
 @pytest.mark.parametrize("format", ["onnx", "torchscript"])
 def test_a_trained_checkpoint_exports_with_its_ema_weights_resolution_and_classes(cli, tiny_checkpoint, format):
     out = tiny_checkpoint["root"] / f"tiny.{format}"
-    result = cli("export-model", tiny_checkpoint["spec"], "--checkpoint", tiny_checkpoint["checkpoint"],
-                 "--weights", "ema", "--format", format, "--out", out, "--json")
+    result = cli(
+        "export-model",
+        tiny_checkpoint["spec"],
+        "--checkpoint",
+        tiny_checkpoint["checkpoint"],
+        "--weights",
+        "ema",
+        "--format",
+        format,
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["resolution"], data["num_classes"], data["padding"]) == (16, 10, "same")
@@ -123,8 +149,9 @@ def test_an_export_of_another_function_fails_and_writes_nothing(cli, tmp_path, t
 
     monkeypatch.setattr(export, "fold_batch_norm", wrong_fold)
     out = tmp_path / "tiny.onnx"
-    result = cli("export-model", tiny_checkpoint["spec"], "--checkpoint", tiny_checkpoint["checkpoint"],
-                 "--out", out, "--json")
+    result = cli(
+        "export-model", tiny_checkpoint["spec"], "--checkpoint", tiny_checkpoint["checkpoint"], "--out", out, "--json"
+    )
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert not data["within_tolerance"] and data["max_abs_diff"] > data["tolerance"] and not data["written"]
@@ -155,6 +182,7 @@ def test_unknown_format_is_worded_with_its_flag(cli, tmp_path, b0_yaml):
 
 
 # -- folding ---------------------------------------------------------------------------------------
+
 
 def with_trained_statistics(model: nn.Module) -> nn.Module:
     """BatchNorm statistics and affine parameters away from their initial identity, so that folding them matters."""

@@ -91,7 +91,7 @@ def test_match_flops_hits_every_ladder_step(tmp_path):
     assert data["mode"] == "match-flops"
     for k, m in enumerate(data["members"], start=1):
         assert m["name"] == f"b{k}" and m["step"] == k
-        assert m["target_flops"] == round(2 ** k * B0_FVCORE_FLOPS)
+        assert m["target_flops"] == round(2**k * B0_FVCORE_FLOPS)
         assert abs(m["flops"] / m["target_flops"] - 1) <= 0.05
         assert m["within_tolerance"] is True and m["why"] is None
         assert load_spec(m["path"]).provenance["phi"] == m["phi"]
@@ -126,14 +126,23 @@ def test_coefficients_file(tmp_path):
     assert data["coefficients"]["source"] == str(path)
 
 
-@pytest.mark.parametrize("record, warning", [
-    ("complete: false\nevaluations_done: 4\nevaluations_total: 38\n",
-     "the coefficients come from an incomplete grid (4 of 38 evaluations done)"),
-    ("complete: false\npoints_scored: 4\npoints_total: 63\n",  # a record written before grids shared twins
-     "the coefficients come from an incomplete grid (4 of 63 points done)"),
-    ("complete: true\nwithin_noise: true\nmargin_sd: 0.4\nrepeats: 3\n",
-     "the grid's choice is within noise: the best network leads the runner-up by 0.40 standard deviations"),
-])
+@pytest.mark.parametrize(
+    "record, warning",
+    [
+        (
+            "complete: false\nevaluations_done: 4\nevaluations_total: 38\n",
+            "the coefficients come from an incomplete grid (4 of 38 evaluations done)",
+        ),
+        (
+            "complete: false\npoints_scored: 4\npoints_total: 63\n",  # a record written before grids shared twins
+            "the coefficients come from an incomplete grid (4 of 63 points done)",
+        ),
+        (
+            "complete: true\nwithin_noise: true\nmargin_sd: 0.4\nrepeats: 3\n",
+            "the grid's choice is within noise: the best network leads the runner-up by 0.40 standard deviations",
+        ),
+    ],
+)
 def test_a_partial_grid_or_a_choice_within_noise_is_warned_and_recorded(tmp_path, record, warning):
     path = tmp_path / "coefficients.yaml"
     path.write_text("alpha: 1.2\nbeta: 1.1\ngamma: 1.15\n" + record)
@@ -158,20 +167,23 @@ def write(tmp_path, text: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--base", "{tmp}/missing.yaml", *PAPER_FLAGS], "no such spec file"),
-    (["--coefficients", "{tmp}/missing.yaml"], "no such coefficients file"),
-    (["--coefficients", "{bad_yaml}"], "YAML syntax error"),
-    (["--coefficients", "{no_gamma}"], "missing key 'gamma'"),
-    (["--alpha", "0.9", "--beta", "1.1", "--gamma", "1.15"], "alpha must be at least 1"),
-    (["--alpha", "1.2", "--beta", "1.1"], "--gamma missing"),
-    ([], "no scaling coefficients"),
-    ([*PAPER_FLAGS, "--phi", "0"], "every phi must be a positive number"),
-    ([*PAPER_FLAGS, "--phi=1,-2"], "every phi must be a positive number"),
-    ([*PAPER_FLAGS, "--phi", "1,two,3"], "'two' is not a number"),
-    ([*PAPER_FLAGS, "--preset", "tf"], "the only preset is 'official'"),
-    (["--preset", "official", "--match-flops"], "drop --phi and --match-flops"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--base", "{tmp}/missing.yaml", *PAPER_FLAGS], "no such spec file"),
+        (["--coefficients", "{tmp}/missing.yaml"], "no such coefficients file"),
+        (["--coefficients", "{bad_yaml}"], "YAML syntax error"),
+        (["--coefficients", "{no_gamma}"], "missing key 'gamma'"),
+        (["--alpha", "0.9", "--beta", "1.1", "--gamma", "1.15"], "alpha must be at least 1"),
+        (["--alpha", "1.2", "--beta", "1.1"], "--gamma missing"),
+        ([], "no scaling coefficients"),
+        ([*PAPER_FLAGS, "--phi", "0"], "every phi must be a positive number"),
+        ([*PAPER_FLAGS, "--phi=1,-2"], "every phi must be a positive number"),
+        ([*PAPER_FLAGS, "--phi", "1,two,3"], "'two' is not a number"),
+        ([*PAPER_FLAGS, "--preset", "tf"], "the only preset is 'official'"),
+        (["--preset", "official", "--match-flops"], "drop --phi and --match-flops"),
+    ],
+)
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, args, message):
     files = {"tmp": str(tmp_path), "bad_yaml": write(tmp_path, "alpha: [1.2\n")}
     files["no_gamma"] = str(tmp_path / "no_gamma.yaml")

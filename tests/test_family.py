@@ -29,8 +29,15 @@ B0_FVCORE_FLOPS = 399_352_864
 """fvcore's total for a reference EfficientNet-B0 at 224 (measured with fvcore on torchvision's efficientnet_b0)."""
 
 # (repeats, kernel, stride, expand, out_channels): paper Table 1.
-B0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-             (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+B0_STAGES = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+]
 
 
 def hand_flops(resolution: int, stem: int, stages: list[tuple[int, int, int, int, int]], head: int) -> int:
@@ -69,8 +76,10 @@ def test_phi_1_costs_about_2_55_times_b0_not_1_92():
     # - resolution: 224 * 1.15 = 257.6 -> 258, and 'same' strided convolutions round up, so the feature maps run
     #   129, 65, 33, 17, 9 instead of 112, 56, 28, 14, 7 (the last one (9/7)^2 = 1.65x): 1.49x, not 1.32x.
     # Together 2.55x. The network below is written out by hand (see test_compound.B2_*) and counted by hand.
-    phi1 = [(r, k, s, e, c) for (_, k, s, e, _), r, c in
-            zip(B0_STAGES, (2, 3, 3, 4, 4, 5, 2), (16, 24, 48, 88, 120, 208, 352), strict=True)]
+    phi1 = [
+        (r, k, s, e, c)
+        for (_, k, s, e, _), r, c in zip(B0_STAGES, (2, 3, 3, 4, 4, 5, 2), (16, 24, 48, 88, 120, 208, 352), strict=True)
+    ]
     by_hand = hand_flops(258, 32, phi1, 1408) / B0_FVCORE_FLOPS
     assert 2.54 < by_hand < 2.57
     member = compound_family(reference_b0(), PAPER, (1.0,))[0]
@@ -81,7 +90,7 @@ def test_phi_1_costs_about_2_55_times_b0_not_1_92():
 def test_phi_7_sits_near_0_79_of_two_to_the_seven():
     # Rounding drifts from 2.55x at phi = 1 to about 0.79 x 2^7 at phi = 7.
     member = compound_family(reference_b0(), PAPER, (7.0,))[0]
-    assert member.flops_ratio / 2 ** 7 == pytest.approx(0.79, abs=0.01)
+    assert member.flops_ratio / 2**7 == pytest.approx(0.79, abs=0.01)
 
 
 def test_family_flops_grow_monotonically_with_phi():
@@ -101,7 +110,7 @@ def test_match_flops_meets_every_integer_step_and_beats_a_brute_force_scan():
     members = match_flops_family(base, PAPER, steps)
     scanned = scan_flops(base, PAPER, np.linspace(0, 7.6, 1500))
     for member, k in zip(members, steps, strict=True):
-        target = round(2 ** k * B0_FVCORE_FLOPS)
+        target = round(2**k * B0_FVCORE_FLOPS)
         assert member.match.target_flops == target
         assert member.flops == analytic_flops(member.spec)
         assert abs(member.flops / target - 1) <= MATCH_TOLERANCE, member.name
@@ -119,12 +128,12 @@ def test_match_flops_explains_a_step_that_rounding_skips():
     member = match_flops_family(reference_b0(), PAPER, (0.1,))[0]
     assert member.phi == 0
     assert member.flops == B0_FVCORE_FLOPS
-    assert member.deviation == pytest.approx(2 ** -0.1 - 1)
+    assert member.deviation == pytest.approx(2**-0.1 - 1)
     assert not member.within_tolerance
     plus_one_block = [(r + 1, k, s, e, c) for r, k, s, e, c in B0_STAGES]
     above = hand_flops(224, 32, plus_one_block, 1280)
     assert "depth rounding" in member.match.why and "16 to 23 blocks" in member.match.why
-    assert f"({above / (2 ** 0.1 * B0_FVCORE_FLOPS) - 1:+.1%})" in member.match.why
+    assert f"({above / (2**0.1 * B0_FVCORE_FLOPS) - 1:+.1%})" in member.match.why
 
 
 def test_match_flops_names_a_resolution_jump():
@@ -143,8 +152,15 @@ def test_match_flops_refuses_coefficients_that_never_grow():
 
 def test_official_fit_is_the_least_squares_phi():
     # The coefficient table (paper Table 2 / TensorFlow reference): depth, width, resolution.
-    table = {"b1": (1.1, 1.0, 240), "b2": (1.2, 1.1, 260), "b3": (1.4, 1.2, 300), "b4": (1.8, 1.4, 380),
-             "b5": (2.2, 1.6, 456), "b6": (2.6, 1.8, 528), "b7": (3.1, 2.0, 600)}
+    table = {
+        "b1": (1.1, 1.0, 240),
+        "b2": (1.2, 1.1, 260),
+        "b3": (1.4, 1.2, 300),
+        "b4": (1.8, 1.4, 380),
+        "b5": (2.2, 1.6, 456),
+        "b6": (2.6, 1.8, 528),
+        "b7": (3.1, 2.0, 600),
+    }
     design = np.log([[1.2], [1.1], [1.15]])
     fits = official_family_fit(1.2, 1.1, 1.15)
     assert [f.name for f in fits] == list(table)
@@ -153,9 +169,9 @@ def test_official_fit_is_the_least_squares_phi():
         observed = np.log([depth, width, resolution / 224])
         phi = np.linalg.lstsq(design, observed, rcond=None)[0][0]
         assert fit.phi == pytest.approx(phi)
-        assert fit.row()["depth_off"] == pytest.approx(depth / 1.2 ** phi - 1)
-        assert fit.row()["width_off"] == pytest.approx(width / 1.1 ** phi - 1)
-        assert fit.row()["resolution_off"] == pytest.approx(resolution / 224 / 1.15 ** phi - 1)
+        assert fit.row()["depth_off"] == pytest.approx(depth / 1.2**phi - 1)
+        assert fit.row()["width_off"] == pytest.approx(width / 1.1**phi - 1)
+        assert fit.row()["resolution_off"] == pytest.approx(resolution / 224 / 1.15**phi - 1)
     # B2 is the one preset the formula explains at phi = 1 (depth 1.2, width 1.1 exactly).
     assert fits[1].phi == pytest.approx(1.0, abs=0.03)
 
@@ -169,17 +185,27 @@ def test_phi_list_parsing():
 
 
 def test_member_names_are_file_safe():
-    assert [member_name(p) for p in (1.0, 7.0, 1.5, 0.25, 2.125, 1.0000001, 1e-5)] == \
-        ["b1", "b7", "b1p5", "b0p25", "b2p125", "b1p0000001", "b0p00001"]
+    assert [member_name(p) for p in (1.0, 7.0, 1.5, 0.25, 2.125, 1.0000001, 1e-5)] == [
+        "b1",
+        "b7",
+        "b1p5",
+        "b0p25",
+        "b2p125",
+        "b1p0000001",
+        "b0p00001",
+    ]
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("alpha: [1.2\n", "YAML syntax error"),
-    ("- 1.2\n- 1.1\n", "must be a mapping"),
-    ("alpha: 1.2\nbeta: 1.1\n", "missing key 'gamma'"),
-    ("alpha: fast\nbeta: 1.1\ngamma: 1.15\n", "alpha must be a number"),
-    ("alpha: 1.2\nbeta: 0.9\ngamma: 1.15\n", "beta must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("alpha: [1.2\n", "YAML syntax error"),
+        ("- 1.2\n- 1.1\n", "must be a mapping"),
+        ("alpha: 1.2\nbeta: 1.1\n", "missing key 'gamma'"),
+        ("alpha: fast\nbeta: 1.1\ngamma: 1.15\n", "alpha must be a number"),
+        ("alpha: 1.2\nbeta: 0.9\ngamma: 1.15\n", "beta must be at least 1"),
+    ],
+)
 def test_coefficients_file_errors(tmp_path, text, problem):
     path = tmp_path / "coefficients.yaml"
     path.write_text(text)
@@ -217,9 +243,13 @@ def test_family_config_refuses_a_bad_mode_or_class_count_when_made():
 
 def test_export_family_reports_the_sizing_then_each_spec_written(tmp_path):
     events: list[Progress] = []
-    result = export_family(FamilyConfig(reference_b0(), PAPER, phis=(1.0, 2.0), run_dir=tmp_path / "family"),
-                           on_progress=events.append)
+    result = export_family(
+        FamilyConfig(reference_b0(), PAPER, phis=(1.0, 2.0), run_dir=tmp_path / "family"), on_progress=events.append
+    )
     assert [(e.done, e.total, e.status) for e in events] == [
-        (0, None, "sizing the family"), (1, 2, "wrote b1.yaml"), (2, 2, "wrote b2.yaml")]
+        (0, None, "sizing the family"),
+        (1, 2, "wrote b1.yaml"),
+        (2, 2, "wrote b2.yaml"),
+    ]
     assert {"b1.yaml", "b2.yaml", "run.yaml"} <= {p.name for p in (tmp_path / "family").iterdir()}
     assert [m.name for m in result.members] == ["b1", "b2"]

@@ -75,21 +75,31 @@ def journal_trials(run_dir: Path) -> list[FrozenTrial]:
 
 # -- SIGKILL ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_url, tmp_path, effnet_command):
     budget = 6
     args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", postgres_url, "--json"]
-    victim = effnet_command([*args, "--trials", budget, "--run-dir", tmp_path / "victim"], "victim",
-                            env=FAST_HEARTBEATS)
-    survivor = effnet_command([*args, "--trials", budget, "--run-dir", tmp_path / "survivor"],
-                              "survivor", env=FAST_HEARTBEATS)
+    victim = effnet_command(
+        [*args, "--trials", budget, "--run-dir", tmp_path / "victim"], "victim", env=FAST_HEARTBEATS
+    )
+    survivor = effnet_command(
+        [*args, "--trials", budget, "--run-dir", tmp_path / "survivor"], "survivor", env=FAST_HEARTBEATS
+    )
     with postgres_study(postgres_url) as read_trials:
+
         def victim_is_training() -> list[FrozenTrial]:
             trials = read_trials()
             if len(trained(trials)) < 2:
                 return []
-            return [t for t in trials if t.state == TrialState.RUNNING and in_band(t) and not t.intermediate_values
-                    and t.user_attrs.get("worker") == victim.worker]  # in its first of three epochs
+            return [
+                t
+                for t in trials
+                if t.state == TrialState.RUNNING
+                and in_band(t)
+                and not t.intermediate_values
+                and t.user_attrs.get("worker") == victim.worker
+            ]  # in its first of three epochs
 
         wait_for(victim_is_training, 240)
         victim.process.send_signal(signal.SIGKILL)
@@ -111,8 +121,9 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_u
             # (once the grace period is over; until then the trial may still belong to a live worker).
             time.sleep(max(0.0, killed_at + int(FAST_HEARTBEATS["EFFNET_HEARTBEAT_GRACE"]) + 1 - time.time()))
             budget_now = len(trained(read_trials())) + 1
-            rerun = effnet_command([*args, "--trials", budget_now, "--run-dir", tmp_path / "rerun"], "rerun",
-                                   env=FAST_HEARTBEATS)
+            rerun = effnet_command(
+                [*args, "--trials", budget_now, "--run-dir", tmp_path / "rerun"], "rerun", env=FAST_HEARTBEATS
+            )
             assert rerun.wait(300) == 0, rerun.stderr[-3000:]
         trials = read_trials()
 
@@ -129,14 +140,16 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(postgres_u
 
 # -- SIGINT -----------------------------------------------------------------------------------------
 
+
 def interrupted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs]
 
 
 def training_early(trials: list[FrozenTrial]) -> bool:
     """Two candidates trained, and one in its first of three epochs: far from done when the signal lands."""
-    return len(trained(trials)) >= 2 and any(t.state == TrialState.RUNNING and in_band(t) and not t.intermediate_values
-                                             for t in trials)
+    return len(trained(trials)) >= 2 and any(
+        t.state == TrialState.RUNNING and in_band(t) and not t.intermediate_values for t in trials
+    )
 
 
 def check_files_for_completed(run_dir: Path, trials: list[FrozenTrial]) -> None:
@@ -184,8 +197,22 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
 def test_ctrl_c_stops_every_worker_cleanly(tmp_path, effnet_command):
     """Ctrl-C in a terminal reaches the whole process group: the command and both its workers."""
     run_dir = tmp_path / "run"
-    command = effnet_command(["search", *TINY_SEARCH, "--proxy-epochs", "3", "--workers", 2, "--trials", 200,
-                              "--run-dir", run_dir, "--json"], "search")
+    command = effnet_command(
+        [
+            "search",
+            *TINY_SEARCH,
+            "--proxy-epochs",
+            "3",
+            "--workers",
+            2,
+            "--trials",
+            200,
+            "--run-dir",
+            run_dir,
+            "--json",
+        ],
+        "search",
+    )
     wait_for(lambda: training_early(journal_trials(run_dir)), 240)
     os.killpg(command.pid, signal.SIGINT)
     assert command.wait(120) == 130, command.stderr[-3000:]
@@ -215,8 +242,22 @@ def test_sigterm_stops_the_command_and_its_workers_and_writes_the_run_files(tmp_
     """SIGTERM (a scheduler, `docker stop`, `kill`) reaches the command alone, not its process group: it
     passes the stop on, and every process is gone soon after, the run directory written."""
     run_dir = tmp_path / "run"
-    command = effnet_command(["search", *TINY_SEARCH, "--proxy-epochs", "3", "--workers", 2, "--trials", 200,
-                              "--run-dir", run_dir, "--json"], "search")
+    command = effnet_command(
+        [
+            "search",
+            *TINY_SEARCH,
+            "--proxy-epochs",
+            "3",
+            "--workers",
+            2,
+            "--trials",
+            200,
+            "--run-dir",
+            run_dir,
+            "--json",
+        ],
+        "search",
+    )
     wait_for(lambda: training_early(journal_trials(run_dir)), 240)
     processes = [command.pid, *children(command.pid)]
     assert len(processes) >= 3, "the command and its two workers"
@@ -253,8 +294,7 @@ def test_workers_die_with_their_parent(tmp_path, effnet_command):
 
 
 @pytest.mark.slow
-def test_a_dead_workers_trial_is_recovered_by_a_run_under_another_host_name(tmp_path, effnet_command,
-                                                                               monkeypatch):
+def test_a_dead_workers_trial_is_recovered_by_a_run_under_another_host_name(tmp_path, effnet_command, monkeypatch):
     """A run in a new container has a new host name: the dead worker's process cannot be looked up there, and
     its trial is recovered because its heartbeat stopped."""
     run_dir = tmp_path / "run"
@@ -311,6 +351,7 @@ def test_a_stop_signal_stops_a_training_at_once_but_lets_a_storage_write_finish(
 
 # -- atomic writes ----------------------------------------------------------------------------------
 
+
 def study_with(n: int) -> optuna.Study:
     study = optuna.create_study(direction="maximize")
     for i in range(n):
@@ -324,11 +365,19 @@ WRITERS: dict[str, tuple[str, Callable[[Path, int], object]]] = {
     "run record": ("text", lambda path, v: write_run_record(path.parent, "search", {"version": v})),
     "trials csv": ("text", lambda path, v: write_trials_csv(study_with(v + 1), path)),
     "search plot": ("png", lambda path, v: plot_history(study_with(v + 2).trials, "reward", path)),
-    "family plot": ("png", lambda path, v: plot_family(
-        compound_family(reference_b0(), PAPER_COEFFICIENTS, (1.0 + v,)), path, f"version {v}")),
+    "family plot": (
+        "png",
+        lambda path, v: plot_family(
+            compound_family(reference_b0(), PAPER_COEFFICIENTS, (1.0 + v,)), path, f"version {v}"
+        ),
+    ),
 }
-NAMES = {"run record": "run.yaml", "trials csv": "trials.csv", "search plot": "history.png",
-         "family plot": "family.png"}
+NAMES = {
+    "run record": "run.yaml",
+    "trials csv": "trials.csv",
+    "search plot": "history.png",
+    "family plot": "family.png",
+}
 
 
 def disk_full(*args, **kwargs):
@@ -386,8 +435,21 @@ def test_every_file_gets_the_usual_permissions(writer, tmp_path, one_torch_threa
 # -- the run directory ------------------------------------------------------------------------------
 
 SEARCH = ["search", *TINY_SEARCH]
-GRID = ["grid-scale", "--proxy", "zero-cost", "--data", "synthetic", "--alpha-range", "1.2", "--beta-range", "1.1",
-        "--gamma-range", "1.15", "--tolerance", "0.1"]
+GRID = [
+    "grid-scale",
+    "--proxy",
+    "zero-cost",
+    "--data",
+    "synthetic",
+    "--alpha-range",
+    "1.2",
+    "--beta-range",
+    "1.1",
+    "--gamma-range",
+    "1.15",
+    "--tolerance",
+    "0.1",
+]
 FAMILY = ["export-family", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1"]
 
 
@@ -482,8 +544,10 @@ def test_a_full_disk_mid_run_is_a_clean_error_and_the_journal_resumes(tmp_path, 
     assert result.exit_code == 2, result.output
     *progress, line = result.output.strip().splitlines()  # the --json run's progress lines (stderr), then one error
     assert all(re.match(r"study 'search' in |\[\d+:\d\d:\d\d\] search \d+/6 ", p) for p in progress), progress
-    assert line.startswith(f"error: the storage journal file {run_dir / 'study.journal'} failed mid-run (OSError: "
-                           "[Errno 28] No space left on device); what it recorded is kept")
+    assert line.startswith(
+        f"error: the storage journal file {run_dir / 'study.journal'} failed mid-run (OSError: "
+        "[Errno 28] No space left on device); what it recorded is kept"
+    )
     assert (run_dir / "study.journal").read_bytes().endswith(b"\n")
     rerun = runner.invoke(app, [*args, "--trials", "4"])
     assert rerun.exit_code == 0, rerun.output
@@ -518,8 +582,9 @@ def test_more_workers_than_the_free_memory_holds_are_refused(tmp_path, monkeypat
     monkeypatch.setattr(study_config, "available_memory", lambda: 3 * study_config.WORKER_MEMORY + 2**20)
     result = runner.invoke(app, [*SEARCH, "--workers", "4", "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
-    assert result.output == ("error: --workers 4 need about 1.8 GiB (about 450 MiB each) and 1.3 GiB is free; "
-                             "use at most 3\n")
+    assert result.output == (
+        "error: --workers 4 need about 1.8 GiB (about 450 MiB each) and 1.3 GiB is free; use at most 3\n"
+    )
     result = runner.invoke(app, [*SEARCH, "--workers", "3", "--run-dir", str(tmp_path / "run")])
     assert "a worker started" in repr(result.exception), "three fit: the search should have started them"
 
@@ -571,8 +636,7 @@ def test_a_failed_worker_leaves_its_traceback_in_the_run_directory_and_a_note(tm
 
 
 @pytest.mark.parametrize("trials", [2, 50])
-def test_a_search_whose_every_trial_fails_alike_stops_with_that_error(trials, tmp_path, monkeypatch,
-                                                                      one_torch_thread):
+def test_a_search_whose_every_trial_fails_alike_stops_with_that_error(trials, tmp_path, monkeypatch, one_torch_thread):
     """A proxy that fails every candidate the same way (an empty RuntimeError, as a broken supernet gave) stops
     the run after three failed trials with the error as one line and exit 2: no spinning to the time limit, and
     no exit 0 asking for a rerun that would fail alike when the budget is smaller than three."""
@@ -590,8 +654,10 @@ def test_a_search_whose_every_trial_fails_alike_stops_with_that_error(trials, tm
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.strip().splitlines() if not line.startswith(("[", "study "))]
-    assert errors == [f"error: all {min(3, trials)} trials of this run failed the same way and none succeeded: "
-                      "RuntimeError (no message)"]  # beside --json's progress lines, one error line
+    assert errors == [
+        f"error: all {min(3, trials)} trials of this run failed the same way and none succeeded: "
+        "RuntimeError (no message)"
+    ]  # beside --json's progress lines, one error line
     failed = [t for t in journal_trials(run_dir) if t.state == TrialState.FAIL]
     assert len(calls) == len(failed) == min(3, trials)
     assert {t.user_attrs["fail_reason"] for t in failed} == {"RuntimeError (no message)"}
@@ -617,6 +683,7 @@ def test_a_search_with_some_trials_failing_goes_on(tmp_path, monkeypatch, one_to
 
 
 # -- what is loaded is checked before it is used -------------------------------------------------------
+
 
 def _damage_cache(how: str, array: Path, record: Path) -> None:
     import numpy as np
@@ -691,13 +758,26 @@ def test_more_loader_workers_than_the_free_memory_holds_are_refused(tmp_path, mo
     monkeypatch.setattr(memory, "available_memory", lambda: 4 * 2**30)
     result = runner.invoke(app, [*SEARCH, "--loader-workers", "256", "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
-    assert result.output == ("error: --loader-workers 256 need about 50.4 GiB (about 200 MiB each) and 4.0 GiB is "
-                             "free; use at most 18\n")
-    result = runner.invoke(app, ["train", str(Path(__file__).parent / "data" / "tiny_base.yaml"), "--data",
-                                 "synthetic", "--loader-workers", "256", "--run-dir", str(tmp_path / "train")])
+    assert result.output == (
+        "error: --loader-workers 256 need about 50.4 GiB (about 200 MiB each) and 4.0 GiB is free; use at most 18\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(Path(__file__).parent / "data" / "tiny_base.yaml"),
+            "--data",
+            "synthetic",
+            "--loader-workers",
+            "256",
+            "--run-dir",
+            str(tmp_path / "train"),
+        ],
+    )
     assert result.exit_code == 2, result.output
-    assert result.output == ("error: --loader-workers 256 need about 50.0 GiB (about 200 MiB each) and 4.0 GiB is "
-                             "free; use at most 20\n")
+    assert result.output == (
+        "error: --loader-workers 256 need about 50.0 GiB (about 200 MiB each) and 4.0 GiB is free; use at most 20\n"
+    )
 
 
 @pytest.mark.parametrize("damage", ["nan-model", "sparse-ema", "shape-model"])
@@ -705,8 +785,21 @@ def test_a_damaged_training_checkpoint_is_refused_on_resume_naming_the_tensor(da
     import torch
 
     spec = str(Path(__file__).parent / "data" / "tiny_base.yaml")
-    args = ["train", spec, "--data", "synthetic", "--resolution", "16", "--batch-size", "32", "--precise-bn", "0",
-            "--run-dir", str(tmp_path / "run"), "--json"]
+    args = [
+        "train",
+        spec,
+        "--data",
+        "synthetic",
+        "--resolution",
+        "16",
+        "--batch-size",
+        "32",
+        "--precise-bn",
+        "0",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--json",
+    ]
     first = runner.invoke(app, [*args, "--epochs", "1"])
     assert first.exit_code == 0, first.output
     path = tmp_path / "run" / "checkpoint.pt"
@@ -734,13 +827,27 @@ def test_a_damaged_training_checkpoint_is_refused_on_resume_naming_the_tensor(da
 def test_a_raw_pickle_is_one_line_without_torch_warnings(tmp_path):
     """torch warns of the pickle protocol before refusing a plain pickle; only effnet's line may show."""
     corpus = Path(__file__).parent / "bad_inputs"
-    result = subprocess.run([sys.executable, "-m", "effnet.cli", "export-model", str(Path(__file__).parent / "data"
-                             / "tiny_base.yaml"), "--checkpoint", str(corpus / "weights" / "raw_pickle.pkl"), "--out",
-                             str(tmp_path / "model.onnx")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "effnet.cli",
+            "export-model",
+            str(Path(__file__).parent / "data" / "tiny_base.yaml"),
+            "--checkpoint",
+            str(corpus / "weights" / "raw_pickle.pkl"),
+            "--out",
+            str(tmp_path / "model.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: {corpus / 'weights' / 'raw_pickle.pkl'}: not a readable weights file (not a file torch.save wrote: "
-        "a plain pickle or other bytes); give an effnet checkpoint or a state dict saved with torch.save"]
+        "a plain pickle or other bytes); give an effnet checkpoint or a state dict saved with torch.save"
+    ]
 
 
 def test_a_strip_image_is_refused_from_its_header_before_any_resize(tmp_path):
@@ -784,8 +891,10 @@ def test_symlink_loops_are_named_not_crashed_on(tmp_path):
     with pytest.raises(InputError, match="a symbolic link that loops; give the data folder itself"):
         index_folder(tmp_path / "root")
     (data / "class2").symlink_to(data / "class2")
-    with pytest.raises(InputError, match=re.escape(f"{data / 'class2'}: cannot read it (Too many levels of "
-                                                   "symbolic links); fix or remove it")):
+    with pytest.raises(
+        InputError,
+        match=re.escape(f"{data / 'class2'}: cannot read it (Too many levels of symbolic links); fix or remove it"),
+    ):
         index_folder(data)
 
 
@@ -808,6 +917,10 @@ def test_a_data_folder_that_cannot_be_listed_is_one_clear_error(unreadable, tmp_
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", guarded)
-    with pytest.raises(InputError, match=re.escape(f"{refused}: cannot list the folder (Permission denied); make it "
-                                                   "readable or give another data folder")):
+    with pytest.raises(
+        InputError,
+        match=re.escape(
+            f"{refused}: cannot list the folder (Permission denied); make it readable or give another data folder"
+        ),
+    ):
         index_folder(data)

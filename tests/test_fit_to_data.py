@@ -62,6 +62,7 @@ def torch_params(spec) -> int:
 
 # -- specs fitted to the data -------------------------------------------------------------------------
 
+
 def test_a_search_on_a_folder_writes_its_class_count_and_counts_that_head(tmp_path):
     """The tiny space's file says 4 classes; a 3-class folder makes every candidate and b0.yaml 3-way, and the
     parameters and FLOPs reported are the 3-way network's (torch's parameter count, fvcore's FLOPs)."""
@@ -82,8 +83,25 @@ def test_a_search_on_a_folder_writes_its_class_count_and_counts_that_head(tmp_pa
     assert warning in json.dumps(run)
     assert "chance level 0.3333" in (tmp_path / "run" / "report.html").read_text()
     # the search recorded the folder's median image size (48 x 40) in b0's provenance: export-family warns from it
-    family = runner.invoke(app, ["export-family", "--base", summary["best_spec"], "--alpha", "1.2", "--beta", "1.1",
-                                 "--gamma", "1.15", "--phi", "2", "--run-dir", str(tmp_path / "family"), "--json"])
+    family = runner.invoke(
+        app,
+        [
+            "export-family",
+            "--base",
+            summary["best_spec"],
+            "--alpha",
+            "1.2",
+            "--beta",
+            "1.1",
+            "--gamma",
+            "1.15",
+            "--phi",
+            "2",
+            "--run-dir",
+            str(tmp_path / "family"),
+            "--json",
+        ],
+    )
     assert family.exit_code == 0, family.output
     (too_large,) = json.loads(family.stdout)["warnings"]
     assert "b2 42 px (1.05x)" in too_large and "short side 40 px" in too_large  # round(32 * 1.15^2) = 42
@@ -120,8 +138,14 @@ def test_resolution_sets_the_base_and_the_band_is_counted_there(tmp_path):
 
 def test_a_resumed_study_refuses_other_classes_or_resolution(tmp_path):
     def open_with(**fit):
-        config = SearchConfig(target_flops=1_000_000, flops_tolerance=0.3, space=TINY_SEARCH[1], **fit,
-                              proxy=ProxyConfig(data="synthetic"), study=StudyConfig(run_dir=tmp_path, name="search"))
+        config = SearchConfig(
+            target_flops=1_000_000,
+            flops_tolerance=0.3,
+            space=TINY_SEARCH[1],
+            **fit,
+            proxy=ProxyConfig(data="synthetic"),
+            study=StudyConfig(run_dir=tmp_path, name="search"),
+        )
         return open_study(SearchJob(config, fitted_space(config)[0]), config.study)
 
     open_with()
@@ -132,6 +156,7 @@ def test_a_resumed_study_refuses_other_classes_or_resolution(tmp_path):
 
 
 # -- chance and pruning --------------------------------------------------------------------------------
+
 
 def test_the_chance_level_and_its_margin_by_hand():
     balanced = chance_level(np.repeat(np.arange(5), 36), 5)  # 180 validation images, 5 classes
@@ -157,8 +182,9 @@ def gated_study(chance: ChanceLevel, completed: list[tuple[float, int]]) -> optu
     study = optuna.create_study(direction="maximize", pruner=ChanceGate(AlwaysPrune(), chance, accuracy))
     for acc, flops in completed:
         reward = acc * (flops / TARGET) ** -0.07
-        study.add_trial(optuna.trial.create_trial(value=reward, intermediate_values={1: reward},
-                                                  user_attrs={"flops": flops}))
+        study.add_trial(
+            optuna.trial.create_trial(value=reward, intermediate_values={1: reward}, user_attrs={"flops": flops})
+        )
     return study
 
 
@@ -197,40 +223,104 @@ def test_the_gate_reads_accuracy_behind_the_reward():
 
 
 def test_the_search_gates_its_configured_pruners():
-    config = SearchConfig(target_flops=TARGET, flops_tolerance=0.3, space=TINY_SEARCH[1], pruner="hyperband",
-                          proxy=ProxyConfig(data="synthetic", epochs=3))
+    config = SearchConfig(
+        target_flops=TARGET,
+        flops_tolerance=0.3,
+        space=TINY_SEARCH[1],
+        pruner="hyperband",
+        proxy=ProxyConfig(data="synthetic", epochs=3),
+    )
     pruner = SearchJob(config, load_space(config.space), CHANCE).make_pruner()
     assert isinstance(pruner, ChanceGate) and isinstance(pruner.pruner, optuna.pruners.HyperbandPruner)
 
 
 # -- grid ties and the family's warnings ---------------------------------------------------------------
 
+
 def test_a_tied_grid_says_so_in_coefficients_and_export_family(tmp_path, monkeypatch):
     monkeypatch.setattr(grid_study, "PointScorer", lambda proxy, runtime: lambda spec, resolution, seed: 0.40)
-    grid = runner.invoke(app, ["grid-scale", "--base", TINY_BASE, "--alpha-range", "1.1:1.3", "--beta-range",
-                               "1.0:1.2", "--gamma-range", "1.0:1.2", "--step", "0.1", "--tolerance", "0.15",
-                               "--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution", "16",
-                               "--threads", "1", "--run-dir", str(tmp_path / "grid")])
+    grid = runner.invoke(
+        app,
+        [
+            "grid-scale",
+            "--base",
+            TINY_BASE,
+            "--alpha-range",
+            "1.1:1.3",
+            "--beta-range",
+            "1.0:1.2",
+            "--gamma-range",
+            "1.0:1.2",
+            "--step",
+            "0.1",
+            "--tolerance",
+            "0.15",
+            "--proxy",
+            "zero-cost",
+            "--data",
+            "synthetic",
+            "--proxy-resolution",
+            "16",
+            "--threads",
+            "1",
+            "--run-dir",
+            str(tmp_path / "grid"),
+        ],
+    )
     assert grid.exit_code == 0, grid.output
     assert "tied with the runner-up" in " ".join(grid.output.split())
     record = yaml.safe_load((tmp_path / "grid" / "coefficients.yaml").read_text())
     assert record["tied_with_runner_up"] is True and record["runner_up"]["score"] == record["score"] == 0.40
     assert "tie goes to the lower measured FLOPs ratio" in record["tie_rule"]
-    family = runner.invoke(app, ["export-family", "--base", TINY_BASE, "--coefficients",
-                                 str(tmp_path / "grid" / "coefficients.yaml"), "--phi", "1",
-                                 "--run-dir", str(tmp_path / "family"), "--json"])
+    family = runner.invoke(
+        app,
+        [
+            "export-family",
+            "--base",
+            TINY_BASE,
+            "--coefficients",
+            str(tmp_path / "grid" / "coefficients.yaml"),
+            "--phi",
+            "1",
+            "--run-dir",
+            str(tmp_path / "family"),
+            "--json",
+        ],
+    )
     assert family.exit_code == 0, family.output
     warnings = json.loads(family.stdout)["warnings"]
     assert any("tied with the runner-up" in w for w in warnings)
-    assert any("tied with the runner-up" in w for w in yaml.safe_load((tmp_path / "family" / "run.yaml")
-                                                                       .read_text())["result"]["warnings"])
+    assert any(
+        "tied with the runner-up" in w
+        for w in yaml.safe_load((tmp_path / "family" / "run.yaml").read_text())["result"]["warnings"]
+    )
 
 
 def test_export_family_warns_of_members_larger_than_the_datas_images(tmp_path):
     data = noise_folder(tmp_path / "data", size=(48, 40))  # median short side 40 px
-    family = runner.invoke(app, ["export-family", "--base", TINY_BASE, "--alpha", "1.2", "--beta", "1.1", "--gamma",
-                                 "1.15", "--phi", "1,2", "--data", str(data), "--classes", "3",
-                                 "--run-dir", str(tmp_path / "family"), "--json"])
+    family = runner.invoke(
+        app,
+        [
+            "export-family",
+            "--base",
+            TINY_BASE,
+            "--alpha",
+            "1.2",
+            "--beta",
+            "1.1",
+            "--gamma",
+            "1.15",
+            "--phi",
+            "1,2",
+            "--data",
+            str(data),
+            "--classes",
+            "3",
+            "--run-dir",
+            str(tmp_path / "family"),
+            "--json",
+        ],
+    )
     assert family.exit_code == 0, family.output
     out = json.loads(family.stdout)
     # tiny base 32 px: b1 round(32 * 1.15) = 37 px (under 40), b2 round(32 * 1.3225) = 42 px, 1.05x of 40

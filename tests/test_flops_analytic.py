@@ -37,8 +37,12 @@ def assert_analytic_matches_fvcore(spec) -> None:
 def test_b0_fvcore_figures(b0_yaml):
     # fvcore on torchvision's efficientnet_b0: conv + BN + head pooling + linear.
     counted = fvcore_count(load_spec(b0_yaml))
-    assert counted.by_operator == {"conv": 384_534_752, "batch_norm": 13_475_392,
-                                   "adaptive_avg_pool2d": 62_720, "linear": 1_280_000}
+    assert counted.by_operator == {
+        "conv": 384_534_752,
+        "batch_norm": 13_475_392,
+        "adaptive_avg_pool2d": 62_720,
+        "linear": 1_280_000,
+    }
     assert counted.total == 399_352_864
     assert counted.by_operator["conv"] + counted.by_operator["linear"] == 385_814_752
 
@@ -83,8 +87,13 @@ def fvcore_by_module(model, spec) -> dict[str, int]:
         return {name: int(v) for name, v in analysis.by_module().items()}
 
 
-@pytest.mark.parametrize("spec", [pytest.param(official_preset("b0"), id="b0"),
-                                  *(pytest.param(s, id=f"random{i}") for i, s in enumerate(RANDOM_SPECS[:12]))])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(official_preset("b0"), id="b0"),
+        *(pytest.param(s, id=f"random{i}") for i, s in enumerate(RANDOM_SPECS[:12])),
+    ],
+)
 def test_stem_stage_and_head_parts_equal_fvcore(spec):
     """The per-stage figures `effnet describe` prints, against fvcore's per-module counts and numel."""
     model = build_model(spec)

@@ -100,7 +100,7 @@ def test_a_hooked_se_keeps_its_output_and_its_block_runs_layer_by_layer(b0, imag
     finally:
         handle.remove()
     assert products == 2  # blocks 1 and 3 still gate their weights
-    (x, kept), = seen
+    ((x, kept),) = seen
     torch.testing.assert_close(kept, x * se.gate(x), rtol=0, atol=0)
     plain, _ = run_counting_products(fold_batch_norm(b0), images.contiguous())  # contiguous: no gated weights
     torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())

@@ -47,8 +47,15 @@ runner = CliRunner()
 # alpha 1.1..1.3, beta and gamma 1.0..1.2 in steps of 0.1, |alpha*beta^2*gamma^2 - 2| <= 0.15 keeps 7 points
 # (by hand: 1.1*1.1²*1.2² = 1.9166, 1.1*1.2²*1.1² = 1.9166, 1.2*1.1²*1.2² = 2.0909, 1.2*1.2²*1.1² = 2.0909,
 #  1.3*1.0²*1.2² = 1.872, 1.3*1.1²*1.1² = 1.9033, 1.3*1.2²*1.0² = 1.872; every other combination misses)
-TINY_POINTS = {(1.1, 1.1, 1.2), (1.1, 1.2, 1.1), (1.2, 1.1, 1.2), (1.2, 1.2, 1.1), (1.3, 1.0, 1.2),
-               (1.3, 1.1, 1.1), (1.3, 1.2, 1.0)}
+TINY_POINTS = {
+    (1.1, 1.1, 1.2),
+    (1.1, 1.2, 1.1),
+    (1.2, 1.1, 1.2),
+    (1.2, 1.2, 1.1),
+    (1.3, 1.0, 1.2),
+    (1.3, 1.1, 1.1),
+    (1.3, 1.2, 1.0),
+}
 # The networks they build, by hand. tests/data/tiny_base.yaml has one block per stage, so every alpha in
 # (1, 2] rounds the repeats up to 2: alpha tells no point apart. Its channels (stem 8; 8, 16, 24; head 32)
 # at width 1.0 and 1.1 round to the same multiples of 8 (8.8 -> 8, 17.6 -> 16, 26.4 -> 24, 35.2 -> 32), at
@@ -56,16 +63,46 @@ TINY_POINTS = {(1.1, 1.1, 1.2), (1.1, 1.2, 1.1), (1.2, 1.1, 1.2), (1.2, 1.2, 1.1
 # round(16 * gamma) = 16, 18 (17.6), 19 (19.2) px. Four networks, named by their first point in grid order:
 TINY_NETWORKS = {
     (1.1, 1.1, 1.2): {(1.1, 1.1, 1.2), (1.2, 1.1, 1.2), (1.3, 1.0, 1.2)},  # width 1.0-1.1, 19 px
-    (1.1, 1.2, 1.1): {(1.1, 1.2, 1.1), (1.2, 1.2, 1.1)},                    # width 1.2, 18 px
-    (1.3, 1.1, 1.1): {(1.3, 1.1, 1.1)},                                     # width 1.0-1.1, 18 px
-    (1.3, 1.2, 1.0): {(1.3, 1.2, 1.0)},                                     # width 1.2, 16 px
+    (1.1, 1.2, 1.1): {(1.1, 1.2, 1.1), (1.2, 1.2, 1.1)},  # width 1.2, 18 px
+    (1.3, 1.1, 1.1): {(1.3, 1.1, 1.1)},  # width 1.0-1.1, 18 px
+    (1.3, 1.2, 1.0): {(1.3, 1.2, 1.0)},  # width 1.2, 16 px
 }
-GRID_ARGS = ["--alpha-range", "1.1:1.3", "--beta-range", "1.0:1.2", "--gamma-range", "1.0:1.2", "--step", "0.1",
-             "--tolerance", "0.15"]
-PROXY_ARGS = ["--data", "synthetic", "--proxy-epochs", "1", "--proxy-resolution", "16", "--batch-size", "8",
-              "--threads", "1"]
-ZERO_COST_ARGS = ["--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution", "16", "--batch-size", "8",
-                  "--threads", "1"]
+GRID_ARGS = [
+    "--alpha-range",
+    "1.1:1.3",
+    "--beta-range",
+    "1.0:1.2",
+    "--gamma-range",
+    "1.0:1.2",
+    "--step",
+    "0.1",
+    "--tolerance",
+    "0.15",
+]
+PROXY_ARGS = [
+    "--data",
+    "synthetic",
+    "--proxy-epochs",
+    "1",
+    "--proxy-resolution",
+    "16",
+    "--batch-size",
+    "8",
+    "--threads",
+    "1",
+]
+ZERO_COST_ARGS = [
+    "--proxy",
+    "zero-cost",
+    "--data",
+    "synthetic",
+    "--proxy-resolution",
+    "16",
+    "--batch-size",
+    "8",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +157,7 @@ def default_grid(phi: int = 1) -> GridDefinition:
 
 # -- the grid ---------------------------------------------------------------------------------------
 
+
 def test_step_005_holds_the_papers_gamma_exactly():
     values = parse_range("1.0:1.3", "--gamma-range").values(parse_step(0.05))
     assert values == (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)  # adding 0.05 three times to 1.0 gives 1.1500000000000001
@@ -138,8 +176,9 @@ def test_default_grid_keeps_the_papers_point_and_drops_far_ones():
 
 def test_measured_ratio_of_the_papers_point_is_far_from_two():
     # Rounding (every one-block stage becomes two) makes phi = 1 cost about 2.55x B0
-    wide = GridDefinition(parse_range("1.2", "a"), parse_range("1.1", "b"), parse_range("1.15", "g"),
-                          parse_step(0.05), 0.6, measured=True)
+    wide = GridDefinition(
+        parse_range("1.2", "a"), parse_range("1.1", "b"), parse_range("1.15", "g"), parse_step(0.05), 0.6, measured=True
+    )
     (paper,) = wide.points(reference_b0(), 32)
     assert paper.flops_ratio == pytest.approx(2.55, abs=0.01)
     strict = GridDefinition(wide.alpha, wide.beta, wide.gamma, wide.step, 0.1, measured=True)
@@ -148,6 +187,7 @@ def test_measured_ratio_of_the_papers_point_is_far_from_two():
 
 
 # -- twins: what phi = 1 cannot tell apart ------------------------------------------------------------
+
 
 def independent_networks(phi: int) -> tuple[int, int, int, int]:
     """The default grid on the reference B0 (alpha 1.0-1.4, beta and gamma 1.0-1.3, step 0.05, |product - 2| <=
@@ -166,9 +206,13 @@ def independent_networks(phi: int) -> tuple[int, int, int, int]:
                 if abs(a * b * b * g * g - 2) > Decimal("0.1"):
                     continue
                 depth, width = float(a) ** phi, float(b) ** phi
-                networks[(tuple(MBConvConfig.adjust_depth(r, depth) for r in repeats),
-                          tuple(MBConvConfig.adjust_channels(c, width) for c in channels),
-                          int((32 * g ** phi).quantize(Decimal(1), rounding=ROUND_HALF_UP)))] += 1
+                networks[
+                    (
+                        tuple(MBConvConfig.adjust_depth(r, depth) for r in repeats),
+                        tuple(MBConvConfig.adjust_channels(c, width) for c in channels),
+                        int((32 * g**phi).quantize(Decimal(1), rounding=ROUND_HALF_UP)),
+                    )
+                ] += 1
     groups = [n for n in networks.values() if n > 1]
     return sum(networks.values()), len(networks), len(groups), sum(groups)
 
@@ -221,12 +265,26 @@ def test_the_rule_keeps_the_papers_point_from_its_own_twin_group():
 
 # -- the study: each network once ---------------------------------------------------------------------
 
-def tiny_config(base: Path, run_dir: Path, storage: str | None = None, repeats: int = 1, phi: int = 1,
-                **proxy) -> GridConfig:
-    grid = GridDefinition(parse_range("1.1:1.3", "a"), parse_range("1.0:1.2", "b"), parse_range("1.0:1.2", "g"),
-                          parse_step(0.1), 0.15, measured=False, phi=phi)
-    return GridConfig(base=load_spec(base), grid=grid, proxy=ProxyConfig(data="synthetic", resolution=16, **proxy),
-                      study=StudyConfig(run_dir=run_dir, name="grid", storage=storage), repeats=repeats)
+
+def tiny_config(
+    base: Path, run_dir: Path, storage: str | None = None, repeats: int = 1, phi: int = 1, **proxy
+) -> GridConfig:
+    grid = GridDefinition(
+        parse_range("1.1:1.3", "a"),
+        parse_range("1.0:1.2", "b"),
+        parse_range("1.0:1.2", "g"),
+        parse_step(0.1),
+        0.15,
+        measured=False,
+        phi=phi,
+    )
+    return GridConfig(
+        base=load_spec(base),
+        grid=grid,
+        proxy=ProxyConfig(data="synthetic", resolution=16, **proxy),
+        study=StudyConfig(run_dir=run_dir, name="grid", storage=storage),
+        repeats=repeats,
+    )
 
 
 class FakeScorer:
@@ -268,8 +326,9 @@ def test_two_racing_workers_score_each_network_once_and_stand_down_on_a_twin(tin
     # a racing run (or a retry of a twin) leaves a trial for a twin point of a network already queued
     study.enqueue_trial({"alpha": 1.2, "beta": 1.1, "gamma": 1.2}, user_attrs={POINT_ATTR: True})
     scorers = [FakeScorer(delay=0.1), FakeScorer(delay=0.1)]
-    workers = [threading.Thread(target=run_worker, args=(GridJob(config, job.points, scorer=s), config.study))
-               for s in scorers]
+    workers = [
+        threading.Thread(target=run_worker, args=(GridJob(config, job.points, scorer=s), config.study)) for s in scorers
+    ]
     for w in workers:
         w.start()
     for w in workers:
@@ -328,8 +387,10 @@ def test_an_rdb_storage_gets_a_heartbeat_for_every_evaluation(tiny_base, tmp_pat
     assert beats == 4  # without them a dead worker's trial would stay RUNNING: RDB staleness is by heartbeat
 
 
-@pytest.mark.parametrize("change, words", [({"epochs": 2}, "proxy.epochs: 3 -> 2"),
-                                           ({"repeats": 3}, "repeats: 1 -> 3"), ({"phi": 2}, "phi: 1 -> 2")])
+@pytest.mark.parametrize(
+    "change, words",
+    [({"epochs": 2}, "proxy.epochs: 3 -> 2"), ({"repeats": 3}, "repeats: 1 -> 3"), ({"phi": 2}, "phi: 1 -> 2")],
+)
 def test_resumed_grid_must_keep_its_settings(tiny_base, tmp_path, change, words):
     prepared(tiny_config(tiny_base, tmp_path))
     with pytest.raises(Exception, match=rf"other settings \({words}\); rerun"):
@@ -338,6 +399,7 @@ def test_resumed_grid_must_keep_its_settings(tiny_base, tmp_path, change, words)
 
 # -- phi = k ------------------------------------------------------------------------------------------
 
+
 def test_phi_2_keeps_the_constraint_and_builds_the_phi_2_networks(tmp_path):
     """alpha 1.2 and 1.25 (beta 1.1, gamma 1.15): twins at phi = 1, two networks at phi = 2."""
     from torchvision.models.efficientnet import MBConvConfig
@@ -345,11 +407,18 @@ def test_phi_2_keeps_the_constraint_and_builds_the_phi_2_networks(tmp_path):
     def grid(phi):
         return GridDefinition.from_ranges("1.2:1.25", "1.1", "1.15", tolerance=0.1, phi=phi)
 
-    config = GridConfig(base=reference_b0(), grid=grid(2), proxy=ProxyConfig(data="synthetic", resolution=16),
-                        study=StudyConfig(run_dir=tmp_path, name="grid"))
+    config = GridConfig(
+        base=reference_b0(),
+        grid=grid(2),
+        proxy=ProxyConfig(data="synthetic", resolution=16),
+        study=StudyConfig(run_dir=tmp_path, name="grid"),
+    )
     points = config.points()
-    assert [p.key for p in points] == [p.key for p in grid(1).points(reference_b0(), 16)] == [
-        (1.2, 1.1, 1.15), (1.25, 1.1, 1.15)]  # products 1.9203 and 2.0003: the same band, squared 3.69 and 4.0
+    assert (
+        [p.key for p in points]
+        == [p.key for p in grid(1).points(reference_b0(), 16)]
+        == [(1.2, 1.1, 1.15), (1.25, 1.1, 1.15)]
+    )  # products 1.9203 and 2.0003: the same band, squared 3.69 and 4.0
     assert len({p.network for p in grid(1).points(reference_b0(), 16)}) == 1
     assert len({p.network for p in points}) == 2
     scorer = FakeScorer()
@@ -361,13 +430,15 @@ def test_phi_2_keeps_the_constraint_and_builds_the_phi_2_networks(tmp_path):
         # repeats ceil(r * alpha²): 1.44 -> (1.44, 2.88, 2.88, 4.32, 4.32, 5.76, 1.44); 1.5625 -> (1.56, 3.13, ...)
         assert [s.repeats for s in spec.stages] == repeats
         assert [s.out_channels for s in spec.stages] == [
-            MBConvConfig.adjust_channels(c, 1.1 ** 2) for c in (16, 24, 40, 80, 112, 192, 320)]
+            MBConvConfig.adjust_channels(c, 1.1**2) for c in (16, 24, 40, 80, 112, 192, 320)
+        ]
         assert resolution == 21  # round(16 * 1.15² = 21.16)
         assert spec.resolution == 296  # round(224 * 1.3225 = 296.24)
         assert spec.provenance["phi"] == 2.0
 
 
 # -- repeats and the noise ------------------------------------------------------------------------------
+
 
 def by_network(head: int, resolution: int, seed: int) -> float:
     """A score per network (told apart by head width and proxy resolution) plus seed noise -0.01, 0, +0.01:
@@ -418,8 +489,19 @@ def test_a_choice_within_noise_is_said_plainly_and_recorded(tiny_base, tmp_path,
     assert float(rows[(1.2, 1.2, 1.1)]["score"]) == pytest.approx(0.80)
     assert float(rows[(1.2, 1.2, 1.1)]["score_std"]) == pytest.approx(0.01)
     assert rows[(1.2, 1.2, 1.1)]["scores"].split() == ["0.79", "0.8", "0.81"]
-    family = runner.invoke(app, ["export-family", "--coefficients", str(tmp_path / "coefficients.yaml"), "--phi", "1",
-                                 "--run-dir", str(tmp_path / "family"), "--json"])
+    family = runner.invoke(
+        app,
+        [
+            "export-family",
+            "--coefficients",
+            str(tmp_path / "coefficients.yaml"),
+            "--phi",
+            "1",
+            "--run-dir",
+            str(tmp_path / "family"),
+            "--json",
+        ],
+    )
     assert family.exit_code == 0, family.output
     (warning,) = json.loads(family.stdout)["warnings"]
     assert warning.startswith("the grid's choice is within noise") and "1.00 standard deviations" in warning
@@ -428,12 +510,15 @@ def test_a_choice_within_noise_is_said_plainly_and_recorded(tiny_base, tmp_path,
 
 def test_a_lead_beyond_noise_is_said_so(tiny_base, tmp_path, monkeypatch):
     def fake(proxy, runtime):
-        return lambda spec, resolution, seed: by_network(spec.head.out_channels, resolution, seed) + (
-            0.05 if spec.head.out_channels == 40 and resolution == 18 else 0)
+        return lambda spec, resolution, seed: (
+            by_network(spec.head.out_channels, resolution, seed)
+            + (0.05 if spec.head.out_channels == 40 and resolution == 18 else 0)
+        )
 
     monkeypatch.setattr(grid_study, "PointScorer", fake)
-    result = grid_scale("--base", tiny_base, *GRID_ARGS, *ZERO_COST_ARGS, "--repeats", "2", "--run-dir", tmp_path,
-                        "--json")
+    result = grid_scale(
+        "--base", tiny_base, *GRID_ARGS, *ZERO_COST_ARGS, "--repeats", "2", "--run-dir", tmp_path, "--json"
+    )
     assert result.exit_code == 0, result.output
     best = json.loads(result.stdout)["best"]
     # seeds 0 and 1: scores base - 0.01 and base, sample std 0.00707 = 0.01 / sqrt(2) everywhere; lead 0.06
@@ -444,10 +529,21 @@ def test_a_lead_beyond_noise_is_said_so(tiny_base, tmp_path, monkeypatch):
 
 # -- the command ------------------------------------------------------------------------------------
 
+
 def test_grid_scale_on_the_reference_b0_completes(tmp_path):
     # two points on the paper's alpha and beta: gamma 1.15 (product 1.92) and 1.2 (2.09); 1.1 gives 1.76
-    result = grid_scale("--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.1:1.2",
-                        *ZERO_COST_ARGS, "--run-dir", tmp_path, "--json")
+    result = grid_scale(
+        "--alpha-range",
+        "1.2",
+        "--beta-range",
+        "1.1",
+        "--gamma-range",
+        "1.1:1.2",
+        *ZERO_COST_ARGS,
+        "--run-dir",
+        tmp_path,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["points_total"] == summary["points_scored"] == 2 and summary["stop_reason"] == "done"
@@ -463,8 +559,9 @@ def test_grid_scale_on_the_reference_b0_completes(tmp_path):
 def resumed_run(tiny_base, tmp_path_factory):
     """A grid stopped after 3 of its 4 networks, then a worker killed mid-network, then resumed to the end."""
     run_dir = tmp_path_factory.mktemp("grid")
-    first = grid_scale("--base", tiny_base, *GRID_ARGS, *ZERO_COST_ARGS, "--max-points", "3", "--run-dir", run_dir,
-                       "--json")
+    first = grid_scale(
+        "--base", tiny_base, *GRID_ARGS, *ZERO_COST_ARGS, "--max-points", "3", "--run-dir", run_dir, "--json"
+    )
     assert first.exit_code == 0, first.output
     before = {t.number: (point_of(t), t.value) for t in study_trials(run_dir) if t.state == TrialState.COMPLETE}
     partial = yaml.safe_load((run_dir / "coefficients.yaml").read_text())
@@ -477,8 +574,14 @@ def resumed_run(tiny_base, tmp_path_factory):
 
     second = grid_scale("--base", tiny_base, *GRID_ARGS, *ZERO_COST_ARGS, "--run-dir", run_dir, "--json")
     assert second.exit_code == 0, second.output
-    return {"dir": run_dir, "first": json.loads(first.stdout), "second": json.loads(second.stdout),
-            "before": before, "killed": waiting.number, "partial": partial}
+    return {
+        "dir": run_dir,
+        "first": json.loads(first.stdout),
+        "second": json.loads(second.stdout),
+        "before": before,
+        "killed": waiting.number,
+        "partial": partial,
+    }
 
 
 def test_partial_run_stops_at_max_points(resumed_run):
@@ -533,18 +636,21 @@ def test_coefficients_hold_the_chosen_twin_of_the_best_network(resumed_run):
     assert record["product"] == pytest.approx(min(a * b * b * g * g for a, b, g in group))
     assert len(record["points"]) == 7 and record["complete"] is True
     assert sorted(sorted(map(tuple, g["points"])) for g in record["twin_groups"]) == sorted(
-        sorted(t) for t in TINY_NETWORKS.values() if len(t) > 1)
+        sorted(t) for t in TINY_NETWORKS.values() if len(t) > 1
+    )
     assert record["within_noise"] is None  # one run per network: no noise measured
     coefficients = load_coefficients(run_dir / "coefficients.yaml")  # what export-family reads
     assert (coefficients.alpha, coefficients.beta, coefficients.gamma) == (
-        record["alpha"], record["beta"], record["gamma"])
+        record["alpha"],
+        record["beta"],
+        record["gamma"],
+    )
     assert coefficients.caveats == ()
 
 
 @pytest.mark.slow
 def test_two_worker_processes_score_each_network_once(tiny_base, tmp_path):
-    result = grid_scale("--base", tiny_base, *GRID_ARGS, *PROXY_ARGS, "--workers", "2",
-                        "--run-dir", tmp_path, "--json")
+    result = grid_scale("--base", tiny_base, *GRID_ARGS, *PROXY_ARGS, "--workers", "2", "--run-dir", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     trials = study_trials(tmp_path)
     assert points_of(trials) == Counter(TINY_NETWORKS.keys())  # one trial per network, nothing twice
@@ -556,23 +662,32 @@ def test_two_worker_processes_score_each_network_once(tiny_base, tmp_path):
 
 # -- bad input ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, words", [
-    (["--alpha-range", "1.0", "--beta-range", "1.0", "--gamma-range", "1.0"], ["no point", "1.0:1.0", "--tolerance"]),
-    (["--alpha-range", "0.9:1.2"], ["--alpha-range", "at least 1"]),
-    (["--beta-range", "abc"], ["--beta-range", "LOW:HIGH"]),
-    (["--gamma-range", "1.0:1.1:1.2"], ["--gamma-range", "LOW:HIGH"]),
-    (["--alpha-range", "1.4:1.0"], ["--alpha-range", "1.0:1.4"]),
-    (["--step", "0"], ["--step", "positive"]),
-    (["--tolerance", "-1"], ["--tolerance"]),
-    (["--base", "nowhere/b0.yaml"], ["nowhere/b0.yaml", "no such spec file"]),
-    (["--max-points", "0"], ["--max-points"]),
-    (["--workers", "0"], ["--workers"]),
-    (["--phi", "0"], ["--phi", "at least 1"]),
-    (["--repeats", "0"], ["--repeats", "at least 1"]),
-    # the paper's point costs 2.55x B0 once rounded (see above): outside 2 ± 0.1 when measured
-    (["--flops-ratio", "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15"],
-     ["measured FLOPs ratio", "--tolerance"]),
-])
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["--alpha-range", "1.0", "--beta-range", "1.0", "--gamma-range", "1.0"],
+            ["no point", "1.0:1.0", "--tolerance"],
+        ),
+        (["--alpha-range", "0.9:1.2"], ["--alpha-range", "at least 1"]),
+        (["--beta-range", "abc"], ["--beta-range", "LOW:HIGH"]),
+        (["--gamma-range", "1.0:1.1:1.2"], ["--gamma-range", "LOW:HIGH"]),
+        (["--alpha-range", "1.4:1.0"], ["--alpha-range", "1.0:1.4"]),
+        (["--step", "0"], ["--step", "positive"]),
+        (["--tolerance", "-1"], ["--tolerance"]),
+        (["--base", "nowhere/b0.yaml"], ["nowhere/b0.yaml", "no such spec file"]),
+        (["--max-points", "0"], ["--max-points"]),
+        (["--workers", "0"], ["--workers"]),
+        (["--phi", "0"], ["--phi", "at least 1"]),
+        (["--repeats", "0"], ["--repeats", "at least 1"]),
+        # the paper's point costs 2.55x B0 once rounded (see above): outside 2 ± 0.1 when measured
+        (
+            ["--flops-ratio", "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15"],
+            ["measured FLOPs ratio", "--tolerance"],
+        ),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(args, words, tmp_path):
     result = grid_scale(*args, "--data", "synthetic", "--run-dir", tmp_path)
     assert result.exit_code == 2, result.output

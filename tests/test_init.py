@@ -33,11 +33,11 @@ def reference_std(conv: nn.Conv2d) -> tuple[str, float]:
     k = conv.kernel_size[0]
     if conv.groups > 1:
         assert conv.groups == conv.in_channels == conv.out_channels
-        return f"depthwise {k}x{k}", math.sqrt(2 / k ** 2)
+        return f"depthwise {k}x{k}", math.sqrt(2 / k**2)
     if k == 1:
         name = "squeeze-excitation 1x1" if conv.bias is not None else "pointwise 1x1"
         return name, math.sqrt(2 / conv.out_channels)
-    return f"regular {k}x{k}", math.sqrt(2 / (k ** 2 * conv.out_channels))
+    return f"regular {k}x{k}", math.sqrt(2 / (k**2 * conv.out_channels))
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,14 @@ def test_every_conv_kind_has_the_references_standard_deviation(model):
         normalised[kind].append(weights)
         if conv.bias is not None:
             assert torch.count_nonzero(conv.bias) == 0, name
-    assert set(normalised) == {"regular 3x3", "regular 5x5", "depthwise 3x3", "depthwise 5x5", "pointwise 1x1",
-                               "squeeze-excitation 1x1"}
+    assert set(normalised) == {
+        "regular 3x3",
+        "regular 5x5",
+        "depthwise 3x3",
+        "depthwise 5x5",
+        "pointwise 1x1",
+        "squeeze-excitation 1x1",
+    }
     for kind, parts in normalised.items():
         weights = torch.cat(parts)
         assert abs(weights.std().item() - 1) < 5 / math.sqrt(2 * weights.numel()), kind
@@ -75,8 +81,9 @@ def test_every_conv_kind_has_the_references_standard_deviation(model):
 
 def test_depthwise_std_does_not_shrink_with_the_channels(model):
     """The depthwise convs of B0's stage 6 (1152 channels, 5x5): std sqrt(2/25) = 0.283, not sqrt(2/(25*1152))."""
-    depthwise = [m for m in model.modules()
-                 if isinstance(m, nn.Conv2d) and m.groups == 1152 and m.kernel_size == (5, 5)]
+    depthwise = [
+        m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1152 and m.kernel_size == (5, 5)
+    ]
     assert depthwise and all(abs(m.weight.std().item() - 0.2828) < 0.01 for m in depthwise)
 
 

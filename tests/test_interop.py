@@ -126,8 +126,11 @@ def test_weights_of_another_member_are_refused_at_the_first_differing_layer(cli,
 
 def test_a_wider_stem_is_named_with_both_shapes(tmp_path):
     torch.save(torchvision.models.efficientnet_b3(weights=None).state_dict(), tmp_path / "b3.pth")
-    with pytest.raises(Exception, match=r"first differing layer features\.0\.0: weight is \[40, 3, 3, 3\] in the "
-                                        r"file, \[32, 3, 3, 3\] in the spec \(stem\.0\.weight\)"):
+    with pytest.raises(
+        Exception,
+        match=r"first differing layer features\.0\.0: weight is \[40, 3, 3, 3\] in the "
+        r"file, \[32, 3, 3, 3\] in the spec \(stem\.0\.weight\)",
+    ):
         load_weights(build_model(official_preset("b0")), read_weights(tmp_path / "b3.pth"))
 
 
@@ -148,13 +151,16 @@ def test_a_timm_training_checkpoint_gives_its_ema_weights(tmp_path):
     assert not torch.equal(weights.state["conv_stem.weight"], raw.state_dict()["conv_stem.weight"])
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"not a torch file", "not a readable weights file"),
-    (b"hello\n", "not a readable weights file"),  # torch's unpickler answers these two with KeyError, IndexError
-    (b"abc", "not a readable weights file"),
-    (b"", "not a readable weights file"),
-    (None, "a state dict of none of effnet, timm or torchvision"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"not a torch file", "not a readable weights file"),
+        (b"hello\n", "not a readable weights file"),  # torch's unpickler answers these two with KeyError, IndexError
+        (b"abc", "not a readable weights file"),
+        (b"", "not a readable weights file"),
+        (None, "a state dict of none of effnet, timm or torchvision"),
+    ],
+)
 def test_foreign_files_are_refused_cleanly(cli, tmp_path, b0_yaml, content, message):
     path = tmp_path / "weights.pth"
     if content is None:

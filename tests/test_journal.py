@@ -88,8 +88,15 @@ def test_a_line_fused_by_an_older_version_keeps_the_later_record(three_trials, t
     before, last = three_trials
     path = tmp_path / "study.journal"
     fused_record = last.replace(b'"state":1', b'"state":2')  # the third trial pruned, written after the tear
-    later = json.dumps({"op_code": JournalOperation.SET_STUDY_USER_ATTR, "worker_id": "w", "study_id": 0,
-                        "user_attr": {"later": True}}, separators=(",", ":")).encode()
+    later = json.dumps(
+        {
+            "op_code": JournalOperation.SET_STUDY_USER_ATTR,
+            "worker_id": "w",
+            "study_id": 0,
+            "user_attr": {"later": True},
+        },
+        separators=(",", ":"),
+    ).encode()
     assert fused_record != last
     path.write_bytes(before + last[:40] + fused_record + later + b"\n")
     with pytest.raises(json.JSONDecodeError):
@@ -98,7 +105,8 @@ def test_a_line_fused_by_an_older_version_keeps_the_later_record(three_trials, t
     open_storage(f"journal:{path}", tmp_path / "run", notes)
     assert optuna_reads(path)[2][1] == TrialState.PRUNED
     assert optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))).user_attrs == {
-        "later": True}
+        "later": True
+    }
     assert len(notes) == 1 and "records fused with a torn one (40 bytes" in notes[0]
 
 
@@ -111,7 +119,8 @@ def test_an_append_after_another_process_died_mid_write_does_not_extend_its_line
         other.write(last[:25])
     study.set_user_attr("after", True)
     assert optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))).user_attrs == {
-        "after": True}
+        "after": True
+    }
     assert [p.read_bytes() for p in (tmp_path / "run").iterdir()] == [last[:25] + b"\n"]
 
 
@@ -164,15 +173,20 @@ def test_a_damaged_line_in_the_middle_is_set_aside_and_every_other_trial_kept(vi
     lines = path.read_bytes().splitlines(keepends=True)
     creations = [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == JournalOperation.CREATE_TRIAL]
     victim_line = creations[1] if victim == "creation" else creations[1] + 1  # trial 1's creation, or its result
-    assert json.loads(lines[victim_line])["op_code"] == (JournalOperation.CREATE_TRIAL if victim == "creation"
-                                                           else JournalOperation.SET_TRIAL_STATE_VALUES)
+    assert json.loads(lines[victim_line])["op_code"] == (
+        JournalOperation.CREATE_TRIAL if victim == "creation" else JournalOperation.SET_TRIAL_STATE_VALUES
+    )
     damaged = lines[victim_line][:25] + b"\x00\xff disk error\n"
-    path.write_bytes(b"".join(lines[:victim_line]) + damaged + b"".join(lines[victim_line + 1:]))
+    path.write_bytes(b"".join(lines[:victim_line]) + damaged + b"".join(lines[victim_line + 1 :]))
     notes: list[str] = []
     study = open_study(path, notes)
     trial_1 = (TrialState.FAIL, None) if victim == "creation" else (TrialState.RUNNING, None)
     assert [(n, s, v) for n, s, v in optuna_reads(path)] == [
-        (0, TrialState.COMPLETE, 0.0), (1, *trial_1), (2, TrialState.COMPLETE, 1.0), (3, TrialState.COMPLETE, 1.5)]
+        (0, TrialState.COMPLETE, 0.0),
+        (1, *trial_1),
+        (2, TrialState.COMPLETE, 1.0),
+        (3, TrialState.COMPLETE, 1.5),
+    ]
     [note] = notes
     [aside] = (tmp_path / "run").glob("study.journal.bad-*")
     assert "held 1 damaged line before its end" in note and str(aside) in note

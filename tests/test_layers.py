@@ -39,7 +39,7 @@ def test_a_planted_back_edge_fails(tmp_path, where):
         "module": "from effnet.cli import app\n",
         "function": "def _planted():\n    from effnet.scaling import family\n",
         "type_checking": "from typing import TYPE_CHECKING\n"
-                         "if TYPE_CHECKING:\n    from effnet.nas.study import runner\n",
+        "if TYPE_CHECKING:\n    from effnet.nas.study import runner\n",
     }[where]
     before = set(upward_imports(imports(module_files(root))))
     target.write_text(target.read_text() + "\n" + planted)
@@ -62,8 +62,11 @@ def test_a_planted_cycle_within_a_layer_fails(tmp_path):
     root = _copy_sources(tmp_path)
     modules = module_files(root)
     # Find two files of the network layer where one imports the other, and close the circle.
-    edge = next(edge for edge in imports(modules)
-                if edge.importer.startswith("effnet.nas.net.") and edge.imported.startswith("effnet.nas.net."))
+    edge = next(
+        edge
+        for edge in imports(modules)
+        if edge.importer.startswith("effnet.nas.net.") and edge.imported.startswith("effnet.nas.net.")
+    )
     importer_file = modules[edge.imported]
     importer_file.write_text(importer_file.read_text() + f"\n\ndef _planted():\n    import {edge.importer}\n")
     found = cycles(imports(module_files(root)))

@@ -38,13 +38,15 @@ def conv_outputs(spec) -> int:
     return total
 
 
-@pytest.mark.parametrize("changes", [{}, {"resolution": 64}, {"block": "dsconv"}, {"block": "conv"}],
-                         ids=["tiny", "64px", "dsconv", "conv"])
+@pytest.mark.parametrize(
+    "changes", [{}, {"resolution": 64}, {"block": "dsconv"}, {"block": "conv"}], ids=["tiny", "64px", "dsconv", "conv"]
+)
 def test_the_feature_map_count_is_what_the_model_writes(changes):
     spec = load_spec(TINY_BASE)
     if "block" in changes:
-        spec = spec.replace(stages=tuple(s.__class__(**{**s.__dict__, "block": changes["block"], "expand": 1})
-                                         for s in spec.stages))
+        spec = spec.replace(
+            stages=tuple(s.__class__(**{**s.__dict__, "block": changes["block"], "expand": 1}) for s in spec.stages)
+        )
     spec = spec.replace(resolution=changes.get("resolution", spec.resolution))
     assert activation_count(spec) == conv_outputs(spec)
 
@@ -57,14 +59,26 @@ def dict_with(**changes):
     return {**data, **changes}
 
 
-@pytest.mark.parametrize("changes, words", [
-    (dict(stage={"repeats": 5_000_000}), "blocks, over the limit of 10.0K"),
-    (dict(resolution=100_000), "FLOPs per image, over the limit of 10.00T"),
-    (dict(head={"out_channels": 1_000_000}, num_classes=10_000), "parameters, over the limit of 2.00G"),
-    (dict(resolution=30_000, in_channels=1, num_classes=2, stem={"out_channels": 8, "kernel": 1, "stride": 1},
-          stages=[{"block": "conv", "repeats": 1, "kernel": 1, "stride": 1, "expand": 1, "out_channels": 8}],
-          head={"out_channels": 8}), "feature-map values per image, over the limit of 10.00G"),
-], ids=["repeats", "resolution", "params", "activations"])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(stage={"repeats": 5_000_000}), "blocks, over the limit of 10.0K"),
+        (dict(resolution=100_000), "FLOPs per image, over the limit of 10.00T"),
+        (dict(head={"out_channels": 1_000_000}, num_classes=10_000), "parameters, over the limit of 2.00G"),
+        (
+            dict(
+                resolution=30_000,
+                in_channels=1,
+                num_classes=2,
+                stem={"out_channels": 8, "kernel": 1, "stride": 1},
+                stages=[{"block": "conv", "repeats": 1, "kernel": 1, "stride": 1, "expand": 1, "out_channels": 8}],
+                head={"out_channels": 8},
+            ),
+            "feature-map values per image, over the limit of 10.00G",
+        ),
+    ],
+    ids=["repeats", "resolution", "params", "activations"],
+)
 def test_a_spec_over_a_limit_is_refused_before_anything_is_built(changes, words):
     """Each field is within its own bound; together they would ask for tens of GB or more."""
     tracemalloc.start()

@@ -30,8 +30,13 @@ TORCHVISION = {
 # B2 is printed as 9.2M, but the reference implementations (TensorFlow, torchvision) have 9,109,994, 1 %
 # below; the reference implementations are the authority, so B2 gets 0.1M of slack.
 PAPER = {
-    "b1": (7.8, 0.05, 0.70), "b2": (9.2, 0.1, 1.0), "b3": (12, 0.5, 1.8), "b4": (19, 0.5, 4.2),
-    "b5": (30, 0.5, 9.9), "b6": (43, 0.5, 19), "b7": (66, 0.5, 37),
+    "b1": (7.8, 0.05, 0.70),
+    "b2": (9.2, 0.1, 1.0),
+    "b3": (12, 0.5, 1.8),
+    "b4": (19, 0.5, 4.2),
+    "b5": (30, 0.5, 9.9),
+    "b6": (43, 0.5, 19),
+    "b7": (66, 0.5, 37),
 }
 
 # The paper's FLOPs are rounded to 2 significant figures (up to 5 % for 1.0 B) and were counted by a

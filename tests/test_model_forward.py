@@ -38,6 +38,7 @@ def test_what_a_forward_hook_sees_is_not_overwritten_afterwards(b0, images, mode
     def keep(name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             seen.append((name, output, output.detach().clone()))
+
         return hook
 
     handles = [m.register_forward_hook(keep(name)) for name, m in b0.named_modules() if name]

@@ -35,16 +35,24 @@ def stage(**changes) -> StageSpec:
 BAD = {
     "kernel 4": (dict(stages=(stage(kernel=4),)), "stages[0].kernel: must be odd (3, 5, 7, ...), got 4"),
     "stride 3": (dict(stages=(MBCONV, stage(stride=3))), "stages[1].stride: must be 1 or 2, got 3"),
-    "unknown block": (dict(stages=(stage(block="resnet"),)),
-                      "stages[0].block: must be one of mbconv, dsconv, conv; got 'resnet'"),
-    "expanding dsconv": (dict(stages=(stage(block="dsconv", expand=6),)),
-                         "stages[0].expand: must be 1 for a dsconv block (only mbconv expands), got 6"),
+    "unknown block": (
+        dict(stages=(stage(block="resnet"),)),
+        "stages[0].block: must be one of mbconv, dsconv, conv; got 'resnet'",
+    ),
+    "expanding dsconv": (
+        dict(stages=(stage(block="dsconv", expand=6),)),
+        "stages[0].expand: must be 1 for a dsconv block (only mbconv expands), got 6",
+    ),
     "no repeats": (dict(stages=(stage(repeats=0),)), "stages[0].repeats: must be at least 1, got 0"),
-    "boolean channels": (dict(stages=(stage(out_channels=True),)),
-                         "stages[0].out_channels: must be an integer, got boolean True"),
+    "boolean channels": (
+        dict(stages=(stage(out_channels=True),)),
+        "stages[0].out_channels: must be an integer, got boolean True",
+    ),
     "se_ratio 1": (dict(stages=(stage(se_ratio=1.0),)), "stages[0].se_ratio: must lie in [0.0, 1.0), got 1.0"),
-    "skip yes": (dict(stages=(stage(skip="yes"),)),
-                 "stages[0].skip: must be true or false (the identity shortcut or none) or pool, got string 'yes'"),
+    "skip yes": (
+        dict(stages=(stage(skip="yes"),)),
+        "stages[0].skip: must be true or false (the identity shortcut or none) or pool, got string 'yes'",
+    ),
     "resolution 0": (dict(resolution=0), "spec.resolution: must be at least 1, got 0"),
     "huge resolution": (dict(resolution=10**8), "spec.resolution: must be at most 10,000,000, got 100000000"),
     "no classes": (dict(num_classes=0), "spec.num_classes: must be at least 1, got 0"),
@@ -57,8 +65,10 @@ BAD = {
     "stem kernel": (dict(stem=StemSpec(kernel=2)), "stem.kernel: must be odd (3, 5, 7, ...), got 2"),
     "head": (dict(head=HeadSpec(out_channels=0)), "head.out_channels: must be at least 1, got 0"),
     "epsilon 0": (dict(batch_norm=BatchNormSpec(epsilon=0.0)), "batch_norm.epsilon: must lie in [1e-12, 1.0], got 0.0"),
-    "decay nan": (dict(batch_norm=BatchNormSpec(decay=float("nan"))),
-                  "batch_norm.decay: must be a number, got number nan"),
+    "decay nan": (
+        dict(batch_norm=BatchNormSpec(decay=float("nan"))),
+        "batch_norm.decay: must be a number, got number nan",
+    ),
     "provenance": (dict(provenance=[1]), "spec.provenance: must be a mapping, got list"),
 }
 
@@ -143,8 +153,12 @@ def test_folding_a_network_with_a_loose_batch_norm_is_an_input_error():
 
 
 # torch's own names for the four activations (its documentation), not effnet's table read back
-TORCH_ACTIVATIONS = {"silu": (nn.SiLU, F.silu), "relu": (nn.ReLU, F.relu), "relu6": (nn.ReLU6, F.relu6),
-                     "hardswish": (nn.Hardswish, F.hardswish)}
+TORCH_ACTIVATIONS = {
+    "silu": (nn.SiLU, F.silu),
+    "relu": (nn.ReLU, F.relu),
+    "relu6": (nn.ReLU6, F.relu6),
+    "hardswish": (nn.Hardswish, F.hardswish),
+}
 
 
 def test_the_activation_table_covers_every_name_a_spec_takes():

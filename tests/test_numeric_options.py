@@ -23,13 +23,43 @@ from effnet.cli.app import app
 from postgres import TINY_BASE, TINY_SEARCH, TINY_SPACE
 
 runner = CliRunner()
-NOT_NUMERIC = {"--objective", "--space", "--proxy", "--data", "--storage", "--study", "--run-dir", "--sampler",
-               "--pruner", "--device", "--json", "--base", "--coefficients", "--flops-ratio", "--match-flops",
-               "--preset", "--fvcore", "--compile", "--resume", "--augment", "--cache-dir", "--decode", "--init",
-               "--checkpoint", "--format", "--out", "--supernet-kernels", "--weights", "--force"}
+NOT_NUMERIC = {
+    "--objective",
+    "--space",
+    "--proxy",
+    "--data",
+    "--storage",
+    "--study",
+    "--run-dir",
+    "--sampler",
+    "--pruner",
+    "--device",
+    "--json",
+    "--base",
+    "--coefficients",
+    "--flops-ratio",
+    "--match-flops",
+    "--preset",
+    "--fvcore",
+    "--compile",
+    "--resume",
+    "--augment",
+    "--cache-dir",
+    "--decode",
+    "--init",
+    "--checkpoint",
+    "--format",
+    "--out",
+    "--supernet-kernels",
+    "--weights",
+    "--force",
+}
 
 plain = st.one_of(
-    st.integers(1, 40), st.floats(0.001, 2.5), st.integers(-10**6, 10**6), st.integers(-(2**70), 2**70),
+    st.integers(1, 40),
+    st.floats(0.001, 2.5),
+    st.integers(-(10**6), 10**6),
+    st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["0", "-0", "1e-13", "1e300", "-1", "nan", "inf", "-inf", "18446744073709551617", "1.5", "", " "]),
 ).map(str)
@@ -42,38 +72,130 @@ pixels = st.one_of(st.integers(-10, 4096), st.integers(4097, 10**9), st.sampled_
 """Resolutions, valid (the built-in data stay at their own size whatever the resolution) and invalid."""
 
 NUMERIC = {
-    "search": {"--target-flops": sizes, "--flops-tolerance": plain, "--proxy-epochs": plain,
-               "--proxy-resolution": pixels, "--batch-size": plain, "--trials": plain, "--timeout": durations,
-               "--workers": plain, "--seed": plain, "--threads": plain, "--proxy-train-images": plain,
-               "--proxy-val-images": plain, "--loader-workers": plain, "--supernet-epochs": plain,
-               "--classes": plain, "--resolution": pixels},
-    "grid-scale": {"--alpha-range": ranges, "--beta-range": ranges, "--gamma-range": ranges, "--step": plain,
-                   "--tolerance": plain, "--proxy-epochs": plain, "--proxy-resolution": pixels, "--batch-size": plain,
-                   "--max-points": plain, "--timeout": durations, "--workers": plain, "--seed": plain,
-                   "--threads": plain, "--phi": plain, "--repeats": plain, "--proxy-train-images": plain,
-                   "--proxy-val-images": plain, "--loader-workers": plain, "--classes": plain},
+    "search": {
+        "--target-flops": sizes,
+        "--flops-tolerance": plain,
+        "--proxy-epochs": plain,
+        "--proxy-resolution": pixels,
+        "--batch-size": plain,
+        "--trials": plain,
+        "--timeout": durations,
+        "--workers": plain,
+        "--seed": plain,
+        "--threads": plain,
+        "--proxy-train-images": plain,
+        "--proxy-val-images": plain,
+        "--loader-workers": plain,
+        "--supernet-epochs": plain,
+        "--classes": plain,
+        "--resolution": pixels,
+    },
+    "grid-scale": {
+        "--alpha-range": ranges,
+        "--beta-range": ranges,
+        "--gamma-range": ranges,
+        "--step": plain,
+        "--tolerance": plain,
+        "--proxy-epochs": plain,
+        "--proxy-resolution": pixels,
+        "--batch-size": plain,
+        "--max-points": plain,
+        "--timeout": durations,
+        "--workers": plain,
+        "--seed": plain,
+        "--threads": plain,
+        "--phi": plain,
+        "--repeats": plain,
+        "--proxy-train-images": plain,
+        "--proxy-val-images": plain,
+        "--loader-workers": plain,
+        "--classes": plain,
+    },
     "export-family": {"--alpha": plain, "--beta": plain, "--gamma": plain, "--phi": phis, "--classes": plain},
     "describe": {},
     "export-model": {"--seed": plain},
     "predict": {"--top-k": plain},
-    "train": {"--epochs": plain, "--batch-size": plain, "--lr": plain, "--resolution": pixels, "--warmup-epochs": plain,
-              "--ema-decay": plain, "--label-smoothing": plain, "--weight-decay": plain, "--precise-bn": plain,
-              "--seed": plain, "--loader-workers": plain},
-    "proxy-check": {"--target-flops": sizes, "--flops-tolerance": plain, "--proxy-epochs": plain,
-                    "--reference-epochs": plain, "--candidates": plain, "--proxy-resolution": pixels, "--seed": plain,
-                    "--threads": plain, "--proxy-train-images": plain, "--proxy-val-images": plain,
-                    "--loader-workers": plain, "--supernet-epochs": plain},
+    "train": {
+        "--epochs": plain,
+        "--batch-size": plain,
+        "--lr": plain,
+        "--resolution": pixels,
+        "--warmup-epochs": plain,
+        "--ema-decay": plain,
+        "--label-smoothing": plain,
+        "--weight-decay": plain,
+        "--precise-bn": plain,
+        "--seed": plain,
+        "--loader-workers": plain,
+    },
+    "proxy-check": {
+        "--target-flops": sizes,
+        "--flops-tolerance": plain,
+        "--proxy-epochs": plain,
+        "--reference-epochs": plain,
+        "--candidates": plain,
+        "--proxy-resolution": pixels,
+        "--seed": plain,
+        "--threads": plain,
+        "--proxy-train-images": plain,
+        "--proxy-val-images": plain,
+        "--loader-workers": plain,
+        "--supernet-epochs": plain,
+    },
 }
 BASE = {
     "search": ["search", *TINY_SEARCH, "--json"],
-    "grid-scale": ["grid-scale", "--base", TINY_BASE, "--proxy", "zero-cost", "--data", "synthetic",
-                   "--proxy-resolution", "16", "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15",
-                   "--json"],
-    "export-family": ["export-family", "--base", TINY_BASE, "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15",
-                      "--phi", "1", "--json"],
+    "grid-scale": [
+        "grid-scale",
+        "--base",
+        TINY_BASE,
+        "--proxy",
+        "zero-cost",
+        "--data",
+        "synthetic",
+        "--proxy-resolution",
+        "16",
+        "--alpha-range",
+        "1.2",
+        "--beta-range",
+        "1.1",
+        "--gamma-range",
+        "1.15",
+        "--json",
+    ],
+    "export-family": [
+        "export-family",
+        "--base",
+        TINY_BASE,
+        "--alpha",
+        "1.2",
+        "--beta",
+        "1.1",
+        "--gamma",
+        "1.15",
+        "--phi",
+        "1",
+        "--json",
+    ],
     "train": ["train", TINY_BASE, "--data", "synthetic", "--resolution", "16", "--epochs", "1", "--json"],
-    "proxy-check": ["proxy-check", "--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3",
-                    "--data", "synthetic", "--candidates", "3", "--proxy-resolution", "16", "--threads", "1", "--json"],
+    "proxy-check": [
+        "proxy-check",
+        "--space",
+        TINY_SPACE,
+        "--target-flops",
+        "1M",
+        "--flops-tolerance",
+        "0.3",
+        "--data",
+        "synthetic",
+        "--candidates",
+        "3",
+        "--proxy-resolution",
+        "16",
+        "--threads",
+        "1",
+        "--json",
+    ],
     "export-model": ["export-model", TINY_BASE, "--format", "timm", "--json"],
     "predict": ["predict", TINY_BASE, str(Path(__file__).parent / "bad_inputs" / "data" / "one_class"), "--json"],
 }
@@ -131,8 +253,9 @@ def run_within(args: list[str], seconds: int):
 
 
 @pytest.mark.parametrize("command", [name for name in NUMERIC if NUMERIC[name]])
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, one_torch_thread):
     options = NUMERIC[command]
@@ -140,23 +263,28 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     values = [(flag, data.draw(options[flag], label=flag)) for flag in chosen]
     run_dir = tmp_path / f"run{data.draw(st.integers(0, 10**9))}"
     where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": []}.get(
-        command, ["--run-dir", str(run_dir)])
+        command, ["--run-dir", str(run_dir)]
+    )
     args = [*BASE[command], *where, *[f"{flag}={value}" for flag, value in values]]
     result = run_within(args, SECONDS)
     event(f"exit {result.exit_code}")  # pytest --hypothesis-show-statistics shows how many were accepted
     assert result.exit_code in (0, 2), f"{values}: exit {result.exit_code}\n{result.output}"
     assert "Traceback" not in result.output
     if result.exit_code == 2:  # effnet's one line, or the command line parser's usage error (not a number)
-        assert (result.output.startswith("error: ") and result.output.count("\n") == 1
-                or "Invalid value" in result.output), result.output
+        assert (
+            result.output.startswith("error: ") and result.output.count("\n") == 1 or "Invalid value" in result.output
+        ), result.output
 
 
-@pytest.mark.parametrize("args, words", [
-    (["search", "--seed", "1e300"], "Invalid value for '--seed'"),
-    (["grid-scale", "--repeats", "two"], "Invalid value for '--repeats'"),
-    (["search", "--no-such-flag"], "No such option: --no-such-flag"),
-    (["train"], "Missing argument 'SPEC.yaml'"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["search", "--seed", "1e300"], "Invalid value for '--seed'"),
+        (["grid-scale", "--repeats", "two"], "Invalid value for '--repeats'"),
+        (["search", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["train"], "Missing argument 'SPEC.yaml'"),
+    ],
+)
 def test_what_the_parser_refuses_is_one_line_and_exit_2_from_the_command(args, words, monkeypatch, capsys):
     """The `effnet` entry point words the command-line parser's refusals as its own: one `error:` line on stderr
     naming the problem and where the help is, exit 2 (click's own would print a usage box of several lines)."""

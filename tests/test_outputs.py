@@ -29,8 +29,25 @@ from postgres import TINY_SEARCH
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_base.yaml"
 FAMILY = ["export-family", "--base", TINY, "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1"]
-GRID = ["grid-scale", "--base", TINY, "--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution", "16",
-        "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15", "--tolerance", "0.1"]
+GRID = [
+    "grid-scale",
+    "--base",
+    TINY,
+    "--proxy",
+    "zero-cost",
+    "--data",
+    "synthetic",
+    "--proxy-resolution",
+    "16",
+    "--alpha-range",
+    "1.2",
+    "--beta-range",
+    "1.1",
+    "--gamma-range",
+    "1.15",
+    "--tolerance",
+    "0.1",
+]
 
 
 def one_error_line(result) -> str:
@@ -56,6 +73,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes | str]]:
 
 
 # -- export-model --out -------------------------------------------------------------------------------
+
 
 def _device(tmp_path: Path) -> tuple[Path, str]:
     return Path("/dev/null"), "not a regular file"
@@ -87,8 +105,11 @@ def _the_spec(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "spec.yaml", "also this command's input"
 
 
-@pytest.mark.parametrize("target", [_device, _fifo, _directory, _symlink, _read_only, _the_spec],
-                         ids=["char-device", "fifo", "directory", "symlink", "read-only", "the-input-spec"])
+@pytest.mark.parametrize(
+    "target",
+    [_device, _fifo, _directory, _symlink, _read_only, _the_spec],
+    ids=["char-device", "fifo", "directory", "symlink", "read-only", "the-input-spec"],
+)
 def test_export_model_refuses_an_out_it_may_not_replace_before_writing_anything(target, tmp_path, cli):
     (tmp_path / "spec.yaml").write_bytes(TINY.read_bytes())
     out, problem = target(tmp_path)
@@ -104,12 +125,14 @@ def test_export_model_refuses_to_replace_the_checkpoint_it_reads(tmp_path, cli):
     weights = tmp_path / "weights.pt"
     assert cli("export-model", TINY, "--format", "timm", "--out", weights).exit_code == 0
     before = weights.read_bytes()
-    line = one_error_line(cli("export-model", TINY, "--checkpoint", weights, "--format", "torchvision", "--out",
-                              weights))
+    line = one_error_line(
+        cli("export-model", TINY, "--checkpoint", weights, "--format", "torchvision", "--out", weights)
+    )
     assert "also this command's input" in line and weights.read_bytes() == before
 
 
 # -- run directories ----------------------------------------------------------------------------------
+
 
 def test_a_run_directory_with_files_effnet_did_not_write_is_refused_and_force_never_replaces_them(tmp_path, cli):
     run = tmp_path / "run"
@@ -125,8 +148,10 @@ def test_a_run_directory_with_files_effnet_did_not_write_is_refused_and_force_ne
     after = snapshot(run)
     assert {name: after[name] for name in before} == before  # written beside them, none touched
     assert {"b1.yaml", "family.csv", "run.yaml", MANIFEST_NAME, LOCK_NAME} <= set(after)
-    assert yaml.safe_load((run / MANIFEST_NAME).read_text()) == {"command": "export-family",
-                                                                 "foreign": [".write-test", "notes.txt"]}
+    assert yaml.safe_load((run / MANIFEST_NAME).read_text()) == {
+        "command": "export-family",
+        "foreign": [".write-test", "notes.txt"],
+    }
     assert cli(*FAMILY, "--run-dir", run).exit_code == 0  # its own directory now: a rerun needs no --force
 
 
@@ -181,8 +206,7 @@ time.sleep(120)
 @pytest.mark.slow
 def test_a_second_command_into_a_run_directory_in_use_is_refused_naming_the_holder(tmp_path, cli):
     run = tmp_path / "run"
-    with subprocess.Popen([sys.executable, "-c", HOLD, str(run), "train"], stdout=subprocess.PIPE,
-                          text=True) as holder:
+    with subprocess.Popen([sys.executable, "-c", HOLD, str(run), "train"], stdout=subprocess.PIPE, text=True) as holder:
         try:
             assert holder.stdout.readline().strip() == "held"
             line = one_error_line(cli("train", TINY, "--data", "synthetic", "--epochs", "1", "--run-dir", run))
@@ -219,17 +243,48 @@ def test_markup_in_names_and_paths_is_shown_as_written(command, marked, cli, ins
         "describe": ["describe", spec],
         "export-model": ["export-model", spec, "--format", "timm", "--out", run / "model.pt"],
         "export-family": [*FAMILY[:2], spec, *FAMILY[3:], "--run-dir", run],
-        "train": ["train", spec, "--data", images, "--epochs", "1", "--batch-size", "8", "--precise-bn", "0",
-                  "--augment", "none", "--loader-workers", "0", "--run-dir", run],
-        "search": ["search", *TINY_SEARCH[:TINY_SEARCH.index("--data")], "--data", images,
-                   *TINY_SEARCH[TINY_SEARCH.index("--data") + 2:], "--loader-workers", "0", "--run-dir", run],
+        "train": [
+            "train",
+            spec,
+            "--data",
+            images,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--precise-bn",
+            "0",
+            "--augment",
+            "none",
+            "--loader-workers",
+            "0",
+            "--run-dir",
+            run,
+        ],
+        "search": [
+            "search",
+            *TINY_SEARCH[: TINY_SEARCH.index("--data")],
+            "--data",
+            images,
+            *TINY_SEARCH[TINY_SEARCH.index("--data") + 2 :],
+            "--loader-workers",
+            "0",
+            "--run-dir",
+            run,
+        ],
         "grid-scale": [*GRID[:2], spec, *GRID[3:], "--run-dir", run],
     }[command]
     result = cli(*args)
     assert result.exit_code == 0, result.output or repr(result.exception)
     shown = " ".join(result.output.split())  # rich may wrap a long line
-    expected = {"describe": f"tiny{MARKUP}", "export-model": f"tiny{MARKUP}", "export-family": f"run{MARKUP}",
-                "train": f"images{MARKUP}", "search": f"run{MARKUP}", "grid-scale": f"run{MARKUP}"}[command]
+    expected = {
+        "describe": f"tiny{MARKUP}",
+        "export-model": f"tiny{MARKUP}",
+        "export-family": f"run{MARKUP}",
+        "train": f"images{MARKUP}",
+        "search": f"run{MARKUP}",
+        "grid-scale": f"run{MARKUP}",
+    }[command]
     assert expected in shown
     if command in ("train", "search"):  # the broken file in the class folder, named in the warning
         assert f"{CLASS}/broken.jpg" in shown
@@ -259,8 +314,11 @@ def temporary_files(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
 
 
-@pytest.mark.parametrize("signum, spec, size", [(signal.SIGTERM, "b0", 20 * 10**6), (signal.SIGINT, "tiny", 1)],
-                         ids=["SIGTERM-b0", "SIGINT-tiny"])
+@pytest.mark.parametrize(
+    "signum, spec, size",
+    [(signal.SIGTERM, "b0", 20 * 10**6), (signal.SIGINT, "tiny", 1)],
+    ids=["SIGTERM-b0", "SIGINT-tiny"],
+)
 @pytest.mark.slow
 def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec, size, tmp_path, b0_yaml):
     """B0's 21 MB timm state dict (5.3M float32 parameters) is being written, its temporary file holds it and
@@ -268,8 +326,12 @@ def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec
     and no file."""
     out = tmp_path / "out" / "model.pt"
     spec_path = b0_yaml if spec == "b0" else TINY
-    with subprocess.Popen([sys.executable, "-c", SLOW_WRITE, "export-model", str(spec_path), "--format", "timm",
-                           "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITE, "export-model", str(spec_path), "--format", "timm", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
         try:
             assert process.stdout.readline().strip() == "writing"
             [tmp] = temporary_files(out.parent)
@@ -309,11 +371,22 @@ def test_sigterm_while_a_proxy_cache_is_built_leaves_no_temporary_file(tmp_path)
     is written: exit 143, "interrupted", no cache and no temporary file."""
     images = jpeg_folder(tmp_path / "images", classes=4, per_class=60, sizes=(16, 24))
     caches = tmp_path / "cache"
-    args = ["search", *TINY_SEARCH[:TINY_SEARCH.index("--data")], "--data", str(images),
-            *TINY_SEARCH[TINY_SEARCH.index("--data") + 2:], "--loader-workers", "0", "--cache-dir", str(caches),
-            "--run-dir", str(tmp_path / "run")]
-    with subprocess.Popen([sys.executable, "-c", SLOW_CACHE, *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as process:
+    args = [
+        "search",
+        *TINY_SEARCH[: TINY_SEARCH.index("--data")],
+        "--data",
+        str(images),
+        *TINY_SEARCH[TINY_SEARCH.index("--data") + 2 :],
+        "--loader-workers",
+        "0",
+        "--cache-dir",
+        str(caches),
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
+    with subprocess.Popen(
+        [sys.executable, "-c", SLOW_CACHE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
         try:
             assert process.stdout.readline().strip() == "decoding"
             assert len(temporary_files(caches)) == 1
@@ -348,6 +421,7 @@ def test_atomic_write_cut_short_by_enospc_or_a_read_only_directory_keeps_the_old
     target.write_text("the previous report")
 
     for code, fix in ((errno.ENOSPC, "free some space"), (errno.EROFS, "make the directory writable")):
+
         def failing(fh, code=code):
             fh.write(b"half a report")
             raise OSError(code, os.strerror(code))
@@ -355,7 +429,8 @@ def test_atomic_write_cut_short_by_enospc_or_a_read_only_directory_keeps_the_old
         with pytest.raises(InputError, match=f"cannot write {target}: {os.strerror(code)}; {fix}"):
             files.atomic_write(target, failing)
         assert target.read_text() == "the previous report" and sorted(p.name for p in tmp_path.iterdir()) == [
-            "report.html"]
+            "report.html"
+        ]
 
 
 def test_a_cache_the_disk_cannot_hold_is_refused_before_a_byte_is_written(tmp_path, monkeypatch):
@@ -413,8 +488,9 @@ def test_the_writability_probe_leaves_nothing_and_touches_no_users_file(tmp_path
 @pytest.mark.slow
 def test_the_lock_file_names_the_holder_while_it_runs(tmp_path):
     run = tmp_path / "run"
-    with subprocess.Popen([sys.executable, "-c", HOLD, str(run), "search"], stdout=subprocess.PIPE,
-                          text=True) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run), "search"], stdout=subprocess.PIPE, text=True
+    ) as holder:
         try:
             assert holder.stdout.readline().strip() == "held"
             assert (run / LOCK_NAME).read_text().strip() == str(holder.pid)

@@ -26,8 +26,21 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLASSES = ["class0", "class1", "class2"]
 """The class folders jpeg_folder writes, in sorted (index) order: what every output must name."""
-QUICK = ["--proxy-epochs", "1", "--proxy-resolution", "16", "--batch-size", "8", "--loader-workers", "0",
-         "--threads", "1", "--device", "cpu", "--json"]
+QUICK = [
+    "--proxy-epochs",
+    "1",
+    "--proxy-resolution",
+    "16",
+    "--batch-size",
+    "8",
+    "--loader-workers",
+    "0",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--json",
+]
 
 
 def run(*args: str) -> dict:
@@ -39,33 +52,98 @@ def run(*args: str) -> dict:
 def test_own_folder_search_grid_family_train_export_predict(tmp_path):
     data = jpeg_folder(tmp_path / "data", classes=3, per_class=8, val_per_class=3, sizes=(30, 52))
 
-    found = run("search", "--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3",
-                "--data", data, "--trials", "2", "--timeout", "none", "--run-dir", tmp_path / "search", *QUICK)
+    found = run(
+        "search",
+        "--space",
+        TINY_SPACE,
+        "--target-flops",
+        "1M",
+        "--flops-tolerance",
+        "0.3",
+        "--data",
+        data,
+        "--trials",
+        "2",
+        "--timeout",
+        "none",
+        "--run-dir",
+        tmp_path / "search",
+        *QUICK,
+    )
     b0 = load_spec(found["best_spec"])
     assert b0.num_classes == 3 and found["classes"] == 3  # the tiny space's file says 4: the folder decides
     chance, held_out = found["chance"]["chance"], found["chance"]["val_images"]
     # the proxy holds out a seeded fifth of train/: chance is its largest class's share, at least a third
     assert 1 / 3 <= chance < 1 and (chance * held_out) == pytest.approx(round(chance * held_out))
 
-    grid = run("grid-scale", "--base", found["best_spec"], "--data", data, "--alpha-range", "1.2",
-               "--beta-range", "1.1", "--gamma-range", "1.1:1.2", "--run-dir", tmp_path / "grid", *QUICK)
+    grid = run(
+        "grid-scale",
+        "--base",
+        found["best_spec"],
+        "--data",
+        data,
+        "--alpha-range",
+        "1.2",
+        "--beta-range",
+        "1.1",
+        "--gamma-range",
+        "1.1:1.2",
+        "--run-dir",
+        tmp_path / "grid",
+        *QUICK,
+    )
     coefficients = yaml.safe_load((tmp_path / "grid" / "coefficients.yaml").read_text())
     assert grid["classes"] == 3 and "tied_with_runner_up" in coefficients
 
-    family = run("export-family", "--base", found["best_spec"], "--coefficients", tmp_path / "grid" /
-                 "coefficients.yaml", "--run-dir", tmp_path / "family", "--json")
+    family = run(
+        "export-family",
+        "--base",
+        found["best_spec"],
+        "--coefficients",
+        tmp_path / "grid" / "coefficients.yaml",
+        "--run-dir",
+        tmp_path / "family",
+        "--json",
+    )
     members = sorted((tmp_path / "family").glob("b*.yaml"))
     assert [m.name for m in members] == [f"b{k}.yaml" for k in range(1, 8)]
     assert all(load_spec(m).num_classes == 3 for m in members)
     # the folder's images are 30-51 px: b7's resolution is far beyond them, and the family says so
     assert any("b7" in w for w in family["warnings"])
 
-    run("train", tmp_path / "family" / "b1.yaml", "--data", data, "--resolution", "16", "--epochs", "1",
-        "--batch-size", "4", "--augment", "light", "--loader-workers", "0", "--device", "cpu",
-        "--run-dir", tmp_path / "train", "--json")
+    run(
+        "train",
+        tmp_path / "family" / "b1.yaml",
+        "--data",
+        data,
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--augment",
+        "light",
+        "--loader-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--run-dir",
+        tmp_path / "train",
+        "--json",
+    )
     onnx_file = tmp_path / "b1.onnx"
-    run("export-model", tmp_path / "family" / "b1.yaml", "--checkpoint", tmp_path / "train", "--format", "onnx",
-        "--out", onnx_file, "--json")
+    run(
+        "export-model",
+        tmp_path / "family" / "b1.yaml",
+        "--checkpoint",
+        tmp_path / "train",
+        "--format",
+        "onnx",
+        "--out",
+        onnx_file,
+        "--json",
+    )
     metadata = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
     assert json.loads(metadata["effnet.classes"]) == CLASSES
     transform = json.loads(metadata["effnet.transform"])

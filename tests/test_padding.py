@@ -35,7 +35,7 @@ def test_same_padding_puts_the_smaller_half_first(kernel, size, before):
         out = top_left_tap(kernel)(x)
     assert out.shape[-2:] == (-(-size // 2), -(-size // 2))
     padded = nn.functional.pad(x, (before, 0, before, 0))  # only the leading side reaches the top-left taps
-    expected = padded[..., ::2, ::2][..., :out.shape[-2], :out.shape[-1]]
+    expected = padded[..., ::2, ::2][..., : out.shape[-2], : out.shape[-1]]
     assert torch.equal(out, expected)
 
 

@@ -45,8 +45,15 @@ def in_band(trial: FrozenTrial) -> bool:
 
 def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Candidates inside the FLOPs band that were trained: completed, pruned, or failed by their own error."""
-    return [t for t in trials if in_band(t) and (t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                                                 or (t.state == TrialState.FAIL and "error" in t.user_attrs))]
+    return [
+        t
+        for t in trials
+        if in_band(t)
+        and (
+            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and "error" in t.user_attrs)
+        )
+    ]
 
 
 def best_of(trials: list[FrozenTrial]) -> FrozenTrial | None:
@@ -62,8 +69,12 @@ def check_sums(trials: list[FrozenTrial], summary: dict) -> None:
     assert summary["trials_pruned"] == sum(in_band(t) and t.state == TrialState.PRUNED for t in trials)
     assert summary["trials_failed"] == sum(t.state == TrialState.FAIL for t in trials)
     assert summary["trials_outside_band"] == sum(not in_band(t) and t.state == TrialState.COMPLETE for t in trials)
-    assert (summary["trials_completed"] + summary["trials_pruned"] + summary["trials_failed"]
-            + summary["trials_outside_band"]) == len(finished)
+    assert (
+        summary["trials_completed"]
+        + summary["trials_pruned"]
+        + summary["trials_failed"]
+        + summary["trials_outside_band"]
+    ) == len(finished)
 
 
 def check_shared_study(trials: list[FrozenTrial], workers: int) -> None:
@@ -83,13 +94,30 @@ def check_no_password(password: str, commands: list[Command], *folders: Path) ->
     assert files_holding(password, *folders) == []
 
 
-def test_three_search_processes_share_one_study(postgres_server, postgres_url, tmp_path, one_torch_thread,
-                                                effnet_command):
+def test_three_search_processes_share_one_study(
+    postgres_server, postgres_url, tmp_path, one_torch_thread, effnet_command
+):
     """Three `effnet search` commands started at once, as on three machines, each with its own run dir (and
     the same seed: the study's, part of its settings; each worker's sampler differs by its first trial)."""
-    commands = [effnet_command(["search", *TINY_SEARCH, "--trials", BUDGET, "--storage", postgres_url,
-                                "--study", "search", "--run-dir", tmp_path / f"machine{k}",
-                                "--json"], f"machine{k}") for k in range(3)]
+    commands = [
+        effnet_command(
+            [
+                "search",
+                *TINY_SEARCH,
+                "--trials",
+                BUDGET,
+                "--storage",
+                postgres_url,
+                "--study",
+                "search",
+                "--run-dir",
+                tmp_path / f"machine{k}",
+                "--json",
+            ],
+            f"machine{k}",
+        )
+        for k in range(3)
+    ]
     wait_all(commands, 300)
     assert not [c for c in commands if "Traceback" in c.stderr]
     with study_at(postgres_url) as study:
@@ -106,15 +134,28 @@ def test_three_search_processes_share_one_study(postgres_server, postgres_url, t
         assert reported.state == TrialState.COMPLETE and in_band(reported)
         assert (summary["reward"], summary["flops"]) == (reported.value, reported.user_attrs["flops"])
         own_last = max(t.datetime_complete for t in trials if t.user_attrs["worker"] == command.worker)
-        moments = sorted({own_last, *(t.datetime_complete for t in trials if own_last < t.datetime_complete
-                                      <= command.ended)})
+        moments = sorted(
+            {own_last, *(t.datetime_complete for t in trials if own_last < t.datetime_complete <= command.ended)}
+        )
         seen = [best_of([t for t in trials if t.datetime_complete <= moment]) for moment in moments]
         assert reported.number in {t.number for t in seen if t is not None}
         assert (tmp_path / f"machine{commands.index(command)}" / "b0.yaml").is_file()
 
     # The same command once more on the finished study trains nothing and reports its best and sums.
-    reader = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", str(BUDGET), "--storage", postgres_url,
-                                 "--run-dir", str(tmp_path / "reader"), "--json"])
+    reader = runner.invoke(
+        app,
+        [
+            "search",
+            *TINY_SEARCH,
+            "--trials",
+            str(BUDGET),
+            "--storage",
+            postgres_url,
+            "--run-dir",
+            str(tmp_path / "reader"),
+            "--json",
+        ],
+    )
     assert reader.exit_code == 0, reader.output
     summary = json.loads(reader.stdout)
     assert summary["stop_reason"] == "budget"
@@ -128,8 +169,22 @@ def test_three_search_processes_share_one_study(postgres_server, postgres_url, t
 
 def test_one_command_with_three_workers(postgres_server, postgres_url, tmp_path, effnet_command):
     run_dir = tmp_path / "run"
-    command = effnet_command(["search", *TINY_SEARCH, "--trials", BUDGET, "--workers", 3, "--storage", postgres_url,
-                              "--run-dir", run_dir, "--json"], "workers3")
+    command = effnet_command(
+        [
+            "search",
+            *TINY_SEARCH,
+            "--trials",
+            BUDGET,
+            "--workers",
+            3,
+            "--storage",
+            postgres_url,
+            "--run-dir",
+            run_dir,
+            "--json",
+        ],
+        "workers3",
+    )
     assert command.wait(300) == 0, command.stderr[-3000:]
     assert "exited with an error" not in command.stderr and "Traceback" not in command.stderr
     with study_at(postgres_url) as study:
@@ -151,11 +206,35 @@ GRID_NETWORKS = {(1.1, 1.1, 1.2), (1.1, 1.2, 1.1), (1.3, 1.1, 1.1), (1.3, 1.2, 1
 
 
 def test_two_grid_scale_processes_score_each_network_once(postgres_server, postgres_url, tmp_path, effnet_command):
-    args = ["grid-scale", "--base", TINY_BASE, "--alpha-range", "1.1:1.3", "--beta-range", "1.0:1.2", "--gamma-range",
-            "1.0:1.2", "--step", "0.1", "--tolerance", "0.15", "--proxy", "zero-cost", "--data", "synthetic",
-            "--proxy-resolution", "16", "--batch-size", "8", "--threads", "1", "--storage", postgres_url, "--json"]
-    commands = [effnet_command([*args, "--run-dir", tmp_path / f"machine{i}"], f"grid{i}")
-                for i in range(2)]
+    args = [
+        "grid-scale",
+        "--base",
+        TINY_BASE,
+        "--alpha-range",
+        "1.1:1.3",
+        "--beta-range",
+        "1.0:1.2",
+        "--gamma-range",
+        "1.0:1.2",
+        "--step",
+        "0.1",
+        "--tolerance",
+        "0.15",
+        "--proxy",
+        "zero-cost",
+        "--data",
+        "synthetic",
+        "--proxy-resolution",
+        "16",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--storage",
+        postgres_url,
+        "--json",
+    ]
+    commands = [effnet_command([*args, "--run-dir", tmp_path / f"machine{i}"], f"grid{i}") for i in range(2)]
     wait_all(commands, 300)
     with study_at(postgres_url, "grid") as study:
         trials = study.get_trials()
@@ -210,7 +289,7 @@ def test_other_spellings_of_the_url_reach_the_same_server(postgres_url, scheme, 
     storage.engine.dispose()
 
 
-ODD_PASSWORD = "it's \"a\" pw%x@y"
+ODD_PASSWORD = 'it\'s "a" pw%x@y'
 """Quotes, a space, a percent and an at sign: what the redaction used to miss."""
 
 
@@ -225,8 +304,9 @@ def test_a_password_in_any_form_works_and_shows_nowhere(postgres_server, form, t
     else:
         url = f"postgresql://{user}@{host}/{database}?password={quote(ODD_PASSWORD, safe='')}"
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "1", "--storage", url, "--run-dir", str(run_dir),
-                                 "--json"])
+    result = runner.invoke(
+        app, ["search", *TINY_SEARCH, "--trials", "1", "--storage", url, "--run-dir", str(run_dir), "--json"]
+    )
     assert result.exit_code == 0, result.output  # the password reached the server intact
     written = url.split(f"{user}:", 1)[1].split("@1")[0] if form.startswith("userinfo") else url.rsplit("=", 1)[1]
     for secret in (ODD_PASSWORD, written):
@@ -242,8 +322,17 @@ def test_a_database_outage_mid_run_is_a_clean_error_and_the_study_resumes(tmp_pa
     server = start_server(server_bin_dir())  # its own: this test stops it
     try:
         url = server.create_database("outage")
-        args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--storage", url, "--run-dir", tmp_path / "run",
-                "--json"]
+        args = [
+            "search",
+            *TINY_SEARCH,
+            "--proxy-epochs",
+            "3",
+            "--storage",
+            url,
+            "--run-dir",
+            tmp_path / "run",
+            "--json",
+        ]
         command = effnet_command([*args, "--trials", 200], "search")
         with postgres_study(url) as read:
             wait_for(lambda: len(trained(read())) >= 2, 240)
@@ -251,8 +340,13 @@ def test_a_database_outage_mid_run_is_a_clean_error_and_the_study_resumes(tmp_pa
         server.halt()
         assert command.wait(120) == 2, command.stderr[-3000:]
         [line] = command.stderr.strip().splitlines()[-1:]
-        assert line.startswith(f"error: the storage postgresql://effnet:***@127.0.0.1:{server.port}/outage failed "
-                               "mid-run (OperationalError") and "rerun the same command to resume" in line
+        assert (
+            line.startswith(
+                f"error: the storage postgresql://effnet:***@127.0.0.1:{server.port}/outage failed "
+                "mid-run (OperationalError"
+            )
+            and "rerun the same command to resume" in line
+        )
         assert "Traceback" not in command.stderr and "UnboundLocalError" not in command.stderr
         assert server.password not in command.stderr
         server.resume()

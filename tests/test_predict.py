@@ -31,8 +31,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLASSES = ["class0", "class1", "class2"]
 """The class folders jpeg_folder writes, in sorted (index) order."""
-REFERENCE_VIEW = {"resize": 18, "crop": 16, "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406],
-                  "std": [0.229, 0.224, 0.225]}
+REFERENCE_VIEW = {
+    "resize": 18,
+    "crop": 16,
+    "interpolation": "bicubic",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
 """At 16 px: short side to round(16 / 0.875) = 18, the centre 16 x 16, bicubic, ImageNet's mean and std."""
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -56,18 +61,59 @@ def trained(tmp_path_factory) -> dict:
     (root / "tiny.yaml").write_text(TINY_SPEC)
     data = jpeg_folder(root / "data", classes=3, per_class=6, val_per_class=3, sizes=(17, 41))
     run = root / "run"
-    result = runner.invoke(app, ["train", str(root / "tiny.yaml"), "--data", str(data), "--resolution", "16",
-                                 "--epochs", "1", "--batch-size", "3", "--lr", "0.05", "--augment", "light",
-                                 "--loader-workers", "0", "--device", "cpu", "--run-dir", str(run), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(root / "tiny.yaml"),
+            "--data",
+            str(data),
+            "--resolution",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "3",
+            "--lr",
+            "0.05",
+            "--augment",
+            "light",
+            "--loader-workers",
+            "0",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(run),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     files = {}
     for format in ("onnx", "torchscript"):
         files[format] = root / f"tiny.{format}"
-        exported = runner.invoke(app, ["export-model", str(root / "tiny.yaml"), "--checkpoint", str(run), "--format",
-                                       format, "--out", str(files[format]), "--json"])
+        exported = runner.invoke(
+            app,
+            [
+                "export-model",
+                str(root / "tiny.yaml"),
+                "--checkpoint",
+                str(run),
+                "--format",
+                format,
+                "--out",
+                str(files[format]),
+                "--json",
+            ],
+        )
         assert exported.exit_code == 0, exported.output
-    return {"root": root, "spec": root / "tiny.yaml", "run": run, "val": data / "val",
-            "train": json.loads(result.stdout), **files}
+    return {
+        "root": root,
+        "spec": root / "tiny.yaml",
+        "run": run,
+        "val": data / "val",
+        "train": json.loads(result.stdout),
+        **files,
+    }
 
 
 def checkpoint_model(path: Path, weights: str) -> torch.nn.Module:
@@ -110,9 +156,15 @@ def test_eval_transform_is_the_view_training_evaluated_on(trained):
     """The public transform of the recorded view against the uint8 view and on-device normalisation that training's
     evaluation runs, and against torchvision's steps written out here from the reference's numbers."""
     _, info = effnet.load_model(trained["run"])
-    by_hand = v2.Compose([v2.Resize(18, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-                          v2.CenterCrop(16), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                          v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    by_hand = v2.Compose(
+        [
+            v2.Resize(18, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(16),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     for path in sorted(trained["val"].rglob("*.jpg")):
         image = Image.open(path).convert("RGB")
         assert min(image.size) != 18 and image.size[0] != image.size[1]  # resized and cropped, not already square
@@ -165,8 +217,19 @@ def test_export_weights_picks_the_raw_ema_or_best_tensors(trained, cli, tmp_path
     picked = torch.load(checkpoint, weights_only=True)["best"]["weights"] if weights == "best" else weights
     other = "ema" if picked == "raw" else "raw"
     out = tmp_path / "tiny.pt"
-    result = cli("export-model", trained["spec"], "--checkpoint", checkpoint, "--weights", weights, "--format",
-                 "torchscript", "--out", out, "--json")
+    result = cli(
+        "export-model",
+        trained["spec"],
+        "--checkpoint",
+        checkpoint,
+        "--weights",
+        weights,
+        "--format",
+        "torchscript",
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metadata"]["effnet.weights"] == picked
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
@@ -206,6 +269,7 @@ def test_images_are_named_as_files_folders_and_globs_each_taken_once(trained, tm
 
 
 # -- bad inputs -------------------------------------------------------------------------------------
+
 
 def one_error_line(result) -> str:
     assert result.exit_code == 2, result.output
@@ -252,8 +316,18 @@ def test_a_checkpoint_without_class_names_is_refused(trained, cli, tmp_path):
 def test_ema_or_raw_of_a_file_with_one_set_of_weights_is_refused_with_its_flag(trained, cli, tmp_path):
     model, _ = effnet.load_model(trained["run"])
     effnet.save_state_dict(model, "effnet", tmp_path / "plain.pth")
-    line = one_error_line(cli("export-model", trained["spec"], "--checkpoint", tmp_path / "plain.pth", "--weights",
-                              "ema", "--out", tmp_path / "x.onnx"))
+    line = one_error_line(
+        cli(
+            "export-model",
+            trained["spec"],
+            "--checkpoint",
+            tmp_path / "plain.pth",
+            "--weights",
+            "ema",
+            "--out",
+            tmp_path / "x.onnx",
+        )
+    )
     assert line.startswith("error: --weights ema picks an effnet training checkpoint's weights")
     photo = sorted(trained["val"].rglob("*.jpg"))[0]
     for exported in ("onnx", "torchscript"):

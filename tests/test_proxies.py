@@ -53,6 +53,7 @@ def fast(**changes) -> ProxyConfig:
 
 # -- data and construction --------------------------------------------------------------------------
 
+
 def test_proxy_data_follow_the_settings_and_report_decoding_as_preparing(tmp_path):
     """2 classes of 6 files, 4 held out and 6 of the other 8 trained on, each split decoded into the cache in
     one batch (64 images a batch)."""
@@ -71,6 +72,7 @@ def test_a_proxy_over_data_at_another_resolution_is_refused_as_bad_input(synthet
 
 
 # -- train ----------------------------------------------------------------------------------------
+
 
 def test_train_proxy_learns_well_above_chance_and_reports_every_epoch(synthetic):
     reports = []
@@ -106,8 +108,9 @@ def test_nan_loss_raises_proxy_failure(synthetic):
 
 
 def test_unknown_proxy_and_bad_settings_are_setting_errors():
-    with pytest.raises(SettingError,
-                       match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"):
+    with pytest.raises(
+        SettingError, match="proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"
+    ):
         fast(name="magic")
     with pytest.raises(SettingError, match="proxy_epochs must be at least 1, got 0"):
         fast(epochs=0)
@@ -119,13 +122,25 @@ def test_unknown_proxy_and_bad_settings_are_setting_errors():
 
 def test_only_the_supernet_proxy_records_the_supernet_settings():
     """A study of another proxy keeps the fingerprint it was created with before the supernet existed."""
-    assert sorted(fast().fingerprint()) == ["augment", "batch_size", "data", "epochs", "lr", "max_train_batches",
-                                            "name", "resolution", "train_images", "val_images", "weight_decay"]
+    assert sorted(fast().fingerprint()) == [
+        "augment",
+        "batch_size",
+        "data",
+        "epochs",
+        "lr",
+        "max_train_batches",
+        "name",
+        "resolution",
+        "train_images",
+        "val_images",
+        "weight_decay",
+    ]
     supernet = fast(name="supernet", supernet_epochs=7, supernet_kernels="shared").fingerprint()
     assert (supernet["supernet_epochs"], supernet["supernet_kernels"]) == (7, "shared")
 
 
 # -- zero-cost ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["zero-cost", "synflow"])
 def test_zero_cost_scores_are_finite_positive_and_tell_networks_apart(synthetic, name):
@@ -162,4 +177,3 @@ def test_positive_score_transform():
     assert 0 < positive_score(-math.inf) < 1e-9
     with pytest.raises(ProxyFailure):
         positive_score(math.nan)
-

@@ -19,9 +19,27 @@ from effnet.nas.study.proxy_check import draw_candidates
 from effnet.nas.study.rank import kendall, spearman
 
 TINY_SPACE = str(Path(__file__).parent / "data" / "tiny_space.yaml")
-TINY_ARGS = ["--space", TINY_SPACE, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--proxy-epochs", "1", "--reference-epochs", "2", "--candidates", "3", "--proxy-resolution", "16",
-             "--threads", "1"]
+TINY_ARGS = [
+    "--space",
+    TINY_SPACE,
+    "--target-flops",
+    "1M",
+    "--flops-tolerance",
+    "0.3",
+    "--data",
+    "synthetic",
+    "--proxy-epochs",
+    "1",
+    "--reference-epochs",
+    "2",
+    "--candidates",
+    "3",
+    "--proxy-resolution",
+    "16",
+    "--threads",
+    "1",
+]
+
 
 def invoke(*args):
     """`effnet proxy-check ARGS...` in-process."""
@@ -119,6 +137,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
 
 
 # -- rank correlations ----------------------------------------------------------------------------
+
 
 def test_kendall_and_spearman_against_hand_computed_values():
     # one adjacent swap of 4 items: 5 concordant and 1 discordant pair -> tau = (5 - 1) / 6;

@@ -45,12 +45,20 @@ def small_space(seed: int) -> SearchSpace:
     """The tiny space with a random few options per decision: a few thousand networks at most."""
     rng = random.Random(seed)
     document = copy.deepcopy(TINY)
-    pools = {"block": ["mbconv", "dsconv", "conv"], "expand": [1, 3, 6], "kernel": [1, 3, 5],
-             "se_ratio": [0.0, 0.25, 0.5], "skip": [True, False], "width": [0.5, 0.75, 1.0, 1.5, 2.0],
-             "repeats_offset": [0, 1, 2]}
+    pools = {
+        "block": ["mbconv", "dsconv", "conv"],
+        "expand": [1, 3, 6],
+        "kernel": [1, 3, 5],
+        "se_ratio": [0.0, 0.25, 0.5],
+        "skip": [True, False],
+        "width": [0.5, 0.75, 1.0, 1.5, 2.0],
+        "repeats_offset": [0, 1, 2],
+    }
     for stage in document["skeleton"]:
-        stage["choices"] = {key: rng.sample(pool, rng.choice([1, 2]) if key != "width" else rng.choice([2, 3]))
-                            for key, pool in pools.items()}
+        stage["choices"] = {
+            key: rng.sample(pool, rng.choice([1, 2]) if key != "width" else rng.choice([2, 3]))
+            for key, pool in pools.items()
+        }
     document["base"]["resolution"] = rng.choice([16, 32, 48])
     return space_from_dict(document, f"small-{seed}")
 
@@ -109,6 +117,18 @@ def test_a_band_that_touches_the_range_is_searched(tmp_path, no_training):
 
 
 def test_proxy_check_refuses_an_unreachable_band(tmp_path):
-    result = runner.invoke(app, ["proxy-check", "--space", TINY_SPACE, "--target-flops", "1e30", "--data", "synthetic",
-                                 "--run-dir", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "proxy-check",
+            "--space",
+            TINY_SPACE,
+            "--target-flops",
+            "1e30",
+            "--data",
+            "synthetic",
+            "--run-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2 and "which no network of the tiny space has" in result.output

@@ -95,8 +95,9 @@ def test_search_report_holds_history_importances_and_accuracy_against_flops(sear
 
 
 def test_grid_report_holds_the_score_over_the_grid_and_the_chosen_point(tmp_path):
-    result = runner.invoke(app, ["grid-scale", "--base", TINY_BASE, *GRID_ARGS, *ZERO_COST_ARGS,
-                                 "--run-dir", str(tmp_path), "--json"])
+    result = runner.invoke(
+        app, ["grid-scale", "--base", TINY_BASE, *GRID_ARGS, *ZERO_COST_ARGS, "--run-dir", str(tmp_path), "--json"]
+    )
     assert result.exit_code == 0, result.output
     page = assert_opens_offline_and_light(tmp_path)
     history, importance, surface = figures(page)

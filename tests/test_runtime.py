@@ -39,12 +39,15 @@ def test_auto_is_cuda_with_cuda(two_gpus):
     assert resolve_device("CUDA:1") == torch.device("cuda", 1)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("cuda", "device 'cuda': no CUDA device is available here; use cpu or auto"),
-    ("cuda:0", "no CUDA device is available here"),
-    ("tpu", "unknown device; use auto, cpu, cuda or cuda:N"),
-    ("cuda:x", "`cuda` or `cuda:N` with N a number"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("cuda", "device 'cuda': no CUDA device is available here; use cpu or auto"),
+        ("cuda:0", "no CUDA device is available here"),
+        ("tpu", "unknown device; use auto, cpu, cuda or cuda:N"),
+        ("cuda:x", "`cuda` or `cuda:N` with N a number"),
+    ],
+)
 def test_device_errors_without_cuda(no_cuda, name, message):
     with pytest.raises(SettingError, match=message):
         resolve_device(name)
@@ -80,10 +83,19 @@ ALLOCATOR_PROBE = (
 
 def allocator_in_fresh_process(**env: str) -> dict:
     """`configure_allocator` acts on the whole process, so each case gets its own interpreter."""
-    clean = {k: v for k, v in os.environ.items() if k not in (ALLOCATOR_ENV, "GLIBC_TUNABLES", "LD_PRELOAD")
-             and not k.startswith("MALLOC_")}
-    done = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], env=clean | env, capture_output=True,
-                          text=True, check=True, timeout=120)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (ALLOCATOR_ENV, "GLIBC_TUNABLES", "LD_PRELOAD") and not k.startswith("MALLOC_")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", ALLOCATOR_PROBE],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return json.loads(done.stdout)
 
 

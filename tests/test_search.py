@@ -35,26 +35,56 @@ from effnet.nas.study.study_config import StudyConfig
 from effnet.scaling.presets import reference_b0
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
-TINY_ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-             "--proxy-epochs", "1", "--proxy-resolution", "32", "--batch-size", "32", "--timeout", "none",
-             "--threads", "1"]
+TINY_ARGS = [
+    "--space",
+    TINY,
+    "--target-flops",
+    "1M",
+    "--flops-tolerance",
+    "0.3",
+    "--data",
+    "synthetic",
+    "--proxy-epochs",
+    "1",
+    "--proxy-resolution",
+    "32",
+    "--batch-size",
+    "32",
+    "--timeout",
+    "none",
+    "--threads",
+    "1",
+]
 runner = CliRunner()
 
 
 # -- the space ------------------------------------------------------------------------------------
 
 B0_DECISIONS = {  # EfficientNet-B0, paper Table 1, written as decisions of the default space
-    1: ("mbconv", 1, 3), 2: ("mbconv", 6, 3), 3: ("mbconv", 6, 5), 4: ("mbconv", 6, 3),
-    5: ("mbconv", 6, 5), 6: ("mbconv", 6, 5), 7: ("mbconv", 6, 3),
+    1: ("mbconv", 1, 3),
+    2: ("mbconv", 6, 3),
+    3: ("mbconv", 6, 5),
+    4: ("mbconv", 6, 3),
+    5: ("mbconv", 6, 5),
+    6: ("mbconv", 6, 5),
+    7: ("mbconv", 6, 3),
 }
 
 
 def b0_params() -> dict:
     params = {}
     for stage, (block, expand, kernel) in B0_DECISIONS.items():
-        params.update({f"s{stage}_block": block, f"s{stage}_expand": expand, f"s{stage}_kernel": kernel,
-                       f"s{stage}_se_ratio": 0.25, f"s{stage}_skip": True, f"s{stage}_width": 1.0,
-                       f"s{stage}_repeats_offset": 0})
+        params.update(
+            {
+                f"s{stage}_block": block,
+                f"s{stage}_expand": expand,
+                f"s{stage}_kernel": kernel,
+                f"s{stage}_se_ratio": 0.25,
+                f"s{stage}_skip": True,
+                f"s{stage}_width": 1.0,
+                f"s{stage}_repeats_offset": 0,
+            }
+        )
     return params
 
 
@@ -63,7 +93,11 @@ def test_default_space_contains_reference_b0():
     reference = reference_b0()
     assert spec.stages == reference.stages
     assert (spec.stem, spec.head, spec.resolution, spec.batch_norm) == (
-        reference.stem, reference.head, reference.resolution, reference.batch_norm)
+        reference.stem,
+        reference.head,
+        reference.resolution,
+        reference.batch_norm,
+    )
     assert count_parameters(build_model(spec)) == 5_288_548
 
 
@@ -111,6 +145,7 @@ def test_bad_space_file_is_a_clear_error(tmp_path):
 
 # -- reward and band ------------------------------------------------------------------------------
 
+
 def test_soft_reward_matches_hand_computation():
     # 2 ** -0.07 = exp(-0.07 ln 2) = 0.952638...: doubling the FLOPs costs 4.7 % relative accuracy
     assert mnasnet_reward(0.8, 800e6, 400e6) == pytest.approx(0.8 * 0.9526380, rel=1e-6)
@@ -133,6 +168,7 @@ def test_flops_band_constraint_sign():
 
 # -- the trial loop ---------------------------------------------------------------------------------
 
+
 class RecordingProxy:
     """Scores by a fixed rule and remembers what it was asked to score; fails on request."""
 
@@ -152,9 +188,15 @@ class RecordingProxy:
 
 
 def tiny_config(tmp_path, proxy: dict | None = None, study: dict | None = None, **overrides) -> SearchConfig:
-    settings = dict(target_flops=1_000_000, flops_tolerance=0.3, space=TINY, trials=15, pruner="none",
-                    proxy=ProxyConfig(data="synthetic", **(proxy or {})),
-                    study=StudyConfig(run_dir=tmp_path, name="search", **(study or {})))
+    settings = dict(
+        target_flops=1_000_000,
+        flops_tolerance=0.3,
+        space=TINY,
+        trials=15,
+        pruner="none",
+        proxy=ProxyConfig(data="synthetic", **(proxy or {})),
+        study=StudyConfig(run_dir=tmp_path, name="search", **(study or {})),
+    )
     settings.update(overrides)
     return SearchConfig(**settings)
 
@@ -233,15 +275,35 @@ def test_a_refused_resume_names_only_the_changed_settings_before_decoding_any_da
     folder = jpeg_folder(tmp_path / "images", classes=2, per_class=6)
     study_of(dataclasses.replace(tiny_config(tmp_path / "run"), proxy=ProxyConfig(data=str(folder), epochs=2)))
     cache = tmp_path / "cache"
-    result = runner.invoke(app, ["search", "--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3",
-                                 "--data", str(folder), "--proxy-epochs", "10", "--run-dir", str(tmp_path / "run"),
-                                 "--cache-dir", str(cache), "--threads", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            "--space",
+            TINY,
+            "--target-flops",
+            "1M",
+            "--flops-tolerance",
+            "0.3",
+            "--data",
+            str(folder),
+            "--proxy-epochs",
+            "10",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(cache),
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "created with other settings (proxy.epochs: 2 -> 10); rerun with those" in result.stderr
     assert not cache.exists() or not any(cache.iterdir())  # refused before the folder was decoded into a cache
 
 
 # -- the command ------------------------------------------------------------------------------------
+
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "effnet.cli", *args], capture_output=True, text=True, timeout=300)
@@ -301,15 +363,19 @@ def completed_trials(run_dir: Path) -> dict[int, float]:
         study = optuna.load_study(study_name="search", storage=storage)
     except KeyError:
         return {}
-    return {t.number: t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get("in_band")}
+    return {
+        t.number: t.value
+        for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if t.user_attrs.get("in_band")
+    }
 
 
 @pytest.mark.slow
 def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
     args = ["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
-    proc = subprocess.Popen([sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         assert wait_for(lambda: len(completed_trials(tmp_path)) >= 4, 180), "the search made no progress"
     finally:
@@ -317,8 +383,9 @@ def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
         proc.wait()
     before = completed_trials(tmp_path)
     budget = len(before) + 3
-    result = run_cli(["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path),
-                      "--json"])
+    result = run_cli(
+        ["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path), "--json"]
+    )
     assert result.returncode == 0, result.stderr
     after = completed_trials(tmp_path)
     assert all(after.get(n) == v for n, v in before.items()), "a completed trial was lost or changed"
@@ -328,8 +395,21 @@ def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_count_each_trial_once(tmp_path):
-    result = run_cli(["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "12", "--workers", "2",
-                      "--run-dir", str(tmp_path), "--json"])
+    result = run_cli(
+        [
+            "search",
+            *TINY_ARGS,
+            "--proxy-epochs",
+            "2",
+            "--trials",
+            "12",
+            "--workers",
+            "2",
+            "--run-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     import csv
@@ -386,8 +466,17 @@ def test_default_band_holds_the_reference_b0():
 
 # -- the study's settings and seeds ------------------------------------------------------------------
 
-@pytest.mark.parametrize("change", [{"proxy": {"batch_size": 8}}, {"study": {"seed": 1}}, {"proxy": {"epochs": 2}},
-                                    {"proxy": {"resolution": 16}}, {"objective": "hard"}])
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"proxy": {"batch_size": 8}},
+        {"study": {"seed": 1}},
+        {"proxy": {"epochs": 2}},
+        {"proxy": {"resolution": 16}},
+        {"objective": "hard"},
+    ],
+)
 def test_a_resumed_study_refuses_any_setting_that_changes_a_score(tmp_path, change):
     study_of(tiny_config(tmp_path))
     with pytest.raises(Exception, match="created with other settings"):
@@ -405,8 +494,10 @@ def first_draws(study: optuna.Study, space, workers: int, rounds: int) -> list[l
     samplers = [SearchJob(tiny_config(Path("unused")), space).make_sampler for _ in range(workers)]
     from effnet.nas.study.worker_seeds import SeededPerWorker
 
-    views = [optuna.load_study(study_name=study.study_name, storage=study._storage,
-                               sampler=SeededPerWorker(make, 0)) for make in samplers]
+    views = [
+        optuna.load_study(study_name=study.study_name, storage=study._storage, sampler=SeededPerWorker(make, 0))
+        for make in samplers
+    ]
     for _ in range(rounds):
         for index, view in enumerate(views):
             trial = view.ask()
@@ -430,8 +521,7 @@ def test_no_two_workers_of_a_study_share_a_random_stream():
 
 def test_a_fresh_one_worker_study_is_reproducible_from_its_seed():
     space = load_space(TINY)
-    runs = [first_draws(optuna.create_study(directions=["maximize"]), space, workers=1, rounds=12)
-            for _ in range(2)]
+    runs = [first_draws(optuna.create_study(directions=["maximize"]), space, workers=1, rounds=12) for _ in range(2)]
     assert runs[0] == runs[1]
 
 
@@ -466,8 +556,9 @@ def test_the_time_limit_stops_a_training_at_its_next_epoch_for_every_objective(t
 
 
 def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_path):
-    result = runner.invoke(app, ["search", *TINY_ARGS, "--objective", "pareto", "--trials", "8",
-                                 "--run-dir", str(tmp_path), "--json"])
+    result = runner.invoke(
+        app, ["search", *TINY_ARGS, "--objective", "pareto", "--trials", "8", "--run-dir", str(tmp_path), "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     import csv
@@ -482,11 +573,13 @@ def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_pa
 
 
 def test_the_old_name_of_proxy_epochs_still_works_for_one_release(tmp_path):
-    old = runner.invoke(app, ["search", *TINY_ARGS, "--epochs", "1", "--trials", "1", "--run-dir", str(tmp_path),
-                              "--json"])
+    old = runner.invoke(
+        app, ["search", *TINY_ARGS, "--epochs", "1", "--trials", "1", "--run-dir", str(tmp_path), "--json"]
+    )
     assert old.exit_code == 0, old.output
     assert "--epochs is deprecated and will be removed; use --proxy-epochs" in old.stderr
     assert yaml.safe_load((tmp_path / "run.yaml").read_text())["settings"]["proxy"]["epochs"] == 1
-    both = runner.invoke(app, ["search", *TINY_ARGS, "--epochs", "2", "--proxy-epochs", "1", "--run-dir",
-                               str(tmp_path / "both")])
+    both = runner.invoke(
+        app, ["search", *TINY_ARGS, "--epochs", "2", "--proxy-epochs", "1", "--run-dir", str(tmp_path / "both")]
+    )
     assert both.exit_code == 2 and "--epochs is the old name of --proxy-epochs" in both.output

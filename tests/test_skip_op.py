@@ -22,15 +22,42 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def small_spec(skip) -> dict:
     """32 px, stem 8 channels at stride 2 (16 px), then three stages whose shortcut differs with `skip`."""
     return {
-        "name": "skips", "resolution": 32, "num_classes": 5, "drop_connect": 0.0,
+        "name": "skips",
+        "resolution": 32,
+        "num_classes": 5,
+        "drop_connect": 0.0,
         "stem": {"out_channels": 8, "kernel": 3, "stride": 2},
         "stages": [
-            {"block": "mbconv", "repeats": 2, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 16,
-             "se_ratio": 0.0, "skip": skip},
-            {"block": "conv", "repeats": 1, "kernel": 3, "stride": 1, "expand": 1, "out_channels": 24,
-             "se_ratio": 0.0, "skip": skip},
-            {"block": "dsconv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 24,
-             "se_ratio": 0.0, "skip": skip},
+            {
+                "block": "mbconv",
+                "repeats": 2,
+                "kernel": 3,
+                "stride": 2,
+                "expand": 1,
+                "out_channels": 16,
+                "se_ratio": 0.0,
+                "skip": skip,
+            },
+            {
+                "block": "conv",
+                "repeats": 1,
+                "kernel": 3,
+                "stride": 1,
+                "expand": 1,
+                "out_channels": 24,
+                "se_ratio": 0.0,
+                "skip": skip,
+            },
+            {
+                "block": "dsconv",
+                "repeats": 1,
+                "kernel": 3,
+                "stride": 2,
+                "expand": 1,
+                "out_channels": 24,
+                "se_ratio": 0.0,
+                "skip": skip,
+            },
         ],
         "head": {"out_channels": 32},
     }
@@ -56,14 +83,18 @@ def test_the_identity_applies_where_it_can_and_the_pooling_shortcut_everywhere_e
     blocks = plan_network(spec_from_dict(small_spec("pool"))).blocks
     shortcuts = [(b.residual, b.pool_shortcut, b.project_shortcut) for b in blocks]
     assert shortcuts == [
-        (True, True, True),     # stage 1 first block: 8 -> 16 channels, 16 -> 8 px: pool and project
-        (True, False, False),   # its repeat: stride 1, 16 -> 16 channels: the identity
-        (True, False, True),    # stage 2: stride 1, 16 -> 24 channels: project only
-        (True, True, False),    # stage 3: stride 2, 24 -> 24 channels: pool only
+        (True, True, True),  # stage 1 first block: 8 -> 16 channels, 16 -> 8 px: pool and project
+        (True, False, False),  # its repeat: stride 1, 16 -> 16 channels: the identity
+        (True, False, True),  # stage 2: stride 1, 16 -> 24 channels: project only
+        (True, True, False),  # stage 3: stride 2, 24 -> 24 channels: pool only
     ]
     identity_only = plan_network(spec_from_dict(small_spec(True))).blocks
     assert [(b.residual, b.pool_shortcut, b.project_shortcut) for b in identity_only] == [
-        (False, False, False), (True, False, False), (False, False, False), (False, False, False)]
+        (False, False, False),
+        (True, False, False),
+        (False, False, False),
+        (False, False, False),
+    ]
 
 
 def test_pooling_shortcut_costs_its_projections_by_hand_in_both_counters():
@@ -75,8 +106,7 @@ def test_pooling_shortcut_costs_its_projections_by_hand_in_both_counters():
     extra = {"conv": 8_192 + 24_576, "batch_norm": 2_048 + 3_072}
     for count in (lambda s: analytic_cost(s).total.by_operator(), lambda s: fvcore_count(s).by_operator):
         with_pool, without = count(pooled), count(plain)
-        assert {op: with_pool[op] - without.get(op, 0) for op in with_pool} == {
-            **{op: 0 for op in with_pool}, **extra}
+        assert {op: with_pool[op] - without.get(op, 0) for op in with_pool} == {**{op: 0 for op in with_pool}, **extra}
     model = build_model(pooled)
     assert count_parameters(model) - count_parameters(build_model(plain)) == 160 + 432
     assert analytic_cost(pooled).params == count_parameters(model)
@@ -108,10 +138,21 @@ def test_a_pooling_shortcut_network_trains_a_step_with_stochastic_depth():
 def test_both_shipped_spaces_offer_mnasnets_three_skip_ops(name):
     space = load_space(name)
     assert all(stage.skip == (True, False, "pool") for stage in space.stages)
-    spec = space.spec_from_params({f"s{i + 1}_{key}": value for i, stage in enumerate(space.stages)
-                                   for key, value in (("block", "mbconv"), ("expand", stage.expand[-1]),
-                                                      ("kernel", 3), ("se_ratio", 0.25), ("skip", "pool"),
-                                                      ("width", 1.0), ("repeats_offset", 0))})
+    spec = space.spec_from_params(
+        {
+            f"s{i + 1}_{key}": value
+            for i, stage in enumerate(space.stages)
+            for key, value in (
+                ("block", "mbconv"),
+                ("expand", stage.expand[-1]),
+                ("kernel", 3),
+                ("se_ratio", 0.25),
+                ("skip", "pool"),
+                ("width", 1.0),
+                ("repeats_offset", 0),
+            )
+        }
+    )
     assert {s.skip for s in spec.stages} == {"pool"}
     plan = plan_network(dataclasses.replace(spec, resolution=64))
     assert sum(b.pool_shortcut for b in plan.blocks) == 4  # the four stride-2 stages of both skeletons

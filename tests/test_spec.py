@@ -16,11 +16,19 @@ from effnet.nas.net.spec_file import dump_spec, dump_spec_text, load_spec, spec_
 from random_specs import random_spec_dict, random_specs
 
 # Paper Table 1 / the TensorFlow reference's block list: (repeats, kernel, stride, expand, out_channels).
-PAPER_B0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                   (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+PAPER_B0_STAGES = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+]
 
 
 # -- the reference B0 ---------------------------------------------------------------------------
+
 
 def test_reference_b0_is_paper_table_1(b0_yaml):
     spec = load_spec(b0_yaml)
@@ -36,18 +44,33 @@ def test_reference_b0_is_paper_table_1(b0_yaml):
 
 def test_summary_reads_like_paper_table_1(b0_yaml):
     """One token per stage, written out by hand from Table 1 (MBConv1 3x3 to 16, MBConv6 3x3 x2 to 24, ...)."""
-    assert load_spec(b0_yaml).summary == ("mb1k3x1c16+se mb6k3x2c24+se mb6k5x2c40+se mb6k3x3c80+se "
-                                          "mb6k5x3c112+se mb6k5x4c192+se mb6k3x1c320+se")
-    spec = spec_from_dict({"stages": [
-        {"block": "dsconv", "repeats": 2, "kernel": 5, "stride": 1, "expand": 1, "out_channels": 24,
-         "se_ratio": 0, "skip": False},
-        {"block": "conv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 40}]})
+    assert load_spec(b0_yaml).summary == (
+        "mb1k3x1c16+se mb6k3x2c24+se mb6k5x2c40+se mb6k3x3c80+se mb6k5x3c112+se mb6k5x4c192+se mb6k3x1c320+se"
+    )
+    spec = spec_from_dict(
+        {
+            "stages": [
+                {
+                    "block": "dsconv",
+                    "repeats": 2,
+                    "kernel": 5,
+                    "stride": 1,
+                    "expand": 1,
+                    "out_channels": 24,
+                    "se_ratio": 0,
+                    "skip": False,
+                },
+                {"block": "conv", "repeats": 1, "kernel": 3, "stride": 2, "expand": 1, "out_channels": 40},
+            ]
+        }
+    )
     assert spec.summary == "dsk5x2c24-skip cvk3x1c40+se"
 
 
 def test_omitted_fields_take_the_reference_defaults():
-    spec = spec_from_dict({"stages": [{"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 1,
-                                       "expand": 1, "out_channels": 16}]})
+    spec = spec_from_dict(
+        {"stages": [{"block": "mbconv", "repeats": 1, "kernel": 3, "stride": 1, "expand": 1, "out_channels": 16}]}
+    )
     # The TensorFlow reference's defaults: BN decay 0.99, epsilon 1e-3, SiLU, drop-connect 0.2, SE 0.25,
     # stem 3x3/2 to 32.
     assert (spec.batch_norm.decay, spec.batch_norm.epsilon, spec.activation) == (0.99, 1e-3, "silu")
@@ -56,6 +79,7 @@ def test_omitted_fields_take_the_reference_defaults():
 
 
 # -- round-trips --------------------------------------------------------------------------------
+
 
 def test_b0_file_round_trip(b0_yaml, tmp_path):
     spec = load_spec(b0_yaml)
@@ -105,6 +129,7 @@ def test_default_padding_leaves_the_spec_text_as_it_was(b0_yaml):
 
 
 # -- validation errors through `effnet describe` ------------------------------------------------
+
 
 def b0_data() -> dict[str, Any]:
     return yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "efficientnet-b0.yaml").read_text())
@@ -169,10 +194,8 @@ BAD_SPECS = [
     ("se-negative", edit(set_stage(0, "se_ratio", -0.1)), ["stages[0].se_ratio", "[0.0, 1.0)"]),
     ("se-big", edit(set_stage(6, "se_ratio", 1.5)), ["stages[6].se_ratio", "[0.0, 1.0)"]),
     ("dropout-one", edit(set_top("dropout", 1.0)), ["dropout", "[0.0, 1.0)"]),
-    ("dsconv-expand", edit(lambda d: d["stages"][0].update(block="dsconv", expand=6)),
-     ["stages[0].expand", "dsconv"]),
-    ("conv-expand", edit(lambda d: d["stages"][0].update(block="conv", expand=3)),
-     ["stages[0].expand", "conv"]),
+    ("dsconv-expand", edit(lambda d: d["stages"][0].update(block="dsconv", expand=6)), ["stages[0].expand", "dsconv"]),
+    ("conv-expand", edit(lambda d: d["stages"][0].update(block="conv", expand=3)), ["stages[0].expand", "conv"]),
     ("mbconv-expand-zero", edit(set_stage(2, "expand", 0)), ["stages[2].expand", "at least 1"]),
     # B0 downsamples 32x (stem 2, four stride-2 stages), so 31 px cannot be reached.
     ("resolution-below-stride", edit(set_top("resolution", 31)), ["resolution", "31", "32"]),
@@ -229,4 +252,3 @@ def test_undecodable_file(cli, tmp_path):
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00name: x")
     assert_clean_error(cli("describe", path), path, ["cannot read"])
-

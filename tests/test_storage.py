@@ -53,22 +53,30 @@ def test_a_journal_path_that_is_no_regular_file_is_refused(kind, tmp_path):
     assert "not an Optuna journal" not in str(err.value)  # said once, not wrapped in a second message
 
 
-@pytest.mark.parametrize("url, driver", [
-    ("postgresql://u:pw@h/db", "postgresql+psycopg2"), ("postgres://u:pw@h/db", "postgresql+psycopg2"),
-    ("postgresql+psycopg://u:pw@h/db", "postgresql+psycopg"), ("mysql://u:pw@h/db", "mysql"),
-    ("sqlite:///x.db", "sqlite"),
-])
+@pytest.mark.parametrize(
+    "url, driver",
+    [
+        ("postgresql://u:pw@h/db", "postgresql+psycopg2"),
+        ("postgres://u:pw@h/db", "postgresql+psycopg2"),
+        ("postgresql+psycopg://u:pw@h/db", "postgresql+psycopg"),
+        ("mysql://u:pw@h/db", "mysql"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
 def test_each_scheme_gets_its_driver(url, driver):
     if driver == "postgresql+psycopg2" and importlib.util.find_spec("psycopg") is not None:
         driver = "postgresql+psycopg"  # an installed psycopg 3 is preferred, as SQLAlchemy itself does
     assert database_url(url).drivername == driver
 
 
-@pytest.mark.parametrize("url, driver, advice", [
-    ("postgresql+psycopg://effnet:drv-pw@127.0.0.1:1/db", "psycopg", "pip install 'psycopg[binary]'"),
-    ("mysql://effnet:drv-pw@127.0.0.1:1/db", "mysqldb", "pip install mysqlclient"),
-    ("mysql+pymysql://effnet:drv-pw@127.0.0.1:1/db", "pymysql", "pip install pymysql"),
-])
+@pytest.mark.parametrize(
+    "url, driver, advice",
+    [
+        ("postgresql+psycopg://effnet:drv-pw@127.0.0.1:1/db", "psycopg", "pip install 'psycopg[binary]'"),
+        ("mysql://effnet:drv-pw@127.0.0.1:1/db", "mysqldb", "pip install mysqlclient"),
+        ("mysql+pymysql://effnet:drv-pw@127.0.0.1:1/db", "pymysql", "pip install pymysql"),
+    ],
+)
 def test_a_missing_driver_is_named_with_how_to_install_it(url, driver, advice, tmp_path):
     if importlib.util.find_spec({"mysqldb": "MySQLdb"}.get(driver, driver)) is not None:
         pytest.skip(f"{driver} is installed here")
@@ -79,8 +87,9 @@ def test_a_missing_driver_is_named_with_how_to_install_it(url, driver, advice, t
     assert "drv-pw" not in message and "(None)" not in message
 
 
-@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "sqlite:///file::memory:?cache=shared",
-                                 "sqlite:///study.db?mode=memory"])
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///file::memory:?cache=shared", "sqlite:///study.db?mode=memory"]
+)
 def test_an_in_memory_sqlite_database_is_refused(url, tmp_path):
     with pytest.raises(InputError, match="is an in-memory SQLite database, which no other worker, heartbeat"):
         open_storage(url, tmp_path)
@@ -112,9 +121,12 @@ def secret_forms(password: str) -> set[str]:
 def test_redaction_hides_every_form_of_a_password(form):
     template, password = FORMS[form]
     url = template.format(pw=password)
-    shown = [redact_url(url), redact(f"cannot reach {url}: refused", url_secrets(url)),
-             *redact_argv(["effnet", "--storage", url, f"--storage={url}"]),
-             redact(f"driver said: password {password} rejected", url_secrets(url))]
+    shown = [
+        redact_url(url),
+        redact(f"cannot reach {url}: refused", url_secrets(url)),
+        *redact_argv(["effnet", "--storage", url, f"--storage={url}"]),
+        redact(f"driver said: password {password} rejected", url_secrets(url)),
+    ]
     for text in shown:
         assert not [s for s in secret_forms(password) if s in text], text
     assert redact_url(url).startswith("postgresql://effnet" if "postgresql" in url else "mysql://effnet")

@@ -32,13 +32,30 @@ from effnet.nas.space.load import load_space
 
 SPACE = load_space(Path(__file__).parent / "data" / "supernet_space.yaml")
 BASE = {  # one path of the space; each test varies from it
-    "s1_block": "mbconv", "s1_expand": 3, "s1_kernel": 3, "s1_se_ratio": 0.25, "s1_skip": "pool", "s1_width": 2.0,
-    "s1_repeats_offset": 0, "s2_block": "mbconv", "s2_expand": 3, "s2_kernel": 5, "s2_se_ratio": 0.25,
-    "s2_skip": "pool", "s2_width": 1.0, "s2_repeats_offset": 0,
+    "s1_block": "mbconv",
+    "s1_expand": 3,
+    "s1_kernel": 3,
+    "s1_se_ratio": 0.25,
+    "s1_skip": "pool",
+    "s1_width": 2.0,
+    "s1_repeats_offset": 0,
+    "s2_block": "mbconv",
+    "s2_expand": 3,
+    "s2_kernel": 5,
+    "s2_se_ratio": 0.25,
+    "s2_skip": "pool",
+    "s2_width": 1.0,
+    "s2_repeats_offset": 0,
 }
-EVERY_CHOICE = [(name, option) for name, options in [
-    (f"s{i + 1}_{key}", getattr(stage, key)) for i, stage in enumerate(SPACE.stages)
-    for key in ("block", "expand", "kernel", "se_ratio", "skip", "width", "repeats_offset")] for option in options]
+EVERY_CHOICE = [
+    (name, option)
+    for name, options in [
+        (f"s{i + 1}_{key}", getattr(stage, key))
+        for i, stage in enumerate(SPACE.stages)
+        for key in ("block", "expand", "kernel", "se_ratio", "skip", "width", "repeats_offset")
+    ]
+    for option in options
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,6 +106,7 @@ IMAGES = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 # -- the inherited network is the stand-alone network ---------------------------------------------
 
+
 @pytest.mark.parametrize("name, option", EVERY_CHOICE, ids=[f"{n}={o}" for n, o in EVERY_CHOICE])
 def test_inherited_network_is_the_standalone_network_for_every_choice(supernet, name, option):
     assert_inherits(supernet, path(**{name: option}), IMAGES)
@@ -135,6 +153,7 @@ def test_identity_and_pooling_shortcuts_follow_the_widths():
 
 
 # -- slicing -------------------------------------------------------------------------------------
+
 
 def test_a_smaller_kernel_is_the_centre_of_the_largest_when_shared():
     net = Supernet(SPACE, resolution=16, num_classes=4, kernels="shared")
@@ -200,14 +219,25 @@ def test_a_spec_outside_the_space_is_refused():
 
 # -- training once, reuse, resume -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def synthetic():
     return proxy_data("synthetic", 16, seed=0)
 
 
 def tiny(**changes) -> ProxyConfig:
-    return ProxyConfig(**{"name": "supernet", "data": "synthetic", "resolution": 16, "batch_size": 32, "lr": 0.01,
-                          "supernet_epochs": 2, "max_train_batches": 3, **changes})
+    return ProxyConfig(
+        **{
+            "name": "supernet",
+            "data": "synthetic",
+            "resolution": 16,
+            "batch_size": 32,
+            "lr": 0.01,
+            "supernet_epochs": 2,
+            "max_train_batches": 3,
+            **changes,
+        }
+    )
 
 
 ONE_THREAD = ProxyRuntime(threads=1)
@@ -291,6 +321,7 @@ def test_a_diverging_supernet_training_is_refused_and_saves_nothing(synthetic, t
 
 # -- scoring ----------------------------------------------------------------------------------------
 
+
 def test_supernet_proxy_scores_inherited_weights_without_changing_them(synthetic, tmp_path):
     setup = setup_in(tmp_path)
     config = tiny(supernet_epochs=20, max_train_batches=None)  # 160 steps
@@ -338,7 +369,9 @@ def test_a_damaged_supernet_checkpoint_is_refused_naming_the_tensor(damage, synt
         state["losses"][-1] = float("nan")
         expected = "the supernet's recorded losses are not all finite numbers"
     torch.save(state, done.path)
-    for load in (lambda: train_supernet(setup, tiny(), synthetic, ONE_THREAD),
-                 lambda: load_supernet(setup, tiny(), synthetic, 0)):
+    for load in (
+        lambda: train_supernet(setup, tiny(), synthetic, ONE_THREAD),
+        lambda: load_supernet(setup, tiny(), synthetic, 0),
+    ):
         with pytest.raises(InputError, match=re.escape(f"{done.path}: {expected}")):
             load()

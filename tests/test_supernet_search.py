@@ -24,9 +24,28 @@ from effnet.nas.signals import last_stop_signal, request_stop, stop_requested
 from effnet.nas.study.study_config import StudyConfig
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
-ARGS = ["--space", TINY, "--target-flops", "1M", "--flops-tolerance", "0.3", "--data", "synthetic",
-        "--proxy", "supernet", "--supernet-epochs", "2", "--proxy-resolution", "16", "--batch-size", "32",
-        "--timeout", "none", "--threads", "1"]
+ARGS = [
+    "--space",
+    TINY,
+    "--target-flops",
+    "1M",
+    "--flops-tolerance",
+    "0.3",
+    "--data",
+    "synthetic",
+    "--proxy",
+    "supernet",
+    "--supernet-epochs",
+    "2",
+    "--proxy-resolution",
+    "16",
+    "--batch-size",
+    "32",
+    "--timeout",
+    "none",
+    "--threads",
+    "1",
+]
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -44,14 +63,34 @@ def test_search_trains_the_supernet_once_and_workers_and_resumed_runs_reuse_it(t
     assert summary["trials_completed"] == 4 and summary["stop_reason"] == "budget"
     trained = checkpoint.stat().st_mtime_ns
     # the resumed study, with two worker processes: both score with the parent's supernet, none trains it again
-    again = subprocess.run([sys.executable, "-m", "effnet.cli", "search", *ARGS, "--trials", "10", "--workers", "2",
-                            "--run-dir", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "effnet.cli",
+            "search",
+            *ARGS,
+            "--trials",
+            "10",
+            "--workers",
+            "2",
+            "--run-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout)
     assert resumed["supernet"]["trained_now_s"] == 0.0 and resumed["supernet"]["steps"] == 16
     assert checkpoints(tmp_path) == [checkpoint] and checkpoint.stat().st_mtime_ns == trained
-    rows = [r for r in csv.DictReader((tmp_path / "trials.csv").read_text().splitlines())
-            if r["state"] == "COMPLETE" and r["in_band"] == "True"]
+    rows = [
+        r
+        for r in csv.DictReader((tmp_path / "trials.csv").read_text().splitlines())
+        if r["state"] == "COMPLETE" and r["in_band"] == "True"
+    ]
     assert len(rows) >= 10 and all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert len({r["worker"] for r in rows[4:]}) == 2  # host:pid: both workers scored
     record = yaml.safe_load((tmp_path / "run.yaml").read_text())
@@ -59,10 +98,17 @@ def test_search_trains_the_supernet_once_and_workers_and_resumed_runs_reuse_it(t
 
 
 def tiny_search(tmp_path: Path, **study) -> SearchConfig:
-    return SearchConfig(target_flops=1_000_000, flops_tolerance=0.3, space=TINY, trials=3, pruner="none",
-                        proxy=ProxyConfig(name="supernet", data="synthetic", resolution=16, batch_size=32,
-                                          supernet_epochs=20, max_train_batches=1),
-                        study=StudyConfig(run_dir=tmp_path, name="search", threads=1, **study))
+    return SearchConfig(
+        target_flops=1_000_000,
+        flops_tolerance=0.3,
+        space=TINY,
+        trials=3,
+        pruner="none",
+        proxy=ProxyConfig(
+            name="supernet", data="synthetic", resolution=16, batch_size=32, supernet_epochs=20, max_train_batches=1
+        ),
+        study=StudyConfig(run_dir=tmp_path, name="search", threads=1, **study),
+    )
 
 
 def test_supernet_training_counts_in_the_time_limit_and_resumes(tmp_path):
@@ -72,8 +118,9 @@ def test_supernet_training_counts_in_the_time_limit_and_resumes(tmp_path):
     assert stopped.stop_reason == "timeout" and stopped.summary.trained == 0 and stopped.best_spec is None
     assert 0 < stopped.supernet["steps"] < 20
     assert (tmp_path / "trials.csv").exists() and (tmp_path / "run.yaml").exists()
-    finished = search(SearchConfig(**{**config.__dict__, "study": StudyConfig(run_dir=tmp_path, name="search",
-                                                                              threads=1)}))
+    finished = search(
+        SearchConfig(**{**config.__dict__, "study": StudyConfig(run_dir=tmp_path, name="search", threads=1)})
+    )
     assert finished.supernet["steps"] == 20 and finished.summary.trained == 3
     assert finished.supernet["training_s"] > finished.supernet["trained_now_s"] > 0  # the first run's counted too
 
@@ -94,8 +141,20 @@ def test_a_stop_signal_during_the_supernet_training_keeps_its_checkpoint(tmp_pat
 
 
 def test_grid_scale_refuses_the_supernet(tmp_path, b0_yaml, no_training):
-    result = CliRunner().invoke(app, ["grid-scale", "--base", str(b0_yaml), "--proxy", "supernet", "--data",
-                                      "synthetic", "--run-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "grid-scale",
+            "--base",
+            str(b0_yaml),
+            "--proxy",
+            "supernet",
+            "--data",
+            "synthetic",
+            "--run-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2
     assert "--proxy supernet scores the networks of a search space" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -78,8 +78,14 @@ def runs(tmp_path_factory, one_thread) -> dict[str, object]:
     shutil.copytree(root / "resumed", root / "at-epoch-2")
     resumed = invoke(spec, *TRAIN_ARGS, "--epochs", 4, "--run-dir", root / "resumed", "--resume", "--json")
     assert resumed.exit_code == 0, resumed.output
-    return {"root": root, "spec": spec, "whole": json.loads(whole.stdout), "first": json.loads(first.stdout),
-            "resumed": json.loads(resumed.stdout), "whole_progress": whole.stderr}
+    return {
+        "root": root,
+        "spec": spec,
+        "whole": json.loads(whole.stdout),
+        "first": json.loads(first.stdout),
+        "resumed": json.loads(resumed.stdout),
+        "whole_progress": whole.stderr,
+    }
 
 
 def test_compile_flag_compiles_the_training_module_only(tmp_path, monkeypatch, one_thread):
@@ -109,6 +115,7 @@ def test_compile_flag_compiles_the_training_module_only(tmp_path, monkeypatch, o
 
 # -- the recipe ------------------------------------------------------------------------------------
 
+
 def test_learning_rate_follows_the_papers_batch_rule():
     assert paper_lr(4096) == pytest.approx(0.256)
     assert paper_lr(64) == pytest.approx(0.004)  # 0.256 * 64 / 4096
@@ -121,9 +128,9 @@ def test_schedule_warms_up_linearly_then_decays_097_every_24_epochs():
     assert lr_multiplier(0, warmup, decay, 0.97) == pytest.approx(1 / 50)
     assert lr_multiplier(24, warmup, decay, 0.97) == pytest.approx(25 / 50)
     assert lr_multiplier(49, warmup, decay, 0.97) == pytest.approx(1.0)
-    assert lr_multiplier(50, warmup, decay, 0.97) == pytest.approx(0.97 ** 2)  # floor(50 / 24) = 2 decays
-    assert lr_multiplier(72, warmup, decay, 0.97) == pytest.approx(0.97 ** 3)
-    assert lr_multiplier(3500, warmup, decay, 0.97) == pytest.approx(0.97 ** 145)  # end of 350 epochs
+    assert lr_multiplier(50, warmup, decay, 0.97) == pytest.approx(0.97**2)  # floor(50 / 24) = 2 decays
+    assert lr_multiplier(72, warmup, decay, 0.97) == pytest.approx(0.97**3)
+    assert lr_multiplier(3500, warmup, decay, 0.97) == pytest.approx(0.97**145)  # end of 350 epochs
 
 
 def test_rmsprop_maps_tensorflows_epsilon_and_spares_batchnorm_from_weight_decay():
@@ -150,7 +157,7 @@ def test_first_rmsprop_step_is_tensorflows_within_the_epsilon_mapping():
     optimizer = make_optimizer(model, recipe)
     model.weight.grad = torch.full_like(model.weight, 0.1)
     optimizer.step()
-    tensorflow_step = 0.01 * 0.1 / math.sqrt(0.9 + 0.1 * 0.1 ** 2 + 1e-3)  # 1.0529e-3
+    tensorflow_step = 0.01 * 0.1 / math.sqrt(0.9 + 0.1 * 0.1**2 + 1e-3)  # 1.0529e-3
     assert -model.weight.item() == pytest.approx(tensorflow_step, rel=0.05)
 
 
@@ -201,11 +208,12 @@ def test_processes_share_each_global_batch_without_overlap():
 
     whole, halves = order(0, 1), [order(rank, 2) for rank in (0, 1)]
     for step in range(4):
-        shared = halves[0][step * 32:(step + 1) * 32] + halves[1][step * 32:(step + 1) * 32]
-        assert sorted(shared) == sorted(whole[step * 64:(step + 1) * 64])
+        shared = halves[0][step * 32 : (step + 1) * 32] + halves[1][step * 32 : (step + 1) * 32]
+        assert sorted(shared) == sorted(whole[step * 64 : (step + 1) * 64])
 
 
 # -- training through the CLI ------------------------------------------------------------------------
+
 
 def test_progress_under_json_is_one_plain_line_per_epoch_on_stderr(runs):
     lines = re.findall(r"^\[\d+:\d\d:\d\d\] train (\d+)/88 epoch (\d)/4(.*)$", runs["whole_progress"], re.M)
@@ -221,8 +229,19 @@ def test_training_reports_the_run_then_every_step_and_each_epochs_record(tmp_pat
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
     events = []
-    result = train_network(TrainConfig(spec=load_spec(spec), resolution=16, epochs=2, batch_size=64, warmup_epochs=1,
-                                       precise_bn=1, device="cpu", run_dir=tmp_path / "run"), on_progress=events.append)
+    result = train_network(
+        TrainConfig(
+            spec=load_spec(spec),
+            resolution=16,
+            epochs=2,
+            batch_size=64,
+            warmup_epochs=1,
+            precise_bn=1,
+            device="cpu",
+            run_dir=tmp_path / "run",
+        ),
+        on_progress=events.append,
+    )
     described, *rest = events
     assert described.preparing and described.status.startswith("tiny @ 16 px on digits (1437 train, 360 val images")
     counted = [(e.done, e.status) for e in rest if e.metrics is None]
@@ -286,8 +305,13 @@ def test_best_checkpoint_holds_the_best_epoch_with_the_digits_record(runs):
     assert "optimizer" not in best and "scheduler" not in best
     assert best["classes"] == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"] and best["resolution"] == 16
     # the 8 x 8 digits are resized whole to 16 x 16, bilinearly, as training evaluated them
-    assert best["transform"] == {"resize": 16, "crop": 16, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
-                                 "std": [0.229, 0.224, 0.225]}
+    assert best["transform"] == {
+        "resize": 16,
+        "crop": 16,
+        "interpolation": "bilinear",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
     resumed = torch.load(Path(runs["resumed"]["run_dir"]) / "best.pt", map_location="cpu", weights_only=True)
     assert resumed["epoch"] == best_epoch
     assert all(torch.equal(resumed["model"][k], v) for k, v in best["model"].items())
@@ -310,18 +334,22 @@ def test_resuming_a_finished_run_reports_it_without_training(runs, tmp_path):
 
 # -- bad input ------------------------------------------------------------------------------------------
 
+
 def copy_of_epoch_2(runs, name: str) -> Path:
     target = runs["root"] / name
     shutil.copytree(runs["root"] / "at-epoch-2", target)
     return target
 
 
-@pytest.mark.parametrize("change, message", [
-    (["--lr", "0.01"], "--lr was 0.004"),
-    (["--batch-size", "32"], "--batch-size was 64"),
-    (["--seed", "1"], "--seed was 0"),
-    (["--resolution", "24"], "different spec"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--lr", "0.01"], "--lr was 0.004"),
+        (["--batch-size", "32"], "--batch-size was 64"),
+        (["--seed", "1"], "--seed was 0"),
+        (["--resolution", "24"], "different spec"),
+    ],
+)
 def test_resume_with_other_settings_is_refused(runs, change, message):
     run_dir = copy_of_epoch_2(runs, f"mismatch{change[0]}")
     args = dict(zip(TRAIN_ARGS[::2], TRAIN_ARGS[1::2], strict=True))
@@ -384,16 +412,19 @@ def test_resume_asking_fewer_epochs_than_trained_is_refused(runs):
     assert "--epochs must be 2 or more" in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing.yaml"], "no such spec file"),
-    (["{spec}", "--data", "{root}/no-such-folder"], "no such data folder"),
-    (["{spec}", "--resume"], "no checkpoint to resume from"),
-    (["{spec}", "--resolution", "2"], "cannot be reached by the strides"),
-    (["{spec}", "--batch-size", "5000"], "exceeds the 1437 training images"),
-    (["{spec}", "--epochs", "0"], "--epochs must be at least 1"),
-    (["{spec}", "--lr", "-1"], "--lr must be above 0, got -1"),
-    (["{spec}", "--device", "tpu"], "--device 'tpu': unknown device"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.yaml"], "no such spec file"),
+        (["{spec}", "--data", "{root}/no-such-folder"], "no such data folder"),
+        (["{spec}", "--resume"], "no checkpoint to resume from"),
+        (["{spec}", "--resolution", "2"], "cannot be reached by the strides"),
+        (["{spec}", "--batch-size", "5000"], "exceeds the 1437 training images"),
+        (["{spec}", "--epochs", "0"], "--epochs must be at least 1"),
+        (["{spec}", "--lr", "-1"], "--lr must be above 0, got -1"),
+        (["{spec}", "--device", "tpu"], "--device 'tpu': unknown device"),
+    ],
+)
 def test_bad_input_exits_2_with_one_clear_line(runs, tmp_path, args, message):
     filled = [a.format(spec=runs["spec"], root=runs["root"]) for a in args]
     resolution = [] if "--resolution" in filled else ["--resolution", "16"]

@@ -13,8 +13,20 @@ from typer.testing import CliRunner
 
 from effnet.cli.app import app
 
-B0_ARGS = ["--data", "digits", "--resolution", "32", "--batch-size", "64", "--epochs", "1", "--device", "cpu",
-           "--precise-bn", "2"]
+B0_ARGS = [
+    "--data",
+    "digits",
+    "--resolution",
+    "32",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "--precise-bn",
+    "2",
+]
 """B0 on digits at 32 px, the smallest size its 32x downsampling reaches: one epoch of 22 steps."""
 
 
@@ -42,15 +54,18 @@ def test_init_from_timm_replaces_the_classifier_and_records_the_layers(tmp_path,
     result = train(b0_yaml, *B0_ARGS, "--lr", "1e-12", "--init", timm_b0, "--run-dir", tmp_path / "run", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)["init"]
-    assert (summary["library"], summary["weights"], summary["layers_not_loaded"]) == ("timm", "state dict",
-                                                                                      ["classifier"])
+    assert (summary["library"], summary["weights"], summary["layers_not_loaded"]) == (
+        "timm",
+        "state dict",
+        ["classifier"],
+    )
     record = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["settings"]["init"]
     theirs = torch.load(timm_b0, weights_only=True)
     layers_with_tensors = {key.rpartition(".")[0] for key in theirs}
     assert record["not_loaded"] == ["classifier"]
-    assert set(record["loaded"]) | {"classifier"} == {k.rpartition(".")[0] for k in
-                                                      torch.load(tmp_path / "run" / "checkpoint.pt",
-                                                                 weights_only=True)["model"]}
+    assert set(record["loaded"]) | {"classifier"} == {
+        k.rpartition(".")[0] for k in torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    }
     assert len(record["loaded"]) == len(layers_with_tensors) - 1  # every one of timm's layers but its classifier
     model = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
     assert torch.allclose(model["stem.0.weight"], theirs["conv_stem.weight"], atol=1e-6)
@@ -61,8 +76,9 @@ def test_init_from_timm_replaces_the_classifier_and_records_the_layers(tmp_path,
 def test_init_from_an_effnet_checkpoint_loads_every_layer(tmp_path, b0_yaml):
     first = train(b0_yaml, *B0_ARGS, "--run-dir", tmp_path / "first", "--json")
     assert first.exit_code == 0, first.output
-    second = train(b0_yaml, *B0_ARGS, "--init", tmp_path / "first" / "checkpoint.pt", "--run-dir",
-                   tmp_path / "second", "--json")
+    second = train(
+        b0_yaml, *B0_ARGS, "--init", tmp_path / "first" / "checkpoint.pt", "--run-dir", tmp_path / "second", "--json"
+    )
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)["init"]
     assert (summary["library"], summary["weights"], summary["layers_not_loaded"]) == ("effnet", "checkpoint EMA", [])
@@ -73,10 +89,13 @@ def test_init_from_an_effnet_checkpoint_loads_every_layer(tmp_path, b0_yaml):
     assert yaml.safe_load((tmp_path / "second" / "run.yaml").read_text())["settings"]["init"] == recorded
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--resume"], "--init starts a new run from weights"),
-    (["--resolution", "32"], "first differing layer blocks.0.1.conv_dw"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--resume"], "--init starts a new run from weights"),
+        (["--resolution", "32"], "first differing layer blocks.0.1.conv_dw"),
+    ],
+)
 def test_init_refusals_are_one_line(tmp_path, b0_yaml, extra, message):
     torch.save(timm.create_model("efficientnet_b1").state_dict(), tmp_path / "b1.pth")
     result = train(b0_yaml, "--init", tmp_path / "b1.pth", *extra, "--run-dir", tmp_path / "run", "--device", "cpu")

@@ -68,8 +68,9 @@ class CachedImages:
 
 def cache_key(images: ImageSet, size: int) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"layout": LAYOUT, "size": size, "root": str(images.root),
-                              "classes": images.classes}).encode())
+    digest.update(
+        json.dumps({"layout": LAYOUT, "size": size, "root": str(images.root), "classes": images.classes}).encode()
+    )
     paths = images.paths
     assert paths is not None, "a cache key is a set of files' key"
     for index in range(len(images)):
@@ -89,8 +90,10 @@ def _locked(path: Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a")
     except OSError as err:
-        raise InputError(f"the proxy cache in {path.parent} cannot be used ({err.strerror or err}: "
-                         f"{err.filename or path}); choose a writable directory with --cache-dir") from None
+        raise InputError(
+            f"the proxy cache in {path.parent} cannot be used ({err.strerror or err}: "
+            f"{err.filename or path}); choose a writable directory with --cache-dir"
+        ) from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -112,8 +115,9 @@ def cached_images(images: ImageSet, size: int, cache_dir: Path, decode: Decode) 
     for path in (cache_dir, array_path, record_path):
         if path.exists() and path.is_dir() != (path == cache_dir):
             kind = "a directory" if path.is_dir() else "a file"
-            raise InputError(f"{path} is {kind} where effnet keeps its proxy cache; move it away or choose "
-                             "another --cache-dir")
+            raise InputError(
+                f"{path} is {kind} where effnet keeps its proxy cache; move it away or choose another --cache-dir"
+            )
     with _locked(cache_dir / f"{key}.lock"):
         if not (array_path.exists() and record_path.exists()):
             _build(images, size, decode, array_path, record_path)
@@ -124,8 +128,10 @@ def cached_images(images: ImageSet, size: int, cache_dir: Path, decode: Decode) 
             _build(images, size, decode, array_path, record_path)
             built, problem = True, cache_problem(images, size, array_path, record_path)
         if problem is not None:
-            raise InputError(f"the proxy cache {array_path} is damaged right after it was built ({problem}); "
-                             "check the disk, or choose another --cache-dir")
+            raise InputError(
+                f"the proxy cache {array_path} is damaged right after it was built ({problem}); "
+                "check the disk, or choose another --cache-dir"
+            )
     record = json.loads(record_path.read_text())
     labels = np.asarray(record["labels"], dtype=np.int64)
     cached = ImageSet(images.name, images.classes, labels, images=ArrayImages(path=array_path))
@@ -139,19 +145,24 @@ def cache_problem(images: ImageSet, size: int, array_path: Path, record_path: Pa
         record = json.loads(record_path.read_bytes())
     except (ValueError, OSError) as err:
         return f"its record does not read: {' '.join(str(err).split())[:100]}"
-    if not (isinstance(record, dict) and isinstance(record.get("labels"), list)
-            and isinstance(record.get("skipped"), list) and record.get("size") == size
-            and record.get("classes") == list(images.classes)
-            and all(type(x) is int and 0 <= x < len(images.classes) for x in record["labels"])
-            and all(isinstance(x, str) for x in record["skipped"])
-            and len(record["labels"]) + len(record["skipped"]) == len(images)):
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("labels"), list)
+        and isinstance(record.get("skipped"), list)
+        and record.get("size") == size
+        and record.get("classes") == list(images.classes)
+        and all(type(x) is int and 0 <= x < len(images.classes) for x in record["labels"])
+        and all(isinstance(x, str) for x in record["skipped"])
+        and len(record["labels"]) + len(record["skipped"]) == len(images)
+    ):
         return "its record is not the one written for these images"
     expected = (len(record["labels"]), 3, size, size)
     try:
         with open(array_path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(handle)
             offset = handle.tell()
         length = os.path.getsize(array_path)
@@ -173,9 +184,11 @@ def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record
     needed = len(header) + len(images) * 3 * size * size
     free = shutil.disk_usage(array_path.parent).free
     if free < needed + MIN_FREE_BYTES:
-        raise InputError(f"the proxy cache of {len(images)} images at {size} px needs {needed / 2**20:,.0f} MiB, "
-                         f"{free / 2**20:,.0f} MiB is free under {array_path.parent}; free some space or give "
-                         "another --cache-dir")
+        raise InputError(
+            f"the proxy cache of {len(images)} images at {size} px needs {needed / 2**20:,.0f} MiB, "
+            f"{free / 2**20:,.0f} MiB is free under {array_path.parent}; free some space or give "
+            "another --cache-dir"
+        )
     labels: list[int] = []
     skipped: list[str] = []
     try:
@@ -184,8 +197,9 @@ def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record
             for batch, batch_labels, problems in decode(images, size):
                 batch = np.ascontiguousarray(batch, dtype=np.uint8)
                 if batch.shape[1:] != (3, size, size) or len(batch) != len(batch_labels):
-                    raise ValueError(f"decoded batch of shape {batch.shape} for {len(batch_labels)} labels at "
-                                     f"{size} px")
+                    raise ValueError(
+                        f"decoded batch of shape {batch.shape} for {len(batch_labels)} labels at {size} px"
+                    )
                 _write(handle, batch.data.cast("B"), tmp)
                 labels.extend(int(label) for label in batch_labels)
                 skipped.extend(problems)
@@ -195,8 +209,10 @@ def _build(images: ImageSet, size: int, decode: Decode, array_path: Path, record
                 handle.truncate(len(header) + len(labels) * 3 * size * size)
             handle.flush()
             os.fsync(handle.fileno())
-        atomic_write_text(record_path, json.dumps({"labels": labels, "skipped": skipped, "size": size,
-                                                   "classes": list(images.classes)}))
+        atomic_write_text(
+            record_path,
+            json.dumps({"labels": labels, "skipped": skipped, "size": size, "classes": list(images.classes)}),
+        )
         os.replace(tmp, array_path)
     finally:
         tmp.unlink(missing_ok=True)

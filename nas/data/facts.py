@@ -33,10 +33,12 @@ RESOLUTION_STEP = 16
 """The derived resolution is a multiple of this (a whole number of 16-px cells, like 224 = 14 x 16)."""
 MIN_FITTED_RESOLUTION = 32
 """The derived resolution is never below this (the shipped spaces' total stride: one pixel of final feature map)."""
-RESOLUTION_RULE = (f"the search space's own resolution (224 px for the shipped spaces, ImageNet's), lowered for "
-                   f"an image folder to its median image short side rounded down to a multiple of "
-                   f"{RESOLUTION_STEP} (never below {MIN_FITTED_RESOLUTION} px); synthetic data: its 32 px; "
-                   "digits: the space's (its 8 px images are upsampled, as before)")
+RESOLUTION_RULE = (
+    f"the search space's own resolution (224 px for the shipped spaces, ImageNet's), lowered for "
+    f"an image folder to its median image short side rounded down to a multiple of "
+    f"{RESOLUTION_STEP} (never below {MIN_FITTED_RESOLUTION} px); synthetic data: its 32 px; "
+    "digits: the space's (its 8 px images are upsampled, as before)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,11 @@ class DataFacts:
     builtin: bool
 
     def record(self) -> dict[str, Any]:
-        return {"source": self.source, "classes": self.classes,
-                "median_image_size": self.image_size.record() if self.image_size else None}
+        return {
+            "source": self.source,
+            "classes": self.classes,
+            "median_image_size": self.image_size.record() if self.image_size else None,
+        }
 
 
 def median_image_size(images: ImageSet, seed: int, sample: int = SIZE_SAMPLE) -> ImageSize | None:
@@ -93,9 +98,12 @@ def median_image_size(images: ImageSet, seed: int, sample: int = SIZE_SAMPLE) ->
         heights.append(height)
     if not widths:
         return None
-    return ImageSize(width=int(statistics.median_low(widths)), height=int(statistics.median_low(heights)),
-                     short_side=int(statistics.median_low(min(w, h) for w, h in zip(widths, heights, strict=True))),
-                     sampled=len(widths))
+    return ImageSize(
+        width=int(statistics.median_low(widths)),
+        height=int(statistics.median_low(heights)),
+        short_side=int(statistics.median_low(min(w, h) for w, h in zip(widths, heights, strict=True))),
+        sampled=len(widths),
+    )
 
 
 def fitted_resolution(space_resolution: int, size: ImageSize | None) -> int:

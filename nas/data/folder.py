@@ -37,8 +37,9 @@ def _entries(folder: Path) -> list[os.DirEntry]:
         with os.scandir(folder) as entries:
             return list(entries)
     except OSError as err:
-        raise InputError(f"{folder}: cannot list the folder ({err.strerror or err}); make it readable or give "
-                         "another data folder") from None
+        raise InputError(
+            f"{folder}: cannot list the folder ({err.strerror or err}); make it readable or give another data folder"
+        ) from None
 
 
 def _is_class_folder(entry: os.DirEntry) -> bool:
@@ -72,15 +73,20 @@ def _class_folders(root: Path) -> dict[str, list[str]]:
     for name in folders:
         files = sorted(e.name for e in _entries(root / name) if _is_image_file(e))
         if not files:
-            raise InputError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                             "add images or remove the folder")
+            raise InputError(
+                f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "add images or remove the folder"
+            )
         classes[name] = files
     if not classes:
-        raise InputError(f"{root}: no class folders found; put images in {root}/<class>/ "
-                         f"or {root}/train/<class>/ and {root}/val/<class>/")
+        raise InputError(
+            f"{root}: no class folders found; put images in {root}/<class>/ "
+            f"or {root}/train/<class>/ and {root}/val/<class>/"
+        )
     if len(classes) < 2:
-        raise InputError(f"{root}: only one class ({next(iter(classes))}); a classifier needs at least two "
-                         "class folders")
+        raise InputError(
+            f"{root}: only one class ({next(iter(classes))}); a classifier needs at least two class folders"
+        )
     return classes
 
 
@@ -96,18 +102,21 @@ def index_folder(path: str | Path) -> tuple[ImageSet, ImageSet | None]:
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() or val_dir.is_dir():
         if not (train_dir.is_dir() and val_dir.is_dir()):
-            raise InputError(f"{root}: has only one of train/ and val/; add the other, "
-                             "or put the class folders directly under the data folder")
+            raise InputError(
+                f"{root}: has only one of train/ and val/; add the other, "
+                "or put the class folders directly under the data folder"
+            )
         train, val = _class_folders(train_dir), _class_folders(val_dir)
         if set(train) != set(val):
             only_train = sorted(set(train) - set(val))
             only_val = sorted(set(val) - set(train))
-            raise InputError(f"{root}: train/ and val/ hold different classes (only in train: "
-                             f"{', '.join(only_train) or '-'}; only in val: {', '.join(only_val) or '-'}); "
-                             "give both the same class folders")
+            raise InputError(
+                f"{root}: train/ and val/ hold different classes (only in train: "
+                f"{', '.join(only_train) or '-'}; only in val: {', '.join(only_val) or '-'}); "
+                "give both the same class folders"
+            )
         names = sorted(train)
-        return (_image_set(root.name, root, "train", train, names),
-                _image_set(root.name, root, "val", val, names))
+        return (_image_set(root.name, root, "train", train, names), _image_set(root.name, root, "val", val, names))
     classes = _class_folders(root)
     return _image_set(root.name, root, "", classes, sorted(classes)), None
 
@@ -127,8 +136,9 @@ def check_decodable(images: ImageSet) -> None:
             except BadImage as err:
                 reason = str(err)
         else:
-            raise InputError(f"{images.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
-                             "its files")
+            raise InputError(
+                f"{images.root}: class {name!r} has no image that decodes ({reason}); fix or remove its files"
+            )
 
 
 def split_per_class(labels: np.ndarray, counts: tuple[int, ...], seed: int) -> list[np.ndarray]:
@@ -147,7 +157,7 @@ def split_per_class(labels: np.ndarray, counts: tuple[int, ...], seed: int) -> l
             whole[k] += 1
         chosen = []
         for c, n in zip(classes, np.minimum(whole, free), strict=True):
-            chosen.append(shuffled[c][taken[c]:taken[c] + n])
+            chosen.append(shuffled[c][taken[c] : taken[c] + n])
             taken[c] += n
         parts.append(np.sort(np.concatenate(chosen)))
     return parts
@@ -158,21 +168,28 @@ def default_held_out(total: int) -> int:
     return min(MAX_HELD_OUT, math.ceil(VAL_FRACTION * total))
 
 
-def held_out_split(images: ImageSet, seed: int, val_images: int | None = None,
-                   train_images: int | None = None) -> tuple[ImageSet, ImageSet]:
+def held_out_split(
+    images: ImageSet, seed: int, val_images: int | None = None, train_images: int | None = None
+) -> tuple[ImageSet, ImageSet]:
     """(train, validation) drawn from `images` per class: `val_images` held out (default
     `default_held_out`), `train_images` from the rest (default all of it)."""
     total = len(images)
     if val_images is None and train_images is None and default_held_out(total) < images.num_classes:
-        raise InputError(f"{images.name}: {total} images of {images.num_classes} classes are too few to hold out "
-                         "a validation image per class and train on the rest; add images")
+        raise InputError(
+            f"{images.name}: {total} images of {images.num_classes} classes are too few to hold out "
+            "a validation image per class and train on the rest; add images"
+        )
     val = default_held_out(total) if val_images is None else val_images
     if val < images.num_classes or val >= total:
-        raise SettingError("proxy_val_images", f"must lie in [{images.num_classes}, {total - 1}] for "
-                                               f"{total} images of {images.num_classes} classes, got {val}")
+        raise SettingError(
+            "proxy_val_images",
+            f"must lie in [{images.num_classes}, {total - 1}] for "
+            f"{total} images of {images.num_classes} classes, got {val}",
+        )
     train = total - val if train_images is None else train_images
     if train < 2 or train > total - val:
-        raise SettingError("proxy_train_images", f"must lie in [2, {total - val}] ({total} images, {val} "
-                                                 f"held out), got {train}")
+        raise SettingError(
+            "proxy_train_images", f"must lie in [2, {total - val}] ({total} images, {val} held out), got {train}"
+        )
     val_idx, train_idx = split_per_class(images.labels, (val, train), seed)
     return images.subset(train_idx), images.subset(val_idx)

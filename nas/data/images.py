@@ -92,13 +92,18 @@ class ImageSet:
         """The images at `indices` (files only: an array set is subset by building a cache of it)."""
         if self.images is not None:
             array = self.images.get()
-            return ImageSet(self.name, self.classes, self.labels[indices],
-                            images=ArrayImages(array=np.ascontiguousarray(array[indices])))
+            return ImageSet(
+                self.name,
+                self.classes,
+                self.labels[indices],
+                images=ArrayImages(array=np.ascontiguousarray(array[indices])),
+            )
         assert self.paths is not None, "an ImageSet holds arrays or files"
         return ImageSet(self.name, self.classes, self.labels[indices], root=self.root, paths=self.paths[indices])
 
 
 # -- decoding -------------------------------------------------------------------------------------
+
 
 def open_image(path: Path) -> Any:
     """The PIL image of `path`, header read but no pixels decoded; a bomb or an unreadable file is `BadImage`."""
@@ -115,12 +120,16 @@ def open_image(path: Path) -> Any:
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
-        raise BadImage(f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
-                       "(a decompression bomb?); shrink or remove it")
+        raise BadImage(
+            f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
+            "(a decompression bomb?); shrink or remove it"
+        )
     if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
         image.close()
-        raise BadImage(f"{path}: {width}x{height} pixels is a strip more than {MAX_ASPECT} times longer than "
-                       "wide (resizing it would take gigabytes); crop or remove it")
+        raise BadImage(
+            f"{path}: {width}x{height} pixels is a strip more than {MAX_ASPECT} times longer than "
+            "wide (resizing it would take gigabytes); crop or remove it"
+        )
     return image
 
 

@@ -100,8 +100,11 @@ def collate(samples: list[tuple[torch.Tensor, int, str | None]]) -> Batch:
     skipped = [problem for _, _, problem in samples if problem is not None]
     if not kept:
         return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), skipped)
-    return Batch(torch.stack([image for image, _ in kept]),
-                 torch.tensor([label for _, label in kept], dtype=torch.int64), skipped)
+    return Batch(
+        torch.stack([image for image, _ in kept]),
+        torch.tensor([label for _, label in kept], dtype=torch.int64),
+        skipped,
+    )
 
 
 class EpochSampler(Sampler):
@@ -109,8 +112,9 @@ class EpochSampler(Sampler):
     shard `rank` of it (the order truncated to a multiple of `world` when `even`, so every process takes as
     many steps; otherwise every index is in exactly one shard)."""
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = False, rank: int = 0, world: int = 1,
-                 even: bool = False):
+    def __init__(
+        self, size: int, seed: int = 0, shuffle: bool = False, rank: int = 0, world: int = 1, even: bool = False
+    ):
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world, self.even = rank, world, even
         self.epoch = 0
@@ -119,11 +123,14 @@ class EpochSampler(Sampler):
         self.epoch = epoch
 
     def indices(self) -> np.ndarray:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle
-                 else np.arange(self.size))
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+            if self.shuffle
+            else np.arange(self.size)
+        )
         if self.even:
             order = order[: self.size - self.size % self.world]
-        return order[self.rank::self.world]
+        return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[SampleKey]:
         return iter([(self.seed, self.epoch, int(i)) for i in self.indices()])
@@ -140,11 +147,20 @@ def default_loader_workers(images: ImageSet, processes: int = 1) -> int:
     return max(1, min(8, usable_cores() // max(1, processes) - 1))
 
 
-def make_loader(dataset: TransformedImages, sampler: EpochSampler, batch_size: int, workers: int, pin: bool,
-                drop_last: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers > 0 else None)
+def make_loader(
+    dataset: TransformedImages, sampler: EpochSampler, batch_size: int, workers: int, pin: bool, drop_last: bool
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
 
 
 class Normalize:
@@ -161,6 +177,7 @@ class Normalize:
 
 
 # -- decoding on the device (nvjpeg on CUDA) -------------------------------------------------------
+
 
 class EncodedImages(Dataset):
     """For decoding on the device: `(seed, epoch, index)` -> (payload, label, problem, item, encoded). A JPEG travels
@@ -183,8 +200,11 @@ class EncodedImages(Dataset):
         try:
             with open_image(path) as image:
                 jpeg = image.format == "JPEG"
-            payload = (torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8) if jpeg
-                       else pil_to_tensor(decode_image(path)))
+            payload = (
+                torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+                if jpeg
+                else pil_to_tensor(decode_image(path))
+            )
         except (BadImage, OSError) as err:
             return torch.empty(0, dtype=torch.uint8), -1, str(err), item, False
         return payload, label, None, item, jpeg
@@ -204,8 +224,13 @@ class EncodedBatch:
 
 def collate_encoded(samples: list) -> EncodedBatch:
     kept = [s for s in samples if s[2] is None]
-    return EncodedBatch([s[0] for s in kept], torch.tensor([s[1] for s in kept], dtype=torch.int64),
-                        [s[3] for s in kept], [s[4] for s in kept], [s[2] for s in samples if s[2] is not None])
+    return EncodedBatch(
+        [s[0] for s in kept],
+        torch.tensor([s[1] for s in kept], dtype=torch.int64),
+        [s[3] for s in kept],
+        [s[4] for s in kept],
+        [s[2] for s in samples if s[2] is not None],
+    )
 
 
 class DeviceDecoder:
@@ -227,13 +252,17 @@ class DeviceDecoder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device,
-                                           apply_exif_orientation=True) if jpegs else [])
+                decoded = iter(
+                    decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True)
+                    if jpegs
+                    else []
+                )
             except RuntimeError:
                 decoded = iter([self._one_on_cpu(jpeg) for jpeg in jpegs])
         views, labels, skipped = [], [], list(batch.skipped)
-        for payload, encoded, label, (seed, epoch, index) in zip(batch.payloads, batch.encoded, batch.labels,
-                                                                  batch.items, strict=True):
+        for payload, encoded, label, (seed, epoch, index) in zip(
+            batch.payloads, batch.encoded, batch.labels, batch.items, strict=True
+        ):
             image = next(decoded) if encoded else payload.to(self.device, non_blocking=True)
             if isinstance(image, str):
                 skipped.append(f"{self.images.file(index)}: cannot read the image ({image})")

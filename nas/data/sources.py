@@ -61,9 +61,16 @@ class DataSplits:
 
 def data_record(data: DataSplits, shown: int = 20) -> dict:
     """What a run record says of its data: sizes, and the files left out (the first `shown` of them)."""
-    return {"source": data.name, "train_images": len(data.train), "val_images": len(data.val),
-            "classes": data.num_classes, "resolution": data.resolution, "skipped": len(data.skipped),
-            "skipped_files": list(data.skipped[:shown]), "notes": list(data.notes)}
+    return {
+        "source": data.name,
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "classes": data.num_classes,
+        "resolution": data.resolution,
+        "skipped": len(data.skipped),
+        "skipped_files": list(data.skipped[:shown]),
+        "notes": list(data.notes),
+    }
 
 
 def is_builtin(source: str) -> bool:
@@ -101,9 +108,17 @@ def training_data(source: str, resolution: int, seed: int) -> DataSplits:
     return DataSplits(train.name, train, val, resolution, stored="files")
 
 
-def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | None = None,
-               val_images: int | None = None, cache_dir: Path | None = None, loader_workers: int | None = None,
-               on_progress: ProgressCallback | None = None) -> DataSplits:
+def proxy_data(
+    source: str,
+    resolution: int,
+    seed: int,
+    *,
+    train_images: int | None = None,
+    val_images: int | None = None,
+    cache_dir: Path | None = None,
+    loader_workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DataSplits:
     """The proxy's data at `resolution`: `val_images` held out of the training images per class (default
     a fifth, at most 50,000) and `train_images` of the rest (default all), from `seed`; a folder's are
     decoded once into caches in `cache_dir` (default `default_cache_dir()`)."""
@@ -121,11 +136,13 @@ def proxy_data(source: str, resolution: int, seed: int, *, train_images: int | N
     for label, name in enumerate(pool.classes):
         if label not in present:
             reason = next((s for s in skipped if f"/{name}/" in s), "no image decodes")
-            raise InputError(f"{pool.root}: class {name!r} has no image that decodes ({reason}); fix or remove "
-                             "its files")
+            raise InputError(
+                f"{pool.root}: class {name!r} has no image that decodes ({reason}); fix or remove its files"
+            )
     notes = tuple(cache.rebuilt for cache in (cached_train, cached_val) if cache.rebuilt)
-    return DataSplits(pool.name, cached_train.images, cached_val.images, resolution, stored="prepared",
-                      skipped=skipped, notes=notes)
+    return DataSplits(
+        pool.name, cached_train.images, cached_val.images, resolution, stored="prepared", skipped=skipped, notes=notes
+    )
 
 
 def _decoder(workers: int | None, on_progress: ProgressCallback | None) -> Callable[[ImageSet, int], Iterator]:
@@ -139,8 +156,11 @@ def _decoder(workers: int | None, on_progress: ProgressCallback | None) -> Calla
         for batch in loader:
             done += len(batch.labels) + len(batch.skipped)
             if on_progress is not None:
-                on_progress(Progress(done, len(images), f"decoding {len(images):,} images at {size} px into a cache",
-                                     preparing=True))
+                on_progress(
+                    Progress(
+                        done, len(images), f"decoding {len(images):,} images at {size} px into a cache", preparing=True
+                    )
+                )
             yield batch.images.numpy(), batch.labels.numpy(), batch.skipped
 
     return decode

@@ -80,8 +80,13 @@ class EvalView:
     std: tuple[float, float, float] = STD
 
     def as_dict(self) -> dict[str, Any]:
-        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> EvalView:
@@ -91,18 +96,29 @@ class EvalView:
             std: Any = tuple(float(v) for v in data["std"])
             view = cls(int(data["resize"]), int(data["crop"]), str(data["interpolation"]), mean, std)
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{where}: the recorded transform is not resize, crop, interpolation, mean and std; "
-                             "export the model again with this effnet") from None
-        if (view.interpolation not in INTERPOLATIONS or not 1 <= view.crop <= view.resize or len(view.mean) != 3
-                or len(view.std) != 3 or min(view.std) <= 0):
-            raise InputError(f"{where}: the recorded transform {view.as_dict()} is not one effnet writes; export "
-                             "the model again with this effnet")
+            raise InputError(
+                f"{where}: the recorded transform is not resize, crop, interpolation, mean and std; "
+                "export the model again with this effnet"
+            ) from None
+        if (
+            view.interpolation not in INTERPOLATIONS
+            or not 1 <= view.crop <= view.resize
+            or len(view.mean) != 3
+            or len(view.std) != 3
+            or min(view.std) <= 0
+        ):
+            raise InputError(
+                f"{where}: the recorded transform {view.as_dict()} is not one effnet writes; export "
+                "the model again with this effnet"
+            )
         return view
 
     def steps(self) -> list:
         """The resize and the crop (uint8 in, uint8 out)."""
-        return [v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
-                v2.CenterCrop(self.crop)]
+        return [
+            v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
+            v2.CenterCrop(self.crop),
+        ]
 
 
 def eval_view(resolution: int, stored: str) -> EvalView:
@@ -126,8 +142,14 @@ class _Normalised:
     The steps run on the image as given (a PIL image is resized by PIL, as training's evaluation resizes it)."""
 
     def __init__(self, view: EvalView):
-        self.compose = v2.Compose([*view.steps(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                                   v2.Normalize(list(view.mean), list(view.std))])
+        self.compose = v2.Compose(
+            [
+                *view.steps(),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(view.mean), list(view.std)),
+            ]
+        )
 
     def __call__(self, image: Any) -> torch.Tensor:
         return self.compose(image).as_subclass(torch.Tensor)
@@ -144,9 +166,10 @@ def train_transform(resolution: int, augment: str, stored: str) -> Transform:
     prepared or square."""
     if augment == "none":
         return eval_transform(resolution, stored)
-    steps: list = [v2.RandomResizedCrop(resolution, scale=RRC_SCALE, ratio=RRC_RATIO, interpolation=BICUBIC,
-                                        antialias=True),
-                   v2.RandomHorizontalFlip()]
+    steps: list = [
+        v2.RandomResizedCrop(resolution, scale=RRC_SCALE, ratio=RRC_RATIO, interpolation=BICUBIC, antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
     if augment == "paper":
         steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, fill=FILL))
     return _as_tensor(steps)

@@ -70,12 +70,20 @@ def _activated(conv: nn.Conv2d, activation: nn.Module) -> nn.Conv2d:
     Built on the meta device, so no weights are initialised (and no random numbers drawn) only to be replaced."""
     with torch.device("meta"):
         if isinstance(conv, SameConv2d):
-            fused: _Activated = ActivatedSameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                                                    conv.stride[0], groups=conv.groups, bias=True)
+            fused: _Activated = ActivatedSameConv2d(
+                conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], groups=conv.groups, bias=True
+            )
         else:
-            fused = ActivatedConv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
-                                    conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
-                                    dilation=_pair(conv.dilation), groups=conv.groups, bias=True)
+            fused = ActivatedConv2d(
+                conv.in_channels,
+                conv.out_channels,
+                _pair(conv.kernel_size),
+                _pair(conv.stride),
+                conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+                dilation=_pair(conv.dilation),
+                groups=conv.groups,
+                bias=True,
+            )
     fused.activation = IN_PLACE[type(activation)]
     fused.weight, fused.bias = conv.weight, conv.bias  # the folded tensors themselves: device, dtype and layout kept
     return fused
@@ -104,8 +112,9 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
                 module[2] = nn.Identity()
             module[0] = conv
     for name, module in list(folded.named_modules()):
-        if type(module) is nn.Sequential and any(_se_then_pointwise(module, i) is not None
-                                                 for i in range(len(module) - 1)):
+        if type(module) is nn.Sequential and any(
+            _se_then_pointwise(module, i) is not None for i in range(len(module) - 1)
+        ):
             parent, _, child = name.rpartition(".")
             setattr(folded.get_submodule(parent), child, GatedLayers(*module))
     left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -134,9 +143,14 @@ def _se_then_pointwise(layers: nn.Sequential, i: int) -> tuple[SqueezeExcite, Co
     if not (isinstance(se, SqueezeExcite) and isinstance(project, ConvBNAct)):
         return None
     conv = project[0]
-    if (isinstance(conv, nn.Conv2d) and type(conv) in (nn.Conv2d, ActivatedConv2d) and conv.kernel_size == (1, 1)
-            and conv.stride == (1, 1) and conv.groups == 1
-            and all(isinstance(m, nn.Identity) for m in list(project)[1:])):
+    if (
+        isinstance(conv, nn.Conv2d)
+        and type(conv) in (nn.Conv2d, ActivatedConv2d)
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.groups == 1
+        and all(isinstance(m, nn.Identity) for m in list(project)[1:])
+    ):
         return se, project, conv
     return None
 
@@ -147,14 +161,22 @@ def _hooked(module: nn.Module) -> bool:
 
 def _gate_in_weights(x: torch.Tensor, se: nn.Module, project: nn.Module, conv: nn.Conv2d) -> bool:
     """Whether `GatedLayers` may run `se` and `project` as one `gated_pointwise` on `x` (see the module's doc)."""
-    if (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export()):
+    if (
+        isinstance(x, torch.fx.Proxy)
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    ):
         return False
     if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
         return False
-    return (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-            and x.shape[2] * x.shape[3] >= GATED_MIN_PIXELS_PER_CHANNEL * conv.out_channels
-            and not _hooked(se) and not any(_hooked(m) for m in project.modules()))
+    return (
+        x.device.type == "cpu"
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and x.shape[2] * x.shape[3] >= GATED_MIN_PIXELS_PER_CHANNEL * conv.out_channels
+        and not _hooked(se)
+        and not any(_hooked(m) for m in project.modules())
+    )
 
 
 class GatedLayers(nn.Sequential):

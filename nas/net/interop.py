@@ -44,19 +44,27 @@ _SE_NAMES = {"timm": ("se.conv_reduce", "se.conv_expand"), "torchvision": ("fc1"
 def block_roles(plan: BlockPlan) -> list[str]:
     """An mbconv block's layers in `Block.layers` order: expand (where it expands), dw, se (where it has one),
     project."""
-    return (["expand"] if plan.mid_channels != plan.in_channels else []) + ["dw"] + \
-        (["se"] if plan.se_channels else []) + ["project"]
+    return (
+        (["expand"] if plan.mid_channels != plan.in_channels else [])
+        + ["dw"]
+        + (["se"] if plan.se_channels else [])
+        + ["project"]
+    )
 
 
 def _check_expressible(spec: NetworkSpec, library: str) -> None:
     for index, stage in enumerate(spec.stages):
         if stage.block != "mbconv":
-            raise InputError(f"stage {index + 1} of {spec.name!r} is a {stage.block} block: {library}'s EfficientNet "
-                             "has mbconv blocks only")
+            raise InputError(
+                f"stage {index + 1} of {spec.name!r} is a {stage.block} block: {library}'s EfficientNet "
+                "has mbconv blocks only"
+            )
     for block in plan_network(spec).blocks:
         if block.pool_shortcut or block.project_shortcut:
-            raise InputError(f"block {block.position} of {spec.name!r} has a pooling shortcut (skip: pool): "
-                             f"{library}'s EfficientNet has identity shortcuts only")
+            raise InputError(
+                f"block {block.position} of {spec.name!r} has a pooling shortcut (skip: pool): "
+                f"{library}'s EfficientNet has identity shortcuts only"
+            )
 
 
 def _module_names(spec: NetworkSpec, library: str) -> dict[str, str]:
@@ -64,9 +72,13 @@ def _module_names(spec: NetworkSpec, library: str) -> dict[str, str]:
     plan = plan_network(spec)
     timm = library == "timm"
     last = len(spec.stages) + 1
-    names = {"stem.0": "conv_stem" if timm else "features.0.0", "stem.1": "bn1" if timm else "features.0.1",
-             "head.0": "conv_head" if timm else f"features.{last}.0",
-             "head.1": "bn2" if timm else f"features.{last}.1", "classifier": "classifier" if timm else "classifier.1"}
+    names = {
+        "stem.0": "conv_stem" if timm else "features.0.0",
+        "stem.1": "bn1" if timm else "features.0.1",
+        "head.0": "conv_head" if timm else f"features.{last}.0",
+        "head.1": "bn2" if timm else f"features.{last}.1",
+        "classifier": "classifier" if timm else "classifier.1",
+    }
     first_of_stage: dict[int, int] = {}
     for block in plan.blocks:
         first_of_stage.setdefault(block.stage, block.position)
@@ -108,8 +120,14 @@ def to_foreign(state: Mapping[str, torch.Tensor], spec: NetworkSpec, library: st
     return {names[key]: tensor for key, tensor in state.items()}
 
 
-def to_effnet(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], spec: NetworkSpec,
-              library: str, source: str, skip_classifier: bool = False) -> dict[str, torch.Tensor]:
+def to_effnet(
+    state: Mapping[str, torch.Tensor],
+    reference: Mapping[str, torch.Tensor],
+    spec: NetworkSpec,
+    library: str,
+    source: str,
+    skip_classifier: bool = False,
+) -> dict[str, torch.Tensor]:
     """`library`'s state dict `state` under effnet's names, checked tensor by tensor against `reference` (the
     spec's own state dict): a missing, extra or differently shaped tensor is refused as the first layer, in the
     file's order, where the file and the spec differ. `skip_classifier` leaves a classifier of another shape out
@@ -124,17 +142,25 @@ def to_effnet(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.T
         if tuple(tensor.shape) != tuple(reference[ours].shape):
             if skip_classifier and ours.startswith("classifier."):
                 continue
-            raise mismatch(source, spec, key.rpartition(".")[0], library,
-                           f"{key.rpartition('.')[2]} is {list(tensor.shape)} in the file, "
-                           f"{list(reference[ours].shape)} in the spec ({ours})")
+            raise mismatch(
+                source,
+                spec,
+                key.rpartition(".")[0],
+                library,
+                f"{key.rpartition('.')[2]} is {list(tensor.shape)} in the file, "
+                f"{list(reference[ours].shape)} in the spec ({ours})",
+            )
         mapped[ours] = tensor
     for ours, theirs in names.items():
         if theirs not in state:
-            raise mismatch(source, spec, theirs.rpartition(".")[0], library,
-                           f"is in the spec ({ours}) but not in the file")
+            raise mismatch(
+                source, spec, theirs.rpartition(".")[0], library, f"is in the spec ({ours}) but not in the file"
+            )
     return mapped
 
 
 def mismatch(source: str, spec: NetworkSpec, layer: str, library: str, problem: str) -> InputError:
-    return InputError(f"{source}: {library} weights that do not fit {spec.name!r}: first differing layer {layer}: "
-                      f"{problem}; use the spec of the network the weights were trained for")
+    return InputError(
+        f"{source}: {library} weights that do not fit {spec.name!r}: first differing layer {layer}: "
+        f"{problem}; use the spec of the network the weights were trained for"
+    )

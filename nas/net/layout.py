@@ -83,26 +83,28 @@ def stage_blocks(spec: NetworkSpec) -> list[tuple[BlockPlan, BlockPlan | None]]:
     stages = []
     for stage_index, stage in enumerate(spec.stages):
         shapes = []
-        for stride in ((stage.stride, 1) if stage.repeats > 1 else (stage.stride,)):
+        for stride in (stage.stride, 1) if stage.repeats > 1 else (stage.stride,):
             out_size = conv_output_size(size, stride)
             residual, pool, project = shortcut(stage, stride, channels)
-            shapes.append(BlockPlan(
-                position=index,
-                stage=stage_index,
-                block=stage.block,
-                in_channels=channels,
-                mid_channels=channels * stage.expand,
-                out_channels=stage.out_channels,
-                kernel=stage.kernel,
-                stride=stride,
-                se_channels=se_channels(channels, stage.se_ratio),
-                residual=residual,
-                pool_shortcut=pool,
-                project_shortcut=project,
-                in_size=size,
-                out_size=out_size,
-                drop_rate=spec.drop_connect * index / total,
-            ))
+            shapes.append(
+                BlockPlan(
+                    position=index,
+                    stage=stage_index,
+                    block=stage.block,
+                    in_channels=channels,
+                    mid_channels=channels * stage.expand,
+                    out_channels=stage.out_channels,
+                    kernel=stage.kernel,
+                    stride=stride,
+                    se_channels=se_channels(channels, stage.se_ratio),
+                    residual=residual,
+                    pool_shortcut=pool,
+                    project_shortcut=project,
+                    in_size=size,
+                    out_size=out_size,
+                    drop_rate=spec.drop_connect * index / total,
+                )
+            )
             channels, size = stage.out_channels, out_size
         stages.append((shapes[0], shapes[1] if len(shapes) > 1 else None))
         index += stage.repeats

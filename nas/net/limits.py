@@ -23,8 +23,12 @@ MAX_BLOCKS = 10_000
 MAX_PARAMS = 2_000_000_000
 MAX_FLOPS = 10**13
 MAX_ACTIVATIONS = 10**10
-LIMITS = (("blocks", MAX_BLOCKS), ("parameters", MAX_PARAMS), ("FLOPs per image", MAX_FLOPS),
-          ("feature-map values per image", MAX_ACTIVATIONS))
+LIMITS = (
+    ("blocks", MAX_BLOCKS),
+    ("parameters", MAX_PARAMS),
+    ("FLOPs per image", MAX_FLOPS),
+    ("feature-map values per image", MAX_ACTIVATIONS),
+)
 BYTES_PER_VALUE = 4
 """float32: what the builder allocates and fvcore's forward pass computes in."""
 
@@ -32,12 +36,12 @@ BYTES_PER_VALUE = 4
 def block_activations(b: BlockPlan) -> int:
     """Values of the feature maps one block's convolutions write (batch 1; squeeze-excitation's 1x1 maps
     aside)."""
-    out = b.out_channels * b.out_size ** 2
+    out = b.out_channels * b.out_size**2
     if b.block == "mbconv":
-        expanded = b.mid_channels * b.in_size ** 2 if b.mid_channels != b.in_channels else 0
-        return expanded + b.mid_channels * b.out_size ** 2 + out
+        expanded = b.mid_channels * b.in_size**2 if b.mid_channels != b.in_channels else 0
+        return expanded + b.mid_channels * b.out_size**2 + out
     if b.block == "dsconv":
-        return b.in_channels * b.out_size ** 2 + out
+        return b.in_channels * b.out_size**2 + out
     return out
 
 
@@ -48,13 +52,13 @@ def stage_activations(first: BlockPlan, repeated: BlockPlan | None, repeats: int
 def activation_count(spec: NetworkSpec) -> int:
     """Feature-map values of the whole network for one image: stem, every block, the head's 1x1 conv."""
     size = conv_output_size(spec.resolution, spec.stem.stride)
-    total = spec.stem.out_channels * size ** 2
+    total = spec.stem.out_channels * size**2
     last = None
     for (first, repeated), stage in zip(stage_blocks(spec), spec.stages, strict=True):
         total += stage_activations(first, repeated, stage.repeats)
         last = repeated or first
     assert last is not None, "a spec has at least one stage"
-    return total + spec.head.out_channels * last.out_size ** 2
+    return total + spec.head.out_channels * last.out_size**2
 
 
 @dataclass(frozen=True)
@@ -75,16 +79,18 @@ class SpecCost:
 
 def spec_cost(spec: NetworkSpec) -> SpecCost:
     report = analytic_cost(spec)
-    return SpecCost(blocks=spec.num_blocks, params=report.params, flops=report.flops,
-                    activations=activation_count(spec))
+    return SpecCost(
+        blocks=spec.num_blocks, params=report.params, flops=report.flops, activations=activation_count(spec)
+    )
 
 
 def check_cost(spec: NetworkSpec, source: str) -> None:
     """Refuse a spec over any limit, naming it (`source` names the file or what made the spec)."""
     problem = spec_cost(spec).problem()
     if problem is not None:
-        raise InputError(f"{source}: spec: the network has {problem}; use fewer repeats, fewer channels or "
-                         "a lower resolution")
+        raise InputError(
+            f"{source}: spec: the network has {problem}; use fewer repeats, fewer channels or a lower resolution"
+        )
 
 
 def memory_needed(spec: NetworkSpec) -> int:
@@ -97,6 +103,8 @@ def check_memory(spec: NetworkSpec, purpose: str) -> None:
     """Refuse to build a network this machine has not the free memory for (where that is known)."""
     needed, available = memory_needed(spec), available_memory()
     if available is not None and needed > available:
-        raise InputError(f"{spec.name}: to {purpose} the network needs about {gib(needed)} (weights and feature "
-                         f"maps for one image) and {gib(available)} is free on this machine; use a smaller "
-                         "network or a machine with more memory")
+        raise InputError(
+            f"{spec.name}: to {purpose} the network needs about {gib(needed)} (weights and feature "
+            f"maps for one image) and {gib(available)} is free on this machine; use a smaller "
+            "network or a machine with more memory"
+        )

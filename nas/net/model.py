@@ -61,8 +61,9 @@ def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int, padding: str, g
 class ConvBNAct(nn.Sequential):
     """Conv (no bias, padded as the spec says) -> BatchNorm -> optional activation."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, spec: NetworkSpec,
-                 groups: int = 1, act: bool = True):
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, stride: int, spec: NetworkSpec, groups: int = 1, act: bool = True
+    ):
         layers: list[nn.Module] = [
             make_conv(in_ch, out_ch, kernel, stride, spec.padding, groups),
             nn.BatchNorm2d(out_ch, eps=spec.batch_norm.epsilon, momentum=1.0 - spec.batch_norm.decay),
@@ -205,7 +206,7 @@ class Network(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                bound = min(1.0 / m.out_features ** 0.5, (3.0 / m.in_features) ** 0.5)
+                bound = min(1.0 / m.out_features**0.5, (3.0 / m.in_features) ** 0.5)
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 

@@ -130,6 +130,7 @@ class NetworkSpec:
 
 # -- checks -------------------------------------------------------------------------------------
 
+
 class InvalidSpec(InputError):
     """A spec field with a value no network takes; the message is `<path>: <problem>`, the path as a spec file
     writes it (`stages[2].kernel`, `spec.resolution`), so that a reader can put the file's name before it."""
@@ -149,8 +150,15 @@ def _finite(value: int | float) -> bool:
 
 def yaml_type(value: Any) -> str:
     """The kind of a value as YAML names it: `mapping`, `list`, `string`, `integer`, `number`, `null`..."""
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-             dict: "mapping", type(None): "null"}
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -207,13 +215,30 @@ def _part(owner: str, key: str, value: Any, cls: type) -> None:
 
 def _stage_in_range(stage: StageSpec) -> bool:
     """All of `_check_stage` at once, in one expression: the cheap answer for the usual stage, which is fine."""
-    repeats, kernel, stride, expand, channels, se_ratio = (stage.repeats, stage.kernel, stage.stride, stage.expand,
-                                                           stage.out_channels, stage.se_ratio)
-    return (type(repeats) is int and type(kernel) is int and type(stride) is int and type(expand) is int
-            and type(channels) is int and type(se_ratio) is float and type(stage.skip) is bool
-            and 1 <= repeats <= MAX_INTEGER and 1 <= kernel <= MAX_INTEGER and kernel % 2 == 1
-            and (stride == 1 or stride == 2) and 1 <= channels <= MAX_INTEGER and 0.0 <= se_ratio < 1.0
-            and (stage.block == "mbconv" and 1 <= expand <= MAX_INTEGER or expand == 1 and stage.block in BLOCK_TYPES))
+    repeats, kernel, stride, expand, channels, se_ratio = (
+        stage.repeats,
+        stage.kernel,
+        stage.stride,
+        stage.expand,
+        stage.out_channels,
+        stage.se_ratio,
+    )
+    return (
+        type(repeats) is int
+        and type(kernel) is int
+        and type(stride) is int
+        and type(expand) is int
+        and type(channels) is int
+        and type(se_ratio) is float
+        and type(stage.skip) is bool
+        and 1 <= repeats <= MAX_INTEGER
+        and 1 <= kernel <= MAX_INTEGER
+        and kernel % 2 == 1
+        and (stride == 1 or stride == 2)
+        and 1 <= channels <= MAX_INTEGER
+        and 0.0 <= se_ratio < 1.0
+        and (stage.block == "mbconv" and 1 <= expand <= MAX_INTEGER or expand == 1 and stage.block in BLOCK_TYPES)
+    )
 
 
 def _check_stage(stage: StageSpec, where: str) -> None:
@@ -250,19 +275,45 @@ def _network_in_range(spec: NetworkSpec) -> bool:
     if not (type(bn) is BatchNormSpec and type(head) is HeadSpec and type(stem) is StemSpec):
         return False
     heads, resolution, classes, channels, stems, kernel, stride = (
-        head.out_channels, spec.resolution, spec.num_classes, spec.in_channels, stem.out_channels, stem.kernel,
-        stem.stride)
+        head.out_channels,
+        spec.resolution,
+        spec.num_classes,
+        spec.in_channels,
+        stem.out_channels,
+        stem.kernel,
+        stem.stride,
+    )
     decay, epsilon, dropout, drop_connect = bn.decay, bn.epsilon, spec.dropout, spec.drop_connect
-    return (type(heads) is int and type(resolution) is int and type(classes) is int and type(channels) is int
-            and type(stems) is int and type(kernel) is int and type(stride) is int
-            and 1 <= heads <= MAX_INTEGER and 1 <= resolution <= MAX_INTEGER and 1 <= classes <= MAX_INTEGER
-            and 1 <= channels <= MAX_INTEGER and 1 <= stems <= MAX_INTEGER and 1 <= kernel <= MAX_INTEGER
-            and kernel % 2 == 1 and (stride == 1 or stride == 2)
-            and type(decay) is float and type(epsilon) is float and type(dropout) is float
-            and type(drop_connect) is float and 0.0 <= decay < 1.0 and 1e-12 <= epsilon <= 1.0
-            and 0.0 <= dropout < 1.0 and 0.0 <= drop_connect < 1.0
-            and type(spec.provenance) is dict and type(spec.name) is str and spec.name != ""
-            and spec.activation in ACTIVATIONS and spec.padding in PADDINGS)
+    return (
+        type(heads) is int
+        and type(resolution) is int
+        and type(classes) is int
+        and type(channels) is int
+        and type(stems) is int
+        and type(kernel) is int
+        and type(stride) is int
+        and 1 <= heads <= MAX_INTEGER
+        and 1 <= resolution <= MAX_INTEGER
+        and 1 <= classes <= MAX_INTEGER
+        and 1 <= channels <= MAX_INTEGER
+        and 1 <= stems <= MAX_INTEGER
+        and 1 <= kernel <= MAX_INTEGER
+        and kernel % 2 == 1
+        and (stride == 1 or stride == 2)
+        and type(decay) is float
+        and type(epsilon) is float
+        and type(dropout) is float
+        and type(drop_connect) is float
+        and 0.0 <= decay < 1.0
+        and 1e-12 <= epsilon <= 1.0
+        and 0.0 <= dropout < 1.0
+        and 0.0 <= drop_connect < 1.0
+        and type(spec.provenance) is dict
+        and type(spec.name) is str
+        and spec.name != ""
+        and spec.activation in ACTIVATIONS
+        and spec.padding in PADDINGS
+    )
 
 
 def _check_network_fields(spec: NetworkSpec) -> None:

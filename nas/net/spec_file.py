@@ -41,8 +41,19 @@ from effnet.nas.net.spec import (
 
 _KEY_ORDER = {
     NetworkSpec: (
-        "name", "resolution", "num_classes", "in_channels", "activation", "dropout",
-        "drop_connect", "batch_norm", "padding", "stem", "stages", "head", "provenance",
+        "name",
+        "resolution",
+        "num_classes",
+        "in_channels",
+        "activation",
+        "dropout",
+        "drop_connect",
+        "batch_norm",
+        "padding",
+        "stem",
+        "stages",
+        "head",
+        "provenance",
     ),
     StemSpec: ("out_channels", "kernel", "stride"),
     StageSpec: ("block", "repeats", "kernel", "stride", "expand", "out_channels", "se_ratio", "skip"),
@@ -63,8 +74,11 @@ def _mapping(data: Any, where: str, cls: type, source: str) -> dict[str, Any]:
     unknown = [k for k in data if k not in allowed]
     if unknown:
         fail(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     missing = [k for k in required if k not in data]
     if missing:
         fail(f"missing required key {missing[0]!r}")
@@ -77,8 +91,9 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     stages = fields["stages"]
     if not isinstance(stages, list) or not stages:
         raise InputError(f"{source}: spec.stages: must be a non-empty list of stages, got {yaml_type(stages)}")
-    fields["stages"] = tuple(StageSpec(**_mapping(stage, f"stages[{i}]", StageSpec, source))
-                             for i, stage in enumerate(stages))
+    fields["stages"] = tuple(
+        StageSpec(**_mapping(stage, f"stages[{i}]", StageSpec, source)) for i, stage in enumerate(stages)
+    )
     for key, cls in (("batch_norm", BatchNormSpec), ("head", HeadSpec), ("stem", StemSpec)):
         if key in fields:
             fields[key] = cls(**_mapping(fields[key], key, cls, source))
@@ -89,9 +104,11 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     except InvalidSpec as err:
         raise InputError(f"{source}: {err}") from None
     if spec.resolution < spec.total_stride:
-        raise InputError(f"{source}: spec.resolution: {spec.resolution} px cannot be reached by the strides: stem and "
-                         f"stages downsample {spec.total_stride}x, so the resolution must be at least "
-                         f"{spec.total_stride}")
+        raise InputError(
+            f"{source}: spec.resolution: {spec.resolution} px cannot be reached by the strides: stem and "
+            f"stages downsample {spec.total_stride}x, so the resolution must be at least "
+            f"{spec.total_stride}"
+        )
     check_cost(spec, source)
     return spec
 

@@ -19,8 +19,9 @@ from effnet.nas.training.runtime import resolve_device
 class ProxyBatches:
     """The proxy's loaders, their sampler (its `seed` and epoch choose the training order) and `normalize`."""
 
-    def __init__(self, data: DataSplits, config: ProxyConfig, runtime: ProxyRuntime,
-                 sampler: EpochSampler | None = None):
+    def __init__(
+        self, data: DataSplits, config: ProxyConfig, runtime: ProxyRuntime, sampler: EpochSampler | None = None
+    ):
         if len(data.train) < 2:
             raise InputError("the training split needs at least two images")
         self.device = resolve_device(runtime.device)

@@ -21,7 +21,7 @@ from effnet.nas.net.spec import BatchNormSpec
 def centre(weight: torch.Tensor, kernel: int) -> torch.Tensor:
     """The centre kernel x kernel window of a conv weight (..., K, K)."""
     start = (weight.shape[-1] - kernel) // 2
-    return weight[..., start:start + kernel, start:start + kernel]
+    return weight[..., start : start + kernel, start : start + kernel]
 
 
 def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
@@ -42,8 +42,17 @@ class ConvBN(nn.Module):
     """Conv (no bias, padded as the spec's `padding` says, depthwise or not) + BatchNorm at the largest channels, with
     one weight for the largest kernel (`shared`) or one per kernel size."""
 
-    def __init__(self, in_max: int, out_max: int, kernels: tuple[int, ...], stride: int, bn: BatchNormSpec,
-                 depthwise: bool = False, shared: bool = True, padding: str = "symmetric"):
+    def __init__(
+        self,
+        in_max: int,
+        out_max: int,
+        kernels: tuple[int, ...],
+        stride: int,
+        bn: BatchNormSpec,
+        depthwise: bool = False,
+        shared: bool = True,
+        padding: str = "symmetric",
+    ):
         super().__init__()
         self.stride = stride
         self.padding = padding
@@ -51,8 +60,9 @@ class ConvBN(nn.Module):
         self.shared = shared
         self.largest = max(kernels)
         sizes = (self.largest,) if shared else tuple(sorted(set(kernels)))
-        self.weights = nn.ParameterDict({
-            str(k): nn.Parameter(torch.empty(out_max, 1 if depthwise else in_max, k, k)) for k in sizes})
+        self.weights = nn.ParameterDict(
+            {str(k): nn.Parameter(torch.empty(out_max, 1 if depthwise else in_max, k, k)) for k in sizes}
+        )
         self.bn = nn.BatchNorm2d(out_max, eps=bn.epsilon, momentum=1.0 - bn.decay)
         for weight in self.weights.values():
             init_conv(weight, depthwise)
@@ -71,8 +81,16 @@ class ConvBN(nn.Module):
         bn = self.bn
         mean, var, _ = self.running_stats()
         assert bn.momentum is not None  # 1 - decay as built: precise BN (momentum None) runs on standalone nets only
-        return F.batch_norm(x, mean[:out_channels], var[:out_channels],
-                            bn.weight[:out_channels], bn.bias[:out_channels], self.training, bn.momentum, bn.eps)
+        return F.batch_norm(
+            x,
+            mean[:out_channels],
+            var[:out_channels],
+            bn.weight[:out_channels],
+            bn.bias[:out_channels],
+            self.training,
+            bn.momentum,
+            bn.eps,
+        )
 
     def running_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The BatchNorm's running mean, variance and batch count (it tracks them, torch's default)."""
@@ -84,11 +102,14 @@ class ConvBN(nn.Module):
         """The slice as a builder's `ConvBNAct` named `prefix` holds it (views of the supernet's tensors)."""
         bn = self.bn
         mean, var, count = self.running_stats()
-        return {f"{prefix}.0.weight": self.weight(in_channels, out_channels, kernel),
-                f"{prefix}.1.weight": bn.weight[:out_channels], f"{prefix}.1.bias": bn.bias[:out_channels],
-                f"{prefix}.1.running_mean": mean[:out_channels],
-                f"{prefix}.1.running_var": var[:out_channels],
-                f"{prefix}.1.num_batches_tracked": count}
+        return {
+            f"{prefix}.0.weight": self.weight(in_channels, out_channels, kernel),
+            f"{prefix}.1.weight": bn.weight[:out_channels],
+            f"{prefix}.1.bias": bn.bias[:out_channels],
+            f"{prefix}.1.running_mean": mean[:out_channels],
+            f"{prefix}.1.running_var": var[:out_channels],
+            f"{prefix}.1.num_batches_tracked": count,
+        }
 
 
 class SqueezeExcite(nn.Module):
@@ -105,13 +126,14 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor, channels: int, reduced: int) -> torch.Tensor:
         squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
-        hidden = self.act(F.conv2d(squeezed, self.reduce.weight[:reduced, :channels],
-                                   conv_bias(self.reduce)[:reduced]))
+        hidden = self.act(F.conv2d(squeezed, self.reduce.weight[:reduced, :channels], conv_bias(self.reduce)[:reduced]))
         gate = F.conv2d(hidden, self.expand.weight[:channels, :reduced], conv_bias(self.expand)[:channels])
         return x * torch.sigmoid(gate)
 
     def state(self, prefix: str, channels: int, reduced: int) -> dict[str, torch.Tensor]:
-        return {f"{prefix}.reduce.weight": self.reduce.weight[:reduced, :channels],
-                f"{prefix}.reduce.bias": conv_bias(self.reduce)[:reduced],
-                f"{prefix}.expand.weight": self.expand.weight[:channels, :reduced],
-                f"{prefix}.expand.bias": conv_bias(self.expand)[:channels]}
+        return {
+            f"{prefix}.reduce.weight": self.reduce.weight[:reduced, :channels],
+            f"{prefix}.reduce.bias": conv_bias(self.reduce)[:reduced],
+            f"{prefix}.expand.weight": self.expand.weight[:channels, :reduced],
+            f"{prefix}.expand.bias": conv_bias(self.expand)[:channels],
+        }

@@ -12,13 +12,16 @@ from effnet.nas.proxies.train import TrainProxy
 from effnet.nas.proxies.zero_cost import NaswotProxy, SynflowProxy
 
 
-def make_proxy(config: ProxyConfig, data: DataSplits, runtime: ProxyRuntime = ProxyRuntime(),
-               supernet: SupernetSetup | None = None) -> Proxy:
+def make_proxy(
+    config: ProxyConfig, data: DataSplits, runtime: ProxyRuntime = ProxyRuntime(), supernet: SupernetSetup | None = None
+) -> Proxy:
     """The proxy `config.name` over `data` (loaded at `config.resolution`); the supernet proxy needs `supernet`,
     and its checkpoint trained (`effnet.nas.proxies.supernet_training.train_supernet`)."""
     if data.resolution != config.resolution:
-        raise InputError(f"data are at {data.resolution} px but the proxy trains at {config.resolution} px; "
-                         "load the data at the proxy resolution")
+        raise InputError(
+            f"data are at {data.resolution} px but the proxy trains at {config.resolution} px; "
+            "load the data at the proxy resolution"
+        )
     if config.name == "supernet":
         if supernet is None:
             raise InputError("the supernet proxy needs its SupernetSetup (space, FLOPs band, run directory)")

@@ -15,5 +15,6 @@ class ProxyFailure(RuntimeError):
 class Proxy(Protocol):
     name: str
 
-    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
-              seed: int | None = None) -> float: ...
+    def score(
+        self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None, seed: int | None = None
+    ) -> float: ...

@@ -42,8 +42,17 @@ def op_key(block: str, expand: int) -> str:
 class Op(nn.Module):
     """One block type of one layer (mbconv with one expand ratio, dsconv or conv) at the largest shapes."""
 
-    def __init__(self, block: str, expand: int, in_max: int, out_max: int, choices: StageChoices, stride: int,
-                 base: NetworkSpec, shared: bool):
+    def __init__(
+        self,
+        block: str,
+        expand: int,
+        in_max: int,
+        out_max: int,
+        choices: StageChoices,
+        stride: int,
+        base: NetworkSpec,
+        shared: bool,
+    ):
         super().__init__()
         bn, kernels = base.batch_norm, choices.kernel
         reduced = se_channels(in_max, max(choices.se_ratio))
@@ -57,8 +66,9 @@ class Op(nn.Module):
             self.project = ConvBN(mid, out_max, (1,), 1, bn)
             gated = mid
         elif block == "dsconv":
-            self.depthwise = ConvBN(in_max, in_max, kernels, stride, bn, depthwise=True, shared=shared,
-                                   padding=base.padding)
+            self.depthwise = ConvBN(
+                in_max, in_max, kernels, stride, bn, depthwise=True, shared=shared, padding=base.padding
+            )
             self.project = ConvBN(in_max, out_max, (1,), 1, bn)
             gated = in_max
         else:
@@ -79,12 +89,19 @@ class Op(nn.Module):
             expand: list[Unit] = []
             if self.expand is not None:
                 expand = [(self.expand, (p.in_channels, p.mid_channels, 1), True)]
-            return [*expand, (self.depthwise, (p.mid_channels, p.mid_channels, p.kernel), True), *se,
-                    (self.project, (p.mid_channels, p.out_channels, 1), False)]
+            return [
+                *expand,
+                (self.depthwise, (p.mid_channels, p.mid_channels, p.kernel), True),
+                *se,
+                (self.project, (p.mid_channels, p.out_channels, 1), False),
+            ]
         if self.block == "dsconv":
             assert self.project is not None
-            return [(self.depthwise, (p.in_channels, p.in_channels, p.kernel), True), *se,
-                    (self.project, (p.in_channels, p.out_channels, 1), True)]
+            return [
+                (self.depthwise, (p.in_channels, p.in_channels, p.kernel), True),
+                *se,
+                (self.project, (p.in_channels, p.out_channels, 1), True),
+            ]
         assert self.conv is not None
         return [(self.conv, (p.in_channels, p.out_channels, p.kernel), True), *se]
 
@@ -93,13 +110,16 @@ class Layer(nn.Module):
     """One layer of a stage: an op per block-type choice, the pooling shortcut's projection (the stage's first
     layer, where `pool` is a choice) and stochastic depth."""
 
-    def __init__(self, choices: StageChoices, first: bool, in_max: int, out_max: int, base: NetworkSpec,
-                 shared: bool):
+    def __init__(self, choices: StageChoices, first: bool, in_max: int, out_max: int, base: NetworkSpec, shared: bool):
         super().__init__()
         stride = choices.stride if first else 1
-        self.ops = nn.ModuleDict({
-            op_key(block, expand): Op(block, expand, in_max, out_max, choices, stride, base, shared)
-            for block in choices.block for expand in (choices.expand if block == "mbconv" else (1,))})
+        self.ops = nn.ModuleDict(
+            {
+                op_key(block, expand): Op(block, expand, in_max, out_max, choices, stride, base, shared)
+                for block in choices.block
+                for expand in (choices.expand if block == "mbconv" else (1,))
+            }
+        )
         pooled = first and POOL_SKIP in choices.skip
         self.project = ConvBN(in_max, out_max, (1,), 1, base.batch_norm) if pooled else None
         self.drop_path = DropPath(0.0)
@@ -133,34 +153,39 @@ class Layer(nn.Module):
             state.update(module.state(f"{prefix}.layers.{index}", *shape))
         if p.project_shortcut:  # after the pooling, where the block pools
             assert self.project is not None
-            state.update(self.project.state(f"{prefix}.shortcut.{int(p.pool_shortcut)}", p.in_channels,
-                                            p.out_channels, 1))
+            state.update(
+                self.project.state(f"{prefix}.shortcut.{int(p.pool_shortcut)}", p.in_channels, p.out_channels, 1)
+            )
         return state
 
 
 class Supernet(nn.Module):
     """Every path of `space` at `resolution` px with `num_classes` outputs; `kernels` is `shared` or `separate`."""
 
-    def __init__(self, space: SearchSpace, resolution: int, num_classes: int, in_channels: int = 3,
-                 kernels: str = "shared"):
+    def __init__(
+        self, space: SearchSpace, resolution: int, num_classes: int, in_channels: int = 3, kernels: str = "shared"
+    ):
         super().__init__()
         self.space = space
-        self.base = base = space.base.replace(resolution=resolution, num_classes=num_classes,
-                                              in_channels=in_channels)
+        self.base = base = space.base.replace(resolution=resolution, num_classes=num_classes, in_channels=in_channels)
         bn, shared = base.batch_norm, kernels == "shared"
-        self.stem = ConvBN(in_channels, base.stem.out_channels, (base.stem.kernel,), base.stem.stride, bn,
-                           padding=base.padding)
+        self.stem = ConvBN(
+            in_channels, base.stem.out_channels, (base.stem.kernel,), base.stem.stride, bn, padding=base.padding
+        )
         in_max, stages = base.stem.out_channels, []
         for choices in space.stages:
             out_max = max(round_filters(choices.out_channels, w) for w in choices.width)
             depth = choices.repeats + max(choices.repeats_offset)
-            stages.append(nn.ModuleList(Layer(choices, i == 0, out_max if i else in_max, out_max, base, shared)
-                                        for i in range(depth)))
+            stages.append(
+                nn.ModuleList(
+                    Layer(choices, i == 0, out_max if i else in_max, out_max, base, shared) for i in range(depth)
+                )
+            )
             in_max = out_max
         self.stages = nn.ModuleList(stages)
         self.head = ConvBN(in_max, base.head.out_channels, (1,), 1, bn)
         self.classifier = nn.Linear(base.head.out_channels, num_classes)
-        bound = 1.0 / num_classes ** 0.5  # the reference's classifier initialisation
+        bound = 1.0 / num_classes**0.5  # the reference's classifier initialisation
         nn.init.uniform_(self.classifier.weight, -bound, bound)
         nn.init.zeros_(self.classifier.bias)
         self.act = ACTIVATION_OPS[base.activation].function
@@ -168,30 +193,41 @@ class Supernet(nn.Module):
     def network(self, spec: NetworkSpec) -> NetworkSpec:
         """The path's network as the supernet runs it: the spec at the supernet's resolution and classes."""
         self.check(spec)
-        return spec.replace(resolution=self.base.resolution, num_classes=self.base.num_classes,
-                            in_channels=self.base.in_channels)
+        return spec.replace(
+            resolution=self.base.resolution, num_classes=self.base.num_classes, in_channels=self.base.in_channels
+        )
 
     def check(self, spec: NetworkSpec) -> None:
         """Refuse a spec that is not a path of the space (a choice it does not offer, another stem or head)."""
         space = self.space
         if len(spec.stages) != len(space.stages):
-            raise InputError(f"{spec.name}: {len(spec.stages)} stages, the space {space.name!r} has "
-                             f"{len(space.stages)}: not a path of its supernet")
+            raise InputError(
+                f"{spec.name}: {len(spec.stages)} stages, the space {space.name!r} has "
+                f"{len(space.stages)}: not a path of its supernet"
+            )
         for index, (stage, c) in enumerate(zip(spec.stages, space.stages, strict=True), start=1):
-            decisions = [("block", stage.block, c.block), ("kernel", stage.kernel, c.kernel),
-                         ("se_ratio", stage.se_ratio, c.se_ratio), ("skip", stage.skip, c.skip),
-                         ("stride", stage.stride, (c.stride,)),
-                         ("expand", stage.expand, c.expand if stage.block == "mbconv" else (1,)),
-                         ("out_channels", stage.out_channels, tuple(round_filters(c.out_channels, w) for w in c.width)),
-                         ("repeats", stage.repeats, tuple(c.repeats + o for o in c.repeats_offset))]
+            decisions = [
+                ("block", stage.block, c.block),
+                ("kernel", stage.kernel, c.kernel),
+                ("se_ratio", stage.se_ratio, c.se_ratio),
+                ("skip", stage.skip, c.skip),
+                ("stride", stage.stride, (c.stride,)),
+                ("expand", stage.expand, c.expand if stage.block == "mbconv" else (1,)),
+                ("out_channels", stage.out_channels, tuple(round_filters(c.out_channels, w) for w in c.width)),
+                ("repeats", stage.repeats, tuple(c.repeats + o for o in c.repeats_offset)),
+            ]
             for name, value, options in decisions:
                 if value not in options:
-                    raise InputError(f"{spec.name}: stage {index} has {name} {value!r}, not a choice of the space "
-                                     f"{space.name!r} ({', '.join(map(repr, options))}): not a path of its supernet")
+                    raise InputError(
+                        f"{spec.name}: stage {index} has {name} {value!r}, not a choice of the space "
+                        f"{space.name!r} ({', '.join(map(repr, options))}): not a path of its supernet"
+                    )
         fixed = ("stem", "head", "activation", "batch_norm")
         if any(getattr(spec, f) != getattr(self.base, f) for f in fixed):
-            raise InputError(f"{spec.name}: its stem, head, activation or batch norm differ from the space "
-                             f"{space.name!r}'s: not a path of its supernet")
+            raise InputError(
+                f"{spec.name}: its stem, head, activation or batch norm differ from the space "
+                f"{space.name!r}'s: not a path of its supernet"
+            )
 
     def _blocks(self, spec: NetworkSpec) -> Iterator[tuple[BlockPlan, Layer]]:
         """The path's blocks, each with the supernet layer it runs on (a stage's first layers)."""
@@ -200,7 +236,7 @@ class Supernet(nn.Module):
         for stage_index, stage in enumerate(spec.stages):
             layers = self.stages[stage_index]
             assert isinstance(layers, nn.ModuleList)
-            for block in plan.blocks[first:first + stage.repeats]:
+            for block in plan.blocks[first : first + stage.repeats]:
                 layer = layers[block.position - first]
                 assert isinstance(layer, Layer)
                 yield block, layer

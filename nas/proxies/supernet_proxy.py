@@ -35,8 +35,14 @@ class SupernetProxy:
 
     name = "supernet"
 
-    def __init__(self, data: DataSplits, config: ProxyConfig, runtime: ProxyRuntime, setup: SupernetSetup,
-                 calibration_batches: int = CALIBRATION_BATCHES):
+    def __init__(
+        self,
+        data: DataSplits,
+        config: ProxyConfig,
+        runtime: ProxyRuntime,
+        setup: SupernetSetup,
+        calibration_batches: int = CALIBRATION_BATCHES,
+    ):
         self.runtime = runtime
         batches = ProxyBatches(data, config, runtime)
         self.device = batches.device
@@ -47,11 +53,17 @@ class SupernetProxy:
         calibration = [b.images for _, b in zip(range(calibration_batches), batches.train_loader, strict=False)]
         self.calibration = torch.cat(calibration).to(self.device).split(size)
         val = [(b.images, b.labels) for b in batches.val_loader]
-        self.val = list(zip(torch.cat([x for x, _ in val]).to(self.device).split(size),
-                            torch.cat([y for _, y in val]).split(size), strict=True))
+        self.val = list(
+            zip(
+                torch.cat([x for x, _ in val]).to(self.device).split(size),
+                torch.cat([y for _, y in val]).split(size),
+                strict=True,
+            )
+        )
 
-    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
-              seed: int | None = None) -> float:
+    def score(
+        self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None, seed: int | None = None
+    ) -> float:
         """Validation top-1 of `spec` with its inherited weights; `seed` must be the one the supernet was trained
         with (its weights are that seed's)."""
         if seed is not None and seed != self.runtime.seed:

@@ -51,9 +51,21 @@ CHECKPOINT_EVERY_S = 60.0
 """Seconds between checkpoints while training (one holds thousands of small tensors: 0.1-0.3 s to write)."""
 MAX_PATH_DRAWS = 10_000
 """Random draws allowed for one path inside the FLOPs band before the band is declared out of reach."""
-SHAPING = ("data", "resolution", "batch_size", "lr", "weight_decay", "max_train_batches", "train_images",
-           "val_images", "augment", "supernet_epochs", "supernet_kernels")
+SHAPING = (
+    "data",
+    "resolution",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "max_train_batches",
+    "train_images",
+    "val_images",
+    "augment",
+    "supernet_epochs",
+    "supernet_kernels",
+)
 """The proxy settings that shape a trained supernet (the `train` proxy's own epochs do not)."""
+
 
 @dataclass(frozen=True)
 class SupernetSetup:
@@ -69,8 +81,13 @@ class SupernetSetup:
         """Everything that shapes the trained supernet, as plain data."""
         proxy = config.fingerprint()
         band = [round(self.low), round(self.high)]  # FLOPs are whole: 400e6 * 1.1 and 440_000_000 are one band
-        return {"space": self.space.name, "space_digest": self.space.digest(), "band": band,
-                "proxy": {k: proxy[k] for k in SHAPING}, "seed": seed}
+        return {
+            "space": self.space.name,
+            "space_digest": self.space.digest(),
+            "band": band,
+            "proxy": {k: proxy[k] for k in SHAPING},
+            "seed": seed,
+        }
 
     def checkpoint(self, config: ProxyConfig, seed: int) -> Path:
         text = json.dumps(self.settings(config, seed), sort_keys=True)
@@ -104,7 +121,7 @@ class ResumedSampler(EpochSampler):
     skip = 0
 
     def indices(self) -> Any:
-        return super().indices()[self.skip:]
+        return super().indices()[self.skip :]
 
 
 def draw_path(space: SearchSpace, rng: random.Random, low: float, high: float) -> NetworkSpec:
@@ -113,9 +130,11 @@ def draw_path(space: SearchSpace, rng: random.Random, low: float, high: float) -
         spec = space.random_spec(rng)
         if low <= analytic_flops(spec) <= high:
             return spec
-    raise InputError(f"no architecture of the space {space.name!r} in {format_size(low)}–{format_size(high)} FLOPs "
-                     f"in {MAX_PATH_DRAWS:,} random draws: the supernet has no path to train; move the target or "
-                     "widen the FLOPs tolerance")
+    raise InputError(
+        f"no architecture of the space {space.name!r} in {format_size(low)}–{format_size(high)} FLOPs "
+        f"in {MAX_PATH_DRAWS:,} random draws: the supernet has no path to train; move the target or "
+        "widen the FLOPs tolerance"
+    )
 
 
 def read_checkpoint(setup: SupernetSetup, config: ProxyConfig, seed: int) -> dict[str, Any] | None:
@@ -126,12 +145,19 @@ def read_checkpoint(setup: SupernetSetup, config: ProxyConfig, seed: int) -> dic
     state = load_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     if state.get("settings") != setup.settings(config, seed):
         raise InputError(f"{path}: a supernet of other settings under this name; delete it to train it again")
-    kinds: dict[str, type | tuple[type, ...]] = {"step": int, "total_steps": int, "seconds": (int, float),
-                                                 "losses": list, "model": dict}
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "step": int,
+        "total_steps": int,
+        "seconds": (int, float),
+        "losses": list,
+        "model": dict,
+    }
     wrong = next((key for key, kind in kinds.items() if not isinstance(state.get(key), kind)), None)
     if wrong is not None:
-        raise InputError(f"{path}: the supernet checkpoint's {wrong!r} is missing or of the wrong type; delete it "
-                         "to train the supernet again")
+        raise InputError(
+            f"{path}: the supernet checkpoint's {wrong!r} is missing or of the wrong type; delete it "
+            "to train the supernet again"
+        )
     return state
 
 
@@ -140,8 +166,10 @@ def load_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, s
     state = read_checkpoint(setup, config, seed)
     if state is None or state["step"] < state["total_steps"]:
         done = "no checkpoint" if state is None else f"{state['step']:,} of {state['total_steps']:,} steps"
-        raise InputError(f"{setup.checkpoint(config, seed)}: the supernet is not trained ({done}); run the search "
-                         "or proxy-check again to finish its training")
+        raise InputError(
+            f"{setup.checkpoint(config, seed)}: the supernet is not trained ({done}); run the search "
+            "or proxy-check again to finish its training"
+        )
     supernet = setup.build(config, data)
     _load_model(supernet, state, setup.checkpoint(config, seed))
     return supernet.eval()
@@ -166,8 +194,14 @@ def _check_model(supernet: Supernet, state: dict[str, Any], path: Path) -> None:
         raise InputError(f"{path}: the supernet's recorded losses are not all finite numbers; {fix}")
 
 
-def train_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, runtime: ProxyRuntime,
-                   deadline: float | None = None, on_progress: ProgressCallback | None = None) -> SupernetTraining:
+def train_supernet(
+    setup: SupernetSetup,
+    config: ProxyConfig,
+    data: DataSplits,
+    runtime: ProxyRuntime,
+    deadline: float | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> SupernetTraining:
     """Train the supernet to the end, resuming its checkpoint, or find it trained; stop early at `deadline`
     (a `time.time()`) or a stop signal, with the checkpoint saved. Leaves torch's random state and threads as
     they were."""
@@ -188,8 +222,15 @@ def train_supernet(setup: SupernetSetup, config: ProxyConfig, data: DataSplits, 
 class _Trainer:
     """One run of the supernet's training loop (`train_supernet`)."""
 
-    def __init__(self, setup: SupernetSetup, config: ProxyConfig, data: DataSplits, runtime: ProxyRuntime,
-                 device: torch.device, path: Path):
+    def __init__(
+        self,
+        setup: SupernetSetup,
+        config: ProxyConfig,
+        data: DataSplits,
+        runtime: ProxyRuntime,
+        device: torch.device,
+        path: Path,
+    ):
         self.setup, self.config, self.seed, self.device, self.path = setup, config, runtime.seed, device, path
         self.model = place_model(setup.build(config, data), device)
         self.sampler = ResumedSampler(len(data.train), seed=runtime.seed, shuffle=True)
@@ -207,8 +248,9 @@ class _Trainer:
         """Training seconds over every run, this one so far included."""
         return self.earlier_seconds + time.perf_counter() - self.started
 
-    def run(self, state: dict[str, Any] | None, deadline: float | None,
-            on_progress: ProgressCallback | None) -> SupernetTraining:
+    def run(
+        self, state: dict[str, Any] | None, deadline: float | None, on_progress: ProgressCallback | None
+    ) -> SupernetTraining:
         if state is not None:
             _load_model(self.model, state, self.path)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -221,8 +263,9 @@ class _Trainer:
         except Interrupted as stop:
             stopped, signum = "interrupt", stop.signum
         seconds = self._save()
-        return SupernetTraining(self.path, self.done, self.total, seconds, seconds - self.earlier_seconds, stopped,
-                                signum)
+        return SupernetTraining(
+            self.path, self.done, self.total, seconds, seconds - self.earlier_seconds, stopped, signum
+        )
 
     def _epochs(self, deadline: float | None, on_progress: ProgressCallback | None) -> str | None:
         """Train until the last step, the deadline ("timeout") or a stop signal (raises `Interrupted`)."""
@@ -238,7 +281,8 @@ class _Trainer:
             for step, batch in zip(range(first, self.steps), self.batches.train_loader, strict=False):
                 step_seed = sample_seed(self.seed, epoch + 1, step)
                 path = draw_path(self.setup.space, random.Random(step_seed), self.setup.low, self.setup.high).replace(
-                    dropout=0.0, drop_connect=0.0)  # the random paths regularise enough
+                    dropout=0.0, drop_connect=0.0
+                )  # the random paths regularise enough
                 images = self.batches.normalize(batch.images)
                 with autocast:
                     loss = F.cross_entropy(self.model(images, path), batch.labels.to(self.device, non_blocking=True))
@@ -275,10 +319,23 @@ class _Trainer:
         """Write the checkpoint (a finished one without the optimizer's state: a third of the size, and nothing
         resumes it); returns the training seconds it records."""
         seconds = self.seconds
-        resume = {} if self.done >= self.total else {
-            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
-        save_checkpoint({
-            "settings": self.setup.settings(self.config, self.seed), "model": self.model.state_dict(),
-            "step": self.done, "total_steps": self.total, "seconds": seconds, "losses": self.losses, **resume,
-        }, self.path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+        resume = (
+            {}
+            if self.done >= self.total
+            else {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+        )
+        save_checkpoint(
+            {
+                "settings": self.setup.settings(self.config, self.seed),
+                "model": self.model.state_dict(),
+                "step": self.done,
+                "total_steps": self.total,
+                "seconds": seconds,
+                "losses": self.losses,
+                **resume,
+            },
+            self.path,
+            CHECKPOINT_FORMAT,
+            CHECKPOINT_VERSION,
+        )
         return seconds

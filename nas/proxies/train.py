@@ -39,8 +39,9 @@ def proxy_network(spec: NetworkSpec, data: DataSplits) -> NetworkSpec:
 
 
 @contextlib.contextmanager
-def seeded_proxy_model(spec: NetworkSpec, data: DataSplits,
-                       runtime: ProxyRuntime) -> Iterator[tuple[nn.Module, torch.device]]:
+def seeded_proxy_model(
+    spec: NetworkSpec, data: DataSplits, runtime: ProxyRuntime
+) -> Iterator[tuple[nn.Module, torch.device]]:
     """The proxy network built from the seed, and its device; inside, the thread limit holds and the
     random state is forked, so scoring a candidate neither reads nor moves the caller's generators."""
     device = resolve_device(runtime.device)
@@ -71,8 +72,9 @@ class TrainProxy:
     def steps_per_epoch(self) -> int:
         return self.batches.steps_per_epoch()
 
-    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
-              seed: int | None = None) -> float:
+    def score(
+        self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None, seed: int | None = None
+    ) -> float:
         """Train `spec` and score it; `seed` (default the runtime's) seeds its weights, data order and crops."""
         seed = self.runtime.seed if seed is None else seed
         self.batches.sampler.seed = seed
@@ -108,8 +110,9 @@ class TrainProxy:
                 optimizer.step()
                 schedule.step()
             recompute_batch_norm(model, calibration, device)
-            accuracy = top1_accuracy(model, ((self.batches.normalize(b.images), b.labels)
-                                             for b in self.batches.val_loader), device)
+            accuracy = top1_accuracy(
+                model, ((self.batches.normalize(b.images), b.labels) for b in self.batches.val_loader), device
+            )
             if report is not None:
                 report(epoch, accuracy)
         return accuracy
@@ -121,5 +124,6 @@ def check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> Non
     bad = (~torch.isfinite(window)).nonzero()
     if len(bad):
         step = start + int(bad[0]) + 1
-        raise ProxyFailure(f"loss became NaN at epoch {epoch} step {step} "
-                           f"(value {losses[step - 1].item()}); lower the learning rate")
+        raise ProxyFailure(
+            f"loss became NaN at epoch {epoch} step {step} (value {losses[step - 1].item()}); lower the learning rate"
+        )

@@ -46,8 +46,9 @@ class _ZeroCostProxy:
         self.config = config
         self.runtime = runtime
 
-    def score(self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None,
-              seed: int | None = None) -> float:
+    def score(
+        self, spec: NetworkSpec, report: Callable[[int, float], None] | None = None, seed: int | None = None
+    ) -> float:
         """The score of `spec` at initialisation; `seed` (default the runtime's) seeds the weights (the
         minibatch stays the runtime seed's)."""
         runtime = self.runtime if seed is None else dataclasses.replace(self.runtime, seed=seed)

@@ -41,10 +41,17 @@ class SearchJob:
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.config
-        return {"target_flops": c.target_flops, "flops_tolerance": c.flops_tolerance, "objective": c.objective,
-                "space": self.space.name, "space_digest": self.space.digest(),
-                "classes": self.space.base.num_classes, "resolution": self.space.base.resolution,
-                "proxy": c.proxy.fingerprint(), "seed": c.study.seed}
+        return {
+            "target_flops": c.target_flops,
+            "flops_tolerance": c.flops_tolerance,
+            "objective": c.objective,
+            "space": self.space.name,
+            "space_digest": self.space.digest(),
+            "classes": self.space.base.num_classes,
+            "resolution": self.space.base.resolution,
+            "proxy": c.proxy.fingerprint(),
+            "seed": c.study.seed,
+        }
 
     def directions(self) -> list[Direction]:
         return ["maximize", "minimize"] if self.config.multi_objective else ["maximize"]
@@ -57,8 +64,9 @@ class SearchJob:
                 return optuna.samplers.RandomSampler(seed=seed)
             if c.sampler == "nsga2" or c.multi_objective:
                 return optuna.samplers.NSGAIISampler(seed=seed)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                              n_startup_trials=10)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10
+            )
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         c = self.config
@@ -75,12 +83,19 @@ class SearchJob:
     def prepare(self, study: optuna.Study) -> None:
         pass
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
-                  on_detail: DetailCallback | None = None) -> Callable[[optuna.Trial], Any]:
+    def objective(
+        self,
+        study: optuna.Study,
+        deadline: float | None,
+        threads: int | None,
+        device: str,
+        on_detail: DetailCallback | None = None,
+    ) -> Callable[[optuna.Trial], Any]:
         runtime = self.config.proxy_runtime(device, threads)
         supernet = supernet_setup(self.config, self.space)
-        return TrialObjective(self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline,
-                              on_detail)
+        return TrialObjective(
+            self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline, on_detail
+        )
 
     def stop_reason(self, study: optuna.Study) -> str | None:
         """The budget is met once the study holds `trials` trained candidates and no retry waits: a retry
@@ -99,6 +114,8 @@ class SearchJob:
         best = best_trial(study, self.config)
         status = f"outside band {summary.outside_band} · pruned {summary.pruned} · failed {summary.failed}"
         if best is not None:
-            status += (f" · best reward {best.user_attrs.get(REWARD_ATTR, 0):.4f}"
-                       f" at {format_size(best.user_attrs[FLOPS_ATTR])} FLOPs")
+            status += (
+                f" · best reward {best.user_attrs.get(REWARD_ATTR, 0):.4f}"
+                f" at {format_size(best.user_attrs[FLOPS_ATTR])} FLOPs"
+            )
         return Progress(done=min(summary.trained, self.config.trials), total=self.config.trials, status=status)

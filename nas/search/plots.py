@@ -31,8 +31,9 @@ def draw_chance(ax, chance: ChanceLevel | None) -> None:
     if chance is None:
         return
     ax.axhline(chance.chance, color="grey", lw=1, ls="--", label=f"chance {chance.chance:.3f}")
-    ax.axhspan(chance.chance, chance.threshold, color="grey", alpha=0.12,
-               label=f"within chance margin (+{chance.margin:.3f})")
+    ax.axhspan(
+        chance.chance, chance.threshold, color="grey", alpha=0.12, label=f"within chance margin (+{chance.margin:.3f})"
+    )
 
 
 def plot_history(trials: list[FrozenTrial], metric: str, path: Path, chance: ChanceLevel | None = None) -> Path:
@@ -55,23 +56,49 @@ def plot_history(trials: list[FrozenTrial], metric: str, path: Path, chance: Cha
     return save_figure(fig, path, dpi=120)
 
 
-def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: list[FrozenTrial],
-                           best: FrozenTrial | None, path: Path, chance: ChanceLevel | None = None) -> Path:
+def plot_accuracy_vs_flops(
+    trials: list[FrozenTrial],
+    band: FlopsBand,
+    front: list[FrozenTrial],
+    best: FrozenTrial | None,
+    path: Path,
+    chance: ChanceLevel | None = None,
+) -> Path:
     fig, ax = _figure(7, 4)
     ax.axvspan(band.low / 1e6, band.high / 1e6, color="C2", alpha=0.12, label="FLOPs band")
     ax.axvline(band.target / 1e6, color="C2", lw=1, ls="--", label="target")
     draw_chance(ax, chance)
     for state, marker, label in ((TrialState.COMPLETE, "o", "completed"), (TrialState.PRUNED, "v", "pruned")):
-        shown = [t for t in trials if t.state == state and t.user_attrs.get(IN_BAND_ATTR)
-                 and t.user_attrs.get(ACCURACY_ATTR) is not None]
+        shown = [
+            t
+            for t in trials
+            if t.state == state and t.user_attrs.get(IN_BAND_ATTR) and t.user_attrs.get(ACCURACY_ATTR) is not None
+        ]
         if shown:
-            ax.scatter([t.user_attrs[FLOPS_ATTR] / 1e6 for t in shown], [t.user_attrs[ACCURACY_ATTR] for t in shown],
-                       s=16, alpha=0.6, marker=marker, label=f"{label} ({len(shown)})")
-    outside = [t.user_attrs[FLOPS_ATTR] / 1e6 for t in trials
-               if t.user_attrs.get(IN_BAND_ATTR) is False and t.user_attrs.get(FLOPS_ATTR)]
+            ax.scatter(
+                [t.user_attrs[FLOPS_ATTR] / 1e6 for t in shown],
+                [t.user_attrs[ACCURACY_ATTR] for t in shown],
+                s=16,
+                alpha=0.6,
+                marker=marker,
+                label=f"{label} ({len(shown)})",
+            )
+    outside = [
+        t.user_attrs[FLOPS_ATTR] / 1e6
+        for t in trials
+        if t.user_attrs.get(IN_BAND_ATTR) is False and t.user_attrs.get(FLOPS_ATTR)
+    ]
     if outside:  # never trained: a tick along the bottom edge at their FLOPs (x in data, y in axes units)
-        ax.scatter(outside, [0.03] * len(outside), transform=ax.get_xaxis_transform(), marker="|", s=60,
-                   color="grey", alpha=0.5, label=f"outside the band, not trained ({len(outside)})")
+        ax.scatter(
+            outside,
+            [0.03] * len(outside),
+            transform=ax.get_xaxis_transform(),
+            marker="|",
+            s=60,
+            color="grey",
+            alpha=0.5,
+            label=f"outside the band, not trained ({len(outside)})",
+        )
         low, high = ax.get_xlim()  # a blended transform does not widen the axis: widen it to hold them
         low, high = min(low, *outside), max(high, *outside)
         ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
@@ -79,8 +106,15 @@ def plot_accuracy_vs_flops(trials: list[FrozenTrial], band: FlopsBand, front: li
         pts = sorted((t.user_attrs[FLOPS_ATTR] / 1e6, t.user_attrs[ACCURACY_ATTR]) for t in front)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C1", ms=4, label="Pareto front")
     if best is not None and best.user_attrs.get(ACCURACY_ATTR) is not None:
-        ax.scatter([best.user_attrs[FLOPS_ATTR] / 1e6], [best.user_attrs[ACCURACY_ATTR]], marker="*", s=160,
-                   color="C3", zorder=5, label="b0")
+        ax.scatter(
+            [best.user_attrs[FLOPS_ATTR] / 1e6],
+            [best.user_attrs[ACCURACY_ATTR]],
+            marker="*",
+            s=160,
+            color="C3",
+            zorder=5,
+            label="b0",
+        )
     ax.set_xlabel("FLOPs (M, 1 multiply-add = 1 FLOP)")
     ax.set_ylabel("proxy accuracy")
     ax.set_title("Accuracy against FLOPs")

@@ -33,8 +33,7 @@ Accuracy = Callable[[FrozenTrial, float], float | None]
 class ChanceGate(BasePruner):
     """`pruner`, held back until the proxy separates candidates from chance (module notes)."""
 
-    def __init__(self, pruner: BasePruner, chance: ChanceLevel, accuracy: Accuracy,
-                 warmup_trials: int = WARMUP_TRIALS):
+    def __init__(self, pruner: BasePruner, chance: ChanceLevel, accuracy: Accuracy, warmup_trials: int = WARMUP_TRIALS):
         self.pruner = pruner
         self.chance = chance
         self.accuracy = accuracy
@@ -50,12 +49,14 @@ class ChanceGate(BasePruner):
         own = self.accuracy(trial, trial.intermediate_values[step])
         if own is None:
             return False
-        others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                          TrialState.RUNNING))
+        others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
         completed = sum(t.state == TrialState.COMPLETE and bool(t.intermediate_values) for t in others)
         if completed < self.warmup_trials:
             return False
-        at_step = [self.accuracy(t, t.intermediate_values[step]) for t in others
-                   if t.number != trial.number and step in t.intermediate_values]
+        at_step = [
+            self.accuracy(t, t.intermediate_values[step])
+            for t in others
+            if t.number != trial.number and step in t.intermediate_values
+        ]
         best = max((a for a in at_step if a is not None), default=None)
         return best is not None and not self.chance.near(best) and best - own > self.chance.margin

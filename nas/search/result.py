@@ -68,21 +68,42 @@ class SearchResult:
         """The summary as plain data (the command's `--json`)."""
         c, s = self.config, self.summary
         data: dict[str, Any] = {
-            "run_dir": str(c.study.run_dir), "study": c.study.name, "storage": c.study.storage_label,
-            "stop_reason": self.stop_reason, "elapsed_s": round(self.elapsed_s, 1),
-            "target_flops": c.target_flops, "band": [c.band.low, c.band.high],
-            "trials_completed": s.completed, "trials_pruned": s.pruned, "trials_failed": s.failed,
-            "trials_outside_band": s.outside_band, "trials_csv": str(self.files["trials_csv"]),
+            "run_dir": str(c.study.run_dir),
+            "study": c.study.name,
+            "storage": c.study.storage_label,
+            "stop_reason": self.stop_reason,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "target_flops": c.target_flops,
+            "band": [c.band.low, c.band.high],
+            "trials_completed": s.completed,
+            "trials_pruned": s.pruned,
+            "trials_failed": s.failed,
+            "trials_outside_band": s.outside_band,
+            "trials_csv": str(self.files["trials_csv"]),
             "plots": [str(self.files["history_plot"]), str(self.files["accuracy_plot"])],
-            "report": str(self.files["report"]), "best_spec": None,
-            "data": self.data, "notes": self.notes, "supernet": self.supernet,
-            "classes": self.fit.classes if self.fit else None, "resolution": self.fit.resolution if self.fit else None,
-            "fit": self.fit.record() if self.fit else None, "chance": self.chance.record() if self.chance else None,
-            "warnings": self.warnings, "threads": self.threads,
+            "report": str(self.files["report"]),
+            "best_spec": None,
+            "data": self.data,
+            "notes": self.notes,
+            "supernet": self.supernet,
+            "classes": self.fit.classes if self.fit else None,
+            "resolution": self.fit.resolution if self.fit else None,
+            "fit": self.fit.record() if self.fit else None,
+            "chance": self.chance.record() if self.chance else None,
+            "warnings": self.warnings,
+            "threads": self.threads,
         }
         if self.best_spec is not None:
             best = self.top[0]
-            data.update({"best_spec": str(self.files["best_spec"]), "trial": best.trial, "flops": self.best_flops,
-                         "params": best.params, "accuracy": best.accuracy, "reward": best.reward,
-                         "architecture": self.best_spec.summary})
+            data.update(
+                {
+                    "best_spec": str(self.files["best_spec"]),
+                    "trial": best.trial,
+                    "flops": self.best_flops,
+                    "params": best.params,
+                    "accuracy": best.accuracy,
+                    "reward": best.reward,
+                    "architecture": self.best_spec.summary,
+                }
+            )
         return data

@@ -37,8 +37,22 @@ from effnet.nas.study.trial_attrs import (
     WORKER_ATTR,
 )
 
-CSV_COLUMNS = ("number", "state", "in_band", "flops", "params", "accuracy", "reward", "proxy_seconds",
-               "report_seconds", "duration_s", "epochs_trained", "slow", "worker", "error")
+CSV_COLUMNS = (
+    "number",
+    "state",
+    "in_band",
+    "flops",
+    "params",
+    "accuracy",
+    "reward",
+    "proxy_seconds",
+    "report_seconds",
+    "duration_s",
+    "epochs_trained",
+    "slow",
+    "worker",
+    "error",
+)
 """`proxy_seconds` is the candidate's training alone; `report_seconds` its per-epoch reports and pruning
 checks (storage writes); `duration_s` the whole trial, sampling and counting included; `slow` marks a
 training slower than its size explains (`slow_trials`)."""
@@ -83,52 +97,78 @@ def slow_trials(timings: dict[int, tuple[float, int, int]]) -> set[int]:
 
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-    slow = slow_trials({r["number"]: (r["proxy_seconds"], r["flops"], r["epochs_trained"]) for r in rows
-                        if None not in (r["proxy_seconds"], r["flops"], r["epochs_trained"])})
+    slow = slow_trials(
+        {
+            r["number"]: (r["proxy_seconds"], r["flops"], r["epochs_trained"])
+            for r in rows
+            if None not in (r["proxy_seconds"], r["flops"], r["epochs_trained"])
+        }
+    )
     for row in rows:
         row["slow"] = row["number"] in slow if row["epochs_trained"] else None
     param_columns = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
     return write_csv(path, [*CSV_COLUMNS, *param_columns], rows)
 
 
-def certified_spec(config: SearchConfig, space: SearchSpace, trial: FrozenTrial,
-                   fit: DataFit | None = None, chance: ChanceLevel | None = None) -> tuple[NetworkSpec, int]:
+def certified_spec(
+    config: SearchConfig,
+    space: SearchSpace,
+    trial: FrozenTrial,
+    fit: DataFit | None = None,
+    chance: ChanceLevel | None = None,
+) -> tuple[NetworkSpec, int]:
     """The best trial's spec with its provenance (the data it was fitted to among it: export-family reads the
     median image size there), and its FLOPs by fvcore, which must lie in the band."""
     spec = space.spec_from_params(trial.params)
     certified = fvcore_count(spec).total
     if not config.band.contains(certified):
-        raise RuntimeError(f"fvcore counts {certified} FLOPs for trial {trial.number}, outside the band "
-                           f"[{config.band.low}, {config.band.high}]: the analytic counter disagrees")
-    return spec.replace(name="b0", provenance={
-        "source": "effnet search",
-        "study": config.study.name,
-        "trial": trial.number,
-        "objective": config.objective,
-        "reward": trial.user_attrs.get(REWARD_ATTR),
-        "accuracy": trial.user_attrs.get(ACCURACY_ATTR),
-        "proxy": config.proxy.name,
-        "data": config.proxy.data,
-        "target_flops": config.target_flops,
-        "flops_tolerance": config.flops_tolerance,
-        "flops": trial.user_attrs.get(FLOPS_ATTR),
-        "fvcore_flops": certified,
-        "space": space.name,
-        "classes": spec.num_classes,
-        "resolution": spec.resolution,
-        **({"fit": fit.record()} if fit is not None else {}),
-        **({"chance": chance.record()} if chance is not None else {}),
-    }), certified
+        raise RuntimeError(
+            f"fvcore counts {certified} FLOPs for trial {trial.number}, outside the band "
+            f"[{config.band.low}, {config.band.high}]: the analytic counter disagrees"
+        )
+    return spec.replace(
+        name="b0",
+        provenance={
+            "source": "effnet search",
+            "study": config.study.name,
+            "trial": trial.number,
+            "objective": config.objective,
+            "reward": trial.user_attrs.get(REWARD_ATTR),
+            "accuracy": trial.user_attrs.get(ACCURACY_ATTR),
+            "proxy": config.proxy.name,
+            "data": config.proxy.data,
+            "target_flops": config.target_flops,
+            "flops_tolerance": config.flops_tolerance,
+            "flops": trial.user_attrs.get(FLOPS_ATTR),
+            "fvcore_flops": certified,
+            "space": space.name,
+            "classes": spec.num_classes,
+            "resolution": spec.resolution,
+            **({"fit": fit.record()} if fit is not None else {}),
+            **({"chance": chance.record()} if chance is not None else {}),
+        },
+    ), certified
 
 
 def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
     a = trial.user_attrs
-    return Candidate(trial=trial.number, reward=a.get(REWARD_ATTR), accuracy=a.get(ACCURACY_ATTR), flops=a[FLOPS_ATTR],
-                     params=a[PARAMS_ATTR], architecture=space.spec_from_params(trial.params).summary)
+    return Candidate(
+        trial=trial.number,
+        reward=a.get(REWARD_ATTR),
+        accuracy=a.get(ACCURACY_ATTR),
+        flops=a[FLOPS_ATTR],
+        params=a[PARAMS_ATTR],
+        architecture=space.spec_from_params(trial.params).summary,
+    )
 
 
-def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, fit: DataFit | None = None,
-                       chance: ChanceLevel | None = None) -> SearchResult:
+def write_search_files(
+    run: StudyRun,
+    config: SearchConfig,
+    space: SearchSpace,
+    fit: DataFit | None = None,
+    chance: ChanceLevel | None = None,
+) -> SearchResult:
     """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
     study, run_dir = run.study, config.study.run_dir
     trials = study.get_trials(deepcopy=False)
@@ -138,8 +178,9 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, 
     front = pareto_front(scored)
     metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", chance)
-    files["accuracy_plot"] = plot_accuracy_vs_flops(trials, config.band, front, best,
-                                                    run_dir / "accuracy_vs_flops.png", chance)
+    files["accuracy_plot"] = plot_accuracy_vs_flops(
+        trials, config.band, front, best, run_dir / "accuracy_vs_flops.png", chance
+    )
     files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, chance, fit)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
@@ -148,9 +189,18 @@ def write_search_files(run: StudyRun, config: SearchConfig, space: SearchSpace, 
     if best is not None:
         spec, certified = certified_spec(config, space, best, fit, chance)
         files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml")
-    return SearchResult(config=config, best_spec=spec, best_flops=certified,
-                        top=[_candidate(t, space) for t in ranked[:TOP]], summary=summarize(study),
-                        stop_reason=run.stop_reason, signal=run.signal, elapsed_s=run.elapsed_s,
-                        files={**files, "run_record": run_dir / "run.yaml"}, notes=run.notes, fit=fit, chance=chance,
-                        threads=run.threads.record() if run.threads is not None else None)
-
+    return SearchResult(
+        config=config,
+        best_spec=spec,
+        best_flops=certified,
+        top=[_candidate(t, space) for t in ranked[:TOP]],
+        summary=summarize(study),
+        stop_reason=run.stop_reason,
+        signal=run.signal,
+        elapsed_s=run.elapsed_s,
+        files={**files, "run_record": run_dir / "run.yaml"},
+        notes=run.notes,
+        fit=fit,
+        chance=chance,
+        threads=run.threads.record() if run.threads is not None else None,
+    )

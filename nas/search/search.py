@@ -44,19 +44,25 @@ def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
     space = load_space(config.space)
     facts = data_facts(config.proxy.data, config.study.seed)
     if config.classes is not None and config.classes < facts.classes:
-        raise SettingError("classes", f"is {config.classes}, but the data {facts.source} has {facts.classes} "
-                                      f"classes; give at least {facts.classes} or leave it out")
+        raise SettingError(
+            "classes",
+            f"is {config.classes}, but the data {facts.source} has {facts.classes} "
+            f"classes; give at least {facts.classes} or leave it out",
+        )
     space, fit = fit_space(space, facts, config.classes, config.resolution)
     reach = check_band(space, config.band.low, config.band.high)
     problem = reach.largest.problem()
     if problem is not None:
-        raise SettingError("resolution", f"{fit.resolution} px makes the {space.name} space's largest network "
-                                         f"{problem}; use a lower resolution")
+        raise SettingError(
+            "resolution",
+            f"{fit.resolution} px makes the {space.name} space's largest network {problem}; use a lower resolution",
+        )
     return space, fit
 
 
-def check_search(config: SearchConfig, on_progress: ProgressCallback | None = None,
-                 notes: list[str] | None = None) -> tuple[SearchSpace, DataFit, DataSplits]:
+def check_search(
+    config: SearchConfig, on_progress: ProgressCallback | None = None, notes: list[str] | None = None
+) -> tuple[SearchSpace, DataFit, DataSplits]:
     """Everything that can be refused before the study starts (the space fitted to the data, a resumed study's
     settings, the run directory), and the proxy's data, its caches built here once for every worker. A repair
     of the study's storage is told in `notes`."""
@@ -86,7 +92,10 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
         run = run_study(job, config.study if supernet is None else supernet.study, on_progress)
     run.elapsed_s = time.time() - started  # the supernet's training included
     run.notes[:0] = notes
-    result = dataclasses.replace(write_search_files(run, config, space, fit, chance), data=data_record(data),
-                                 supernet=supernet.record() if supernet is not None else None)
+    result = dataclasses.replace(
+        write_search_files(run, config, space, fit, chance),
+        data=data_record(data),
+        supernet=supernet.record() if supernet is not None else None,
+    )
     write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())
     return result

@@ -35,12 +35,16 @@ class SupernetStage:
 
     def record(self) -> dict[str, Any]:
         t = self.training
-        return {"checkpoint": str(t.path), "steps": t.steps, "total_steps": t.total_steps,
-                "training_s": round(t.seconds, 1), "trained_now_s": round(t.seconds_now, 1)}
+        return {
+            "checkpoint": str(t.path),
+            "steps": t.steps,
+            "total_steps": t.total_steps,
+            "training_s": round(t.seconds, 1),
+            "trained_now_s": round(t.seconds_now, 1),
+        }
 
 
-def train_before_study(job: SearchJob, data: DataSplits,
-                       on_progress: ProgressCallback | None) -> SupernetStage | None:
+def train_before_study(job: SearchJob, data: DataSplits, on_progress: ProgressCallback | None) -> SupernetStage | None:
     """Train (or resume, or find) the search's supernet, within the run's time limit; None for other proxies."""
     setup = supernet_setup(job.config, job.space)
     if setup is None:
@@ -56,5 +60,8 @@ def train_before_study(job: SearchJob, data: DataSplits,
         return SupernetStage(training, dataclasses.replace(study, timeout_s=left), None)
     with optuna_quiet():
         opened, _ = open_study(job, study)
-    return SupernetStage(training, study, StudyRun(study=opened, stop_reason=reason, elapsed_s=time.time() - started,
-                                                   signal=training.signal))
+    return SupernetStage(
+        training,
+        study,
+        StudyRun(study=opened, stop_reason=reason, elapsed_s=time.time() - started, signal=training.signal),
+    )

@@ -39,8 +39,14 @@ from effnet.nas.units import format_size
 class TrialObjective:
     """Sample, count, constrain, and (inside the band only) score one candidate."""
 
-    def __init__(self, config: SearchConfig, space: SearchSpace, proxy_factory: Callable[[], Any],
-                 deadline: float | None = None, on_detail: DetailCallback | None = None):
+    def __init__(
+        self,
+        config: SearchConfig,
+        space: SearchSpace,
+        proxy_factory: Callable[[], Any],
+        deadline: float | None = None,
+        on_detail: DetailCallback | None = None,
+    ):
         self.config = config
         self.deadline = deadline  # past it, a training candidate stops (pruned) at its next epoch
         self.on_detail = on_detail
@@ -74,6 +80,7 @@ class TrialObjective:
             if self.on_detail is not None:
                 with training(active=False):
                     self.on_detail(f"trial {trial.number} ({format_size(cost.flops)} FLOPs): {what}")
+
         trained = 0  # epochs trained, for the seconds per FLOP and epoch that mark a slow candidate
 
         def report(epoch: int, accuracy: float) -> None:
@@ -137,8 +144,9 @@ def reported_accuracy(objective: str, target_flops: int, trial: FrozenTrial, val
     return value / reward_for(objective, 1.0, flops, target_flops)
 
 
-def proxy_factory(proxy: ProxyConfig, runtime: ProxyRuntime,
-                  supernet: SupernetSetup | None = None) -> Callable[[], Any]:
+def proxy_factory(
+    proxy: ProxyConfig, runtime: ProxyRuntime, supernet: SupernetSetup | None = None
+) -> Callable[[], Any]:
     """Data and proxy are built lazily, once per worker, on the first in-band candidate (the supernet proxy
     loads the supernet trained before the study started)."""
 

@@ -23,8 +23,7 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
         return False
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return (trial.state == TrialState.FAIL and ERROR_ATTR in trial.user_attrs
-            and not trial.user_attrs.get(STALE_ATTR))
+    return trial.state == TrialState.FAIL and ERROR_ATTR in trial.user_attrs and not trial.user_attrs.get(STALE_ATTR)
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,11 @@ def summarize(study: optuna.Study) -> StudySummary:
 def best_trial(study: optuna.Study, config: SearchConfig) -> FrozenTrial | None:
     """The best feasible trained trial: the top reward, or for a Pareto search the front member with
     the best soft reward inside the band."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if is_in_band(t) and not t.user_attrs.get(STALE_ATTR)]
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if is_in_band(t) and not t.user_attrs.get(STALE_ATTR)
+    ]
     if not trials:
         return None
     if config.multi_objective:
@@ -72,7 +74,8 @@ def _value(trial: FrozenTrial) -> float:
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trained trials no other trial beats on both accuracy (higher) and FLOPs (lower)."""
     points: list[tuple[float, int, FrozenTrial]] = [
-        (t.user_attrs[ACCURACY_ATTR], t.user_attrs[FLOPS_ATTR], t) for t in trials  # FLOPs come before training
-        if t.user_attrs.get(ACCURACY_ATTR) is not None]
-    return [t for a, f, t in points
-            if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]
+        (t.user_attrs[ACCURACY_ATTR], t.user_attrs[FLOPS_ATTR], t)
+        for t in trials  # FLOPs come before training
+        if t.user_attrs.get(ACCURACY_ATTR) is not None
+    ]
+    return [t for a, f, t in points if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]

@@ -7,6 +7,7 @@ skeleton's channels (rounded with the reference's `round_filters`) and repeats o
 decision function serves Optuna trials, random draws and stored parameters, so a trial's spec can
 always be rebuilt from its parameters. Space files are read by `effnet.nas.space.load`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,16 +55,18 @@ class SearchSpace:
             block = _pick(pick, f"s{i + 1}_block", s.block)
             expand = _pick(pick, f"s{i + 1}_expand", s.expand) if block == "mbconv" else 1
             width = _pick(pick, f"s{i + 1}_width", s.width)
-            stages.append(StageSpec(
-                block=block,
-                repeats=s.repeats + _pick(pick, f"s{i + 1}_repeats_offset", s.repeats_offset),
-                kernel=_pick(pick, f"s{i + 1}_kernel", s.kernel),
-                stride=s.stride,
-                expand=expand,
-                out_channels=round_filters(s.out_channels, width),
-                se_ratio=_pick(pick, f"s{i + 1}_se_ratio", s.se_ratio),
-                skip=_pick(pick, f"s{i + 1}_skip", s.skip),
-            ))
+            stages.append(
+                StageSpec(
+                    block=block,
+                    repeats=s.repeats + _pick(pick, f"s{i + 1}_repeats_offset", s.repeats_offset),
+                    kernel=_pick(pick, f"s{i + 1}_kernel", s.kernel),
+                    stride=s.stride,
+                    expand=expand,
+                    out_channels=round_filters(s.out_channels, width),
+                    se_ratio=_pick(pick, f"s{i + 1}_se_ratio", s.se_ratio),
+                    skip=_pick(pick, f"s{i + 1}_skip", s.skip),
+                )
+            )
         return self.base.replace(stages=tuple(stages))
 
     def suggest(self, trial: Any) -> NetworkSpec:

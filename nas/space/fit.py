@@ -35,15 +35,23 @@ class DataFit:
     source: str
 
     def record(self) -> dict[str, Any]:
-        return {"classes": self.classes, "classes_from": self.classes_from, "resolution": self.resolution,
-                "resolution_from": self.resolution_from, "resolution_rule": RESOLUTION_RULE,
-                "median_image_size": self.image_size.record() if self.image_size else None}
+        return {
+            "classes": self.classes,
+            "classes_from": self.classes_from,
+            "resolution": self.resolution,
+            "resolution_from": self.resolution_from,
+            "resolution_rule": RESOLUTION_RULE,
+            "median_image_size": self.image_size.record() if self.image_size else None,
+        }
 
     def describe(self) -> str:
         """One line for the terminal."""
         origin = {"--classes": "from --classes", "data": f"from {self.source}"}[self.classes_from]
-        where = {"--resolution": "from --resolution", "space": "the space's own",
-                 "data": "lowered to the data's images"}[self.resolution_from]
+        where = {
+            "--resolution": "from --resolution",
+            "space": "the space's own",
+            "data": "lowered to the data's images",
+        }[self.resolution_from]
         size = ""
         if self.image_size is not None:
             s = self.image_size
@@ -51,8 +59,9 @@ class DataFit:
         return f"{self.classes} classes ({origin}), {self.resolution} px ({where}{size})"
 
 
-def fit_space(space: SearchSpace, facts: DataFacts, classes: int | None = None,
-              resolution: int | None = None) -> tuple[SearchSpace, DataFit]:
+def fit_space(
+    space: SearchSpace, facts: DataFacts, classes: int | None = None, resolution: int | None = None
+) -> tuple[SearchSpace, DataFit]:
     """The space with its base fitted to the data, and how each value was chosen; a resolution under the
     network's total stride is refused as the `resolution` setting."""
     base = space.base
@@ -62,10 +71,18 @@ def fit_space(space: SearchSpace, facts: DataFacts, classes: int | None = None,
     else:
         chosen, resolution_from = resolution, "--resolution"
     if chosen < base.total_stride:
-        raise SettingError("resolution", f"{chosen} px is below the {space.name} space's total stride "
-                                         f"{base.total_stride} px; use at least {base.total_stride}")
-    fit = DataFit(classes=facts.classes if classes is None else classes,
-                  classes_from="data" if classes is None else "--classes", resolution=chosen,
-                  resolution_from=resolution_from, image_size=facts.image_size, source=facts.source)
+        raise SettingError(
+            "resolution",
+            f"{chosen} px is below the {space.name} space's total stride "
+            f"{base.total_stride} px; use at least {base.total_stride}",
+        )
+    fit = DataFit(
+        classes=facts.classes if classes is None else classes,
+        classes_from="data" if classes is None else "--classes",
+        resolution=chosen,
+        resolution_from=resolution_from,
+        image_size=facts.image_size,
+        source=facts.source,
+    )
     fitted = dataclasses.replace(space, base=base.replace(num_classes=fit.classes, resolution=chosen))
     return fitted, fit

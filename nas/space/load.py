@@ -99,19 +99,32 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
         options = {k: _options(override.get(k, defaults[k]), k, f"{where}.choices") for k in CHOICE_KEYS}
         repeats = _positive_int(raw["repeats"], f"{where}.repeats")
         if repeats + min(options["repeats_offset"]) < 1:
-            raise InputError(f"{where}: repeats {repeats} with offset {min(options['repeats_offset'])} leaves no "
-                             f"layer; override this stage's repeats_offset (e.g. [0, 1])")
-        stages.append(StageChoices(
-            repeats=repeats,
-            stride=_positive_int(raw["stride"], f"{where}.stride", (1, 2)),
-            out_channels=_positive_int(raw["out_channels"], f"{where}.out_channels"),
-            **options,
-        ))
+            raise InputError(
+                f"{where}: repeats {repeats} with offset {min(options['repeats_offset'])} leaves no "
+                f"layer; override this stage's repeats_offset (e.g. [0, 1])"
+            )
+        stages.append(
+            StageChoices(
+                repeats=repeats,
+                stride=_positive_int(raw["stride"], f"{where}.stride", (1, 2)),
+                out_channels=_positive_int(raw["out_channels"], f"{where}.out_channels"),
+                **options,
+            )
+        )
     base_data = data["base"]
     if not isinstance(base_data, dict) or "stages" in base_data:
         raise InputError(f"{source}: base: must be a spec mapping without 'stages' (the skeleton gives them)")
-    skeleton_stages = [{"block": "mbconv", "repeats": s.repeats, "kernel": 3, "stride": s.stride, "expand": 1,
-                        "out_channels": s.out_channels} for s in stages]
+    skeleton_stages = [
+        {
+            "block": "mbconv",
+            "repeats": s.repeats,
+            "kernel": 3,
+            "stride": s.stride,
+            "expand": 1,
+            "out_channels": s.out_channels,
+        }
+        for s in stages
+    ]
     base = spec_from_dict({**base_data, "stages": skeleton_stages}, source)
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
@@ -119,8 +132,9 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
     space = SearchSpace(name=name, base=base, stages=tuple(stages))
     problem = space_reach(space).largest.problem()
     if problem is not None:
-        raise InputError(f"{source}: the space's largest network has {problem}; narrow its width, expand or "
-                         "repeats choices")
+        raise InputError(
+            f"{source}: the space's largest network has {problem}; narrow its width, expand or repeats choices"
+        )
     return space
 
 
@@ -131,8 +145,10 @@ def space_path(name_or_path: str | Path | None) -> Path:
     shipped = config_path("search_space", f"{name_or_path}.yaml")
     if isinstance(name_or_path, str) and "/" not in name_or_path and not name_or_path.endswith(".yaml"):
         if not shipped.exists():
-            raise InputError(f"unknown search space {name_or_path!r}; use a shipped one "
-                             f"({', '.join(shipped_spaces())}) or a path to a YAML space file")
+            raise InputError(
+                f"unknown search space {name_or_path!r}; use a shipped one "
+                f"({', '.join(shipped_spaces())}) or a path to a YAML space file"
+            )
         return shipped
     return Path(name_or_path)
 

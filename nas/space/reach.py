@@ -35,14 +35,24 @@ class _Totals:
 
     def plus(self, flops: int, step: SpecCost) -> _Totals:
         m = self.max
-        return _Totals(self.min_flops + flops, SpecCost(m.blocks + step.blocks, m.params + step.params,
-                                                        m.flops + step.flops, m.activations + step.activations))
+        return _Totals(
+            self.min_flops + flops,
+            SpecCost(
+                m.blocks + step.blocks, m.params + step.params, m.flops + step.flops, m.activations + step.activations
+            ),
+        )
 
     def merge(self, other: _Totals) -> _Totals:
         a, b = self.max, other.max
-        return _Totals(min(self.min_flops, other.min_flops),
-                       SpecCost(max(a.blocks, b.blocks), max(a.params, b.params), max(a.flops, b.flops),
-                                max(a.activations, b.activations)))
+        return _Totals(
+            min(self.min_flops, other.min_flops),
+            SpecCost(
+                max(a.blocks, b.blocks),
+                max(a.params, b.params),
+                max(a.flops, b.flops),
+                max(a.activations, b.activations),
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -58,18 +68,26 @@ class SpaceReach:
 def _stage_options(choices: StageChoices) -> Iterator[StageSpec]:
     """Every stage the choices can make, up to the identity skip."""
     for block, kernel, se_ratio, width, offset in itertools.product(
-            choices.block, choices.kernel, choices.se_ratio, choices.width, choices.repeats_offset):
-        for expand in (choices.expand if block == "mbconv" else (1,)):
-            yield StageSpec(block=block, repeats=choices.repeats + offset, kernel=kernel, stride=choices.stride,
-                            expand=expand, out_channels=round_filters(choices.out_channels, width),
-                            se_ratio=se_ratio, skip=choices.skip[0])
+        choices.block, choices.kernel, choices.se_ratio, choices.width, choices.repeats_offset
+    ):
+        for expand in choices.expand if block == "mbconv" else (1,):
+            yield StageSpec(
+                block=block,
+                repeats=choices.repeats + offset,
+                kernel=kernel,
+                stride=choices.stride,
+                expand=expand,
+                out_channels=round_filters(choices.out_channels, width),
+                se_ratio=se_ratio,
+                skip=choices.skip[0],
+            )
 
 
 def space_reach(space: SearchSpace) -> SpaceReach:
     base = space.base
     stem = analytic_cost(base).stem
     stem_channels, size = base.stem.out_channels, conv_output_size(base.resolution, base.stem.stride)
-    start = SpecCost(0, stem.params, stem.flops, stem_channels * size ** 2)
+    start = SpecCost(0, stem.params, stem.flops, stem_channels * size**2)
     totals = {stem_channels: _Totals(stem.flops, start)}
     last_stage = len(space.stages) - 1
     for index, choices in enumerate(space.stages):
@@ -81,14 +99,14 @@ def space_reach(space: SearchSpace) -> SpaceReach:
                 report = analytic_cost(probe)
                 first, repeated = stage_blocks(probe)[0]
                 part, flops = report.stages[0], report.stages[0].flops
-                step = SpecCost(stage.repeats, part.params, flops,
-                                stage_activations(first, repeated, stage.repeats))
+                step = SpecCost(stage.repeats, part.params, flops, stage_activations(first, repeated, stage.repeats))
                 if index == last_stage:
                     head = report.head
                     head_values = base.head.out_channels * (repeated or first).out_size ** 2
                     flops += head.flops
-                    step = SpecCost(step.blocks, step.params + head.params, step.flops + head.flops,
-                                    step.activations + head_values)
+                    step = SpecCost(
+                        step.blocks, step.params + head.params, step.flops + head.flops, step.activations + head_values
+                    )
                 total = so_far.plus(flops, step)
                 known = reached.get(stage.out_channels)
                 reached[stage.out_channels] = total if known is None else known.merge(total)
@@ -107,7 +125,10 @@ def check_band(space: SearchSpace, low: int, high: int) -> SpaceReach:
     if high < reach.min_flops or low > reach.max_flops:
         band = format_size(low) if low == high else f"{format_size(low)}–{format_size(high)}"
         reached = f"{format_size(reach.min_flops)}–{format_size(reach.max_flops)}"
-        raise SettingError("target_flops", f"asks for {band} FLOPs, which no network of the {space.name} space has: "
-                                           f"they cost {reached} FLOPs at {space.base.resolution} px; choose a target "
-                                           "in that range")
+        raise SettingError(
+            "target_flops",
+            f"asks for {band} FLOPs, which no network of the {space.name} space has: "
+            f"they cost {reached} FLOPs at {space.base.resolution} px; choose a target "
+            "in that range",
+        )
     return reach

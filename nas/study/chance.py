@@ -16,11 +16,15 @@ from typing import Any
 import numpy as np
 
 MARGIN_SE = 3.0
-CHANCE_RULE = ("chance: the share of the validation split's largest class (1 / classes when balanced); "
-               f"near chance: under chance + {MARGIN_SE:g} binomial standard errors, sqrt(chance * (1 - chance) / n) "
-               "on the n validation images")
-FIX = ("train the proxy longer (--proxy-epochs), at a higher --proxy-resolution, or on more images "
-       "(--proxy-train-images, --proxy-val-images, more data)")
+CHANCE_RULE = (
+    "chance: the share of the validation split's largest class (1 / classes when balanced); "
+    f"near chance: under chance + {MARGIN_SE:g} binomial standard errors, sqrt(chance * (1 - chance) / n) "
+    "on the n validation images"
+)
+FIX = (
+    "train the proxy longer (--proxy-epochs), at a higher --proxy-resolution, or on more images "
+    "(--proxy-train-images, --proxy-val-images, more data)"
+)
 
 
 @dataclass(frozen=True)
@@ -50,15 +54,23 @@ class ChanceLevel:
         return accuracy < self.threshold
 
     def record(self) -> dict[str, Any]:
-        return {"chance": round(self.chance, 6), "classes": self.classes, "val_images": self.val_images,
-                "balanced": self.balanced, "margin": round(self.margin, 6), "threshold": round(self.threshold, 6),
-                "rule": CHANCE_RULE}
+        return {
+            "chance": round(self.chance, 6),
+            "classes": self.classes,
+            "val_images": self.val_images,
+            "balanced": self.balanced,
+            "margin": round(self.margin, 6),
+            "threshold": round(self.threshold, 6),
+            "rule": CHANCE_RULE,
+        }
 
     def warning(self, best: float, what: str = "the best candidate's proxy accuracy") -> str:
         """The sentence that says an accuracy is near chance, and what to do about it."""
-        return (f"{what} {best:.4f} is within {self.margin:.4f} ({MARGIN_SE:g} standard errors on "
-                f"{self.val_images:,} validation images) of chance {self.chance:.4f}: the proxy has not told the "
-                f"candidates apart from guessing; {FIX}")
+        return (
+            f"{what} {best:.4f} is within {self.margin:.4f} ({MARGIN_SE:g} standard errors on "
+            f"{self.val_images:,} validation images) of chance {self.chance:.4f}: the proxy has not told the "
+            f"candidates apart from guessing; {FIX}"
+        )
 
 
 def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
@@ -67,5 +79,9 @@ def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
     total = int(counts.sum())
     if total == 0:
         raise ValueError("a chance level needs at least one validation image")
-    return ChanceLevel(chance=float(counts.max()) / total, classes=classes, val_images=total,
-                       balanced=bool(counts.max() - counts.min() <= 1))
+    return ChanceLevel(
+        chance=float(counts.max()) / total,
+        classes=classes,
+        val_images=total,
+        balanced=bool(counts.max() - counts.min() <= 1),
+    )

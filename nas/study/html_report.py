@@ -43,8 +43,9 @@ class Section:
     """A plotly Figure, or None when there was not enough to draw (the caption says why)."""
 
 
-def scored_study(trials: Sequence[FrozenTrial], score: Callable[[FrozenTrial], float | None],
-                 name: str) -> optuna.Study:
+def scored_study(
+    trials: Sequence[FrozenTrial], score: Callable[[FrozenTrial], float | None], name: str
+) -> optuna.Study:
     """An in-memory single-objective study of `trials` with `score` as each one's value (trials it gives None or
     a non-finite score are left out), in the original order."""
     with optuna_quiet():
@@ -53,8 +54,14 @@ def scored_study(trials: Sequence[FrozenTrial], score: Callable[[FrozenTrial], f
         value = score(trial)
         if value is None or not math.isfinite(value):
             continue
-        study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
-                                                  value=value, user_attrs={SOURCE_TRIAL_ATTR: trial.number}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=trial.params,
+                distributions=trial.distributions,
+                value=value,
+                user_attrs={SOURCE_TRIAL_ATTR: trial.number},
+            )
+        )
     return study
 
 
@@ -77,8 +84,9 @@ def history_section(study: optuna.Study, score_name: str, what: str) -> Section:
     figure = plot_optimization_history(study, target_name=score_name)
     figure.update_layout(xaxis_title=f"{what} (in the order scored)")
     figure.update_xaxes(tick0=0, dtick=whole_step(len(study.trials)))
-    return Section("Optimization history", f"{score_name} of every {what} in the order scored, and the best so far.",
-                   figure)
+    return Section(
+        "Optimization history", f"{score_name} of every {what} in the order scored, and the best so far.", figure
+    )
 
 
 def importance_section(study: optuna.Study, score_name: str, what: str) -> Section:
@@ -88,30 +96,36 @@ def importance_section(study: optuna.Study, score_name: str, what: str) -> Secti
 
     title = "Parameter importances"
     if len(study.trials) < MIN_TRIALS_FOR_IMPORTANCE:
-        return Section(title, f"needs {MIN_TRIALS_FOR_IMPORTANCE} scored {what}s or more; "
-                              f"{len(study.trials)} so far")
-    varied = [name for name in study.trials[0].params
-              if all(name in t.params for t in study.trials) and len({t.params[name] for t in study.trials}) > 1]
+        return Section(title, f"needs {MIN_TRIALS_FOR_IMPORTANCE} scored {what}s or more; {len(study.trials)} so far")
+    varied = [
+        name
+        for name in study.trials[0].params
+        if all(name in t.params for t in study.trials) and len({t.params[name] for t in study.trials}) > 1
+    ]
     if not varied:
         return Section(title, f"every scored {what} has the same choices: nothing to compare")
     if len({t.value for t in study.trials}) == 1:  # fANOVA divides by the variance of the scores
         return Section(title, f"every scored {what} has the same {score_name}: no choice explains any of it")
-    figure = plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied,
-                                    target_name=score_name)
+    figure = plot_param_importances(
+        study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied, target_name=score_name
+    )
     # every bar named: plotly skips category labels where the bars are thinner than a line of text
     figure.update_yaxes(tickmode="linear", dtick=1)
     figure.update_layout(height=max(400, 160 + 24 * len(varied)))
-    return Section(title, f"How much of the variance of {score_name} each choice explains (fANOVA over the "
-                          f"{len(study.trials)} scored {what}s; a forest fit to few points, so read it as a hint).",
-                   figure)
+    return Section(
+        title,
+        f"How much of the variance of {score_name} each choice explains (fANOVA over the "
+        f"{len(study.trials)} scored {what}s; a forest fit to few points, so read it as a hint).",
+        figure,
+    )
 
 
 def whole_step(count: int) -> int:
     """A tick step in whole numbers (1, 2, 5, 10, 20, ...) that puts at most about ten ticks on `count` trials."""
     for power in itertools.count():
         for base in (1, 2, 5):
-            if count <= 10 * base * 10 ** power:
-                return base * 10 ** power
+            if count <= 10 * base * 10**power:
+                return base * 10**power
     raise AssertionError("unreachable")
 
 
@@ -124,16 +138,21 @@ def write_report(path: str | os.PathLike[str], title: str, lines: Sequence[str],
     for section in sections:
         body.append(f"<h2>{html.escape(section.title)}</h2>\n<p>{html.escape(section.caption)}</p>")
         if section.figure is not None:
-            body.append(section.figure.to_html(full_html=False, include_plotlyjs=False if loaded else PLOTLY_JS_NAME,
-                                               config={"displaylogo": False}))
+            body.append(
+                section.figure.to_html(
+                    full_html=False, include_plotlyjs=False if loaded else PLOTLY_JS_NAME, config={"displaylogo": False}
+                )
+            )
             loaded = True
     if loaded:
         write_plotly_js(path.parent / PLOTLY_JS_NAME)
     context = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-            "h2{margin-top:2em}</style></head>\n"
-            f"<body><h1>{html.escape(title)}</h1><ul>{context}</ul>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "h2{margin-top:2em}</style></head>\n"
+        f"<body><h1>{html.escape(title)}</h1><ul>{context}</ul>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     return atomic_write_text(path, page)
 
 

@@ -136,9 +136,15 @@ def mend_plan(lines: Iterable[bytes]) -> MendPlan:
 def lost_trial_record(study: int) -> bytes:
     """A creation record of a failed trial in `study`, holding the trial's place in Optuna's numbering."""
     now = datetime.now(timezone.utc).isoformat()
-    record = {"op_code": int(JournalOperation.CREATE_TRIAL), "worker_id": "effnet-journal-repair",
-              "study_id": study, "datetime_start": None, "datetime_complete": now,
-              "state": TrialState.FAIL.value, "user_attrs": {FAIL_REASON_ATTR: LOST_TRIAL_REASON}}
+    record = {
+        "op_code": int(JournalOperation.CREATE_TRIAL),
+        "worker_id": "effnet-journal-repair",
+        "study_id": study,
+        "datetime_start": None,
+        "datetime_complete": now,
+        "state": TrialState.FAIL.value,
+        "user_attrs": {FAIL_REASON_ATTR: LOST_TRIAL_REASON},
+    }
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -176,8 +182,7 @@ class RepairingJournalBackend(JournalFileBackend):
         """Split fused lines and set damaged ones aside (rewriting the file, which is rare), then repair the
         tail."""
         with open(self._file_path, "rb") as fh:
-            damaged = any(line.endswith(b"\n") and (_damaged(line[:-1]) or not _is_record(line[:-1]))
-                          for line in fh)
+            damaged = any(line.endswith(b"\n") and (_damaged(line[:-1]) or not _is_record(line[:-1])) for line in fh)
         if damaged:
             with open(self._file_path, "rb") as fh:
                 plan = mend_plan(fh)
@@ -203,9 +208,18 @@ class RepairingJournalBackend(JournalFileBackend):
             atomic_write(self._file_path, rewrite)
             self._report(torn, "records fused with a torn one")
             lines, lost = len(bad) - len(plan.aside), len(plan.lost_creations)
-            self._report(bad, f"{lines} damaged line{'s' if lines > 1 else ''} before its end" + (
-                f", {lost} of them a trial's creation (that trial is now a failed one; its {len(plan.aside)} "
-                "other records are set aside too)" if lost else ""), kind="bad", cause="a disk error or an edit")
+            self._report(
+                bad,
+                f"{lines} damaged line{'s' if lines > 1 else ''} before its end"
+                + (
+                    f", {lost} of them a trial's creation (that trial is now a failed one; its {len(plan.aside)} "
+                    "other records are set aside too)"
+                    if lost
+                    else ""
+                ),
+                kind="bad",
+                cause="a disk error or an edit",
+            )
         self._repair_tail()
 
     def _repair_tail(self) -> None:
@@ -237,8 +251,10 @@ class RepairingJournalBackend(JournalFileBackend):
             fh.write(b"\n".join(torn) + b"\n")
         size = sum(len(piece) for piece in torn)
         moved = "the fragment" if kind == "torn" else "what was set aside"
-        self.repairs.append(f"the journal {self._file_path} held {what} ({size} bytes, from {cause}); "
-                            f"every complete record is kept and {moved} moved to {aside}")
+        self.repairs.append(
+            f"the journal {self._file_path} held {what} ({size} bytes, from {cause}); "
+            f"every complete record is kept and {moved} moved to {aside}"
+        )
 
 
 def _looks_like_a_journal(path: Path) -> bool:
@@ -247,7 +263,7 @@ def _looks_like_a_journal(path: Path) -> bool:
         return True
     with path.open("rb") as fh:
         head = fh.read(len(RECORD_START))
-    return head == RECORD_START[:len(head)]
+    return head == RECORD_START[: len(head)]
 
 
 def _last_line_start(fh: BinaryIO, end: int, chunk: int = 65536) -> int:

@@ -16,16 +16,20 @@ from effnet.nas.study.study_job import StudyJob
 from effnet.nas.study.worker_seeds import SeededPerWorker
 
 
-def open_study(job: StudyJob, config: StudyConfig,
-               notes: list[str] | None = None) -> tuple[optuna.Study, BaseStorage]:
+def open_study(job: StudyJob, config: StudyConfig, notes: list[str] | None = None) -> tuple[optuna.Study, BaseStorage]:
     """Create or load the job's study; one created with other settings is refused. Returns the study and
     the storage object behind it; a repair of its storage is told in `notes` (see `open_storage`)."""
     storage = open_storage(config.storage, config.run_dir, notes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
-            storage=storage, study_name=config.name, directions=job.directions(),
-            sampler=SeededPerWorker(job.make_sampler, config.seed), pruner=job.make_pruner(), load_if_exists=True)
+            storage=storage,
+            study_name=config.name,
+            directions=job.directions(),
+            sampler=SeededPerWorker(job.make_sampler, config.seed),
+            pruner=job.make_pruner(),
+            load_if_exists=True,
+        )
     stored = study.user_attrs.get(job.kind)
     if stored is None:
         study.set_user_attr(job.kind, job.fingerprint())
@@ -58,10 +62,13 @@ def _refuse_other_settings(job: StudyJob, config: StudyConfig, stored: dict[str,
     old, new = _flattened(stored), _flattened(job.fingerprint())
     changed = [name for name in sorted(set(old) | set(new)) if old.get(name, _UNSET) != new.get(name, _UNSET)]
     if changed:
-        differences = "; ".join(f"{name}: {_shown(old.get(name, _UNSET))} -> {_shown(new.get(name, _UNSET))}"
-                                for name in changed)
-        raise InputError(f"study {config.name!r} in {config.storage_label} was created with other settings "
-                         f"({differences}); rerun with those, or use another study name or run directory")
+        differences = "; ".join(
+            f"{name}: {_shown(old.get(name, _UNSET))} -> {_shown(new.get(name, _UNSET))}" for name in changed
+        )
+        raise InputError(
+            f"study {config.name!r} in {config.storage_label} was created with other settings "
+            f"({differences}); rerun with those, or use another study name or run directory"
+        )
 
 
 def _flattened(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

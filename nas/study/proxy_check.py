@@ -83,13 +83,20 @@ def draw_candidates(space: SearchSpace, count: int, low: float, high: float, see
             found.setdefault(repr(spec_to_dict(spec)["stages"]), spec)
             if len(found) == count:
                 return list(found.values())
-    raise InputError(f"found only {len(found)} distinct candidates with {format_size(low)}–{format_size(high)} "
-                     f"FLOPs in {draws:,} random draws from the space; widen the FLOPs tolerance, "
-                     "move the target or ask for fewer candidates")
+    raise InputError(
+        f"found only {len(found)} distinct candidates with {format_size(low)}–{format_size(high)} "
+        f"FLOPs in {draws:,} random draws from the space; widen the FLOPs tolerance, "
+        "move the target or ask for fewer candidates"
+    )
 
 
-def score_candidates(candidates: list[NetworkSpec], data: DataSplits, config: ProxyCheckConfig,
-                     advance: Callable[[str], None], supernet: SupernetSetup | None = None) -> list[CandidateResult]:
+def score_candidates(
+    candidates: list[NetworkSpec],
+    data: DataSplits,
+    config: ProxyCheckConfig,
+    advance: Callable[[str], None],
+    supernet: SupernetSetup | None = None,
+) -> list[CandidateResult]:
     """Every proxy and then the reference training on every candidate; a failure is recorded, not raised. The
     supernet proxy needs `supernet`, trained."""
     runtime = config.runtime()
@@ -112,8 +119,9 @@ def score_candidates(candidates: list[NetworkSpec], data: DataSplits, config: Pr
     return results
 
 
-def correlations(results: list[CandidateResult], names: list[str],
-                 setup_seconds: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+def correlations(
+    results: list[CandidateResult], names: list[str], setup_seconds: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
     """Kendall tau and Spearman rho (with p-values) of each name's values against the reference, over scored
     candidates; seconds per candidate, and with a proxy's one-time cost (`setup_seconds`: the supernet's
     training) spread over `AMORTISED_OVER` candidates."""
@@ -127,8 +135,10 @@ def correlations(results: list[CandidateResult], names: list[str],
         per_candidate = sum(seconds) / len(seconds) if seconds else 0.0
         setup = (setup_seconds or {}).get(name, 0.0)
         table[name] = {
-            "kendall_tau": _rounded(tau.statistic, 4), "kendall_p": _significant(tau.pvalue),
-            "spearman_rho": _rounded(rho.statistic, 4), "spearman_p": _significant(rho.pvalue),
+            "kendall_tau": _rounded(tau.statistic, 4),
+            "kendall_p": _significant(tau.pvalue),
+            "spearman_rho": _rounded(rho.statistic, 4),
+            "spearman_p": _significant(rho.pvalue),
             "candidates": len(usable),
             "seconds_per_candidate": per_candidate,
             "setup_seconds": setup,
@@ -149,11 +159,18 @@ def _significant(value: float) -> float | None:
 def write_candidates_csv(results: list[CandidateResult], proxies: list[str], path: Path) -> Path:
     timed = [*proxies, REFERENCE]
     columns = ["candidate", "flops", "params", *timed, *[f"seconds_{n}" for n in timed], "failures", "architecture"]
-    rows = [{"candidate": r.index, "flops": r.flops, "params": r.params,
-             **{n: _cell(r.scores.get(n)) for n in timed},
-             **{f"seconds_{n}": f"{r.seconds.get(n, 0.0):.2f}" for n in timed},
-             "failures": "; ".join(f"{k}: {v}" for k, v in r.failures.items()), "architecture": r.spec.summary}
-            for r in results]
+    rows = [
+        {
+            "candidate": r.index,
+            "flops": r.flops,
+            "params": r.params,
+            **{n: _cell(r.scores.get(n)) for n in timed},
+            **{f"seconds_{n}": f"{r.seconds.get(n, 0.0):.2f}" for n in timed},
+            "failures": "; ".join(f"{k}: {v}" for k, v in r.failures.items()),
+            "architecture": r.spec.summary,
+        }
+        for r in results
+    ]
     return write_csv(path, columns, rows)
 
 
@@ -190,14 +207,26 @@ class ProxyCheckConfig:
     """Let the run directory hold files effnet did not write (see `effnet.nas.outputs`)."""
 
     def proxy(self, name: str = "train", epochs: int | None = None) -> ProxyConfig:
-        return ProxyConfig(name=name, data=self.data, epochs=self.epochs if epochs is None else epochs,
-                           resolution=self.resolution, train_images=self.train_images, val_images=self.val_images,
-                           augment=self.augment, supernet_epochs=self.supernet_epochs,
-                           supernet_kernels=self.supernet_kernels)
+        return ProxyConfig(
+            name=name,
+            data=self.data,
+            epochs=self.epochs if epochs is None else epochs,
+            resolution=self.resolution,
+            train_images=self.train_images,
+            val_images=self.val_images,
+            augment=self.augment,
+            supernet_epochs=self.supernet_epochs,
+            supernet_kernels=self.supernet_kernels,
+        )
 
     def runtime(self) -> ProxyRuntime:
-        return ProxyRuntime(device=self.device, seed=self.seed, threads=self.threads,
-                            loader_workers=self.loader_workers, cache_dir=self.cache_dir)
+        return ProxyRuntime(
+            device=self.device,
+            seed=self.seed,
+            threads=self.threads,
+            loader_workers=self.loader_workers,
+            cache_dir=self.cache_dir,
+        )
 
     def __post_init__(self) -> None:
         checks.whole("target_flops", self.target_flops, low=1)
@@ -230,17 +259,34 @@ class ProxyCheckResult:
         c = self.config
         references = [r.scores[REFERENCE] for r in self.results if REFERENCE in r.scores]
         return {
-            "run_dir": str(c.run_dir), "space": self.space, "data": self.data, "target_flops": c.target_flops,
-            "flops_tolerance": c.flops_tolerance, "resolution": c.resolution, "epochs": c.epochs,
-            "reference_epochs": c.reference_epochs, "seed": c.seed, "device": c.device,
-            "candidates": len(self.results), "correlations": self.correlations, "amortised_over": AMORTISED_OVER,
-            "supernet": None if self.supernet is None else {
-                "checkpoint": str(self.supernet.path), "epochs": c.supernet_epochs, "kernels": c.supernet_kernels,
-                "steps": self.supernet.steps, "training_s": round(self.supernet.seconds, 1)},
+            "run_dir": str(c.run_dir),
+            "space": self.space,
+            "data": self.data,
+            "target_flops": c.target_flops,
+            "flops_tolerance": c.flops_tolerance,
+            "resolution": c.resolution,
+            "epochs": c.epochs,
+            "reference_epochs": c.reference_epochs,
+            "seed": c.seed,
+            "device": c.device,
+            "candidates": len(self.results),
+            "correlations": self.correlations,
+            "amortised_over": AMORTISED_OVER,
+            "supernet": None
+            if self.supernet is None
+            else {
+                "checkpoint": str(self.supernet.path),
+                "epochs": c.supernet_epochs,
+                "kernels": c.supernet_kernels,
+                "steps": self.supernet.steps,
+                "training_s": round(self.supernet.seconds, 1),
+            },
             "reference_accuracy": {"min": min(references, default=None), "max": max(references, default=None)},
-            "failures": [{"candidate": r.index, "proxy": k, "reason": v}
-                         for r in self.results for k, v in r.failures.items()],
-            "csv": str(self.files["csv"]), "yaml": str(self.files["yaml"]),
+            "failures": [
+                {"candidate": r.index, "proxy": k, "reason": v} for r in self.results for k, v in r.failures.items()
+            ],
+            "csv": str(self.files["csv"]),
+            "yaml": str(self.files["yaml"]),
         }
 
 
@@ -280,18 +326,48 @@ def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None =
     names = [*config.proxies, *BASELINES]
     setup_seconds = {} if supernet is None else {"supernet": supernet.seconds}
     run_dir = config.run_dir
-    files = {"csv": write_candidates_csv(results, list(config.proxies), run_dir / "proxy_check.csv"),
-             "yaml": run_dir / "proxy_check.yaml"}
-    result = ProxyCheckResult(config=dataclasses.replace(config, device=device), space=space.name, data=images.name,
-                              results=results, correlations=correlations(results, names, setup_seconds), files=files,
-                              supernet=supernet)
+    files = {
+        "csv": write_candidates_csv(results, list(config.proxies), run_dir / "proxy_check.csv"),
+        "yaml": run_dir / "proxy_check.yaml",
+    }
+    result = ProxyCheckResult(
+        config=dataclasses.replace(config, device=device),
+        space=space.name,
+        data=images.name,
+        results=results,
+        correlations=correlations(results, names, setup_seconds),
+        files=files,
+        supernet=supernet,
+    )
     summary = result.as_dict()
-    dump_yaml({**summary, "results": [
-        {"candidate": r.index, "flops": r.flops, "params": r.params, "scores": r.scores,
-         "seconds": {k: round(v, 3) for k, v in r.seconds.items()}, "failures": r.failures,
-         "spec": spec_to_dict(r.spec)} for r in results]}, files["yaml"])
-    settings = {**dataclasses.asdict(result.config), "run_dir": str(run_dir), "proxies": list(config.proxies),
-                "data": data_record(images)}
-    files["run"] = write_run_record(run_dir, "proxy-check", settings, {k: summary[k] for k in (
-        "correlations", "reference_accuracy", "failures", "supernet")})
+    dump_yaml(
+        {
+            **summary,
+            "results": [
+                {
+                    "candidate": r.index,
+                    "flops": r.flops,
+                    "params": r.params,
+                    "scores": r.scores,
+                    "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+                    "failures": r.failures,
+                    "spec": spec_to_dict(r.spec),
+                }
+                for r in results
+            ],
+        },
+        files["yaml"],
+    )
+    settings = {
+        **dataclasses.asdict(result.config),
+        "run_dir": str(run_dir),
+        "proxies": list(config.proxies),
+        "data": data_record(images),
+    }
+    files["run"] = write_run_record(
+        run_dir,
+        "proxy-check",
+        settings,
+        {k: summary[k] for k in ("correlations", "reference_accuracy", "failures", "supernet")},
+    )
     return result

@@ -10,5 +10,10 @@ from effnet.nas.study.study_config import StudyConfig
 def proxy_runtime(study: StudyConfig, device: str | None = None, threads: int | None = None) -> ProxyRuntime:
     """The proxy's runtime in a worker of `study`: on `device` (default: the study's) with `threads` (None: leave
     torch's setting alone)."""
-    return ProxyRuntime(device=device or study.device, seed=study.seed, threads=threads,
-                        loader_workers=study.loader_workers, cache_dir=study.cache_dir)
+    return ProxyRuntime(
+        device=device or study.device,
+        seed=study.seed,
+        threads=threads,
+        loader_workers=study.loader_workers,
+        cache_dir=study.cache_dir,
+    )

@@ -90,7 +90,8 @@ def stale_reason(trial: FrozenTrial, grace_s: float, now: float, host: str, jour
 def fail_trial(storage: BaseStorage, study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     """Fail another process's RUNNING trial with `reason`; False if it finished meanwhile."""
     trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), trial.number)
+        storage.get_study_id_from_name(study.study_name), trial.number
+    )
     try:
         storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
         storage.set_trial_user_attr(trial_id, STALE_ATTR, True)
@@ -147,7 +148,11 @@ def requeue_interrupted(study: optuna.Study) -> int:
     queued = _queued_retries(trials)
     count = 0
     for trial in trials:
-        if (trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR)
-                and trial.number not in queued and _requeue(study, trial)):
+        if (
+            trial.state == TrialState.FAIL
+            and trial.user_attrs.get(INTERRUPTED_ATTR)
+            and trial.number not in queued
+            and _requeue(study, trial)
+        ):
             count += 1
     return count

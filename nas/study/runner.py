@@ -93,8 +93,13 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
                 with cpu_threads(threads.threads):
                     reason = work(job, study, storage, config, deadline, threads.threads, report, started)
             else:
-                processes = spawn_workers(worker_process, (job, config, deadline, started, threads.threads),
-                                          config.workers, config.worker_device(), f"effnet-{job.kind}-worker")
+                processes = spawn_workers(
+                    worker_process,
+                    (job, config, deadline, started, threads.threads),
+                    config.workers,
+                    config.worker_device(),
+                    f"effnet-{job.kind}-worker",
+                )
                 failed = watch_workers(processes, report)
                 notes += [worker_note(config, processes[index].exitcode, index) for index in failed]
                 reason = stop_reason_now(job, study, deadline) or "workers ended"
@@ -107,5 +112,13 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
     failing = None if reason == "interrupt" else repeated_failure(study, started, at_least=1)
     if failing is not None:
         raise repeated_failure_error(*failing)
-    return StudyRun(study=study, stop_reason=reason, elapsed_s=time.time() - started, signal=signum,
-                    failed_workers=failed, recovered=recovered, notes=notes, threads=threads)
+    return StudyRun(
+        study=study,
+        stop_reason=reason,
+        elapsed_s=time.time() - started,
+        signal=signum,
+        failed_workers=failed,
+        recovered=recovered,
+        notes=notes,
+        threads=threads,
+    )

@@ -51,10 +51,16 @@ POSTGRES_DRIVERS = ("psycopg", "psycopg2")
 """Tried in turn for a postgresql:// URL that names none (SQLAlchemy 2.1 would take psycopg only); with
 neither installed, the message names psycopg2, which the `postgres` extra installs."""
 DRIVER_PACKAGES = {
-    "psycopg2": "pip install 'effnet[postgres]' (psycopg2)", "psycopg": "pip install 'psycopg[binary]'",
-    "pg8000": "pip install pg8000", "mysqldb": "pip install mysqlclient", "pymysql": "pip install pymysql",
-    "mysqlconnector": "pip install mysql-connector-python", "cx_oracle": "pip install cx_Oracle",
-    "oracledb": "pip install oracledb", "pyodbc": "pip install pyodbc", "pymssql": "pip install pymssql",
+    "psycopg2": "pip install 'effnet[postgres]' (psycopg2)",
+    "psycopg": "pip install 'psycopg[binary]'",
+    "pg8000": "pip install pg8000",
+    "mysqldb": "pip install mysqlclient",
+    "pymysql": "pip install pymysql",
+    "mysqlconnector": "pip install mysql-connector-python",
+    "cx_oracle": "pip install cx_Oracle",
+    "oracledb": "pip install oracledb",
+    "pyodbc": "pip install pyodbc",
+    "pymssql": "pip install pymssql",
 }
 """How to install each database driver SQLAlchemy may ask for."""
 
@@ -67,7 +73,7 @@ def describe_storage(url: str | None, run_dir: Path) -> str:
 
 
 def journal_path(url: str | None, run_dir: Path) -> Path:
-    return run_dir / JOURNAL_NAME if url is None else Path(url[len(JOURNAL_PREFIX):]).expanduser()
+    return run_dir / JOURNAL_NAME if url is None else Path(url[len(JOURNAL_PREFIX) :]).expanduser()
 
 
 def open_storage(url: str | None, run_dir: Path, notes: list[str] | None = None) -> BaseStorage:
@@ -83,8 +89,10 @@ def _open_journal(path: Path, run_dir: Path, notes: list[str] | None) -> Journal
     try:
         mode = path.stat().st_mode if path.exists() else None
         if mode is not None and not stat.S_ISREG(mode):
-            raise InputError(f"the journal storage {path} is not a regular file; give a file path (journal:PATH) "
-                             "or leave --storage out for the run directory's journal")
+            raise InputError(
+                f"the journal storage {path} is not a regular file; give a file path (journal:PATH) "
+                "or leave --storage out for the run directory's journal"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -93,11 +101,14 @@ def _open_journal(path: Path, run_dir: Path, notes: list[str] | None) -> Journal
     except InputError:
         raise
     except OSError as err:
-        raise InputError(f"cannot open the journal storage {path}: {err.strerror}; "
-                         f"choose a writable run directory or storage path") from None
+        raise InputError(
+            f"cannot open the journal storage {path}: {err.strerror}; choose a writable run directory or storage path"
+        ) from None
     except ValueError as err:  # a file that is no journal, left as it is
-        raise InputError(f"the journal storage {path} is not an Optuna journal ({' '.join(str(err).split())}); "
-                         "give another path or run directory") from None
+        raise InputError(
+            f"the journal storage {path} is not an Optuna journal ({' '.join(str(err).split())}); "
+            "give another path or run directory"
+        ) from None
     if notes is not None:
         notes.extend(backend.repairs)
     return storage
@@ -110,8 +121,10 @@ def database_url(url: str) -> URL:
     from sqlalchemy.exc import ArgumentError
 
     shown = redact_url(url)
-    unsupported = InputError(f"unsupported storage URL {shown!r}; use postgresql://user:pass@host/db, "
-                             "mysql://..., sqlite:///path.db, or journal:PATH for a journal file")
+    unsupported = InputError(
+        f"unsupported storage URL {shown!r}; use postgresql://user:pass@host/db, "
+        "mysql://..., sqlite:///path.db, or journal:PATH for a journal file"
+    )
     if "://" not in url:
         raise unsupported
     try:
@@ -119,18 +132,24 @@ def database_url(url: str) -> URL:
     except ArgumentError:
         raise unsupported from None
     except ValueError:  # SQLAlchemy's parser reads the port as a number
-        raise InputError(f"the storage URL {shown} has a port that is not a number; write it like "
-                         "postgresql://user:pass@host:5432/db") from None
+        raise InputError(
+            f"the storage URL {shown} has a port that is not a number; write it like "
+            "postgresql://user:pass@host:5432/db"
+        ) from None
     backend, _, driver = parsed.drivername.partition("+")
     backend = _SCHEME_ALIASES.get(backend.lower(), backend.lower())
     if backend not in DATABASES:
         raise unsupported
     if url.split("://", 1)[1].count("@") > 1:
-        raise InputError(f"the storage URL {shown} holds more than one @ before the host; "
-                         f"write an @ in the user name or password as %40")
+        raise InputError(
+            f"the storage URL {shown} holds more than one @ before the host; "
+            f"write an @ in the user name or password as %40"
+        )
     if backend == "sqlite" and _in_memory(parsed):
-        raise InputError(f"the storage {shown} is an in-memory SQLite database, which no other worker, heartbeat "
-                         "or later run can open; use sqlite:///PATH.db, or leave --storage out for a journal file")
+        raise InputError(
+            f"the storage {shown} is an in-memory SQLite database, which no other worker, heartbeat "
+            "or later run can open; use sqlite:///PATH.db, or leave --storage out for a journal file"
+        )
     if backend == "postgresql" and not driver:
         driver = next((d for d in POSTGRES_DRIVERS if importlib.util.find_spec(d) is not None), "psycopg2")
     return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
@@ -149,12 +168,16 @@ def _check_driver(parsed: URL, shown: str) -> None:
     except ImportError as err:
         driver = parsed.get_driver_name()
         how = DRIVER_PACKAGES.get(driver, f"install the {driver} package")
-        raise InputError(f"the storage {shown} needs the database driver {driver}, which is not installed "
-                         f"(no module {err.name!r}); {how}") from None
+        raise InputError(
+            f"the storage {shown} needs the database driver {driver}, which is not installed "
+            f"(no module {err.name!r}); {how}"
+        ) from None
     except Exception as err:  # SQLAlchemy has no dialect for the driver named after the +
-        raise InputError(f"the storage {shown} names a driver SQLAlchemy does not know "
-                         f"({type(err).__name__}: {' '.join(str(err).split())}); "
-                         "write the URL like postgresql://... or postgresql+psycopg2://...") from None
+        raise InputError(
+            f"the storage {shown} names a driver SQLAlchemy does not know "
+            f"({type(err).__name__}: {' '.join(str(err).split())}); "
+            "write the URL like postgresql://... or postgresql+psycopg2://..."
+        ) from None
 
 
 def _open_database(url: str) -> RDBStorage:
@@ -173,16 +196,23 @@ def _open_database(url: str) -> RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs,
-                                  heartbeat_interval=interval, grace_period=grace, **_retry_stale_trials())
+                return RDBStorage(
+                    parsed.render_as_string(hide_password=False),
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    **_retry_stale_trials(),
+                )
         except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
             if _is_schema_race(err) and attempt < SCHEMA_RACE_RETRIES:
                 attempt += 1
                 time.sleep(0.2 * attempt)
                 continue
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"cannot reach the storage {shown}: {redact(reason, secrets)}; "
-                             f"check the host, port, credentials and database name") from None
+            raise InputError(
+                f"cannot reach the storage {shown}: {redact(reason, secrets)}; "
+                f"check the host, port, credentials and database name"
+            ) from None
 
 
 def _retry_stale_trials() -> dict[str, Any]:
@@ -199,7 +229,8 @@ def _is_schema_race(err: Exception) -> bool:
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     return isinstance(err, (IntegrityError, ProgrammingError)) and (
-        "already exists" in str(err) or "duplicate key" in str(err))
+        "already exists" in str(err) or "duplicate key" in str(err)
+    )
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -215,11 +246,14 @@ def heartbeat_settings() -> tuple[int, int]:
         except ValueError:
             value = 0
         if value < 1:
-            raise InputError(f"{name}={text!r} must be a whole number of seconds, at least 1 "
-                             f"(default {default}); fix or unset it")
+            raise InputError(
+                f"{name}={text!r} must be a whole number of seconds, at least 1 (default {default}); fix or unset it"
+            )
         values.append(value)
     interval, grace = values
     if grace <= interval:
-        raise InputError(f"{HEARTBEAT_GRACE_ENV} ({grace} s) must be longer than {HEARTBEAT_INTERVAL_ENV} "
-                         f"({interval} s), or live workers are taken for dead; raise the grace period")
+        raise InputError(
+            f"{HEARTBEAT_GRACE_ENV} ({grace} s) must be longer than {HEARTBEAT_INTERVAL_ENV} "
+            f"({interval} s), or live workers are taken for dead; raise the grace period"
+        )
     return interval, grace

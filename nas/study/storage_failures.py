@@ -60,9 +60,11 @@ def storage_failures(config: StudyConfig) -> Iterator[None]:
         if cause is None:
             raise
         detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise InputError(f"the storage {config.storage_label} failed mid-run ({type(cause).__name__}: "
-                         f"{redact(detail, url_secrets(config.storage or ''))}); what it recorded is kept: rerun "
-                         "the same command to resume once it is back") from None
+        raise InputError(
+            f"the storage {config.storage_label} failed mid-run ({type(cause).__name__}: "
+            f"{redact(detail, url_secrets(config.storage or ''))}); what it recorded is kept: rerun "
+            "the same command to resume once it is back"
+        ) from None
     finally:
         _quiet_threads(-1)
 

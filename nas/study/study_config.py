@@ -53,16 +53,22 @@ class StudyConfig:
         if self.timeout_s is not None:
             checks.number("timeout", self.timeout_s, low=0, low_open=True)
         if isinstance(self.device, str) and self.device.lower().startswith("cuda:"):
-            raise SettingError("device", f"{self.device!r}: workers take the visible GPUs one each; use cuda and "
-                                         "choose the GPUs with CUDA_VISIBLE_DEVICES")
+            raise SettingError(
+                "device",
+                f"{self.device!r}: workers take the visible GPUs one each; use cuda and "
+                "choose the GPUs with CUDA_VISIBLE_DEVICES",
+            )
         checks.choice("device", self.device, DEVICES)
         if self.threads is not None:
             checks.whole("threads", self.threads, low=1, high=4096)
         if self.loader_workers is not None:
             checks.whole("loader_workers", self.loader_workers, low=0, high=256)
         if not isinstance(self.name, str) or not STUDY_NAME.fullmatch(self.name):
-            raise SettingError("study", f"must be a plain name of letters, digits, '.', '_' and '-' (at most 100, "
-                                        f"not a path: the run directory is named after it), got {self.name!r}")
+            raise SettingError(
+                "study",
+                f"must be a plain name of letters, digits, '.', '_' and '-' (at most 100, "
+                f"not a path: the run directory is named after it), got {self.name!r}",
+            )
 
     @property
     def storage_label(self) -> str:
@@ -92,9 +98,12 @@ class StudyConfig:
         """Refuse more workers, or loader workers, than this machine's free memory holds (where that is known)."""
         available = available_memory()
         if self.workers > 1 and available is not None and self.workers * WORKER_MEMORY > available:
-            raise SettingError("workers", f"{self.workers} need about {gib(self.workers * WORKER_MEMORY)} (about "
-                                          f"{WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is free; use at "
-                                          f"most {max(1, available // WORKER_MEMORY)}")
+            raise SettingError(
+                "workers",
+                f"{self.workers} need about {gib(self.workers * WORKER_MEMORY)} (about "
+                f"{WORKER_MEMORY // 2**20} MiB each) and {gib(available)} is free; use at "
+                f"most {max(1, available // WORKER_MEMORY)}",
+            )
         check_loader_workers(self.loader_workers, self.workers, WORKER_MEMORY)
 
     def worker_device(self) -> str:

@@ -33,8 +33,14 @@ class StudyJob(Protocol):
     def prepare(self, study: optuna.Study) -> None:
         """Before any worker starts (after recovery): queue what must be queued."""
 
-    def objective(self, study: optuna.Study, deadline: float | None, threads: int | None, device: str,
-                  on_detail: DetailCallback | None) -> Callable[[optuna.Trial], Any]:
+    def objective(
+        self,
+        study: optuna.Study,
+        deadline: float | None,
+        threads: int | None,
+        device: str,
+        on_detail: DetailCallback | None,
+    ) -> Callable[[optuna.Trial], Any]:
         """The trial objective; it tells `on_detail` (where given) what the trial in hand is doing."""
 
     def stop_reason(self, study: optuna.Study) -> str | None:

@@ -50,8 +50,9 @@ def _journal_heartbeat(trial: optuna.Trial, interval_s: float) -> Iterator[None]
         thread.join()
 
 
-def recorded(objective: Callable[[optuna.Trial], Any], journal: bool,
-              interval_s: float) -> Callable[[optuna.Trial], Any]:
+def recorded(
+    objective: Callable[[optuna.Trial], Any], journal: bool, interval_s: float
+) -> Callable[[optuna.Trial], Any]:
     """The job's objective, with the worker named on the trial first, a heartbeat on the journal, and a
     trial cut short by a stop signal marked for re-queueing."""
 
@@ -97,8 +98,11 @@ def repeated_failure(study: optuna.Study, since: float, at_least: int = REPEATED
         if trial.datetime_start is None or trial.datetime_start < start or not trial.state.is_finished():
             continue
         attrs = trial.user_attrs
-        if trial.state == TrialState.FAIL and FAIL_REASON_ATTR in attrs and not (
-                attrs.get(INTERRUPTED_ATTR) or attrs.get(STALE_ATTR)):
+        if (
+            trial.state == TrialState.FAIL
+            and FAIL_REASON_ATTR in attrs
+            and not (attrs.get(INTERRUPTED_ATTR) or attrs.get(STALE_ATTR))
+        ):
             errors.add(attrs[FAIL_REASON_ATTR])
             count += 1
         elif trial.state != TrialState.FAIL and WORK_SECONDS_ATTR in attrs:

@@ -26,8 +26,9 @@ from effnet.nas.study.workers import become_worker
 from effnet.nas.training.runtime import cpu_threads
 
 
-def stop_reason_now(job: StudyJob, study: optuna.Study, deadline: float | None,
-                    failing_since: float | None = None) -> str | None:
+def stop_reason_now(
+    job: StudyJob, study: optuna.Study, deadline: float | None, failing_since: float | None = None
+) -> str | None:
     """Why a run stops now, or None while it goes on: a stop signal ("interrupt"), the trials started since
     `failing_since` (where given) failing alike ("failing", see `repeated_failure`), the job's own reason (its
     budget met, nothing left) or the deadline passed ("timeout")."""
@@ -38,8 +39,16 @@ def stop_reason_now(job: StudyJob, study: optuna.Study, deadline: float | None,
     return job.stop_reason(study) or ("timeout" if deadline is not None and time.time() >= deadline else None)
 
 
-def work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: StudyConfig, deadline: float | None,
-         threads: int, report: DetailCallback | None, since: float | None = None) -> str:
+def work(
+    job: StudyJob,
+    study: optuna.Study,
+    storage: BaseStorage,
+    config: StudyConfig,
+    deadline: float | None,
+    threads: int,
+    report: DetailCallback | None,
+    since: float | None = None,
+) -> str:
     """One worker: run trials until the job says stop, the deadline passes, a stop signal comes or the trials
     since `since` (default: now) fail alike (`repeated_failure`); returns why it stopped ("interrupt" for a
     signal, "failing" for failures). `report(detail)` is told the progress: after every trial (no detail) and
@@ -61,8 +70,7 @@ def work(job: StudyJob, study: optuna.Study, storage: BaseStorage, config: Study
         return reason[0]
     journal = getattr(storage, "get_heartbeat_interval", lambda: None)() is None
     interval, _ = heartbeat_settings()
-    objective = recorded(job.objective(study, deadline, threads, config.worker_device(), report),
-                         journal, interval)
+    objective = recorded(job.objective(study, deadline, threads, config.worker_device(), report), journal, interval)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(objective, timeout=timeout, callbacks=[check], catch=(Exception,), gc_after_trial=False)
     if stop_requested() is not None:
@@ -78,8 +86,16 @@ def run_worker(job: StudyJob, config: StudyConfig, deadline: float | None = None
         return work(job, study, storage, config, deadline, config.thread_choice().threads, None)
 
 
-def worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, since: float, threads: int,
-                   index: int, gpu: str | None, parent_pid: int) -> None:
+def worker_process(
+    job: StudyJob,
+    config: StudyConfig,
+    deadline: float | None,
+    since: float,
+    threads: int,
+    index: int,
+    gpu: str | None,
+    parent_pid: int,
+) -> None:
     """A spawned worker. It exits 0 when its work is done or stopped, and 1 on an error, which it writes
     to `worker-N-error.log` in the run directory (the parent names that file)."""
     become_worker(gpu, parent_pid)
@@ -90,8 +106,9 @@ def worker_process(job: StudyJob, config: StudyConfig, deadline: float | None, s
     except KeyboardInterrupt:
         pass
     except Exception:
-        write_error_log(config.run_dir / worker_log_name(index),
-                        redact(traceback.format_exc(), url_secrets(config.storage or "")))
+        write_error_log(
+            config.run_dir / worker_log_name(index), redact(traceback.format_exc(), url_secrets(config.storage or ""))
+        )
         raise SystemExit(1) from None
 
 
@@ -101,5 +118,8 @@ def worker_log_name(index: int) -> str:
 
 def worker_note(config: StudyConfig, exitcode: int | None, index: int) -> str:
     log = config.run_dir / worker_log_name(index)
-    return (f"worker {index} failed; its traceback is in {log}" if log.exists()
-            else f"worker {index} ended with exit code {exitcode}")
+    return (
+        f"worker {index} failed; its traceback is in {log}"
+        if log.exists()
+        else f"worker {index} ended with exit code {exitcode}"
+    )

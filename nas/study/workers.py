@@ -39,8 +39,9 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def spawn_workers(target: Callable[..., None], args: tuple[Any, ...], count: int, device: str,
-                  name: str) -> list[BaseProcess]:
+def spawn_workers(
+    target: Callable[..., None], args: tuple[Any, ...], count: int, device: str, name: str
+) -> list[BaseProcess]:
     """Start `count` processes running `target(*args, index, gpu, parent_pid)`; on CUDA `gpu` is the
     CUDA_VISIBLE_DEVICES entry the worker takes (the visible GPUs in turn), otherwise None. A target
     calls `become_worker(gpu, parent_pid)` first. They start with OpenMP's spin bounded (`openmp_env`): they
@@ -70,6 +71,7 @@ def _die_with_parent(parent_pid: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     else:
+
         def watch() -> None:
             while os.getppid() == parent_pid:
                 time.sleep(2.0)
@@ -102,8 +104,7 @@ def _end(processes: list[BaseProcess]) -> None:
             p.join()
 
 
-def watch_workers(processes: list[BaseProcess], tick: Callable[[], None],
-                  grace_s: float = STOP_GRACE_S) -> list[int]:
+def watch_workers(processes: list[BaseProcess], tick: Callable[[], None], grace_s: float = STOP_GRACE_S) -> list[int]:
     """Call `tick` every second until all workers exit; return the indices of those that exited with an
     error (or were ended). Once this process is asked to stop, the signal is passed on (repeated, for a worker still
     starting up, which ignores it until ready) and the workers get `grace_s` to record their trials; a

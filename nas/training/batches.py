@@ -30,27 +30,48 @@ class TrainingBatches:
     image)), its share of the validation images, and the first training batches of the epoch kept
     (normalised, on the device) to recompute BatchNorm statistics with."""
 
-    def __init__(self, data: DataSplits, recipe: Recipe, dist: Distributed, device: torch.device,
-                 workers: int | None, decode: str = "workers"):
+    def __init__(
+        self,
+        data: DataSplits,
+        recipe: Recipe,
+        dist: Distributed,
+        device: torch.device,
+        workers: int | None,
+        decode: str = "workers",
+    ):
         self.local_batch = recipe.batch_size // dist.world_size
         workers = default_loader_workers(data.train) if workers is None else workers
         pin = device.type == "cuda"
-        self.sampler = EpochSampler(len(data.train), recipe.seed, shuffle=True, rank=dist.rank,
-                                    world=dist.world_size, even=True)
+        self.sampler = EpochSampler(
+            len(data.train), recipe.seed, shuffle=True, rank=dist.rank, world=dist.world_size, even=True
+        )
         transform = train_transform(data.resolution, recipe.augment, data.stored)
         self.device_decoder: DeviceDecoder | None = None
         if decode == "device" and not data.train.in_memory:
             self.device_decoder = DeviceDecoder(data.train, transform, device)
-            self.train = DataLoader(EncodedImages(data.train), batch_size=self.local_batch, sampler=self.sampler,
-                                    num_workers=workers, collate_fn=collate_encoded, drop_last=True,
-                                    persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+            self.train = DataLoader(
+                EncodedImages(data.train),
+                batch_size=self.local_batch,
+                sampler=self.sampler,
+                num_workers=workers,
+                collate_fn=collate_encoded,
+                drop_last=True,
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+            )
         else:
             train = TransformedImages(data.train, transform)
             self.train = make_loader(train, self.sampler, self.local_batch, workers, pin, drop_last=True)
         val = TransformedImages(data.val, eval_transform(data.resolution, data.stored))
         # evaluated in training-sized batches: memory peaks in training, whatever the size of the validation set
-        self.val = make_loader(val, EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
-                               self.local_batch, workers, pin, drop_last=False)
+        self.val = make_loader(
+            val,
+            EpochSampler(len(data.val), rank=dist.rank, world=dist.world_size),
+            self.local_batch,
+            workers,
+            pin,
+            drop_last=False,
+        )
         self.normalize = Normalize(device)
         self.skipped: dict[str, None] = {}
         """Files left out, each once however many passes met it (a dict as an ordered set)."""
@@ -67,8 +88,9 @@ class TrainingBatches:
                 pixels, labels, skipped = batch.images, batch.labels, batch.skipped
             self.skipped.update(dict.fromkeys(skipped))
             if not len(labels):
-                raise InputError(f"a whole batch of training images did not decode ({skipped[0]}, ...); "
-                                 "fix or remove the files")
+                raise InputError(
+                    f"a whole batch of training images did not decode ({skipped[0]}, ...); fix or remove the files"
+                )
             if len(self.calibration) < keep:
                 self.calibration.append(pixels)
             yield self.normalize(pixels), labels

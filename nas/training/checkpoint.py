@@ -27,8 +27,9 @@ BEST_NAME = "best.pt"
 the last epoch's checkpoint; what export and predict take from a run directory."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], format: str = FORMAT,
-                    version: int = VERSION) -> Path:
+def save_checkpoint(
+    state: dict[str, Any], path: str | os.PathLike[str], format: str = FORMAT, version: int = VERSION
+) -> Path:
     """`format` names what kind of checkpoint this is (a training's, a supernet's), so one is never read as the
     other."""
     target = atomic_write(path, lambda fh: torch.save({"format": format, "version": version, **state}, fh))
@@ -56,8 +57,11 @@ def read_torch_file(source: Path, what: str, fix: str) -> Any:
             warnings.simplefilter("ignore")  # what is wrong with such a file, on one line
             return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's unpickler meets arbitrary bytes with KeyError, IndexError and others too
-        reason = (" ".join(str(err).split())[:160] or type(err).__name__) if _is_zip(source) else \
-            "not a file torch.save wrote: a plain pickle or other bytes"
+        reason = (
+            (" ".join(str(err).split())[:160] or type(err).__name__)
+            if _is_zip(source)
+            else "not a file torch.save wrote: a plain pickle or other bytes"
+        )
         raise InputError(f"{source}: not a readable {what} ({reason}); {fix}") from None
 
 
@@ -68,8 +72,9 @@ def _is_zip(source: Path) -> bool:
         return False
 
 
-def check_state(state: Mapping[str, Any], source: str, fix: str,
-                reference: Mapping[str, torch.Tensor] | None = None) -> None:
+def check_state(
+    state: Mapping[str, Any], source: str, fix: str, reference: Mapping[str, torch.Tensor] | None = None
+) -> None:
     """Refuse weights a model cannot take as they are, naming the first offending tensor: one that is not a
     tensor, not dense (sparse, quantized, on the meta device), not of a real number type, or not finite; and,
     given the model's own state dict `reference`, one it lacks or has of another shape or kind (floating point
@@ -117,8 +122,10 @@ def is_checkpoint(state: Any, format: str = FORMAT) -> bool:
 
 def check_version(state: dict[str, Any], source: Path, version: int = VERSION) -> dict[str, Any]:
     if state.get("version") != version:
-        raise InputError(f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
-                         f"{version}; finish the run with the effnet that wrote it or start over")
+        raise InputError(
+            f"{source}: checkpoint format version {state.get('version')!r}, this effnet reads "
+            f"{version}; finish the run with the effnet that wrote it or start over"
+        )
     return state
 
 

@@ -72,11 +72,16 @@ def process_device(name: str, dist: Distributed) -> torch.device:
     if device.type != "cuda" or not dist.enabled:
         return device
     if device.index is not None:
-        raise SettingError("device", f"{name!r}: under torchrun each process takes cuda:LOCAL_RANK; use cuda "
-                         "and choose the GPUs with CUDA_VISIBLE_DEVICES")
+        raise SettingError(
+            "device",
+            f"{name!r}: under torchrun each process takes cuda:LOCAL_RANK; use cuda "
+            "and choose the GPUs with CUDA_VISIBLE_DEVICES",
+        )
     if dist.local_rank >= torch.cuda.device_count():
-        raise InputError(f"LOCAL_RANK {dist.local_rank} but only {torch.cuda.device_count()} CUDA GPUs are visible; "
-                         "start at most one process per GPU")
+        raise InputError(
+            f"LOCAL_RANK {dist.local_rank} but only {torch.cuda.device_count()} CUDA GPUs are visible; "
+            "start at most one process per GPU"
+        )
     return torch.device("cuda", dist.local_rank)
 
 

@@ -11,8 +11,12 @@ from torch import nn
 from effnet.nas.training.runtime import autocast_for, place_batch
 
 
-def top1_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-                  all_reduce: bool = False) -> float:
+def top1_accuracy(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    all_reduce: bool = False,
+) -> float:
     """Correct over seen images; with `all_reduce` the counts of every process of the default process group
     are summed first, so each process returns the accuracy over all of them."""
     model.eval()

@@ -60,8 +60,11 @@ class TrainConfig:
             checks.whole("loader_workers", self.loader_workers, low=0, high=256)
         checks.choice("decode", self.decode, ("workers", "device"))
         if self.init is not None and self.resume:
-            raise SettingError("init", "starts a new run from weights; a resumed run continues from its own "
-                                       "checkpoint: drop one of --init and --resume")
+            raise SettingError(
+                "init",
+                "starts a new run from weights; a resumed run continues from its own "
+                "checkpoint: drop one of --init and --resume",
+            )
 
     @property
     def directory(self) -> Path:
@@ -104,17 +107,35 @@ class TrainResult:
     def as_dict(self) -> dict[str, Any]:
         recipe = self.recipe
         return {
-            "spec": self.spec.name, "run_dir": str(self.checkpoint.parent), "data": recipe.data,
-            "num_classes": self.spec.num_classes, "resolution": self.spec.resolution,
-            "batch_size": recipe.batch_size, "lr": recipe.lr, "warmup_epochs": recipe.warmup_epochs,
-            "device": self.device, "world_size": self.world_size, "epochs": self.epochs,
-            "resumed_from": self.resumed_from, "top1": self.top1, "ema_top1": self.ema_top1,
-            "best_top1": self.best_top1, "best_epoch": self.best_epoch, "best_weights": self.best_weights,
-            "checkpoint": str(self.checkpoint), "best_checkpoint": str(self.best_checkpoint),
-            "metrics_csv": str(self.metrics), "seconds": round(self.seconds, 2),
-            "augment": recipe.augment, "skipped_files": len(self.skipped),
-            "init": None if self.init is None else {
+            "spec": self.spec.name,
+            "run_dir": str(self.checkpoint.parent),
+            "data": recipe.data,
+            "num_classes": self.spec.num_classes,
+            "resolution": self.spec.resolution,
+            "batch_size": recipe.batch_size,
+            "lr": recipe.lr,
+            "warmup_epochs": recipe.warmup_epochs,
+            "device": self.device,
+            "world_size": self.world_size,
+            "epochs": self.epochs,
+            "resumed_from": self.resumed_from,
+            "top1": self.top1,
+            "ema_top1": self.ema_top1,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+            "checkpoint": str(self.checkpoint),
+            "best_checkpoint": str(self.best_checkpoint),
+            "metrics_csv": str(self.metrics),
+            "seconds": round(self.seconds, 2),
+            "augment": recipe.augment,
+            "skipped_files": len(self.skipped),
+            "init": None
+            if self.init is None
+            else {
                 **{k: self.init[k] for k in ("file", "library", "weights")},
-                "layers_loaded": len(self.init["loaded"]), "layers_not_loaded": self.init["not_loaded"]},
+                "layers_loaded": len(self.init["loaded"]),
+                "layers_not_loaded": self.init["not_loaded"],
+            },
             **self.deployment,
         }

@@ -68,8 +68,11 @@ RESUMABLE_CHANGES = ("epochs",)
 def deployment_record(data: DataSplits) -> dict[str, Any]:
     """What a checkpoint and run.yaml record for using the trained network: the class names in index order, the
     input resolution and the evaluation view (how a validation image was prepared)."""
-    return {"classes": list(data.train.classes), "resolution": data.resolution,
-            "transform": eval_view(data.resolution, data.stored).as_dict()}
+    return {
+        "classes": list(data.train.classes),
+        "resolution": data.resolution,
+        "transform": eval_view(data.resolution, data.stored).as_dict(),
+    }
 
 
 def init_record(init: InitialWeights | None, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -87,8 +90,12 @@ def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
         missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
         if missing:
             raise InputError(f"{path}: checkpoint lacks {', '.join(missing)}; delete it to start over")
-        if not (isinstance(checkpoint["settings"], dict) and isinstance(checkpoint["epoch"], int)
-                and isinstance(checkpoint["history"], list) and isinstance(checkpoint["spec"], str)):
+        if not (
+            isinstance(checkpoint["settings"], dict)
+            and isinstance(checkpoint["epoch"], int)
+            and isinstance(checkpoint["history"], list)
+            and isinstance(checkpoint["spec"], str)
+        ):
             raise InputError(f"{path}: checkpoint fields have unexpected types; delete it to start over")
         return checkpoint
     if path.exists():
@@ -99,39 +106,62 @@ def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
 def check_resumable(checkpoint: dict[str, Any], spec: NetworkSpec, recipe: Recipe, path: Path) -> None:
     """A checkpoint resumes only the run that wrote it: same spec, same recipe but for `epochs`."""
     if checkpoint["spec"] != dump_spec_text(spec):
-        raise InputError(f"{path} was written for a different spec than {spec.name!r} at {spec.resolution} px "
-                         f"with {spec.num_classes} classes; resume with the same spec, data and resolution, "
-                         "or choose another run directory")
+        raise InputError(
+            f"{path} was written for a different spec than {spec.name!r} at {spec.resolution} px "
+            f"with {spec.num_classes} classes; resume with the same spec, data and resolution, "
+            "or choose another run directory"
+        )
     theirs, mine = checkpoint["settings"], recipe.as_dict()
     for key, value in mine.items():
         if key not in RESUMABLE_CHANGES and theirs.get(key) != value:
-            raise SettingError(key, f"was {theirs.get(key)} in the run that wrote {path}, this run asks for "
-                                    f"{value}; resume with the same settings or choose another run directory")
+            raise SettingError(
+                key,
+                f"was {theirs.get(key)} in the run that wrote {path}, this run asks for "
+                f"{value}; resume with the same settings or choose another run directory",
+            )
     done = int(checkpoint["epoch"])
     if recipe.epochs < done:
         raise SettingError("epochs", f"must be {done} or more to resume {path}, which has trained {done}")
 
 
-def check_run(spec: NetworkSpec, data: DataSplits, recipe: Recipe, checkpoint: dict[str, Any] | None,
-              checkpoint_path: Path, dist: Distributed) -> int:
+def check_run(
+    spec: NetworkSpec,
+    data: DataSplits,
+    recipe: Recipe,
+    checkpoint: dict[str, Any] | None,
+    checkpoint_path: Path,
+    dist: Distributed,
+) -> int:
     """Everything that can be checked before training starts; returns the steps per epoch."""
     if checkpoint is not None:
         check_resumable(checkpoint, spec, recipe, checkpoint_path)
     if recipe.batch_size % dist.world_size:
-        raise SettingError("batch_size", f"{recipe.batch_size} does not split evenly over {dist.world_size} "
-                                         "processes; use a multiple of the process count")
+        raise SettingError(
+            "batch_size",
+            f"{recipe.batch_size} does not split evenly over {dist.world_size} "
+            "processes; use a multiple of the process count",
+        )
     steps = len(data.train) // recipe.batch_size
     if steps == 0:
-        raise SettingError("batch_size", f"{recipe.batch_size} exceeds the {len(data.train)} training images; "
-                                         "lower it")
+        raise SettingError("batch_size", f"{recipe.batch_size} exceeds the {len(data.train)} training images; lower it")
     return steps
 
 
-def train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: str | os.PathLike[str], *,
-          device: str = "auto", checkpoint: dict[str, Any] | None = None,
-          on_progress: ProgressCallback | None = None, dist: Distributed | None = None, compiled: bool = False,
-          loader_workers: int | None = None, decode: str = "workers",
-          init: InitialWeights | None = None) -> TrainResult:
+def train(
+    spec: NetworkSpec,
+    data: DataSplits,
+    recipe: Recipe,
+    run_dir: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    checkpoint: dict[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    dist: Distributed | None = None,
+    compiled: bool = False,
+    loader_workers: int | None = None,
+    decode: str = "workers",
+    init: InitialWeights | None = None,
+) -> TrainResult:
     """Train `spec` (already `training_spec`) on `data`; checkpoint every epoch under `run_dir`.
 
     `checkpoint` (from `open_run`) resumes that run. Under a distributed `dist` the caller has
@@ -150,11 +180,14 @@ def train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: str | os
     """
     dist = dist or Distributed()
     torch_device = process_device(device, dist)
-    with torch.random.fork_rng(devices=[torch_device.index or 0] if torch_device.type == "cuda" else []), \
-            cudnn_autotuner(torch_device.type == "cuda"):
+    with (
+        torch.random.fork_rng(devices=[torch_device.index or 0] if torch_device.type == "cuda" else []),
+        cudnn_autotuner(torch_device.type == "cuda"),
+    ):
         batches = TrainingBatches(data, recipe, dist, torch_device, loader_workers, decode)
-        return _train(spec, data, recipe, Path(run_dir), torch_device, checkpoint, on_progress, dist,
-                      compiled, batches, init)
+        return _train(
+            spec, data, recipe, Path(run_dir), torch_device, checkpoint, on_progress, dist, compiled, batches, init
+        )
 
 
 @contextlib.contextmanager
@@ -168,9 +201,19 @@ def cudnn_autotuner(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous
 
 
-def _train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: Path, torch_device: torch.device,
-           checkpoint: dict[str, Any] | None, on_progress: ProgressCallback | None, dist: Distributed,
-           compiled: bool, batches: TrainingBatches, init: InitialWeights | None = None) -> TrainResult:
+def _train(
+    spec: NetworkSpec,
+    data: DataSplits,
+    recipe: Recipe,
+    run_dir: Path,
+    torch_device: torch.device,
+    checkpoint: dict[str, Any] | None,
+    on_progress: ProgressCallback | None,
+    dist: Distributed,
+    compiled: bool,
+    batches: TrainingBatches,
+    init: InitialWeights | None = None,
+) -> TrainResult:
     checkpoint_path, metrics_path, best_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME, run_dir / BEST_NAME
     steps = check_run(spec, data, recipe, checkpoint, checkpoint_path, dist)
     torch.manual_seed(recipe.seed)
@@ -184,7 +227,8 @@ def _train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: Path, t
     warmup_steps = round(recipe.warmup_epochs * steps)
     decay_steps = max(1, round(recipe.decay_epochs * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, warmup_steps, decay_steps, recipe.decay_rate))
+        optimizer, lambda step: lr_multiplier(step, warmup_steps, decay_steps, recipe.decay_rate)
+    )
     first_epoch, history = 1, []
     best: dict[str, Any] = {"top1": 0.0, "epoch": 0, "weights": "raw"}
     if checkpoint is not None:
@@ -195,7 +239,8 @@ def _train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: Path, t
     net: nn.Module = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
+            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
+        )
     net = compile_model(net, compiled)
 
     def report(epoch: int, done: int, metrics: dict[str, float] | None = None) -> None:
@@ -225,39 +270,71 @@ def _train(spec: NetworkSpec, data: DataSplits, recipe: Recipe, run_dir: Path, t
             report(epoch, (epoch - 1) * steps + step)
         train_loss = mean_over_ranks(loss_sum, steps, dist)
         if not math.isfinite(train_loss):
-            raise InputError(f"the training loss became {train_loss} in epoch {epoch}; lower the learning rate "
-                             f"(now {recipe.lr:g}) or lengthen the warm-up")
+            raise InputError(
+                f"the training loss became {train_loss} in epoch {epoch}; lower the learning rate "
+                f"(now {recipe.lr:g}) or lengthen the warm-up"
+            )
         for network in (model, ema.average):
             recompute_batch_norm(network, batches.calibration_batches(), torch_device)
             if dist.enabled:
                 broadcast_buffers(network)
         top1 = top1_accuracy(model, batches.validation(), torch_device, all_reduce=dist.enabled)
         ema_top1 = top1_accuracy(ema.average, batches.validation(), torch_device, all_reduce=dist.enabled)
-        record = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1, "ema_val_top1": ema_top1,
-                  "lr": lr, "seconds": time.perf_counter() - epoch_start}
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_top1": top1,
+            "ema_val_top1": ema_top1,
+            "lr": lr,
+            "seconds": time.perf_counter() - epoch_start,
+        }
         history.append(record)
         improved = False
         for weights, accuracy in (("raw", top1), ("ema", ema_top1)):
             if accuracy > best["top1"] or best["epoch"] == 0:
                 best, improved = {"top1": accuracy, "epoch": epoch, "weights": weights}, True
         if dist.is_main:
-            state = {"spec": dump_spec_text(spec), "settings": recipe.as_dict(), "epoch": epoch,
-                     "model": model.state_dict(), "ema": ema.state_dict(), "best": best, "history": history,
-                     "world_size": dist.world_size, "init": started_from, **deployment_record(data)}
+            state = {
+                "spec": dump_spec_text(spec),
+                "settings": recipe.as_dict(),
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "best": best,
+                "history": history,
+                "world_size": dist.world_size,
+                "init": started_from,
+                **deployment_record(data),
+            }
             if improved:  # before the last epoch's checkpoint: a resume redoes an epoch whose best.pt may be missing
                 save_checkpoint(state, best_path)
-            save_checkpoint({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                            checkpoint_path)
+            save_checkpoint(
+                {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint_path
+            )
             write_metrics(history, metrics_path)
         report(epoch, epoch * steps, dict(record))
 
     last = history[-1]
     return TrainResult(
-        spec=spec, recipe=recipe, epochs=int(last["epoch"]), top1=last["val_top1"], ema_top1=last["ema_val_top1"],
-        best_top1=best["top1"], best_epoch=int(best["epoch"]), best_weights=str(best["weights"]), history=history,
-        checkpoint=checkpoint_path, best_checkpoint=best_path, metrics=metrics_path,
-        seconds=time.perf_counter() - started, resumed_from=first_epoch - 1, steps_per_epoch=steps,
-        device=str(torch_device), world_size=dist.world_size, skipped=tuple(batches.skipped), init=started_from,
+        spec=spec,
+        recipe=recipe,
+        epochs=int(last["epoch"]),
+        top1=last["val_top1"],
+        ema_top1=last["ema_val_top1"],
+        best_top1=best["top1"],
+        best_epoch=int(best["epoch"]),
+        best_weights=str(best["weights"]),
+        history=history,
+        checkpoint=checkpoint_path,
+        best_checkpoint=best_path,
+        metrics=metrics_path,
+        seconds=time.perf_counter() - started,
+        resumed_from=first_epoch - 1,
+        steps_per_epoch=steps,
+        device=str(torch_device),
+        world_size=dist.world_size,
+        skipped=tuple(batches.skipped),
+        init=started_from,
         deployment=deployment_record(data),
     )
 
@@ -267,8 +344,14 @@ def write_metrics(history: list[dict[str, float]], path: Path) -> Path:
     return write_csv(path, METRICS_COLUMNS, rows)
 
 
-def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: WeightEma,
-             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+def _restore(
+    checkpoint: dict[str, Any],
+    path: Path,
+    model: nn.Module,
+    ema: WeightEma,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
     fix = "delete the checkpoint to start over"
     reference = {key: tensor.cpu() for key, tensor in model.state_dict().items()}
     for part, state in (("model", checkpoint["model"]), ("EMA", (checkpoint.get("ema") or {}).get("weights"))):
@@ -282,5 +365,6 @@ def _restore(checkpoint: dict[str, Any], path: Path, model: nn.Module, ema: Weig
         scheduler.load_state_dict(checkpoint["scheduler"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
         reason = " ".join(str(err).split())[:200] or type(err).__name__
-        raise InputError(f"{path}: the stored state does not fit the spec ({reason}); "
-                         "delete the checkpoint to start over") from None
+        raise InputError(
+            f"{path}: the stored state does not fit the spec ({reason}); delete the checkpoint to start over"
+        ) from None

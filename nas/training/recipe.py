@@ -104,9 +104,17 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.RMSprop:
     decayed = [p for p in model.parameters() if id(p) not in batch_norm]
     free = [p for p in model.parameters() if id(p) in batch_norm]
     groups = [{"params": decayed, "weight_decay": recipe.weight_decay}, {"params": free, "weight_decay": 0.0}]
-    optimizer = torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay, momentum=recipe.momentum,
-                                    eps=math.sqrt(recipe.rmsprop_epsilon))
+    optimizer = torch.optim.RMSprop(
+        groups,
+        lr=recipe.lr,
+        alpha=recipe.rmsprop_decay,
+        momentum=recipe.momentum,
+        eps=math.sqrt(recipe.rmsprop_epsilon),
+    )
     for p in model.parameters():  # TensorFlow's start (ms = 1); torch fills in state only where there is none
-        optimizer.state[p] = {"step": torch.zeros(()), "square_avg": torch.ones_like(p),
-                              "momentum_buffer": torch.zeros_like(p)}
+        optimizer.state[p] = {
+            "step": torch.zeros(()),
+            "square_avg": torch.ones_like(p),
+            "momentum_buffer": torch.zeros_like(p),
+        }
     return optimizer

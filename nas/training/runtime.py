@@ -54,8 +54,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise SettingError("device", f"{name!r}: no CUDA device is available here; use cpu or auto")
         if index and int(index) >= torch.cuda.device_count():
-            raise SettingError("device", f"{name!r}: only {torch.cuda.device_count()} CUDA device(s) here; "
-                                         f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise SettingError(
+                "device",
+                f"{name!r}: only {torch.cuda.device_count()} CUDA device(s) here; "
+                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}",
+            )
         return torch.device(choice)
     raise SettingError("device", f"{name!r}: unknown device; use auto, cpu, cuda or cuda:N")
 
@@ -75,8 +78,7 @@ def place_model(model: ModuleT, device: torch.device, channels_last: bool = True
 
 def place_batch(images: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
     """Move a batch of images to `device` in the chosen layout; non-blocking from pinned memory."""
-    return images.to(device=device, memory_format=memory_format(channels_last),
-                     non_blocking=images.is_pinned())
+    return images.to(device=device, memory_format=memory_format(channels_last), non_blocking=images.is_pinned())
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:

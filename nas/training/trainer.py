@@ -65,36 +65,75 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
             warmup = float(stored)
     data = config.data if is_builtin(config.data) else str(Path(config.data).expanduser().resolve())
     recipe = Recipe(
-        data=data, resolution=size, epochs=config.epochs, batch_size=config.batch_size,
-        lr=paper_lr(config.batch_size) if config.lr is None else config.lr, warmup_epochs=warmup, seed=config.seed,
-        weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-        precise_bn_batches=config.precise_bn, augment=augment)
+        data=data,
+        resolution=size,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=paper_lr(config.batch_size) if config.lr is None else config.lr,
+        warmup_epochs=warmup,
+        seed=config.seed,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        ema_decay=config.ema_decay,
+        precise_bn_batches=config.precise_bn,
+        augment=augment,
+    )
     check_run(trained, images, recipe, checkpoint, run_dir / CHECKPOINT_NAME, dist)
     init = initial_weights(config.init, trained) if config.init is not None else None
     started_from = init_record(init, checkpoint)
-    recorded = recipe.as_dict() | {"compile": config.compiled, "decode": config.decode,  # a resumed run may switch
-                                   "init": started_from}
+    recorded = recipe.as_dict() | {
+        "compile": config.compiled,
+        "decode": config.decode,  # a resumed run may switch
+        "init": started_from,
+    }
     if dist.is_main:
         write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained)})
         if on_progress is not None:
-            classes = (f"num_classes {config.spec.num_classes} → {trained.num_classes} from the data"
-                       if config.spec.num_classes != trained.num_classes else f"{trained.num_classes} classes")
-            on_progress(Progress(0, None, preparing=True, status=(
-                f"{config.spec.name} @ {size} px on {images.name} ({len(images.train)} train, "
-                f"{len(images.val)} val images; {classes}; augment {augment}); lr {recipe.lr:g}"
-                f"{' (0.256·batch/4096)' if config.lr is None else ''}, warm-up {recipe.warmup_epochs:g} "
-                f"epochs" + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else "")
-                + (f"; starting from {config.init} ({init.record['library']} {init.record['weights']}: "
-                   f"{len(init.record['loaded'])} layers loaded, not loaded: "
-                   f"{', '.join(init.record['not_loaded']) or 'none'})" if init is not None else ""))))
+            classes = (
+                f"num_classes {config.spec.num_classes} → {trained.num_classes} from the data"
+                if config.spec.num_classes != trained.num_classes
+                else f"{trained.num_classes} classes"
+            )
+            on_progress(
+                Progress(
+                    0,
+                    None,
+                    preparing=True,
+                    status=(
+                        f"{config.spec.name} @ {size} px on {images.name} ({len(images.train)} train, "
+                        f"{len(images.val)} val images; {classes}; augment {augment}); lr {recipe.lr:g}"
+                        f"{' (0.256·batch/4096)' if config.lr is None else ''}, warm-up {recipe.warmup_epochs:g} "
+                        f"epochs"
+                        + (f"; resuming after epoch {checkpoint['epoch']}" if checkpoint else "")
+                        + (
+                            f"; starting from {config.init} ({init.record['library']} {init.record['weights']}: "
+                            f"{len(init.record['loaded'])} layers loaded, not loaded: "
+                            f"{', '.join(init.record['not_loaded']) or 'none'})"
+                            if init is not None
+                            else ""
+                        )
+                    ),
+                )
+            )
     with distributed_session(dist, config.device):
-        result = train(trained, images, recipe, run_dir, device=config.device, checkpoint=checkpoint,
-                       on_progress=on_progress if dist.is_main else None, dist=dist, compiled=config.compiled,
-                       loader_workers=config.loader_workers, decode=config.decode, init=init)
+        result = train(
+            trained,
+            images,
+            recipe,
+            run_dir,
+            device=config.device,
+            checkpoint=checkpoint,
+            on_progress=on_progress if dist.is_main else None,
+            dist=dist,
+            compiled=config.compiled,
+            loader_workers=config.loader_workers,
+            decode=config.decode,
+            init=init,
+        )
     if not dist.is_main:
         return None
-    data_section = {**data_record(images), "skipped": len(result.skipped),
-                    "skipped_files": list(result.skipped[:20])}
-    write_run_record(run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data_section},
-                     result.as_dict())
+    data_section = {**data_record(images), "skipped": len(result.skipped), "skipped_files": list(result.skipped[:20])}
+    write_run_record(
+        run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data_section}, result.as_dict()
+    )
     return result

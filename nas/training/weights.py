@@ -82,8 +82,9 @@ def weights_path(path: str | os.PathLike[str]) -> Path:
     source = Path(path)
     if source.is_dir():
         if not (source / BEST_NAME).is_file():
-            raise InputError(f"{source}: a directory without {BEST_NAME}; give a training run directory or a "
-                             "checkpoint file")
+            raise InputError(
+                f"{source}: a directory without {BEST_NAME}; give a training run directory or a checkpoint file"
+            )
         return source / BEST_NAME
     if not source.is_file():
         raise InputError(f"{source}: no such weights file; check the path")
@@ -101,8 +102,11 @@ def read_weights(path: str | os.PathLike[str], weights: str | None = None) -> We
     if is_checkpoint(data):
         return _checkpoint_weights(data, source, weights)
     if weights in ("ema", "raw"):
-        raise SettingError("weights", f"{weights} picks an effnet training checkpoint's weights; {source} is a state "
-                                      "dict with one set of weights: leave the choice out")
+        raise SettingError(
+            "weights",
+            f"{weights} picks an effnet training checkpoint's weights; {source} is a state "
+            "dict with one set of weights: leave the choice out",
+        )
     for key in WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -110,8 +114,10 @@ def read_weights(path: str | os.PathLike[str], weights: str | None = None) -> We
     state = _tensors(data, source)
     library = next((name for layer, name in FIRST_LAYER.items() if layer in state), None)
     if library is None:
-        raise InputError(f"{source}: a state dict of none of effnet, timm or torchvision's EfficientNet (it has no "
-                         f"{', '.join(FIRST_LAYER)}); give one of theirs or an effnet checkpoint")
+        raise InputError(
+            f"{source}: a state dict of none of effnet, timm or torchvision's EfficientNet (it has no "
+            f"{', '.join(FIRST_LAYER)}); give one of theirs or an effnet checkpoint"
+        )
     return WeightsFile(source, state, library, "state dict")
 
 
@@ -129,22 +135,40 @@ def _checkpoint_weights(data: dict[str, Any], source: Path, weights: str | None)
     state = _tensors(ema if use_ema else data.get("model"), source)
     trained = spec_from_dict(parse_yaml(str(data.get("spec", "")), str(source)), f"{source}: spec")
     classes = data.get("classes")
-    if classes is not None and not (isinstance(classes, list) and len(classes) == trained.num_classes
-                                    and all(isinstance(name, str) for name in classes)):
-        raise InputError(f"{source}: the recorded class names do not match the checkpoint's "
-                         f"{trained.num_classes} classes; train it again")
+    if classes is not None and not (
+        isinstance(classes, list)
+        and len(classes) == trained.num_classes
+        and all(isinstance(name, str) for name in classes)
+    ):
+        raise InputError(
+            f"{source}: the recorded class names do not match the checkpoint's "
+            f"{trained.num_classes} classes; train it again"
+        )
     view = EvalView.from_dict(data["transform"], str(source)) if data.get("transform") is not None else None
-    return WeightsFile(source, state, "effnet", "checkpoint EMA" if use_ema else "checkpoint raw", trained,
-                       tuple(classes) if classes is not None else None, view)
+    return WeightsFile(
+        source,
+        state,
+        "effnet",
+        "checkpoint EMA" if use_ema else "checkpoint raw",
+        trained,
+        tuple(classes) if classes is not None else None,
+        view,
+    )
 
 
 def _tensors(data: Any, source: Path) -> dict[str, torch.Tensor]:
-    if not isinstance(data, dict) or not data or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                         for k, v in data.items()):
-        raise InputError(f"{source}: not an effnet checkpoint or a state dict (names to tensors); give one saved "
-                         "with torch.save(model.state_dict(), path)")
-    check_state(data, str(source), "give the weights of a trained model, saved with torch.save(model.state_dict(), "
-                                   "path)")
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())
+    ):
+        raise InputError(
+            f"{source}: not an effnet checkpoint or a state dict (names to tensors); give one saved "
+            "with torch.save(model.state_dict(), path)"
+        )
+    check_state(
+        data, str(source), "give the weights of a trained model, saved with torch.save(model.state_dict(), path)"
+    )
     return data
 
 
@@ -153,15 +177,16 @@ def load_weights(model: Network, weights: WeightsFile, *, replace_classifier: bo
     another network at the first layer that differs. With `replace_classifier` a classifier of another shape
     (another number of classes) keeps the model's own initialisation instead."""
     reference = model.state_dict()
-    state = to_effnet(weights.state, reference, model.spec, weights.library, weights.description,
-                      skip_classifier=replace_classifier)
-    check_state(state, weights.description, "use weights trained for this spec",
-                {key: reference[key] for key in state})
+    state = to_effnet(
+        weights.state, reference, model.spec, weights.library, weights.description, skip_classifier=replace_classifier
+    )
+    check_state(state, weights.description, "use weights trained for this spec", {key: reference[key] for key in state})
     model.load_state_dict(state, strict=False)
     layers = list(dict.fromkeys(key.rpartition(".")[0] for key in reference))
     taken = {key.rpartition(".")[0] for key in state}
-    return LoadedLayers(tuple(layer for layer in layers if layer in taken),
-                        tuple(layer for layer in layers if layer not in taken))
+    return LoadedLayers(
+        tuple(layer for layer in layers if layer in taken), tuple(layer for layer in layers if layer not in taken)
+    )
 
 
 def state_dict_for(model: Network, library: str) -> dict[str, torch.Tensor]:
@@ -197,5 +222,6 @@ def initial_weights(path: Path, spec: NetworkSpec) -> InitialWeights:
     layers = load_weights(model, weights, replace_classifier=True)
     loaded = set(layers.loaded)
     state = {key: tensor for key, tensor in model.state_dict().items() if key.rpartition(".")[0] in loaded}
-    return InitialWeights(state, {"file": str(path), "library": weights.library, "weights": weights.kind,
-                                  **layers.as_dict()})
+    return InitialWeights(
+        state, {"file": str(path), "library": weights.library, "weights": weights.kind, **layers.as_dict()}
+    )

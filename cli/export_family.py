@@ -20,7 +20,8 @@ def resolve_coefficients(
     """The coefficients and where they came from; the official preset alone may fall back to the paper's."""
     from effnet.nas.errors import InputError
     from effnet.scaling.compound import Coefficients
-    from effnet.scaling.family import PAPER_COEFFICIENTS, load_coefficients
+    from effnet.scaling.family import load_coefficients
+    from effnet.scaling.official import PAPER_COEFFICIENTS
 
     flags = {"--alpha": alpha, "--beta": beta, "--gamma": gamma}
     given = [name for name, value in flags.items() if value is not None]

@@ -18,14 +18,9 @@ from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import write_run_record
 from effnet.nas.space.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
-from effnet.scaling.family import (
-    DEFAULT_PHIS,
-    FamilyMember,
-    PresetFit,
-    compound_family,
-    match_flops_family,
-    official_family,
-)
+from effnet.scaling.family import DEFAULT_PHIS, FamilyMember, compound_family
+from effnet.scaling.match_flops import match_flops_family
+from effnet.scaling.official import PresetFit, official_family
 
 MODES = ("compound", "match-flops", "official")
 CSV_COLUMNS = (

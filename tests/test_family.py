@@ -12,15 +12,9 @@ from effnet.nas.net.flops import analytic_flops
 from effnet.nas.progress import Progress
 from effnet.scaling.compound import Coefficients, compound_scale
 from effnet.scaling.export import FamilyConfig, export_family
-from effnet.scaling.family import (
-    MATCH_TOLERANCE,
-    compound_family,
-    load_coefficients,
-    match_flops_family,
-    member_name,
-    official_family_fit,
-    parse_phi_list,
-)
+from effnet.scaling.family import MATCH_TOLERANCE, compound_family, load_coefficients, member_name, parse_phi_list
+from effnet.scaling.match_flops import match_flops_family
+from effnet.scaling.official import official_family_fit
 from effnet.scaling.plots import family_figure
 from effnet.scaling.presets import reference_b0
 

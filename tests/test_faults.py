@@ -31,7 +31,8 @@ from effnet.nas.net.spec_file import dump_spec, load_spec
 from effnet.nas.record import write_run_record
 from effnet.nas.search.plots import plot_history
 from effnet.nas.search.run_dir import write_trials_csv
-from effnet.scaling.family import PAPER_COEFFICIENTS, compound_family
+from effnet.scaling.family import compound_family
+from effnet.scaling.official import PAPER_COEFFICIENTS
 from effnet.scaling.plots import plot_family
 from effnet.scaling.presets import reference_b0
 

@@ -72,7 +72,7 @@ def predict(
             top_k=top_k,
             weights=weights,
             device=device,
-            on_progress=lambda done, total: bar.update(done, total),
+            on_progress=lambda progress: bar.update(progress.done, progress.total),
         )
     data = result.as_dict()
     if result.skipped:

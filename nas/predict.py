@@ -26,14 +26,12 @@ from effnet.nas.choices import WEIGHTS
 from effnet.nas.data.images import IMAGE_SUFFIXES, BadImage, decode_image
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.inference import METADATA_KEYS, ModelInfo, eval_transform, info_from_metadata, load_model
+from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.training.runtime import resolve_device
 
 BATCH = 32
 """Images decoded and run at a time: memory stays that of one batch, whatever the number of images."""
 GLOB_CHARACTERS = "*?["
-
-Progress = Callable[[int, int], None]
-"""(images done, images in all)."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +214,7 @@ def predict(
     top_k: int = 5,
     weights: str = "best",
     device: str = "auto",
-    on_progress: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """The `top_k` most probable classes (at most all of them) of each image `images` names, by the network in
     `model` (see `open_predictor`); files that do not decode are left out and listed in `skipped`."""
@@ -235,7 +233,7 @@ def predict(
             for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist(), strict=True)
         )
         if on_progress is not None:
-            on_progress(done, len(files))
+            on_progress(Progress(done, len(files), "images"))
     if not predictions:
         raise InputError(f"none of the {len(files)} file(s) decodes as an image ({skipped[0]}); give image files")
     return PredictResult(Path(model), predictor.format, info, tuple(predictions), tuple(skipped))

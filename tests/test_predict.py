@@ -268,6 +268,18 @@ def test_images_are_named_as_files_folders_and_globs_each_taken_once(trained, tm
     assert image_files([folder / "class1" / "notes.txt"]) == [folder / "class1" / "notes.txt"]  # named: decoded
 
 
+def test_predict_reports_progress_as_the_one_progress_event(trained):
+    from effnet.nas.predict import predict
+    from effnet.nas.progress import Progress
+
+    events: list[Progress] = []
+    images = sorted(Path(trained["val"]).rglob("[0-9].jpg"))
+    result = predict(trained["run"], images, on_progress=events.append)
+    assert len(result.predictions) == len(images) == 9
+    assert all(isinstance(event, Progress) and event.total == 9 for event in events)
+    assert [event.done for event in events] == sorted(event.done for event in events) and events[-1].done == 9
+
+
 # -- bad inputs -------------------------------------------------------------------------------------
 
 

@@ -87,7 +87,7 @@ def print_result(history: list[dict[str, float]], data: dict[str, Any]) -> None:
 @clean_input_errors({"precise_bn_batches": "--precise-bn"})
 def train(
     spec_path: str = typer.Argument(..., metavar="SPEC.yaml", help="The network spec to train (a family member, say)."),
-    data: str = typer.Option("digits", "--data", help="digits (embedded, real), synthetic, or an image-folder path."),
+    data: str = options.DATA,
     epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the paper: 350); a resumed run may raise it."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch, split over torchrun's processes."),
     lr: float | None = typer.Option(

@@ -180,7 +180,7 @@ def latency_data(latency: Any) -> dict[str, Any]:
 def noise_warning(latency: Any) -> str:
     return (
         f"the {latency.repeats} timed runs varied by a coefficient of variation of {latency.cv:.2f}, above "
-        f"{NOISY_CV:g}: other work likely shared the {latency.device}, which lifts the median too; close other "
+        f"{NOISY_CV:.2f}: other work likely shared the {latency.device}, which lifts the median too; close other "
         "programs and measure again, or give more --repeats"
     )
 
@@ -201,7 +201,7 @@ def measure(spec: Any, settings: dict[str, Any]) -> Any:
 def print_latency(latency: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="Latency measured here (per batch; predicted: from a latency table, none yet)")
+    table = Table(title="Latency measured here (per batch)")
     for column in ("runtime", "device", "batch", "threads", "median", "p90", "cv", "runs"):
         table.add_column(column, justify="left" if column in ("runtime", "device") else "right")
     table.add_row(

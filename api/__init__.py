@@ -29,7 +29,9 @@ Stages:
 Deployment: `fold_batch_norm(model)` (an eval-only copy with BatchNorm folded into the convs, the fast
 inference path), `export_model(spec, out, format, weights)` (ONNX, TorchScript, or a timm / torchvision state
 dict, checked against the torch model), `read_weights` / `load_weights` (a checkpoint or a timm / torchvision
-state dict into a spec's model, by name) and `save_state_dict` (the reverse).
+state dict into a spec's model, by name) and `save_state_dict` (the reverse). `measure_latency(spec, runtime,
+device, batch, threads) -> Latency`: the median and 90th percentile time of a batch on this machine (torch, folded
+or onnxruntime).
 
 Every long call takes a progress callback (`on_progress`) and never prints; bad input raises
 `InputError` (a `SettingError` names the setting). A call leaves process-wide state as it found it
@@ -47,6 +49,7 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.errors import InputError, SettingError
     from effnet.nas.export import ExportResult, export_model
     from effnet.nas.inference import ModelInfo, eval_transform, load_model
+    from effnet.nas.latency.measure import Latency, measure_latency
     from effnet.nas.net.counting import FlopCount, count_flops
     from effnet.nas.net.fold import fold_batch_norm
     from effnet.nas.net.model import build_model
@@ -120,6 +123,9 @@ _EXPORTS = {
     "load_weights": "effnet.nas.training.weights",
     "save_state_dict": "effnet.nas.training.weights",
     "state_dict_for": "effnet.nas.training.weights",
+    # latency where the network runs
+    "measure_latency": "effnet.nas.latency.measure",
+    "Latency": "effnet.nas.latency.measure",
     # using a trained network
     "load_model": "effnet.nas.inference",
     "eval_transform": "effnet.nas.inference",

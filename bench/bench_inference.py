@@ -116,9 +116,10 @@ def _onnx_step(model: Any, images: Any, threads: int) -> Callable[[], Any]:
     """The folded network exported as `effnet export-model` does, run by onnxruntime on the same threads."""
     import onnxruntime
 
-    from effnet.nas.export import EXPORTERS
+    from effnet.nas.net.fold import fold_batch_norm
+    from effnet.nas.net.onnx_graph import onnx_graph
 
-    data, _ = EXPORTERS["onnx"](model, model.spec)
+    data = onnx_graph(fold_batch_norm(model), tuple(images.shape[1:])).SerializeToString()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

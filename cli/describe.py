@@ -7,9 +7,12 @@ from typing import Any
 
 import typer
 
-from effnet.cli.common import clean_input_errors, console, emit_json, literal
+from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console
+from effnet.nas.choices import LATENCY_RUNTIMES
+from effnet.nas.latency.settings import MAX_BATCH, NOISY_CV, REPEATS, WARMUP
 
 PRESETS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
+LATENCY_FLAGS = ("--runtime", "--batch", "--threads", "--device", "--repeats")
 
 
 def stage_rows(spec: Any, report: Any) -> list[dict[str, Any]]:
@@ -159,6 +162,61 @@ def print_description(data: dict[str, Any]) -> None:
         console.print(f"analytic and fvcore counts {verdict}")
 
 
+def latency_data(latency: Any) -> dict[str, Any]:
+    """The measured latency as `--json` gives it; `predicted_s` is a latency table's estimate (none yet)."""
+    return {
+        "measured_s": latency.median_s,
+        "p90_s": latency.p90_s,
+        "predicted_s": None,
+        "runtime": latency.runtime,
+        "device": latency.device,
+        "batch": latency.batch,
+        "threads": latency.threads,
+        "repeats": latency.repeats,
+        "cv": latency.cv,
+    }
+
+
+def noise_warning(latency: Any) -> str:
+    return (
+        f"the {latency.repeats} timed runs varied by a coefficient of variation of {latency.cv:.2f}, above "
+        f"{NOISY_CV:.2f}: other work likely shared the {latency.device}, which lifts the median too; close other "
+        "programs and measure again, or give more --repeats"
+    )
+
+
+def measure(spec: Any, settings: dict[str, Any]) -> Any:
+    """The latency, with a spinner on a terminal saying how far the runs are."""
+    from effnet.nas.latency.measure import measure_latency
+
+    with progress_console.status("measuring latency", spinner="dots") as status:
+
+        def show(progress: Any) -> None:
+            count = "" if progress.preparing else f" {progress.done}/{progress.total}"
+            status.update(f"measuring latency: {progress.status}{count}")
+
+        return measure_latency(spec, **settings, on_progress=show)
+
+
+def print_latency(latency: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Latency measured here (per batch)")
+    for column in ("runtime", "device", "batch", "threads", "median", "p90", "cv", "runs"):
+        table.add_column(column, justify="left" if column in ("runtime", "device") else "right")
+    table.add_row(
+        latency["runtime"],
+        latency["device"],
+        str(latency["batch"]),
+        str(latency["threads"]),
+        f"{1000 * latency['measured_s']:.2f} ms",
+        f"{1000 * latency['p90_s']:.2f} ms",
+        f"{latency['cv']:.3f}",
+        str(latency["repeats"]),
+    )
+    console.print(table)
+
+
 @clean_input_errors()
 def describe(
     spec_path: Path | None = typer.Argument(None, metavar="SPEC.yaml", help="A network spec file."),
@@ -169,18 +227,77 @@ def describe(
         autocompletion=lambda: list(PRESETS),
     ),
     fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore and show both counts."),
+    latency: bool = typer.Option(
+        False,
+        "--latency",
+        help="Also measure the network's latency on this machine: the median and 90th percentile time of a "
+        "batch of random images at the spec's resolution (--json: latency.measured_s, p90_s; predicted_s stays "
+        "null until a latency table exists).",
+    ),
+    runtime: str | None = typer.Option(
+        None,
+        "--runtime",
+        help=f"With --latency, what runs the network: {' | '.join(LATENCY_RUNTIMES)} (default folded: BatchNorm "
+        "folded into the convs, channels_last; torch: the eval model as built; onnxruntime: the folded ONNX "
+        "export, needs effnet[onnx]).",
+        autocompletion=lambda: list(LATENCY_RUNTIMES),
+    ),
+    batch: int | None = typer.Option(
+        None, "--batch", help=f"With --latency, images per timed run (default 1, at most {MAX_BATCH})."
+    ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="With --latency, CPU threads (torch's intra-op threads, onnxruntime's too; default: torch's, one per "
+        "core). Set the threads the network will have where it is deployed.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="With --latency: cpu | cuda | cuda:N | auto (default cpu; CUDA runs timed by events)."
+    ),
+    repeats: int | None = typer.Option(
+        None,
+        "--repeats",
+        help=f"With --latency, timed runs after {WARMUP} untimed ones (default {REPEATS}); more for a steadier median.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Show a spec's stages, parameters and FLOPs (per stage and per operator)."""
+    """Show a spec's stages, parameters and FLOPs (per stage and per operator), and with --latency its measured
+    latency."""
     from effnet.nas.errors import InputError
     from effnet.nas.net.spec_file import load_spec
     from effnet.scaling.presets import official_preset
 
     if (spec_path is None) == (preset is None):
         raise InputError("give either a spec file (effnet describe SPEC.yaml) or --preset b0..b7, not both or neither")
+    given = [
+        flag
+        for flag, value in zip(LATENCY_FLAGS, (runtime, batch, threads, device, repeats), strict=True)
+        if value is not None
+    ]
+    if given and not latency:
+        raise InputError(f"{given[0]} is a setting of the latency measurement; add --latency")
+    settings: dict[str, Any] = {
+        "runtime": "folded" if runtime is None else runtime,
+        "device": "cpu" if device is None else device,
+        "batch": 1 if batch is None else batch,
+        "threads": threads,
+        "repeats": REPEATS if repeats is None else repeats,
+    }
+    if latency:
+        from effnet.nas.latency.measure import check_settings
+
+        check_settings(warmup=WARMUP, **settings)  # refused before the spec is loaded or the spinner starts
     spec = load_spec(spec_path) if spec_path is not None else official_preset(str(preset))
     data = describe_data(spec, fvcore)
+    if latency:
+        measured = measure(spec, settings)
+        data["latency"] = latency_data(measured)
+        data["warnings"] = [noise_warning(measured)] if measured.noisy else []
+        for warning in data["warnings"]:
+            progress_console.print(f"[yellow]warning:[/] {literal(warning)}", soft_wrap=True)
     if as_json:
         emit_json(data)
     else:
         print_description(data)
+        if latency:
+            print_latency(data["latency"])

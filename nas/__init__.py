@@ -12,6 +12,7 @@
 - `effnet.nas.training`: training (the paper's recipe, EMA, precise BatchNorm, checkpoints, pretrained
   weights, device and allocator settings).
 - `effnet.nas.space`: the search space (its choices, space files, its FLOPs reach, fitting to the data).
+- `effnet.nas.latency`: a network's latency measured where it runs (torch, folded, onnxruntime; CPU or CUDA).
 - `effnet.nas.proxies`: accuracy proxies (short training, zero-cost scores, the supernet).
 - `effnet.nas.study`: studies (the one study runner that search and grid share: storage, settings
   fingerprint, seeds, workers, stale trials; the architecture search, its rewards and report; the

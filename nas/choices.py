@@ -14,3 +14,6 @@ EXPORT_FORMATS = ("onnx", "torchscript", "timm", "torchvision")
 WEIGHTS = ("best", "ema", "raw")
 """Which of a training checkpoint's weights: the ones that scored best on validation (the checkpoint's record of
 which), the moving average, or the trained weights themselves."""
+LATENCY_RUNTIMES = ("folded", "torch", "onnxruntime")
+"""What runs a network whose latency is measured: torch with BatchNorm folded (effnet's inference path), the eval
+model as built, or its folded ONNX export in onnxruntime."""

@@ -44,6 +44,7 @@ from effnet.nas.inference import export_metadata
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
 from effnet.nas.net.model import Network, build_model
+from effnet.nas.net.onnx_graph import EXAMPLE_BATCH, onnx_graph, require_onnx
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.targets import check_output_file
@@ -53,11 +54,6 @@ RELATIVE_TOLERANCE = 1e-4
 """The largest absolute difference allowed, as a fraction of the largest absolute logit (see the module notes)."""
 CHECK_BATCHES = (1, 3)
 """Batch sizes the exported file is run at: the dynamic batch axis must take both."""
-EXAMPLE_BATCH = 2
-"""The batch the exporters trace with (not 1, which torch.export would specialise the batch axis to)."""
-ONNX_OPSET = 18
-"""ONNX opset of the exported graph (torch's exporter writes it in ONNX IR version 10: onnxruntime 1.18 on)."""
-ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 TRAINED_FIELDS = ("resolution", "num_classes", "in_channels")
 """What a training checkpoint's spec may change of the spec it was trained from (`training_spec`)."""
 
@@ -162,15 +158,6 @@ def export_model(
     )
 
 
-def require_onnx() -> None:
-    """ONNX export needs the optional packages; say how to get them if one is missing."""
-    import importlib.util
-
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise InputError(f"ONNX export needs {', '.join(missing)}, not installed; pip install 'effnet[onnx]'")
-
-
 def as_trained(spec: NetworkSpec, source: WeightsFile | None) -> NetworkSpec:
     """The spec at a training checkpoint's resolution and classes; refuses a checkpoint of another network,
     naming the first field where the two specs differ."""
@@ -211,23 +198,7 @@ def _onnx(model: nn.Module, spec: NetworkSpec, metadata: dict[str, str]) -> tupl
     import onnx
     import onnxruntime
 
-    folded = fold_batch_norm(model)
-    example = torch.zeros(EXAMPLE_BATCH, spec.in_channels, spec.resolution, spec.resolution)
-    batch = torch.export.Dim("batch", min=1)
-    # some onnxscript versions print their graph rewrites; the library never prints (and --json owns stdout)
-    with contextlib.redirect_stdout(io.StringIO()):
-        program = torch.onnx.export(
-            folded,
-            (example,),
-            input_names=["images"],
-            output_names=["logits"],
-            opset_version=ONNX_OPSET,
-            dynamo=True,
-            dynamic_shapes={"x": {0: batch}},
-            verbose=False,
-        )
-    assert program is not None, "torch.onnx.export(dynamo=True) returns the ONNX program"
-    proto = program.model_proto
+    proto = onnx_graph(fold_batch_norm(model), (spec.in_channels, spec.resolution, spec.resolution))
     onnx.helper.set_model_props(proto, metadata)
     data = proto.SerializeToString()
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])

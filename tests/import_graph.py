@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("effnet.nas.data",)),
     ("training", ("effnet.nas.training",)),
     ("search space", ("effnet.nas.space",)),
+    ("latency", ("effnet.nas.latency",)),
     ("proxies", ("effnet.nas.proxies",)),
     ("studies", ("effnet.nas.study",)),
     ("architecture search", ("effnet.nas.search",)),

@@ -41,6 +41,8 @@ NOT_NUMERIC = {
     "--match-flops",
     "--preset",
     "--fvcore",
+    "--latency",
+    "--runtime",
     "--compile",
     "--resume",
     "--augment",
@@ -112,7 +114,7 @@ NUMERIC = {
         "--classes": plain,
     },
     "export-family": {"--alpha": plain, "--beta": plain, "--gamma": plain, "--phi": phis, "--classes": plain},
-    "describe": {},
+    "describe": {"--batch": plain, "--threads": plain, "--repeats": plain},
     "export-model": {"--seed": plain},
     "predict": {"--top-k": plain},
     "train": {
@@ -196,6 +198,7 @@ BASE = {
         "1",
         "--json",
     ],
+    "describe": ["describe", TINY_BASE, "--latency", "--json"],
     "export-model": ["export-model", TINY_BASE, "--format", "timm", "--json"],
     "predict": ["predict", TINY_BASE, str(Path(__file__).parent / "bad_inputs" / "data" / "one_class"), "--json"],
 }
@@ -214,7 +217,8 @@ def test_every_numeric_option_of_every_command_is_drawn():
 @pytest.fixture
 def stubbed(monkeypatch):
     """Nothing trains or scores: a study runs no trial, training stops (exit 0) once its settings are checked,
-    proxy-check gives each candidate made-up scores."""
+    proxy-check gives each candidate made-up scores, a latency measurement times no run."""
+    from effnet.nas.latency import measure
     from effnet.nas.study import proxy_check as check
     from effnet.nas.study import runner as study_runner
     from effnet.nas.training import trainer
@@ -233,6 +237,7 @@ def stubbed(monkeypatch):
 
     monkeypatch.setattr(trainer, "train", trained)
     monkeypatch.setattr(check, "score_candidates", scored)
+    monkeypatch.setattr(measure, "time_runs", lambda prepared, warmup, repeats, report: [0.001] * repeats)
 
 
 class TookTooLong(Exception):
@@ -262,7 +267,7 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     chosen = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=1, max_size=3, unique=True), label="options")
     values = [(flag, data.draw(options[flag], label=flag)) for flag in chosen]
     run_dir = tmp_path / f"run{data.draw(st.integers(0, 10**9))}"
-    where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": []}.get(
+    where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": [], "describe": []}.get(
         command, ["--run-dir", str(run_dir)]
     )
     args = [*BASE[command], *where, *[f"{flag}={value}" for flag, value in values]]

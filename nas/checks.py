@@ -17,10 +17,11 @@ def whole(setting: str, value: Any, *, low: int | None = None, high: int | None 
     """An integer in [low, high]."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise SettingError(setting, f"must be a whole number, got {value!r}")
+    shown = f"{value:.3g}" if abs(value) >= 10**15 else str(value)  # not a line of 300 digits
     if low is not None and value < low:
-        raise SettingError(setting, f"must be at least {low}, got {value}")
+        raise SettingError(setting, f"must be at least {low}, got {shown}")
     if high is not None and value > high:
-        raise SettingError(setting, f"must be at most {high:,}, got {value}")
+        raise SettingError(setting, f"must be at most {high:,}, got {shown}")
     return value
 
 

@@ -25,6 +25,7 @@ from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.memory import check_loader_workers
 from effnet.nas.net.flops import analytic_cost, analytic_flops
+from effnet.nas.net.limits import MAX_FLOPS
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
@@ -229,7 +230,8 @@ class ProxyCheckConfig:
         )
 
     def __post_init__(self) -> None:
-        checks.whole("target_flops", self.target_flops, low=1)
+        # No candidate can be larger than the cost limit, and the band's bounds must stay finite numbers.
+        checks.whole("target_flops", self.target_flops, low=1, high=MAX_FLOPS)
         checks.number("flops_tolerance", self.flops_tolerance, low=0, high=1, low_open=True, high_open=True)
         if not self.proxies:
             raise SettingError("proxy", "needs at least one proxy to check")

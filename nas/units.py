@@ -24,8 +24,10 @@ def parse_size(text: str, what: str = "size") -> int:
 
 
 def format_size(value: float) -> str:
-    """400000000 -> '400.0M', 1.8e9 -> '1.80G', 1e13 -> '10.00T'."""
+    """400000000 -> '400.0M', 1.8e9 -> '1.80G', 1e13 -> '10.00T', 1.38e308 -> '1.38e+308'."""
     value = float(value)
+    if abs(value) >= 1e15:  # beyond any network: no line of hundreds of digits
+        return f"{value:.3g}"
     if abs(value) >= 1e12:
         return f"{value / 1e12:.2f}T"
     if abs(value) >= 1e9:

@@ -9,6 +9,7 @@ target and w = -1 over it.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from effnet.nas.errors import InputError, SettingError
@@ -47,11 +48,14 @@ class FlopsBand:
     @property
     def low(self) -> int:
         """The smallest whole FLOP count inside the band (1e-9 absorbs float error in target * tolerance)."""
-        return math.ceil(self.target * (1 - self.tolerance) - 1e-9)
+        return math.ceil(min(self.target * (1 - self.tolerance) - 1e-9, sys.float_info.max))
 
     @property
     def high(self) -> int:
-        return self.target if self.hard else math.floor(self.target * (1 + self.tolerance) + 1e-9)
+        # A target near the largest float puts the bound past it: the largest float instead, beyond every network.
+        return (
+            self.target if self.hard else math.floor(min(self.target * (1 + self.tolerance) + 1e-9, sys.float_info.max))
+        )
 
     def violation(self, flops: float) -> float:
         """Optuna's constraint value: <= 0 inside the band, else the relative distance outside it."""

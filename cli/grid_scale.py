@@ -98,6 +98,8 @@ def print_result(result: Any) -> None:
 
 def print_best(data: dict[str, Any]) -> None:
     """The chosen coefficients, what the grid could not tell apart, and the lead against the noise."""
+    from effnet.nas.study.chance import chance_line
+
     b = data["best"]
     console.print(
         f"best: α={b['alpha']:g} β={b['beta']:g} γ={b['gamma']:g} (αβ²γ² = {b['product']:.4f}, measured "
@@ -123,12 +125,8 @@ def print_best(data: dict[str, Any]) -> None:
             f"{r['score']:.4f}): the tie rule chose, not the scores ({b['tie_rule']})"
         )
     if data["chance"] is not None:
-        ch = data["chance"]
         near = " [red]near chance[/]" if b["near_chance"] else ""
-        console.print(
-            f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
-            f"images; under {ch['threshold']:.4f} a score is not told apart from it){near}"
-        )
+        console.print(chance_line(data["chance"], "a score") + near)
     if b["within_noise"] is None and b["runner_up"] is not None:
         console.print(
             "noise: one run per network, so the lead over the runner-up cannot be judged; "

@@ -26,6 +26,7 @@ from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
 def print_result(result: Any) -> None:
     from rich.table import Table
 
+    from effnet.nas.study.chance import chance_line
     from effnet.nas.units import format_size
 
     c = result.config
@@ -66,11 +67,7 @@ def print_result(result: Any) -> None:
     else:
         console.print("[yellow]no candidate inside the band finished training yet; rerun to continue[/]")
     if data["chance"] is not None:
-        ch = data["chance"]
-        console.print(
-            f"chance level {ch['chance']:.4f} ({ch['classes']} classes on {ch['val_images']:,} validation "
-            f"images; under {ch['threshold']:.4f} an accuracy is not told apart from it)"
-        )
+        console.print(chance_line(data["chance"], "an accuracy"))
     console.print(literal(f"trials: {data['trials_csv']}  plots: {', '.join(data['plots'])}"))
 
 

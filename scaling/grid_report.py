@@ -113,10 +113,7 @@ def write_grid_report(
         f"watch a running grid live: {dashboard_command(config.study.storage, config.study.run_dir)}",
     ]
     if chance is not None:
-        lines.append(
-            f"chance level {chance.chance:.4f} ({chance.classes} classes, {chance.val_images:,} validation "
-            f"images; a score under {chance.threshold:.4f} is not told apart from it)"
-        )
+        lines.append(chance.line("a score"))
     if record is not None:
         lines.append(
             f"chosen: α {record['alpha']}, β {record['beta']}, γ {record['gamma']} ({score} "

@@ -138,10 +138,7 @@ def write_search_report(
     if fit is not None:
         lines.append(f"networks fitted to the data: {fit.describe()}")
     if chance is not None:
-        lines.append(
-            f"chance level {chance.chance:.4f} ({chance.classes} classes, {chance.val_images:,} validation "
-            f"images; an accuracy under {chance.threshold:.4f} is not told apart from it)"
-        )
+        lines.append(chance.line("an accuracy"))
     if best is not None:
         lines.append(
             f"b0: trial {best.number}, {metric} {best.user_attrs.get(metric):.4f}, "

@@ -64,6 +64,10 @@ class ChanceLevel:
             "rule": CHANCE_RULE,
         }
 
+    def line(self, what: str = "an accuracy") -> str:
+        """The chance level in one line, as every report and command states it (`chance_line`)."""
+        return chance_line(self.record(), what)
+
     def warning(self, best: float, what: str = "the best candidate's proxy accuracy") -> str:
         """The sentence that says an accuracy is near chance, and what to do about it."""
         return (
@@ -84,4 +88,13 @@ def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
         classes=classes,
         val_images=total,
         balanced=bool(counts.max() - counts.min() <= 1),
+    )
+
+
+def chance_line(record: dict[str, Any], what: str = "an accuracy") -> str:
+    """A chance level's record (`ChanceLevel.record`, as run.yaml and `--json` hold it) in one line: `what` is the
+    kind of score it is the chance level of ("an accuracy", "a score")."""
+    return (
+        f"chance level {record['chance']:.4f} ({record['classes']} classes on {record['val_images']:,} validation "
+        f"images; under {record['threshold']:.4f} {what} is not told apart from it)"
     )

@@ -95,6 +95,13 @@ def layer_of(module: str) -> int:
     return best
 
 
+def unplaced_packages(modules: dict[str, Path]) -> list[str]:
+    """The sub-packages of `effnet.nas` that `LAYERS` does not name: one would fall into the foundation unseen."""
+    named = {prefix for _, prefixes in LAYERS for prefix in prefixes}
+    packages = {name for name, path in modules.items() if path.name == "__init__.py" and name.count(".") == 2}
+    return sorted(package for package in packages if package.startswith("effnet.nas.") and package not in named)
+
+
 def upward_imports(edges: list[Import]) -> list[str]:
     """One line per import that goes from a lower layer to a higher one."""
     return [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from import_graph import LAYERS, cycles, imports, layer_of, module_files, upward_imports
+from import_graph import LAYERS, cycles, imports, layer_of, module_files, unplaced_packages, upward_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +18,18 @@ def _copy_sources(destination: Path) -> Path:
     return destination
 
 
-def test_every_module_belongs_to_a_layer():
-    for module in module_files(ROOT):
+def test_every_module_belongs_to_a_layer_and_every_sub_package_is_named():
+    modules = module_files(ROOT)
+    for module in modules:
         layer_of(module)
+    assert unplaced_packages(modules) == []
+
+
+def test_a_new_sub_package_left_out_of_the_layers_fails(tmp_path):
+    root = _copy_sources(tmp_path)
+    (root / "nas" / "planted").mkdir()
+    (root / "nas" / "planted" / "__init__.py").write_text('"""A package nobody placed."""\n')
+    assert unplaced_packages(module_files(root)) == ["effnet.nas.planted"]
 
 
 def test_the_project_has_no_upward_import():

@@ -34,27 +34,9 @@ from effnet.nas.study.opening import open_study
 from effnet.nas.study.study_config import StudyConfig
 from effnet.scaling.presets import reference_b0
 
+from postgres import TINY_SEARCH
+
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
-TINY_ARGS = [
-    "--space",
-    TINY,
-    "--target-flops",
-    "1M",
-    "--flops-tolerance",
-    "0.3",
-    "--data",
-    "synthetic",
-    "--proxy-epochs",
-    "1",
-    "--proxy-resolution",
-    "32",
-    "--batch-size",
-    "32",
-    "--timeout",
-    "none",
-    "--threads",
-    "1",
-]
 runner = CliRunner()
 
 
@@ -310,7 +292,7 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_search_command_writes_a_b0_inside_the_band(tmp_path):
-    result = runner.invoke(app, ["search", *TINY_ARGS, "--trials", "6", "--run-dir", str(tmp_path), "--json"])
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "6", "--run-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["trials_completed"] + summary["trials_pruned"] + summary["trials_failed"] >= 6
@@ -327,7 +309,7 @@ PROGRESS_LINE = re.compile(r"^\[\d+:\d\d:\d\d\] search (\d+)/3\b", re.M)
 
 @pytest.mark.slow
 def test_progress_piped_is_plain_lines_one_per_candidate_and_tables_do_not_wrap(tmp_path):
-    done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path / "plain")])
+    done = run_cli(["search", *TINY_SEARCH, "--trials", "3", "--run-dir", str(tmp_path / "plain")])
     assert done.returncode == 0, done.stderr
     counts = [int(n) for n in PROGRESS_LINE.findall(done.stderr)]
     assert counts == [0, 1, 2, 3], done.stderr  # one line as it starts, then one per trained candidate
@@ -338,7 +320,7 @@ def test_progress_piped_is_plain_lines_one_per_candidate_and_tables_do_not_wrap(
 
 @pytest.mark.slow
 def test_progress_with_json_goes_to_stderr_and_stdout_is_the_json_alone(tmp_path):
-    done = run_cli(["search", *TINY_ARGS, "--trials", "3", "--run-dir", str(tmp_path), "--json"])
+    done = run_cli(["search", *TINY_SEARCH, "--trials", "3", "--run-dir", str(tmp_path), "--json"])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["trials_completed"] + json.loads(done.stdout)["trials_pruned"] == 3
     assert [int(n) for n in PROGRESS_LINE.findall(done.stderr)] == [0, 1, 2, 3], done.stderr
@@ -372,7 +354,7 @@ def completed_trials(run_dir: Path) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
-    args = ["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
+    args = ["search", *TINY_SEARCH, "--proxy-epochs", "2", "--trials", "200", "--run-dir", str(tmp_path), "--json"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "effnet.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -384,7 +366,7 @@ def test_resume_after_a_killed_run_keeps_every_completed_trial(tmp_path):
     before = completed_trials(tmp_path)
     budget = len(before) + 3
     result = run_cli(
-        ["search", *TINY_ARGS, "--proxy-epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path), "--json"]
+        ["search", *TINY_SEARCH, "--proxy-epochs", "2", "--trials", str(budget), "--run-dir", str(tmp_path), "--json"]
     )
     assert result.returncode == 0, result.stderr
     after = completed_trials(tmp_path)
@@ -398,7 +380,7 @@ def test_two_workers_share_one_study_and_count_each_trial_once(tmp_path):
     result = run_cli(
         [
             "search",
-            *TINY_ARGS,
+            *TINY_SEARCH,
             "--proxy-epochs",
             "2",
             "--trials",
@@ -440,7 +422,7 @@ def test_missing_data_path_is_a_clear_error(tmp_path):
 
 def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
     url = "postgresql://effnet:s3cret-pw@127.0.0.1:1/effnet"
-    result = runner.invoke(app, ["search", *TINY_ARGS, "--storage", url, "--run-dir", str(tmp_path)])
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--storage", url, "--run-dir", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert "cannot reach the storage" in result.output and "s3cret-pw" not in result.output
     lines = result.stderr.splitlines()
@@ -557,7 +539,7 @@ def test_the_time_limit_stops_a_training_at_its_next_epoch_for_every_objective(t
 
 def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_path):
     result = runner.invoke(
-        app, ["search", *TINY_ARGS, "--objective", "pareto", "--trials", "8", "--run-dir", str(tmp_path), "--json"]
+        app, ["search", *TINY_SEARCH, "--objective", "pareto", "--trials", "8", "--run-dir", str(tmp_path), "--json"]
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -574,12 +556,12 @@ def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_pa
 
 def test_the_old_name_of_proxy_epochs_still_works_for_one_release(tmp_path):
     old = runner.invoke(
-        app, ["search", *TINY_ARGS, "--epochs", "1", "--trials", "1", "--run-dir", str(tmp_path), "--json"]
+        app, ["search", *TINY_SEARCH, "--epochs", "1", "--trials", "1", "--run-dir", str(tmp_path), "--json"]
     )
     assert old.exit_code == 0, old.output
     assert "--epochs is deprecated and will be removed; use --proxy-epochs" in old.stderr
     assert yaml.safe_load((tmp_path / "run.yaml").read_text())["settings"]["proxy"]["epochs"] == 1
     both = runner.invoke(
-        app, ["search", *TINY_ARGS, "--epochs", "2", "--proxy-epochs", "1", "--run-dir", str(tmp_path / "both")]
+        app, ["search", *TINY_SEARCH, "--epochs", "2", "--proxy-epochs", "1", "--run-dir", str(tmp_path / "both")]
     )
     assert both.exit_code == 2 and "--epochs is the old name of --proxy-epochs" in both.output

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from test_grid_scale import GRID_ARGS, TINY_BASE, ZERO_COST_ARGS
-from test_search import TINY_ARGS
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
+
+from postgres import TINY_SEARCH
 
 runner = CliRunner()
 
@@ -57,7 +58,7 @@ def title(figure: dict) -> str:
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("search")
-    result = runner.invoke(app, ["search", *TINY_ARGS, "--trials", "6", "--run-dir", str(run_dir), "--json"])
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--trials", "6", "--run-dir", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["report"] == str(run_dir / "report.html")
     return run_dir

@@ -17,6 +17,7 @@ from effnet.cli.describe import describe
 from effnet.cli.export_family import export_family
 from effnet.cli.export_model import export_model
 from effnet.cli.grid_scale import grid_scale
+from effnet.cli.latency_table import latency_table
 from effnet.cli.predict import predict
 from effnet.cli.proxy_check import proxy_check
 from effnet.cli.search import search
@@ -59,6 +60,7 @@ app.command(cls=Command)(describe)
 app.command(cls=Command)(train)
 app.command("proxy-check", cls=Command)(proxy_check)
 app.command(cls=Command)(predict)
+app.command("latency-table", cls=Command)(latency_table)
 
 
 @app.callback()

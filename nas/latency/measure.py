@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -156,6 +157,24 @@ def time_runs(prepared: Prepared, warmup: int, repeats: int, report: ProgressCal
         on = prepared.events_on
         times.append(_wall_run(prepared) if on is None else _cuda_run(prepared, on))
         report(Progress(done, repeats, "timing"))
+    return times
+
+
+def time_interleaved(prepared: Sequence[Prepared], warmup: int, rounds: int) -> list[list[float]]:
+    """The seconds of `rounds` timed runs of each of `prepared`, taken in rounds that run each once in turn
+    (after `warmup` untimed runs of each): a slow spell of the machine then falls on every one of them alike
+    instead of on the few timed during it, and each runs after the others, with their data in the caches
+    instead of its own, as a part of a network runs after the part before it."""
+    for item in prepared:
+        for _ in range(warmup):
+            item.run()
+        if item.events_on is not None:
+            torch.cuda.synchronize(item.events_on)
+    times: list[list[float]] = [[] for _ in prepared]
+    for _ in range(rounds):
+        for item, taken in zip(prepared, times, strict=True):
+            on = item.events_on
+            taken.append(_wall_run(item) if on is None else _cuda_run(item, on))
     return times
 
 

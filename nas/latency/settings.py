@@ -19,3 +19,15 @@ NOISY_CV = 0.10
 differ only by caches and clock frequency; a spread of a tenth means other work took the cores or the memory
 bandwidth during the runs, which lifts the median too (B0, folded, batch 1, one thread, on the 2-core VM at a load
 average near 3: spreads of 0.09 to 0.40)."""
+
+TABLE_WARMUP = 2
+"""Untimed runs of each part of a latency table before its timed rounds."""
+TABLE_ROUNDS = 11
+"""Timed runs of each part of a latency table (one per round; the median is kept). The default space's 2,604
+parts take about 50 s at this count on a 2-core CPU, folded, batch 1, one thread."""
+CHUNK_PARTS = 100
+"""Parts built and timed together: the rounds interleave them; memory holds this many at once."""
+CALIBRATION_NETWORKS = 12
+"""Random networks of the space timed end to end to fit a new table's calibration factor."""
+CALIBRATION_ROUNDS = 15
+CALIBRATION_SEED = 0

@@ -65,10 +65,15 @@ class SpaceReach:
     largest: SpecCost
 
 
-def _stage_options(choices: StageChoices) -> Iterator[StageSpec]:
-    """Every stage the choices can make, up to the identity skip."""
-    for block, kernel, se_ratio, width, offset in itertools.product(
-        choices.block, choices.kernel, choices.se_ratio, choices.width, choices.repeats_offset
+def stage_options(choices: StageChoices, skips: bool = False) -> Iterator[StageSpec]:
+    """Every stage the choices can make; `skips` False: up to the skip (each with the first skip choice)."""
+    for block, kernel, se_ratio, width, offset, skip in itertools.product(
+        choices.block,
+        choices.kernel,
+        choices.se_ratio,
+        choices.width,
+        choices.repeats_offset,
+        choices.skip if skips else choices.skip[:1],
     ):
         for expand in choices.expand if block == "mbconv" else (1,):
             yield StageSpec(
@@ -79,7 +84,7 @@ def _stage_options(choices: StageChoices) -> Iterator[StageSpec]:
                 expand=expand,
                 out_channels=round_filters(choices.out_channels, width),
                 se_ratio=se_ratio,
-                skip=choices.skip[0],
+                skip=skip,
             )
 
 
@@ -93,7 +98,7 @@ def space_reach(space: SearchSpace) -> SpaceReach:
     for index, choices in enumerate(space.stages):
         reached: dict[int, _Totals] = {}
         for channels, so_far in totals.items():
-            for stage in _stage_options(choices):
+            for stage in stage_options(choices):
                 # the stage alone, fed `channels` at `size` px by a 1x1 stem: its cost is that report's stage
                 probe = base.replace(resolution=size, stem=StemSpec(channels, 1, 1), stages=(stage,))
                 report = analytic_cost(probe)

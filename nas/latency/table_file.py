@@ -1,0 +1,120 @@
+"""A latency table's file: JSON in the cache directory's `latency` folder, named by the table's settings and the
+digest of its fingerprint, written atomically and read back checked (a damaged file is measured again, never
+half used). A lock file beside it makes the workers of one search that all need the table wait for the first
+to build it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from effnet.nas.errors import InputError
+from effnet.nas.files import atomic_write_text
+from effnet.nas.inputs import read_text
+
+TABLE_FOLDER = "latency"
+
+
+@dataclass(frozen=True)
+class PartTime:
+    """One part's time: the median seconds of its timed runs and their coefficient of variation."""
+
+    median_s: float
+    cv: float
+
+
+@dataclass(frozen=True)
+class TableData:
+    """What a table file holds (see `effnet.nas.latency.table.LatencyTable` for each field's meaning)."""
+
+    fingerprint: Mapping[str, str]
+    parts: Mapping[str, PartTime]
+    factor: float
+    calibration_networks: int
+    calibration_error: float
+
+
+def table_stem(runtime: str, device_type: str, batch: int, threads: int) -> str:
+    """The start of the file names of every table with these settings, whatever machine measured them."""
+    return f"{runtime}-{device_type}-b{batch}-t{threads}-"
+
+
+def table_path(cache_dir: Path, stem: str, digest: str) -> Path:
+    return cache_dir / TABLE_FOLDER / f"{stem}{digest}.json"
+
+
+def other_tables(cache_dir: Path, stem: str, path: Path) -> list[Path]:
+    """Tables with the same settings measured under other fingerprints (another machine, torch, onnxruntime)."""
+    folder = cache_dir / TABLE_FOLDER
+    return sorted(p for p in folder.glob(f"{stem}*.json") if p != path) if folder.is_dir() else []
+
+
+@contextmanager
+def table_lock(path: Path) -> Iterator[None]:
+    """Hold the table's lock file; a folder that cannot hold it is an `InputError` naming the fix."""
+    lock = path.with_suffix(".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError as err:
+        raise InputError(
+            f"the latency table's folder {lock.parent} cannot be used ({err.strerror or err}); "
+            "choose a writable cache directory with --cache-dir or EFFNET_CACHE"
+        ) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_table(path: Path, table: TableData) -> Path:
+    data = {
+        "fingerprint": dict(table.fingerprint),
+        "factor": table.factor,
+        "calibration": {"networks": table.calibration_networks, "worst_error": table.calibration_error},
+        "parts": {key: [part.median_s, part.cv] for key, part in table.parts.items()},
+    }
+    return atomic_write_text(path, json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def read_table(path: Path) -> TableData:
+    """The table in `path`; an `InputError` for a file that cannot be read, a `ValueError` saying what is wrong
+    with one that is damaged."""
+    data = json.loads(read_text(path, "latency table"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    found = data.get("fingerprint")
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise ValueError("no fingerprint")
+    parts = data.get("parts")
+    if not isinstance(parts, dict):
+        raise ValueError("no parts")
+    times = {}
+    for key, value in parts.items():
+        if not (isinstance(value, list) and len(value) == 2 and _positive(value[0]) and _number(value[1])):
+            raise ValueError(f"part {key!r} is not [median_s, cv]")
+        times[key] = PartTime(float(value[0]), float(value[1]))
+    factor, calibration = data.get("factor"), data.get("calibration")
+    if not _positive(factor) or not isinstance(calibration, dict):
+        raise ValueError("no calibration factor")
+    networks, error = calibration.get("networks"), calibration.get("worst_error")
+    if not (isinstance(networks, int) and _number(error)):
+        raise ValueError("no calibration record")
+    assert isinstance(factor, int | float) and isinstance(error, int | float), "checked above"
+    return TableData(found, times, float(factor), networks, float(error))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and value > 0

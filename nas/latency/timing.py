@@ -1,0 +1,94 @@
+"""Timing a latency table's parts, and the whole networks its calibration factor is fitted to.
+
+Parts are timed in chunks of `CHUNK_PARTS`: each chunk's parts are built (seeded weights), put in the runtime,
+run `TABLE_WARMUP` times untimed and then `TABLE_ROUNDS` times each in turn (`time_interleaved`), so a part runs
+after others, with their data in the caches, as it runs inside a network, and a slow spell of the machine falls
+on a whole chunk alike. A chunk holds a bounded number of built parts, so memory does not grow with the space.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Callable, Sequence
+
+import torch
+
+from effnet.nas.latency.measure import time_interleaved
+from effnet.nas.latency.parts import Part
+from effnet.nas.latency.runtimes import prepare
+from effnet.nas.latency.settings import (
+    CALIBRATION_NETWORKS,
+    CALIBRATION_ROUNDS,
+    CALIBRATION_SEED,
+    CHUNK_PARTS,
+    TABLE_ROUNDS,
+    TABLE_WARMUP,
+)
+from effnet.nas.latency.table_file import PartTime
+from effnet.nas.net.model import build_model
+from effnet.nas.net.spec import NetworkSpec
+from effnet.nas.progress import Progress, ProgressCallback
+from effnet.nas.space.choices import SearchSpace
+
+MODEL_SEED = 0
+
+
+def time_parts(
+    parts: Sequence[Part], runtime: str, device: torch.device, batch: int, threads: int, report: ProgressCallback
+) -> dict[str, PartTime]:
+    """Each part's median time and coefficient of variation, by key (torch's threads are the caller's to set)."""
+    times: dict[str, PartTime] = {}
+    if parts:
+        report(Progress(0, len(parts), "timing the parts"))
+    for start in range(0, len(parts), CHUNK_PARTS):
+        chunk = parts[start : start + CHUNK_PARTS]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(MODEL_SEED)
+            ready = [prepare(part.build(), part.input_shape, runtime, device, batch, threads) for part in chunk]
+        runs = time_interleaved(ready, TABLE_WARMUP, TABLE_ROUNDS)
+        for part, taken in zip(chunk, runs, strict=True):
+            times[part.key] = PartTime(statistics.median(taken), statistics.stdev(taken) / statistics.fmean(taken))
+        report(Progress(start + len(chunk), len(parts), "timing the parts"))
+    return times
+
+
+def calibration_networks(space: SearchSpace) -> list[NetworkSpec]:
+    """The networks a new table's factor is fitted to: `CALIBRATION_NETWORKS` random ones of the space, the same
+    for every build (seeded), each once."""
+    rng = random.Random(CALIBRATION_SEED)
+    found: dict[tuple, NetworkSpec] = {}
+    for _ in range(100 * CALIBRATION_NETWORKS):
+        spec = space.random_spec(rng)
+        found.setdefault(spec.stages, spec)
+        if len(found) == CALIBRATION_NETWORKS:
+            break
+    return list(found.values())
+
+
+def fit_factor(
+    networks: Sequence[NetworkSpec],
+    parts_sum: Callable[[NetworkSpec], float],
+    runtime: str,
+    device: torch.device,
+    batch: int,
+    threads: int,
+    report: ProgressCallback,
+) -> tuple[float, float]:
+    """The median of measured / parts' sum over `networks` timed end to end, and the largest relative error
+    that factor leaves on them."""
+    report(Progress(0, len(networks), "timing whole networks for the calibration"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(MODEL_SEED)
+        ready = [
+            prepare(
+                build_model(spec), (spec.in_channels, spec.resolution, spec.resolution), runtime, device, batch, threads
+            )
+            for spec in networks
+        ]
+    measured = [statistics.median(taken) for taken in time_interleaved(ready, TABLE_WARMUP, CALIBRATION_ROUNDS)]
+    sums = [parts_sum(spec) for spec in networks]
+    factor = statistics.median(m / s for m, s in zip(measured, sums, strict=True))
+    worst = max(abs(factor * s - m) / m for m, s in zip(measured, sums, strict=True))
+    report(Progress(len(networks), len(networks), "timing whole networks for the calibration"))
+    return factor, worst

@@ -9,7 +9,7 @@ import typer
 
 from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, literal, print_notes
 from effnet.nas.choices import LATENCY_RUNTIMES
-from effnet.nas.latency.settings import MAX_BATCH, NOISY_CV
+from effnet.nas.latency.settings import MAX_BATCH
 
 
 def build_data(build: Any, reach: Any) -> dict[str, Any]:
@@ -34,19 +34,6 @@ def build_data(build: Any, reach: Any) -> dict[str, Any]:
         "slowest_s": reach.slowest_s,
         "replaced": build.replaced,
     }
-
-
-def table_warnings(build: Any) -> list[str]:
-    """What the user should know: a table in the cache not used (and why), a noisy machine."""
-    warnings = [build.replaced] if build.replaced else []
-    table = build.table
-    if table.noisy:
-        warnings.append(
-            f"the parts' timed runs varied by a median coefficient of variation of {table.noise_cv:.2f}, above "
-            f"{NOISY_CV:.2f}: other work shared the cores while they were timed, so the table's times are less "
-            f"to be trusted; build it again on a quiet machine with --rebuild"
-        )
-    return warnings
 
 
 def print_build(data: dict[str, Any]) -> None:
@@ -127,7 +114,7 @@ def latency_table(
     with ProgressBar("latency-table", plain=as_json) as bar:
         build = build_table(searched, settings, cache_dir, on_progress=bar, rebuild=rebuild)
     data = build_data(build, latency_reach(searched, build.table))
-    data["warnings"] = table_warnings(build)
+    data["warnings"] = build.notes
     print_notes(data["warnings"])
     if as_json:
         emit_json(data)

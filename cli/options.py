@@ -35,6 +35,24 @@ def parse_duration(text: str, flag: str = "--timeout") -> float | None:
     return seconds
 
 
+LATENCY_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def parse_latency(text: str, flag: str = "--target-latency") -> float:
+    """`12ms`, `0.012s`, `800us` as seconds; raises `InputError` (a bare number has no unit: refused)."""
+    from effnet.nas.errors import InputError
+
+    value = text.strip().lower().replace(" ", "")
+    unit = next((u for u in sorted(LATENCY_UNITS, key=len, reverse=True) if value.endswith(u)), None)
+    try:
+        seconds = float(value[: -len(unit)]) * LATENCY_UNITS[unit] if unit else math.nan
+    except ValueError:
+        seconds = math.nan
+    if unit is None or not math.isfinite(seconds) or not 0 < seconds <= 3600:
+        raise InputError(f"{flag} {text!r} is not a latency; write it with its unit, like 12ms, 0.012s or 800us")
+    return seconds
+
+
 def renamed(new: T | None, old: T | None, new_flag: str, old_flag: str, default: T) -> T:
     """The value of an option renamed this release: the new flag's, or the old (deprecated) one's with a
     note on stderr; both at once must agree."""

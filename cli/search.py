@@ -20,30 +20,35 @@ from effnet.cli.common import (
     set_run_dir,
     warn_skipped,
 )
-from effnet.nas.choices import OBJECTIVES, PRUNERS, SAMPLERS
+from effnet.nas.choices import LATENCY_RUNTIMES, OBJECTIVES, PRUNERS, SAMPLERS
+
+DEFAULT_TARGET_FLOPS = 400_000_000
 
 
 def print_result(result: Any) -> None:
     from rich.table import Table
 
+    from effnet.nas.search.report import latency_line
     from effnet.nas.study.chance import chance_line
     from effnet.nas.units import format_size
 
     c = result.config
-    table = Table(
-        title=f"best candidates (target {format_size(c.target_flops)} FLOPs ±{c.flops_tolerance:.0%}, {c.objective})"
-    )
-    for column in ("trial", "reward", "accuracy", "FLOPs", "params", "architecture"):
+    targets = []
+    if c.target_latency_s is not None:
+        targets.append(f"{1000 * c.target_latency_s:.2f} ms ±{c.latency_tolerance:.0%}")
+    if c.target_flops is not None:
+        targets.append(f"{format_size(c.target_flops)} FLOPs ±{c.flops_tolerance:.0%}")
+    table = Table(title=f"best candidates (target {', '.join(targets)}, {c.objective})")
+    columns = ["trial", "reward", "accuracy", "FLOPs", "params", "architecture"]
+    if c.by_latency:
+        columns.insert(3, "predicted")
+    for column in columns:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for t in result.top:
-        table.add_row(
-            str(t.trial),
-            f"{t.reward or 0:.4f}",
-            f"{t.accuracy or 0:.4f}",
-            format_size(t.flops),
-            format_size(t.params),
-            literal(t.architecture),
-        )
+        row = [str(t.trial), f"{t.reward or 0:.4f}", f"{t.accuracy or 0:.4f}"]
+        if c.by_latency:
+            row.append(f"{1000 * t.latency_s:.2f} ms" if t.latency_s is not None else "")
+        table.add_row(*row, format_size(t.flops), format_size(t.params), literal(t.architecture))
     console.print(table)
     data, s = result.as_dict(), result.summary
     if result.supernet is not None:
@@ -64,6 +69,8 @@ def print_result(result: Any) -> None:
             f"b0: {literal(data['best_spec'])} ({format_size(data['flops'])} FLOPs by fvcore, "
             f"{format_size(data['params'])} params, proxy accuracy {data['accuracy']:.4f})"
         )
+        if result.latency is not None:
+            console.print(latency_line(result.latency))
     else:
         console.print("[yellow]no candidate inside the band finished training yet; rerun to continue[/]")
     if data["chance"] is not None:
@@ -73,7 +80,13 @@ def print_result(result: Any) -> None:
 
 @clean_input_errors()
 def search(
-    target_flops: str = typer.Option("400M", "--target-flops", "-t", help="FLOPs target T: 400M, 0.4G, 400e6."),
+    target_flops: str | None = typer.Option(
+        None,
+        "--target-flops",
+        "-t",
+        help="FLOPs target T: 400M, 0.4G, 400e6 (default 400M; with --target-latency, none unless given: then "
+        "both bands hold).",
+    ),
     flops_tolerance: float = typer.Option(
         0.1, "--flops-tolerance", help="Band around T: candidates outside T·(1±tol) are never trained."
     ),
@@ -81,8 +94,30 @@ def search(
         "reward",
         "--objective",
         help=f"{' | '.join(OBJECTIVES)}: soft reward ACC·(F/T)^-0.07, hard constraint, or "
-        "accuracy-vs-FLOPs Pareto (NSGA-II).",
+        "accuracy-vs-FLOPs Pareto (NSGA-II); with --target-latency the latency L takes the FLOPs' place.",
         autocompletion=lambda: list(OBJECTIVES),
+    ),
+    target_latency: str | None = typer.Option(
+        None,
+        "--target-latency",
+        help="Latency target T on this machine: 12ms, 0.012s, 800us (MnasNet's objective ACC·(L/T)^-0.07; L "
+        "predicted by this machine's latency table, built first if missing: effnet latency-table).",
+    ),
+    latency_tolerance: float = typer.Option(
+        0.1, "--latency-tolerance", help="Band around the latency target: outside T·(1±tol), never trained."
+    ),
+    latency_runtime: str = typer.Option(
+        "folded",
+        "--latency-runtime",
+        help=f"With --target-latency, what runs the network where it is deployed: {' | '.join(LATENCY_RUNTIMES)}.",
+        autocompletion=lambda: list(LATENCY_RUNTIMES),
+    ),
+    latency_device: str = typer.Option(
+        "cpu", "--latency-device", help="With --target-latency, where it runs: cpu | cuda | cuda:N."
+    ),
+    latency_batch: int = typer.Option(1, "--latency-batch", help="With --target-latency, images per request."),
+    latency_threads: int = typer.Option(
+        1, "--latency-threads", help="With --target-latency, CPU threads where it is deployed."
     ),
     space: str | None = typer.Option(
         None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."
@@ -141,13 +176,22 @@ def search(
     as_json: bool = options.JSON,
 ) -> None:
     """Search a base network B0 near a FLOPs target (MnasNet space, Optuna, measured accuracy proxy)."""
+    from effnet.nas.latency.table import TableSettings
     from effnet.nas.search.config import SearchConfig
     from effnet.nas.search.search import search as run_search
     from effnet.nas.units import format_size, parse_size
 
     run_dir = run_dir or Path("runs") / study_name
+    latency_s = options.parse_latency(target_latency) if target_latency is not None else None
+    if target_flops is not None:
+        flops: int | None = parse_size(target_flops, "--target-flops")
+    else:
+        flops = None if latency_s is not None else DEFAULT_TARGET_FLOPS
     config = SearchConfig(
-        target_flops=parse_size(target_flops, "--target-flops"),
+        target_flops=flops,
+        target_latency_s=latency_s,
+        latency_tolerance=latency_tolerance,
+        latency=TableSettings(latency_runtime, latency_device, latency_batch, latency_threads),
         flops_tolerance=flops_tolerance,
         objective=objective,
         space=space,
@@ -174,10 +218,13 @@ def search(
         resolution=options.whole_number(resolution, "--resolution"),
     )
     set_run_dir(run_dir)
-    header = (
-        f"study {study_name!r} in {config.study.storage_label}; band "
-        f"{format_size(config.band.low)}–{format_size(config.band.high)} FLOPs"
-    )
+    bands = []
+    if config.band is not None:
+        bands.append(f"band {format_size(config.band.low)}–{format_size(config.band.high)} FLOPs")
+    if config.latency_band is not None:
+        low, high = config.latency_band.low, config.latency_band.high
+        bands.append(f"latency band {1000 * low:.2f}–{1000 * high:.2f} ms ({latency_runtime})")
+    header = f"study {study_name!r} in {config.study.storage_label}; {', '.join(bands)}"
     with ProgressBar("search", header=header, plain=as_json) as bar:
         result = run_search(config, on_progress=bar)
     print_notes(result.notes)

@@ -172,10 +172,29 @@ class TableBuild:
     seconds: float
     replaced: str | None = None
 
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know: a table in the cache not used (and why), a noisy machine."""
+        notes = [self.replaced] if self.replaced else []
+        table = self.table
+        if table.noisy:
+            notes.append(
+                f"the latency table's parts varied by a median coefficient of variation of {table.noise_cv:.2f}, "
+                f"above {NOISY_CV:.2f}: other work shared the cores while they were timed, so its times are less "
+                "to be trusted; build it again on a quiet machine (effnet latency-table --rebuild)"
+            )
+        return notes
 
-def _located(settings: TableSettings, cache_dir: str | Path | None) -> tuple[dict[str, str], Path, str]:
+
+def check_table_settings(settings: TableSettings) -> None:
+    """A `SettingError` naming the first setting a table cannot be measured with (an `InputError` naming the
+    extra where the runtime is onnxruntime and it is not installed)."""
     check_settings(settings.runtime, settings.device, settings.batch, settings.threads, 0, 2)
     checks.whole("threads", settings.threads, low=1)
+
+
+def _located(settings: TableSettings, cache_dir: str | Path | None) -> tuple[dict[str, str], Path, str]:
+    check_table_settings(settings)
     device = resolve_device(settings.device)
     found = fingerprint(settings.runtime, device, settings.batch, settings.threads)
     stem = table_stem(settings.runtime, device.type, settings.batch, settings.threads)

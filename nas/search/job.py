@@ -3,6 +3,7 @@ objective, the budget (trained candidates only) and its progress."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from effnet.nas.latency.table import LatencyTable
 from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.pruning import ChanceGate
@@ -20,7 +22,7 @@ from effnet.nas.search.trials import best_trial, counts_toward_budget, is_in_ban
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.study_job import Direction
-from effnet.nas.study.trial_attrs import FLOPS_ATTR, REWARD_ATTR
+from effnet.nas.study.trial_attrs import FLOPS_ATTR, LATENCY_ATTR, REWARD_ATTR
 from effnet.nas.units import format_size
 
 OUT_OF_BAND_FACTOR = 200
@@ -38,6 +40,8 @@ class SearchJob:
     """The proxy's chance level on its validation split; with it, pruning waits for the proxy to separate
     candidates from chance (`effnet.nas.search.pruning`)."""
     kind: str = "search"
+    table: LatencyTable | None = None
+    """The latency table of this machine for the fitted space (a search with a latency target)."""
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.config
@@ -51,6 +55,19 @@ class SearchJob:
             "resolution": self.space.base.resolution,
             "proxy": c.proxy.fingerprint(),
             "seed": c.study.seed,
+            **self._latency_fingerprint(),
+        }
+
+    def _latency_fingerprint(self) -> dict[str, Any]:
+        """A latency target's settings, which a resumed study must share (none without one: a FLOPs search's
+        fingerprint is what it always was)."""
+        c = self.config
+        if c.target_latency_s is None:
+            return {}
+        return {
+            "target_latency_s": c.target_latency_s,
+            "latency_tolerance": c.latency_tolerance,
+            "latency": dataclasses.asdict(c.latency),
         }
 
     def directions(self) -> list[Direction]:
@@ -78,7 +95,8 @@ class SearchJob:
             pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.proxy.epochs, reduction_factor=3)
         if self.chance is None:
             return pruner
-        return ChanceGate(pruner, self.chance, functools.partial(reported_accuracy, c.objective, c.target_flops))
+        accuracy = functools.partial(reported_accuracy, c.objective, c.cost_attr, c.cost_target)
+        return ChanceGate(pruner, self.chance, accuracy)
 
     def prepare(self, study: optuna.Study) -> None:
         pass
@@ -94,7 +112,12 @@ class SearchJob:
         runtime = self.config.proxy_runtime(device, threads)
         supernet = supernet_setup(self.config, self.space)
         return TrialObjective(
-            self.config, self.space, proxy_factory(self.config.proxy, runtime, supernet), deadline, on_detail
+            self.config,
+            self.space,
+            proxy_factory(self.config.proxy, runtime, supernet),
+            deadline,
+            on_detail,
+            self.table,
         )
 
     def stop_reason(self, study: optuna.Study) -> str | None:
@@ -118,4 +141,6 @@ class SearchJob:
                 f" · best reward {best.user_attrs.get(REWARD_ATTR, 0):.4f}"
                 f" at {format_size(best.user_attrs[FLOPS_ATTR])} FLOPs"
             )
+            if LATENCY_ATTR in best.user_attrs:
+                status += f", {1000 * best.user_attrs[LATENCY_ATTR]:.2f} ms"
         return Progress(done=min(summary.trained, self.config.trials), total=self.config.trials, status=status)

@@ -10,9 +10,9 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.files import save_figure
-from effnet.nas.search.reward import FlopsBand
+from effnet.nas.search.config import CostAxis
 from effnet.nas.study.chance import ChanceLevel
-from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR
+from effnet.nas.study.trial_attrs import ACCURACY_ATTR, IN_BAND_ATTR
 
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0.0, "fontsize": 8}
 
@@ -56,17 +56,20 @@ def plot_history(trials: list[FrozenTrial], metric: str, path: Path, chance: Cha
     return save_figure(fig, path, dpi=120)
 
 
-def plot_accuracy_vs_flops(
+def plot_accuracy_vs_cost(
     trials: list[FrozenTrial],
-    band: FlopsBand,
+    axis: CostAxis,
     front: list[FrozenTrial],
     best: FrozenTrial | None,
     path: Path,
     chance: ChanceLevel | None = None,
 ) -> Path:
+    """Accuracy against the cost the search weighs (FLOPs, or the predicted latency), with its band."""
     fig, ax = _figure(7, 4)
-    ax.axvspan(band.low / 1e6, band.high / 1e6, color="C2", alpha=0.12, label="FLOPs band")
-    ax.axvline(band.target / 1e6, color="C2", lw=1, ls="--", label="target")
+    if axis.band is not None:
+        low, high, target = axis.band
+        ax.axvspan(low, high, color="C2", alpha=0.12, label=f"{axis.name} band")
+        ax.axvline(target, color="C2", lw=1, ls="--", label="target")
     draw_chance(ax, chance)
     for state, marker, label in ((TrialState.COMPLETE, "o", "completed"), (TrialState.PRUNED, "v", "pruned")):
         shown = [
@@ -76,7 +79,7 @@ def plot_accuracy_vs_flops(
         ]
         if shown:
             ax.scatter(
-                [t.user_attrs[FLOPS_ATTR] / 1e6 for t in shown],
+                [axis.of(t) for t in shown],
                 [t.user_attrs[ACCURACY_ATTR] for t in shown],
                 s=16,
                 alpha=0.6,
@@ -84,11 +87,9 @@ def plot_accuracy_vs_flops(
                 label=f"{label} ({len(shown)})",
             )
     outside = [
-        t.user_attrs[FLOPS_ATTR] / 1e6
-        for t in trials
-        if t.user_attrs.get(IN_BAND_ATTR) is False and t.user_attrs.get(FLOPS_ATTR)
+        cost for t in trials if t.user_attrs.get(IN_BAND_ATTR) is False and (cost := axis.of(t)) is not None and cost
     ]
-    if outside:  # never trained: a tick along the bottom edge at their FLOPs (x in data, y in axes units)
+    if outside:  # never trained: a tick along the bottom edge at their cost (x in data, y in axes units)
         ax.scatter(
             outside,
             [0.03] * len(outside),
@@ -103,20 +104,14 @@ def plot_accuracy_vs_flops(
         low, high = min(low, *outside), max(high, *outside)
         ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
     if front:
-        pts = sorted((t.user_attrs[FLOPS_ATTR] / 1e6, t.user_attrs[ACCURACY_ATTR]) for t in front)
+        pts = sorted((axis.of(t) or 0.0, t.user_attrs[ACCURACY_ATTR]) for t in front)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C1", ms=4, label="Pareto front")
     if best is not None and best.user_attrs.get(ACCURACY_ATTR) is not None:
         ax.scatter(
-            [best.user_attrs[FLOPS_ATTR] / 1e6],
-            [best.user_attrs[ACCURACY_ATTR]],
-            marker="*",
-            s=160,
-            color="C3",
-            zorder=5,
-            label="b0",
+            [axis.of(best)], [best.user_attrs[ACCURACY_ATTR]], marker="*", s=160, color="C3", zorder=5, label="b0"
         )
-    ax.set_xlabel("FLOPs (M, 1 multiply-add = 1 FLOP)")
+    ax.set_xlabel(f"{axis.name} ({axis.unit})")
     ax.set_ylabel("proxy accuracy")
-    ax.set_title("Accuracy against FLOPs")
+    ax.set_title(f"Accuracy against {axis.name}")
     ax.legend(**LEGEND_OUTSIDE)
     return save_figure(fig, path, dpi=120)

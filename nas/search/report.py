@@ -1,14 +1,14 @@
 """A search's report.html: the optimization history, the importances of the space's choices, and accuracy against
-FLOPs with the band, the Pareto front and the chosen b0."""
+the cost the search weighs (FLOPs, or the predicted latency) with the band, the Pareto front and the chosen b0."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from effnet.nas.search.config import SearchConfig
-from effnet.nas.search.reward import FlopsBand
+from effnet.nas.search.config import CostAxis, SearchConfig
 from effnet.nas.search.trials import is_in_band
 from effnet.nas.space.fit import DataFit
 from effnet.nas.study.chance import ChanceLevel
@@ -20,14 +20,14 @@ from effnet.nas.study.html_report import (
     scored_study,
     write_report,
 )
-from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR, REWARD_ATTR
+from effnet.nas.study.trial_attrs import ACCURACY_ATTR, FLOPS_ATTR, IN_BAND_ATTR, LATENCY_ATTR, REWARD_ATTR
 
 MARKERS = ((TrialState.COMPLETE, "circle", "completed"), (TrialState.PRUNED, "triangle-down", "pruned"))
 
 
 def accuracy_section(
     trials: list[FrozenTrial],
-    band: FlopsBand,
+    axis: CostAxis,
     front: list[FrozenTrial],
     best: FrozenTrial | None,
     chance: ChanceLevel | None = None,
@@ -35,15 +35,12 @@ def accuracy_section(
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    figure.add_vrect(
-        x0=band.low / 1e6,
-        x1=band.high / 1e6,
-        fillcolor="green",
-        opacity=0.12,
-        line_width=0,
-        annotation_text="FLOPs band",
-    )
-    figure.add_vline(x=band.target / 1e6, line_dash="dash", line_color="green", annotation_text="target")
+    if axis.band is not None:
+        low, high, target = axis.band
+        figure.add_vrect(
+            x0=low, x1=high, fillcolor="green", opacity=0.12, line_width=0, annotation_text=f"{axis.name} band"
+        )
+        figure.add_vline(x=target, line_dash="dash", line_color="green", annotation_text="target")
     if chance is not None:
         figure.add_hrect(y0=chance.chance, y1=chance.threshold, fillcolor="grey", opacity=0.15, line_width=0)
         figure.add_hline(
@@ -60,7 +57,7 @@ def accuracy_section(
         ]
         figure.add_trace(
             go.Scatter(
-                x=[t.user_attrs[FLOPS_ATTR] / 1e6 for t in shown],
+                x=[axis.of(t) for t in shown],
                 y=[t.user_attrs[ACCURACY_ATTR] for t in shown],
                 mode="markers",
                 name=f"{label} ({len(shown)})",
@@ -69,11 +66,11 @@ def accuracy_section(
                 opacity=0.7,
             )
         )
-    outside = [t for t in trials if t.user_attrs.get(IN_BAND_ATTR) is False and t.user_attrs.get(FLOPS_ATTR)]
-    if outside:  # never trained: ticks along the bottom at their FLOPs
+    outside = [t for t in trials if t.user_attrs.get(IN_BAND_ATTR) is False and axis.of(t)]
+    if outside:  # never trained: ticks along the bottom at their cost
         figure.add_trace(
             go.Scatter(
-                x=[t.user_attrs[FLOPS_ATTR] / 1e6 for t in outside],
+                x=[axis.of(t) for t in outside],
                 y=[0.0] * len(outside),
                 mode="markers",
                 name=f"outside the band, not trained ({len(outside)})",
@@ -83,7 +80,7 @@ def accuracy_section(
             )
         )
     if front:
-        points = sorted((t.user_attrs[FLOPS_ATTR] / 1e6, t.user_attrs[ACCURACY_ATTR], t.number) for t in front)
+        points = sorted((axis.of(t) or 0.0, t.user_attrs[ACCURACY_ATTR], t.number) for t in front)
         figure.add_trace(
             go.Scatter(
                 x=[p[0] for p in points],
@@ -96,7 +93,7 @@ def accuracy_section(
     if best is not None and best.user_attrs.get(ACCURACY_ATTR) is not None:
         figure.add_trace(
             go.Scatter(
-                x=[best.user_attrs[FLOPS_ATTR] / 1e6],
+                x=[axis.of(best)],
                 y=[best.user_attrs[ACCURACY_ATTR]],
                 mode="markers",
                 name="b0",
@@ -104,16 +101,36 @@ def accuracy_section(
                 text=[f"trial {best.number}"],
             )
         )
-    figure.update_layout(
-        title="Accuracy against FLOPs", xaxis_title="FLOPs (M, 1 multiply-add = 1 FLOP)", yaxis_title="proxy accuracy"
-    )
+    title = f"Accuracy against {axis.name}"
+    figure.update_layout(title=title, xaxis_title=f"{axis.name} ({axis.unit})", yaxis_title="proxy accuracy")
     return Section(
-        "Accuracy against FLOPs",
-        "Every trained candidate's proxy accuracy against its FLOPs (completed "
+        title,
+        f"Every trained candidate's proxy accuracy against its {axis.name} (completed "
         "and pruned apart, candidates outside the band as ticks at 0), the "
         "band, the chance level, the Pareto front of the trained candidates "
         "and the chosen b0.",
         figure,
+    )
+
+
+def band_words(config: SearchConfig) -> str:
+    """The search's bands in words: `the band [low, high] FLOPs`, its latency band, or both."""
+    parts = []
+    if config.band is not None:
+        parts.append(f"[{config.band.low:,}, {config.band.high:,}] FLOPs")
+    if config.latency_band is not None:
+        band = config.latency_band
+        parts.append(f"[{1000 * band.low:.2f}, {1000 * band.high:.2f}] ms predicted ({config.latency.runtime})")
+    return "the band " + " and ".join(parts)
+
+
+def latency_line(latency: dict[str, Any]) -> str:
+    """b0's latency: the table's prediction and the end-to-end measurement, and how far apart they are."""
+    predicted, measured = latency["predicted_s"], latency["measured_s"]
+    return (
+        f"b0 measured end to end: median {1000 * measured:.2f} ms, p90 {1000 * latency['p90_s']:.2f} ms "
+        f"({latency['runtime']}, batch {latency['batch']}, {latency['threads']} thread(s)); predicted "
+        f"{1000 * predicted:.2f} ms ({predicted / measured - 1:+.1%})"
     )
 
 
@@ -125,13 +142,14 @@ def write_search_report(
     path: Path,
     chance: ChanceLevel | None = None,
     fit: DataFit | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> Path:
     metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     trained = [t for t in trials if t.state == TrialState.COMPLETE and is_in_band(t)]
     study = scored_study(trained, lambda t: t.user_attrs.get(metric), f"{config.study.name}-report")
     lines = [
-        f"study {config.study.name}: {len(trained)} candidates trained in the band "
-        f"[{config.band.low:,}, {config.band.high:,}] FLOPs, {len(trials)} trials in all",
+        f"study {config.study.name}: {len(trained)} candidates trained in {band_words(config)}, "
+        f"{len(trials)} trials in all",
         f"objective {config.objective}, proxy {config.proxy.name} on {config.proxy.data}",
         f"watch a running study live: {dashboard_command(config.study.storage, config.study.run_dir)}",
     ]
@@ -140,16 +158,20 @@ def write_search_report(
     if chance is not None:
         lines.append(chance.line("an accuracy"))
     if best is not None:
+        predicted = best.user_attrs.get(LATENCY_ATTR)
         lines.append(
             f"b0: trial {best.number}, {metric} {best.user_attrs.get(metric):.4f}, "
             f"{best.user_attrs.get(FLOPS_ATTR):,} FLOPs"
+            + (f", predicted latency {1000 * predicted:.2f} ms" if predicted is not None else "")
         )
+        if latency is not None:
+            lines.append(latency_line(latency))
         accuracy = best.user_attrs.get(ACCURACY_ATTR)
         if chance is not None and accuracy is not None and chance.near(accuracy):
             lines.append("warning: " + chance.warning(accuracy, "b0's proxy accuracy"))
     sections = [
         history_section(study, metric, "trained candidate"),
         importance_section(study, metric, "trained candidate"),
-        accuracy_section(trials, config.band, front, best, chance),
+        accuracy_section(trials, config.cost_axis, front, best, chance),
     ]
     return write_report(path, f"effnet search: {config.study.name}", lines, sections)

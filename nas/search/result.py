@@ -23,6 +23,8 @@ class Candidate:
     accuracy: float | None
     flops: int
     params: int
+    latency_s: float | None
+    """The latency the table predicts (a search with a latency target), None otherwise."""
     architecture: str
 
 
@@ -55,6 +57,9 @@ class SearchResult:
 
     threads: dict[str, Any] | None = None
     """CPU threads per worker and why (`ThreadChoice.record`); None when the run trained nothing."""
+    latency: dict[str, Any] | None = None
+    """With a latency target: the best spec's predicted latency and its end-to-end measurement (median, p90, cv,
+    runtime, device, batch, threads), as b0.yaml's provenance holds them; None otherwise."""
 
     @property
     def warnings(self) -> list[str]:
@@ -74,7 +79,12 @@ class SearchResult:
             "stop_reason": self.stop_reason,
             "elapsed_s": round(self.elapsed_s, 1),
             "target_flops": c.target_flops,
-            "band": [c.band.low, c.band.high],
+            "band": [c.band.low, c.band.high] if c.band is not None else None,
+            **(
+                {"target_latency_s": c.target_latency_s, "latency_band_s": [c.latency_band.low, c.latency_band.high]}
+                if c.latency_band is not None
+                else {}
+            ),
             "trials_completed": s.completed,
             "trials_pruned": s.pruned,
             "trials_failed": s.failed,
@@ -106,4 +116,6 @@ class SearchResult:
                     "architecture": self.best_spec.summary,
                 }
             )
+            if self.latency is not None:
+                data["latency"] = self.latency
         return data

@@ -1,7 +1,8 @@
-"""Rewards and the FLOPs band: what a search maximises and which candidates it may train.
+"""Rewards and the bands: what a search maximises and which candidates it may train.
 
 MnasNet (Tan et al., CVPR 2019, eq. 2) and EfficientNet (Tan & Le, ICML 2019, section 4) reward a
-model m by ACC(m) * [FLOPS(m) / T] ** w. The soft constraint w = -0.07 makes a doubling of cost
+model m by ACC(m) * [FLOPS(m) / T] ** w (MnasNet with the latency measured on the target device in place of
+the FLOPs, as a search with a latency target does). The soft constraint w = -0.07 makes a doubling of cost
 worth about 5 % relative accuracy (2 ** -0.07 = 0.952); the hard constraint uses w = 0 under the
 target and w = -1 over it.
 """
@@ -69,7 +70,38 @@ class FlopsBand:
         return self.low <= flops <= self.high
 
 
-def reward_for(objective: str, accuracy: float, flops: float, target: float) -> float:
+@dataclass(frozen=True)
+class LatencyBand:
+    """The predicted latency a candidate may have to be trained: target * (1 ± tolerance) seconds, or for the
+    hard constraint target * (1 - tolerance) up to the target, as `FlopsBand` for FLOPs."""
+
+    target: float
+    tolerance: float
+    hard: bool = False
+
+    @property
+    def low(self) -> float:
+        return self.target * (1 - self.tolerance)
+
+    @property
+    def high(self) -> float:
+        return self.target if self.hard else self.target * (1 + self.tolerance)
+
+    def violation(self, seconds: float) -> float:
+        """Optuna's constraint value: <= 0 inside the band, else the relative distance outside it."""
+        if seconds < self.low:
+            return (self.low - seconds) / self.target
+        if seconds > self.high:
+            return (seconds - self.high) / self.target
+        return -min(seconds - self.low, self.high - seconds) / self.target
+
+    def contains(self, seconds: float) -> bool:
+        return self.low <= seconds <= self.high
+
+
+def reward_for(objective: str, accuracy: float, cost: float, target: float) -> float:
+    """The objective's reward of a candidate of `accuracy` and `cost` (FLOPs, or seconds of latency) against the
+    target in the same unit: MnasNet's soft reward, or with `hard` its hard constraint."""
     if objective == "hard":
-        return hard_reward(accuracy, flops, target)
-    return mnasnet_reward(accuracy, flops, target)
+        return hard_reward(accuracy, cost, target)
+    return mnasnet_reward(accuracy, cost, target)

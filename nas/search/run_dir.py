@@ -10,11 +10,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.files import write_csv
+from effnet.nas.latency.measure import measure_latency
 from effnet.nas.net.counting import fvcore_count
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.search.config import SearchConfig
-from effnet.nas.search.plots import plot_accuracy_vs_flops, plot_history
+from effnet.nas.search.plots import plot_accuracy_vs_cost, plot_history
 from effnet.nas.search.report import write_search_report
 from effnet.nas.search.result import Candidate, SearchResult
 from effnet.nas.search.trials import best_trial, is_in_band, pareto_front, summarize
@@ -30,6 +31,7 @@ from effnet.nas.study.trial_attrs import (
     FAIL_REASON_ATTR,
     FLOPS_ATTR,
     IN_BAND_ATTR,
+    LATENCY_ATTR,
     PARAMS_ATTR,
     REPORT_SECONDS_ATTR,
     REWARD_ATTR,
@@ -56,6 +58,8 @@ CSV_COLUMNS = (
 """`proxy_seconds` is the candidate's training alone; `report_seconds` its per-epoch reports and pruning
 checks (storage writes); `duration_s` the whole trial, sampling and counting included; `slow` marks a
 training slower than its size explains (`slow_trials`)."""
+LATENCY_COLUMN = "predicted_latency_s"
+"""In a search with a latency target, after `reward`: the candidate's latency as the latency table predicts it."""
 SLOW_FACTOR = 3.0
 """A candidate is slow when its seconds per FLOP and epoch exceed this many times the study's median."""
 SLOW_MIN_TRIALS = 3
@@ -72,6 +76,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "params": trial.user_attrs.get(PARAMS_ATTR),
         "accuracy": trial.user_attrs.get(ACCURACY_ATTR),
         "reward": trial.user_attrs.get(REWARD_ATTR),
+        **({LATENCY_COLUMN: trial.user_attrs[LATENCY_ATTR]} if LATENCY_ATTR in trial.user_attrs else {}),
         "proxy_seconds": trial.user_attrs.get(WORK_SECONDS_ATTR),
         "report_seconds": trial.user_attrs.get(REPORT_SECONDS_ATTR),
         "duration_s": round(duration, 3) if duration is not None else None,
@@ -95,7 +100,7 @@ def slow_trials(timings: dict[int, tuple[float, int, int]]) -> set[int]:
     return {n for n, rate in rates.items() if rate > SLOW_FACTOR * median}
 
 
-def write_trials_csv(study: optuna.Study, path: Path) -> Path:
+def write_trials_csv(study: optuna.Study, path: Path, by_latency: bool = False) -> Path:
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     slow = slow_trials(
         {
@@ -106,8 +111,11 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     )
     for row in rows:
         row["slow"] = row["number"] in slow if row["epochs_trained"] else None
-    param_columns = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
-    return write_csv(path, [*CSV_COLUMNS, *param_columns], rows)
+    columns = list(CSV_COLUMNS)
+    if by_latency:
+        columns.insert(columns.index("reward") + 1, LATENCY_COLUMN)
+    param_columns = sorted({k for r in rows for k in r} - set(columns))
+    return write_csv(path, [*columns, *param_columns], rows)
 
 
 def certified_spec(
@@ -116,15 +124,18 @@ def certified_spec(
     trial: FrozenTrial,
     fit: DataFit | None = None,
     chance: ChanceLevel | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> tuple[NetworkSpec, int]:
     """The best trial's spec with its provenance (the data it was fitted to among it: export-family reads the
-    median image size there), and its FLOPs by fvcore, which must lie in the band."""
+    median image size there; with a latency target, its predicted and measured latency), and its FLOPs by
+    fvcore, which must lie in the band."""
     spec = space.spec_from_params(trial.params)
     certified = fvcore_count(spec).total
-    if not config.band.contains(certified):
+    band = config.band
+    if band is not None and not band.contains(certified):
         raise RuntimeError(
             f"fvcore counts {certified} FLOPs for trial {trial.number}, outside the band "
-            f"[{config.band.low}, {config.band.high}]: the analytic counter disagrees"
+            f"[{band.low}, {band.high}]: the analytic counter disagrees"
         )
     return spec.replace(
         name="b0",
@@ -146,8 +157,33 @@ def certified_spec(
             "resolution": spec.resolution,
             **({"fit": fit.record()} if fit is not None else {}),
             **({"chance": chance.record()} if chance is not None else {}),
+            **({"latency": latency} if latency is not None else {}),
         },
     ), certified
+
+
+def best_latency(config: SearchConfig, spec: NetworkSpec, trial: FrozenTrial) -> dict[str, Any] | None:
+    """With a latency target, the best candidate measured end to end where the table was measured, beside the
+    table's prediction; None without one."""
+    if config.latency_band is None:
+        return None
+    settings = config.latency
+    measured = measure_latency(
+        spec, runtime=settings.runtime, device=settings.device, batch=settings.batch, threads=settings.threads
+    )
+    return {
+        "target_s": config.target_latency_s,
+        "tolerance": config.latency_tolerance,
+        "predicted_s": trial.user_attrs[LATENCY_ATTR],
+        "measured_s": measured.median_s,
+        "p90_s": measured.p90_s,
+        "cv": measured.cv,
+        "runtime": measured.runtime,
+        "device": measured.device,
+        "batch": measured.batch,
+        "threads": measured.threads,
+        "repeats": measured.repeats,
+    }
 
 
 def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
@@ -158,6 +194,7 @@ def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
         accuracy=a.get(ACCURACY_ATTR),
         flops=a[FLOPS_ATTR],
         params=a[PARAMS_ATTR],
+        latency_s=a.get(LATENCY_ATTR),
         architecture=space.spec_from_params(trial.params).summary,
     )
 
@@ -172,22 +209,22 @@ def write_search_files(
     """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
     study, run_dir = run.study, config.study.run_dir
     trials = study.get_trials(deepcopy=False)
-    files = {"trials_csv": write_trials_csv(study, run_dir / "trials.csv")}
+    files = {"trials_csv": write_trials_csv(study, run_dir / "trials.csv", config.by_latency)}
     best = best_trial(study, config)
+    latency = best_latency(config, space.spec_from_params(best.params), best) if best is not None else None
     scored = [t for t in trials if is_in_band(t) and t.state == TrialState.COMPLETE]
-    front = pareto_front(scored)
+    front = pareto_front(scored, config.cost_attr)
     metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", chance)
-    files["accuracy_plot"] = plot_accuracy_vs_flops(
-        trials, config.band, front, best, run_dir / "accuracy_vs_flops.png", chance
-    )
-    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, chance, fit)
+    plot_name = "accuracy_vs_latency.png" if config.by_latency else "accuracy_vs_flops.png"
+    files["accuracy_plot"] = plot_accuracy_vs_cost(trials, config.cost_axis, front, best, run_dir / plot_name, chance)
+    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, chance, fit, latency)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]
     spec, certified = None, None
     if best is not None:
-        spec, certified = certified_spec(config, space, best, fit, chance)
+        spec, certified = certified_spec(config, space, best, fit, chance, latency)
         files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml")
     return SearchResult(
         config=config,
@@ -203,4 +240,5 @@ def write_search_files(
         fit=fit,
         chance=chance,
         threads=run.threads.record() if run.threads is not None else None,
+        latency=latency,
     )

@@ -20,6 +20,8 @@ import time
 from effnet.nas.data.facts import data_facts
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
+from effnet.nas.latency.reach import latency_reach
+from effnet.nas.latency.table import LatencyTable, build_table, check_table_settings
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
@@ -27,12 +29,13 @@ from effnet.nas.record import write_run_record
 from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
 from effnet.nas.search.job import SearchJob
 from effnet.nas.search.result import SearchResult
+from effnet.nas.search.reward import LatencyBand
 from effnet.nas.search.run_dir import write_search_files
 from effnet.nas.search.supernet_stage import train_before_study
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.fit import DataFit, fit_space
 from effnet.nas.space.load import load_space
-from effnet.nas.space.reach import check_band
+from effnet.nas.space.reach import check_band, space_reach
 from effnet.nas.study.chance import chance_level
 from effnet.nas.study.opening import check_settings
 from effnet.nas.study.runner import run_study
@@ -50,7 +53,8 @@ def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
             f"classes; give at least {facts.classes} or leave it out",
         )
     space, fit = fit_space(space, facts, config.classes, config.resolution)
-    reach = check_band(space, config.band.low, config.band.high)
+    band = config.band
+    reach = check_band(space, band.low, band.high) if band is not None else space_reach(space)
     problem = reach.largest.problem()
     if problem is not None:
         raise SettingError(
@@ -62,16 +66,40 @@ def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
 
 def check_search(
     config: SearchConfig, on_progress: ProgressCallback | None = None, notes: list[str] | None = None
-) -> tuple[SearchSpace, DataFit, DataSplits]:
+) -> tuple[SearchSpace, DataFit, DataSplits, LatencyTable | None]:
     """Everything that can be refused before the study starts (the space fitted to the data, a resumed study's
-    settings, the run directory), and the proxy's data, its caches built here once for every worker. A repair
-    of the study's storage is told in `notes`."""
+    settings, the run directory, a latency target no network of the space meets), the latency table of this
+    machine for a latency target (built here, once for every worker), and the proxy's data, its caches built
+    here once for every worker. A repair of the study's storage, and a latency table measured again, are told
+    in `notes`."""
     space, fit = fitted_space(config)
     config.study.worker_device()
     config.study.check_workers()
+    if config.latency_band is not None:
+        check_table_settings(config.latency)
     claim_run_dir(config.study.run_dir, "search", config.study.force, own=config.study.journal_in_run_dir())
     check_settings(SearchJob(config, space), config.study, notes)
-    return space, fit, load_proxy_data(config.proxy, config.proxy_runtime(), on_progress)
+    table = None
+    if config.latency_band is not None:
+        built = build_table(space, config.latency, config.study.cache_dir, on_progress)
+        table = built.table
+        if notes is not None:
+            notes.extend(built.notes)
+        check_latency_band(config.latency_band, space, table)
+    return space, fit, load_proxy_data(config.proxy, config.proxy_runtime(), on_progress), table
+
+
+def check_latency_band(band: LatencyBand, space: SearchSpace, table: LatencyTable) -> None:
+    """Refuse a latency band no network of the space reaches on this machine, naming the space's range."""
+    reach = latency_reach(space, table)
+    if band.high < reach.fastest_s or band.low > reach.slowest_s:
+        where = f"{table.runtime}, batch {table.batch}, {table.threads} thread(s) on this machine"
+        raise SettingError(
+            "target_latency",
+            f"asks for {1000 * band.low:.2f}–{1000 * band.high:.2f} ms, which no network of the {space.name} space "
+            f"meets: the latency table predicts {1000 * reach.fastest_s:.2f}–{1000 * reach.slowest_s:.2f} ms "
+            f"({where}) at {space.base.resolution} px; choose a target in that range",
+        )
 
 
 @holding_run_dirs()  # the run directory check_search claims is held to the end
@@ -81,10 +109,10 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     checkpoint, trained first). Progress reaches `on_progress`; a stop signal ends the run early with what
     completed written (`stop_reason` "interrupt")."""
     notes: list[str] = []
-    space, fit, data = check_search(config, on_progress, notes)
+    space, fit, data, table = check_search(config, on_progress, notes)
     accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
     chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
-    job, started = SearchJob(config, space, chance), time.time()
+    job, started = SearchJob(config, space, chance, table=table), time.time()
     supernet = train_before_study(job, data, on_progress)  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped

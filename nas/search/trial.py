@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from effnet.nas.latency.table import LatencyTable
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.progress import DetailCallback
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
@@ -22,12 +23,14 @@ from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.reward import reward_for
 from effnet.nas.signals import training
 from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.reach import space_reach
 from effnet.nas.study.trial_attrs import (
     ACCURACY_ATTR,
     EPOCHS_TRAINED_ATTR,
     ERROR_ATTR,
     FLOPS_ATTR,
     IN_BAND_ATTR,
+    LATENCY_ATTR,
     PARAMS_ATTR,
     REPORT_SECONDS_ATTR,
     REWARD_ATTR,
@@ -46,12 +49,16 @@ class TrialObjective:
         proxy_factory: Callable[[], Any],
         deadline: float | None = None,
         on_detail: DetailCallback | None = None,
+        table: LatencyTable | None = None,
     ):
         self.config = config
+        self.table = table
+        """Predicts the candidates' latency (a search with a latency target)."""
         self.deadline = deadline  # past it, a training candidate stops (pruned) at its next epoch
         self.on_detail = on_detail
         self.space = space
         self.band = config.band
+        self.latency_band = config.latency_band
         self._proxy_factory = proxy_factory
         self._proxy = None
 
@@ -65,13 +72,21 @@ class TrialObjective:
         config = self.config
         spec = self.space.suggest(trial)
         cost = analytic_cost(spec)
-        in_band = self.band.contains(cost.flops)
+        in_band = self.band is None or self.band.contains(cost.flops)
         trial.set_user_attr(FLOPS_ATTR, cost.flops)
         trial.set_user_attr(PARAMS_ATTR, cost.params)
+        if self.band is not None:
+            trial.set_constraint("flops_band", self.band.violation(cost.flops))
+        weighed: float = cost.flops  # what the objective weighs accuracy against
+        if self.latency_band is not None:
+            assert self.table is not None, "a search with a latency target predicts from a latency table"
+            weighed = self.table.predict(spec)
+            trial.set_user_attr(LATENCY_ATTR, weighed)
+            trial.set_constraint("latency_band", self.latency_band.violation(weighed))
+            in_band = in_band and self.latency_band.contains(weighed)
         trial.set_user_attr(IN_BAND_ATTR, in_band)
-        trial.set_constraint("flops_band", self.band.violation(cost.flops))
         if not in_band:
-            return (0.0, float(cost.flops)) if config.multi_objective else 0.0
+            return (0.0, float(weighed)) if config.multi_objective else 0.0
 
         reporting = 0.0  # seconds spent in `report` (storage writes, pruning checks), not training
         epochs = config.proxy.epochs if config.proxy.name == "train" else None
@@ -92,7 +107,7 @@ class TrialObjective:
             prune = False
             with training(active=False):
                 if not config.multi_objective:  # Optuna prunes single-objective studies only
-                    trial.report(reward_for(config.objective, accuracy, cost.flops, config.target_flops), epoch)
+                    trial.report(reward_for(config.objective, accuracy, weighed, config.cost_target), epoch)
                     prune = trial.should_prune()
                 late = self.deadline is not None and time.time() >= self.deadline
                 if prune or late:
@@ -121,11 +136,11 @@ class TrialObjective:
             trial.set_user_attr(WORK_SECONDS_ATTR, round(time.perf_counter() - started - reporting, 3))
             trial.set_user_attr(REPORT_SECONDS_ATTR, round(reporting, 3))
             trial.set_user_attr(EPOCHS_TRAINED_ATTR, trained)
-        reward = reward_for(config.objective, accuracy, cost.flops, config.target_flops)
+        reward = reward_for(config.objective, accuracy, weighed, config.cost_target)
         trial.set_user_attr(ACCURACY_ATTR, accuracy)
         trial.set_user_attr(REWARD_ATTR, reward)
         if config.multi_objective:
-            return accuracy, float(cost.flops)
+            return accuracy, float(weighed)
         return reward
 
 
@@ -136,12 +151,13 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def reported_accuracy(objective: str, target_flops: int, trial: FrozenTrial, value: float) -> float | None:
-    """The accuracy behind a reward a candidate reported: the reward over its FLOPs factor (None without FLOPs)."""
-    flops = trial.user_attrs.get(FLOPS_ATTR)
-    if not flops:
+def reported_accuracy(objective: str, cost_attr: str, target: float, trial: FrozenTrial, value: float) -> float | None:
+    """The accuracy behind a reward a candidate reported: the reward over the factor of its cost (FLOPs or
+    predicted latency, `cost_attr`, against `target`); None where the trial has no such cost."""
+    cost = trial.user_attrs.get(cost_attr)
+    if not cost:
         return None
-    return value / reward_for(objective, 1.0, flops, target_flops)
+    return value / reward_for(objective, 1.0, cost, target)
 
 
 def proxy_factory(
@@ -157,7 +173,12 @@ def proxy_factory(
 
 
 def supernet_setup(config: SearchConfig, space: SearchSpace) -> SupernetSetup | None:
-    """The search's supernet (its paths drawn from the search's FLOPs band), None for the other proxies."""
+    """The search's supernet (its paths drawn from the search's FLOPs band, or without one from every FLOP count
+    of the space), None for the other proxies."""
     if config.proxy.name != "supernet":
         return None
-    return SupernetSetup(space, config.band.low, config.band.high, config.study.run_dir)
+    band = config.band
+    if band is None:
+        reach = space_reach(space)
+        return SupernetSetup(space, reach.min_flops, reach.max_flops, config.study.run_dir)
+    return SupernetSetup(space, band.low, band.high, config.study.run_dir)

@@ -60,8 +60,8 @@ def best_trial(study: optuna.Study, config: SearchConfig) -> FrozenTrial | None:
     if not trials:
         return None
     if config.multi_objective:
-        front = pareto_front(trials)
-        return max(front, key=lambda t: mnasnet_reward(t.values[0], t.values[1], config.target_flops))
+        front = pareto_front(trials, config.cost_attr)
+        return max(front, key=lambda t: mnasnet_reward(t.values[0], t.values[1], config.cost_target))
     return max(trials, key=_value)
 
 
@@ -71,11 +71,12 @@ def _value(trial: FrozenTrial) -> float:
     return trial.value
 
 
-def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trained trials no other trial beats on both accuracy (higher) and FLOPs (lower)."""
-    points: list[tuple[float, int, FrozenTrial]] = [
-        (t.user_attrs[ACCURACY_ATTR], t.user_attrs[FLOPS_ATTR], t)
-        for t in trials  # FLOPs come before training
+def pareto_front(trials: list[FrozenTrial], cost_attr: str = FLOPS_ATTR) -> list[FrozenTrial]:
+    """Trained trials no other trial beats on both accuracy (higher) and cost (lower: FLOPs, or the predicted
+    latency `cost_attr` names)."""
+    points: list[tuple[float, float, FrozenTrial]] = [
+        (t.user_attrs[ACCURACY_ATTR], t.user_attrs[cost_attr], t)
+        for t in trials  # the cost comes before training
         if t.user_attrs.get(ACCURACY_ATTR) is not None
     ]
     return [t for a, f, t in points if not any((a2 >= a and f2 <= f) and (a2 > a or f2 < f) for a2, f2, _ in points)]

@@ -46,7 +46,9 @@ ERROR_ATTR = "error"
 # -- the search ------------------------------------------------------------------------------------
 
 IN_BAND_ATTR = "in_band"
-"""Whether the candidate's FLOPs lie in the search's band: only those inside it are trained."""
+"""Whether the candidate lies in the search's bands (FLOPs, predicted latency): only those inside are trained."""
+LATENCY_ATTR = "predicted_latency_s"
+"""A latency-targeted search's prediction of the candidate's latency from the latency table, in seconds."""
 ACCURACY_ATTR = "accuracy"
 """The proxy's validation accuracy (or score) of the candidate: its final one, or where pruning stopped it."""
 REWARD_ATTR = "reward"

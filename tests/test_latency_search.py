@@ -1,0 +1,134 @@
+"""`effnet search --target-latency`: MnasNet's objective against the latency this machine's table predicts.
+
+The tiny space at 32 px keeps the table small (a few seconds to build, once per test session: the tests share
+one cache directory). Bands are computed here from the target and tolerance given, not read from the code."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from effnet.cli.app import app
+
+from postgres import TINY_SPACE
+
+runner = CliRunner()
+FAST = [
+    "--space",
+    TINY_SPACE,
+    "--data",
+    "synthetic",
+    "--proxy-epochs",
+    "1",
+    "--proxy-resolution",
+    "32",
+    "--batch-size",
+    "32",
+    "--timeout",
+    "none",
+    "--threads",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def reach() -> tuple[float, float]:
+    """The tiny space's fastest and slowest predicted networks on this machine (building its table)."""
+    result = runner.invoke(app, ["latency-table", "--space", TINY_SPACE, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    return data["fastest_s"], data["slowest_s"]
+
+
+def middle(fastest: float, slowest: float) -> float:
+    """A target inside the space's range, away from both ends, in seconds as the command line will read it."""
+    return round((fastest * slowest) ** 0.5 * 1000, 4) / 1000
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_latency_search_trains_only_candidates_in_the_latency_band_and_measures_b0(tmp_path, reach):
+    fastest, slowest = reach
+    target = middle(fastest, slowest)
+    tolerance = 0.3
+    args = ["search", *FAST, "--target-latency", f"{target * 1000:.4f}ms", "--latency-tolerance", str(tolerance)]
+    result = runner.invoke(app, [*args, "--trials", "4", "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["band"] is None  # no FLOPs band without a FLOPs target
+    low, high = target * (1 - tolerance), target * (1 + tolerance)
+    assert summary["latency_band_s"] == pytest.approx([low, high])
+    table = rows(tmp_path)
+    assert table and "predicted_latency_s" in table[0]
+    for row in table:
+        predicted = float(row["predicted_latency_s"])
+        inside = low <= predicted <= high
+        assert row["in_band"] == str(inside), row
+        assert fastest * 0.999 <= predicted <= slowest * 1.001  # the table's range holds every network
+        if not inside:
+            assert row["accuracy"] == "", row  # never trained
+    trained = [r for r in table if r["accuracy"]]
+    assert len(trained) >= 4
+    b0 = yaml.safe_load((tmp_path / "b0.yaml").read_text())
+    latency = b0["provenance"]["latency"]
+    assert latency["target_s"] == pytest.approx(target, rel=1e-4)
+    assert low <= latency["predicted_s"] <= high
+    assert latency["measured_s"] > 0 and latency["p90_s"] >= latency["measured_s"]
+    assert (latency["runtime"], latency["batch"], latency["threads"]) == ("folded", 1, 1)
+    assert summary["latency"]["measured_s"] == latency["measured_s"]
+    assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
+    assert "predicted latency" in (tmp_path / "report.html").read_text()
+
+
+def test_a_flops_band_and_a_latency_band_hold_together(tmp_path, reach):
+    fastest, slowest = reach
+    target = middle(fastest, slowest)
+    args = ["search", *FAST, "--target-latency", f"{target * 1000:.4f}ms", "--latency-tolerance", "0.5"]
+    args += ["--target-flops", "1M", "--flops-tolerance", "0.5"]
+    result = runner.invoke(app, [*args, "--trials", "3", "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    for row in rows(tmp_path):
+        if row["accuracy"]:
+            assert 500_000 <= int(row["flops"]) <= 1_500_000
+            assert target * 0.5 <= float(row["predicted_latency_s"]) <= target * 1.5
+
+
+def test_a_target_faster_than_the_fastest_network_is_refused_saying_the_range(tmp_path, reach):
+    fastest, slowest = reach
+    too_fast = fastest / 3
+    args = ["search", *FAST, "--target-latency", f"{too_fast * 1000:.4f}ms", "--trials", "2"]
+    result = runner.invoke(app, [*args, "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: --target-latency") and "no network of the tiny space meets" in lines[-1]
+    assert f"{1000 * fastest:.2f}" in lines[-1]  # the fastest network, said
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "b0.yaml").exists()
+
+
+@pytest.mark.parametrize("text", ["12", "12 parsecs", "-3ms", "0ms", "nanms"])
+def test_a_latency_without_a_unit_or_not_positive_is_refused_in_one_line(tmp_path, text):
+    result = runner.invoke(app, ["search", *FAST, "--target-latency", text, "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: --target-latency")
+    assert "12ms" in result.output  # how to write one
+
+
+def test_resuming_with_another_latency_target_is_refused(tmp_path, reach):
+    fastest, slowest = reach
+    target = middle(fastest, slowest)
+    first = ["search", *FAST, "--target-latency", f"{target * 1000:.4f}ms", "--latency-tolerance", "0.5"]
+    result = runner.invoke(app, [*first, "--trials", "1", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    second = ["search", *FAST, "--target-latency", f"{target * 1100:.4f}ms", "--latency-tolerance", "0.5"]
+    result = runner.invoke(app, [*second, "--trials", "2", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "target_latency_s" in result.output

@@ -132,3 +132,27 @@ def test_resuming_with_another_latency_target_is_refused(tmp_path, reach):
     result = runner.invoke(app, [*second, "--trials", "2", "--run-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "target_latency_s" in result.output
+
+
+def test_the_hard_constraint_trains_nothing_predicted_slower_than_the_target(tmp_path, reach):
+    fastest, slowest = reach
+    target = middle(fastest, slowest)
+    args = ["search", *FAST, "--objective", "hard", "--target-latency", f"{target * 1000:.4f}ms"]
+    result = runner.invoke(app, [*args, "--latency-tolerance", "0.5", "--trials", "3", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    trained = [float(r["predicted_latency_s"]) for r in rows(tmp_path) if r["accuracy"]]
+    assert trained and all(target * 0.5 <= t <= target for t in trained)
+
+
+def test_pareto_weighs_accuracy_against_the_predicted_latency(tmp_path, reach):
+    fastest, slowest = reach
+    target = middle(fastest, slowest)
+    args = ["search", *FAST, "--objective", "pareto", "--target-latency", f"{target * 1000:.4f}ms"]
+    result = runner.invoke(app, [*args, "--latency-tolerance", "0.5", "--trials", "4", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    trained = [(float(r["accuracy"]), float(r["predicted_latency_s"])) for r in rows(tmp_path) if r["accuracy"]]
+    b0 = yaml.safe_load((tmp_path / "b0.yaml").read_text())["provenance"]
+    chosen = (b0["accuracy"], b0["latency"]["predicted_s"])
+    assert chosen in trained
+    # b0 lies on the front of (accuracy up, predicted latency down): no trained candidate beats it on both
+    assert not any(a >= chosen[0] and t <= chosen[1] and (a, t) != chosen for a, t in trained)

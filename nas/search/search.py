@@ -1,11 +1,11 @@
 """The architecture search: an Optuna study over a search space, one or many workers, resumable.
 
-Each trial samples a spec, counts its FLOPs analytically and sets the FLOPs band as an Optuna
-constraint before any training; a candidate outside the band is recorded (so the sampler learns
-where the band is) but never trained. Candidates inside it are scored by the accuracy proxy,
-reporting per epoch to the pruner. The budget (`trials`) counts trained candidates only. The study
-itself (storage, workers, seeds, signals, dead workers) is the study runner's
-(`effnet.nas.study.runner`); `search` checks what it can first, runs it and writes the run directory.
+Each trial samples a spec, counts its FLOPs analytically (and with a latency target predicts its latency from
+this machine's latency table, `effnet.nas.latency`) and sets the bands as Optuna constraints before any
+training; a candidate outside a band is recorded (so the sampler learns where the bands are) but never trained.
+Candidates inside them are scored by the accuracy proxy, reporting per epoch to the pruner. The budget (`trials`)
+counts trained candidates only. The study itself (storage, workers, seeds, signals, dead workers) is the study
+runner's (`effnet.nas.study.runner`); `search` checks what it can first, runs it and writes the run directory.
 
 The search's parts, lowest first: its settings (`search_config`), its trials read back (`search_trials`) and
 its result (`search_result`); one trial (`search_objective`) and the study job (`search_job`); the supernet

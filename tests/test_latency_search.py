@@ -156,3 +156,16 @@ def test_pareto_weighs_accuracy_against_the_predicted_latency(tmp_path, reach):
     assert chosen in trained
     # b0 lies on the front of (accuracy up, predicted latency down): no trained candidate beats it on both
     assert not any(a >= chosen[0] and t <= chosen[1] and (a, t) != chosen for a, t in trained)
+
+
+def test_a_worker_on_another_machine_cannot_join_a_latency_study(tmp_path, reach, monkeypatch):
+    """Its table would predict other latencies: the rewards of the study's trials would not compare."""
+    fastest, slowest = reach
+    args = ["search", *FAST, "--target-latency", f"{middle(fastest, slowest) * 1000:.4f}ms"]
+    args += ["--latency-tolerance", "0.5", "--run-dir", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--trials", "1"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr("effnet.nas.latency.fingerprint.cpu_model", lambda: "Another CPU 9000")
+    result = runner.invoke(app, [*args, "--trials", "2"])
+    assert result.exit_code == 2
+    assert "latency_machine" in result.output

@@ -221,6 +221,12 @@ def _read(path: Path, found: Mapping[str, str]) -> tuple[LatencyTable | None, st
     return _as_table(data, path), None
 
 
+def machine_digest(settings: TableSettings) -> str:
+    """The digest of this machine's fingerprint for `settings`: equal on machines whose tables are alike."""
+    found, _path, _stem = _located(settings, None)
+    return fingerprint_digest(found)
+
+
 def find_table(settings: TableSettings, cache_dir: str | Path | None = None) -> LatencyTable | None:
     """This machine's table for `settings`, if one was built and is whole; None otherwise."""
     found, path, _stem = _located(settings, cache_dir)

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from effnet.nas.latency.table import LatencyTable
+from effnet.nas.latency.table import LatencyTable, machine_digest
 from effnet.nas.progress import DetailCallback, Progress
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.pruning import ChanceGate
@@ -59,8 +59,9 @@ class SearchJob:
         }
 
     def _latency_fingerprint(self) -> dict[str, Any]:
-        """A latency target's settings, which a resumed study must share (none without one: a FLOPs search's
-        fingerprint is what it always was)."""
+        """A latency target's settings, which a resumed study and every worker must share, the machine among
+        them (a worker on other hardware would predict other latencies, and the rewards would not compare);
+        none without one: a FLOPs search's fingerprint is what it always was."""
         c = self.config
         if c.target_latency_s is None:
             return {}
@@ -68,6 +69,7 @@ class SearchJob:
             "target_latency_s": c.target_latency_s,
             "latency_tolerance": c.latency_tolerance,
             "latency": dataclasses.asdict(c.latency),
+            "latency_machine": machine_digest(c.latency),
         }
 
     def directions(self) -> list[Direction]:

@@ -50,7 +50,19 @@ from effnet.nas.training.runtime import cpu_threads, resolve_device
 
 @dataclass(frozen=True)
 class TableSettings:
-    """Where and how the table's times are taken: runtime, device, images per run, CPU threads."""
+    """Where and how the table's times are taken: runtime, device, images per run, CPU threads.
+
+    Args:
+        runtime: what runs the parts, as `effnet.measure_latency` takes it: folded, torch or onnxruntime.
+        device: cpu, cuda, cuda:N or auto.
+        batch: images per timed run (1: one request's latency).
+        threads: CPU threads (torch's intra-op threads, onnxruntime's too), as where the network is deployed.
+
+    Example:
+        >>> import effnet
+        >>> effnet.TableSettings(runtime="onnxruntime", threads=2)
+        TableSettings(runtime='onnxruntime', device='cpu', batch=1, threads=2)
+    """
 
     runtime: str = "folded"
     device: str = "cpu"
@@ -61,7 +73,17 @@ class TableSettings:
 @dataclass(frozen=True)
 class LatencyTable:
     """The parts' times of one machine, runtime, device, batch and thread count (`fingerprint`), and the factor
-    that turns their sum into a network's latency."""
+    that turns their sum into a network's latency. Had from `LatencyTable.build` or `effnet.build_latency_table`
+    (measured, or read back from the cache) and `LatencyTable.find` (read back only).
+
+    Example:
+        >>> import random, effnet
+        >>> space = effnet.load_space("mnasnet")
+        >>> table = effnet.LatencyTable.find(threads=1)  # None until a table was built on this machine
+        >>> table = table or effnet.LatencyTable.build(space, threads=1)  # doctest: +SKIP
+        >>> table.predict(space.random_spec(random.Random(0)))  # doctest: +SKIP
+        0.0123
+    """
 
     fingerprint: Mapping[str, str]
     parts: Mapping[str, PartTime]
@@ -156,7 +178,12 @@ class LatencyTable:
         threads: int = 1,
         cache_dir: str | Path | None = None,
     ) -> LatencyTable | None:
-        """This machine's table for these settings, if one was built and is whole; None otherwise."""
+        """This machine's table for these settings, if one was built and is whole; None otherwise.
+
+        Raises:
+            SettingError: a runtime, device, batch or thread count the measurement cannot take.
+            InputError: onnxruntime missing for that runtime.
+        """
         return find_table(TableSettings(runtime, device, batch, threads), cache_dir)
 
 
@@ -217,11 +244,29 @@ def build_table(
 ) -> TableBuild:
     """This machine's table with every part of `space` timed: the parts a table of the same fingerprint already
     holds are kept, the others timed and added; a new table's calibration factor is fitted on whole networks.
-    `rebuild`: time everything again (a table built while the machine was busy), replacing this machine's.
+    Exported as `effnet.build_latency_table`; `effnet latency-table` on the command line.
+
+    Args:
+        space: the search space whose every stem, block and head is timed (`effnet.load_space`).
+        settings: runtime, device, batch and threads the parts are timed with.
+        cache_dir: where the table file goes (None: $EFFNET_CACHE or ~/.cache/effnet, in its latency folder).
+        on_progress: told as the parts and the calibration networks are timed.
+        rebuild: time everything again (a table built while the machine was busy), replacing this machine's.
+
+    Returns:
+        The table and how it was had: parts timed now (`measured`) and found timed before (`reused`), and why
+        a table in the cache was not used (`replaced`: another machine's, a damaged file), if one was not.
 
     Raises:
         SettingError: a runtime, device, batch or thread count the measurement cannot take.
         InputError: onnxruntime missing for that runtime, or a cache directory that cannot be written.
+
+    Example:
+        >>> import effnet
+        >>> space = effnet.load_space("mnasnet")
+        >>> built = effnet.build_latency_table(space, effnet.TableSettings(threads=1))  # doctest: +SKIP
+        >>> built.measured, built.reused  # a second build times nothing  # doctest: +SKIP
+        (0, 2604)
     """
     report = on_progress or (lambda progress: None)
     found, path, stem = _located(settings, cache_dir)
@@ -250,6 +295,10 @@ def build_table(
             write_table(path, data)
     table = _as_table(data, path)
     return TableBuild(table, len(todo), len(parts) - len(todo), known is None, time.perf_counter() - started, replaced)
+
+
+build_latency_table = build_table
+"""`build_table` under the name `effnet` exports it by."""
 
 
 def _other_machine(others: list[Path], found: Mapping[str, str]) -> str | None:

@@ -220,7 +220,7 @@ def grid_scale(
         False,
         "--latency",
         help=scaling_help(
-            "each distinct network (at its full resolution, once the study stops)", "--json's points and grid.csv"
+            "each distinct network (at its full resolution, once the study ends)", "--json's points and grid.csv"
         )
         + " --threads and --repeats are the study's; the measurement's are --latency-threads, --latency-repeats.",
     ),

@@ -87,7 +87,7 @@ def prediction(spec: Any, latency: Any, cache_dir: Any) -> tuple[float | None, s
 def scaling_help(each: str, where: str) -> str:
     """The --latency help of a command that measures many networks (grid-scale, export-family)."""
     return (
-        f"Also measure {each}'s latency on this machine's CPU: the median of {SCALING_REPEATS} timed runs after "
+        f"Also measure the latency of {each} on this machine's CPU: the median of {SCALING_REPEATS} timed runs after "
         f"{SCALING_WARMUP} untimed ones, batch 1 by default (few runs: B7 at 600 px takes seconds a run on a "
         f"CPU; describe --latency measures one network with more). A latency column in the table, latency_ms, "
         f"latency_p90_ms and latency_cv in {where}."

@@ -50,11 +50,14 @@ def milliseconds(seconds: float | None) -> str:
 
 def table_command(spec: Any, latency: Any) -> str:
     """The `effnet latency-table` command that builds a table holding `spec`'s parts for the settings `latency`
-    was measured with (the space a search recorded in the spec's provenance, else a placeholder)."""
-    space = spec.provenance.get("space") if isinstance(spec.provenance.get("space"), str) else None
+    was measured with: the space a search recorded in the spec's provenance where it is a shipped one (a space
+    file's name is not its path), else a placeholder."""
+    from effnet.nas.space.load import shipped_spaces
+
+    space = spec.provenance.get("space")
     words = [
         "effnet latency-table",
-        f"--space {space or 'SPACE'}",
+        f"--space {space if space in shipped_spaces() else 'SPACE'}",
         f"--resolution {spec.resolution}",
         f"--classes {spec.num_classes}",
         f"--runtime {latency.runtime}",

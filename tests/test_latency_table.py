@@ -275,19 +275,21 @@ def test_describe_shows_the_tables_prediction_beside_the_measurement(cli, built,
     assert "predicted" in shown.stdout and "Latency measured here" in shown.stdout
 
 
-def test_describe_says_once_how_to_build_a_table_that_lacks_the_networks_parts(cli, built):
-    cache = built[2]
-    result = describe_latency(cli, DATA / "tiny_base.yaml", cache, "--repeats", "3", "--json")  # 32 px
+@pytest.mark.parametrize("space, named", [(None, "SPACE"), ("mnasnet", "mnasnet"), ("tiny", "SPACE")])
+def test_describe_says_once_how_to_build_a_table_that_lacks_the_networks_parts(cli, built, tmp_path, space, named):
+    """The space a search recorded is named where `--space` takes its name (a shipped one), else a placeholder."""
+    spec = load_spec(DATA / "tiny_base.yaml")  # 32 px: parts the table at 16 px lacks
+    spec = spec.replace(provenance={"space": space} if space else {})
+    path = dump_spec(spec, tmp_path / "net.yaml")
+    result = describe_latency(cli, path, built[2], "--repeats", "3", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["latency"]["predicted_s"] is None
     lines = [line for line in result.stderr.splitlines() if "lacks" in line]
     assert len(lines) == 1 and len([w for w in data["warnings"] if "lacks" in w]) == 1
-    line = lines[0]
-    assert line.startswith("warning: the latency table ")
-    assert (
-        "effnet latency-table --space SPACE --resolution 32 --classes 4 --runtime folded --batch 1 --threads 1" in line
-    )
+    assert lines[0].startswith("warning: the latency table ")
+    command = f"effnet latency-table --space {named} --resolution 32 --classes 4 --runtime folded --batch 1 --threads 1"
+    assert lines[0].endswith(command)
 
 
 def test_describe_without_a_table_predicts_nothing_and_warns_of_nothing(cli, tmp_path):

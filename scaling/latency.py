@@ -73,11 +73,12 @@ def measure_networks(
     return measured
 
 
+LATENCY_COLUMNS = ("latency_ms", "latency_p90_ms", "latency_cv")
+"""What a result row holds of a network's latency: median and 90th percentile in milliseconds, the spread."""
+
+
 def latency_row(latency: Latency | None) -> dict[str, float | None]:
     """A result row's latency columns (`LATENCY_COLUMNS`), in milliseconds; None where not measured."""
     if latency is None:
         return dict.fromkeys(LATENCY_COLUMNS)
     return {"latency_ms": 1000 * latency.median_s, "latency_p90_ms": 1000 * latency.p90_s, "latency_cv": latency.cv}
-
-
-LATENCY_COLUMNS = ("latency_ms", "latency_p90_ms", "latency_cv")

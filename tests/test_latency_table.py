@@ -19,6 +19,7 @@ import pytest
 
 from effnet.nas.cpus import usable_cores
 from effnet.nas.errors import InputError
+from effnet.nas.latency import table as table_module
 from effnet.nas.latency.fingerprint import fingerprint_digest
 from effnet.nas.latency.parts import network_keys, space_parts
 from effnet.nas.latency.reach import latency_reach
@@ -240,6 +241,7 @@ def onnxruntime_missing(monkeypatch):
         (["--threads", str(usable_cores() + 1)], f"error: --threads {usable_cores() + 1} is more than the"),
         (["--resolution", "0"], "error: --resolution must be at least 1"),
         (["--batch", "0"], "error: --batch must be at least 1"),
+        (["--resolution", "100000"], "error: the tiny space's largest network has "),
         (["--runtime", "onnxruntime"], "error: the onnxruntime runtime needs onnxruntime, not installed; pip install"),
     ],
 )
@@ -250,6 +252,17 @@ def test_latency_table_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, monkeyp
     assert result.stderr.startswith(words) and result.stderr.count("\n") == 1, result.stderr
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []  # nothing timed, nothing written
+
+
+def test_latency_table_refuses_what_the_free_memory_cannot_hold(cli, tmp_path, monkeypatch):
+    """The tiny space at 32 px needs megabytes to time (a chunk of parts' inputs, twelve calibration networks'
+    weights): more than the 64 KiB left free here. Refused before the cache is touched."""
+    monkeypatch.setattr(table_module, "available_memory", lambda: 2**16)
+    result = cli("latency-table", "--space", TINY_SPACE, "--cache-dir", str(tmp_path), "--threads", "1", "--json")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: timing the tiny space's parts at batch 1 needs about ")
+    assert result.stderr.endswith("GiB is free on this machine; use a smaller batch or resolution\n")
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 # -- effnet describe --latency -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ torch, onnxruntime, thread count) are never used: the build measures this machin
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Mapping
@@ -29,8 +30,8 @@ from effnet.nas.data.cache import default_cache_dir
 from effnet.nas.errors import InputError
 from effnet.nas.latency.fingerprint import differences, fingerprint, fingerprint_digest
 from effnet.nas.latency.measure import check_settings
-from effnet.nas.latency.parts import network_keys, space_parts
-from effnet.nas.latency.settings import NOISY_CV
+from effnet.nas.latency.parts import Part, network_keys, space_parts
+from effnet.nas.latency.settings import CALIBRATION_NETWORKS, CHUNK_PARTS, NOISY_CV
 from effnet.nas.latency.table_file import (
     PartTime,
     TableData,
@@ -42,9 +43,12 @@ from effnet.nas.latency.table_file import (
     write_table,
 )
 from effnet.nas.latency.timing import calibration_networks, fit_factor, time_parts
+from effnet.nas.memory import available_memory, gib
+from effnet.nas.net.limits import BYTES_PER_VALUE
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.reach import space_reach
 from effnet.nas.training.runtime import cpu_threads, resolve_device
 
 
@@ -272,12 +276,13 @@ def build_table(
     found, path, stem = _located(settings, cache_dir)
     device = resolve_device(settings.device)
     started = time.perf_counter()
+    parts = space_parts(space)
+    check_memory_for(space, parts, settings.batch)  # before the lock: a refusal leaves the cache as it was
     with table_lock(path):
         known, replaced = (None, None) if rebuild else _read(path, found)
         if known is None and replaced is None and not rebuild:
             others = other_tables(path.parent.parent, stem, path)
             replaced = _other_machine(others, found)
-        parts = space_parts(space)
         todo = [part for part in parts if known is None or part.key not in known.parts]
         with cpu_threads(settings.threads):
             timed = time_parts(todo, settings.runtime, device, settings.batch, settings.threads, report)
@@ -299,6 +304,30 @@ def build_table(
 
 build_latency_table = build_table
 """`build_table` under the name `effnet` exports it by."""
+
+
+def check_memory_for(space: SearchSpace, parts: list[Part], batch: int) -> None:
+    """Refuse to time a space whose networks break the cost limits (a space given another resolution), or whose
+    parts or calibration networks need more memory than is free: a chunk of parts holds each part's batch of
+    inputs, the calibration holds `CALIBRATION_NETWORKS` networks (weights twice: the model and the runtime's
+    copy) with their images, and one run at a time adds its feature maps."""
+    largest = space_reach(space).largest
+    problem = largest.problem()
+    if problem is not None:
+        raise InputError(f"the {space.name} space's largest network has {problem}; time it at a smaller resolution")
+    available = available_memory()
+    if available is None:
+        return
+    base = space.base
+    chunks = (parts[start : start + CHUNK_PARTS] for start in range(0, len(parts), CHUNK_PARTS))
+    inputs = max((sum(math.prod(part.input_shape) for part in chunk) for chunk in chunks), default=0)
+    calibration = CALIBRATION_NETWORKS * (2 * largest.params + batch * base.in_channels * base.resolution**2)
+    needed = BYTES_PER_VALUE * (max(batch * inputs, calibration) + batch * largest.activations)
+    if needed > available:
+        raise InputError(
+            f"timing the {space.name} space's parts at batch {batch} needs about {gib(needed)} and {gib(available)} "
+            "is free on this machine; use a smaller batch or resolution"
+        )
 
 
 def _other_machine(others: list[Path], found: Mapping[str, str]) -> str | None:

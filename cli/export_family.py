@@ -8,7 +8,15 @@ from typing import Any
 import typer
 
 from effnet.cli import latency_options, options
-from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console, set_run_dir
+from effnet.cli.common import (
+    ProgressBar,
+    clean_input_errors,
+    console,
+    emit_json,
+    literal,
+    progress_console,
+    set_run_dir,
+)
 from effnet.cli.latency_options import milliseconds, scaling_help, scaling_settings, settings_given
 from effnet.nas.resources import reference_b0_path
 
@@ -222,13 +230,12 @@ def export_family(
         force=force,
         latency=timing,
     )
-    with progress_console.status("sizing the family", spinner="dots") as status:
-
-        def show(progress: Any) -> None:
-            count = f" ({progress.done}/{progress.total})" if progress.total else ""
-            status.update(progress.status + count + (f": {progress.detail}" if progress.detail else ""))
-
-        result = run_export(config, on_progress=show)
+    if timing is not None:  # minutes for B7 on a CPU: a bar, and plain lines in a log
+        with ProgressBar("family", plain=as_json) as bar:
+            result = run_export(config, on_progress=bar)
+    else:
+        with progress_console.status("sizing the family", spinner="dots") as status:
+            result = run_export(config, on_progress=lambda progress: status.update(progress.status))
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),

@@ -49,6 +49,7 @@ def test_export_family_latency_is_in_the_json_the_csv_and_run_yaml(cli, tmp_path
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert given_runs == [(2, 5), (2, 5)]  # one measurement per member, few runs by default
+    assert "latency of b2" in result.stderr  # progress, as plain lines in a log
     assert data["latency"] == {
         "runtime": "folded",
         "device": "cpu",

@@ -31,7 +31,9 @@ inference path), `export_model(spec, out, format, weights)` (ONNX, TorchScript, 
 dict, checked against the torch model), `read_weights` / `load_weights` (a checkpoint or a timm / torchvision
 state dict into a spec's model, by name) and `save_state_dict` (the reverse). `measure_latency(spec, runtime,
 device, batch, threads) -> Latency`: the median and 90th percentile time of a batch on this machine (torch, folded
-or onnxruntime).
+or onnxruntime). `build_latency_table(load_space(...), TableSettings(...))`: every part a search space's networks
+are made of, timed on this machine; its `LatencyTable.predict(spec)` a network's latency in seconds, and
+`latency_reach(space, table)` the fastest and slowest the space can make.
 
 Every long call takes a progress callback (`on_progress`) and never prints; bad input raises
 `InputError` (a `SettingError` names the setting). A call leaves process-wide state as it found it
@@ -50,6 +52,8 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.export import ExportResult, export_model
     from effnet.nas.inference import ModelInfo, eval_transform, load_model
     from effnet.nas.latency.measure import Latency, measure_latency
+    from effnet.nas.latency.reach import latency_reach
+    from effnet.nas.latency.table import LatencyTable, TableSettings, build_latency_table
     from effnet.nas.net.counting import FlopCount, count_flops
     from effnet.nas.net.fold import fold_batch_norm
     from effnet.nas.net.model import build_model
@@ -62,6 +66,7 @@ if TYPE_CHECKING:  # what editors and type checkers see: each exported name from
     from effnet.nas.search.result import SearchResult
     from effnet.nas.search.search import search
     from effnet.nas.space.fit import DataFit
+    from effnet.nas.space.load import load_space
     from effnet.nas.study.chance import ChanceLevel
     from effnet.nas.study.proxy_check import ProxyCheckConfig, proxy_check
     from effnet.nas.study.study_config import StudyConfig
@@ -126,6 +131,11 @@ _EXPORTS = {
     # latency where the network runs
     "measure_latency": "effnet.nas.latency.measure",
     "Latency": "effnet.nas.latency.measure",
+    "LatencyTable": "effnet.nas.latency.table",
+    "TableSettings": "effnet.nas.latency.table",
+    "build_latency_table": "effnet.nas.latency.table",
+    "latency_reach": "effnet.nas.latency.reach",
+    "load_space": "effnet.nas.space.load",
     # using a trained network
     "load_model": "effnet.nas.inference",
     "eval_transform": "effnet.nas.inference",

@@ -7,12 +7,13 @@ from typing import Any
 
 import typer
 
+from effnet.cli import latency_options
 from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console
-from effnet.nas.choices import LATENCY_RUNTIMES
-from effnet.nas.latency.settings import MAX_BATCH, NOISY_CV, REPEATS, WARMUP
+from effnet.cli.latency_options import milliseconds, noise_warning, prediction, settings_given
+from effnet.nas.latency.settings import REPEATS, WARMUP
 
 PRESETS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
-LATENCY_FLAGS = ("--runtime", "--batch", "--threads", "--device", "--repeats")
+LATENCY_FLAGS = ("--runtime", "--batch", "--threads", "--device", "--repeats", "--cache-dir")
 
 
 def stage_rows(spec: Any, report: Any) -> list[dict[str, Any]]:
@@ -162,12 +163,13 @@ def print_description(data: dict[str, Any]) -> None:
         console.print(f"analytic and fvcore counts {verdict}")
 
 
-def latency_data(latency: Any) -> dict[str, Any]:
-    """The measured latency as `--json` gives it; `predicted_s` is a latency table's estimate (none yet)."""
+def latency_data(latency: Any, predicted_s: float | None) -> dict[str, Any]:
+    """The measured latency as `--json` gives it; `predicted_s` is this machine's latency table's estimate for
+    the same runtime, device, batch and threads (None: no such table, or it lacks parts of the network)."""
     return {
         "measured_s": latency.median_s,
         "p90_s": latency.p90_s,
-        "predicted_s": None,
+        "predicted_s": predicted_s,
         "runtime": latency.runtime,
         "device": latency.device,
         "batch": latency.batch,
@@ -175,14 +177,6 @@ def latency_data(latency: Any) -> dict[str, Any]:
         "repeats": latency.repeats,
         "cv": latency.cv,
     }
-
-
-def noise_warning(latency: Any) -> str:
-    return (
-        f"the {latency.repeats} timed runs varied by a coefficient of variation of {latency.cv:.2f}, above "
-        f"{NOISY_CV:.2f}: other work likely shared the {latency.device}, which lifts the median too; close other "
-        "programs and measure again, or give more --repeats"
-    )
 
 
 def measure(spec: Any, settings: dict[str, Any]) -> Any:
@@ -202,7 +196,7 @@ def print_latency(latency: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="Latency measured here (per batch)")
-    for column in ("runtime", "device", "batch", "threads", "median", "p90", "cv", "runs"):
+    for column in ("runtime", "device", "batch", "threads", "median", "p90", "cv", "runs", "predicted"):
         table.add_column(column, justify="left" if column in ("runtime", "device") else "right")
     table.add_row(
         latency["runtime"],
@@ -213,7 +207,9 @@ def print_latency(latency: dict[str, Any]) -> None:
         f"{1000 * latency['p90_s']:.2f} ms",
         f"{latency['cv']:.3f}",
         str(latency["repeats"]),
+        milliseconds(latency["predicted_s"]),
     )
+    table.caption = "predicted: this machine's latency table (effnet latency-table) for the same settings; - if none"
     console.print(table)
 
 
@@ -231,26 +227,13 @@ def describe(
         False,
         "--latency",
         help="Also measure the network's latency on this machine: the median and 90th percentile time of a "
-        "batch of random images at the spec's resolution (--json: latency.measured_s, p90_s; predicted_s stays "
-        "null until a latency table exists).",
+        "batch of random images at the spec's resolution, beside what this machine's latency table for the same "
+        "runtime, device, batch and threads predicts (--json: latency.measured_s, p90_s; predicted_s is null "
+        "where no such table was built with effnet latency-table, or it lacks parts of this network).",
     ),
-    runtime: str | None = typer.Option(
-        None,
-        "--runtime",
-        help=f"With --latency, what runs the network: {' | '.join(LATENCY_RUNTIMES)} (default folded: BatchNorm "
-        "folded into the convs, channels_last; torch: the eval model as built; onnxruntime: the folded ONNX "
-        "export, needs effnet[onnx]).",
-        autocompletion=lambda: list(LATENCY_RUNTIMES),
-    ),
-    batch: int | None = typer.Option(
-        None, "--batch", help=f"With --latency, images per timed run (default 1, at most {MAX_BATCH})."
-    ),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        help="With --latency, CPU threads (torch's intra-op threads, onnxruntime's too; default: torch's, one per "
-        "core). Set the threads the network will have where it is deployed.",
-    ),
+    runtime: str | None = latency_options.RUNTIME,
+    batch: int | None = latency_options.BATCH,
+    threads: int | None = latency_options.THREADS,
     device: str | None = typer.Option(
         None, "--device", help="With --latency: cpu | cuda | cuda:N | auto (default cpu; CUDA runs timed by events)."
     ),
@@ -258,6 +241,11 @@ def describe(
         None,
         "--repeats",
         help=f"With --latency, timed runs after {WARMUP} untimed ones (default {REPEATS}); more for a steadier median.",
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="With --latency, where the latency tables are looked up (default: $EFFNET_CACHE or ~/.cache/effnet).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -269,13 +257,8 @@ def describe(
 
     if (spec_path is None) == (preset is None):
         raise InputError("give either a spec file (effnet describe SPEC.yaml) or --preset b0..b7, not both or neither")
-    given = [
-        flag
-        for flag, value in zip(LATENCY_FLAGS, (runtime, batch, threads, device, repeats), strict=True)
-        if value is not None
-    ]
-    if given and not latency:
-        raise InputError(f"{given[0]} is a setting of the latency measurement; add --latency")
+    values = (runtime, batch, threads, device, repeats, cache_dir)
+    settings_given(latency, dict(zip(LATENCY_FLAGS, values, strict=True)))
     settings: dict[str, Any] = {
         "runtime": "folded" if runtime is None else runtime,
         "device": "cpu" if device is None else device,
@@ -291,8 +274,10 @@ def describe(
     data = describe_data(spec, fvcore)
     if latency:
         measured = measure(spec, settings)
-        data["latency"] = latency_data(measured)
+        predicted_s, lacking = prediction(spec, measured, cache_dir)
+        data["latency"] = latency_data(measured, predicted_s)
         data["warnings"] = [noise_warning(measured)] if measured.noisy else []
+        data["warnings"] += [lacking] if lacking else []
         for warning in data["warnings"]:
             progress_console.print(f"[yellow]warning:[/] {literal(warning)}", soft_wrap=True)
     if as_json:

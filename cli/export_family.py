@@ -7,8 +7,17 @@ from typing import Any
 
 import typer
 
-from effnet.cli import options
-from effnet.cli.common import clean_input_errors, console, emit_json, literal, progress_console, set_run_dir
+from effnet.cli import latency_options, options
+from effnet.cli.common import (
+    ProgressBar,
+    clean_input_errors,
+    console,
+    emit_json,
+    literal,
+    progress_console,
+    set_run_dir,
+)
+from effnet.cli.latency_options import milliseconds, scaling_help, scaling_settings, settings_given
 from effnet.nas.resources import reference_b0_path
 
 PRESETS = ("official",)
@@ -45,9 +54,10 @@ def resolve_coefficients(
     )
 
 
-def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
+def family_table(members: list[Any], coefficients: Any, title: str, latency: dict[str, Any] | None = None) -> Any:
     """Measured FLOPs ÷ B0 beside the ideal: 2^φ and the formula's (αβ²γ²)^φ, or the target 2^k
-    and the miss under --match-flops (the formula then is in the CSV and JSON)."""
+    and the miss under --match-flops (the formula then is in the CSV and JSON); with `latency` (by name), each
+    member's median latency."""
     from rich import box
     from rich.table import Table
 
@@ -56,7 +66,8 @@ def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
     matching = any(m.match for m in members)
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     ideal = ["2^k", "off"] if matching else ["2^φ", "formula"]
-    for column in ["name", "φ", "depth", "width", "res", "params", "FLOPs", "÷B0", *ideal, "drop"]:
+    timed = ["latency"] if latency is not None else []
+    for column in ["name", "φ", "depth", "width", "res", "params", "FLOPs", "÷B0", *ideal, "drop", *timed]:
         table.add_column(column, justify="left" if column == "name" else "right", no_wrap=True)
     for m in members:
         if matching:
@@ -75,6 +86,7 @@ def family_table(members: list[Any], coefficients: Any, title: str) -> Any:
             f"{m.flops_ratio:.2f}x",
             *ideal_cells,
             f"{m.dropout:g}",
+            *([milliseconds(latency[m.name].median_s)] if latency is not None else []),
         )
     table.caption = (
         f"formula = (αβ²γ²)^φ with α={coefficients.alpha:g} β={coefficients.beta:g} "
@@ -156,6 +168,13 @@ def export_family(
         "the base's search recorded).",
     ),
     run_dir: Path = typer.Option(Path("runs/family"), "--run-dir", help="Where the specs, family.csv and the plot go."),
+    latency: bool = typer.Option(
+        False, "--latency", help=scaling_help("each member", "--json's members and family.csv (run.yaml too)")
+    ),
+    runtime: str | None = latency_options.RUNTIME,
+    batch: int | None = latency_options.BATCH,
+    threads: int | None = latency_options.THREADS,
+    repeats: int | None = latency_options.scaling_repeats("--repeats"),
     force: bool = options.FORCE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -175,6 +194,8 @@ def export_family(
     official = preset == "official"
     if official and (match_flops or phi is not None):
         raise InputError("--preset official emits the reference's fixed B1-B7; drop --phi and --match-flops")
+    settings_given(latency, {"--runtime": runtime, "--batch": batch, "--threads": threads, "--repeats": repeats})
+    timing = scaling_settings(runtime, batch, threads, repeats) if latency else None
     phis = parse_phi_list(phi) if phi is not None else DEFAULT_PHIS
     coefficients, source = resolve_coefficients(coefficients_path, alpha, beta, gamma, official)
     base = load_spec(base_path)
@@ -207,9 +228,14 @@ def export_family(
         classes=options.whole_number(classes, "--classes"),
         image_size=image_size,
         force=force,
+        latency=timing,
     )
-    with progress_console.status("sizing the family", spinner="dots") as status:
-        result = run_export(config, on_progress=lambda progress: status.update(progress.status))
+    if timing is not None:  # minutes for B7 on a CPU: a bar, and plain lines in a log
+        with ProgressBar("family", plain=as_json) as bar:
+            result = run_export(config, on_progress=bar)
+    else:
+        with progress_console.status("sizing the family", spinner="dots") as status:
+            result = run_export(config, on_progress=lambda progress: status.update(progress.status))
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -219,6 +245,7 @@ def export_family(
         "coefficients": {**coefficients.as_dict(), "flops_factor": coefficients.flops_factor, "source": source},
         "warnings": result.warnings,
         "members": result.rows(),
+        "latency": timing.record() if timing is not None else None,
         "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]), "run": str(result.files["run"])},
     }
     if match_flops:
@@ -232,7 +259,7 @@ def export_family(
         emit_json(summary)
         return
     title = f"{literal(base.name)} family ({mode})"
-    console.print(family_table(result.members, coefficients, title))
+    console.print(family_table(result.members, coefficients, title, result.latency))
     print_misses(result.members)
     if result.fits:
         console.print(fit_table(result.fits, coefficients))

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from effnet.cli import options
+from effnet.cli import latency_options, options
 from effnet.cli.common import (
     ProgressBar,
     clean_input_errors,
@@ -19,6 +19,7 @@ from effnet.cli.common import (
     set_run_dir,
     warn_skipped,
 )
+from effnet.cli.latency_options import milliseconds, scaling_help, scaling_settings, settings_given
 from effnet.nas.resources import reference_b0_path
 
 TABLE_ROWS = 15
@@ -51,8 +52,11 @@ def print_result(result: Any) -> None:
         padding=(0, 1, 0, 0),
         pad_edge=False,
     )
+    timed = data["latency"] is not None
     for column in ("rank", "α", "β", "γ", "pts", "αβ²γ²", "FLOPs÷B0", "params", "px", "score", "s"):
         table.add_column(column, justify="right", no_wrap=True)
+    if timed:
+        table.add_column("latency", justify="right", no_wrap=True)
     for rank, n in enumerate(order[:TABLE_ROWS], start=1):
         p = n.chosen
         table.add_row(
@@ -65,12 +69,19 @@ def print_result(result: Any) -> None:
             str(p.proxy_resolution),
             score_cell(n),
             f"{n.seconds:.0f}" if n.seconds is not None else "",
+            *([milliseconds(n.latency.median_s if n.latency is not None else None)] if timed else []),
         )
     table.caption = (
         f"α β γ: the twin group, the points building the same network (pts of them; one evaluation "
         f"scores them all); αβ²γ², FLOPs÷B0 (measured at φ = {phi} after rounding), params: the chosen "
         "twin's; px: proxy resolution; score: mean ± standard deviation over the runs; s: proxy seconds"
     )
+    if timed:
+        t = data["latency"]
+        table.caption += (
+            f"; latency: the φ = {phi} network's median of {t['repeats']} runs here ({t['runtime']}, "
+            f"batch {t['batch']}, {t['threads'] or 'default'} thread(s))"
+        )
     if len(order) > TABLE_ROWS:
         table.caption += f"; {len(order) - TABLE_ROWS} more in grid.csv"
     console.print(table)
@@ -205,6 +216,18 @@ def grid_scale(
     seed: int = typer.Option(0, "--seed", help="The study's seed (proxy trainings, data split)."),
     device: str = options.STUDY_DEVICE,
     threads: int | None = options.THREADS,
+    latency: bool = typer.Option(
+        False,
+        "--latency",
+        help=scaling_help(
+            "each distinct network (at its full resolution, once the study ends)", "--json's points and grid.csv"
+        )
+        + " --threads and --repeats are the study's; the measurement's are --latency-threads, --latency-repeats.",
+    ),
+    runtime: str | None = latency_options.RUNTIME,
+    latency_batch: int | None = latency_options.BATCH,
+    latency_threads: int | None = typer.Option(None, "--latency-threads", help=latency_options.THREADS_HELP),
+    latency_repeats: int | None = latency_options.scaling_repeats("--latency-repeats"),
     as_json: bool = options.JSON,
 ) -> None:
     """Grid-search α, β, γ at φ = 1 (or --phi k) under α·β²·γ² ≈ 2; writes coefficients.yaml for export-family.
@@ -219,6 +242,10 @@ def grid_scale(
     from effnet.scaling.grid import grid_scale as run_grid
     from effnet.scaling.grid_space import GridConfig, GridDefinition
 
+    flags = {"--runtime": runtime, "--batch": latency_batch, "--latency-threads": latency_threads}
+    settings_given(latency, {**flags, "--latency-repeats": latency_repeats})
+    named = {"threads": "latency_threads", "repeats": "latency_repeats"}
+    timing = scaling_settings(runtime, latency_batch, latency_threads, latency_repeats, named) if latency else None
     grid = GridDefinition.from_ranges(alpha_range, beta_range, gamma_range, step, tolerance, flops_ratio, phi)
     run_dir = run_dir or Path("runs") / study_name
     config = GridConfig(
@@ -227,6 +254,7 @@ def grid_scale(
         max_points=max_points,
         repeats=repeats,
         classes=options.whole_number(classes, "--classes"),
+        latency=timing,
         proxy=options.proxy_config(
             proxy,
             data,

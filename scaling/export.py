@@ -11,6 +11,7 @@ from effnet.nas import checks
 from effnet.nas.data.facts import ImageSize
 from effnet.nas.errors import SettingError
 from effnet.nas.files import write_csv
+from effnet.nas.latency.measure import Latency
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
@@ -19,6 +20,7 @@ from effnet.nas.record import write_run_record
 from effnet.nas.space.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.family import DEFAULT_PHIS, FamilyMember, compound_family
+from effnet.scaling.latency import LATENCY_COLUMNS, LatencySettings, latency_row, measure_networks
 from effnet.scaling.match_flops import match_flops_family
 from effnet.scaling.official import PresetFit, official_family
 
@@ -79,6 +81,8 @@ class FamilyResult:
     member_files: dict[str, Path] = field(default_factory=dict)
     image_size: ImageSize | None = None
     """The data's median image size: from `export_family`'s argument or the base's provenance (None: unknown)."""
+    latency: dict[str, Latency] | None = None
+    """Each member's latency on this machine, by name (None: not measured, `FamilyConfig.latency` unset)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -86,7 +90,16 @@ class FamilyResult:
         return list(self.coefficients.caveats) + ([oversized] if oversized else [])
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{**m.row(), "path": str(self.member_files.get(m.name, ""))} for m in self.members]
+        """One row per member; with the latency columns (milliseconds) where it was measured."""
+        latency = self.latency
+        return [
+            {
+                **m.row(),
+                **(latency_row(latency[m.name]) if latency is not None else {}),
+                "path": str(self.member_files.get(m.name, "")),
+            }
+            for m in self.members
+        ]
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,8 @@ class FamilyConfig:
     explains it). With `run_dir`, the specs and files are written there (`settings` goes into run.yaml beside
     the mode and coefficients; `force` lets it hold files effnet did not write). `classes` replaces the base's
     class count (None: the base's, which a search wrote from its data); `image_size` is the data's median image
-    size that members are warned against (None: the one the base's provenance records, if any)."""
+    size that members are warned against (None: the one the base's provenance records, if any). With `latency`,
+    each member's latency is measured on this machine (`effnet.scaling.latency`) and goes into the rows."""
 
     base: NetworkSpec
     coefficients: Coefficients
@@ -108,11 +122,14 @@ class FamilyConfig:
     classes: int | None = None
     image_size: ImageSize | None = None
     force: bool = False
+    latency: LatencySettings | None = None
 
     def __post_init__(self) -> None:
         checks.instance("base", self.base, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
         checks.instance("coefficients", self.coefficients, Coefficients, "effnet.Coefficients(alpha, beta, gamma)")
         checks.choice("mode", self.mode, MODES)
+        if self.latency is not None:
+            checks.instance("latency", self.latency, LatencySettings, "effnet.scaling.latency.LatencySettings()")
         if self.mode != "official" and not self.phis:
             raise SettingError("phis", "must name at least one phi, like (1, 2, 3, 4, 5, 6, 7)")
         if self.classes is not None:
@@ -125,8 +142,8 @@ class FamilyConfig:
 @holding_run_dirs()
 def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = None) -> FamilyResult:
     """Grow `config.base` into its family (see `FamilyConfig`); with `config.run_dir`, write one spec per
-    member, family.csv, family.png and run.yaml. `on_progress` hears when the members are sized and as each
-    file is written."""
+    member, family.csv, family.png and run.yaml. `on_progress` hears when the members are sized, as each
+    member's latency is measured (with `config.latency`) and as each file is written."""
     started = time.perf_counter()
     report = on_progress or (lambda progress: None)
     base, coefficients, mode, run_dir = config.base, config.coefficients, config.mode, config.run_dir
@@ -141,6 +158,9 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
         members = match_flops_family(base, coefficients, config.phis)
     else:
         members = compound_family(base, coefficients, config.phis)
+    latency = None
+    if config.latency is not None:
+        latency = measure_networks({m.name: m.spec for m in members}, config.latency, report)
     result = FamilyResult(
         base=base,
         coefficients=coefficients,
@@ -149,13 +169,14 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
         fits=fits,
         elapsed_s=time.perf_counter() - started,
         image_size=image_size,
+        latency=latency,
     )
     if run_dir is None:
         return result
     for done, member in enumerate(members, 1):
         result.member_files[member.name] = dump_spec(member.spec, run_dir / f"{member.name}.yaml")
         report(Progress(done, len(members), f"wrote {member.name}.yaml"))
-    columns = CSV_COLUMNS + (MATCH_COLUMNS if mode == "match-flops" else ())
+    columns = CSV_COLUMNS + (MATCH_COLUMNS if mode == "match-flops" else ()) + (LATENCY_COLUMNS if latency else ())
     result.files["csv"] = write_csv(run_dir / "family.csv", columns, result.rows())
     if fits:
         result.files["fit_csv"] = write_csv(run_dir / "official_fit.csv", tuple(fits[0].row()), [f.row() for f in fits])
@@ -171,9 +192,11 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
             "coefficients": coefficients.as_dict(),
             "classes": base.num_classes,
             "median_image_size": image_size.record() if image_size else None,
+            "latency": config.latency.record() if config.latency is not None else None,
         },
         {
             "members": [m.name for m in members],
+            **({"latency_ms": {name: 1000 * t.median_s for name, t in latency.items()}} if latency else {}),
             "warnings": result.warnings,
             "seconds": round(time.perf_counter() - started, 3),
         },

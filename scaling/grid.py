@@ -35,8 +35,9 @@ from effnet.scaling.grid_results import (
     point_results,
     ranked,
 )
-from effnet.scaling.grid_space import GridConfig, GridPoint
+from effnet.scaling.grid_space import GridConfig, GridPoint, point_spec
 from effnet.scaling.grid_study import GridJob, evaluations_taken
+from effnet.scaling.latency import LATENCY_COLUMNS, measure_networks
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class GridResult:
             "classes": c.base.num_classes,
             "chance": self.chance.record() if self.chance is not None else None,
             "threads": self.threads,
+            "latency": c.latency.record() if c.latency is not None else None,
         }
         if self.record is not None:
             data["best"] = {
@@ -138,6 +140,8 @@ class GridResult:
                     "near_chance",
                 )
             }
+            if c.latency is not None:
+                data["best"]["latency_ms"] = self.record.get("latency_ms")
             data["coefficients"] = str(self.files["coefficients"])
         return data
 
@@ -180,6 +184,18 @@ def class_note(config: GridConfig, data: dict[int, dict[str, Any]]) -> list[str]
     ]
 
 
+def with_latency(
+    networks: list[NetworkResult], config: GridConfig, on_progress: ProgressCallback | None
+) -> list[NetworkResult]:
+    """The networks with their latency measured (`config.latency`), or as they are without it."""
+    if config.latency is None:
+        return networks
+    phi = config.grid.phi
+    specs = {n.network: point_spec(config.base, *n.chosen.key, phi) for n in networks}
+    measured = measure_networks(specs, config.latency, on_progress)
+    return [dataclasses.replace(n, latency=measured[n.network]) for n in networks]
+
+
 @holding_run_dirs()  # the run directory check_grid claims is held to the end
 def grid_scale(
     config: GridConfig, base_label: str = "<spec>", on_progress: ProgressCallback | None = None
@@ -187,7 +203,8 @@ def grid_scale(
     """Score the grid's distinct networks (resuming the study in the run directory), each `config.repeats`
     times, and write grid.csv, grid.png, report.html, coefficients.yaml (once a network is scored) and run.yaml.
     `base_label` is how the files name the base (its path, say). A stop signal ends the run early with what
-    was scored written."""
+    was scored written. With `config.latency`, each distinct network's latency is measured once the study
+    stops (`on_progress` hears each) and goes into the rows and files."""
     notes: list[str] = []
     checked, data, chance = check_grid(config, on_progress, notes)
     points = tuple(checked)
@@ -198,9 +215,12 @@ def grid_scale(
     run = run_study(job, config.study, on_progress)
     run.notes[:0] = notes
     networks = network_results(run.study, config, points)
+    if run.signal is None:  # stopped by a signal: the files are written at once, without the latency
+        networks = with_latency(networks, config, on_progress)
     rows = point_results(networks, points)
     run_dir = config.study.run_dir
-    files = {"grid_csv": write_csv(run_dir / "grid.csv", CSV_COLUMNS, (r.row() for r in rows))}
+    columns = CSV_COLUMNS + (LATENCY_COLUMNS if config.latency is not None else ())
+    files = {"grid_csv": write_csv(run_dir / "grid.csv", columns, (r.row() for r in rows))}
     from effnet.scaling.plots import plot_grid
 
     files["plot"] = plot_grid(

@@ -13,6 +13,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from effnet.nas.latency.measure import Latency
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.study.chance import ChanceLevel
 from effnet.nas.study.trial_attrs import (
@@ -23,6 +24,7 @@ from effnet.nas.study.trial_attrs import (
     WORKER_ATTR,
 )
 from effnet.scaling.grid_space import FLOPS_TARGET, GridConfig, GridPoint, point_key
+from effnet.scaling.latency import latency_row
 from effnet.scaling.twins import CHOICE_RULE, TwinGroup, twin_groups
 
 Evaluation = tuple[str, int]
@@ -80,6 +82,8 @@ class NetworkResult:
     seconds: float | None = None
     workers: tuple[str, ...] = ()
     error: str | None = None
+    latency: Latency | None = None
+    """The network's latency on this machine (None: not measured, `GridConfig.latency` unset)."""
 
     @property
     def network(self) -> str:
@@ -100,6 +104,9 @@ class NetworkResult:
 
     def summary(self) -> dict[str, Any]:
         return {**self.chosen.params_dict(), "network": self.network, "score": self.mean, "score_std": self.std}
+
+    def latency_ms(self) -> float | None:
+        return None if self.latency is None else 1000 * self.latency.median_s
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class PointResult:
             "seconds": n.seconds if own else None,
             "worker": " ".join(n.workers) if own else None,
             "error": n.error,
+            **(latency_row(n.latency) if n.latency is not None else {}),
         }
 
 
@@ -312,6 +320,7 @@ def coefficients_record(
         "product": chosen.product,
         "flops_ratio": round(chosen.flops_ratio, 6),
         "network": best.network,
+        **({"latency_ms": best.latency_ms()} if best.latency is not None else {}),
         "selection": (
             f"the highest mean proxy score over the distinct phi={config.grid.phi} networks; ties: the "
             f"lower measured FLOPs ratio; then {CHOICE_RULE}"
@@ -359,8 +368,9 @@ def _point_entry(result: PointResult) -> dict[str, Any]:
         "network",
         "twin_of",
         "state",
+        "latency_ms",
     )
-    entry = {k: row[k] for k in keep}
+    entry = {k: row[k] for k in keep if k in row}
     if result.network.error:
         entry["error"] = result.network.error
     return entry

@@ -33,6 +33,7 @@ from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.space.fit import MAX_CLASSES
 from effnet.nas.study.study_config import StudyConfig
 from effnet.scaling.compound import MAX_COEFFICIENT, compound_scale, scaled_resolution
+from effnet.scaling.latency import LatencySettings
 
 FLOPS_TARGET = 2
 """The paper's constraint per unit of phi: alpha * beta^2 * gamma^2 ~ 2 (each unit of phi doubles the FLOPs)."""
@@ -297,7 +298,9 @@ class GridConfig:
     network is trained with K seeds, `seed(0)` ... `seed(K - 1)`), and `max_points`, how many more
     evaluations (one per distinct network and repeat) this run may start (None: all). `classes` replaces the
     base's class count (None: the base's own, which a search wrote from its data), so every point's network,
-    parameters and FLOPs are those of that classifier."""
+    parameters and FLOPs are those of that classifier. With `latency`, each distinct network's latency is
+    measured on this machine once the study stops (`effnet.scaling.latency`); a resumed grid need not agree on
+    it."""
 
     base: NetworkSpec
     grid: GridDefinition
@@ -306,6 +309,7 @@ class GridConfig:
     max_points: int | None = None
     repeats: int = 1
     classes: int | None = None
+    latency: LatencySettings | None = None
 
     def __post_init__(self) -> None:
         if self.classes is not None:
@@ -320,6 +324,8 @@ class GridConfig:
         if self.max_points is not None:
             checks.whole("max_points", self.max_points, low=1)
         checks.whole("repeats", self.repeats, low=1, high=MAX_REPEATS)
+        if self.latency is not None:
+            checks.instance("latency", self.latency, LatencySettings, "effnet.scaling.latency.LatencySettings()")
 
     def points(self) -> list[GridPoint]:
         return self.grid.points(self.base, self.proxy.resolution)
@@ -382,4 +388,5 @@ class GridConfig:
             "repeats": self.repeats,
             "classes": self.base.num_classes,
             "classes_from": "--classes" if self.classes is not None else "the base spec",
+            "latency": self.latency.record() if self.latency is not None else None,
         }

@@ -55,6 +55,7 @@ NOT_NUMERIC = {
     "--supernet-kernels",
     "--weights",
     "--force",
+    "--rebuild",
 }
 
 plain = st.one_of(
@@ -112,8 +113,21 @@ NUMERIC = {
         "--proxy-val-images": plain,
         "--loader-workers": plain,
         "--classes": plain,
+        "--batch": plain,
+        "--latency-threads": plain,
+        "--latency-repeats": plain,
     },
-    "export-family": {"--alpha": plain, "--beta": plain, "--gamma": plain, "--phi": phis, "--classes": plain},
+    "export-family": {
+        "--alpha": plain,
+        "--beta": plain,
+        "--gamma": plain,
+        "--phi": phis,
+        "--classes": plain,
+        "--batch": plain,
+        "--threads": plain,
+        "--repeats": plain,
+    },
+    "latency-table": {"--resolution": pixels, "--classes": plain, "--batch": plain, "--threads": plain},
     "describe": {"--batch": plain, "--threads": plain, "--repeats": plain},
     "export-model": {"--seed": plain},
     "predict": {"--top-k": plain},
@@ -163,6 +177,7 @@ BASE = {
         "1.1",
         "--gamma-range",
         "1.15",
+        "--latency",
         "--json",
     ],
     "export-family": [
@@ -177,8 +192,10 @@ BASE = {
         "1.15",
         "--phi",
         "1",
+        "--latency",
         "--json",
     ],
+    "latency-table": ["latency-table", "--space", TINY_SPACE, "--json"],
     "train": ["train", TINY_BASE, "--data", "synthetic", "--resolution", "16", "--epochs", "1", "--json"],
     "proxy-check": [
         "proxy-check",
@@ -217,8 +234,11 @@ def test_every_numeric_option_of_every_command_is_drawn():
 @pytest.fixture
 def stubbed(monkeypatch):
     """Nothing trains or scores: a study runs no trial, training stops (exit 0) once its settings are checked,
-    proxy-check gives each candidate made-up scores, a latency measurement times no run."""
+    proxy-check gives each candidate made-up scores, a latency measurement times no run, a latency table times
+    no part and no network."""
     from effnet.nas.latency import measure
+    from effnet.nas.latency import table as latency_table
+    from effnet.nas.latency.table_file import PartTime
     from effnet.nas.study import proxy_check as check
     from effnet.nas.study import runner as study_runner
     from effnet.nas.training import trainer
@@ -238,6 +258,10 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(trainer, "train", trained)
     monkeypatch.setattr(check, "score_candidates", scored)
     monkeypatch.setattr(measure, "time_runs", lambda prepared, warmup, repeats, report: [0.001] * repeats)
+    monkeypatch.setattr(
+        latency_table, "time_parts", lambda parts, *args: {part.key: PartTime(0.001, 0.0) for part in parts}
+    )
+    monkeypatch.setattr(latency_table, "fit_factor", lambda *args: (1.0, 0.0))
 
 
 class TookTooLong(Exception):
@@ -267,9 +291,12 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     chosen = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=1, max_size=3, unique=True), label="options")
     values = [(flag, data.draw(options[flag], label=flag)) for flag in chosen]
     run_dir = tmp_path / f"run{data.draw(st.integers(0, 10**9))}"
-    where = {"export-model": ["--out", str(run_dir / "model.pt")], "predict": [], "describe": []}.get(
-        command, ["--run-dir", str(run_dir)]
-    )
+    where = {
+        "export-model": ["--out", str(run_dir / "model.pt")],
+        "predict": [],
+        "describe": [],
+        "latency-table": ["--cache-dir", str(run_dir)],
+    }.get(command, ["--run-dir", str(run_dir)])
     args = [*BASE[command], *where, *[f"{flag}={value}" for flag, value in values]]
     result = run_within(args, SECONDS)
     event(f"exit {result.exit_code}")  # pytest --hypothesis-show-statistics shows how many were accepted

@@ -26,7 +26,25 @@ class LatencyReach:
 
 
 def latency_reach(space: SearchSpace, table: LatencyTable) -> LatencyReach:
-    """The space's fastest and slowest predicted networks (an `InputError` if the table lacks a part of it)."""
+    """The least and greatest latency `table` predicts for a network of `space`, found exactly without
+    enumerating the networks.
+
+    Args:
+        space: the search space (`effnet.load_space`), at the resolution and classes the table was built for.
+        table: this machine's latency table holding every part of the space (`effnet.build_latency_table`).
+
+    Raises:
+        InputError: the table lacks a part of the space (built for another space or resolution); the message
+            names the command that builds it.
+
+    Example:
+        >>> import effnet
+        >>> space = effnet.load_space("mnasnet")
+        >>> table = effnet.build_latency_table(space).table  # doctest: +SKIP
+        >>> reach = effnet.latency_reach(space, table)  # doctest: +SKIP
+        >>> reach.fastest_s <= reach.slowest_s  # doctest: +SKIP
+        True
+    """
     base = space.base
     times = table.parts
 

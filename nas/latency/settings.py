@@ -14,6 +14,10 @@ about 4 s in all)."""
 MAX_REPEATS = 10_000
 MAX_BATCH = 1024
 """Latency is one request's time; past this a batch measures throughput, which a latency target is not."""
+SCALING_WARMUP = 2
+SCALING_REPEATS = 5
+"""Runs of each network `effnet grid-scale --latency` and `effnet export-family --latency` time: few, as B7 at
+600 px takes seconds a run on a CPU; five runs' median ranks members a doubling of FLOPs apart."""
 NOISY_CV = 0.10
 """A coefficient of variation of the timed runs above this marks a noisy measurement. Runs on cores of their own
 differ only by caches and clock frequency; a spread of a tenth means other work took the cores or the memory

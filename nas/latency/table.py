@@ -18,6 +18,7 @@ torch, onnxruntime, thread count) are never used: the build measures this machin
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Mapping
@@ -29,8 +30,8 @@ from effnet.nas.data.cache import default_cache_dir
 from effnet.nas.errors import InputError
 from effnet.nas.latency.fingerprint import differences, fingerprint, fingerprint_digest
 from effnet.nas.latency.measure import check_settings
-from effnet.nas.latency.parts import network_keys, space_parts
-from effnet.nas.latency.settings import NOISY_CV
+from effnet.nas.latency.parts import Part, network_keys, space_parts
+from effnet.nas.latency.settings import CALIBRATION_NETWORKS, CHUNK_PARTS, NOISY_CV
 from effnet.nas.latency.table_file import (
     PartTime,
     TableData,
@@ -42,15 +43,30 @@ from effnet.nas.latency.table_file import (
     write_table,
 )
 from effnet.nas.latency.timing import calibration_networks, fit_factor, time_parts
+from effnet.nas.memory import available_memory, gib
+from effnet.nas.net.limits import BYTES_PER_VALUE
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.space.choices import SearchSpace
+from effnet.nas.space.reach import space_reach
 from effnet.nas.training.runtime import cpu_threads, resolve_device
 
 
 @dataclass(frozen=True)
 class TableSettings:
-    """Where and how the table's times are taken: runtime, device, images per run, CPU threads."""
+    """Where and how the table's times are taken: runtime, device, images per run, CPU threads.
+
+    Args:
+        runtime: what runs the parts, as `effnet.measure_latency` takes it: folded, torch or onnxruntime.
+        device: cpu, cuda, cuda:N or auto.
+        batch: images per timed run (1: one request's latency).
+        threads: CPU threads (torch's intra-op threads, onnxruntime's too), as where the network is deployed.
+
+    Example:
+        >>> import effnet
+        >>> effnet.TableSettings(runtime="onnxruntime", threads=2)
+        TableSettings(runtime='onnxruntime', device='cpu', batch=1, threads=2)
+    """
 
     runtime: str = "folded"
     device: str = "cpu"
@@ -61,7 +77,17 @@ class TableSettings:
 @dataclass(frozen=True)
 class LatencyTable:
     """The parts' times of one machine, runtime, device, batch and thread count (`fingerprint`), and the factor
-    that turns their sum into a network's latency."""
+    that turns their sum into a network's latency. Had from `LatencyTable.build` or `effnet.build_latency_table`
+    (measured, or read back from the cache) and `LatencyTable.find` (read back only).
+
+    Example:
+        >>> import random, effnet
+        >>> space = effnet.load_space("mnasnet")
+        >>> table = effnet.LatencyTable.find(threads=1)  # None until a table was built on this machine
+        >>> table = table or effnet.LatencyTable.build(space, threads=1)  # doctest: +SKIP
+        >>> table.predict(space.random_spec(random.Random(0)))  # doctest: +SKIP
+        0.0123
+    """
 
     fingerprint: Mapping[str, str]
     parts: Mapping[str, PartTime]
@@ -156,7 +182,12 @@ class LatencyTable:
         threads: int = 1,
         cache_dir: str | Path | None = None,
     ) -> LatencyTable | None:
-        """This machine's table for these settings, if one was built and is whole; None otherwise."""
+        """This machine's table for these settings, if one was built and is whole; None otherwise.
+
+        Raises:
+            SettingError: a runtime, device, batch or thread count the measurement cannot take.
+            InputError: onnxruntime missing for that runtime.
+        """
         return find_table(TableSettings(runtime, device, batch, threads), cache_dir)
 
 
@@ -242,22 +273,41 @@ def build_table(
 ) -> TableBuild:
     """This machine's table with every part of `space` timed: the parts a table of the same fingerprint already
     holds are kept, the others timed and added; a new table's calibration factor is fitted on whole networks.
-    `rebuild`: time everything again (a table built while the machine was busy), replacing this machine's.
+    Exported as `effnet.build_latency_table`; `effnet latency-table` on the command line.
+
+    Args:
+        space: the search space whose every stem, block and head is timed (`effnet.load_space`).
+        settings: runtime, device, batch and threads the parts are timed with.
+        cache_dir: where the table file goes (None: $EFFNET_CACHE or ~/.cache/effnet, in its latency folder).
+        on_progress: told as the parts and the calibration networks are timed.
+        rebuild: time everything again (a table built while the machine was busy), replacing this machine's.
+
+    Returns:
+        The table and how it was had: parts timed now (`measured`) and found timed before (`reused`), and why
+        a table in the cache was not used (`replaced`: another machine's, a damaged file), if one was not.
 
     Raises:
         SettingError: a runtime, device, batch or thread count the measurement cannot take.
         InputError: onnxruntime missing for that runtime, or a cache directory that cannot be written.
+
+    Example:
+        >>> import effnet
+        >>> space = effnet.load_space("mnasnet")
+        >>> built = effnet.build_latency_table(space, effnet.TableSettings(threads=1))  # doctest: +SKIP
+        >>> built.measured, built.reused  # a second build times nothing  # doctest: +SKIP
+        (0, 2604)
     """
     report = on_progress or (lambda progress: None)
     found, path, stem = _located(settings, cache_dir)
     device = resolve_device(settings.device)
     started = time.perf_counter()
+    parts = space_parts(space)
+    check_memory_for(space, parts, settings.batch)  # before the lock: a refusal leaves the cache as it was
     with table_lock(path):
         known, replaced = (None, None) if rebuild else _read(path, found)
         if known is None and replaced is None and not rebuild:
             others = other_tables(path.parent.parent, stem, path)
             replaced = _other_machine(others, found)
-        parts = space_parts(space)
         todo = [part for part in parts if known is None or part.key not in known.parts]
         with cpu_threads(settings.threads):
             timed = time_parts(todo, settings.runtime, device, settings.batch, settings.threads, report)
@@ -275,6 +325,34 @@ def build_table(
             write_table(path, data)
     table = _as_table(data, path)
     return TableBuild(table, len(todo), len(parts) - len(todo), known is None, time.perf_counter() - started, replaced)
+
+
+build_latency_table = build_table
+"""`build_table` under the name `effnet` exports it by."""
+
+
+def check_memory_for(space: SearchSpace, parts: list[Part], batch: int) -> None:
+    """Refuse to time a space whose networks break the cost limits (a space given another resolution), or whose
+    parts or calibration networks need more memory than is free: a chunk of parts holds each part's batch of
+    inputs, the calibration holds `CALIBRATION_NETWORKS` networks (weights twice: the model and the runtime's
+    copy) with their images, and one run at a time adds its feature maps."""
+    largest = space_reach(space).largest
+    problem = largest.problem()
+    if problem is not None:
+        raise InputError(f"the {space.name} space's largest network has {problem}; time it at a smaller resolution")
+    available = available_memory()
+    if available is None:
+        return
+    base = space.base
+    chunks = (parts[start : start + CHUNK_PARTS] for start in range(0, len(parts), CHUNK_PARTS))
+    inputs = max((sum(math.prod(part.input_shape) for part in chunk) for chunk in chunks), default=0)
+    calibration = CALIBRATION_NETWORKS * (2 * largest.params + batch * base.in_channels * base.resolution**2)
+    needed = BYTES_PER_VALUE * (max(batch * inputs, calibration) + batch * largest.activations)
+    if needed > available:
+        raise InputError(
+            f"timing the {space.name} space's parts at batch {batch} needs about {gib(needed)} and {gib(available)} "
+            "is free on this machine; use a smaller batch or resolution"
+        )
 
 
 def _other_machine(others: list[Path], found: Mapping[str, str]) -> str | None:

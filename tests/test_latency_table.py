@@ -120,8 +120,14 @@ def test_a_prediction_is_the_parts_times_as_the_file_holds_them_summed_times_the
     _space, build, _cache = built
     table = build.table
     data = json.loads(Path(table.path).read_text())
+    parts = {key: value[0] for key, value in data["parts"].items()}
+    # the factor: the median over the file's calibration networks of measured / the sum of their parts
+    ratios = sorted(measured / sum(parts[key] for key in keys) for _space_id, measured, keys in data["calibration"])
+    middle = len(ratios) // 2
+    factor = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    assert len(ratios) == 12 and table.factor == pytest.approx(factor, rel=1e-12)
     spec = cut_space(0).random_spec(random.Random(2))
-    by_hand = data["factor"] * sum(data["parts"][key][0] for key in network_keys(spec))
+    by_hand = factor * sum(parts[key] for key in network_keys(spec))
     assert table.predict(spec) == pytest.approx(by_hand, rel=1e-12)
     assert table.runtime == "folded" and table.batch == 1 and table.threads == 1
 
@@ -318,3 +324,18 @@ def test_describe_cache_dir_is_a_setting_of_the_latency_measurement(cli, tmp_pat
     result = cli("describe", str(DATA / "tiny_base.yaml"), "--cache-dir", str(tmp_path))
     assert result.exit_code == 2
     assert result.stderr == "error: --cache-dir is a setting of the latency measurement; add --latency\n"
+
+
+def test_a_second_space_adds_its_calibration_networks_and_the_factor_is_fitted_over_all(tmp_path):
+    first = build_table(tiny_at(SIZE), SETTINGS, tmp_path)
+    other = tiny_at(SIZE + 8)  # another space: new parts, new calibration networks
+    second = build_table(other, SETTINGS, tmp_path)
+    assert second.calibrated and second.measured > 0
+    assert second.table.calibration_networks == 2 * first.table.calibration_networks == 24
+    ratios = sorted(
+        sample.measured_s / sum(second.table.parts[key].median_s for key in sample.keys)
+        for sample in second.table.samples
+    )
+    assert second.table.factor == pytest.approx((ratios[11] + ratios[12]) / 2, rel=1e-12)
+    again = build_table(other, SETTINGS, tmp_path)  # nothing new: nothing timed, the factor as it was
+    assert (again.measured, again.calibrated, again.table.factor) == (0, False, second.table.factor)

@@ -33,5 +33,6 @@ CHUNK_PARTS = 100
 """Parts built and timed together: the rounds interleave them; memory holds this many at once."""
 CALIBRATION_NETWORKS = 12
 """Random networks of the space timed end to end to fit a new table's calibration factor."""
-CALIBRATION_ROUNDS = 15
+CALIBRATION_ROUNDS = 20
+"""Timed runs of each calibration network, after `WARMUP` untimed ones, run after run as `measure_latency` times."""
 CALIBRATION_SEED = 0

@@ -2,12 +2,13 @@
 with one batch and thread count, and a network's latency predicted from it.
 
 A network's predicted latency is its parts' times added up (`effnet.nas.latency.parts`) times the table's
-calibration factor: timed alone, each part runs on data its previous run left in the caches, and a whole network
-does not (on the 2-core CPU, folded, batch 1, one thread: random networks of the default space took 1.13-1.38x
-the sum of their parts, median 1.23x). The factor is the median ratio over `CALIBRATION_NETWORKS` random
-networks of the space, measured end to end when the table is first built; a ratio was chosen over an added
-constant because it followed the measurements better (median error 4.4 % against 6.5 % on twelve networks not
-used to fit either).
+calibration factor. The parts are timed apart, in interleaved rounds, and a network is measured whole, run after
+run (`measure_latency`): caches, allocations and per-call costs differ between the two by an amount roughly in
+proportion to the network's size, which the factor takes up. It is the median of measured / parts' sum over
+`CALIBRATION_NETWORKS` random networks of each space the table was built for, measured as `measure_latency`
+measures one, and fitted again over all of them when a space is added. A ratio was chosen over an added constant
+because it followed the measurements better (a first trial on the 2-core CPU, folded, one thread, twelve networks
+not used in the fit: median error 4.4 % against 6.5 %).
 
 A table lives in a JSON file in the cache directory (`effnet.nas.data.cache.default_cache_dir`), named by its
 settings and the digest of its fingerprint (`effnet.nas.latency.fingerprint`). `build_table` times what a space
@@ -33,6 +34,7 @@ from effnet.nas.latency.measure import check_settings
 from effnet.nas.latency.parts import Part, network_keys, space_parts
 from effnet.nas.latency.settings import CALIBRATION_NETWORKS, CHUNK_PARTS, NOISY_CV
 from effnet.nas.latency.table_file import (
+    CalibrationSample,
     PartTime,
     TableData,
     other_tables,
@@ -42,7 +44,7 @@ from effnet.nas.latency.table_file import (
     table_stem,
     write_table,
 )
-from effnet.nas.latency.timing import calibration_networks, fit_factor, time_parts
+from effnet.nas.latency.timing import calibration_networks, fit_factor, time_networks, time_parts
 from effnet.nas.memory import available_memory, gib
 from effnet.nas.net.limits import BYTES_PER_VALUE
 from effnet.nas.net.spec import NetworkSpec
@@ -92,11 +94,14 @@ class LatencyTable:
     fingerprint: Mapping[str, str]
     parts: Mapping[str, PartTime]
     factor: float
-    """A network's measured latency over its parts' sum, fitted once, when the table was first built."""
+    """A network's measured latency over its parts' sum: the median over the calibration networks."""
     calibration_networks: int
     calibration_error: float
     """The largest relative error of the prediction on the networks the factor was fitted to."""
     path: Path | None = None
+    samples: tuple[CalibrationSample, ...] = ()
+    """The whole networks the factor was fitted to (`calibration_networks` of them): each space the table was
+    built for adds its own, and the factor is refitted over all of them."""
 
     @property
     def runtime(self) -> str:
@@ -234,9 +239,8 @@ def _located(settings: TableSettings, cache_dir: str | Path | None) -> tuple[dic
 
 
 def _as_table(data: TableData, path: Path) -> LatencyTable:
-    return LatencyTable(
-        data.fingerprint, data.parts, data.factor, data.calibration_networks, data.calibration_error, path
-    )
+    factor, worst = fit_factor(data.samples, data.parts)
+    return LatencyTable(data.fingerprint, data.parts, factor, len(data.samples), worst, path, data.samples)
 
 
 def _read(path: Path, found: Mapping[str, str]) -> tuple[LatencyTable | None, str | None]:
@@ -272,7 +276,8 @@ def build_table(
     rebuild: bool = False,
 ) -> TableBuild:
     """This machine's table with every part of `space` timed: the parts a table of the same fingerprint already
-    holds are kept, the others timed and added; a new table's calibration factor is fitted on whole networks.
+    holds are kept, the others timed and added; a space the table was not yet built for adds its calibration
+    networks, timed end to end, and the factor is fitted again over all of them.
     Exported as `effnet.build_latency_table`; `effnet latency-table` on the command line.
 
     Args:
@@ -309,22 +314,23 @@ def build_table(
             others = other_tables(path.parent.parent, stem, path)
             replaced = _other_machine(others, found)
         todo = [part for part in parts if known is None or part.key not in known.parts]
+        samples = list(known.samples) if known is not None else []
+        space_id = space.digest()
+        calibrate = not any(sample.space == space_id for sample in samples)
         with cpu_threads(settings.threads):
             timed = time_parts(todo, settings.runtime, device, settings.batch, settings.threads, report)
-            merged = {**(known.parts if known else {}), **timed}
-            if known is None:
-                draft = LatencyTable(found, merged, 1.0, 0, 0.0)
+            if calibrate:
                 networks = calibration_networks(space)
-                factor, worst = fit_factor(
-                    networks, draft.parts_sum, settings.runtime, device, settings.batch, settings.threads, report
-                )
-                data = TableData(found, merged, factor, len(networks), worst)
-            else:
-                data = TableData(found, merged, known.factor, known.calibration_networks, known.calibration_error)
-        if todo or known is None:
+                measured = time_networks(networks, settings.runtime, device, settings.batch, settings.threads, report)
+                samples += [
+                    CalibrationSample(space_id, seconds, tuple(network_keys(network)))
+                    for network, seconds in zip(networks, measured, strict=True)
+                ]
+        data = TableData(found, {**(known.parts if known else {}), **timed}, tuple(samples))
+        if todo or calibrate:
             write_table(path, data)
     table = _as_table(data, path)
-    return TableBuild(table, len(todo), len(parts) - len(todo), known is None, time.perf_counter() - started, replaced)
+    return TableBuild(table, len(todo), len(parts) - len(todo), calibrate, time.perf_counter() - started, replaced)
 
 
 build_latency_table = build_table

@@ -30,14 +30,22 @@ class PartTime:
 
 
 @dataclass(frozen=True)
+class CalibrationSample:
+    """One whole network timed end to end for the calibration: the digest of the space it was drawn from, its
+    measured median seconds and its parts' keys in the order it runs them (a repeated block once per repeat)."""
+
+    space: str
+    measured_s: float
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TableData:
     """What a table file holds (see `effnet.nas.latency.table.LatencyTable` for each field's meaning)."""
 
     fingerprint: Mapping[str, str]
     parts: Mapping[str, PartTime]
-    factor: float
-    calibration_networks: int
-    calibration_error: float
+    samples: tuple[CalibrationSample, ...]
 
 
 def table_stem(runtime: str, device_type: str, batch: int, threads: int) -> str:
@@ -78,8 +86,7 @@ def table_lock(path: Path) -> Iterator[None]:
 def write_table(path: Path, table: TableData) -> Path:
     data = {
         "fingerprint": dict(table.fingerprint),
-        "factor": table.factor,
-        "calibration": {"networks": table.calibration_networks, "worst_error": table.calibration_error},
+        "calibration": [[sample.space, sample.measured_s, list(sample.keys)] for sample in table.samples],
         "parts": {key: [part.median_s, part.cv] for key, part in table.parts.items()},
     }
     return atomic_write_text(path, json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
@@ -102,14 +109,23 @@ def read_table(path: Path) -> TableData:
         if not (isinstance(value, list) and len(value) == 2 and _positive(value[0]) and _number(value[1])):
             raise ValueError(f"part {key!r} is not [median_s, cv]")
         times[key] = PartTime(float(value[0]), float(value[1]))
-    factor, calibration = data.get("factor"), data.get("calibration")
-    if not _positive(factor) or not isinstance(calibration, dict):
-        raise ValueError("no calibration factor")
-    networks, error = calibration.get("networks"), calibration.get("worst_error")
-    if not (isinstance(networks, int) and _number(error)):
-        raise ValueError("no calibration record")
-    assert isinstance(factor, int | float) and isinstance(error, int | float), "checked above"
-    return TableData(found, times, float(factor), networks, float(error))
+    calibration = data.get("calibration")
+    if not isinstance(calibration, list) or not calibration:
+        raise ValueError("no calibration networks")
+    samples = []
+    for sample in calibration:
+        if not (
+            isinstance(sample, list)
+            and len(sample) == 3
+            and isinstance(sample[0], str)
+            and _positive(sample[1])
+            and isinstance(sample[2], list)
+            and sample[2]
+            and all(isinstance(key, str) and key in times for key in sample[2])
+        ):
+            raise ValueError("a calibration network is not [space, measured_s, [part keys of the table]]")
+        samples.append(CalibrationSample(sample[0], float(sample[1]), tuple(sample[2])))
+    return TableData(found, times, tuple(samples))
 
 
 def _number(value: Any) -> bool:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from effnet.nas.latency.measure import time_interleaved
+from effnet.nas.latency.measure import measure_module, time_interleaved
 from effnet.nas.latency.parts import Part
 from effnet.nas.latency.runtimes import prepare
 from effnet.nas.latency.settings import (
@@ -24,8 +24,9 @@ from effnet.nas.latency.settings import (
     CHUNK_PARTS,
     TABLE_ROUNDS,
     TABLE_WARMUP,
+    WARMUP,
 )
-from effnet.nas.latency.table_file import PartTime
+from effnet.nas.latency.table_file import CalibrationSample, PartTime
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.progress import Progress, ProgressCallback
@@ -66,29 +67,32 @@ def calibration_networks(space: SearchSpace) -> list[NetworkSpec]:
     return list(found.values())
 
 
-def fit_factor(
+def time_networks(
     networks: Sequence[NetworkSpec],
-    parts_sum: Callable[[NetworkSpec], float],
     runtime: str,
     device: torch.device,
     batch: int,
     threads: int,
     report: ProgressCallback,
-) -> tuple[float, float]:
-    """The median of measured / parts' sum over `networks` timed end to end, and the largest relative error
-    that factor leaves on them."""
-    report(Progress(0, len(networks), "timing whole networks for the calibration"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(MODEL_SEED)
-        ready = [
-            prepare(
-                build_model(spec), (spec.in_channels, spec.resolution, spec.resolution), runtime, device, batch, threads
-            )
-            for spec in networks
-        ]
-    measured = [statistics.median(taken) for taken in time_interleaved(ready, TABLE_WARMUP, CALIBRATION_ROUNDS)]
-    sums = [parts_sum(spec) for spec in networks]
-    factor = statistics.median(m / s for m, s in zip(measured, sums, strict=True))
-    worst = max(abs(factor * s - m) / m for m, s in zip(measured, sums, strict=True))
-    report(Progress(len(networks), len(networks), "timing whole networks for the calibration"))
-    return factor, worst
+) -> list[float]:
+    """Each network's median seconds per batch, measured as `measure_latency` measures one (run after run, after
+    untimed runs), so that the factor fitted to them turns a parts' sum into what that measurement gives."""
+    what = "timing whole networks for the calibration"
+    report(Progress(0, len(networks), what))
+    measured = []
+    for done, spec in enumerate(networks, start=1):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(MODEL_SEED)
+            model = build_model(spec)
+        shape = (spec.in_channels, spec.resolution, spec.resolution)
+        latency = measure_module(model, shape, runtime, str(device), batch, threads, WARMUP, CALIBRATION_ROUNDS)
+        measured.append(latency.median_s)
+        report(Progress(done, len(networks), what))
+    return measured
+
+
+def fit_factor(samples: Sequence[CalibrationSample], parts: Mapping[str, PartTime]) -> tuple[float, float]:
+    """The median of measured / parts' sum over `samples`, and the largest relative error that factor leaves."""
+    pairs = [(sample.measured_s, sum(parts[key].median_s for key in sample.keys)) for sample in samples]
+    factor = statistics.median(measured / total for measured, total in pairs)
+    return factor, max(abs(factor * total - measured) / measured for measured, total in pairs)

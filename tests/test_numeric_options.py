@@ -56,6 +56,8 @@ NOT_NUMERIC = {
     "--weights",
     "--force",
     "--rebuild",
+    "--latency-runtime",
+    "--latency-device",
 }
 
 plain = st.one_of(
@@ -71,6 +73,7 @@ sizes = st.one_of(plain, st.tuples(plain, st.sampled_from(["K", "M", "G", "T", "
 durations = st.one_of(plain, st.tuples(plain, st.sampled_from(["s", "m", "h", "d"])).map("".join), st.just("none"))
 ranges = st.one_of(plain, st.tuples(plain, plain).map(":".join), st.tuples(plain, plain, plain).map(":".join))
 phis = st.one_of(plain, st.lists(plain, min_size=1, max_size=4).map(",".join))
+latencies = st.one_of(plain, st.tuples(plain, st.sampled_from(["ms", "s", "us", "µs", "m", "h"])).map("".join))
 pixels = st.one_of(st.integers(-10, 4096), st.integers(4097, 10**9), st.sampled_from(["nan", "1e3", "32.0"])).map(str)
 """Resolutions, valid (the built-in data stay at their own size whatever the resolution) and invalid."""
 
@@ -92,6 +95,10 @@ NUMERIC = {
         "--supernet-epochs": plain,
         "--classes": plain,
         "--resolution": pixels,
+        "--target-latency": latencies,
+        "--latency-tolerance": plain,
+        "--latency-batch": plain,
+        "--latency-threads": plain,
     },
     "grid-scale": {
         "--alpha-range": ranges,

@@ -11,7 +11,8 @@ every candidate with each, and prints Kendall's tau and Spearman's rho against t
 seconds per candidate, the supernet's training seconds, and the cost ratio against the proxy-check's `train`
 proxy after the training is spread over 1,000 candidates. Whether the supernet learns: the candidates' mean
 inherited accuracy against their mean reference accuracy, and the band's largest path (the sandwich recipe's
-teacher) scored alike: its inherited accuracy and its cross-entropy on the calibration images. `--epochs` pairs
+teacher) scored alike: its inherited accuracy and its cross-entropy on the calibration images; and the band's
+smallest path's inherited accuracy. `--epochs` pairs
 with `--recipes` when both list as many values (a sandwich step trains four paths: equal seconds need about a
 quarter of uniform's epochs), else every combination runs.
 """
@@ -102,7 +103,9 @@ def main() -> None:
                 started = time.perf_counter()
                 scores.append(proxy.score(spec))
                 seconds.append(time.perf_counter() - started)
-            largest_accuracy, largest_loss = score_largest(proxy, batches, setup, config, data, runtime)
+            largest_accuracy, largest_loss, smallest_accuracy = score_extremes(
+                proxy, batches, setup, config, data, runtime
+            )
             tau, rho = kendall(scores, reference), spearman(scores, reference)
             per = statistics.mean(seconds)
             amortised = per + trained.seconds / AMORTISED_OVER
@@ -119,6 +122,7 @@ def main() -> None:
                     f"{statistics.mean(scores) / statistics.mean(reference):.0%}",
                     f"{largest_accuracy:.3f}",
                     f"{largest_loss:.3f}",
+                    f"{smallest_accuracy:.3f}",
                     f"{per:.3f}",
                     f"{amortised:.3f}",
                     f"{train_seconds / amortised:.1f}x" if train_seconds else "",
@@ -145,6 +149,7 @@ def main() -> None:
         "inherited / ref.",
         "largest: acc.",
         "largest: loss",
+        "smallest: acc.",
         "s / cand.",
         f"amortised ({AMORTISED_OVER:,})",
         "train proxy / amortised",
@@ -165,19 +170,19 @@ def main() -> None:
         )
 
 
-def score_largest(
+def score_extremes(
     proxy: SupernetProxy,
     calibration_batches: int,
     setup: SupernetSetup,
     config: ProxyConfig,
     data: DataSplits,
     runtime: ProxyRuntime,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """The band's largest path (the sandwich recipe's teacher, `band_extremes`) with its inherited weights and
     BatchNorm recomputed as the proxy does: validation top-1, and mean cross-entropy on the calibration batches
-    (training images, seen as the proxy sees them)."""
+    (training images, seen as the proxy sees them); and the band's smallest path's inherited accuracy."""
     draw = functools.partial(draw_path, setup.space, low=setup.low, high=setup.high)
-    largest = band_extremes(setup.space, setup.low, setup.high, draw, runtime.seed).largest
+    largest, smallest = band_extremes(setup.space, setup.low, setup.high, draw, runtime.seed)
     accuracy = proxy.score(largest)
     model = place_model(proxy.supernet.standalone(largest), proxy.device)
     recompute_batch_norm(model, (proxy.normalize(x) for x in proxy.calibration), proxy.device)
@@ -189,7 +194,7 @@ def score_largest(
             logits = model(proxy.normalize(batch.images.to(proxy.device)))
             total += float(F.cross_entropy(logits, batch.labels.to(proxy.device), reduction="sum"))
             count += len(batch.labels)
-    return accuracy, total / count
+    return accuracy, total / count, proxy.score(smallest)
 
 
 if __name__ == "__main__":

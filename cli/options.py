@@ -105,6 +105,12 @@ SUPERNET_KERNELS = typer.Option(
     help="Supernet kernel choices: separate weights per kernel size, or shared (a "
     "smaller kernel is the centre of the largest; ranked worse on digits).",
 )
+SUPERNET_RECIPE = typer.Option(
+    "uniform",
+    "--supernet-recipe",
+    help="Supernet training step: uniform (one random in-band path on the labels) or sandwich (the band's "
+    "largest path on the labels, its smallest and two random ones distilled from it).",
+)
 STORAGE = typer.Option(
     None,
     "--storage",

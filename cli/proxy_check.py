@@ -52,7 +52,8 @@ def print_result(summary: dict[str, Any], results: list[Any], proxies: list[str]
     if summary["supernet"] is not None:
         n = summary["supernet"]
         console.print(
-            f"supernet: {n['epochs']} epochs ({n['steps']:,} steps, kernels {n['kernels']}) trained in "
+            f"supernet: {n['epochs']} epochs ({n['steps']:,} steps, kernels {n['kernels']}, "
+            f"recipe {n['recipe']}) trained in "
             f"{n['training_s']:.0f} s, {literal(n['checkpoint'])}"
         )
     low, high = summary["reference_accuracy"]["min"], summary["reference_accuracy"]["max"]
@@ -89,6 +90,7 @@ def proxy_check(
     epochs: int | None = options.OLD_EPOCHS,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
+    supernet_recipe: str = options.SUPERNET_RECIPE,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: int | None = typer.Option(
@@ -137,6 +139,7 @@ def proxy_check(
         cache_dir=cache_dir,
         supernet_epochs=supernet_epochs,
         supernet_kernels=supernet_kernels,
+        supernet_recipe=supernet_recipe,
         force=force,
     )
     set_run_dir(run_dir)

@@ -53,6 +53,7 @@ NOT_NUMERIC = {
     "--format",
     "--out",
     "--supernet-kernels",
+    "--supernet-recipe",
     "--weights",
     "--force",
     "--rebuild",

@@ -118,6 +118,8 @@ def test_unknown_proxy_and_bad_settings_are_setting_errors():
         fast(supernet_epochs=0)
     with pytest.raises(SettingError, match="supernet_kernels must be one of shared, separate, got 'elastic'"):
         fast(supernet_kernels="elastic")
+    with pytest.raises(SettingError, match="supernet_recipe must be one of uniform, sandwich, got 'bignas'"):
+        fast(supernet_recipe="bignas")
 
 
 def test_only_the_supernet_proxy_records_the_supernet_settings():
@@ -135,8 +137,13 @@ def test_only_the_supernet_proxy_records_the_supernet_settings():
         "val_images",
         "weight_decay",
     ]
-    supernet = fast(name="supernet", supernet_epochs=7, supernet_kernels="shared").fingerprint()
-    assert (supernet["supernet_epochs"], supernet["supernet_kernels"]) == (7, "shared")
+    supernet = fast(name="supernet", supernet_epochs=7, supernet_kernels="shared", supernet_recipe="sandwich")
+    settings = supernet.fingerprint()
+    assert (settings["supernet_epochs"], settings["supernet_kernels"], settings["supernet_recipe"]) == (
+        7,
+        "shared",
+        "sandwich",
+    )
 
 
 # -- zero-cost ------------------------------------------------------------------------------------

@@ -277,6 +277,8 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
     assert first.path.stat().st_mtime_ns == saved
     assert setup.checkpoint(tiny(supernet_epochs=3), 0) != first.path  # another shape, another file
     assert setup.checkpoint(tiny(supernet_kernels="shared"), 0) != first.path
+    assert setup.checkpoint(tiny(supernet_recipe="sandwich"), 0) != first.path  # recipes never share a checkpoint
+    assert setup.settings(tiny(supernet_recipe="sandwich"), 0)["proxy"]["supernet_recipe"] == "sandwich"
     assert setup.checkpoint(tiny(), 1) != first.path
     assert setup.checkpoint(tiny(epochs=7), 0) == first.path  # the train proxy's epochs do not shape it
     state = torch.load(first.path, weights_only=True)  # plain tensors and data only
@@ -284,24 +286,28 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
     assert "optimizer" not in state  # finished: nothing resumes it
 
 
-def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path):
-    whole = train_supernet(setup_in(tmp_path / "whole"), tiny(), synthetic, ONE_THREAD)
+@pytest.mark.parametrize("recipe", ["uniform", "sandwich"])
+def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path, recipe):
+    config = tiny(supernet_recipe=recipe)
+    whole = train_supernet(setup_in(tmp_path / "whole"), config, synthetic, ONE_THREAD)
 
     def stop_after_four(progress):
         if progress.done == 4:  # in the middle of the second epoch
             request_stop(signal.SIGINT)
 
     setup = setup_in(tmp_path / "resumed")
-    stopped = train_supernet(setup, tiny(), synthetic, ONE_THREAD, on_progress=stop_after_four)
+    stopped = train_supernet(setup, config, synthetic, ONE_THREAD, on_progress=stop_after_four)
     assert (stopped.steps, stopped.stopped, stopped.signal, stopped.complete) == (4, "interrupt", signal.SIGINT, False)
-    assert read_checkpoint(setup, tiny(), 0)["step"] == 4 and "optimizer" in read_checkpoint(setup, tiny(), 0)
+    assert read_checkpoint(setup, config, 0)["step"] == 4 and "optimizer" in read_checkpoint(setup, config, 0)
     with pytest.raises(InputError, match="the supernet is not trained \\(4 of 6 steps\\)"):
-        load_supernet(setup, tiny(), synthetic, 0)
-    resumed = train_supernet(setup, tiny(), synthetic, ONE_THREAD)
+        load_supernet(setup, config, synthetic, 0)
+    resumed = train_supernet(setup, config, synthetic, ONE_THREAD)
     assert resumed.steps == 6 and resumed.complete
     a = torch.load(whole.path, weights_only=True)["model"]
     b = torch.load(resumed.path, weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [torch.load(t.path, weights_only=True)["losses"] for t in (whole, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
 
 
 def test_training_stops_at_the_deadline_with_its_checkpoint(synthetic, tmp_path):

@@ -15,7 +15,8 @@ from effnet.nas.proxies.names import PROXY_NAMES
 
 AUGMENTS = ("auto", "none", "light", "paper")
 KERNEL_SHARING = ("shared", "separate")
-SUPERNET_SETTINGS = ("supernet_epochs", "supernet_kernels")
+SUPERNET_RECIPES = ("uniform", "sandwich")
+SUPERNET_SETTINGS = ("supernet_epochs", "supernet_kernels", "supernet_recipe")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class ProxyConfig:
     """How a stage's kernel choices share weights in the supernet: `separate`, each kernel size has its own
     weights; `shared`, a smaller kernel is the centre of the largest (OFA's elastic kernel, without its
     transformation matrices), which ranked worse on digits: tau -0.08 against 0.53 at 200 epochs."""
+    supernet_recipe: str = "uniform"
+    """What a step of the supernet's training trains: `uniform`, one random in-band path on the labels;
+    `sandwich`, the band's largest path on the labels and its smallest and two random ones on the largest's
+    predictions, one optimizer step (BigNAS; `effnet.nas.proxies.supernet_recipes`)."""
 
     def __post_init__(self) -> None:
         checks.choice("proxy", self.name, PROXY_NAMES)
@@ -76,6 +81,7 @@ class ProxyConfig:
         checks.choice("augment", self.augment, AUGMENTS)
         checks.whole("supernet_epochs", self.supernet_epochs, low=1, high=10_000)
         checks.choice("supernet_kernels", self.supernet_kernels, KERNEL_SHARING)
+        checks.choice("supernet_recipe", self.supernet_recipe, SUPERNET_RECIPES)
 
     @property
     def augmentation(self) -> str:

@@ -1,12 +1,15 @@
 """Training the supernet once, into its checkpoint in the run directory, resumable at any step.
 
-Uniform single-path sampling (Guo et al., single-path one-shot NAS, ECCV 2020): each step draws one path
-uniformly from the space's decisions among the paths inside the FLOPs band (those outside are never scored,
-so they are not trained) and trains that path's weights on one batch of the proxy's training split, with the
-proxy's transforms, AdamW and a one-cycle schedule at the proxy's learning rate and weight decay, without
-dropout or stochastic depth (the random paths are noise enough: the supernet's loss fell faster without them).
-Step s of epoch e draws its path from (seed, e, s) and the batches come from (seed, e) (`EpochSampler`), so a
-training resumed from its checkpoint continues exactly as if it had never stopped.
+Each step trains paths drawn uniformly from the space's decisions among the paths inside the FLOPs band (those
+outside are never scored, so they are not trained) on one batch of the proxy's training split, as the recipe
+says (`supernet_recipe`, `effnet.nas.proxies.supernet_recipes`): `uniform`, one path on the labels (single-path
+one-shot, Guo et al., ECCV 2020); `sandwich`, the band's largest path on the labels and its smallest and two
+random ones distilled from it (BigNAS). With the proxy's transforms, AdamW and a one-cycle schedule at the
+proxy's learning rate and weight decay, without dropout or stochastic depth (the random paths are noise enough:
+the supernet's loss fell faster without them). Step s of epoch e draws its paths from (seed, e, s) and the
+batches come from (seed, e) (`EpochSampler`), so a training resumed from its checkpoint continues exactly as if
+it had never stopped. The recorded losses, one mean per epoch, are the trained paths' (uniform) or the largest
+path's (sandwich); a checkpoint taken within an epoch keeps that epoch's step losses so far (`epoch_losses`).
 
 The checkpoint, `supernet-<key>.pt` in the run directory (the key a digest of every setting that shapes the
 supernet: `SupernetSetup.settings`), is written atomically every `CHECKPOINT_EVERY_S`, when the training stops
@@ -38,6 +41,7 @@ from effnet.nas.proxies.batches import ProxyBatches
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.supernet import Supernet
+from effnet.nas.proxies.supernet_recipes import Sandwich, band_extremes, sandwich_backward
 from effnet.nas.proxies.train import check_finite, parameter_groups
 from effnet.nas.signals import Interrupted, stop_signals, training
 from effnet.nas.space.choices import SearchSpace
@@ -63,6 +67,7 @@ SHAPING = (
     "augment",
     "supernet_epochs",
     "supernet_kernels",
+    "supernet_recipe",
 )
 """The proxy settings that shape a trained supernet (the `train` proxy's own epochs do not)."""
 
@@ -150,6 +155,7 @@ def read_checkpoint(setup: SupernetSetup, config: ProxyConfig, seed: int) -> dic
         "total_steps": int,
         "seconds": (int, float),
         "losses": list,
+        "epoch_losses": list,
         "model": dict,
     }
     wrong = next((key for key, kind in kinds.items() if not isinstance(state.get(key), kind)), None)
@@ -189,9 +195,10 @@ def _check_model(supernet: Supernet, state: dict[str, Any], path: Path) -> None:
     if not isinstance(model, dict):
         raise InputError(f"{path}: the supernet checkpoint holds no weights; {fix}")
     check_state(model, str(path), fix, supernet.state_dict())
-    losses = state.get("losses")
-    if not isinstance(losses, list) or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses):
-        raise InputError(f"{path}: the supernet's recorded losses are not all finite numbers; {fix}")
+    for key in ("losses", "epoch_losses"):
+        losses = state.get(key)
+        if not isinstance(losses, list) or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses):
+            raise InputError(f"{path}: the supernet's recorded {key} are not all finite numbers; {fix}")
 
 
 def train_supernet(
@@ -241,7 +248,13 @@ class _Trainer:
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr, total_steps=self.total)
         self.done, self.earlier_seconds = 0, 0.0
         self.losses: list[float] = []
+        self.epoch_losses = torch.zeros(self.steps, device=device)
+        """The current epoch's step losses (those before `done`)."""
         self.started = 0.0
+        self.sandwich: Sandwich | None = None
+        if config.supernet_recipe == "sandwich":
+            extremes = band_extremes(setup.space, setup.low, setup.high, self._draw, runtime.seed)
+            self.sandwich = Sandwich(*(p.replace(dropout=0.0, drop_connect=0.0) for p in extremes))
 
     @property
     def seconds(self) -> float:
@@ -256,6 +269,8 @@ class _Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             self.done, self.earlier_seconds, self.losses = state["step"], state["seconds"], list(state["losses"])
+            earlier = state["epoch_losses"]
+            self.epoch_losses[: len(earlier)] = torch.tensor(earlier, dtype=self.epoch_losses.dtype)
         self.started, stopped, signum = time.perf_counter(), None, None
         try:
             with training():
@@ -276,25 +291,28 @@ class _Trainer:
             epoch, first = divmod(self.done, self.steps)
             self.sampler.set_epoch(epoch + 1)
             self.sampler.skip = first * self.batches.batch
-            losses = torch.zeros(self.steps, device=self.device)
+            losses = self.epoch_losses
             self.model.train()
             for step, batch in zip(range(first, self.steps), self.batches.train_loader, strict=False):
-                step_seed = sample_seed(self.seed, epoch + 1, step)
-                path = draw_path(self.setup.space, random.Random(step_seed), self.setup.low, self.setup.high).replace(
-                    dropout=0.0, drop_connect=0.0
-                )  # the random paths regularise enough
+                rng = random.Random(sample_seed(self.seed, epoch + 1, step))
                 images = self.batches.normalize(batch.images)
-                with autocast:
-                    loss = F.cross_entropy(self.model(images, path), batch.labels.to(self.device, non_blocking=True))
-                losses[step] = loss.detach()
+                labels = batch.labels.to(self.device, non_blocking=True)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if self.sandwich is None:
+                    with autocast:
+                        loss = F.cross_entropy(self.model(images, self._draw(rng)), labels)
+                    loss.backward()
+                else:
+                    loss = sandwich_backward(self.model, images, labels, self.sandwich.paths(rng, self._draw), autocast)
+                losses[step] = loss.detach()
                 with training(active=False):  # a stop signal waits for the end of the step
                     if (step + 1) % check_every == 0:
                         self._check(losses, step + 1 - check_every, step + 1, epoch + 1)
                     self.optimizer.step()
                     self.schedule.step()
                     self.done += 1
+                    if step + 1 == self.steps:  # recorded before any stop: a resumed run starts the next epoch
+                        self.losses.append(float(losses.mean()))
                     if on_progress is not None:
                         on_progress(Progress(self.done, self.total, self._status(epoch + 1), preparing=True))
                     if deadline is not None and time.time() >= deadline:
@@ -302,8 +320,12 @@ class _Trainer:
                     if time.monotonic() - saved >= CHECKPOINT_EVERY_S:
                         self._save()
                         saved = time.monotonic()
-            self.losses.append(float(losses[first:].mean()))
         return None
+
+    def _draw(self, rng: random.Random) -> NetworkSpec:
+        """An in-band path, as the supernet trains it: without dropout or stochastic depth."""
+        path = draw_path(self.setup.space, rng, self.setup.low, self.setup.high)
+        return path.replace(dropout=0.0, drop_connect=0.0)  # the random paths regularise enough
 
     def _check(self, losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:
         try:
@@ -332,6 +354,7 @@ class _Trainer:
                 "total_steps": self.total,
                 "seconds": seconds,
                 "losses": self.losses,
+                "epoch_losses": self.epoch_losses[: self.done % self.steps].tolist(),
                 **resume,
             },
             self.path,

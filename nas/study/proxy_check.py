@@ -204,6 +204,7 @@ class ProxyCheckConfig:
     cache_dir: Path | None = None
     supernet_epochs: int = 200
     supernet_kernels: str = "separate"
+    supernet_recipe: str = "uniform"
     force: bool = False
     """Let the run directory hold files effnet did not write (see `effnet.nas.outputs`)."""
 
@@ -218,6 +219,7 @@ class ProxyCheckConfig:
             augment=self.augment,
             supernet_epochs=self.supernet_epochs,
             supernet_kernels=self.supernet_kernels,
+            supernet_recipe=self.supernet_recipe,
         )
 
     def runtime(self) -> ProxyRuntime:
@@ -279,6 +281,7 @@ class ProxyCheckResult:
                 "checkpoint": str(self.supernet.path),
                 "epochs": c.supernet_epochs,
                 "kernels": c.supernet_kernels,
+                "recipe": c.supernet_recipe,
                 "steps": self.supernet.steps,
                 "training_s": round(self.supernet.seconds, 1),
             },

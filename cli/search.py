@@ -144,6 +144,7 @@ def search(
     batch_size: int = options.BATCH_SIZE,
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
+    supernet_recipe: str = options.SUPERNET_RECIPE,
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
     proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
@@ -210,6 +211,7 @@ def search(
             augment,
             supernet_epochs=supernet_epochs,
             supernet_kernels=supernet_kernels,
+            supernet_recipe=supernet_recipe,
         ),
         study=options.study_config(
             run_dir, study_name, storage, workers, seed, timeout, device, threads, loader_workers, cache_dir, force

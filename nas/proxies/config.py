@@ -92,12 +92,15 @@ class ProxyConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings as a study records them; a data folder by its absolute path. The supernet's settings
-        only for the supernet, so studies of the other proxies keep the fingerprint they were created with."""
+        only for the supernet, so studies of the other proxies keep the fingerprint they were created with (and
+        its recipe only where it is not `uniform`, the one recipe there was before, for the same reason)."""
         data = self.data if self.data in BUILTIN_SOURCES else str(Path(self.data).expanduser().resolve())
         settings = {**dataclasses.asdict(self), "data": data, "augment": self.augmentation}
         if self.name != "supernet":
             for key in SUPERNET_SETTINGS:
                 del settings[key]
+        elif self.supernet_recipe == "uniform":
+            del settings["supernet_recipe"]  # the recipe before there was a choice: its studies resume as they were
         return settings
 
 

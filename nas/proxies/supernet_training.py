@@ -90,7 +90,7 @@ class SupernetSetup:
             "space": self.space.name,
             "space_digest": self.space.digest(),
             "band": band,
-            "proxy": {k: proxy[k] for k in SHAPING},
+            "proxy": {k: proxy[k] for k in SHAPING if k in proxy},  # uniform's recipe is not named: keys kept
             "seed": seed,
         }
 

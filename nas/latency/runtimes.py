@@ -7,7 +7,9 @@
   average near 3, took a median 19.9 ms folded channels_last, 23.6 ms folded contiguous, 24.1 ms unfolded as
   built. Under `torch.inference_mode()`.
 - `onnxruntime`: the folded network as the ONNX graph `effnet export-model` writes (`onnx_graph`), run by an
-  onnxruntime session with `threads` intra-op threads (on CUDA, its CUDA provider).
+  onnxruntime session with `threads` intra-op threads (on CUDA, its CUDA provider). A latency table's part is
+  exported by the fast exporter instead (`effnet.nas.latency.part_graph`: the dynamo exporter would take hours for
+  a space's parts).
 
 The images are random (seeded: every runtime sees the same ones) and made on the device before any run, so a
 run is the network alone; onnxruntime's session takes and returns host arrays, so on CUDA its runs include the
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from effnet.nas.errors import SettingError
+from effnet.nas.latency.part_graph import part_graph
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.onnx_graph import onnx_graph
 from effnet.nas.training.runtime import place_batch, place_model
@@ -48,11 +51,21 @@ def random_images(batch: int, image_shape: tuple[int, int, int]) -> torch.Tensor
 
 
 def prepare(
-    model: nn.Module, image_shape: tuple[int, int, int], runtime: str, device: torch.device, batch: int, threads: int
+    model: nn.Module,
+    image_shape: tuple[int, int, int],
+    runtime: str,
+    device: torch.device,
+    batch: int,
+    threads: int,
+    part: bool = False,
 ) -> Prepared:
     """`model` (left as it is) in `runtime` on `device`, with `batch` random images of `image_shape`; `threads`: the
-    intra-op threads of a runtime that keeps its own (onnxruntime; torch's are the caller's to set)."""
-    return PREPARERS[runtime](model, random_images(batch, image_shape), device, threads)
+    intra-op threads of a runtime that keeps its own (onnxruntime; torch's are the caller's to set). `part`: `model`
+    is a latency table's part, which onnxruntime runs as `part_graph` exports it."""
+    images = random_images(batch, image_shape)
+    if runtime == "onnxruntime":
+        return _onnxruntime(model, images, device, threads, part)
+    return PREPARERS[runtime](model, images, device, threads)
 
 
 def _timed_on(device: torch.device) -> torch.device | None:
@@ -77,7 +90,9 @@ def _folded(model: nn.Module, images: torch.Tensor, device: torch.device, thread
     return Prepared(_inference(network, place_batch(images, device, channels_last=True)), _timed_on(device))
 
 
-def _onnxruntime(model: nn.Module, images: torch.Tensor, device: torch.device, threads: int) -> Prepared:
+def _onnxruntime(
+    model: nn.Module, images: torch.Tensor, device: torch.device, threads: int, part: bool = False
+) -> Prepared:
     import onnxruntime  # measure_latency's check_settings said how to install it where it is missing
 
     providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
@@ -88,12 +103,13 @@ def _onnxruntime(model: nn.Module, images: torch.Tensor, device: torch.device, t
             )
         index = device.index if device.index is not None else torch.cuda.current_device()
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+    folded = fold_batch_norm(model).cpu()
     channels, height, width = images.shape[1:]
-    graph = onnx_graph(fold_batch_norm(model).cpu(), (channels, height, width))
+    graph = part_graph(folded, images) if part else onnx_graph(folded, (channels, height, width)).SerializeToString()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=providers)
+    session = onnxruntime.InferenceSession(graph, options, providers=providers)
     feed = {"images": images.numpy()}
     return Prepared(lambda: torch.from_numpy(session.run(None, feed)[0]), None)
 

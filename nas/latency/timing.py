@@ -4,6 +4,8 @@ Parts are timed in chunks of `CHUNK_PARTS`: each chunk's parts are built (seeded
 run `TABLE_WARMUP` times untimed and then `TABLE_ROUNDS` times each in turn (`time_interleaved`), so a part runs
 after others, with their data in the caches, as it runs inside a network, and a slow spell of the machine falls
 on a whole chunk alike. A chunk holds a bounded number of built parts, so memory does not grow with the space.
+In onnxruntime a part is exported by the fast exporter (`effnet.nas.latency.part_graph`); the calibration's whole
+networks by the deployed graph's (`onnx_graph`), which the factor is fitted to.
 """
 
 from __future__ import annotations
@@ -44,14 +46,21 @@ def time_parts(
         report(Progress(0, len(parts), "timing the parts"))
     for start in range(0, len(parts), CHUNK_PARTS):
         chunk = parts[start : start + CHUNK_PARTS]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(MODEL_SEED)
-            ready = [prepare(part.build(), part.input_shape, runtime, device, batch, threads) for part in chunk]
-        runs = time_interleaved(ready, TABLE_WARMUP, TABLE_ROUNDS)
-        for part, taken in zip(chunk, runs, strict=True):
+        for part, taken in zip(chunk, _time_chunk(chunk, runtime, device, batch, threads), strict=True):
             times[part.key] = PartTime(statistics.median(taken), statistics.stdev(taken) / statistics.fmean(taken))
         report(Progress(start + len(chunk), len(parts), "timing the parts"))
     return times
+
+
+def _time_chunk(
+    chunk: Sequence[Part], runtime: str, device: torch.device, batch: int, threads: int
+) -> list[list[float]]:
+    """The timed runs of each of `chunk`'s parts, built and put in the runtime together and let go on return (an
+    onnxruntime session each: memory holds one chunk's)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(MODEL_SEED)
+        ready = [prepare(part.build(), part.input_shape, runtime, device, batch, threads, part=True) for part in chunk]
+    return time_interleaved(ready, TABLE_WARMUP, TABLE_ROUNDS)
 
 
 def calibration_networks(space: SearchSpace) -> list[NetworkSpec]:

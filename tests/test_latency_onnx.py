@@ -92,6 +92,6 @@ def test_the_table_times_parts_on_the_fast_export_and_calibrates_on_the_deployed
     assert (exports.parts, exports.networks) == (len(parts), 0)
     space = load_space(TINY_SPACE)
     network = timing.calibration_networks(space)[0]
-    factor, worst = timing.fit_factor([network], lambda spec: 1.0, "onnxruntime", CPU, 1, 1, progress.append)
-    assert factor > 0 and worst == pytest.approx(0.0, abs=1e-9)  # one network: its own ratio is the factor
+    measured = timing.time_networks([network], "onnxruntime", CPU, 1, 1, progress.append)
+    assert len(measured) == 1 and measured[0] > 0
     assert (exports.parts, exports.networks) == (len(parts), 1)

@@ -57,7 +57,7 @@ def band_networks(space: SearchSpace, count: int, first_seed: int) -> list[tuple
     raise SystemExit(f"only {len(found)} networks within the band in {MAX_SEEDS} seeds")
 
 
-def built_table(space: SearchSpace, runtime: str, cache_dir: Path | None, rebuild: bool) -> TableBuild:
+def built_table(space: SearchSpace, runtime: str, device: str, cache_dir: Path | None, rebuild: bool) -> TableBuild:
     """This machine's table for `space`, printing how far the build is every 500 parts."""
     last = [-1]
 
@@ -66,7 +66,7 @@ def built_table(space: SearchSpace, runtime: str, cache_dir: Path | None, rebuil
             print(f"  {progress.status}: {progress.done}/{progress.total}", flush=True)
             last[0] = progress.done
 
-    return build_table(space, TableSettings(runtime, "cpu", 1, 1), cache_dir, report, rebuild)
+    return build_table(space, TableSettings(runtime, device, 1, 1), cache_dir, report, rebuild)
 
 
 def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> None:
@@ -90,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", default="folded", choices=LATENCY_RUNTIMES)
     parser.add_argument("--networks", type=int, default=30)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (CUDA runs timed by events)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the table is (default: effnet's cache)")
     parser.add_argument("--rebuild", action="store_true", help="time the table again instead of reusing it")
     parser.add_argument("--first-seed", type=int, default=1000)
@@ -100,7 +101,7 @@ def main() -> None:
     space = load_space(None)
     networks = band_networks(space, args.networks, args.first_seed)
     print(f"table: {space.name}, {args.runtime}, batch 1, 1 thread (load average {loads[0]})", flush=True)
-    build = built_table(space, args.runtime, args.cache_dir, args.rebuild)
+    build = built_table(space, args.runtime, args.device, args.cache_dir, args.rebuild)
     table = build.table
     print(
         f"table {'reused' if not build.measured else 'built'}: {build.measured:,} parts timed, {build.reused:,} "
@@ -113,7 +114,7 @@ def main() -> None:
     started = time.perf_counter()
     for seed, spec, flops in networks:
         predicted = table.predict(spec)
-        measured = measure_latency(spec, runtime=args.runtime, threads=1)
+        measured = measure_latency(spec, runtime=args.runtime, device=args.device, threads=1)
         error = (predicted - measured.median_s) / measured.median_s
         errors.append(abs(error))
         rows.append(

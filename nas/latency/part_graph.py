@@ -9,7 +9,7 @@ it is timed. Whole networks (`effnet describe --latency`, a table's calibration)
 `onnx_graph`, so the table's calibration factor, fitted on those, takes up what the two exporters' graphs differ
 by (on three random networks of the default space, both graphs ran within 6 % of each other, batch 1, one thread).
 The default space's table (2,604 parts, 12 calibration networks) then builds in 109 s in onnxruntime, batch 1,
-one thread, on the 2-core VM at a load average near 1 (3.5-4 minutes at 3.4-4.7), and predicted 30 random networks
+one thread, on the 2-core VM at a load average near 1 (2.6-4 minutes at 2-4.7), and predicted 30 random networks
 of the space near 400M FLOPs, timed end to end, within a median 2.2 % (worst 13.6 %; `bench/bench_latency.py`).
 """
 

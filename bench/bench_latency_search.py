@@ -1,12 +1,13 @@
 """A latency target against a FLOPs target, on digits: does searching for latency find faster networks?
 
-    python bench/bench_latency_search.py                          # 400M FLOPs search, then 0.8x its b0's latency
-    python bench/bench_latency_search.py --trials 10 --fraction 0.7
+    python bench/bench_latency_search.py                          # 400M FLOPs search, then 0.9x its b0's latency
+    python bench/bench_latency_search.py --trials 10 --fraction 0.8
 
 1. `effnet search --target-flops 400M` (the default search on the embedded digits), as users run it: its b0.
-2. That b0's latency measured end to end (folded, batch 1, one thread: the table's settings).
+2. That b0's latency L as this machine's latency table predicts it (folded, batch 1, one thread; built first if
+   missing): a prediction, not a measurement, so that the target does not move with the machine's load.
 3. `effnet search --target-latency F*L --target-flops 400M`: the same FLOPs band, and a latency target a
-   fraction F of the FLOPs b0's latency (this machine's latency table built first if missing).
+   fraction F of the FLOPs b0's latency.
 4. Both b0s measured again side by side (interleaved rounds, `time_interleaved`), so that the machine's load
    falls on both alike: their measured latency, the ratio, and the latency b0's measured latency against its
    target. Proxy accuracies come from the searches (the same proxy, data and epochs for both).
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -27,10 +29,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from effnet.nas.latency.measure import measure_latency, time_interleaved
+from effnet.nas.latency.measure import time_interleaved
 from effnet.nas.latency.runtimes import prepare
+from effnet.nas.latency.table import LatencyTable
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec_file import load_spec
+from effnet.nas.space.load import load_space
 from effnet.nas.units import format_size
 
 
@@ -59,19 +63,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20, help="trained candidates per search")
     parser.add_argument("--timeout", default="8m", help="each search's time limit")
-    parser.add_argument("--fraction", type=float, default=0.8, help="latency target as a fraction of the FLOPs b0's")
+    parser.add_argument("--fraction", type=float, default=0.9, help="latency target as a fraction of the FLOPs b0's")
     parser.add_argument("--rounds", type=int, default=100, help="timed runs of each b0 side by side")
     parser.add_argument("--root", type=Path, default=None, help="where the run directories go (default: a temp dir)")
     options = parser.parse_args()
     root = options.root or Path(tempfile.mkdtemp(prefix="bench-latency-search-"))
     common = ["--trials", str(options.trials), "--timeout", options.timeout, "--threads", "1"]
-    console = Console()
+    console = Console(width=150)
 
     flops_run = run_search(["--target-flops", "400M", *common], root / "flops")
     flops_b0 = load_spec(flops_run["best_spec"])
-    flops_latency = measure_latency(flops_b0, runtime="folded", batch=1, threads=1, repeats=100).median_s
-    target = options.fraction * flops_latency
-    console.print(f"FLOPs b0: {1000 * flops_latency:.2f} ms measured; latency target {1000 * target:.2f} ms")
+    space = load_space(None)  # as the search fitted it to the data: its classes, its resolution
+    space = dataclasses.replace(
+        space, base=space.base.replace(num_classes=flops_b0.num_classes, resolution=flops_b0.resolution)
+    )
+    table = LatencyTable.build(space, threads=1)  # the table the latency search will use (built if missing)
+    flops_predicted = table.predict(flops_b0)
+    target = options.fraction * flops_predicted
+    console.print(f"FLOPs b0: {1000 * flops_predicted:.2f} ms predicted; latency target {1000 * target:.2f} ms")
     latency_args = ["--target-flops", "400M", "--target-latency", f"{1000 * target:.3f}ms", *common]
     latency_run = run_search(latency_args, root / "latency")
     latency_b0 = load_spec(latency_run["best_spec"])

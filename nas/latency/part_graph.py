@@ -8,9 +8,10 @@ removes the shape bookkeeping it writes besides. A part is traced at the table's
 it is timed. Whole networks (`effnet describe --latency`, a table's calibration) are still exported by
 `onnx_graph`, so the table's calibration factor, fitted on those, takes up what the two exporters' graphs differ
 by (on three random networks of the default space, both graphs ran within 6 % of each other, batch 1, one thread).
-The default space's table (2,604 parts, 12 calibration networks) then builds in 109 s in onnxruntime, batch 1,
-one thread, on the 2-core VM at a load average near 1 (2.6-4 minutes at 2-4.7), and predicted 30 random networks
-of the space near 400M FLOPs, timed end to end, within a median 2.2 % (worst 13.6 %; `bench/bench_latency.py`).
+The default space's table (2,604 parts, 12 calibration networks) then builds in 109-128 s in onnxruntime, batch
+1, one thread, on the 2-core VM at a load average near 1 (2.6-4 minutes at 2-4.7), and predicted 30 random
+networks of the space near 400M FLOPs, timed end to end, within a median 4.1 % (29 of 30 within 20 %;
+`bench/bench_latency.py`).
 """
 
 from __future__ import annotations

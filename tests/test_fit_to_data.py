@@ -178,7 +178,7 @@ TARGET = 1_000_000
 def gated_study(chance: ChanceLevel, completed: list[tuple[float, int]]) -> optuna.Study:
     """A study whose pruner always wants to prune, behind the gate; `completed` trials as (accuracy, FLOPs),
     each reporting its reward at epoch 1."""
-    accuracy = lambda trial, value: reported_accuracy("reward", TARGET, trial, value)  # noqa: E731
+    accuracy = lambda trial, value: reported_accuracy("reward", "flops", TARGET, trial, value)  # noqa: E731
     study = optuna.create_study(direction="maximize", pruner=ChanceGate(AlwaysPrune(), chance, accuracy))
     for acc, flops in completed:
         reward = acc * (flops / TARGET) ** -0.07

@@ -15,7 +15,7 @@ RUNTIME = typer.Option(
     "--runtime",
     help=f"With --latency, what runs the network: {' | '.join(LATENCY_RUNTIMES)} (default folded: BatchNorm "
     "folded into the convs, channels_last; torch: the eval model as built; onnxruntime: the folded ONNX "
-    "export, needs effnet[onnx]).",
+    "export, needs effnet\\[onnx]).",
     autocompletion=lambda: list(LATENCY_RUNTIMES),
 )
 BATCH = typer.Option(None, "--batch", help=f"With --latency, images per timed run (default 1, at most {MAX_BATCH}).")

@@ -77,7 +77,7 @@ def latency_table(
     runtime: str = typer.Option(
         "folded",
         "--runtime",
-        help=f"What runs the networks: {' | '.join(LATENCY_RUNTIMES)} (onnxruntime needs effnet[onnx]).",
+        help=f"What runs the networks: {' | '.join(LATENCY_RUNTIMES)} (onnxruntime needs effnet\\[onnx]).",
         autocompletion=lambda: list(LATENCY_RUNTIMES),
     ),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto (CUDA runs timed by events)."),

@@ -22,7 +22,8 @@ from effnet.cli.common import (
 )
 from effnet.nas.choices import LATENCY_RUNTIMES, OBJECTIVES, PRUNERS, SAMPLERS
 
-DEFAULT_TARGET_FLOPS = 400_000_000
+DEFAULT_TARGET_FLOPS = "400M"
+"""`--target-flops` when neither target is given."""
 
 
 def print_result(result: Any) -> None:
@@ -184,10 +185,9 @@ def search(
 
     run_dir = run_dir or Path("runs") / study_name
     latency_s = options.parse_latency(target_latency) if target_latency is not None else None
-    if target_flops is not None:
-        flops: int | None = parse_size(target_flops, "--target-flops")
-    else:
-        flops = None if latency_s is not None else DEFAULT_TARGET_FLOPS
+    if target_flops is None and latency_s is None:
+        target_flops = DEFAULT_TARGET_FLOPS
+    flops = parse_size(target_flops, "--target-flops") if target_flops is not None else None
     config = SearchConfig(
         target_flops=flops,
         target_latency_s=latency_s,

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_proxy import print_table  # run as a script, bench/ is on the path
 
 from effnet.nas.choices import LATENCY_RUNTIMES
 from effnet.nas.latency.measure import measure_latency
@@ -67,19 +68,6 @@ def built_table(space: SearchSpace, runtime: str, device: str, cache_dir: Path |
             last[0] = progress.done
 
     return build_table(space, TableSettings(runtime, device, 1, 1), cache_dir, report, rebuild)
-
-
-def print_table(header: list[str], rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" for _ in header) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        table = [header, *rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        for row in table:
-            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def load() -> str:

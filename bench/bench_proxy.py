@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from effnet.nas.data.sources import load_data
+from effnet.nas.data.sources import proxy_data
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.factory import make_proxy
@@ -48,7 +48,7 @@ SWEEP_THREADS = (1, 2)
 def sweep(markdown: bool) -> None:
     """Seconds and final accuracy of the train proxy per batch size and thread count."""
     allocator = configure_allocator()
-    data = load_data("digits", ProxyConfig.resolution)
+    data = proxy_data("digits", ProxyConfig.resolution, seed=0)
     header = ["candidate", "batch", "threads", "train s", "img/s", "val acc (3rd epoch)"]
     rows = []
     for label, spec in [c for c in candidates() if c[0] in ("B0", "B0 depth 0.5")]:
@@ -99,7 +99,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = ProxyConfig(epochs=args.epochs, lr=args.lr)
-    data = load_data("digits", settings.resolution)
+    data = proxy_data("digits", settings.resolution, seed=0)
     train = make_proxy(settings, data)
     zero_cost = [
         (name, make_proxy(dataclasses.replace(settings, name=name), data)) for name in ("zero-cost", "synflow")

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -139,3 +141,24 @@ def write_error_log(path: str | os.PathLike[str] | None, text: str) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     return Path(name)
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file `path` (made with its folder if missing) while the block runs, waiting for any other
+    process that holds it: concurrent builders of one cache (`what`, for the message) wait for the first. A folder
+    that cannot hold it (a file, read-only) is an `InputError` naming the fix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as err:
+        raise InputError(
+            f"the {what} in {path.parent} cannot be used ({err.strerror or err}: "
+            f"{err.filename or path}); choose a writable directory with --cache-dir"
+        ) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -5,11 +5,13 @@ Every draw goes through `spec_from_dict`, so each one is also a spec the validat
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
 from effnet.nas.net.spec import ACTIVATIONS, NetworkSpec
 from effnet.nas.net.spec_file import spec_from_dict
+from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace
 
 SE_RATIOS = (0.0, 0.0, 0.05, 0.1, 0.25, 0.5, 0.9)
 EXPANDS = (1, 3, 4, 6)
@@ -74,3 +76,19 @@ def random_spec_dict(rng: random.Random) -> dict[str, Any]:
 def random_specs(count: int, seed: int) -> list[NetworkSpec]:
     rng = random.Random(seed)
     return [spec_from_dict(random_spec_dict(rng), f"<random spec {i} of seed {seed}>") for i in range(count)]
+
+
+def every_network(space: SearchSpace) -> list[NetworkSpec]:
+    """Every distinct network of the space, by trying every combination of its decisions."""
+    names, options = [], []
+    for i, stage in enumerate(space.stages):
+        for key in CHOICE_KEYS:
+            if len(getattr(stage, key)) > 1:
+                names.append(f"s{i + 1}_{key}")
+                options.append(getattr(stage, key))
+    networks: dict[str, NetworkSpec] = {}
+    for combo in itertools.product(*options):
+        picked = dict(zip(names, combo, strict=True))
+        spec = space.build(lambda name, _options, picked=picked: picked[name])
+        networks.setdefault(repr(spec.stages), spec)
+    return list(networks.values())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import itertools
 import json
 import random
 from pathlib import Path
@@ -27,6 +26,8 @@ from effnet.nas.latency.table import LatencyTable, TableSettings, build_table, f
 from effnet.nas.net.spec_file import dump_spec, load_spec
 from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace
 from effnet.nas.space.load import load_space
+
+from random_specs import every_network
 
 DATA = Path(__file__).parent / "data"
 TINY_SPACE = str(DATA / "tiny_space.yaml")
@@ -53,22 +54,6 @@ def cut_space(seed: int) -> SearchSpace:
         }
         stages.append(dataclasses.replace(stage, **cut))
     return dataclasses.replace(space, name=f"cut-{seed}", stages=tuple(stages))
-
-
-def every_network(space: SearchSpace) -> list:
-    """Every distinct network of the space, by trying every combination of its decisions."""
-    names, options = [], []
-    for i, stage in enumerate(space.stages):
-        for key in CHOICE_KEYS:
-            if len(getattr(stage, key)) > 1:
-                names.append(f"s{i + 1}_{key}")
-                options.append(getattr(stage, key))
-    networks = {}
-    for combo in itertools.product(*options):
-        picked = dict(zip(names, combo, strict=True))
-        spec = space.build(lambda name, _options, picked=picked: picked[name])
-        networks.setdefault(repr(spec.stages), spec)
-    return list(networks.values())
 
 
 @pytest.fixture(scope="module")

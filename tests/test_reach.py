@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import random
 from pathlib import Path
@@ -15,30 +14,20 @@ from typer.testing import CliRunner
 from effnet.cli.app import app
 from effnet.nas.errors import InputError
 from effnet.nas.net.limits import spec_cost
-from effnet.nas.space.choices import CHOICE_KEYS, SearchSpace
+from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.load import load_space, space_from_dict
 from effnet.nas.space.reach import space_reach
 
 from postgres import TINY_SEARCH, TINY_SPACE
+from random_specs import every_network
 
 TINY = yaml.safe_load(Path(TINY_SPACE).read_text())
 runner = CliRunner()
 
 
-def every_network(space: SearchSpace) -> list:
+def network_costs(space: SearchSpace) -> list:
     """The costs of every distinct network of the space, by enumerating every decision."""
-    names, options = [], []
-    for i, stage in enumerate(space.stages):
-        for key in CHOICE_KEYS:
-            if len(getattr(stage, key)) > 1:
-                names.append(f"s{i + 1}_{key}")
-                options.append(getattr(stage, key))
-    networks = {}
-    for combo in itertools.product(*options):
-        picked = dict(zip(names, combo, strict=True))
-        spec = space.build(lambda name, _options, picked=picked: picked[name])
-        networks.setdefault(repr(spec.stages), spec)
-    return [spec_cost(spec) for spec in networks.values()]
+    return [spec_cost(spec) for spec in every_network(space)]
 
 
 def small_space(seed: int) -> SearchSpace:
@@ -66,7 +55,7 @@ def small_space(seed: int) -> SearchSpace:
 @pytest.mark.parametrize("seed", range(12))
 def test_the_range_and_the_largest_network_match_enumerating_every_network(seed):
     space = small_space(seed)
-    costs = every_network(space)
+    costs = network_costs(space)
     reach = space_reach(space)
     assert reach.min_flops == min(c.flops for c in costs)
     assert reach.max_flops == max(c.flops for c in costs)

@@ -23,7 +23,6 @@ one still damaged after that is an `InputError`, never read as it is.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -31,7 +30,6 @@ import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import numpy as np
 
 from effnet.nas.data.images import ArrayImages, ImageSet
 from effnet.nas.errors import InputError
-from effnet.nas.files import MIN_FREE_BYTES, atomic_write_text, write_failure
+from effnet.nas.files import MIN_FREE_BYTES, atomic_write_text, exclusive_lock, write_failure
 
 LAYOUT = 1
 """Bump when what a cache file holds changes."""
@@ -83,25 +81,6 @@ def cache_key(images: ImageSet, size: int) -> str:
     return digest.hexdigest()[:24]
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold the cache's lock file; a folder that cannot hold it (a file, read-only) is an `InputError`."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")
-    except OSError as err:
-        raise InputError(
-            f"the proxy cache in {path.parent} cannot be used ({err.strerror or err}: "
-            f"{err.filename or path}); choose a writable directory with --cache-dir"
-        ) from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 Decode = Callable[[ImageSet, int], Iterator[tuple[np.ndarray, np.ndarray, list[str]]]]
 """(images, size) -> batches of (prepared uint8 images, their labels, problems of the left-out ones)."""
 
@@ -118,7 +97,7 @@ def cached_images(images: ImageSet, size: int, cache_dir: Path, decode: Decode) 
             raise InputError(
                 f"{path} is {kind} where effnet keeps its proxy cache; move it away or choose another --cache-dir"
             )
-    with _locked(cache_dir / f"{key}.lock"):
+    with exclusive_lock(cache_dir / f"{key}.lock", "proxy cache"):
         if not (array_path.exists() and record_path.exists()):
             _build(images, size, decode, array_path, record_path)
             built = True

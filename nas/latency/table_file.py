@@ -5,17 +5,15 @@ to build it."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from effnet.nas.errors import InputError
-from effnet.nas.files import atomic_write_text
+from effnet.nas.files import atomic_write_text, exclusive_lock
 from effnet.nas.inputs import read_text
 
 TABLE_FOLDER = "latency"
@@ -63,24 +61,9 @@ def other_tables(cache_dir: Path, stem: str, path: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f"{stem}*.json") if p != path) if folder.is_dir() else []
 
 
-@contextmanager
-def table_lock(path: Path) -> Iterator[None]:
-    """Hold the table's lock file; a folder that cannot hold it is an `InputError` naming the fix."""
-    lock = path.with_suffix(".lock")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")
-    except OSError as err:
-        raise InputError(
-            f"the latency table's folder {lock.parent} cannot be used ({err.strerror or err}); "
-            "choose a writable cache directory with --cache-dir or EFFNET_CACHE"
-        ) from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def table_lock(path: Path) -> AbstractContextManager[None]:
+    """Hold the table's lock file: the workers of one search that all need the table wait for the first."""
+    return exclusive_lock(path.with_suffix(".lock"), "latency tables' folder")
 
 
 def write_table(path: Path, table: TableData) -> Path:

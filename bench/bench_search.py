@@ -4,6 +4,8 @@
     python bench/bench_search.py --trials 6 --seeds 1 # a quick look
     python bench/bench_search.py --proxy zero-cost --trials 40   # the samplers alone, on a fast proxy
     python bench/bench_search.py --compare proxies --wall 8m --seeds 3   # supernet against train, equal wall time
+    python bench/bench_search.py --compare proxies --wall 5m --seeds 3 --space efficientnet-nested \
+        --supernet-ops nested --supernet-kernels shared --supernet-epochs 60   # a supernet that learns
 
 `--compare samplers` (default): for each sampler and seed it runs the default search (`effnet search`
 defaults: 400M ± 10 %, the efficientnet space, the train proxy on the embedded digits) into a fresh run
@@ -151,7 +153,15 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
     config = SearchConfig(
         target_flops=TARGET,
         trials=10_000_000,
-        proxy=ProxyConfig(name=proxy, data=args.data, epochs=args.epochs, supernet_epochs=args.supernet_epochs),
+        space=args.space,
+        proxy=ProxyConfig(
+            name=proxy,
+            data=args.data,
+            epochs=args.epochs,
+            supernet_epochs=args.supernet_epochs,
+            supernet_kernels=args.supernet_kernels,
+            supernet_ops=args.supernet_ops,
+        ),
         study=StudyConfig(
             run_dir=root / f"{proxy}-{seed}", name="search", seed=seed, timeout_s=wall, threads=args.threads
         ),
@@ -195,8 +205,9 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
         console,
     )
     table = Table(
-        title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs) at equal "
-        f"wall time {args.wall}, {args.data}; best candidate trained {args.reference_epochs} epochs"
+        title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs, ops "
+        f"{args.supernet_ops}, kernels {args.supernet_kernels}) at equal wall time {args.wall}, {args.data}, space "
+        f"{args.space or 'efficientnet'}; best candidate trained {args.reference_epochs} epochs"
     )
     for column in (
         "proxy",
@@ -249,6 +260,9 @@ def main() -> None:
     parser.add_argument("--proxy", default="train", help="samplers: train (default) or zero-cost")
     parser.add_argument("--wall", default="8m", help="proxies: each search's wall time (480, 8m)")
     parser.add_argument("--supernet-epochs", type=int, default=ProxyConfig.supernet_epochs)
+    parser.add_argument("--supernet-kernels", default=ProxyConfig.supernet_kernels)
+    parser.add_argument("--supernet-ops", default=ProxyConfig.supernet_ops)
+    parser.add_argument("--space", default=None, help="proxies: the search space (default: the default search's)")
     parser.add_argument("--reference-epochs", type=int, default=8, help="proxies: the best candidate's training")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()

@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--space", default=None, help="the proxy-check's --space (default: the shipped one it names)")
     parser.add_argument("--recipes", nargs="+", default=["uniform"])
     parser.add_argument("--kernels", nargs="+", default=["shared", "separate"])
+    parser.add_argument("--ops", nargs="+", default=["separate"], help="supernet op sharing: separate, nested")
     parser.add_argument("--epochs", nargs="+", type=int, default=[60])
     parser.add_argument("--calibration-batches", nargs="+", type=int, default=[8])
     parser.add_argument("--threads", type=int, default=None)
@@ -75,7 +76,7 @@ def main() -> None:
         if len(args.recipes) == len(args.epochs) > 1
         else list(itertools.product(args.recipes, args.epochs))
     )
-    for kernels, (recipe, epochs) in itertools.product(args.kernels, runs):
+    for ops, kernels, (recipe, epochs) in itertools.product(args.ops, args.kernels, runs):
         config = ProxyConfig(
             name="supernet",
             data=check["data"],
@@ -83,6 +84,7 @@ def main() -> None:
             supernet_epochs=epochs,
             supernet_kernels=kernels,
             supernet_recipe=recipe,
+            supernet_ops=ops,
         )
         runtime = ProxyRuntime(seed=check["seed"], threads=args.threads)
         data = load_proxy_data(config, runtime)
@@ -112,6 +114,7 @@ def main() -> None:
             rows.append(
                 [
                     recipe,
+                    ops,
                     kernels,
                     str(epochs),
                     f"{trained.steps:,}",
@@ -139,6 +142,7 @@ def main() -> None:
     )
     for column in (
         "recipe",
+        "ops",
         "kernels",
         "epochs",
         "steps",

@@ -102,14 +102,21 @@ SUPERNET_EPOCHS = typer.Option(
 SUPERNET_KERNELS = typer.Option(
     "separate",
     "--supernet-kernels",
-    help="Supernet kernel choices: separate weights per kernel size, or shared (a "
-    "smaller kernel is the centre of the largest; ranked worse on digits).",
+    help="Supernet kernel choices: separate weights per kernel size, or shared (a smaller kernel is the centre "
+    "of the largest; ranked worse with separate ops, the one that learns with --supernet-ops nested).",
 )
 SUPERNET_RECIPE = typer.Option(
     "uniform",
     "--supernet-recipe",
     help="Supernet training step: uniform (one random in-band path on the labels) or sandwich (the band's "
     "largest path on the labels, its smallest and two random ones distilled from it).",
+)
+SUPERNET_OPS = typer.Option(
+    "separate",
+    "--supernet-ops",
+    help="Supernet block-type choices: separate weights per block type and expand ratio, or nested (mbconv's "
+    "expand ratios above 1 as leading channels of the largest, as Once-for-All; learns on the "
+    "efficientnet-nested space with --supernet-kernels shared).",
 )
 STORAGE = typer.Option(
     None,

@@ -91,6 +91,7 @@ def proxy_check(
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
     supernet_recipe: str = options.SUPERNET_RECIPE,
+    supernet_ops: str = options.SUPERNET_OPS,
     reference_epochs: int = typer.Option(8, "--reference-epochs", help="Epochs of the reference training."),
     candidates: int = typer.Option(8, "--candidates", "-n", help="Candidates to draw and score."),
     proxy_resolution: int | None = typer.Option(
@@ -140,6 +141,7 @@ def proxy_check(
         supernet_epochs=supernet_epochs,
         supernet_kernels=supernet_kernels,
         supernet_recipe=supernet_recipe,
+        supernet_ops=supernet_ops,
         force=force,
     )
     set_run_dir(run_dir)

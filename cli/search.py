@@ -146,6 +146,7 @@ def search(
     supernet_epochs: int = options.SUPERNET_EPOCHS,
     supernet_kernels: str = options.SUPERNET_KERNELS,
     supernet_recipe: str = options.SUPERNET_RECIPE,
+    supernet_ops: str = options.SUPERNET_OPS,
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
     proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
@@ -212,6 +213,7 @@ def search(
             supernet_epochs=supernet_epochs,
             supernet_kernels=supernet_kernels,
             supernet_recipe=supernet_recipe,
+            supernet_ops=supernet_ops,
         ),
         study=options.study_config(
             run_dir, study_name, storage, workers, seed, timeout, device, threads, loader_workers, cache_dir, force

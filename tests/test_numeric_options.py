@@ -54,6 +54,7 @@ NOT_NUMERIC = {
     "--out",
     "--supernet-kernels",
     "--supernet-recipe",
+    "--supernet-ops",
     "--weights",
     "--force",
     "--rebuild",

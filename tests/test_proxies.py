@@ -120,6 +120,8 @@ def test_unknown_proxy_and_bad_settings_are_setting_errors():
         fast(supernet_kernels="elastic")
     with pytest.raises(SettingError, match="supernet_recipe must be one of uniform, sandwich, got 'bignas'"):
         fast(supernet_recipe="bignas")
+    with pytest.raises(SettingError, match="supernet_ops must be one of separate, nested, got 'fair'"):
+        fast(supernet_ops="fair")
 
 
 def test_only_the_supernet_proxy_records_the_supernet_settings():
@@ -144,6 +146,8 @@ def test_only_the_supernet_proxy_records_the_supernet_settings():
         "shared",
         "sandwich",
     )
+    assert "supernet_ops" not in settings  # separate, the one way before it was a choice: its studies resume
+    assert fast(name="supernet", supernet_ops="nested").fingerprint()["supernet_ops"] == "nested"
 
 
 # -- zero-cost ------------------------------------------------------------------------------------

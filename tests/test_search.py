@@ -23,6 +23,7 @@ from effnet.nas.net.model import build_model, count_parameters
 from effnet.nas.net.spec_file import load_spec, spec_from_dict, spec_to_dict
 from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.proxies.proxy import ProxyFailure
+from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.redact import redact_url
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.job import SearchJob
@@ -81,6 +82,19 @@ def test_default_space_contains_reference_b0():
         reference.batch_norm,
     )
     assert count_parameters(build_model(spec)) == 5_288_548
+
+
+def test_nested_space_contains_reference_b0_and_only_choices_that_nest():
+    """B0 is a point of it, and its nested supernet holds one op per layer: every path's weights are slices of
+    one network's."""
+    space = load_space("efficientnet-nested")
+    fixed = {k for k in b0_params() if k.endswith(("_block", "_skip")) or k == "s1_expand"}  # one option each
+    spec = space.spec_from_params({k: v for k, v in b0_params().items() if k not in fixed})
+    assert spec.stages == reference_b0().stages and spec.stem == reference_b0().stem
+    assert [s.block for s in space.stages] == [("mbconv",)] * 7 and [s.skip for s in space.stages] == [(True,)] * 7
+    supernet = Supernet(space, resolution=32, num_classes=10, kernels="shared", ops="nested")
+    # layers per stage: the deepest repeats, 1+1, 2+1, 2+1, 3+1, 3+1, 4+1, 1+1
+    assert [sorted(layer.ops) for stage in supernet.stages for layer in stage] == [["mbconv1"]] * 2 + [["mbconv"]] * 21
 
 
 def test_mnasnet_space_follows_mobilenet_v2_skeleton():

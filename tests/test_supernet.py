@@ -95,10 +95,14 @@ def assert_inherits(supernet: Supernet, spec, images: torch.Tensor) -> None:
         torch.testing.assert_close(supernet(images, spec), model(images))
 
 
-@pytest.fixture(scope="module", params=["shared", "separate"])
+SHARINGS = [("shared", "separate"), ("separate", "separate"), ("separate", "nested"), ("shared", "nested")]
+
+
+@pytest.fixture(scope="module", params=SHARINGS, ids=[f"kernels={k}-ops={o}" for k, o in SHARINGS])
 def supernet(request) -> Supernet:
     torch.manual_seed(0)
-    return randomised(Supernet(SPACE, resolution=16, num_classes=4, kernels=request.param))
+    kernels, ops = request.param
+    return randomised(Supernet(SPACE, resolution=16, num_classes=4, kernels=kernels, ops=ops))
 
 
 IMAGES = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -178,6 +182,60 @@ def test_separate_kernels_have_their_own_weights():
     small = net.state_for(path(s2_block="dsconv", s2_kernel=3))["blocks.1.layers.0.0.weight"]
     large = net.state_for(path(s2_block="dsconv", s2_kernel=5))["blocks.1.layers.0.0.weight"]
     assert (small == 3.0).all() and (large == 5.0).all()
+
+
+def test_nested_ops_group_the_expand_ratios_and_the_blocks_without_an_expansion():
+    separate = Supernet(SPACE, resolution=16, num_classes=4, ops="separate")
+    nested = Supernet(SPACE, resolution=16, num_classes=4, ops="nested")
+    assert set(separate.stages[1][0].ops) == {"mbconv1", "mbconv3", "dsconv", "conv"}
+    assert set(nested.stages[1][0].ops) == {"mbconv1", "mbconv", "conv"}  # dsconv runs on mbconv1's weights
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(nested) < count(separate)
+
+
+def test_nested_layers_that_can_keep_the_identity_start_with_a_zero_scale():
+    """Zero-gamma: a stage's later layers start as their shortcut in every path; its first layer, which
+    changes the shape, and every layer of separate ops start as the builder initialises them."""
+    nested = Supernet(SPACE, resolution=16, num_classes=4, ops="nested")
+    first, later = nested.stages[1][0], nested.stages[1][1]
+    assert all(bool(op.project.bn.weight.eq(1).all()) for k, op in first.ops.items() if k != "conv")
+    assert bool(first.ops["conv"].conv.bn.weight.eq(1).all())
+    assert all(bool(op.project.bn.weight.eq(0).all()) for k, op in later.ops.items() if k != "conv")
+    assert bool(later.ops["conv"].conv.bn.weight.eq(0).all())
+    separate = Supernet(SPACE, resolution=16, num_classes=4, ops="separate")
+    assert all(bool(bn.weight.eq(1).all()) for bn in separate.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+
+
+def test_nested_expand_ratios_take_the_leading_channels_of_the_largest():
+    """Stage 2 offered expand 1, 3 and 6 (16 -> 16 channels at width 1.0): expand 3 uses the first 48 channels of
+    the op's 96-channel expansion, its depthwise conv and the projection's input; expand 1 and dsconv share one
+    op of their own."""
+    stages = (SPACE.stages[0], dataclasses.replace(SPACE.stages[1], expand=(1, 3, 6)))
+    space = dataclasses.replace(SPACE, stages=stages)
+    net = Supernet(space, resolution=16, num_classes=4, kernels="separate", ops="nested")
+    op = net.stages[1][0].ops["mbconv"]
+    with torch.no_grad():
+        channel = torch.arange(96.0)
+        op.expand.weights["1"].copy_(channel.view(96, 1, 1, 1).expand(96, 16, 1, 1))
+        op.depthwise.weights["3"].copy_(channel.view(96, 1, 1, 1).expand(96, 1, 3, 3))
+        op.project.weights["1"].copy_(channel.view(1, 96, 1, 1).expand(16, 96, 1, 1))
+    for expand in (3, 6):
+        state = net.state_for(path(s2_block="mbconv", s2_expand=expand, s2_kernel=3, s2_se_ratio=0.0))
+        leading = torch.arange(16.0 * expand)
+        assert torch.equal(state["blocks.1.layers.0.0.weight"][:, 0, 0, 0], leading)  # the expansion
+        assert torch.equal(state["blocks.1.layers.1.0.weight"][:, 0, 0, 0], leading)  # the depthwise conv
+        assert torch.equal(state["blocks.1.layers.2.0.weight"][5, :, 0, 0], leading)  # the projection's input
+    single = net.stages[1][0].ops["mbconv1"]
+    with torch.no_grad():
+        single.depthwise.weights["3"].fill_(7.0)
+        single.project.bn.weight.copy_(torch.arange(16.0) + 1000)
+    for block in ("mbconv", "dsconv"):
+        state = net.state_for(path(s2_block=block, s2_expand=1, s2_kernel=3, s2_se_ratio=0.0))
+        depthwise, project = state["blocks.1.layers.0.0.weight"], state["blocks.1.layers.1.0.weight"]
+        assert depthwise.shape == (16, 1, 3, 3) and project.shape == (16, 16, 1, 1)
+        assert (depthwise == 7.0).all()
+        assert torch.equal(state["blocks.1.layers.1.1.weight"], torch.arange(16.0) + 1000)
+        assert "blocks.1.layers.2.0.weight" not in state  # no expansion
 
 
 def test_widths_take_the_leading_channels_of_output_and_input():
@@ -278,6 +336,8 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
     assert setup.checkpoint(tiny(supernet_epochs=3), 0) != first.path  # another shape, another file
     assert setup.checkpoint(tiny(supernet_kernels="shared"), 0) != first.path
     assert setup.checkpoint(tiny(supernet_recipe="sandwich"), 0) != first.path  # recipes never share a checkpoint
+    assert setup.checkpoint(tiny(supernet_ops="nested"), 0) != first.path
+    assert "supernet_ops" not in setup.settings(tiny(), 0)["proxy"]  # the checkpoints of before keep their name
     assert setup.settings(tiny(supernet_recipe="sandwich"), 0)["proxy"]["supernet_recipe"] == "sandwich"
     assert setup.checkpoint(tiny(), 1) != first.path
     assert setup.checkpoint(tiny(epochs=7), 0) == first.path  # the train proxy's epochs do not shape it
@@ -286,9 +346,9 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
     assert "optimizer" not in state  # finished: nothing resumes it
 
 
-@pytest.mark.parametrize("recipe", ["uniform", "sandwich"])
-def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path, recipe):
-    config = tiny(supernet_recipe=recipe)
+@pytest.mark.parametrize("recipe, ops", [("uniform", "separate"), ("sandwich", "separate"), ("uniform", "nested")])
+def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path, recipe, ops):
+    config = tiny(supernet_recipe=recipe, supernet_ops=ops)
     whole = train_supernet(setup_in(tmp_path / "whole"), config, synthetic, ONE_THREAD)
 
     def stop_after_four(progress):

@@ -16,7 +16,8 @@ from effnet.nas.proxies.names import PROXY_NAMES
 AUGMENTS = ("auto", "none", "light", "paper")
 KERNEL_SHARING = ("shared", "separate")
 SUPERNET_RECIPES = ("uniform", "sandwich")
-SUPERNET_SETTINGS = ("supernet_epochs", "supernet_kernels", "supernet_recipe")
+OP_SHARING = ("separate", "nested")
+SUPERNET_SETTINGS = ("supernet_epochs", "supernet_kernels", "supernet_recipe", "supernet_ops")
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,18 @@ class ProxyConfig:
     supernet_kernels: str = "separate"
     """How a stage's kernel choices share weights in the supernet: `separate`, each kernel size has its own
     weights; `shared`, a smaller kernel is the centre of the largest (OFA's elastic kernel, without its
-    transformation matrices), which ranked worse on digits: tau -0.08 against 0.53 at 200 epochs."""
+    transformation matrices), which ranked worse on digits with `separate` ops (tau -0.08 against 0.53 at 200
+    epochs) and is the one that lets a `nested` supernet learn (`bench/bench_supernet_choices.py`)."""
     supernet_recipe: str = "uniform"
     """What a step of the supernet's training trains: `uniform`, one random in-band path on the labels;
     `sandwich`, the band's largest path on the labels and its smallest and two random ones on the largest's
     predictions, one optimizer step (BigNAS; `effnet.nas.proxies.supernet_recipes`)."""
+    supernet_ops: str = "separate"
+    """How a layer's block-type choices share weights in the supernet: `separate`, an op of its own per block
+    type and expand ratio; `nested` (Once-for-All), mbconv's expand ratios above 1 as leading channels of the
+    largest one's expansion, dsconv and expand-1 mbconv on one op, conv on its own, identity-capable layers
+    starting at zero scale (`effnet.nas.proxies.supernet`). Only where every choice nests (the
+    efficientnet-nested space) did a supernet learn on digits (`bench/bench_supernet_choices.py`)."""
 
     def __post_init__(self) -> None:
         checks.choice("proxy", self.name, PROXY_NAMES)
@@ -82,6 +90,7 @@ class ProxyConfig:
         checks.whole("supernet_epochs", self.supernet_epochs, low=1, high=10_000)
         checks.choice("supernet_kernels", self.supernet_kernels, KERNEL_SHARING)
         checks.choice("supernet_recipe", self.supernet_recipe, SUPERNET_RECIPES)
+        checks.choice("supernet_ops", self.supernet_ops, OP_SHARING)
 
     @property
     def augmentation(self) -> str:
@@ -93,14 +102,17 @@ class ProxyConfig:
     def fingerprint(self) -> dict[str, Any]:
         """The settings as a study records them; a data folder by its absolute path. The supernet's settings
         only for the supernet, so studies of the other proxies keep the fingerprint they were created with (and
-        its recipe only where it is not `uniform`, the one recipe there was before, for the same reason)."""
+        its recipe and op sharing only where they are not `uniform` and `separate`, the one way there was before, for
+        the same reason)."""
         data = self.data if self.data in BUILTIN_SOURCES else str(Path(self.data).expanduser().resolve())
         settings = {**dataclasses.asdict(self), "data": data, "augment": self.augmentation}
         if self.name != "supernet":
             for key in SUPERNET_SETTINGS:
                 del settings[key]
-        elif self.supernet_recipe == "uniform":
-            del settings["supernet_recipe"]  # the recipe before there was a choice: its studies resume as they were
+        else:  # a setting at the one value there was before it was a choice is not named: studies resume as they were
+            for key, before in (("supernet_recipe", "uniform"), ("supernet_ops", "separate")):
+                if settings[key] == before:
+                    del settings[key]
         return settings
 
 

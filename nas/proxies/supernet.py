@@ -1,11 +1,17 @@
 """The supernet: every candidate of a search space in one network, sharing weights.
 
-Per stage as many layers as its deepest choice; per layer one op per block-type choice (conv, dsconv, and
-mbconv per expand ratio), each with weights of its own at the stage's largest width. Kernel choices share
-an op's weights by centre slicing or keep their own (`supernet_kernels`), width choices take the leading
-channels (of this stage's output and of the next stage's input), repeats choices the first layers of the
-stage, and SE and skip choices switch their branch on or off. The stem, head and classifier are the space's
-own, with the head taking the last stage's leading channels.
+Per stage as many layers as its deepest choice; per layer the ops its block-type choices run on, at the
+stage's largest width (`supernet_ops`): `separate`, one op with weights of its own per block type and expand
+ratio (conv, dsconv, mbconv1, mbconv3, ...); `nested` (Once-for-All's elastic expand), one op for mbconv's
+expand ratios above 1, each taking the leading channels of the largest one's expansion, one for the blocks
+without an expansion (dsconv and mbconv at expand 1: the same depthwise and projection shapes; the two differ
+by the activation after the projection), and one for `conv`, which nests in nothing. Where ops are nested, a
+layer that can keep its identity shortcut (all but a stage's first) starts with its last BatchNorm's scale at
+zero (Goyal et al.'s zero-gamma), so that every path starts as the same shallow network and its layers grow
+from there. Kernel choices share an op's weights by centre slicing or keep their own (`supernet_kernels`),
+width choices take the leading channels (of this stage's output and of the next stage's input), repeats
+choices the first layers of the stage, and SE and skip choices switch their branch on or off. The stem,
+head and classifier are the space's own, with the head taking the last stage's leading channels.
 
 A path is a spec of the space. `forward(x, spec)` runs its network; `state_for(spec)` gives its weights
 as the builder's network of that spec holds them, and `standalone(spec)` builds that network with them:
@@ -35,12 +41,21 @@ Unit = tuple[ConvBN | SqueezeExcite, tuple[int, ...], bool]
 """One layer of a block as the builder orders them: the module, its shape arguments, an activation after it."""
 
 
-def op_key(block: str, expand: int) -> str:
+def op_key(block: str, expand: int, ops: str) -> str:
+    """The layer's op a block type runs on: its own per expand ratio (`separate`); or (`nested`) `mbconv` for
+    every expand ratio above 1, `mbconv1` for the blocks without an expansion (mbconv at 1, dsconv), `conv`.
+    (On measurement, an expand-1 block slicing the expanded op's depthwise conv, which then filters the
+    block's input where it otherwise filters the expansion, kept the supernet from learning.)"""
+    if ops == "nested":
+        if block == "dsconv" or (block == "mbconv" and expand == 1):
+            return "mbconv1"
+        return block
     return f"mbconv{expand}" if block == "mbconv" else block
 
 
 class Op(nn.Module):
-    """One block type of one layer (mbconv with one expand ratio, dsconv or conv) at the largest shapes."""
+    """The weights of one layer's block type at the largest shapes: conv; dsconv; mbconv with one expand
+    ratio, or (`expand` the largest, `dsconv` and every smaller ratio sliced from it) with all of them."""
 
     def __init__(
         self,
@@ -79,15 +94,16 @@ class Op(nn.Module):
 
     def units(self, p: BlockPlan) -> list[Unit]:
         """The builder's layers of `Block` for the plan, in its order."""
-        gated = {"mbconv": p.mid_channels, "dsconv": p.in_channels}.get(self.block, p.out_channels)
+        gated = {"mbconv": p.mid_channels, "dsconv": p.in_channels}.get(p.block, p.out_channels)
         se: list[Unit] = []
         if p.se_channels:
             assert self.se is not None  # built where the space offers squeeze-excitation, the only paths with it
             se = [(self.se, (gated, p.se_channels), False)]
-        if self.block == "mbconv":
+        if p.block == "mbconv":
             assert self.project is not None
             expand: list[Unit] = []
-            if self.expand is not None:
+            if p.mid_channels != p.in_channels:  # expand ratio 1 has no expansion
+                assert self.expand is not None
                 expand = [(self.expand, (p.in_channels, p.mid_channels, 1), True)]
             return [
                 *expand,
@@ -95,7 +111,7 @@ class Op(nn.Module):
                 *se,
                 (self.project, (p.mid_channels, p.out_channels, 1), False),
             ]
-        if self.block == "dsconv":
+        if p.block == "dsconv":
             assert self.project is not None
             return [
                 (self.depthwise, (p.in_channels, p.in_channels, p.kernel), True),
@@ -110,23 +126,40 @@ class Layer(nn.Module):
     """One layer of a stage: an op per block-type choice, the pooling shortcut's projection (the stage's first
     layer, where `pool` is a choice) and stochastic depth."""
 
-    def __init__(self, choices: StageChoices, first: bool, in_max: int, out_max: int, base: NetworkSpec, shared: bool):
+    def __init__(
+        self,
+        choices: StageChoices,
+        first: bool,
+        in_max: int,
+        out_max: int,
+        base: NetworkSpec,
+        shared: bool,
+        ops: str = "separate",
+    ):
         super().__init__()
         stride = choices.stride if first else 1
-        self.ops = nn.ModuleDict(
-            {
-                op_key(block, expand): Op(block, expand, in_max, out_max, choices, stride, base, shared)
-                for block in choices.block
-                for expand in (choices.expand if block == "mbconv" else (1,))
-            }
-        )
+        self.ops_sharing = ops
+        built: dict[str, Op] = {}
+        for block in choices.block:
+            for expand in choices.expand if block == "mbconv" else (1,):
+                key = op_key(block, expand, ops)
+                if key == "mbconv" and ops == "nested":  # built at the largest expand ratio, the others sliced
+                    expand = max(choices.expand)
+                if key not in built:
+                    built[key] = Op(block, expand, in_max, out_max, choices, stride, base, shared)
+        if ops == "nested" and not first:
+            for op in built.values():
+                last = op.conv if op.block == "conv" else op.project
+                assert last is not None
+                nn.init.zeros_(last.bn.weight)
+        self.ops = nn.ModuleDict(built)
         pooled = first and POOL_SKIP in choices.skip
         self.project = ConvBN(in_max, out_max, (1,), 1, base.batch_norm) if pooled else None
         self.drop_path = DropPath(0.0)
         self.act = ACTIVATION_OPS[base.activation].function
 
     def units(self, p: BlockPlan) -> list[Unit]:
-        op = self.ops[op_key(p.block, p.mid_channels // p.in_channels)]
+        op = self.ops[op_key(p.block, p.mid_channels // p.in_channels, self.ops_sharing)]
         assert isinstance(op, Op)
         return op.units(p)
 
@@ -160,10 +193,17 @@ class Layer(nn.Module):
 
 
 class Supernet(nn.Module):
-    """Every path of `space` at `resolution` px with `num_classes` outputs; `kernels` is `shared` or `separate`."""
+    """Every path of `space` at `resolution` px with `num_classes` outputs; `kernels` is `shared` or `separate`,
+    `ops` `separate` or `nested`."""
 
     def __init__(
-        self, space: SearchSpace, resolution: int, num_classes: int, in_channels: int = 3, kernels: str = "shared"
+        self,
+        space: SearchSpace,
+        resolution: int,
+        num_classes: int,
+        in_channels: int = 3,
+        kernels: str = "shared",
+        ops: str = "separate",
     ):
         super().__init__()
         self.space = space
@@ -178,7 +218,7 @@ class Supernet(nn.Module):
             depth = choices.repeats + max(choices.repeats_offset)
             stages.append(
                 nn.ModuleList(
-                    Layer(choices, i == 0, out_max if i else in_max, out_max, base, shared) for i in range(depth)
+                    Layer(choices, i == 0, out_max if i else in_max, out_max, base, shared, ops) for i in range(depth)
                 )
             )
             in_max = out_max

@@ -68,6 +68,7 @@ SHAPING = (
     "supernet_epochs",
     "supernet_kernels",
     "supernet_recipe",
+    "supernet_ops",
 )
 """The proxy settings that shape a trained supernet (the `train` proxy's own epochs do not)."""
 
@@ -99,7 +100,14 @@ class SupernetSetup:
         return Path(self.run_dir) / f"supernet-{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
 
     def build(self, config: ProxyConfig, data: DataSplits) -> Supernet:
-        return Supernet(self.space, data.resolution, data.num_classes, data.in_channels, config.supernet_kernels)
+        return Supernet(
+            self.space,
+            data.resolution,
+            data.num_classes,
+            data.in_channels,
+            config.supernet_kernels,
+            config.supernet_ops,
+        )
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,7 @@ class ProxyCheckConfig:
     supernet_epochs: int = 200
     supernet_kernels: str = "separate"
     supernet_recipe: str = "uniform"
+    supernet_ops: str = "separate"
     force: bool = False
     """Let the run directory hold files effnet did not write (see `effnet.nas.outputs`)."""
 
@@ -220,6 +221,7 @@ class ProxyCheckConfig:
             supernet_epochs=self.supernet_epochs,
             supernet_kernels=self.supernet_kernels,
             supernet_recipe=self.supernet_recipe,
+            supernet_ops=self.supernet_ops,
         )
 
     def runtime(self) -> ProxyRuntime:
@@ -282,6 +284,7 @@ class ProxyCheckResult:
                 "epochs": c.supernet_epochs,
                 "kernels": c.supernet_kernels,
                 "recipe": c.supernet_recipe,
+                "ops": c.supernet_ops,
                 "steps": self.supernet.steps,
                 "training_s": round(self.supernet.seconds, 1),
             },

@@ -54,8 +54,9 @@ def op_key(block: str, expand: int, ops: str) -> str:
 
 
 class Op(nn.Module):
-    """The weights of one layer's block type at the largest shapes: conv; dsconv; mbconv with one expand
-    ratio, or (`expand` the largest, `dsconv` and every smaller ratio sliced from it) with all of them."""
+    """The weights of one layer's block type at the largest shapes: conv; dsconv; mbconv with one expand ratio,
+    or (nested: built at the largest ratio) every ratio above 1 sliced from it. It runs the block type of the
+    plan it is given: one built for dsconv or expand-1 mbconv runs both."""
 
     def __init__(
         self,

@@ -272,7 +272,10 @@ def test_describe_shows_the_tables_prediction_beside_the_measurement(cli, built,
     assert result.exit_code == 0, result.output
     latency = json.loads(result.stdout)["latency"]
     assert latency["predicted_s"] == pytest.approx(build.table.predict(load_spec(path)), rel=1e-12)
-    assert 0.5 < latency["predicted_s"] / latency["measured_s"] < 2.0
+    # Same unit and the same network's order of magnitude (a ms/s slip is 1,000x); not the table's accuracy,
+    # which bench/bench_latency.py measures: the table was timed earlier, and a CI runner's load between the
+    # two can double either (0.41 seen in one CI run)
+    assert 0.1 < latency["predicted_s"] / latency["measured_s"] < 10.0
     assert "lacks" not in result.stderr
     shown = describe_latency(cli, path, cache, "--repeats", "3")
     assert shown.exit_code == 0, shown.output

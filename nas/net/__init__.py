@@ -6,6 +6,7 @@ foundation modules):
     spec         the network as frozen dataclasses, every field checked when one is made
     rounding     the reference's rounding of channels and repeats (imports nothing)
     activations  the activation names a spec takes, as torch layers and functions
+    depthwise    a depthwise conv whose weight gradient takes oneDNN's fast kernel (imports nothing)
     layout       a spec expanded block by block: channels, sizes, shortcuts
     model        spec -> `nn.Module` (`build_model`)
     fold         BatchNorm folded into the convolutions of a built network, for inference

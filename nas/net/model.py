@@ -14,6 +14,7 @@ from torch import nn
 
 from effnet.nas.errors import InputError
 from effnet.nas.net.activations import ACTIVATION_OPS
+from effnet.nas.net.depthwise import FastDepthwiseConv2d
 from effnet.nas.net.layout import BlockPlan, plan_network
 from effnet.nas.net.spec import BLOCK_TYPES, NetworkSpec
 
@@ -25,7 +26,7 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATION_OPS[name].layer()
 
 
-class SameConv2d(nn.Conv2d):
+class SameConv2d(FastDepthwiseConv2d):
     """A strided convolution with TensorFlow's "SAME" padding: the input padded so the output has ceil(size / 2)
     pixels, half the padding before and the rest (one more pixel where the size is even) after.
 
@@ -52,9 +53,12 @@ def pad_same(x: torch.Tensor, kernel: int) -> torch.Tensor:
 
 def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int, padding: str, groups: int = 1) -> nn.Conv2d:
     """A bias-free conv padded as the spec says: symmetric kernel // 2, or "SAME", which differs from it only
-    where the conv strides (for stride 1 and an odd kernel both pad kernel // 2 on every side)."""
+    where the conv strides (for stride 1 and an odd kernel both pad kernel // 2 on every side). A grouped
+    (depthwise) conv is a `FastDepthwiseConv2d`, for its faster weight gradient on the CPU."""
     if padding == "same" and stride > 1 and kernel > 1:
         return SameConv2d(in_ch, out_ch, kernel, stride, groups=groups)
+    if groups > 1:
+        return FastDepthwiseConv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False)
     return nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False)
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.net.activations import ACTIVATION_OPS
+from effnet.nas.net.depthwise import depthwise_conv2d
 from effnet.nas.net.model import pad_same
 from effnet.nas.net.spec import BatchNormSpec
 
@@ -77,7 +78,10 @@ class ConvBN(nn.Module):
             x, pad = pad_same(x, kernel), 0
         else:
             pad = kernel // 2
-        x = F.conv2d(x, weight, None, self.stride, pad, 1, in_channels if self.depthwise else 1)
+        if self.depthwise:
+            x = depthwise_conv2d(x, weight, self.stride, pad)
+        else:
+            x = F.conv2d(x, weight, None, self.stride, pad)
         bn = self.bn
         mean, var, _ = self.running_stats()
         assert bn.momentum is not None  # 1 - decay as built: precise BN (momentum None) runs on standalone nets only

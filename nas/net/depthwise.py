@@ -1,0 +1,148 @@
+"""A depthwise convolution whose weight gradient takes oneDNN's fast depthwise kernel on the CPU.
+
+oneDNN (torch's CPU convolutions) has a dedicated depthwise kernel for the weight gradient only where the
+kernel is at most 3 wide and the input is at least as tall as the kernel; every other depthwise weight
+gradient (a 5x5 kernel, or a 3x3 one over a 2x2 map) falls to its generic grouped kernel, which is 5-20x
+slower than the forward (bench/RESULTS.md, "Model speed"). The same gradient is a sum of gradients of
+kernels at most 3 wide: with the input padded once, the columns `start .. start + width` of the kernel are
+the gradient of a `width`-wide kernel over the padded input, with the output gradient shifted right by
+`start / stride` columns (zeros shifted in, and as many zeros after as the narrower kernel's wider output
+needs). A chunk starts at a multiple of the stride, so for stride 2 and a 5x5 kernel the chunks are
+columns 0-2 and 2-4, column 2 taken from the first. The forward and the input gradient are torch's own.
+
+Only the weight gradient's arithmetic differs (the same products, summed in another order). The fast path
+runs where it pays and nothing sees it: under autograd on the CPU in float32 or float64, channels_last,
+without autocast, and never while torch.fx, TorchScript, torch.compile or the ONNX exporter traces; every
+other call is `F.conv2d`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FAST_WIDTH = 3
+"""The widest kernel oneDNN's depthwise weight-gradient kernel takes."""
+
+
+def kernel_chunks(kernel_width: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """(start, width, skip) per chunk: kernel columns `start .. start + width`, each starting at a multiple
+    of `stride` and at most `FAST_WIDTH` wide; its first `skip` columns were given by the chunk before."""
+    column = 0
+    while column < kernel_width:
+        start = column - column % stride
+        width = min(FAST_WIDTH, kernel_width - start)
+        yield start, width, column - start
+        column = start + width
+
+
+def depthwise_weight_grad(
+    x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> torch.Tensor:
+    """The gradient of a depthwise conv's (channels, 1, kh, kw) weight, as chunks at most `FAST_WIDTH` wide."""
+    channels = x.shape[1]
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    padded_width, out_width = padded.shape[-1], grad_out.shape[-1]
+    chunks = []
+    for start, width, skip in kernel_chunks(kernel[1], stride[1]):
+        chunk_width = (padded_width - width) // stride[1] + 1
+        shift = start // stride[1]
+        grad = grad_out
+        if shift or chunk_width != out_width:
+            grad = F.pad(grad_out, (shift, chunk_width - out_width - shift))
+        shape = grad.new_empty((channels, 1, kernel[0], width))
+        part = torch.ops.aten.convolution_backward(
+            grad, padded, shape, None, list(stride), [0, 0], [1, 1], False, [0, 0], channels, [False, True, False]
+        )[1]
+        chunks.append(part[..., skip:])
+    return torch.cat(chunks, dim=-1)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]
+    ) -> torch.Tensor:
+        return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, weight, stride, padding = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], False, [0, 0],
+                x.shape[1], [True, False, False],
+            )[0]  # fmt: skip
+        if ctx.needs_input_grad[1]:
+            kernel = (weight.shape[-2], weight.shape[-1])
+            grad_weight = depthwise_weight_grad(x, grad_out, kernel, ctx.stride, ctx.padding)
+        return grad_x, grad_weight, None, None
+
+
+def _slow_in_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return weight.shape[-1] > FAST_WIDTH or x.shape[-2] < weight.shape[-2]
+
+
+def _traced(x: torch.Tensor) -> bool:
+    return (
+        isinstance(x, torch.fx.Proxy)
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def takes_fast_backward(
+    x: torch.Tensor, weight: torch.Tensor, groups: int, dilation: tuple[int, ...], bias: torch.Tensor | None
+) -> bool:
+    """Whether `depthwise_conv2d` would compute this conv's weight gradient in chunks (see the module's doc)."""
+    if _traced(x) or not torch.is_grad_enabled() or not weight.requires_grad:
+        return False
+    return (
+        bias is None
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+        and x.dim() == 4
+        and groups == x.shape[1] == weight.shape[0]
+        and weight.shape[1] == 1
+        and tuple(dilation) == (1, 1)
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and _slow_in_onednn(x, weight)
+    )
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """`F.conv2d(x, weight, None, stride, padding, 1, channels)` for a (channels, 1, kh, kw) weight, with the
+    weight gradient in chunks where `takes_fast_backward` holds."""
+    if takes_fast_backward(x, weight, weight.shape[0], (1, 1), None):
+        return _DepthwiseConv.apply(x, weight, (stride, stride), (padding, padding))
+    return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
+
+
+class FastDepthwiseConv2d(nn.Conv2d):
+    """`nn.Conv2d`, except that as a depthwise conv with zero padding by integers it takes
+    `depthwise_conv2d`'s weight gradient. A subclass, so state dicts and hooks are those of `nn.Conv2d`;
+    torch.fx traces into it (a `conv2d` call where a plain `nn.Conv2d` is a leaf module)."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (
+            self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and takes_fast_backward(input, weight, self.groups, self.dilation, bias)
+        ):
+            stride, padding = self.stride, self.padding
+            return _DepthwiseConv.apply(input, weight, (stride[0], stride[1]), (padding[0], padding[1]))
+        return super()._conv_forward(input, weight, bias)

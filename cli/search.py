@@ -58,6 +58,17 @@ def print_result(result: Any) -> None:
             f"supernet: {n['steps']:,} of {n['total_steps']:,} steps in {n['training_s']:.0f} s "
             f"({n['trained_now_s']:.0f} s in this run), {literal(n['checkpoint'])}"
         )
+    if result.rescored is not None:
+        r = result.rescored
+        console.print(
+            f"re-scored by the train proxy: {r['completed']} of the supernet's top {r['top']} "
+            f"(study {literal(r['study'])}, {literal(r['csv'])}); "
+            + (
+                f"best: screening trial {r['best_screened_trial']}, accuracy {r['best_accuracy']:.4f}"
+                if r["best_accuracy"] is not None
+                else "none finished"
+            )
+        )
     if result.threads is not None:
         console.print(f"CPU threads: {result.threads['reason']}")
     console.print(
@@ -147,6 +158,13 @@ def search(
     supernet_kernels: str = options.SUPERNET_KERNELS,
     supernet_recipe: str = options.SUPERNET_RECIPE,
     supernet_ops: str = options.SUPERNET_OPS,
+    rescore_top: int = typer.Option(
+        0,
+        "--rescore-top",
+        help="With --proxy supernet: train the supernet's top K candidates again with the train proxy "
+        "(--proxy-epochs, no pruning) and take b0 from them; the rescoring gets the time the screening of "
+        "--trials candidates leaves. 0: b0 is the supernet's pick.",
+    ),
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
     proxy_val_images: int | None = options.PROXY_VAL_IMAGES,
     augment: str = options.AUGMENT,
@@ -220,6 +238,7 @@ def search(
         ),
         classes=options.whole_number(classes, "--classes"),
         resolution=options.whole_number(resolution, "--resolution"),
+        rescore_top=rescore_top,
     )
     set_run_dir(run_dir)
     bands = []

@@ -25,6 +25,8 @@ ACCURACY_PROXIES = ("train", "supernet")
 """Proxies whose score is a validation accuracy, which a chance level applies to."""
 MAX_RESOLUTION = 4096
 """The largest `--resolution` (as for `--proxy-resolution`)."""
+MAX_RESCORE = 1000
+"""The most candidates `--rescore-top` trains again."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class SearchConfig:
     latency_tolerance: float = 0.1
     latency: TableSettings = TableSettings()
     """Where the latency is measured: runtime, device, batch, threads (the table's and the final measurement's)."""
+    rescore_top: int = 0
+    """With the supernet proxy: train the screening's top this many again with the train proxy, and take b0 from
+    them (`effnet.nas.search.rescore`); 0: b0 is the supernet's pick."""
 
     def __post_init__(self) -> None:
         if self.target_flops is None and self.target_latency_s is None:
@@ -89,6 +94,15 @@ class SearchConfig:
             checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
         if self.resolution is not None:
             checks.whole("resolution", self.resolution, low=8, high=MAX_RESOLUTION)
+        checks.whole("rescore_top", self.rescore_top, low=0, high=MAX_RESCORE)
+        if self.rescore_top and self.proxy.name != "supernet":
+            raise SettingError(
+                "rescore_top",
+                f"re-scores the supernet's top candidates with the train proxy, but the proxy is "
+                f"{self.proxy.name!r}; use it with --proxy supernet, or leave it out",
+            )
+        if self.rescore_top and self.objective == "pareto":
+            raise SettingError("rescore_top", "needs one objective to rank by; use --objective reward or hard with it")
 
     @property
     def band(self) -> FlopsBand | None:

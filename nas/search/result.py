@@ -60,6 +60,8 @@ class SearchResult:
     latency: dict[str, Any] | None = None
     """With a latency target: the best spec's predicted latency and its end-to-end measurement (median, p90, cv,
     runtime, device, batch, threads), as b0.yaml's provenance holds them; None otherwise."""
+    rescored: dict[str, Any] | None = None
+    """`--rescore-top`: the candidates trained again, how many finished, and the best (`Rescoring.record`)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -102,6 +104,7 @@ class SearchResult:
             "chance": self.chance.record() if self.chance else None,
             "warnings": self.warnings,
             "threads": self.threads,
+            "rescored": {**self.rescored, "csv": str(self.files["rescored_csv"])} if self.rescored else None,
         }
         if self.best_spec is not None:
             best = self.top[0]

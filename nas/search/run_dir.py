@@ -17,6 +17,7 @@ from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.plots import plot_accuracy_vs_cost, plot_history
 from effnet.nas.search.report import write_search_report
+from effnet.nas.search.rescore import SCREENED_ACCURACY_ATTR, SCREENED_TRIAL_ATTR, Rescoring
 from effnet.nas.search.result import Candidate, SearchResult
 from effnet.nas.search.trials import best_trial, is_in_band, pareto_front, summarize
 from effnet.nas.space.choices import SearchSpace
@@ -84,6 +85,9 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "worker": trial.user_attrs.get(WORKER_ATTR),
         "error": trial.user_attrs.get(ERROR_ATTR) or trial.user_attrs.get(FAIL_REASON_ATTR),
     }
+    if SCREENED_TRIAL_ATTR in trial.user_attrs:
+        row[SCREENED_TRIAL_ATTR] = trial.user_attrs[SCREENED_TRIAL_ATTR]
+        row[SCREENED_ACCURACY_ATTR] = trial.user_attrs.get(SCREENED_ACCURACY_ATTR)
     row.update(sorted(trial.params.items()))
     return row
 
@@ -112,6 +116,8 @@ def write_trials_csv(study: optuna.Study, path: Path, by_latency: bool = False) 
     for row in rows:
         row["slow"] = row["number"] in slow if row["epochs_trained"] else None
     columns = list(CSV_COLUMNS)
+    if any(SCREENED_TRIAL_ATTR in r for r in rows):
+        columns[1:1] = [SCREENED_TRIAL_ATTR, SCREENED_ACCURACY_ATTR]
     if by_latency:
         columns.insert(columns.index("reward") + 1, LATENCY_COLUMN)
     param_columns = sorted({k for r in rows for k in r} - set(columns))
@@ -158,6 +164,14 @@ def certified_spec(
             **({"fit": fit.record()} if fit is not None else {}),
             **({"chance": chance.record()} if chance is not None else {}),
             **({"latency": latency} if latency is not None else {}),
+            **(
+                {
+                    "screened_trial": trial.user_attrs[SCREENED_TRIAL_ATTR],
+                    "screened_accuracy": trial.user_attrs.get(SCREENED_ACCURACY_ATTR),
+                }
+                if SCREENED_TRIAL_ATTR in trial.user_attrs
+                else {}
+            ),
         },
     ), certified
 
@@ -189,7 +203,7 @@ def best_latency(config: SearchConfig, spec: NetworkSpec, trial: FrozenTrial) ->
 def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
     a = trial.user_attrs
     return Candidate(
-        trial=trial.number,
+        trial=a.get(SCREENED_TRIAL_ATTR, trial.number),  # a re-scored candidate by its number in trials.csv
         reward=a.get(REWARD_ATTR),
         accuracy=a.get(ACCURACY_ATTR),
         flops=a[FLOPS_ATTR],
@@ -205,26 +219,40 @@ def write_search_files(
     space: SearchSpace,
     fit: DataFit | None = None,
     chance: ChanceLevel | None = None,
+    rescoring: Rescoring | None = None,
 ) -> SearchResult:
-    """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds."""
+    """trials.csv, plots and (once a candidate in the band finished) b0.yaml, for what the study holds; with a
+    rescoring, its trials in rescored.csv and b0 the best of them (the screening's best if none finished)."""
     study, run_dir = run.study, config.study.run_dir
     trials = study.get_trials(deepcopy=False)
     files = {"trials_csv": write_trials_csv(study, run_dir / "trials.csv", config.by_latency)}
     best = best_trial(study, config)
+    chosen_by = config
+    if rescoring is not None:
+        files["rescored_csv"] = write_trials_csv(rescoring.study, run_dir / "rescored.csv", config.by_latency)
+        if rescoring.best is not None:
+            best, chosen_by = rescoring.best, rescoring.config
+        elif best is not None:
+            run.notes.append("no re-scored candidate finished in the time left: b0 is the supernet's pick")
     latency = best_latency(config, space.spec_from_params(best.params), best) if best is not None else None
     scored = [t for t in trials if is_in_band(t) and t.state == TrialState.COMPLETE]
     front = pareto_front(scored, config.cost_attr)
+    if rescoring is not None and chosen_by is rescoring.config:
+        scored = [t for t in rescoring.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     files["history_plot"] = plot_history(trials, metric, run_dir / "history.png", chance)
     plot_name = "accuracy_vs_latency.png" if config.by_latency else "accuracy_vs_flops.png"
-    files["accuracy_plot"] = plot_accuracy_vs_cost(trials, config.cost_axis, front, best, run_dir / plot_name, chance)
-    files["report"] = write_search_report(trials, config, front, best, run_dir / REPORT_NAME, chance, fit, latency)
+    shown = best  # the report and plots show the screening's trials: a re-scored best as the one it was there
+    if best is not None and chosen_by is not config:
+        shown = next((t for t in trials if t.number == best.user_attrs[SCREENED_TRIAL_ATTR]), None)
+    files["accuracy_plot"] = plot_accuracy_vs_cost(trials, config.cost_axis, front, shown, run_dir / plot_name, chance)
+    files["report"] = write_search_report(trials, config, front, shown, run_dir / REPORT_NAME, chance, fit, latency)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]
     spec, certified = None, None
     if best is not None:
-        spec, certified = certified_spec(config, space, best, fit, chance, latency)
+        spec, certified = certified_spec(chosen_by, space, best, fit, chance, latency)
         files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml")
     return SearchResult(
         config=config,
@@ -241,4 +269,5 @@ def write_search_files(
         chance=chance,
         threads=run.threads.record() if run.threads is not None else None,
         latency=latency,
+        rescored=rescoring.record() if rescoring is not None else None,
     )

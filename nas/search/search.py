@@ -28,6 +28,7 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
 from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
 from effnet.nas.search.job import SearchJob
+from effnet.nas.search.rescore import Rescoring, rescore_reserve_s, rescore_top, screening_timeout
 from effnet.nas.search.result import SearchResult
 from effnet.nas.search.reward import LatencyBand
 from effnet.nas.search.run_dir import write_search_files
@@ -38,7 +39,7 @@ from effnet.nas.space.load import load_space
 from effnet.nas.space.reach import check_band, space_reach
 from effnet.nas.study.chance import chance_level
 from effnet.nas.study.opening import check_settings
-from effnet.nas.study.runner import run_study
+from effnet.nas.study.runner import StudyRun, run_study
 
 
 def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
@@ -89,6 +90,21 @@ def check_search(
     return space, fit, load_proxy_data(config.proxy, config.proxy_runtime(), on_progress), table
 
 
+def rescore_after(
+    job: SearchJob, screening: StudyRun, started: float, on_progress: ProgressCallback | None
+) -> Rescoring | None:
+    """`--rescore-top`: the screening's top candidates trained again in the time the run has left; None where a
+    stop signal ended the screening, or (with a note) where no time is left."""
+    if screening.stop_reason == "interrupt":
+        return None
+    timeout = job.config.study.timeout_s
+    left = None if timeout is None else timeout - (time.time() - started)
+    if left is not None and left <= 0:
+        screening.notes.append("the time limit was spent before the rescoring: b0 is the supernet's pick")
+        return None
+    return rescore_top(job, screening.study, left, on_progress)
+
+
 def check_latency_band(band: LatencyBand, space: SearchSpace, table: LatencyTable) -> None:
     """Refuse a latency band no network of the space reaches on this machine, naming the space's range."""
     reach = latency_reach(space, table)
@@ -117,11 +133,16 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
     else:
-        run = run_study(job, config.study if supernet is None else supernet.study, on_progress)
-    run.elapsed_s = time.time() - started  # the supernet's training included
+        study = config.study if supernet is None else supernet.study
+        if supernet is not None and config.rescore_top:
+            reserve = rescore_reserve_s(supernet.training, config)
+            study = dataclasses.replace(study, timeout_s=screening_timeout(study.timeout_s, reserve))
+        run = run_study(job, study, on_progress)
+    rescoring = rescore_after(job, run, started, on_progress) if config.rescore_top else None
+    run.elapsed_s = time.time() - started  # the supernet's training and the rescoring included
     run.notes[:0] = notes
     result = dataclasses.replace(
-        write_search_files(run, config, space, fit, chance),
+        write_search_files(run, config, space, fit, chance, rescoring),
         data=data_record(data),
         supernet=supernet.record() if supernet is not None else None,
     )

@@ -1,0 +1,124 @@
+"""`search --proxy supernet --rescore-top K`: the supernet's top K trained again by the train proxy, b0 the best of
+them; resumable; refused without the supernet."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from effnet.cli.app import app
+from effnet.nas.proxies.config import ProxyConfig
+from effnet.nas.proxies.supernet_training import SupernetTraining
+from effnet.nas.search.config import SearchConfig
+from effnet.nas.search.rescore import rescore_reserve_s, screening_timeout
+
+TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
+ARGS = [
+    "search",
+    "--space",
+    TINY,
+    "--target-flops",
+    "1M",
+    "--flops-tolerance",
+    "0.3",
+    "--data",
+    "synthetic",
+    "--proxy",
+    "supernet",
+    "--supernet-epochs",
+    "2",
+    "--proxy-epochs",
+    "1",
+    "--proxy-resolution",
+    "16",
+    "--batch-size",
+    "32",
+    "--timeout",
+    "none",
+    "--threads",
+    "1",
+    "--trials",
+    "6",
+    "--json",
+]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def top_by_reward(trials_csv: Path, k: int) -> list[int]:
+    """The screening's top k from its trials.csv: complete, in the band, highest reward first (ties: lower number)."""
+    done = [r for r in rows(trials_csv) if r["state"] == "COMPLETE" and r["in_band"] == "True"]
+    done.sort(key=lambda r: (-float(r["reward"]), int(r["number"])))
+    return [int(r["number"]) for r in done[:k]]
+
+
+@pytest.mark.slow
+def test_the_top_k_are_trained_again_and_b0_is_the_best_of_them_and_a_rerun_adds_only_what_is_missing(tmp_path):
+    first = CliRunner().invoke(app, [*ARGS, "--rescore-top", "3", "--run-dir", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    top3 = top_by_reward(tmp_path / "trials.csv", 3)
+    assert summary["rescored"]["screened_trials"] == top3
+    assert summary["rescored"]["completed"] == 3 and summary["rescored"]["study"] == "search-rescore"
+
+    rescored = rows(tmp_path / "rescored.csv")
+    assert sorted(int(r["screened_trial"]) for r in rescored) == sorted(top3)
+    screening = {int(r["number"]): r for r in rows(tmp_path / "trials.csv")}
+    for r in rescored:
+        assert r["state"] == "COMPLETE" and float(r["proxy_seconds"]) > 0 and r["epochs_trained"] == "1"
+        # the screening's accuracy rides along; the new one is the train proxy's own
+        assert float(r["screened_accuracy"]) == pytest.approx(float(screening[int(r["screened_trial"])]["accuracy"]))
+        assert {k: v for k, v in r.items() if k.startswith("stage")} == {
+            k: v for k, v in screening[int(r["screened_trial"])].items() if k.startswith("stage")
+        }
+
+    best = max(rescored, key=lambda r: (float(r["reward"]), -int(r["number"])))
+    b0 = yaml.safe_load((tmp_path / "b0.yaml").read_text())["provenance"]
+    assert b0["proxy"] == "train" and b0["study"] == "search-rescore"
+    assert b0["trial"] == int(best["number"]) and b0["screened_trial"] == int(best["screened_trial"])
+    assert b0["accuracy"] == pytest.approx(float(best["accuracy"]))
+    assert summary["trial"] == int(best["screened_trial"])  # the candidate by its number in trials.csv
+
+    again = CliRunner().invoke(app, [*ARGS, "--rescore-top", "4", "--run-dir", str(tmp_path), "--force"])
+    assert again.exit_code == 0, again.output
+    after = rows(tmp_path / "rescored.csv")
+    assert len(after) == 4  # the fourth queued and trained; the first three not again
+    assert {r["number"]: r["proxy_seconds"] for r in after if r["number"] in {x["number"] for x in rescored}} == {
+        r["number"]: r["proxy_seconds"] for r in rescored
+    }
+    assert int(after[-1]["screened_trial"]) == top_by_reward(tmp_path / "trials.csv", 4)[3]
+
+
+def test_rescoring_without_the_supernet_is_refused_in_one_line(tmp_path):
+    args = [a if a != "supernet" else "train" for a in ARGS]
+    result = CliRunner().invoke(app, [*args, "--rescore-top", "3", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--rescore-top" in lines[0] and "--proxy supernet" in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_screening_leaves_the_rescoring_its_k_trainings_as_the_supernet_measured_them():
+    # 100 steps in 50 s of a sandwich (4 paths a step): 0.125 s a path-step; 20 steps an epoch (5 epochs);
+    # 3 train-proxy epochs: 7.5 s a candidate; 4 candidates: 30 s.
+    config = SearchConfig(
+        target_flops=400_000_000,
+        rescore_top=4,
+        proxy=ProxyConfig(name="supernet", supernet_epochs=5, supernet_recipe="sandwich", epochs=3),
+    )
+    training = SupernetTraining(Path("x.pt"), steps=100, total_steps=100, seconds=50.0, seconds_now=50.0)
+    assert rescore_reserve_s(training, config) == pytest.approx(30.0)
+    uniform = dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, supernet_recipe="uniform"))
+    assert rescore_reserve_s(training, uniform) == pytest.approx(120.0)
+    assert screening_timeout(100.0, 30.0) == pytest.approx(70.0)
+    assert screening_timeout(100.0, 120.0) == pytest.approx(25.0)  # the screening keeps a quarter
+    assert screening_timeout(None, 30.0) is None

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.nas.net.fold import ActivatedConv2d, fold_batch_norm, gated_pointwise
+from effnet.nas.net.fold import ActivatedConv2d, fold_batch_norm
+from effnet.nas.net.gated import gated_pointwise
 from effnet.nas.net.model import SqueezeExcite, build_model
 from effnet.scaling.presets import reference_b0
 

@@ -7,6 +7,7 @@ foundation modules):
     rounding     the reference's rounding of channels and repeats (imports nothing)
     activations  the activation names a spec takes, as torch layers and functions
     depthwise    a depthwise conv whose weight gradient takes oneDNN's fast kernel (imports nothing)
+    gated        an SE's gate multiplied into the next 1x1 conv's weights (imports nothing)
     layout       a spec expanded block by block: channels, sizes, shortcuts
     model        spec -> `nn.Module` (`build_model`)
     fold         BatchNorm folded into the convolutions of a built network, for inference

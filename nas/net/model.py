@@ -15,6 +15,7 @@ from torch import nn
 from effnet.nas.errors import InputError
 from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.depthwise import FastDepthwiseConv2d
+from effnet.nas.net.gated import GatedLayers, gate_then_pointwise
 from effnet.nas.net.layout import BlockPlan, plan_network
 from effnet.nas.net.spec import BLOCK_TYPES, NetworkSpec
 
@@ -159,7 +160,9 @@ class Block(nn.Module):
                 layers.append(SqueezeExcite(p.out_channels, p.se_channels, spec.activation))
         else:
             raise InputError(f"block {p.position}: unknown block {p.block!r}; known blocks: {', '.join(BLOCK_TYPES)}")
-        self.layers = nn.Sequential(*layers)
+        plain = nn.Sequential(*layers)
+        gated = any(gate_then_pointwise(plain, i) is not None for i in range(len(plain)))
+        self.layers = GatedLayers(*layers) if gated else plain  # the SE's gate in the next conv's weights
         self.residual = p.residual
         self.shortcut = pooling_shortcut(p, spec) if p.pool_shortcut or p.project_shortcut else None
         self.drop_path = DropPath(p.drop_rate) if p.residual and p.drop_rate > 0 else None

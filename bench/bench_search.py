@@ -6,6 +6,8 @@
     python bench/bench_search.py --compare proxies --wall 8m --seeds 3   # supernet against train, equal wall time
     python bench/bench_search.py --compare proxies --wall 5m --seeds 3 --space efficientnet-nested \
         --supernet-ops nested --supernet-kernels shared --supernet-epochs 60   # a supernet that learns
+    python bench/bench_search.py --compare proxies --wall 5m --seeds 3 --space efficientnet-nested \
+        --supernet-ops nested --supernet-kernels shared --supernet-epochs 40 --rescore-top 4   # the train proxy decides
 
 `--compare samplers` (default): for each sampler and seed it runs the default search (`effnet search`
 defaults: 400M ± 10 %, the efficientnet space, the train proxy on the embedded digits) into a fresh run
@@ -165,6 +167,7 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
         study=StudyConfig(
             run_dir=root / f"{proxy}-{seed}", name="search", seed=seed, timeout_s=wall, threads=args.threads
         ),
+        rescore_top=args.rescore_top if proxy == "supernet" else 0,
     )
     started = time.perf_counter()
     result = search(config)
@@ -179,6 +182,7 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
         "reference_reward": float("nan"),
         "architecture": "",
         "supernet_s": (result.supernet or {}).get("trained_now_s", 0.0),
+        "rescored": (result.rescored or {}).get("completed", 0),
     }
     if result.best_spec is not None:
         reference = ProxyConfig(data=args.data, epochs=args.reference_epochs)
@@ -204,8 +208,9 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
         ),
         console,
     )
+    rescore = f", its top {args.rescore_top} re-scored by the train proxy" if args.rescore_top else ""
     table = Table(
-        title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs, ops "
+        title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs{rescore}, ops "
         f"{args.supernet_ops}, kernels {args.supernet_kernels}) at equal wall time {args.wall}, {args.data}, space "
         f"{args.space or 'efficientnet'}; best candidate trained {args.reference_epochs} epochs"
     )
@@ -215,6 +220,7 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
         "wall s",
         "supernet s",
         "candidates",
+        "rescored",
         "proxy reward",
         "reference acc",
         "reference reward",
@@ -228,6 +234,7 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
             f"{r['wall_s']:.0f}",
             f"{r['supernet_s']:.0f}",
             str(r["trained"]),
+            str(r["rescored"]),
             f"{r['proxy_reward']:.4f}",
             f"{r['reference']:.4f}",
             f"{r['reference_reward']:.4f}",
@@ -242,6 +249,7 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
             "",
             "",
             f"{statistics.mean(r['trained'] for r in mine):.0f}",
+            "",
             "",
             f"{statistics.mean(r['reference'] for r in mine):.4f}",
             f"{statistics.mean(r['reference_reward'] for r in mine):.4f}",
@@ -262,6 +270,7 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=ProxyConfig.supernet_epochs)
     parser.add_argument("--supernet-kernels", default=ProxyConfig.supernet_kernels)
     parser.add_argument("--supernet-ops", default=ProxyConfig.supernet_ops)
+    parser.add_argument("--rescore-top", type=int, default=0, help="proxies: the supernet search's --rescore-top")
     parser.add_argument("--space", default=None, help="proxies: the search space (default: the default search's)")
     parser.add_argument("--reference-epochs", type=int, default=8, help="proxies: the best candidate's training")
     parser.add_argument("--threads", type=int, default=None)

@@ -95,6 +95,7 @@ NUMERIC = {
         "--proxy-val-images": plain,
         "--loader-workers": plain,
         "--supernet-epochs": plain,
+        "--rescore-top": plain,
         "--classes": plain,
         "--resolution": pixels,
         "--target-latency": latencies,

@@ -16,6 +16,9 @@ conv (which may apply an activation of its own, as a folded conv does, through a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
@@ -108,7 +111,8 @@ class GatedLayers(nn.Sequential):
             pair = gate_then_pointwise(self, i)
             if pair is not None and gate_in_weights(x, *pair):
                 se, project, conv = pair
-                x = gated_pointwise(x, se.gate(x), conv)
+                gate = cast(Callable[[torch.Tensor], torch.Tensor], se.gate)
+                x = gated_pointwise(x, gate(x), conv)
                 for layer in list(project)[1:]:
                     x = layer(x)
                 i += 2

@@ -61,8 +61,9 @@ def print_result(result: Any) -> None:
     if result.rescored is not None:
         r = result.rescored
         console.print(
-            f"re-scored by the train proxy: {r['completed']} of the supernet's top {r['top']} "
-            f"(study {literal(r['study'])}, {literal(r['csv'])}); "
+            f"re-scored by the train proxy: {r['completed']} of the supernet's top {r['top']} in {r['elapsed_s']:.0f} s"
+            + (f" (expected {r['reserved_s']:.0f} s)" if r["reserved_s"] is not None else "")
+            + f" (study {literal(r['study'])}, {literal(r['csv'])}); "
             + (
                 f"best: screening trial {r['best_screened_trial']}, accuracy {r['best_accuracy']:.4f}"
                 if r["best_accuracy"] is not None

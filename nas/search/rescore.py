@@ -121,6 +121,10 @@ class Rescoring:
     study: optuna.Study
     config: SearchConfig
     stop_reason: str
+    reserved_s: float | None
+    """The seconds its trainings were expected to take, from the supernet's training steps (the screening
+    left it that much under a time limit); None where not estimated."""
+    elapsed_s: float
 
     @property
     def best(self) -> FrozenTrial | None:
@@ -138,15 +142,22 @@ class Rescoring:
             "best_screened_trial": best.user_attrs.get(SCREENED_TRIAL_ATTR) if best is not None else None,
             "best_accuracy": best.user_attrs.get(ACCURACY_ATTR) if best is not None else None,
             "best_reward": best.user_attrs.get(REWARD_ATTR) if best is not None else None,
+            "reserved_s": None if self.reserved_s is None else round(self.reserved_s, 1),
+            "elapsed_s": round(self.elapsed_s, 1),
         }
 
 
 def rescore_top(
-    job: SearchJob, screening: optuna.Study, timeout_s: float | None, on_progress: ProgressCallback | None
+    job: SearchJob,
+    screening: optuna.Study,
+    timeout_s: float | None,
+    reserved_s: float | None,
+    on_progress: ProgressCallback | None,
 ) -> Rescoring:
-    """Train the screening's top candidates again with the train proxy, within `timeout_s` (None: no limit)."""
+    """Train the screening's top candidates again with the train proxy, within `timeout_s` (None: no limit);
+    `reserved_s`, the time the screening left it by estimate, is recorded beside the time it took."""
     config = rescore_config(job.config)
     top = top_candidates(screening, job.config)
     rescoring_job = RescoreJob(config, job.space, job.chance, table=job.table, queue=tuple(top))
     run = run_study(rescoring_job, dataclasses.replace(config.study, timeout_s=timeout_s), on_progress)
-    return Rescoring([t.number for t in top], run.study, config, run.stop_reason)
+    return Rescoring([t.number for t in top], run.study, config, run.stop_reason, reserved_s, run.elapsed_s)

@@ -91,7 +91,7 @@ def check_search(
 
 
 def rescore_after(
-    job: SearchJob, screening: StudyRun, started: float, on_progress: ProgressCallback | None
+    job: SearchJob, screening: StudyRun, started: float, reserved_s: float | None, on_progress: ProgressCallback | None
 ) -> Rescoring | None:
     """`--rescore-top`: the screening's top candidates trained again in the time the run has left; None where a
     stop signal ended the screening, or (with a note) where no time is left."""
@@ -102,7 +102,7 @@ def rescore_after(
     if left is not None and left <= 0:
         screening.notes.append("the time limit was spent before the rescoring: b0 is the supernet's pick")
         return None
-    return rescore_top(job, screening.study, left, on_progress)
+    return rescore_top(job, screening.study, left, reserved_s, on_progress)
 
 
 def check_latency_band(band: LatencyBand, space: SearchSpace, table: LatencyTable) -> None:
@@ -129,6 +129,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score
     chance = chance_level(data.val.labels, data.num_classes) if accuracy else None
     job, started = SearchJob(config, space, chance, table=table), time.time()
+    reserve: float | None = None
     supernet = train_before_study(job, data, on_progress)  # None but for the supernet proxy
     if supernet is not None and supernet.stopped is not None:
         run = supernet.stopped
@@ -138,7 +139,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
             reserve = rescore_reserve_s(supernet.training, config)
             study = dataclasses.replace(study, timeout_s=screening_timeout(study.timeout_s, reserve))
         run = run_study(job, study, on_progress)
-    rescoring = rescore_after(job, run, started, on_progress) if config.rescore_top else None
+    rescoring = rescore_after(job, run, started, reserve, on_progress) if config.rescore_top else None
     run.elapsed_s = time.time() - started  # the supernet's training and the rescoring included
     run.notes[:0] = notes
     result = dataclasses.replace(

@@ -198,9 +198,12 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
 
 def compare_proxies(args: argparse.Namespace, console: Console) -> None:
     wall = parse_duration(args.wall, "--wall")
+    arms = tuple(args.proxies.split(","))
+    if not arms or not set(arms) <= {"train", "supernet"}:
+        raise SystemExit(f"--proxies: train, supernet or both, comma-separated; got {args.proxies!r}")
     rows = interleaved(
         args.seeds,
-        ("train", "supernet"),
+        arms,
         lambda proxy, seed, root: search_for(proxy, seed, wall, args, root),
         lambda row: (
             f"{row['trained']} candidates in {row['wall_s']:.0f} s, best {row['architecture']} reference "
@@ -241,7 +244,7 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
             r["architecture"],
         )
     table.add_section()
-    for proxy in ("train", "supernet"):
+    for proxy in arms:
         mine = [r for r in rows if r["proxy"] == proxy]
         table.add_row(
             f"{proxy} mean",
@@ -270,6 +273,9 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=ProxyConfig.supernet_epochs)
     parser.add_argument("--supernet-kernels", default=ProxyConfig.supernet_kernels)
     parser.add_argument("--supernet-ops", default=ProxyConfig.supernet_ops)
+    parser.add_argument(
+        "--proxies", default="train,supernet", help="proxies: the arms, comma-separated (one each to run them apart)"
+    )
     parser.add_argument("--rescore-top", type=int, default=0, help="proxies: the supernet search's --rescore-top")
     parser.add_argument("--space", default=None, help="proxies: the search space (default: the default search's)")
     parser.add_argument("--reference-epochs", type=int, default=8, help="proxies: the best candidate's training")

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
 from effnet.nas.proxies.config import ProxyConfig
 from effnet.nas.proxies.supernet_training import SupernetTraining
 from effnet.nas.search.config import SearchConfig
-from effnet.nas.search.rescore import rescore_reserve_s, screening_timeout
+from effnet.nas.search.rescore import ScreeningJob, candidate_training_s
+from effnet.nas.study.trial_attrs import IN_BAND_ATTR
 
 TINY = str(Path(__file__).parent / "data" / "tiny_space.yaml")
 ARGS = [
@@ -107,21 +113,36 @@ def test_rescoring_without_the_supernet_is_refused_in_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_the_screening_leaves_the_rescoring_its_k_trainings_as_the_supernet_measured_them():
+def test_the_screening_leaves_the_rescoring_its_k_trainings_as_the_supernet_and_the_screening_timed_them():
     # 100 steps in 50 s of a sandwich (4 paths a step): 0.125 s a path-step; 20 steps an epoch (5 epochs);
-    # 3 train-proxy epochs: 7.5 s a candidate; 4 candidates: 30 s.
+    # 3 train-proxy epochs: 7.5 s of training a candidate; screening trials of 5, 1, 2 and 4 s in the band
+    # (median 3; the first 2 s of set-up) and one of 10 s out of it (not counted): 4 x (7.5 + 3 x 3) + 2 = 68 s.
     config = SearchConfig(
         target_flops=400_000_000,
         rescore_top=4,
         proxy=ProxyConfig(name="supernet", supernet_epochs=5, supernet_recipe="sandwich", epochs=3),
     )
     training = SupernetTraining(Path("x.pt"), steps=100, total_steps=100, seconds=50.0, seconds_now=50.0)
-    assert rescore_reserve_s(training, config) == pytest.approx(30.0)
+    assert candidate_training_s(training, config) == pytest.approx(7.5)
     uniform = dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, supernet_recipe="uniform"))
-    assert rescore_reserve_s(training, uniform) == pytest.approx(120.0)
-    assert screening_timeout(100.0, 30.0) == pytest.approx(70.0)
-    assert screening_timeout(100.0, 120.0) == pytest.approx(25.0)  # the screening keeps a quarter
-    assert screening_timeout(None, 30.0) is None
+    assert candidate_training_s(training, uniform) == pytest.approx(30.0)
+
+    study = optuna.create_study(direction="maximize")
+    start = datetime.datetime(2026, 1, 1)
+    for seconds, in_band in ((5, True), (1, True), (2, True), (10, False), (4, True)):
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=0, state=TrialState.COMPLETE, value=0.5, datetime_start=start,
+                datetime_complete=start + datetime.timedelta(seconds=seconds), params={}, distributions={},
+                user_attrs={IN_BAND_ATTR: in_band}, system_attrs={}, intermediate_values={}, trial_id=0,
+            )
+        )  # fmt: skip
+    now = time.time()
+    job = ScreeningJob(config, SimpleNamespace(), ends_by=now + 100.0, screens_until=now, training_s=7.5)
+    assert job.reserve_s(study) == pytest.approx(68.0)
+    assert job.stop_reason(study) is None  # 100 s left
+    assert dataclasses.replace(job, ends_by=now + 60.0).stop_reason(study) == "timeout"
+    assert dataclasses.replace(job, ends_by=now + 60.0, screens_until=now + 30.0).stop_reason(study) is None
 
 
 @pytest.mark.slow
@@ -130,6 +151,7 @@ def test_under_a_time_limit_the_screening_stops_in_time_for_the_rescoring(tmp_pa
     trained again, b0 from them, the whole run within the limit and a few seconds."""
     args = [a if a != "none" else "25s" for a in ARGS]
     args[args.index("--trials") + 1] = "100000"
+    args[args.index("--proxy-epochs") + 1] = "3"
     result = CliRunner().invoke(app, [*args, "--rescore-top", "2", "--run-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

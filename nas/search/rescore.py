@@ -6,14 +6,20 @@ the same storage: its trials are queued with the screening's parameters (Optuna'
 resumed run, or more workers, go on with those left and never sample others. b0 is the best of them by the
 train proxy's reward.
 
-Under a time limit the screening leaves the rescoring the time its K trainings are expected to take: one
-candidate's train-proxy cost is estimated from the supernet's own training, whose steps run the same data and
-batch through one path (`uniform`) or the sandwich's paths, each about a stand-alone network's step.
+Under a time limit the screening stops once what is left would no longer hold the rescoring's K trainings
+(`ScreeningJob`), each expected to take its training steps, timed by the supernet's own training (whose steps
+run the same data and batch through one path, `uniform`, or the sandwich's paths, each about a stand-alone
+network's step), plus one evaluation per epoch, timed as the median in-band screening trial (a path built,
+its BatchNorm recomputed, the validation split scored), and once the set-up of a worker (its data and proxy),
+timed as what the screening's first trial took beyond that median. The screening keeps at least a quarter of the time
+the supernet's training left it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +41,7 @@ SCREENED_ACCURACY_ATTR = "screened_accuracy"
 """Its accuracy with the supernet's weights."""
 RESCORE_SUFFIX = "-rescore"
 SCREENING_SHARE_MIN = 0.25
-"""The least share of the time left after the supernet's training that the screening keeps."""
+"""The least share of the time the supernet's training left that the screening keeps."""
 
 
 def paths_per_step(config: SearchConfig) -> int:
@@ -44,22 +50,74 @@ def paths_per_step(config: SearchConfig) -> int:
     return 2 + RANDOM_PATHS if config.proxy.supernet_recipe == "sandwich" else 1
 
 
-def rescore_reserve_s(training: SupernetTraining, config: SearchConfig) -> float:
-    """The seconds `config.rescore_top` train-proxy candidates are expected to take, from the supernet's
-    training: seconds per path-step × steps per epoch × the train proxy's epochs, per candidate."""
+def candidate_training_s(training: SupernetTraining, config: SearchConfig) -> float:
+    """One train-proxy candidate's training steps in seconds, from the supernet's training: seconds per
+    path-step x steps per epoch x the train proxy's epochs."""
     if training.steps == 0:
         return 0.0
     per_path_step = training.seconds / training.steps / paths_per_step(config)
     steps_per_epoch = training.total_steps / config.proxy.supernet_epochs
-    return config.rescore_top * per_path_step * steps_per_epoch * config.proxy.epochs
+    return per_path_step * steps_per_epoch * config.proxy.epochs
 
 
-def screening_timeout(left_s: float | None, reserve_s: float) -> float | None:
-    """The screening's time limit: what is left after the supernet's training, less the rescoring's reserve,
-    but at least `SCREENING_SHARE_MIN` of it (None: no limit)."""
-    if left_s is None:
+def scoring_seconds(study: optuna.Study) -> tuple[float, float]:
+    """From the screening's completed in-band trials: the median seconds of one, and how much longer the first
+    took (a worker's set-up: its data and proxy, which the rescoring's worker pays again); (0, 0) before any."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.duration is not None and is_in_band(t)
+    ]
+    if not trials:
+        return 0.0, 0.0
+    seconds = [t.duration.total_seconds() for t in trials if t.duration is not None]
+    median = statistics.median(seconds)
+    return median, max(0.0, seconds[0] - median)
+
+
+@dataclass(frozen=True)
+class ScreeningJob(SearchJob):
+    """The supernet's study under a time limit with a rescoring to follow: it also stops ("timeout") once
+    the time left is what the rescoring's trainings are expected to take (`reserve_s`), but not before
+    `screens_until`."""
+
+    ends_by: float = 0.0
+    """The run's deadline (`time.time()`)."""
+    screens_until: float = 0.0
+    training_s: float = 0.0
+    """One candidate's training steps (`candidate_training_s`)."""
+
+    def reserve_s(self, study: optuna.Study) -> float:
+        """The rescoring's expected seconds: a worker's set-up, then per candidate its training steps and an
+        evaluation per epoch."""
+        evaluation, setup = scoring_seconds(study)
+        return setup + self.config.rescore_top * (self.training_s + self.config.proxy.epochs * evaluation)
+
+    def stop_reason(self, study: optuna.Study) -> str | None:
+        reason = super().stop_reason(study)
+        if reason is not None:
+            return reason
+        now = time.time()
+        if now >= self.screens_until and now + self.reserve_s(study) >= self.ends_by:
+            return "timeout"
         return None
-    return max(left_s - reserve_s, SCREENING_SHARE_MIN * left_s)
+
+
+def screening_job(job: SearchJob, training: SupernetTraining, left_s: float | None) -> SearchJob:
+    """The job the supernet's study runs: `job` itself without a time limit, else a `ScreeningJob` that
+    leaves the rescoring its time, from now."""
+    if left_s is None:
+        return job
+    now = time.time()
+    return ScreeningJob(
+        job.config,
+        job.space,
+        job.chance,
+        table=job.table,
+        ends_by=now + left_s,
+        screens_until=now + SCREENING_SHARE_MIN * left_s,
+        training_s=candidate_training_s(training, job.config),
+    )
 
 
 def rescore_config(config: SearchConfig) -> SearchConfig:
@@ -122,8 +180,8 @@ class Rescoring:
     config: SearchConfig
     stop_reason: str
     reserved_s: float | None
-    """The seconds its trainings were expected to take, from the supernet's training steps (the screening
-    left it that much under a time limit); None where not estimated."""
+    """The seconds its trainings were expected to take when the screening stopped (`ScreeningJob.reserve_s`);
+    None without a time limit."""
     elapsed_s: float
 
     @property

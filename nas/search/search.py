@@ -28,7 +28,7 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
 from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
 from effnet.nas.search.job import SearchJob
-from effnet.nas.search.rescore import Rescoring, rescore_reserve_s, rescore_top, screening_timeout
+from effnet.nas.search.rescore import Rescoring, ScreeningJob, rescore_top, screening_job
 from effnet.nas.search.result import SearchResult
 from effnet.nas.search.reward import LatencyBand
 from effnet.nas.search.run_dir import write_search_files
@@ -135,10 +135,12 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
         run = supernet.stopped
     else:
         study = config.study if supernet is None else supernet.study
+        screening = job
         if supernet is not None and config.rescore_top:
-            reserve = rescore_reserve_s(supernet.training, config)
-            study = dataclasses.replace(study, timeout_s=screening_timeout(study.timeout_s, reserve))
-        run = run_study(job, study, on_progress)
+            screening = screening_job(job, supernet.training, study.timeout_s)
+        run = run_study(screening, study, on_progress)
+        if isinstance(screening, ScreeningJob):
+            reserve = screening.reserve_s(run.study)
     rescoring = rescore_after(job, run, started, reserve, on_progress) if config.rescore_top else None
     run.elapsed_s = time.time() - started  # the supernet's training and the rescoring included
     run.notes[:0] = notes

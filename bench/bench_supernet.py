@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--ops", nargs="+", default=["separate"], help="supernet op sharing: separate, nested")
     parser.add_argument("--epochs", nargs="+", type=int, default=[60])
     parser.add_argument("--calibration-batches", nargs="+", type=int, default=[8])
+    parser.add_argument("--lr", type=float, default=ProxyConfig.lr, help="the supernet's peak learning rate (AdamW)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-supernet"))
     args = parser.parse_args()
@@ -85,6 +86,7 @@ def main() -> None:
             supernet_kernels=kernels,
             supernet_recipe=recipe,
             supernet_ops=ops,
+            lr=args.lr,
         )
         runtime = ProxyRuntime(seed=check["seed"], threads=args.threads)
         data = load_proxy_data(config, runtime)

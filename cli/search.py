@@ -63,7 +63,7 @@ def print_result(result: Any) -> None:
         console.print(
             f"re-scored by the train proxy: {r['completed']} of the supernet's top {r['top']} in {r['elapsed_s']:.0f} s"
             + (f" (expected {r['reserved_s']:.0f} s)" if r["reserved_s"] is not None else "")
-            + f" (study {literal(r['study'])}, {literal(r['csv'])}); "
+            + f" (study {literal(r['study'])}, {literal(str(result.files['rescored_csv']))}); "
             + (
                 f"best: screening trial {r['best_screened_trial']}, accuracy {r['best_accuracy']:.4f}"
                 if r["best_accuracy"] is not None

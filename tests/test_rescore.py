@@ -94,8 +94,11 @@ def test_the_top_k_are_trained_again_and_b0_is_the_best_of_them_and_a_rerun_adds
     assert b0["accuracy"] == pytest.approx(float(best["accuracy"]))
     assert summary["trial"] == int(best["screened_trial"])  # the candidate by its number in trials.csv
 
-    again = CliRunner().invoke(app, [*ARGS, "--rescore-top", "4", "--run-dir", str(tmp_path), "--force"])
+    terminal = [a for a in ARGS if a != "--json"]  # the rerun prints its tables and lines instead
+    again = CliRunner().invoke(app, [*terminal, "--rescore-top", "4", "--run-dir", str(tmp_path), "--force"])
     assert again.exit_code == 0, again.output
+    assert "re-scored by the train proxy: 4 of the supernet's top 4" in " ".join(again.output.split())
+    assert "rescored.csv" in again.output
     after = rows(tmp_path / "rescored.csv")
     assert len(after) == 4  # the fourth queued and trained; the first three not again
     assert {r["number"]: r["proxy_seconds"] for r in after if r["number"] in {x["number"] for x in rescored}} == {

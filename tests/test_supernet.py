@@ -346,7 +346,9 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
     assert "optimizer" not in state  # finished: nothing resumes it
 
 
-@pytest.mark.parametrize("recipe, ops", [("uniform", "separate"), ("sandwich", "separate"), ("uniform", "nested")])
+@pytest.mark.parametrize(
+    "recipe, ops", [("uniform", "separate"), ("sandwich", "separate"), ("uniform", "nested"), ("sandwich", "nested")]
+)
 def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path, recipe, ops):
     config = tiny(supernet_recipe=recipe, supernet_ops=ops)
     whole = train_supernet(setup_in(tmp_path / "whole"), config, synthetic, ONE_THREAD)

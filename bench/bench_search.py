@@ -219,8 +219,9 @@ def compare_proxies(args: argparse.Namespace, console: Console) -> None:
     rescore = f", its top {args.rescore_top} re-scored by the train proxy" if args.rescore_top else ""
     table = Table(
         title=f"train proxy ({args.epochs} epochs) vs supernet ({args.supernet_epochs} epochs{rescore}, ops "
-        f"{args.supernet_ops}, kernels {args.supernet_kernels}, recipe {args.supernet_recipe}) at equal wall time {args.wall}, {args.data}, space "
-        f"{args.space or 'efficientnet'}; best candidate trained {args.reference_epochs} epochs"
+        f"{args.supernet_ops}, kernels {args.supernet_kernels}, recipe {args.supernet_recipe}) at equal wall time "
+        f"{args.wall}, {args.data}, space {args.space or 'efficientnet'}; best candidate trained "
+        f"{args.reference_epochs} epochs"
     )
     for column in (
         "proxy",

@@ -145,7 +145,11 @@ def print_best(data: dict[str, Any]) -> None:
         )
     elif b["within_noise"] is not None:
         r = b["runner_up"]
-        lead = f"{b['margin_sd']:.2f} standard deviations" if b["margin_sd"] is not None else "nothing"
+        lead = (
+            f"{b['margin_sd']:.2f} standard deviations"
+            if b["margin_sd"] is not None
+            else f"{b['score'] - r['score']:.4f} with no run-to-run noise"
+        )
         verdict = "[red]within noise[/]: the grid cannot tell them apart" if b["within_noise"] else "beyond noise"
         console.print(
             f"the choice is {verdict}: it leads the runner-up (α={r['alpha']:g} β={r['beta']:g} "

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, progress_console
+from effnet.cli.common import ProgressBar, clean_input_errors, console, emit_json, literal, progress_console
 from effnet.nas.choices import WEIGHTS
 
 SKIPPED_SHOWN = 5
@@ -18,7 +18,7 @@ def print_result(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"{data['spec']} ({data['format']}, {data['weights']} weights) @ {data['resolution']} px, "
+        title=f"{literal(data['spec'])} ({data['format']}, {data['weights']} weights) @ {data['resolution']} px, "
         f"{len(data['classes'])} classes"
     )
     table.add_column("image", overflow="fold")
@@ -27,8 +27,8 @@ def print_result(data: dict[str, Any]) -> None:
         table.add_column(f"#{rank}")
         table.add_column("p", justify="right")
     for prediction in data["predictions"]:
-        cells = [cell for best in prediction["top"] for cell in (best["class"], f"{best['probability']:.3f}")]
-        table.add_row(prediction["image"], *cells)
+        cells = [cell for best in prediction["top"] for cell in (literal(best["class"]), f"{best['probability']:.3f}")]
+        table.add_row(literal(prediction["image"]), *cells)
     console.print(table)
 
 
@@ -78,7 +78,7 @@ def predict(
     if result.skipped:
         progress_console.print(
             f"[yellow]warning:[/] {len(result.skipped)} file(s) did not decode as images and were "
-            f"left out: {'; '.join(result.skipped[:SKIPPED_SHOWN])}"
+            f"left out: {literal('; '.join(result.skipped[:SKIPPED_SHOWN]))}"
             + (" ..." if len(result.skipped) > SKIPPED_SHOWN else ""),
             soft_wrap=True,
         )

@@ -40,7 +40,11 @@ def print_result(result: Any) -> None:
     if c.target_flops is not None:
         targets.append(f"{format_size(c.target_flops)} FLOPs ±{c.flops_tolerance:.0%}")
     table = Table(title=f"best candidates (target {', '.join(targets)}, {c.objective})")
-    columns = ["trial", "reward", "accuracy", "FLOPs", "params", "architecture"]
+    from effnet.nas.proxies.names import ZERO_COST_SCORES
+
+    training_free = c.proxy.name == "zero-cost" or c.proxy.name in ZERO_COST_SCORES
+    measured = "score" if training_free else "accuracy"  # a zero-cost score is no accuracy
+    columns = ["trial", "reward", measured, "FLOPs", "params", "architecture"]
     if c.by_latency:
         columns.insert(3, "predicted")
     for column in columns:
@@ -80,7 +84,7 @@ def print_result(result: Any) -> None:
     if result.best_spec is not None:
         console.print(
             f"b0: {literal(data['best_spec'])} ({format_size(data['flops'])} FLOPs by fvcore, "
-            f"{format_size(data['params'])} params, proxy accuracy {data['accuracy']:.4f})"
+            f"{format_size(data['params'])} params, proxy {measured} {data['accuracy']:.4f})"
         )
         if result.latency is not None:
             console.print(latency_line(result.latency))
@@ -254,9 +258,9 @@ def search(
         result = run_search(config, on_progress=bar)
     print_notes(result.notes)
     if result.fit is not None:
-        progress_console.print(f"networks fitted to the data: {result.fit.describe()}")
+        progress_console.print(f"networks fitted to the data: {literal(result.fit.describe())}")
     for warning in result.warnings:
-        progress_console.print(f"[yellow]warning:[/] {warning}")
+        progress_console.print(f"[yellow]warning:[/] {literal(warning)}")
     if as_json:
         emit_json(result.as_dict())
     else:

@@ -694,3 +694,20 @@ def test_bad_input_exits_2_with_one_line(args, words, tmp_path):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert all(w in result.output for w in words), result.output
     assert not (tmp_path / "study.journal").exists()
+
+
+def test_a_lead_without_run_to_run_noise_is_printed_as_the_lead_itself():
+    """Repeats that all score the same give no noise to measure the lead in: the line gives the lead in score."""
+    from effnet.cli.common import console
+    from effnet.cli.grid_scale import print_best
+
+    best = {
+        "alpha": 1.2, "beta": 1.1, "gamma": 1.15, "product": 1.92, "flops_ratio": 1.93, "score": 0.9875,
+        "score_std": 0.0, "twins": {"points": [[1.2, 1.1, 1.15]]}, "tied_with_runner_up": False,
+        "runner_up": {"alpha": 1.1, "beta": 1.1, "gamma": 1.2, "score": 0.9844},
+        "within_noise": False, "margin_sd": None, "noise_sd": 0.0, "near_chance": False,
+    }  # fmt: skip
+    with console.capture() as captured:
+        print_best({"best": best, "phi": 1.0, "coefficients": "c.yaml", "chance": None, "repeats": 2})
+    text = " ".join(captured.get().split())
+    assert "by 0.0031 with no run-to-run noise of the proxy" in text and "by nothing" not in text

@@ -290,6 +290,14 @@ def test_markup_in_names_and_paths_is_shown_as_written(command, marked, cli, ins
         assert f"{CLASS}/broken.jpg" in shown
 
 
+def test_a_zero_cost_search_calls_its_number_a_score_not_an_accuracy(tmp_path, cli):
+    result = cli("search", *TINY_SEARCH, "--proxy", "zero-cost", "--trials", "3", "--run-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert "proxy score" in shown  # the b0 line
+    assert "accuracy" not in result.stdout  # nor the table's column
+
+
 # -- temporary files, stops and failed writes ---------------------------------------------------------
 
 SLOW_WRITE = """

@@ -345,3 +345,15 @@ def test_ema_or_raw_of_a_file_with_one_set_of_weights_is_refused_with_its_flag(t
     for exported in ("onnx", "torchscript"):
         line = one_error_line(cli("predict", trained[exported], photo, "--weights", "raw"))
         assert line.startswith("error: --weights raw picks a training checkpoint's weights") and "exported" in line
+
+
+def test_the_table_shows_paths_as_written_never_as_markup(trained, cli, tmp_path):
+    folder = tmp_path / "shots[" / "q]"  # as markup, ".../shots[/q]/..." closes a tag never opened: rich raises
+    folder.mkdir(parents=True)
+    photo = folder / "[draft]a.jpg"
+    photo.write_bytes(sorted(trained["val"].rglob("*.jpg"))[0].read_bytes())
+    (folder / "[draft]broken.jpg").write_text("not an image")
+    result = cli("predict", trained["run"], folder)
+    assert result.exit_code == 0, result.output
+    assert "[draft]a.jpg" in result.stdout.replace("\n", "")  # the table's image cell (folded at any width)
+    assert str(folder / "[draft]broken.jpg") in " ".join(result.stderr.split())

@@ -295,7 +295,8 @@ def test_a_zero_cost_search_calls_its_number_a_score_not_an_accuracy(tmp_path, c
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())
     assert "proxy score" in shown  # the b0 line
-    assert "accuracy" not in result.stdout  # nor the table's column
+    header = next(line for line in result.stdout.splitlines() if "reward" in line and "params" in line)
+    assert "score" in header and "accuracy" not in header  # nor the table's column
 
 
 # -- temporary files, stops and failed writes ---------------------------------------------------------

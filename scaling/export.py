@@ -150,7 +150,7 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
     image_size = config.image_size or data_image_size(base)
     if run_dir is not None:
         claim_run_dir(run_dir, "export-family", config.force)
-    report(Progress(0, None, "sizing the family"))
+    report(Progress(0, None, "sizing the family", preparing=True))  # no log line yet: a refusal stays one line
     fits: list[PresetFit] = []
     if mode == "official":
         members, fits = official_family(base, coefficients)

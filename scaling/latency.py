@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from effnet.nas.latency.measure import Latency, check_settings, measure_latency
+from effnet.nas.latency.measure import Latency, check_batch_memory, check_settings, measure_latency
 from effnet.nas.latency.settings import SCALING_REPEATS, SCALING_WARMUP
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.progress import Progress, ProgressCallback
@@ -49,6 +49,8 @@ def measure_networks(
     """Each network's latency, by the name it is given under; `on_progress` hears one unit per network and,
     as its detail, how far its runs are."""
     report = on_progress or (lambda progress: None)
+    for spec in specs.values():  # a network this machine cannot hold is refused before any is timed
+        check_batch_memory(spec, settings.batch)
     measured: dict[str, Latency] = {}
     total = len(specs)
     for done, (name, spec) in enumerate(specs.items()):

@@ -184,3 +184,24 @@ def test_bad_latency_settings_are_one_line_exit_2_before_any_work(cli, tmp_path,
     assert result.stderr.startswith(words) and result.stderr.count("\n") == 1, result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_member_too_large_to_time_is_refused_in_one_line_before_any_member_is_timed(cli, tmp_path, monkeypatch):
+    from effnet.nas.net.limits import memory_needed
+    from effnet.nas.net.spec_file import load_spec
+    from effnet.scaling.compound import Coefficients
+    from effnet.scaling.family import compound_family
+
+    small, large = compound_family(load_spec(TINY_BASE), Coefficients(1.2, 1.1, 1.15), (1.0, 3.0))
+    free = (memory_needed(small.spec) + memory_needed(large.spec)) // 2  # b1 fits, b3 does not
+    monkeypatch.setattr("effnet.nas.net.limits.available_memory", lambda: free)
+    monkeypatch.setattr("effnet.nas.latency.measure.available_memory", lambda: free)
+    timed = []
+    real = measure.measure_latency
+    monkeypatch.setattr("effnet.scaling.latency.measure_latency", lambda *a, **k: timed.append(a) or real(*a, **k))
+    args = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1,3", "--latency", "--json"]
+    result = cli("export-family", "--base", TINY_BASE, *args, "--run-dir", tmp_path / "family")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: b3: to measure its latency"), result.output
+    assert timed == []  # b1 was not timed first, only to be thrown away

@@ -37,7 +37,7 @@ from effnet.scaling.grid_results import (
 )
 from effnet.scaling.grid_space import GridConfig, GridPoint, point_spec
 from effnet.scaling.grid_study import GridJob, evaluations_taken
-from effnet.scaling.latency import LATENCY_COLUMNS, measure_networks
+from effnet.scaling.latency import LATENCY_COLUMNS, check_networks_fit, measure_networks
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,8 @@ def check_grid(
     from effnet.nas.data.sources import data_record
 
     points = config.points()
+    if config.latency is not None:  # timed after every evaluation: a network too large is refused before them
+        check_networks_fit([point_spec(config.base, *p.key, config.grid.phi) for p in points], config.latency)
     config.study.worker_device()
     config.study.check_workers()
     claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())

@@ -7,7 +7,7 @@ networks apart; `effnet describe SPEC --latency` measures one network with more.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +43,20 @@ class LatencySettings:
         }
 
 
+def check_networks_fit(specs: Iterable[NetworkSpec], settings: LatencySettings) -> None:
+    """Refuse, naming the first, a network whose timing at `settings.batch` this machine has not the free memory
+    for: before any is timed, so the refusal is one line and no timing is thrown away."""
+    for spec in specs:
+        check_batch_memory(spec, settings.batch)
+
+
 def measure_networks(
     specs: Mapping[str, NetworkSpec], settings: LatencySettings, on_progress: ProgressCallback | None = None
 ) -> dict[str, Latency]:
     """Each network's latency, by the name it is given under; `on_progress` hears one unit per network and,
     as its detail, how far its runs are."""
     report = on_progress or (lambda progress: None)
-    for spec in specs.values():  # a network this machine cannot hold is refused before any is timed
-        check_batch_memory(spec, settings.batch)
+    check_networks_fit(specs.values(), settings)
     measured: dict[str, Latency] = {}
     total = len(specs)
     for done, (name, spec) in enumerate(specs.items()):

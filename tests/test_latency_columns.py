@@ -205,3 +205,21 @@ def test_a_member_too_large_to_time_is_refused_in_one_line_before_any_member_is_
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: b3: to measure its latency"), result.output
     assert timed == []  # b1 was not timed first, only to be thrown away
+
+
+def test_a_grid_point_too_large_to_time_is_refused_before_the_grid_is_evaluated(cli, tmp_path, monkeypatch):
+    from effnet.nas.net.limits import memory_needed
+    from effnet.nas.net.spec_file import load_spec
+    from effnet.scaling.grid_space import point_spec
+
+    base = load_spec(TINY_BASE)
+    free = memory_needed(point_spec(base, 1.1, 1.0, 1.0, 1.0)) + memory_needed(point_spec(base, 1.3, 1.2, 1.2, 1.0))
+    monkeypatch.setattr("effnet.nas.net.limits.available_memory", lambda: free // 2)  # the smallest fits
+    monkeypatch.setattr("effnet.nas.latency.measure.available_memory", lambda: free // 2)
+    run = tmp_path / "grid"
+    result = cli("grid-scale", "--base", TINY_BASE, *GRID, "--latency", "--run-dir", run, "--json")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "needs about" in lines[0], result.output
+    assert "use at most 1" not in lines[0]  # batch 1 is what did not fit: the fix is another network
+    assert not (run / "study.journal").exists()  # refused before the study: no point was evaluated

@@ -205,9 +205,10 @@ def check_batch_memory(spec: NetworkSpec, batch: int) -> None:
     weights = 2 * BYTES_PER_VALUE * cost.params
     needed = weights + batch * per_image
     if available is not None and needed > available:
-        fit = max(1, (available - weights) // per_image)
+        fit = (available - weights) // per_image
+        fix = f"use at most {fit}" if fit >= 1 else "not one image fits: use a smaller network or more memory"
         raise SettingError(
             "batch",
             f"{batch} needs about {gib(needed)} for {spec.name} (weights and every feature map) and "
-            f"{gib(available)} is free; use at most {fit}",
+            f"{gib(available)} is free; {fix}",
         )

@@ -29,6 +29,7 @@ DEFAULT_TARGET_FLOPS = "400M"
 def print_result(result: Any) -> None:
     from rich.table import Table
 
+    from effnet.nas.search.config import ACCURACY_PROXIES
     from effnet.nas.search.report import latency_line
     from effnet.nas.study.chance import chance_line
     from effnet.nas.units import format_size
@@ -40,10 +41,7 @@ def print_result(result: Any) -> None:
     if c.target_flops is not None:
         targets.append(f"{format_size(c.target_flops)} FLOPs ±{c.flops_tolerance:.0%}")
     table = Table(title=f"best candidates (target {', '.join(targets)}, {c.objective})")
-    from effnet.nas.proxies.names import ZERO_COST_SCORES
-
-    training_free = c.proxy.name == "zero-cost" or c.proxy.name in ZERO_COST_SCORES
-    measured = "score" if training_free else "accuracy"  # a zero-cost score is no accuracy
+    measured = "accuracy" if c.proxy.name in ACCURACY_PROXIES else "score"  # a zero-cost score is no accuracy
     columns = ["trial", "reward", measured, "FLOPs", "params", "architecture"]
     if c.by_latency:
         columns.insert(3, "predicted")

@@ -19,7 +19,8 @@ training (sampling, analytic FLOPs, storage writes, pruning checks, out-of-band 
 `--compare proxies`: for each seed, the default search with the `train` proxy and with the `supernet` proxy,
 each given the same wall time (`--wall`; the supernet's training counts in it) and no trial limit; the best
 in-band candidate each finds is then trained by the same longer reference training as `effnet proxy-check`'s
-(`--reference-epochs`, the study's seed) and compared by that accuracy and its reward.
+(`--reference-epochs`, the study's seed) and compared by that accuracy and its reward. `--keep-picks DIR` keeps
+each pick's spec, for `bench_reference.py` to score again over more data splits than the study's one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effnet.cli.options import parse_duration
+from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
@@ -197,6 +199,8 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
             reference_reward=mnasnet_reward(accuracy, result.best_flops, TARGET),
             architecture=result.best_spec.summary,
         )
+        if args.keep_picks is not None:  # for bench_reference.py: the pick scored again over more splits
+            dump_spec(result.best_spec, Path(args.keep_picks) / f"{proxy}-{seed}.yaml")
     return row
 
 
@@ -287,6 +291,7 @@ def main() -> None:
     parser.add_argument("--rescore-top", type=int, default=0, help="proxies: the supernet search's --rescore-top")
     parser.add_argument("--space", default=None, help="proxies: the search space (default: the default search's)")
     parser.add_argument("--reference-epochs", type=int, default=8, help="proxies: the best candidate's training")
+    parser.add_argument("--keep-picks", default=None, help="proxies: a folder for each pick's spec, PROXY-SEED.yaml")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     configure_allocator()

@@ -42,9 +42,10 @@ def export_model(
     out: Path = typer.Option(
         ...,
         "--out",
-        help="The file to write: a new file or one effnet may replace (not a link, "
-        "a directory, a device, a read-only file or an input).",
+        help="The file to write: a new file, or with --force one to replace (never a link, a directory, a "
+        "device, a read-only file, an input or a file of an effnet run directory).",
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the --out file where it exists."),
     seed: int = typer.Option(
         0, "--seed", help="Seed of the initialisation (without --checkpoint) and of the check's images."
     ),
@@ -60,9 +61,11 @@ def export_model(
     from effnet.nas.export import export_model as export
     from effnet.nas.net.spec_file import load_spec
     from effnet.nas.targets import check_output_file
+    from effnet.nas.training.weights import weights_path
 
-    check_output_file(out, (spec_path, checkpoint))  # before any work: nothing of the user's is replaced
-    result = export(load_spec(spec_path), out, format, checkpoint, seed, weights)
+    inputs = (spec_path, None if checkpoint is None else weights_path(checkpoint))
+    check_output_file(out, inputs, force)  # before any work: nothing of the user's is replaced
+    result = export(load_spec(spec_path), out, format, checkpoint, seed, weights, force)
     data = result.as_dict()
     if as_json:
         emit_json(data)

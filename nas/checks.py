@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +62,11 @@ def instance(setting: str, value: Any, kind: type | tuple[type, ...], what: str)
     if not isinstance(value, kind):
         raise SettingError(setting, f"must be {what}, got {type(value).__name__}")
     return value
+
+
+def path(setting: str, value: Any) -> Any:
+    """A file system path: a str or an os.PathLike (pathlib's raises a bare TypeError for anything else)."""
+    return instance(setting, value, (str, os.PathLike), "a path (str or pathlib.Path)")
 
 
 def choice(setting: str, value: Any, choices: Sequence[str]) -> str:

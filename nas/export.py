@@ -48,7 +48,7 @@ from effnet.nas.net.onnx_graph import EXAMPLE_BATCH, onnx_graph, require_onnx
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import spec_to_dict
 from effnet.nas.targets import check_output_file
-from effnet.nas.training.weights import WeightsFile, load_weights, read_weights, state_dict_for
+from effnet.nas.training.weights import WeightsFile, load_weights, read_weights, state_dict_for, weights_path
 
 RELATIVE_TOLERANCE = 1e-4
 """The largest absolute difference allowed, as a fraction of the largest absolute logit (see the module notes)."""
@@ -111,19 +111,20 @@ def export_model(
     weights: str | os.PathLike[str] | None = None,
     seed: int = 0,
     which: str = "best",
+    replace: bool = False,
 ) -> ExportResult:
     """Export `spec`'s network (with the weights of the file or run directory `weights`, else its seeded
     initialisation) to `out` as `format` (onnx, torchscript, timm, torchvision), after running the exported form
     against the torch model; the file is written (atomically) only when they agree within the tolerance. `which`
     picks a training checkpoint's weights: best (those that scored best on validation), ema or raw. `out` must be
-    a file effnet may replace (`effnet.nas.targets.check_output_file`), checked first."""
+    a new file, or with `replace` one effnet may replace (`effnet.nas.targets.check_output_file`), checked first."""
     checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     checks.seed("seed", seed)
     if format == "onnx":
         require_onnx()
-    check_output_file(out, (weights,))
+    check_output_file(out, (None if weights is None else weights_path(weights),), replace)
     started = time.perf_counter()
     checks.choice("which", which, WEIGHTS)
     source = read_weights(weights, which) if weights is not None else None

@@ -12,7 +12,9 @@ owns is refused (grid-scale into a search's directory, say); one the same comman
 before. A directory with files effnet did not write is refused unless `force`: then effnet writes
 beside them, and the manifest lists them so that no writer ever replaces or deletes one. A directory
 without a manifest whose `run.yaml` names the same command (written before manifests existed) is
-taken as that command's own.
+taken as that command's own. A command that runs a study (search, grid-scale) claims the directory for its
+study too: the manifest names the study, and another study of the same command is refused, since its b0.yaml,
+trials.csv and run.yaml would replace the first study's.
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ def holding_run_dirs() -> Iterator[None]:
                 release_run_dir(key)
 
 
-def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = False, own: Iterable[str] = ()) -> Path:
+def claim_run_dir(
+    path: str | os.PathLike[str], command: str, force: bool = False, own: Iterable[str] = (), study: str | None = None
+) -> Path:
     """Claim a run directory for `command` (see the module notes) until `release_run_dir` of the returned key;
     the same process may claim one directory again for the same command. `own` names files in it the caller
-    has read as effnet's own (a training checkpoint it resumes), which are not foreign."""
+    has read as effnet's own (a training checkpoint it resumes), which are not foreign; `study` the study whose
+    outputs the command writes there (a directory holding another study's is refused)."""
     folder = Path(path).expanduser()
     key = resolved(folder)
     _refuse_special(folder, key)
@@ -68,7 +73,7 @@ def claim_run_dir(path: str | os.PathLike[str], command: str, force: bool = Fals
     ensure_writable_dir(folder)
     fd, created = _lock(folder)
     try:
-        foreign = _ownership(folder, command, force, frozenset(own))
+        foreign = _ownership(folder, command, force, frozenset(own), study)
     except BaseException:
         if created:  # refused: leave the directory as it was
             (folder / LOCK_NAME).unlink(missing_ok=True)
@@ -127,13 +132,19 @@ def _lock(folder: Path) -> tuple[int, bool]:
     return fd, created
 
 
-def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> frozenset[str]:
-    """Check who owns `folder` (under its lock); record `command` as the owner. Returns the foreign names."""
+def _ownership(folder: Path, command: str, force: bool, own: frozenset[str], study: str | None) -> frozenset[str]:
+    """Check who owns `folder` (under its lock); record `command` (and `study`) as the owner. Returns the foreign
+    names."""
     manifest = read_manifest(folder / MANIFEST_NAME)
     if manifest is not None:
         owner, foreign = manifest
         if owner != command:
             raise _taken_by(folder, owner, command)
+        recorded = _recorded_study(folder)
+        if study is not None and recorded is not None and recorded != study:
+            raise _other_study(folder, recorded, study)
+        if study is not None and recorded is None:
+            _write_manifest(folder / MANIFEST_NAME, _manifest_text(command, foreign, study))
         return foreign
     present = sorted(name for name in os.listdir(folder) if name not in OWN_NAMES | own)
     foreign = frozenset[str]()
@@ -141,6 +152,9 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> 
         recorded = _recorded_command(folder / RUN_RECORD_NAME)
         if recorded is not None and recorded != command:
             raise _taken_by(folder, recorded, command)
+        recorded_study = _recorded_study(folder) if recorded is not None else None
+        if study is not None and recorded_study is not None and recorded_study != study:
+            raise _other_study(folder, recorded_study, study)
         if recorded is None:
             if not force:
                 shown = ", ".join(present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
@@ -150,8 +164,15 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str]) -> 
                     "replaces or deletes them)"
                 )
             foreign = frozenset(present)
-    _write_manifest(folder / MANIFEST_NAME, yaml_text({"command": command, "foreign": sorted(foreign)}))
+    _write_manifest(folder / MANIFEST_NAME, _manifest_text(command, foreign, study))
     return foreign
+
+
+def _manifest_text(command: str, foreign: frozenset[str], study: str | None) -> str:
+    record: dict[str, object] = {"command": command, "foreign": sorted(foreign)}
+    if study is not None:
+        record["study"] = study
+    return yaml_text(record)
 
 
 def _write_manifest(path: Path, text: str) -> None:
@@ -163,6 +184,25 @@ def _taken_by(folder: Path, owner: str, command: str) -> InputError:
         f"run directory {folder} holds the files of effnet {owner}; give {command} a directory of its "
         f"own, e.g. --run-dir {SUGGESTED_RUN_DIRS.get(command, 'runs/NAME')}"
     )
+
+
+def _other_study(folder: Path, recorded: str, study: str) -> InputError:
+    return InputError(
+        f"run directory {folder} holds the outputs of study {recorded!r}, which study {study!r} would replace; "
+        f"give it a directory of its own, e.g. --run-dir runs/{study}, or rerun with --study {recorded}"
+    )
+
+
+def _recorded_study(folder: Path) -> str | None:
+    """The study whose outputs `folder` holds: its manifest's, else its run record's (`run.yaml`, written by a
+    run from before manifests named the study); None where neither names one."""
+    manifest = read_small_yaml(folder / MANIFEST_NAME)
+    if isinstance(manifest, dict) and isinstance(manifest.get("study"), str):
+        return manifest["study"]
+    record = read_small_yaml(folder / RUN_RECORD_NAME)
+    result = record.get("result") if isinstance(record, dict) else None
+    study = result.get("study") if isinstance(result, dict) else None
+    return study if isinstance(study, str) else None
 
 
 def _recorded_command(path: Path) -> str | None:

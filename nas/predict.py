@@ -217,9 +217,11 @@ def predict(
     on_progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """The `top_k` most probable classes (at most all of them) of each image `images` names, by the network in
-    `model` (see `open_predictor`); files that do not decode are left out and listed in `skipped`."""
+    `model` (see `open_predictor`); files that do not decode are left out and listed in `skipped`. One path
+    (a str or a Path) for `images` is one image, folder or pattern, not a sequence of characters."""
     checks.whole("top_k", top_k, low=1, high=1_000_000)
-    files = image_files(images)
+    checks.path("model", model)
+    files = image_files([images] if isinstance(images, (str, os.PathLike)) else images)
     predictor = open_predictor(model, weights, device)
     info = predictor.info
     k = min(top_k, len(info.classes))

@@ -3,8 +3,9 @@
 effnet replaces only regular files of its own. `check_target` (called by `effnet.nas.files.atomic_write`
 for every file, and by a command up front for an output path the user names) refuses a target that is a
 symbolic link (effnet never writes through one), a directory, a device, pipe or socket, a read-only file,
-or a file in a run directory that was there before effnet used it. `check_output_file` adds the rule for
-`--out`: it must not be any input of the same command.
+or a file in a run directory that was there before effnet used it. `check_output_file` adds the rules for
+`--out`: it must not be any input of the same command, an existing file is replaced only when the user says
+so, and a file of a run directory never.
 
 Which files of a run directory were there before effnet is the business of the run directory's claim
 (`effnet.nas.outputs`, above the file writer); this module holds the registry of claimed directories and
@@ -80,14 +81,25 @@ def check_target(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def check_output_file(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
-    """An output file a user names (`--out`): `check_target`'s rules, not one of the command's `inputs`,
-    and in a directory that exists or can be created and is writable; checked before any work is done."""
+def check_output_file(
+    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = (), replace: bool = False
+) -> Path:
+    """An output file a user names (`--out`): `check_target`'s rules, not one of the command's `inputs`, and in
+    a directory that exists or can be created and is writable; checked before any work is done. An existing
+    file is replaced only with `replace`, and never in an effnet run directory (a training's checkpoints, its
+    manifest: the run's files, whoever names them)."""
     target = check_target(path)
-    if target.exists():
+    if os.path.lexists(target):
         for source in inputs:
             if source is not None and Path(source).exists() and os.path.samefile(target, source):
                 raise InputError(f"{target} is also this command's input ({source}); write to another file")
+        if os.path.lexists(target.parent / MANIFEST_NAME):
+            raise InputError(
+                f"{target} belongs to the effnet run directory {target.parent}, and effnet does not replace a run's "
+                "files; give a new file name"
+            )
+        if not replace:
+            raise InputError(f"{target} exists; give a new file name, or pass --force to replace it")
     folder = existing_ancestor(target.parent)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {target}: the directory {folder} is not writable; give another path")

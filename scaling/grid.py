@@ -161,7 +161,13 @@ def check_grid(
         check_networks_fit([point_spec(config.base, *p.key, config.grid.phi) for p in points], config.latency)
     config.study.worker_device()
     config.study.check_workers()
-    claim_run_dir(config.study.run_dir, "grid-scale", config.study.force, own=config.study.journal_in_run_dir())
+    claim_run_dir(
+        config.study.run_dir,
+        "grid-scale",
+        config.study.force,
+        own=config.study.journal_in_run_dir(),
+        study=config.study.name,
+    )
     check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = proxy_runtime(config.study)
     records, chance = {}, None

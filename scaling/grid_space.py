@@ -312,6 +312,7 @@ class GridConfig:
     latency: LatencySettings | None = None
 
     def __post_init__(self) -> None:
+        checks.instance("base", self.base, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
         if self.classes is not None:
             checks.whole("classes", self.classes, low=2, high=MAX_CLASSES)
             object.__setattr__(self, "base", self.base.replace(num_classes=self.classes))

@@ -115,6 +115,39 @@ WRONG_VALUES = {  # a public call given a value of the wrong kind: each once rai
         lambda: effnet.export_model("b0.yaml", "b0.onnx"),
         "spec must be a NetworkSpec (effnet.load_spec(path)), got str",
     ),
+    "load_spec, a number": (lambda: effnet.load_spec(5), "path must be a path (str or pathlib.Path), got int"),
+    "build_model, a path": (
+        lambda: effnet.build_model("b0.yaml"),
+        "spec must be a NetworkSpec (effnet.load_spec(path)), got str",
+    ),
+    "count_flops, a name": (
+        lambda: effnet.count_flops("b0"),
+        "spec must be a NetworkSpec (effnet.load_spec(path)), got str",
+    ),
+    "search, a dict": (
+        lambda: effnet.search({"target_flops": 400_000_000}),
+        "config must be a SearchConfig (effnet.SearchConfig(target_flops=...)), got dict",
+    ),
+    "GridConfig, a path for the base": (
+        lambda: effnet.GridConfig("b0.yaml", effnet.GridDefinition.from_ranges()),
+        "base must be a NetworkSpec (effnet.load_spec(path)), got str",
+    ),
+    "TrainConfig, a path for the spec": (
+        lambda: effnet.TrainConfig("b0.yaml"),
+        "spec must be a NetworkSpec (effnet.load_spec(path)), got str",
+    ),
+    "load_weights, a torch module": (
+        lambda: effnet.load_weights(torch.nn.Linear(2, 2), None),
+        "model must be a network effnet.build_model made, got Linear",
+    ),
+    "save_state_dict, a torch module": (
+        lambda: effnet.save_state_dict(torch.nn.Linear(2, 2), "timm", "w.pt"),
+        "model must be a network effnet.build_model made, got Linear",
+    ),
+    "predict, no model path": (
+        lambda: effnet.predict(None, ["a.png"]),
+        "model must be a path (str or pathlib.Path), got NoneType",
+    ),
     "eval_transform, no model info": (
         lambda: effnet.eval_transform(None),
         "info must be the ModelInfo that effnet.load_model returns, got NoneType",
@@ -129,6 +162,36 @@ def test_a_value_of_the_wrong_kind_is_an_input_error_naming_it(case, tmp_path, m
     with pytest.raises(effnet.InputError, match=re.escape(message)):
         call()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "depth, resolution, words",
+    [(1e6, 224, "16.0M blocks, over the limit of 10.0K"), (1.0, 100_000, "FLOPs per image, over the limit")],
+)
+def test_a_spec_made_in_code_over_the_limits_is_refused_before_it_is_built(depth, resolution, words, monkeypatch):
+    """A loaded spec is checked as it is read; one `scale` makes in code is checked by `build_model` before a byte
+    of its network is allocated (a million-fold depth otherwise asks for 16 million blocks)."""
+    from effnet.nas.net import model
+
+    monkeypatch.setattr(model, "Network", lambda spec: pytest.fail("the network was built"))
+    huge = effnet.scale(effnet.reference_b0(), depth, 1.1, resolution)
+    with pytest.raises(effnet.InputError, match=re.escape(words)):
+        effnet.build_model(huge)
+
+
+def test_predict_takes_one_path_as_one_image_not_its_characters(tmp_path, monkeypatch):
+    from effnet.nas import predict
+
+    class Listed(Exception):
+        pass
+
+    def listed(items):
+        raise Listed(list(items))
+
+    monkeypatch.setattr(predict, "image_files", listed)
+    with pytest.raises(Listed) as seen:
+        effnet.predict(tmp_path / "model.onnx", str(tmp_path / "photo.jpg"))
+    assert seen.value.args[0] == [str(tmp_path / "photo.jpg")]  # not ['/', 't', 'm', 'p', ...]
 
 
 def test_dir_lists_the_public_api_only():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from effnet.nas import files
@@ -129,6 +130,38 @@ def test_export_model_refuses_to_replace_the_checkpoint_it_reads(tmp_path, cli):
         cli("export-model", TINY, "--checkpoint", weights, "--format", "torchvision", "--out", weights)
     )
     assert "also this command's input" in line and weights.read_bytes() == before
+    line = one_error_line(  # not even when told to replace what is there
+        cli("export-model", TINY, "--checkpoint", weights, "--format", "torchvision", "--out", weights, "--force")
+    )
+    assert "also this command's input" in line and weights.read_bytes() == before
+
+
+def test_export_model_replaces_an_existing_file_only_when_told_to(tmp_path, cli):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"the user's file")
+    line = one_error_line(cli("export-model", TINY, "--format", "timm", "--out", out))
+    assert f"{out} exists" in line and "--force" in line
+    assert out.read_bytes() == b"the user's file"
+    assert cli("export-model", TINY, "--format", "timm", "--out", out, "--force").exit_code == 0
+    assert "conv_stem.weight" in torch.load(out, weights_only=True)  # timm's state dict replaced it
+
+
+def test_export_model_never_replaces_a_training_runs_files(tmp_path, cli):
+    """A training run directory's checkpoints and manifest are the run's: refused even with --force, the
+    checkpoint the command reads (the directory names its best.pt) as its input; a new file beside them is fine."""
+    run = tmp_path / "run"
+    release_run_dir(claim_run_dir(run, "train"))
+    for name in ("best.pt", "checkpoint.pt"):
+        (run / name).write_bytes(f"the run's {name}".encode())
+    before = snapshot(run)
+    export = ("export-model", TINY, "--format", "timm", "--force", "--out")
+    line = one_error_line(cli(*export, run / "best.pt", "--checkpoint", run))
+    assert "also this command's input" in line and "best.pt" in line
+    for name in ("checkpoint.pt", MANIFEST_NAME, "best.pt"):
+        line = one_error_line(cli(*export, run / name))
+        assert f"belongs to the effnet run directory {run}" in line
+    assert snapshot(run) == before
+    assert cli(*export, run / "model.pt").exit_code == 0
 
 
 # -- run directories ----------------------------------------------------------------------------------
@@ -192,6 +225,28 @@ def test_a_search_run_directory_from_before_manifests_is_known_by_its_run_record
     line = one_error_line(cli(*GRID, "--run-dir", search))
     assert "holds the files of effnet search" in line and "--run-dir runs/grid" in line
     assert snapshot(search) == before
+
+
+def test_a_second_study_in_a_run_directory_is_refused_not_written_over(tmp_path, cli, instant_study):
+    """Another study's b0.yaml, trials.csv and run.yaml would replace the first's in the same directory."""
+    grid = tmp_path / "grid"
+    assert cli(*GRID, "--run-dir", grid).exit_code == 0
+    before = snapshot(grid)
+    line = one_error_line(cli(*GRID, "--run-dir", grid, "--study", "other"))
+    assert "holds the outputs of study 'grid'" in line and "--run-dir runs/other" in line and "--study grid" in line
+    assert snapshot(grid) == before
+    assert cli(*GRID, "--run-dir", grid).exit_code == 0  # the same study resumes
+
+
+def test_a_run_directory_whose_manifest_names_no_study_is_known_by_its_run_record(tmp_path, cli, no_training):
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    (grid / MANIFEST_NAME).write_text("command: grid-scale\nforeign: []\n")
+    (grid / "run.yaml").write_text("command: grid-scale\nresult: {study: first}\n")
+    before = snapshot(grid)
+    line = one_error_line(cli(*GRID, "--run-dir", grid))
+    assert "holds the outputs of study 'first'" in line
+    assert snapshot(grid) == before
 
 
 HOLD = """

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError
 from effnet.nas.net.flops import analytic_cost
 from effnet.nas.net.limits import check_memory
@@ -29,6 +30,7 @@ class FlopCount:
 def count_flops(spec: NetworkSpec, *, method: str = "analytic") -> FlopCount:
     """FLOPs and parameters of `spec` at its resolution, batch 1: `analytic` (from the spec alone,
     microseconds) or `fvcore` (tracing the built model, the authority the analytic counter matches)."""
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     if method == "analytic":
         cost = analytic_cost(spec)
         return FlopCount(total=cost.flops, by_operator=cost.total.by_operator(), params=cost.params)

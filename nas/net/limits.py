@@ -85,8 +85,10 @@ def spec_cost(spec: NetworkSpec) -> SpecCost:
 
 
 def check_cost(spec: NetworkSpec, source: str) -> None:
-    """Refuse a spec over any limit, naming it (`source` names the file or what made the spec)."""
-    problem = spec_cost(spec).problem()
+    """Refuse a spec over any limit, naming it (`source` names the file or what made the spec). Blocks first:
+    the other counts take time in proportion to them."""
+    blocks = SpecCost(spec.num_blocks, 0, 0, 0).problem()
+    problem = blocks if blocks is not None else spec_cost(spec).problem()
     if problem is not None:
         raise InputError(
             f"{source}: spec: the network has {problem}; use fewer repeats, fewer channels or a lower resolution"

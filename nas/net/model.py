@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError
 from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.depthwise import FastDepthwiseConv2d
 from effnet.nas.net.gated import GatedLayers, gate_then_pointwise
 from effnet.nas.net.layout import BlockPlan, plan_network
+from effnet.nas.net.limits import check_cost
 from effnet.nas.net.spec import BLOCK_TYPES, NetworkSpec
 
 
@@ -226,6 +228,11 @@ class Network(nn.Module):
 
 
 def build_model(spec: NetworkSpec) -> Network:
+    """The network `spec` describes, initialised as the TensorFlow reference does; a spec over the limits of
+    `effnet.nas.net.limits` (one made in code, say: a loaded one is checked as it is read) is refused before
+    anything is allocated."""
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
+    check_cost(spec, spec.name)
     return Network(spec)
 
 

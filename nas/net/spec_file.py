@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, yaml_text
 from effnet.nas.inputs import load_yaml
@@ -136,6 +137,7 @@ def spec_to_dict(spec: NetworkSpec) -> dict[str, Any]:
 
 
 def load_spec(path: str | os.PathLike[str]) -> NetworkSpec:
+    checks.path("path", path)
     return spec_from_dict(load_yaml(path, "spec file"), str(path))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from effnet.nas import checks
 from effnet.nas.data.facts import data_facts
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
@@ -78,7 +79,13 @@ def check_search(
     config.study.check_workers()
     if config.latency_band is not None:
         check_table_settings(config.latency)
-    claim_run_dir(config.study.run_dir, "search", config.study.force, own=config.study.journal_in_run_dir())
+    claim_run_dir(
+        config.study.run_dir,
+        "search",
+        config.study.force,
+        own=config.study.journal_in_run_dir(),
+        study=config.study.name,
+    )
     check_settings(SearchJob(config, space), config.study, notes)
     table = None
     if config.latency_band is not None:
@@ -124,6 +131,7 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     certified by fvcore), `trials.csv`, plots, `report.html` and `run.yaml` (and for the supernet proxy its
     checkpoint, trained first). Progress reaches `on_progress`; a stop signal ends the run early with what
     completed written (`stop_reason` "interrupt")."""
+    checks.instance("config", config, SearchConfig, "a SearchConfig (effnet.SearchConfig(target_flops=...))")
     notes: list[str] = []
     space, fit, data, table = check_search(config, on_progress, notes)
     accuracy = config.proxy.name in ACCURACY_PROXIES  # a chance level means nothing to a zero-cost score

@@ -52,6 +52,7 @@ class TrainConfig:
     """Let the run directory hold files effnet did not write (see `effnet.nas.outputs`)."""
 
     def __post_init__(self) -> None:
+        checks.instance("spec", self.spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
         checks.seed("seed", self.seed)
         if self.resolution is not None:
             checks.whole("resolution", self.resolution, low=1, high=4096)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from effnet.nas import checks
 from effnet.nas.choices import WEIGHTS
 from effnet.nas.data.transforms import EvalView
 from effnet.nas.errors import InputError, SettingError
@@ -176,6 +177,8 @@ def load_weights(model: Network, weights: WeightsFile, *, replace_classifier: bo
     """Copy `weights` into `model` (a network `build_model` made from its spec), by name, refusing weights of
     another network at the first layer that differs. With `replace_classifier` a classifier of another shape
     (another number of classes) keeps the model's own initialisation instead."""
+    checks.instance("model", model, Network, "a network effnet.build_model made")
+    checks.instance("weights", weights, WeightsFile, "the WeightsFile effnet.read_weights returns")
     reference = model.state_dict()
     state = to_effnet(
         weights.state, reference, model.spec, weights.library, weights.description, skip_classifier=replace_classifier
@@ -192,6 +195,7 @@ def load_weights(model: Network, weights: WeightsFile, *, replace_classifier: bo
 def state_dict_for(model: Network, library: str) -> dict[str, torch.Tensor]:
     """`model`'s weights under `library`'s names (effnet, timm or torchvision), in its order, on the CPU: what that
     library's `load_state_dict(..., strict=True)` takes."""
+    checks.instance("model", model, Network, "a network effnet.build_model made")
     if library not in LIBRARIES:
         raise InputError(f"library must be one of {', '.join(LIBRARIES)}, got {library!r}")
     return {key: tensor.detach().cpu() for key, tensor in to_foreign(model.state_dict(), model.spec, library).items()}

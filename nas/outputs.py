@@ -20,6 +20,7 @@ trials.csv and run.yaml would replace the first study's.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -55,12 +56,19 @@ def holding_run_dirs() -> Iterator[None]:
 
 
 def claim_run_dir(
-    path: str | os.PathLike[str], command: str, force: bool = False, own: Iterable[str] = (), study: str | None = None
+    path: str | os.PathLike[str],
+    command: str,
+    force: bool = False,
+    own: Iterable[str] = (),
+    study: str | None = None,
+    writes: Iterable[str] = (),
 ) -> Path:
     """Claim a run directory for `command` (see the module notes) until `release_run_dir` of the returned key;
     the same process may claim one directory again for the same command. `own` names files in it the caller
     has read as effnet's own (a training checkpoint it resumes), which are not foreign; `study` the study whose
-    outputs the command writes there (a directory holding another study's is refused)."""
+    outputs the command writes there (a directory holding another study's is refused); `writes` the names (glob
+    patterns) of the files it writes, so that with `force` a file of the user's under one of those names is
+    refused now, not when the command comes to write it at the end of its work."""
     folder = Path(path).expanduser()
     key = resolved(folder)
     _refuse_special(folder, key)
@@ -73,7 +81,7 @@ def claim_run_dir(
     ensure_writable_dir(folder)
     fd, created = _lock(folder)
     try:
-        foreign = _ownership(folder, command, force, frozenset(own), study)
+        foreign = _ownership(folder, command, force, frozenset(own), study, tuple(writes))
     except BaseException:
         if created:  # refused: leave the directory as it was
             (folder / LOCK_NAME).unlink(missing_ok=True)
@@ -132,7 +140,9 @@ def _lock(folder: Path) -> tuple[int, bool]:
     return fd, created
 
 
-def _ownership(folder: Path, command: str, force: bool, own: frozenset[str], study: str | None) -> frozenset[str]:
+def _ownership(
+    folder: Path, command: str, force: bool, own: frozenset[str], study: str | None, writes: tuple[str, ...]
+) -> frozenset[str]:
     """Check who owns `folder` (under its lock); record `command` (and `study`) as the owner. Returns the foreign
     names."""
     manifest = read_manifest(folder / MANIFEST_NAME)
@@ -164,8 +174,19 @@ def _ownership(folder: Path, command: str, force: bool, own: frozenset[str], stu
                     "replaces or deletes them)"
                 )
             foreign = frozenset(present)
+            _refuse_clashes(folder, foreign, writes)
     _write_manifest(folder / MANIFEST_NAME, _manifest_text(command, foreign, study))
     return foreign
+
+
+def _refuse_clashes(folder: Path, foreign: frozenset[str], writes: tuple[str, ...]) -> None:
+    clashing = sorted(name for name in foreign if any(fnmatch.fnmatchcase(name, pattern) for pattern in writes))
+    if clashing:
+        shown = ", ".join(clashing[:3]) + (f" and {len(clashing) - 3} more" if len(clashing) > 3 else "")
+        raise InputError(
+            f"run directory {folder} holds {shown}, which effnet did not write and would have to replace; effnet "
+            "never replaces or deletes such a file: move it away or choose another run directory"
+        )
 
 
 def _manifest_text(command: str, foreign: frozenset[str], study: str | None) -> str:

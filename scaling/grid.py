@@ -22,7 +22,7 @@ from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
 from effnet.nas.study.proxy_runtime import proxy_runtime
-from effnet.nas.study.runner import run_study
+from effnet.nas.study.runner import STUDY_FILES, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (
@@ -38,6 +38,9 @@ from effnet.scaling.grid_results import (
 from effnet.scaling.grid_space import GridConfig, GridPoint, point_spec
 from effnet.scaling.grid_study import GridJob, evaluations_taken
 from effnet.scaling.latency import LATENCY_COLUMNS, check_networks_fit, measure_networks
+
+GRID_FILES = ("grid.csv", "grid.png", "coefficients.yaml")
+"""The files `grid_scale` writes in the run directory besides a study's own (`STUDY_FILES`)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ def check_grid(
         config.study.force,
         own=config.study.journal_in_run_dir(),
         study=config.study.name,
+        writes=(*STUDY_FILES, *GRID_FILES),
     )
     check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = proxy_runtime(config.study)

@@ -197,6 +197,30 @@ def test_force_still_refuses_to_replace_a_users_file_named_like_effnets(tmp_path
     assert (run / "family.csv").read_text() == "the user's table"
 
 
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        (["search", *TINY_SEARCH], "trials.csv"),
+        (["search", *TINY_SEARCH], "supernet-0123456789ab.pt"),
+        (GRID, "coefficients.yaml"),
+        (GRID, "run.yaml"),
+        (["train", TINY, "--data", "synthetic", "--epochs", "1"], "metrics.csv"),
+    ],
+    ids=["search", "search-supernet", "grid", "grid-run-record", "train"],
+)
+def test_force_refuses_a_users_file_named_like_an_output_before_any_work(command, name, tmp_path, cli, no_training):
+    """A file of the user's under a name the command writes is refused when the directory is claimed, not at the
+    end of the study; `no_training` fails the test if a worker starts, and nothing is left in the directory."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_text("the user's file")
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    line = one_error_line(cli(*command, "--run-dir", run, "--force"))
+    assert f"holds {name}, which effnet did not write" in line and "move it away" in line
+    assert snapshot(run) == before
+
+
 def test_the_root_and_the_home_directory_are_refused_as_run_directories(tmp_path, cli, monkeypatch):
     assert "is the root directory" in one_error_line(cli(*FAMILY, "--run-dir", "/"))
     home = tmp_path / "home"

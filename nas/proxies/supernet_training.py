@@ -50,6 +50,8 @@ from effnet.nas.training.runtime import autocast_for, cpu_threads, place_model, 
 from effnet.nas.units import format_size
 
 CHECKPOINT_FORMAT = "effnet-supernet-checkpoint"
+CHECKPOINT_FILES = "supernet-*.pt"
+"""The names of the checkpoints in a run directory (a run writes one per supernet setting)."""
 CHECKPOINT_VERSION = 1
 CHECKPOINT_EVERY_S = 60.0
 """Seconds between checkpoints while training (one holds thousands of small tensors: 0.1-0.3 s to write)."""

@@ -67,6 +67,10 @@ SLOW_MIN_TRIALS = 3
 TOP = 5
 
 
+SEARCH_FILES = ("b0.yaml", "trials.csv", "rescored.csv", "history.png", "accuracy_vs_*.png")
+"""The files `write_search_files` writes in the run directory besides a study's own (`STUDY_FILES`)."""
+
+
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     duration = trial.duration.total_seconds() if trial.duration else None
     row = {

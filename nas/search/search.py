@@ -26,13 +26,14 @@ from effnet.nas.latency.table import LatencyTable, build_table, check_table_sett
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.proxies.supernet_training import CHECKPOINT_FILES
 from effnet.nas.record import write_run_record
 from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
 from effnet.nas.search.job import SearchJob
 from effnet.nas.search.rescore import Rescoring, ScreeningJob, rescore_top, screening_job
 from effnet.nas.search.result import SearchResult
 from effnet.nas.search.reward import LatencyBand
-from effnet.nas.search.run_dir import write_search_files
+from effnet.nas.search.run_dir import SEARCH_FILES, write_search_files
 from effnet.nas.search.supernet_stage import train_before_study
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.fit import DataFit, fit_space
@@ -40,7 +41,7 @@ from effnet.nas.space.load import load_space
 from effnet.nas.space.reach import check_band, space_reach
 from effnet.nas.study.chance import chance_level
 from effnet.nas.study.opening import check_settings
-from effnet.nas.study.runner import StudyRun, run_study
+from effnet.nas.study.runner import STUDY_FILES, StudyRun, run_study
 
 
 def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
@@ -85,6 +86,7 @@ def check_search(
         config.study.force,
         own=config.study.journal_in_run_dir(),
         study=config.study.name,
+        writes=(*STUDY_FILES, *SEARCH_FILES, CHECKPOINT_FILES),
     )
     check_settings(SearchJob(config, space), config.study, notes)
     table = None

@@ -35,9 +35,9 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.names import DEFAULT_PROXIES, PROXY_NAMES
 from effnet.nas.proxies.proxy import ProxyFailure
-from effnet.nas.proxies.supernet_training import SupernetSetup, SupernetTraining, train_supernet
+from effnet.nas.proxies.supernet_training import CHECKPOINT_FILES, SupernetSetup, SupernetTraining, train_supernet
 from effnet.nas.proxies.train import proxy_network
-from effnet.nas.record import write_run_record
+from effnet.nas.record import RUN_RECORD, write_run_record
 from effnet.nas.signals import Interrupted
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.load import load_space
@@ -46,6 +46,8 @@ from effnet.nas.study.rank import UNDEFINED, kendall, spearman
 from effnet.nas.units import format_size
 
 BASELINES = ("params", "flops")
+PROXY_CHECK_FILES = (RUN_RECORD, "proxy_check.csv", "proxy_check.yaml", CHECKPOINT_FILES)
+"""The files proxy-check writes in its run directory."""
 REFERENCE = "reference"
 MAX_DRAWS = 1_000
 """Random draws allowed per requested candidate before the band is declared too thin."""
@@ -309,7 +311,7 @@ def proxy_check(config: ProxyCheckConfig, on_progress: ProgressCallback | None =
     device = str(resolve_device(config.device))
     check_loader_workers(config.loader_workers)
     space = load_space(config.space)
-    claim_run_dir(config.run_dir, "proxy-check", config.force)
+    claim_run_dir(config.run_dir, "proxy-check", config.force, writes=PROXY_CHECK_FILES)
     images = load_proxy_data(config.proxy(), config.runtime(), on_progress)
     low = config.target_flops * (1 - config.flops_tolerance)
     high = min(config.target_flops * (1 + config.flops_tolerance), sys.float_info.max)  # finite: the band check says

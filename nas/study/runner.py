@@ -38,18 +38,24 @@ import optuna
 
 from effnet.nas.cpus import ThreadChoice
 from effnet.nas.progress import ProgressCallback
+from effnet.nas.record import RUN_RECORD
 from effnet.nas.signals import Interrupted, request_stop, stop_requested, stop_signals
+from effnet.nas.study.html_report import PLOTLY_JS_NAME, REPORT_NAME
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.recovery import recover_stale_trials, requeue_interrupted
-from effnet.nas.study.storage import heartbeat_settings
+from effnet.nas.study.storage import JOURNAL_NAME, heartbeat_settings
 from effnet.nas.study.storage_failures import storage_failures
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.study.study_job import StudyJob
 from effnet.nas.study.trial_records import repeated_failure, repeated_failure_error
-from effnet.nas.study.worker_loop import stop_reason_now, work, worker_note, worker_process
+from effnet.nas.study.worker_loop import WORKER_LOGS, stop_reason_now, work, worker_note, worker_process
 from effnet.nas.study.workers import spawn_workers, watch_workers
 from effnet.nas.training.runtime import cpu_threads
+
+STUDY_FILES = (RUN_RECORD, f"{JOURNAL_NAME}*", REPORT_NAME, PLOTLY_JS_NAME, WORKER_LOGS)
+"""What a study's command writes in its run directory besides its own files (glob patterns): the run record, the
+journal (and its repairs' fragments), the HTML report and a failed worker's log."""
 
 
 @dataclass

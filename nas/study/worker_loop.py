@@ -112,6 +112,9 @@ def worker_process(
         raise SystemExit(1) from None
 
 
+WORKER_LOGS = "worker-*-error.log"
+
+
 def worker_log_name(index: int) -> str:
     return f"worker-{index}-error.log"
 

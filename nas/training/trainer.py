@@ -16,13 +16,17 @@ from effnet.nas.net.spec import InvalidSpec, NetworkSpec
 from effnet.nas.net.spec_file import spec_from_dict, spec_to_dict
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
-from effnet.nas.record import write_run_record
+from effnet.nas.record import RUN_RECORD, write_run_record
+from effnet.nas.training.checkpoint import BEST_NAME
 from effnet.nas.training.distributed import distributed_from_env, distributed_session
 from effnet.nas.training.job import TrainConfig, TrainResult
-from effnet.nas.training.loop import CHECKPOINT_NAME, check_run, init_record, open_run, train
+from effnet.nas.training.loop import CHECKPOINT_NAME, METRICS_NAME, check_run, init_record, open_run, train
 from effnet.nas.training.recipe import Recipe, default_warmup_epochs, paper_lr
 from effnet.nas.training.runtime import resolve_device
 from effnet.nas.training.weights import initial_weights
+
+TRAIN_FILES = (RUN_RECORD, CHECKPOINT_NAME, BEST_NAME, METRICS_NAME)
+"""The files a training writes in its run directory."""
 
 
 def training_spec(spec: NetworkSpec, data: DataSplits, resolution: int) -> NetworkSpec:
@@ -53,10 +57,10 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
     trained = training_spec(config.spec, images, size)
     run_dir = config.directory
     if dist.is_main and not config.resume:  # held before the check for an earlier run's checkpoint: no race
-        claim_run_dir(run_dir, "train", config.force)
+        claim_run_dir(run_dir, "train", config.force, writes=TRAIN_FILES)
     checkpoint = open_run(run_dir, config.resume)
     if dist.is_main and config.resume:  # the checkpoint read as effnet's own: effnet may replace it
-        claim_run_dir(run_dir, "train", config.force, own=(CHECKPOINT_NAME,))
+        claim_run_dir(run_dir, "train", config.force, own=(CHECKPOINT_NAME,), writes=TRAIN_FILES)
     warmup = config.warmup_epochs
     if warmup is None:
         warmup = default_warmup_epochs(config.epochs)

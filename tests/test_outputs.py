@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from effnet.nas import files
 from effnet.nas.data import cache
@@ -376,6 +377,23 @@ def test_a_zero_cost_search_calls_its_number_a_score_not_an_accuracy(tmp_path, c
     assert "proxy score" in shown  # the b0 line
     header = next(line for line in result.stdout.splitlines() if "reward" in line and "params" in line)
     assert "score" in header and "accuracy" not in header  # nor the table's column
+
+
+def test_a_zero_cost_search_on_identical_images_warns_that_its_scores_rank_nothing(tmp_path, cli):
+    """Every image the same: NASWOT's kernel is singular for every network, each scores the floor, and the report's
+    importances of scores apart by rounding only must not end the run (it did, exit 1, with no b0.yaml)."""
+    data = tmp_path / "same"
+    for c in range(2):
+        (data / f"class{c}").mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (40, 40), (90, 90, 90)).save(data / f"class{c}" / f"{i}.png")
+    result = cli(
+        "search", *TINY_SEARCH, "--data", data, "--proxy", "zero-cost", "--trials", "4", "--run-dir", tmp_path / "r"
+    )
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert "score is the floor of a degenerate network" in shown and "--proxy train" in shown
+    assert (tmp_path / "r" / "b0.yaml").is_file()
 
 
 # -- temporary files, stops and failed writes ---------------------------------------------------------

@@ -152,3 +152,27 @@ def test_the_report_figures_read_the_trials_without_copying_them_per_parameter(m
     assert history_section(study, "accuracy", "candidate").figure is not None
     assert len(copies) > len(choices) and copies.count(True) <= 1  # read per parameter, copied once at most
     assert [t.value for t in study.trials] == [t.user_attrs["accuracy"] for t in trials]
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        [1e-12, 1e-12 + 1e-14, 1e-12, 1e-12 + 2e-14, 1e-12],  # every network at the zero-cost floor, but rounding
+        [0.5, 0.5, 0.5 + 1e-12, 0.5, 0.5],
+    ],
+    ids=["floor-and-rounding", "one-part-in-1e12"],
+)
+def test_importances_of_scores_apart_by_rounding_only_say_so_instead_of_failing(scores):
+    """fANOVA raises 'zero total variance in all trees' on scores that differ by rounding (a zero-cost search whose
+    every network scored the floor): the report says they are the same instead of ending the search with exit 1."""
+    from effnet.nas.study.html_report import importance_section
+
+    choices = optuna.distributions.CategoricalDistribution([0, 1, 2])
+    study = optuna.create_study(direction="maximize")
+    for i, score in enumerate(scores):
+        params = {"kernel": i % 2, "expand": i % 3}
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=dict.fromkeys(params, choices), value=score)
+        )
+    section = importance_section(study, "reward", "candidate")
+    assert section.figure is None and "has the same reward" in section.caption

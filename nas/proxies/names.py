@@ -9,3 +9,6 @@ ZERO_COST_SCORES: tuple[str, ...] = ("naswot", "synflow")
 PROXY_NAMES: tuple[str, ...] = PROXIES + ZERO_COST_SCORES
 DEFAULT_PROXIES: tuple[str, ...] = ("train", "zero-cost", "synflow")
 """The proxies `proxy-check` ranks when none is named."""
+
+ZERO_COST_FLOOR = 1e-12
+"""The score of a degenerate network under a training-free score (a singular NASWOT kernel, a zero synflow)."""

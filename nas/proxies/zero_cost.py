@@ -24,10 +24,11 @@ from effnet.nas.net.activations import ACTIVATION_LAYERS
 from effnet.nas.net.model import DropPath
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.names import ZERO_COST_FLOOR
 from effnet.nas.proxies.proxy import ProxyFailure
 from effnet.nas.proxies.train import seeded_proxy_model
 
-MIN_SCORE = 1e-12
+MIN_SCORE = ZERO_COST_FLOOR
 
 
 def positive_score(log_value: float) -> float:

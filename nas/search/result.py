@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.search.config import SearchConfig
+from effnet.nas.proxies.names import ZERO_COST_FLOOR
+from effnet.nas.search.config import ACCURACY_PROXIES, SearchConfig
 from effnet.nas.search.trials import StudySummary
 from effnet.nas.space.fit import DataFit
 from effnet.nas.study.chance import ChanceLevel
@@ -65,8 +66,15 @@ class SearchResult:
 
     @property
     def warnings(self) -> list[str]:
-        """What speaks against the result: the best candidate's accuracy within the margin of chance."""
+        """What speaks against the result: the best candidate's accuracy within the margin of chance, or a
+        training-free score at the floor every degenerate network gets."""
         best = self.top[0].accuracy if self.top else None
+        if best is not None and self.config.proxy.name not in ACCURACY_PROXIES and best <= 2 * ZERO_COST_FLOOR:
+            return [
+                f"the best candidate's {self.config.proxy.name} score is the floor of a degenerate network "
+                f"({best:.3g}; a singular NASWOT kernel: identical images in the scoring batch, say), so the scores "
+                "rank nothing; check the data for duplicates, or use --proxy train"
+            ]
         if self.chance is None or best is None:
             return []
         return [self.chance.warning(best)] if self.chance.near(best) else []

@@ -29,6 +29,8 @@ from effnet.nas.study.trial_attrs import SOURCE_TRIAL_ATTR
 
 REPORT_NAME = "report.html"
 PLOTLY_JS_NAME = "plotly.min.js"
+SAME_SCORE = 1e-9
+"""Scores whose spread is at most this share of the largest are the same score to fANOVA's forest."""
 MIN_TRIALS_FOR_IMPORTANCE = 3
 """fANOVA fits a random forest over the scored trials: below three it has nothing to split."""
 
@@ -118,11 +120,18 @@ def importance_section(study: optuna.Study, score_name: str, what: str) -> Secti
     ]
     if not varied:
         return Section(title, f"every scored {what} has the same choices: nothing to compare")
-    if len({t.value for t in trials}) == 1:  # fANOVA divides by the variance of the scores
-        return Section(title, f"every scored {what} has the same {score_name}: no choice explains any of it")
-    figure = plot_param_importances(
-        study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied, target_name=score_name
-    )
+    same = Section(title, f"every scored {what} has the same {score_name}: no choice explains any of it")
+    values = [float(t.value) for t in trials if t.value is not None]
+    if not values or max(values) - min(values) <= SAME_SCORE * max(abs(v) for v in values):  # fANOVA: / variance
+        return same
+    try:
+        figure = plot_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=0), params=varied, target_name=score_name
+        )
+    except RuntimeError as err:  # scores apart by float rounding only: each tree sees no variance
+        if "zero total variance" not in str(err):
+            raise
+        return same
     # every bar named: plotly skips category labels where the bars are thinner than a line of text
     figure.update_yaxes(tickmode="linear", dtick=1)
     figure.update_layout(height=max(400, 160 + 24 * len(varied)))

@@ -551,6 +551,18 @@ def test_the_time_limit_stops_a_training_at_its_next_epoch_for_every_objective(t
     assert all(t.user_attrs["accuracy"] == 0.5 for t in stopped)
 
 
+def test_a_candidate_that_finished_its_last_epoch_past_the_time_limit_completes(tmp_path):
+    """Its training is done: stopping it then would record a finished candidate as pruned, and a search whose
+    only candidates end so would write no b0.yaml."""
+    config = tiny_config(tmp_path, proxy={"epochs": 1})
+    proxy = ReportingProxy(epochs=1)
+    objective_fn = TrialObjective(config, load_space(TINY), lambda: proxy, deadline=time.time() - 1)
+    study = study_of(config)
+    study.optimize(objective_fn, n_trials=40)
+    trained = [t for t in study.trials if t.user_attrs["in_band"]]
+    assert trained and all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
+
+
 def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_path):
     result = runner.invoke(
         app, ["search", *TINY_SEARCH, "--objective", "pareto", "--trials", "8", "--run-dir", str(tmp_path), "--json"]

@@ -109,7 +109,7 @@ class TrialObjective:
                 if not config.multi_objective:  # Optuna prunes single-objective studies only
                     trial.report(reward_for(config.objective, accuracy, weighed, config.cost_target), epoch)
                     prune = trial.should_prune()
-                late = self.deadline is not None and time.time() >= self.deadline
+                late = self.deadline is not None and time.time() >= self.deadline and (epochs is None or epoch < epochs)
                 if prune or late:
                     trial.set_user_attr(ACCURACY_ATTR, accuracy)
             reporting += time.perf_counter() - begun

@@ -78,6 +78,15 @@ def test_a_folder_of_classes_holds_out_a_fifth(tmp_path):
     assert (len(data.train), len(data.val)) == (12, 3) and sorted(data.val.labels.tolist()) == [0, 1, 2]
 
 
+def test_a_val_class_none_of_whose_images_decode_is_refused_naming_the_split(tmp_path):
+    """Validation would leave the class out of its accuracy without a word, as training would skip it."""
+    jpeg_folder(tmp_path, classes=2, per_class=4, val_per_class=2)
+    for image in (tmp_path / "val" / "class1").iterdir():
+        image.write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"val/ class 'class1' has no image that decodes"):
+        training_data(str(tmp_path), 16, seed=0)
+
+
 @pytest.mark.parametrize(
     "layout, message",
     [
@@ -88,6 +97,7 @@ def test_a_folder_of_classes_holds_out_a_fifth(tmp_path):
         ("empty-class", "holds no images"),
         ("class-only-in-train", "only in train: c; only in val: -"),
         ("train-only", "only one of train/ and val/"),
+        ("a-class-named-train", r"if train is one of your classes \(beside bus, car\), rename its folder"),
     ],
 )
 def test_folder_errors_are_one_clear_line(tmp_path, layout, message):
@@ -108,6 +118,10 @@ def test_folder_errors_are_one_clear_line(tmp_path, layout, message):
         (root / "val" / "class2").rename(root / "x" / "gone")
     if layout == "train-only":
         jpeg_folder(root / "train", classes=2, per_class=2)
+    if layout == "a-class-named-train":  # PASCAL VOC's and COCO's classes include "train"
+        jpeg_folder(root, classes=3, per_class=2)
+        for old, new in (("class0", "bus"), ("class1", "car"), ("class2", "train")):
+            (root / old).rename(root / new)
     with pytest.raises(InputError, match=message) as err:
         index_folder(root)
     assert "\n" not in str(err.value)

@@ -102,9 +102,19 @@ def index_folder(path: str | Path) -> tuple[ImageSet, ImageSet | None]:
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() or val_dir.is_dir():
         if not (train_dir.is_dir() and val_dir.is_dir()):
+            one = "train" if train_dir.is_dir() else "val"
+            beside = sorted(
+                p.name for p in root.iterdir() if p.is_dir() and p.name != one and not p.name.startswith(".")
+            )
+            named = (
+                f"; if {one} is one of your classes (beside {', '.join(beside[:3])}), rename its folder: effnet reads "
+                "train/ and val/ as the data's split"
+                if beside
+                else ""
+            )
             raise InputError(
                 f"{root}: has only one of train/ and val/; add the other, "
-                "or put the class folders directly under the data folder"
+                f"or put the class folders directly under the data folder{named}"
             )
         train, val = _class_folders(train_dir), _class_folders(val_dir)
         if set(train) != set(val):
@@ -121,10 +131,10 @@ def index_folder(path: str | Path) -> tuple[ImageSet, ImageSet | None]:
     return _image_set(root.name, root, "", classes, sorted(classes)), None
 
 
-def check_decodable(images: ImageSet) -> None:
+def check_decodable(images: ImageSet, split: str = "") -> None:
     """Refuse a class none of whose files decodes (what training would otherwise skip, every epoch, without a
-    word): the first file of each class that decodes ends the look at it, so a healthy folder costs one decode
-    per class."""
+    word; or what validation would leave out of its accuracy): the first file of each class that decodes ends the
+    look at it, so a healthy folder costs one decode per class. `split` names the folder's train/ or val/."""
     from effnet.nas.data.images import BadImage, decode_image
 
     for label, name in enumerate(images.classes):
@@ -136,8 +146,9 @@ def check_decodable(images: ImageSet) -> None:
             except BadImage as err:
                 reason = str(err)
         else:
+            where = f"{split}/ " if split else ""
             raise InputError(
-                f"{images.root}: class {name!r} has no image that decodes ({reason}); fix or remove its files"
+                f"{images.root}: {where}class {name!r} has no image that decodes ({reason}); fix or remove its files"
             )
 
 

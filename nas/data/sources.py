@@ -103,7 +103,9 @@ def training_data(source: str, resolution: int, seed: int) -> DataSplits:
         train, val = held_out_split(_builtin(source, seed), seed)
         return DataSplits(source, train, val, resolution, stored="square")
     train, given_val = _folder(source)
-    check_decodable(train)
+    check_decodable(train, "train" if given_val is not None else "")
+    if given_val is not None:
+        check_decodable(given_val, "val")
     train, val = held_out_split(train, seed) if given_val is None else (train, given_val)
     return DataSplits(train.name, train, val, resolution, stored="files")
 

@@ -196,12 +196,16 @@ def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    files = [
-        Path(root) / name
-        for root, dirs, names in os.walk(folder)
-        for name in names
-        if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-    ]
+    """The image files in `folder` and its subfolders but the hidden ones (`.ipynb_checkpoints`, `.git`), which
+    an image folder's training leaves out too."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [
+            Path(root) / name
+            for name in names
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+        ]
     if not files:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder or below it")
     return sorted(files)

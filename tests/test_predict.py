@@ -261,7 +261,8 @@ def test_images_are_named_as_files_folders_and_globs_each_taken_once(trained, tm
     folder = shutil.copytree(trained["val"], tmp_path / "val")
     (folder / "class1" / "notes.txt").write_text("not an image")
     (folder / "class1" / ".hidden.jpg").write_bytes(b"")
-    jpgs = sorted(folder.rglob("[0-9].jpg"))
+    shutil.copytree(folder / "class2", folder / ".ipynb_checkpoints")  # a hidden folder's copies: left out
+    jpgs = sorted(p for p in folder.rglob("[0-9].jpg") if ".ipynb_checkpoints" not in p.parts)
     assert len(jpgs) == 9  # 3 classes x 3 validation images
     assert image_files([folder]) == jpgs
     assert image_files([f"{folder}/**/[0-9].jpg", jpgs[4], folder / "class2"]) == jpgs

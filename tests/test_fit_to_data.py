@@ -167,6 +167,30 @@ def test_the_chance_level_and_its_margin_by_hand():
     assert skewed.chance == 0.7 and not skewed.balanced
 
 
+def test_a_class_with_no_validation_image_is_counted_and_warned_of():
+    every = chance_level(np.array([0, 0, 1, 2]), 3)
+    assert every.unseen == 0 and every.unseen_warning() is None
+    two_missing = chance_level(np.array([0, 0, 0]), 3)  # classes 1 and 2 held out no image
+    assert two_missing.unseen == 2 and two_missing.record()["classes_without_val_images"] == 2
+    assert "2 of the 3 classes have no image among the 3 validation images" in two_missing.unseen_warning()
+
+
+def test_a_search_whose_held_out_split_misses_a_class_warns(tmp_path):
+    """10 images of one class and 1 of the other: the held-out fifth draws per class in proportion, so it is all
+    of the first class, and a proxy accuracy of 1.0 there says nothing of the second."""
+    data = tmp_path / "data"
+    jpeg_folder(data, classes=2, per_class=10)
+    for extra in sorted((data / "class1").iterdir())[1:]:
+        extra.unlink()
+    result = runner.invoke(
+        app, ["search", *TINY_SEARCH, "--data", str(data), "--trials", "1", "--run-dir", str(tmp_path / "r"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["chance"]["classes_without_val_images"] == 1
+    assert any("1 of the 2 classes have no image among" in w for w in summary["warnings"])
+
+
 class AlwaysPrune(BasePruner):
     def prune(self, study, trial):
         return True

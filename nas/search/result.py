@@ -66,8 +66,8 @@ class SearchResult:
 
     @property
     def warnings(self) -> list[str]:
-        """What speaks against the result: the best candidate's accuracy within the margin of chance, or a
-        training-free score at the floor every degenerate network gets."""
+        """What speaks against the result: the best candidate's accuracy within the margin of chance, classes
+        with no validation image, or a training-free score at the floor every degenerate network gets."""
         best = self.top[0].accuracy if self.top else None
         if best is not None and self.config.proxy.name not in ACCURACY_PROXIES and best <= 2 * ZERO_COST_FLOOR:
             return [
@@ -75,9 +75,11 @@ class SearchResult:
                 f"({best:.3g}; a singular NASWOT kernel: identical images in the scoring batch, say), so the scores "
                 "rank nothing; check the data for duplicates, or use --proxy train"
             ]
-        if self.chance is None or best is None:
+        if self.chance is None:
             return []
-        return [self.chance.warning(best)] if self.chance.near(best) else []
+        unseen = self.chance.unseen_warning()
+        near = [self.chance.warning(best)] if best is not None and self.chance.near(best) else []
+        return near + ([unseen] if unseen else [])
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""

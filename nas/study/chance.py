@@ -35,6 +35,9 @@ class ChanceLevel:
     classes: int
     val_images: int
     balanced: bool
+    unseen: int = 0
+    """Classes with no validation image (a class of a few images whose held-out share rounds to none): the
+    accuracy says nothing of them."""
 
     @property
     def standard_error(self) -> float:
@@ -59,6 +62,7 @@ class ChanceLevel:
             "classes": self.classes,
             "val_images": self.val_images,
             "balanced": self.balanced,
+            "classes_without_val_images": self.unseen,
             "margin": round(self.margin, 6),
             "threshold": round(self.threshold, 6),
             "rule": CHANCE_RULE,
@@ -76,6 +80,16 @@ class ChanceLevel:
             f"candidates apart from guessing; {FIX}"
         )
 
+    def unseen_warning(self) -> str | None:
+        """The sentence that says some classes have no validation image, or None where every class has one."""
+        if not self.unseen:
+            return None
+        return (
+            f"{self.unseen} of the {self.classes} classes have no image among the {self.val_images:,} validation "
+            "images, so the proxy's accuracy says nothing of them; give those classes more images, or hold out more "
+            "(--proxy-val-images)"
+        )
+
 
 def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
     """The chance level of a validation split with these labels."""
@@ -88,6 +102,7 @@ def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
         classes=classes,
         val_images=total,
         balanced=bool(counts.max() - counts.min() <= 1),
+        unseen=int((counts == 0).sum()),
     )
 
 

@@ -3,7 +3,10 @@
 A worker can die mid-trial (killed, out of memory, the machine lost); its trial stays RUNNING. Three
 rules find such trials, on any storage:
 
-- the trial names its worker (host:pid, recorded first thing) and that process is gone from this host;
+- the trial names its worker (host:pid, recorded first thing) and that process is gone from this host: on the
+  journal file by host name alone, on an RDB storage (where machines may share a host name) only where the
+  trial also names this process's boot and PID namespace (`WORKER_NAMESPACE_ATTR`), so that its PID means the
+  same process here (a trial cut off by a database outage is found on the next run, not a grace period later);
 - the trial's last heartbeat is older than the grace period: RDB storages keep Optuna's heartbeats
   (and fail such trials themselves), and on the journal file, which has none, each worker records
   one on its trial as a user attribute (`HEARTBEAT_ATTR`) while it runs, so a trial left by a
@@ -28,6 +31,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -45,6 +49,7 @@ from effnet.nas.study.trial_attrs import (
     RETRY_OF_ATTR,
     STALE_ATTR,
     WORKER_ATTR,
+    WORKER_NAMESPACE_ATTR,
 )
 
 MAX_RETRY = 3
@@ -53,6 +58,17 @@ MAX_RETRY = 3
 def worker_identity() -> str:
     """host:pid of this process, recorded on each trial it runs."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_namespace() -> str | None:
+    """This process's boot and PID namespace (`boot_id/inode`): two processes that share it see each other's PIDs.
+    None where the system does not say (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
 
 
 def _process_alive(pid: int) -> bool:
@@ -65,21 +81,24 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def stale_reason(trial: FrozenTrial, grace_s: float, now: float, host: str, journal: bool) -> str | None:
+def stale_reason(
+    trial: FrozenTrial, grace_s: float, now: float, host: str, journal: bool, namespace: str | None = None
+) -> str | None:
     """Why a RUNNING trial's worker is taken for gone, or None while it may still be working. On RDB
-    storages (`journal` False) only the unnamed rule applies here: Optuna's heartbeats do the rest,
-    and machines there may share a host name."""
+    storages (`journal` False) a dead worker is told by its PID only in this process's `namespace`, and an
+    unnamed trial by its age: Optuna's heartbeats do the rest, and machines there may share a host name."""
     owner = trial.user_attrs.get(WORKER_ATTR)
     started = trial.datetime_start.timestamp() if trial.datetime_start else now
     if not owner:
         if now - started > grace_s:
             return "its worker died right after taking it"
         return None
+    owner_host, _, owner_pid = str(owner).rpartition(":")
+    here = journal or (namespace is not None and trial.user_attrs.get(WORKER_NAMESPACE_ATTR) == namespace)
+    if here and owner_host == host and owner_pid.isdigit() and not _process_alive(int(owner_pid)):
+        return f"worker {owner} died mid-trial"
     if not journal:
         return None
-    owner_host, _, owner_pid = str(owner).rpartition(":")
-    if owner_host == host and owner_pid.isdigit() and not _process_alive(int(owner_pid)):
-        return f"worker {owner} died mid-trial"
     beat = trial.user_attrs.get(HEARTBEAT_ATTR)
     last = float(beat) if isinstance(beat, (int, float)) and not isinstance(beat, bool) else started
     if now - last > grace_s:
@@ -128,10 +147,10 @@ def recover_stale_trials(storage: BaseStorage, study: optuna.Study, grace_s: flo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # RDB heartbeats; Optuna's callback re-queues
-    host, now = socket.gethostname(), time.time()
+    host, now, namespace = socket.gethostname(), time.time(), process_namespace()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = stale_reason(trial, grace_s, now, host, journal)
+        reason = stale_reason(trial, grace_s, now, host, journal, namespace)
         if reason is not None and fail_trial(storage, study, trial, reason):
             failed.append(trial.number)
     if failed:

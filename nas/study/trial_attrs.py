@@ -12,6 +12,8 @@ from __future__ import annotations
 
 WORKER_ATTR = "worker"
 """Who took the trial: its worker's `host:pid`, recorded first thing."""
+WORKER_NAMESPACE_ATTR = "worker_namespace"
+"""Where its worker's PID means that process: the boot and the PID namespace (`process_namespace`)."""
 HEARTBEAT_ATTR = "heartbeat"
 """On the journal storage: when the worker last said it was alive (`time.time()`), every few seconds."""
 STALE_ATTR = "stale"

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from effnet.nas.errors import InputError
 from effnet.nas.signals import training
-from effnet.nas.study.recovery import worker_identity
+from effnet.nas.study.recovery import process_namespace, worker_identity
 from effnet.nas.study.trial_attrs import (
     FAIL_REASON_ATTR,
     HEARTBEAT_ATTR,
@@ -24,6 +24,7 @@ from effnet.nas.study.trial_attrs import (
     STALE_ATTR,
     WORK_SECONDS_ATTR,
     WORKER_ATTR,
+    WORKER_NAMESPACE_ATTR,
 )
 
 REPEATED_FAILURES = 3
@@ -59,6 +60,7 @@ def recorded(
     def run(trial: optuna.Trial) -> Any:
         with training(active=False):
             trial.set_user_attr(WORKER_ATTR, worker_identity())
+            trial.set_user_attr(WORKER_NAMESPACE_ATTR, process_namespace())
         heartbeat = _journal_heartbeat(trial, interval_s) if journal else contextlib.nullcontext()
         try:
             with heartbeat:

@@ -12,7 +12,16 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from effnet.cli.common import interrupted_exit, raise_on_stop_signals, set_run_dir, shown, write_crash_log
+from effnet.cli.common import (
+    emit_json,
+    interrupted_exit,
+    json_requested,
+    raise_on_stop_signals,
+    report_error,
+    set_run_dir,
+    shown,
+    write_crash_log,
+)
 from effnet.cli.describe import describe
 from effnet.cli.export_family import export_family
 from effnet.cli.export_model import export_model
@@ -86,17 +95,16 @@ def main() -> None:
             err.show()
             raise SystemExit(err.exit_code) from None
         where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
-        print(f"error: {' '.join(err.format_message().split())}{where}", file=sys.stderr)
+        report_error(f"{' '.join(err.format_message().split())}{where}", 2)
         raise SystemExit(2) from None
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as err:
         log = write_crash_log()
-        print(
-            f"effnet: unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]} "
-            f"(traceback in {log})",
-            file=sys.stderr,
-        )
+        what = f"unexpected error: {type(err).__name__}: {shown(' '.join(str(err).split()))[:300]}"
+        print(f"effnet: {what} (traceback in {log})", file=sys.stderr)
+        if json_requested():
+            emit_json({"error": what, "exit_code": 1, "traceback": str(log)})
         raise SystemExit(1) from None
     if code:  # a command's own exit code (typer.Exit), returned rather than raised outside standalone mode
         raise SystemExit(interrupted_exit(code))

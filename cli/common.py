@@ -7,6 +7,7 @@ load neither torch nor optuna.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import signal
 import sys
@@ -98,8 +99,25 @@ def interrupted_exit(code: int) -> int:
 
 def fail(message: str) -> typer.Exit:
     """Print one line naming the problem and the fix; the caller raises the returned Exit(2)."""
-    print(f"error: {shown(' '.join(str(message).split()))}", file=sys.stderr, flush=True)
+    report_error(shown(" ".join(str(message).split())), 2)
     return typer.Exit(2)
+
+
+def report_error(text: str, exit_code: int, **details: Any) -> None:
+    """The one `error:` line on stderr; under `--json` also one JSON object on stdout (`error`, `exit_code` and
+    `details`), so that a script reading stdout gets an object whether the command succeeded or not."""
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    if json_requested():
+        emit_json({"error": text, "exit_code": exit_code, **details})
+
+
+def json_requested() -> bool:
+    """Whether the command line asks for `--json`: the command's parsed flag once it is parsed, else the word on
+    the command line (a value the parser refused, an error outside the command)."""
+    context = importlib.import_module("typer._click.globals").get_current_context(silent=True)
+    if context is not None and "as_json" in context.params:
+        return bool(context.params["as_json"])
+    return "--json" in sys.argv[1:]
 
 
 def flag_for(setting: str, flags: Mapping[str, str] | None = None) -> str:

@@ -8,6 +8,7 @@ the family's members, the files) runs for real.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -339,3 +340,20 @@ def test_what_the_parser_refuses_is_one_line_and_exit_2_from_the_command(args, w
     assert stopped.value.code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert f"(see effnet {args[0]} --help)" in err
+
+
+def test_under_json_a_refusal_is_also_one_json_object_on_stdout(monkeypatch, capsys):
+    """A script that reads stdout gets an object on failure as on success: the parser's refusal (outside the
+    command) and the command's own (inside it) alike."""
+    from effnet.cli.app import main
+
+    for args, words in (
+        (["search", "--seed", "1e300", "--json"], "Invalid value for '--seed'"),
+        (["search", "--target-flops", "400X", "--json"], "'400X' is not a size"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["effnet", *args])
+        with pytest.raises(SystemExit) as stopped:
+            main()
+        out, err = capsys.readouterr()
+        assert stopped.value.code == 2 and err.count("\n") == 1 and words in err
+        assert json.loads(out) == {"error": err.strip().removeprefix("error: "), "exit_code": 2}

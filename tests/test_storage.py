@@ -4,6 +4,7 @@ every form they take, wherever a URL is shown or written."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import threading
@@ -155,13 +156,17 @@ def test_an_unexpected_error_logs_no_password(tmp_path, monkeypatch, capsys):
         raise RuntimeError(f"boom while opening {url} with password {password}")
 
     monkeypatch.setattr("effnet.nas.study.opening.open_storage", broken)
-    monkeypatch.setattr(sys, "argv", ["effnet", "search", *TINY_SEARCH, "--storage", url, "--run-dir", str(run_dir)])
+    command = ["effnet", "search", *TINY_SEARCH, "--storage", url, "--run-dir", str(run_dir), "--json"]
+    monkeypatch.setattr(sys, "argv", command)
     with pytest.raises(SystemExit) as exited:
         cli_app.main()
     assert exited.value.code == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "unexpected error: RuntimeError: boom" in err and password not in err
     log = run_dir / "error.log"
+    reported = json.loads(out)  # --json: the failure as one object on stdout too, the password hidden there as well
+    assert reported["exit_code"] == 1 and reported["traceback"] == str(log) and "boom" in reported["error"]
+    assert password not in out
     assert "RuntimeError: boom" in log.read_text() and files_holding(password, tmp_path) == []
 
 

@@ -175,6 +175,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, effnet_command):
     assert command.wait(120) == 130, command.stderr[-3000:]
     assert "Traceback" not in command.stderr and "interrupted: completed trials and files are saved" in command.stderr
     assert command.json()["stop_reason"] == "interrupt"
+    assert command.json()["trials_failed"] == 0  # cut short and queued again: no failure of the candidate's
 
     trials = journal_trials(run_dir)
     [cut] = interrupted_trials(trials)

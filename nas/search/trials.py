@@ -10,7 +10,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.reward import mnasnet_reward
-from effnet.nas.study.trial_attrs import ACCURACY_ATTR, ERROR_ATTR, FLOPS_ATTR, IN_BAND_ATTR, STALE_ATTR
+from effnet.nas.study.trial_attrs import (
+    ACCURACY_ATTR,
+    ERROR_ATTR,
+    FLOPS_ATTR,
+    IN_BAND_ATTR,
+    INTERRUPTED_ATTR,
+    STALE_ATTR,
+)
 
 
 def is_in_band(trial: FrozenTrial) -> bool:
@@ -32,6 +39,8 @@ class StudySummary:
     completed: int
     pruned: int
     failed: int
+    """Trials whose own work failed: not those a stop signal cut short or whose worker died, which are queued again
+    and say nothing of the candidate."""
     outside_band: int
     running: int
 
@@ -43,7 +52,10 @@ def summarize(study: optuna.Study) -> StudySummary:
         trained=sum(counts_toward_budget(t) for t in trials),
         completed=sum(t.state == TrialState.COMPLETE for t in in_band),
         pruned=sum(t.state == TrialState.PRUNED for t in in_band),
-        failed=sum(t.state == TrialState.FAIL for t in trials),
+        failed=sum(
+            t.state == TrialState.FAIL and not (t.user_attrs.get(INTERRUPTED_ATTR) or t.user_attrs.get(STALE_ATTR))
+            for t in trials
+        ),
         outside_band=sum(t.state == TrialState.COMPLETE and not is_in_band(t) for t in trials),
         running=sum(t.state == TrialState.RUNNING for t in trials),
     )

@@ -252,3 +252,23 @@ def test_undecodable_file(cli, tmp_path):
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00name: x")
     assert_clean_error(cli("describe", path), path, ["cannot read"])
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ((CONFIGS / "search_space" / "efficientnet.yaml").read_text(), "a search space, not a network spec"),
+        ("command: search\nsettings: {}\nresult: {}\n", "a run record (run.yaml), not a network spec"),
+        ("alpha: 1.2\nbeta: 1.1\ngamma: 1.15\nphi: 1\n", "scaling coefficients (coefficients.yaml), not a network"),
+    ],
+    ids=["search-space", "run-record", "coefficients"],
+)
+def test_another_effnet_file_given_as_a_spec_is_named_for_what_it_is(cli, tmp_path, text, words):
+    """Not 'unknown key' of a spec: the file is effnet's, of another kind, and the line says where it belongs."""
+    path = tmp_path / "given.yaml"
+    path.write_text(text)
+    result = cli("describe", path)
+    assert result.exit_code == 2 and words in result.stderr and "unknown key" not in result.stderr

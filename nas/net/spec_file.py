@@ -86,8 +86,24 @@ def _mapping(data: Any, where: str, cls: type, source: str) -> dict[str, Any]:
     return data
 
 
+OTHER_FILES = (
+    (("choices", "skeleton"), "a search space, not a network spec: give it to search --space"),
+    (("command", "settings"), "a run record (run.yaml), not a network spec: a search's network is its b0.yaml"),
+    (
+        ("alpha", "beta", "gamma"),
+        "a grid's scaling coefficients (coefficients.yaml), not a network spec: "
+        "give it to export-family --coefficients",
+    ),
+)
+"""The other YAML files effnet reads or writes, by the keys that tell them apart, and where each belongs."""
+
+
 def spec_from_dict(data: Any, source: str = "<spec>") -> NetworkSpec:
     """Validate a parsed YAML document and build a `NetworkSpec`; raises `InputError`."""
+    if isinstance(data, dict) and "stages" not in data:
+        for keys, what in OTHER_FILES:
+            if all(key in data for key in keys):
+                raise InputError(f"{source}: this is {what}")
     fields = dict(_mapping(data, "spec", NetworkSpec, source))
     stages = fields["stages"]
     if not isinstance(stages, list) or not stages:

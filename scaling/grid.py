@@ -21,6 +21,7 @@ from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
+from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.proxy_runtime import proxy_runtime
 from effnet.nas.study.runner import STUDY_FILES, run_study
 from effnet.scaling.caveats import grid_caveats
@@ -222,7 +223,8 @@ def grid_scale(
     points = tuple(checked)
     job = GridJob(config, points)
     if config.max_points is not None:
-        study, _ = open_study(job, config.study)
+        with optuna_quiet():  # Optuna's own "A new study created" line is not effnet's output
+            study, _ = open_study(job, config.study)
         job = dataclasses.replace(job, limit=evaluations_taken(study, job.network_of) + config.max_points)
     run = run_study(job, config.study, on_progress)
     run.notes[:0] = notes

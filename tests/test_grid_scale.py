@@ -711,3 +711,17 @@ def test_a_lead_without_run_to_run_noise_is_printed_as_the_lead_itself():
         print_best({"best": best, "phi": 1.0, "coefficients": "c.yaml", "chance": None, "repeats": 2})
     text = " ".join(captured.get().split())
     assert "by 0.0031 with no run-to-run noise of the proxy" in text and "by nothing" not in text
+
+
+def test_a_grid_with_max_points_prints_no_optuna_log_line(tmp_path):
+    """Its study is opened once before the run to count what was taken: Optuna's own 'A new study created' line
+    must not reach stderr there either (a process of its own: Optuna's log handler holds the real stderr)."""
+    args = ["grid-scale", "--base", TINY_BASE, *GRID_ARGS, *ZERO_COST_ARGS, "--max-points", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "effnet.cli", *map(str, args), "--run-dir", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "A new study created" not in result.stderr and "[I " not in result.stderr

@@ -37,9 +37,9 @@ def print_result(result: Any) -> None:
     c = result.config
     targets = []
     if c.target_latency_s is not None:
-        targets.append(f"{1000 * c.target_latency_s:.2f} ms ±{c.latency_tolerance:.0%}")
+        targets.append(f"{1000 * c.target_latency_s:.2f} ms ±{100 * c.latency_tolerance:.3g}%")
     if c.target_flops is not None:
-        targets.append(f"{format_size(c.target_flops)} FLOPs ±{c.flops_tolerance:.0%}")
+        targets.append(f"{format_size(c.target_flops)} FLOPs ±{100 * c.flops_tolerance:.3g}%")
     table = Table(title=f"best candidates (target {', '.join(targets)}, {c.objective})")
     measured = "accuracy" if c.proxy.name in ACCURACY_PROXIES else "score"  # a zero-cost score is no accuracy
     columns = ["trial", "reward", measured, "FLOPs", "params", "architecture"]
@@ -86,6 +86,11 @@ def print_result(result: Any) -> None:
         )
         if result.latency is not None:
             console.print(latency_line(result.latency))
+    elif s.completed + s.pruned + s.failed + s.running == 0 and s.outside_band:
+        tolerance = "--latency-tolerance" if result.config.latency_band is not None else "--flops-tolerance"
+        console.print(
+            f"[yellow]none of the {s.outside_band} networks sampled fell inside the band: widen {tolerance}[/]"
+        )
     else:
         console.print("[yellow]no candidate inside the band finished training yet; rerun to continue[/]")
     if data["chance"] is not None:

@@ -591,3 +591,14 @@ def test_the_old_name_of_proxy_epochs_still_works_for_one_release(tmp_path):
         app, ["search", *TINY_SEARCH, "--epochs", "2", "--proxy-epochs", "1", "--run-dir", str(tmp_path / "both")]
     )
     assert both.exit_code == 2 and "--epochs is the old name of --proxy-epochs" in both.output
+
+
+def test_a_band_no_sampled_network_falls_in_says_to_widen_it(tmp_path):
+    """Not 'rerun to continue': rerunning samples more networks outside the same band; and a tolerance under half
+    a per cent is shown as it is, not as ±0%."""
+    args = ["search", *TINY_SEARCH, "--flops-tolerance", "0.00001", "--timeout", "3", "--run-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.stdout.split())
+    assert "networks sampled fell inside the band: widen --flops-tolerance" in shown
+    assert "rerun to continue" not in shown and "±0.001%" in shown

@@ -98,6 +98,7 @@ def test_a_val_class_none_of_whose_images_decode_is_refused_naming_the_split(tmp
         ("class-only-in-train", "only in train: c; only in val: -"),
         ("train-only", "only one of train/ and val/"),
         ("a-class-named-train", r"if train is one of your classes \(beside bus, car\), rename its folder"),
+        ("a-class-of-subfolders", "holds no images .* its subfolders are not read: put the images directly in it"),
     ],
 )
 def test_folder_errors_are_one_clear_line(tmp_path, layout, message):
@@ -118,6 +119,11 @@ def test_folder_errors_are_one_clear_line(tmp_path, layout, message):
         (root / "val" / "class2").rename(root / "x" / "gone")
     if layout == "train-only":
         jpeg_folder(root / "train", classes=2, per_class=2)
+    if layout == "a-class-of-subfolders":
+        jpeg_folder(root, classes=2, per_class=2)
+        (root / "class1").rename(root / "nested")
+        (root / "class1").mkdir()
+        (root / "nested").rename(root / "class1" / "deeper")
     if layout == "a-class-named-train":  # PASCAL VOC's and COCO's classes include "train"
         jpeg_folder(root, classes=3, per_class=2)
         for old, new in (("class0", "bus"), ("class1", "car"), ("class2", "train")):

@@ -432,3 +432,13 @@ def test_bad_input_exits_2_with_one_clear_line(runs, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_spec_for_other_input_channels_is_told_it_is_changed_to_the_datas(tmp_path):
+    """Like the class count, the input channels follow the data (three for digits); the change is said."""
+    spec = tmp_path / "grey.yaml"
+    spec.write_text(TINY_SPEC.replace("num_classes: 1000\n", "num_classes: 1000\nin_channels: 1\n"))
+    result = invoke(spec, *TRAIN_ARGS, "--epochs", 1, "--run-dir", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    progress = " ".join(result.stderr.split())
+    assert "in_channels 1 → 3 from the data" in progress and "num_classes 1000 → 10 from the data" in progress

@@ -73,8 +73,10 @@ def _class_folders(root: Path) -> dict[str, list[str]]:
     for name in folders:
         files = sorted(e.name for e in _entries(root / name) if _is_image_file(e))
         if not files:
+            nested = any(e.is_dir() and not e.name.startswith(".") for e in _entries(root / name))
+            where = "; its subfolders are not read: put the images directly in it" if nested else ""
             raise InputError(
-                f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                f"{root / name}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}){where}; "
                 "add images or remove the folder"
             )
         classes[name] = files

@@ -98,6 +98,8 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
                 if config.spec.num_classes != trained.num_classes
                 else f"{trained.num_classes} classes"
             )
+            if config.spec.in_channels != trained.in_channels:
+                classes += f"; in_channels {config.spec.in_channels} → {trained.in_channels} from the data"
             on_progress(
                 Progress(
                     0,

@@ -175,6 +175,25 @@ def test_a_class_with_no_validation_image_is_counted_and_warned_of():
     assert "2 of the 3 classes have no image among the 3 validation images" in two_missing.unseen_warning()
 
 
+def test_a_proxy_resolution_far_above_the_images_is_refused_before_any_cache(tmp_path):
+    """Images of 24-40 px at 4096 px would cache 65 MiB an image; the limit the line names is itself accepted."""
+    data = tmp_path / "data"
+    jpeg_folder(data, classes=2, per_class=6, sizes=(24, 41))
+    cache = tmp_path / "cache"
+
+    def search(resolution: int | str, run: str):
+        args = [*TINY_SEARCH, "--data", data, "--proxy-resolution", resolution, "--trials", 1, "--cache-dir", cache]
+        return runner.invoke(app, ["search", *map(str, args), "--run-dir", str(tmp_path / run)])
+
+    refused = search(4096, "r")
+    assert refused.exit_code == 2, refused.output
+    assert "--proxy-resolution is 4096 px" in refused.stderr and "use at most" in refused.stderr
+    assert not cache.exists()
+    at_most = int(refused.stderr.split("use at most ")[1].split()[0])
+    accepted = search(at_most, "r2")
+    assert accepted.exit_code == 0 and "--proxy-resolution is" not in accepted.stderr, accepted.output
+
+
 def test_a_search_whose_held_out_split_misses_a_class_warns(tmp_path):
     """10 images of one class and 1 of the other: the held-out fifth draws per class in proportion, so it is all
     of the first class, and a proxy accuracy of 1.0 there says nothing of the second."""

@@ -26,6 +26,7 @@ from effnet.nas.data.builtin import (
 )
 from effnet.nas.data.folder import index_folder
 from effnet.nas.data.images import BadImage, ImageSet, open_image
+from effnet.nas.errors import SettingError
 
 SIZE_SAMPLE = 256
 """Files whose headers are read for the median image size (a seeded sample of the folder's training images)."""
@@ -33,6 +34,9 @@ RESOLUTION_STEP = 16
 """The derived resolution is a multiple of this (a whole number of 16-px cells, like 224 = 14 x 16)."""
 MIN_FITTED_RESOLUTION = 32
 """The derived resolution is never below this (the shipped spaces' total stride: one pixel of final feature map)."""
+MAX_UPSAMPLING = 8
+"""A proxy resolution at most this many times the images' median short side: beyond it upsampling adds only cost
+(a cache of 4096 px squares from 40 px images is 65 MiB an image)."""
 RESOLUTION_RULE = (
     f"the search space's own resolution (224 px for the shipped spaces, ImageNet's), lowered for "
     f"an image folder to its median image short side rounded down to a multiple of "
@@ -127,3 +131,16 @@ def data_facts(source: str, seed: int = 0) -> DataFacts:
         return DataFacts(source, SYNTHETIC_CLASSES, ImageSize(side, side, side, count), builtin=True)
     train, _ = index_folder(Path(source).expanduser())
     return DataFacts(train.name, train.num_classes, median_image_size(train, seed), builtin=False)
+
+
+def check_proxy_resolution(resolution: int, size: ImageSize | None) -> None:
+    """Refuse a proxy resolution more than `MAX_UPSAMPLING` times the images' median short side (a folder's; the
+    built-in data has no `size` here)."""
+    if size is None or resolution <= MAX_UPSAMPLING * size.short_side:
+        return
+    raise SettingError(
+        "proxy_resolution",
+        f"is {resolution} px, {resolution / size.short_side:.0f}x the data's median image short side "
+        f"({size.short_side} px): upsampling adds no detail, only time, memory and cache; use at most "
+        f"{MAX_UPSAMPLING * size.short_side} ({MAX_UPSAMPLING}x the images)",
+    )

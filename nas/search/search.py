@@ -18,7 +18,7 @@ import dataclasses
 import time
 
 from effnet.nas import checks
-from effnet.nas.data.facts import data_facts
+from effnet.nas.data.facts import check_proxy_resolution, data_facts
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
 from effnet.nas.latency.reach import latency_reach
@@ -55,6 +55,7 @@ def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
             f"is {config.classes}, but the data {facts.source} has {facts.classes} "
             f"classes; give at least {facts.classes} or leave it out",
         )
+    check_proxy_resolution(config.proxy.resolution, facts.image_size)
     space, fit = fit_space(space, facts, config.classes, config.resolution)
     band = config.band
     reach = check_band(space, band.low, band.high) if band is not None else space_reach(space)

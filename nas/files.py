@@ -113,6 +113,8 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create the directory if needed; refuse one that cannot be written or has under 64 MiB free. The
     probe is a temporary file of effnet's own name, removed at once."""
     folder = Path(path)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise InputError(f"{folder} exists and is not a directory; choose a run directory (a new or existing folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".effnet-write-test-", dir=folder)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas.files import dump_yaml, write_csv
-from effnet.nas.outputs import claim_run_dir, holding_run_dirs
+from effnet.nas.outputs import holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
@@ -23,7 +23,7 @@ from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
 from effnet.nas.study.optuna_log import optuna_quiet
 from effnet.nas.study.proxy_runtime import proxy_runtime
-from effnet.nas.study.runner import STUDY_FILES, run_study
+from effnet.nas.study.runner import claim_study_dir, run_study
 from effnet.scaling.caveats import grid_caveats
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.grid_results import (
@@ -165,14 +165,7 @@ def check_grid(
         check_networks_fit([point_spec(config.base, *p.key, config.grid.phi) for p in points], config.latency)
     config.study.worker_device()
     config.study.check_workers()
-    claim_run_dir(
-        config.study.run_dir,
-        "grid-scale",
-        config.study.force,
-        own=config.study.journal_in_run_dir(),
-        study=config.study.name,
-        writes=(*STUDY_FILES, *GRID_FILES),
-    )
+    claim_study_dir(config.study, "grid-scale", GRID_FILES)
     check_settings(GridJob(config, tuple(points)), config.study, notes)
     runtime = proxy_runtime(config.study)
     records, chance = {}, None

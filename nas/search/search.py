@@ -23,7 +23,7 @@ from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import SettingError
 from effnet.nas.latency.reach import latency_reach
 from effnet.nas.latency.table import LatencyTable, build_table, check_table_settings
-from effnet.nas.outputs import claim_run_dir, holding_run_dirs
+from effnet.nas.outputs import holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.supernet_training import CHECKPOINT_FILES
@@ -41,7 +41,7 @@ from effnet.nas.space.load import load_space
 from effnet.nas.space.reach import check_band, space_reach
 from effnet.nas.study.chance import chance_level
 from effnet.nas.study.opening import check_settings
-from effnet.nas.study.runner import STUDY_FILES, StudyRun, run_study
+from effnet.nas.study.runner import StudyRun, claim_study_dir, run_study
 
 
 def fitted_space(config: SearchConfig) -> tuple[SearchSpace, DataFit]:
@@ -81,14 +81,7 @@ def check_search(
     config.study.check_workers()
     if config.latency_band is not None:
         check_table_settings(config.latency)
-    claim_run_dir(
-        config.study.run_dir,
-        "search",
-        config.study.force,
-        own=config.study.journal_in_run_dir(),
-        study=config.study.name,
-        writes=(*STUDY_FILES, *SEARCH_FILES, CHECKPOINT_FILES),
-    )
+    claim_study_dir(config.study, "search", (*SEARCH_FILES, CHECKPOINT_FILES))
     check_settings(SearchJob(config, space), config.study, notes)
     table = None
     if config.latency_band is not None:

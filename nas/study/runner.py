@@ -33,10 +33,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 
 from effnet.nas.cpus import ThreadChoice
+from effnet.nas.outputs import claim_run_dir
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.record import RUN_RECORD
 from effnet.nas.signals import Interrupted, request_stop, stop_requested, stop_signals
@@ -56,6 +58,19 @@ from effnet.nas.training.runtime import cpu_threads
 STUDY_FILES = (RUN_RECORD, f"{JOURNAL_NAME}*", REPORT_NAME, PLOTLY_JS_NAME, WORKER_LOGS)
 """What a study's command writes in its run directory besides its own files (glob patterns): the run record, the
 journal (and its repairs' fragments), the HTML report and a failed worker's log."""
+
+
+def claim_study_dir(config: StudyConfig, command: str, writes: tuple[str, ...]) -> Path:
+    """Claim the study's run directory for `command` (`claim_run_dir`): its journal there is effnet's own, the
+    directory is the study's, and `writes` (with `STUDY_FILES`) are the names the command writes in it."""
+    return claim_run_dir(
+        config.run_dir,
+        command,
+        config.force,
+        own=config.journal_in_run_dir(),
+        study=config.name,
+        writes=(*STUDY_FILES, *writes),
+    )
 
 
 @dataclass

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from effnet.nas.errors import InputError
 from effnet.nas.files import atomic_write_text, current_umask, ensure_writable_dir, yaml_text
 from effnet.nas.targets import LOCK_NAME, MANIFEST_NAME, Claim, claims, read_manifest, read_small_yaml, resolved
@@ -143,18 +145,19 @@ def _lock(folder: Path) -> tuple[int, bool]:
 def _ownership(
     folder: Path, command: str, force: bool, own: frozenset[str], study: str | None, writes: tuple[str, ...]
 ) -> frozenset[str]:
-    """Check who owns `folder` (under its lock); record `command` (and `study`) as the owner. Returns the foreign
-    names."""
+    """Check who owns `folder` (under its lock); record `command`, `study` and the names it `writes` as the
+    owner's. Returns the foreign names."""
     manifest = read_manifest(folder / MANIFEST_NAME)
     if manifest is not None:
         owner, foreign = manifest
         if owner != command:
             raise _taken_by(folder, owner, command)
         recorded = _recorded_study(folder)
-        if study is not None and recorded is not None and recorded != study:
+        if study is not None and recorded is not None and recorded != study and _holds_outputs(folder, writes):
             raise _other_study(folder, recorded, study)
-        if study is not None and recorded is None:
-            _write_manifest(folder / MANIFEST_NAME, _manifest_text(command, foreign, study))
+        text = _manifest_text(command, foreign, study, writes)
+        if read_small_yaml(folder / MANIFEST_NAME) != yaml.safe_load(text):
+            _write_manifest(folder / MANIFEST_NAME, text)
         return foreign
     present = sorted(name for name in os.listdir(folder) if name not in OWN_NAMES | own)
     foreign = frozenset[str]()
@@ -163,7 +166,7 @@ def _ownership(
         if recorded is not None and recorded != command:
             raise _taken_by(folder, recorded, command)
         recorded_study = _recorded_study(folder) if recorded is not None else None
-        if study is not None and recorded_study is not None and recorded_study != study:
+        if study is not None and recorded_study is not None and recorded_study != study:  # run.yaml: outputs
             raise _other_study(folder, recorded_study, study)
         if recorded is None:
             if not force:
@@ -175,8 +178,16 @@ def _ownership(
                 )
             foreign = frozenset(present)
             _refuse_clashes(folder, foreign, writes)
-    _write_manifest(folder / MANIFEST_NAME, _manifest_text(command, foreign, study))
+    _write_manifest(folder / MANIFEST_NAME, _manifest_text(command, foreign, study, writes))
     return foreign
+
+
+def _holds_outputs(folder: Path, writes: tuple[str, ...]) -> bool:
+    """Whether `folder` holds a file under a name the command writes (a directory a refused run claimed holds
+    none, and may go to another study)."""
+    return any(
+        fnmatch.fnmatchcase(name, pattern) for name in os.listdir(folder) if name not in OWN_NAMES for pattern in writes
+    )
 
 
 def _refuse_clashes(folder: Path, foreign: frozenset[str], writes: tuple[str, ...]) -> None:
@@ -189,10 +200,14 @@ def _refuse_clashes(folder: Path, foreign: frozenset[str], writes: tuple[str, ..
         )
 
 
-def _manifest_text(command: str, foreign: frozenset[str], study: str | None) -> str:
+def _manifest_text(command: str, foreign: frozenset[str], study: str | None, writes: tuple[str, ...]) -> str:
+    """The manifest: the owner, the foreign names, the study, and the names the owner writes (which an `--out`
+    elsewhere may never replace: `effnet.nas.targets.check_output_file`)."""
     record: dict[str, object] = {"command": command, "foreign": sorted(foreign)}
     if study is not None:
         record["study"] = study
+    if writes:
+        record["writes"] = sorted(writes)
     return yaml_text(record)
 
 

@@ -14,6 +14,7 @@ reads their manifests, so that the rule needs nothing from above it.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterable
@@ -93,7 +94,7 @@ def check_output_file(
         for source in inputs:
             if source is not None and Path(source).exists() and os.path.samefile(target, source):
                 raise InputError(f"{target} is also this command's input ({source}); write to another file")
-        if os.path.lexists(target.parent / MANIFEST_NAME):
+        if is_run_file(target):
             raise InputError(
                 f"{target} belongs to the effnet run directory {target.parent}, and effnet does not replace a run's "
                 "files; give a new file name"
@@ -104,6 +105,22 @@ def check_output_file(
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {target}: the directory {folder} is not writable; give another path")
     return target
+
+
+def is_run_file(path: Path) -> bool:
+    """Whether `path` is one of an effnet run directory's own files: its manifest or lock, a file there before
+    effnet, or a name its command writes (the manifest lists them; a manifest from before it did makes every file
+    the run's)."""
+    manifest = path.parent / MANIFEST_NAME
+    if not os.path.lexists(manifest):
+        return False
+    record = read_small_yaml(manifest)
+    if path.name in (MANIFEST_NAME, LOCK_NAME) or not isinstance(record, dict):
+        return True
+    writes, foreign = record.get("writes"), record.get("foreign")
+    if not isinstance(writes, list) or path.name in (foreign if isinstance(foreign, list) else ()):
+        return True
+    return any(isinstance(pattern, str) and fnmatch.fnmatchcase(path.name, pattern) for pattern in writes)
 
 
 def replaceable(path: str | os.PathLike[str]) -> bool:

@@ -16,7 +16,7 @@ from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
-from effnet.nas.record import write_run_record
+from effnet.nas.record import RUN_RECORD, write_run_record
 from effnet.nas.space.fit import MAX_CLASSES
 from effnet.scaling.compound import Coefficients
 from effnet.scaling.family import DEFAULT_PHIS, FamilyMember, compound_family
@@ -139,6 +139,9 @@ class FamilyConfig:
             object.__setattr__(self, "run_dir", Path(self.run_dir))
 
 
+FAMILY_FILES = (RUN_RECORD, "family.csv", "official_fit.csv", "family.png")
+"""The files `export_family` writes in its run directory besides one spec per member."""
+
 @holding_run_dirs()
 def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = None) -> FamilyResult:
     """Grow `config.base` into its family (see `FamilyConfig`); with `config.run_dir`, write one spec per
@@ -148,8 +151,6 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
     report = on_progress or (lambda progress: None)
     base, coefficients, mode, run_dir = config.base, config.coefficients, config.mode, config.run_dir
     image_size = config.image_size or data_image_size(base)
-    if run_dir is not None:
-        claim_run_dir(run_dir, "export-family", config.force)
     report(Progress(0, None, "sizing the family", preparing=True))  # no log line yet: a refusal stays one line
     fits: list[PresetFit] = []
     if mode == "official":
@@ -158,6 +159,9 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
         members = match_flops_family(base, coefficients, config.phis)
     else:
         members = compound_family(base, coefficients, config.phis)
+    if run_dir is not None:  # once the members' names, which the files take, are known; before any is timed
+        written = (*FAMILY_FILES, *(f"{m.name}.yaml" for m in members))
+        claim_run_dir(run_dir, "export-family", config.force, writes=written)
     latency = None
     if config.latency is not None:
         latency = measure_networks({m.name: m.spec for m in members}, config.latency, report)

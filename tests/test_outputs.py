@@ -149,20 +149,26 @@ def test_export_model_replaces_an_existing_file_only_when_told_to(tmp_path, cli)
 
 def test_export_model_never_replaces_a_training_runs_files(tmp_path, cli):
     """A training run directory's checkpoints and manifest are the run's: refused even with --force, the
-    checkpoint the command reads (the directory names its best.pt) as its input; a new file beside them is fine."""
+    checkpoint the command reads (the directory names its best.pt) as its input; a new file beside them is fine,
+    and with --force an export of before there is replaced."""
+    from effnet.nas.training.trainer import TRAIN_FILES
+
     run = tmp_path / "run"
-    release_run_dir(claim_run_dir(run, "train"))
+    release_run_dir(claim_run_dir(run, "train", writes=TRAIN_FILES))
     for name in ("best.pt", "checkpoint.pt"):
         (run / name).write_bytes(f"the run's {name}".encode())
     before = snapshot(run)
     export = ("export-model", TINY, "--format", "timm", "--force", "--out")
     line = one_error_line(cli(*export, run / "best.pt", "--checkpoint", run))
     assert "also this command's input" in line and "best.pt" in line
-    for name in ("checkpoint.pt", MANIFEST_NAME, "best.pt"):
+    for name in ("checkpoint.pt", MANIFEST_NAME, "best.pt", "metrics.csv", "run.yaml"):
+        (run / name).write_bytes((run / name).read_bytes() if (run / name).exists() else b"the run's")
+        before = snapshot(run)
         line = one_error_line(cli(*export, run / name))
         assert f"belongs to the effnet run directory {run}" in line
-    assert snapshot(run) == before
+        assert snapshot(run) == before
     assert cli(*export, run / "model.pt").exit_code == 0
+    assert cli(*export, run / "model.pt").exit_code == 0  # its own export of before: --force replaces it
 
 
 # -- run directories ----------------------------------------------------------------------------------
@@ -182,10 +188,12 @@ def test_a_run_directory_with_files_effnet_did_not_write_is_refused_and_force_ne
     after = snapshot(run)
     assert {name: after[name] for name in before} == before  # written beside them, none touched
     assert {"b1.yaml", "family.csv", "run.yaml", MANIFEST_NAME, LOCK_NAME} <= set(after)
-    assert yaml.safe_load((run / MANIFEST_NAME).read_text()) == {
+    manifest = yaml.safe_load((run / MANIFEST_NAME).read_text())
+    assert {k: manifest[k] for k in ("command", "foreign")} == {
         "command": "export-family",
         "foreign": [".write-test", "notes.txt"],
     }
+    assert {"b1.yaml", "family.csv", "run.yaml"} <= set(manifest["writes"])
     assert cli(*FAMILY, "--run-dir", run).exit_code == 0  # its own directory now: a rerun needs no --force
 
 
@@ -206,8 +214,10 @@ def test_force_still_refuses_to_replace_a_users_file_named_like_effnets(tmp_path
         (GRID, "coefficients.yaml"),
         (GRID, "run.yaml"),
         (["train", TINY, "--data", "synthetic", "--epochs", "1"], "metrics.csv"),
+        (FAMILY, "family.csv"),
+        (FAMILY, "b1.yaml"),
     ],
-    ids=["search", "search-supernet", "grid", "grid-run-record", "train"],
+    ids=["search", "search-supernet", "grid", "grid-run-record", "train", "family", "family-member"],
 )
 def test_force_refuses_a_users_file_named_like_an_output_before_any_work(command, name, tmp_path, cli, no_training):
     """A file of the user's under a name the command writes is refused when the directory is claimed, not at the
@@ -261,6 +271,19 @@ def test_a_second_study_in_a_run_directory_is_refused_not_written_over(tmp_path,
     assert "holds the outputs of study 'grid'" in line and "--run-dir runs/other" in line and "--study grid" in line
     assert snapshot(grid) == before
     assert cli(*GRID, "--run-dir", grid).exit_code == 0  # the same study resumes
+
+
+def test_a_directory_a_refused_run_claimed_holds_no_outputs_and_may_go_to_another_study(tmp_path, cli, instant_study):
+    """A run refused after the claim (its settings differ from its study's, say) wrote nothing but the manifest:
+    following the refusal's advice, another study name, must not be refused in turn."""
+    from effnet.nas.study.runner import STUDY_FILES
+    from effnet.scaling.grid import GRID_FILES
+
+    grid = tmp_path / "grid"
+    release_run_dir(claim_run_dir(grid, "grid-scale", study="first", writes=(*STUDY_FILES, *GRID_FILES)))
+    assert sorted(p.name for p in grid.iterdir()) == sorted([MANIFEST_NAME, LOCK_NAME])
+    assert cli(*GRID, "--run-dir", grid, "--study", "other").exit_code == 0
+    assert yaml.safe_load((grid / MANIFEST_NAME).read_text())["study"] == "other"
 
 
 def test_a_run_directory_whose_manifest_names_no_study_is_known_by_its_run_record(tmp_path, cli, no_training):

@@ -142,6 +142,7 @@ class FamilyConfig:
 FAMILY_FILES = (RUN_RECORD, "family.csv", "official_fit.csv", "family.png")
 """The files `export_family` writes in its run directory besides one spec per member."""
 
+
 @holding_run_dirs()
 def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = None) -> FamilyResult:
     """Grow `config.base` into its family (see `FamilyConfig`); with `config.run_dir`, write one spec per

@@ -86,7 +86,7 @@ def print_result(result: Any) -> None:
         )
         if result.latency is not None:
             console.print(latency_line(result.latency))
-    elif s.completed + s.pruned + s.failed + s.running == 0 and s.outside_band:
+    elif s.in_band == 0 and s.outside_band:
         tolerance = "--latency-tolerance" if result.config.latency_band is not None else "--flops-tolerance"
         console.print(
             f"[yellow]none of the {s.outside_band} networks sampled fell inside the band: widen {tolerance}[/]"

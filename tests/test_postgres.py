@@ -64,7 +64,8 @@ def best_of(trials: list[FrozenTrial]) -> FrozenTrial | None:
 
 def check_sums(trials: list[FrozenTrial], summary: dict) -> None:
     """A summary's counts add up to every finished trial of the study it read."""
-    cut_short = [t for t in trials if t.user_attrs.get("interrupted") or t.user_attrs.get("stale")]  # queued again
+    requeued = {t.user_attrs.get("retry_of") for t in trials}
+    cut_short = [t for t in trials if t.number in requeued]  # failed and queued again: no failure of the candidate's
     finished = [t for t in trials if t.state in FINISHED and t not in cut_short]
     assert summary["trials_completed"] == sum(in_band(t) and t.state == TrialState.COMPLETE for t in trials)
     assert summary["trials_pruned"] == sum(in_band(t) and t.state == TrialState.PRUNED for t in trials)

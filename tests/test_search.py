@@ -30,6 +30,7 @@ from effnet.nas.search.job import SearchJob
 from effnet.nas.search.reward import FlopsBand, hard_reward, mnasnet_reward
 from effnet.nas.search.search import fitted_space
 from effnet.nas.search.trial import TrialObjective
+from effnet.nas.search.trials import summarize
 from effnet.nas.space.load import load_space, space_from_dict
 from effnet.nas.study.opening import open_study
 from effnet.nas.study.study_config import StudyConfig
@@ -602,3 +603,20 @@ def test_a_band_no_sampled_network_falls_in_says_to_widen_it(tmp_path):
     shown = " ".join(result.stdout.split())
     assert "networks sampled fell inside the band: widen --flops-tolerance" in shown
     assert "rerun to continue" not in shown and "±0.001%" in shown
+
+
+def test_a_search_stopped_while_its_first_in_band_candidate_trains_does_not_blame_the_band(tmp_path):
+    """A candidate cut short is queued again, not failed: the summary counts it in the band, so the run does not
+    say that no sampled network fell inside it."""
+    config = tiny_config(tmp_path, proxy={"epochs": 1})
+    study = study_of(config)
+
+    def interrupted(trial):
+        trial.set_user_attr("in_band", True)
+        trial.set_user_attr("interrupted", True)
+        raise RuntimeError("stopped by a signal")
+
+    study.optimize(interrupted, n_trials=1, catch=(RuntimeError,))
+    study.enqueue_trial(study.trials[0].params, user_attrs={"retry_of": 0, "retries": 1})
+    summary = summarize(study)
+    assert (summary.in_band, summary.failed) == (1, 0)

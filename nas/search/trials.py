@@ -10,14 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.reward import mnasnet_reward
-from effnet.nas.study.trial_attrs import (
-    ACCURACY_ATTR,
-    ERROR_ATTR,
-    FLOPS_ATTR,
-    IN_BAND_ATTR,
-    INTERRUPTED_ATTR,
-    STALE_ATTR,
-)
+from effnet.nas.study.trial_attrs import ACCURACY_ATTR, ERROR_ATTR, FLOPS_ATTR, IN_BAND_ATTR, RETRY_OF_ATTR, STALE_ATTR
 
 
 def is_in_band(trial: FrozenTrial) -> bool:
@@ -39,25 +32,26 @@ class StudySummary:
     completed: int
     pruned: int
     failed: int
-    """Trials whose own work failed: not those a stop signal cut short or whose worker died, which are queued again
-    and say nothing of the candidate."""
+    """Trials that failed and were not queued again: a trial a stop signal cut short or whose worker died is
+    queued again (at most `MAX_RETRY` times) and says nothing of the candidate until its retries run out."""
     outside_band: int
     running: int
+    in_band: int = 0
+    """Trials sampled inside the band, in any state (waiting, running, or finished however)."""
 
 
 def summarize(study: optuna.Study) -> StudySummary:
     trials = study.get_trials(deepcopy=False)
     in_band = [t for t in trials if is_in_band(t)]
+    requeued = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     return StudySummary(
         trained=sum(counts_toward_budget(t) for t in trials),
         completed=sum(t.state == TrialState.COMPLETE for t in in_band),
         pruned=sum(t.state == TrialState.PRUNED for t in in_band),
-        failed=sum(
-            t.state == TrialState.FAIL and not (t.user_attrs.get(INTERRUPTED_ATTR) or t.user_attrs.get(STALE_ATTR))
-            for t in trials
-        ),
+        failed=sum(t.state == TrialState.FAIL and t.number not in requeued for t in trials),
         outside_band=sum(t.state == TrialState.COMPLETE and not is_in_band(t) for t in trials),
         running=sum(t.state == TrialState.RUNNING for t in trials),
+        in_band=len(in_band),
     )
 
 

@@ -122,6 +122,9 @@ def export_model(
     if format not in EXPORT_FORMATS:
         raise SettingError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     checks.seed("seed", seed)
+    checks.path("out", out)
+    if weights is not None:
+        checks.path("weights", weights)
     if format == "onnx":
         require_onnx()
     check_output_file(out, (None if weights is None else weights_path(weights),), replace)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +225,12 @@ def predict(
     (a str or a Path) for `images` is one image, folder or pattern, not a sequence of characters."""
     checks.whole("top_k", top_k, low=1, high=1_000_000)
     checks.path("model", model)
-    files = image_files([images] if isinstance(images, (str, os.PathLike)) else images)
+    if isinstance(images, (str, os.PathLike)):
+        items = [images]
+    else:
+        checks.instance("images", images, Iterable, "a path, or paths, folders or glob patterns")
+        items = [checks.path("images", item) for item in images]
+    files = image_files(items)
     predictor = open_predictor(model, weights, device)
     info = predictor.info
     k = min(top_k, len(info.classes))

@@ -144,6 +144,22 @@ WRONG_VALUES = {  # a public call given a value of the wrong kind: each once rai
         lambda: effnet.save_state_dict(torch.nn.Linear(2, 2), "timm", "w.pt"),
         "model must be a network effnet.build_model made, got Linear",
     ),
+    "export_model, no out": (
+        lambda: effnet.export_model(_b0(), None),
+        "out must be a path (str or pathlib.Path), got NoneType",
+    ),
+    "export_model, a number for the weights": (
+        lambda: effnet.export_model(_b0(), "b0.onnx", weights=5),
+        "weights must be a path (str or pathlib.Path), got int",
+    ),
+    "predict, no images": (
+        lambda: effnet.predict("model.onnx", None),
+        "images must be a path, or paths, folders or glob patterns, got NoneType",
+    ),
+    "predict, a number among the images": (
+        lambda: effnet.predict("model.onnx", [5]),
+        "images must be a path (str or pathlib.Path), got int",
+    ),
     "predict, no model path": (
         lambda: effnet.predict(None, ["a.png"]),
         "model must be a path (str or pathlib.Path), got NoneType",

@@ -110,7 +110,7 @@ def index_folder(path: str | Path) -> tuple[ImageSet, ImageSet | None]:
             )
             named = (
                 f"; if {one} is one of your classes (beside {', '.join(beside[:3])}), rename its folder: effnet reads "
-                "train/ and val/ as the data's split"
+                "train/ and val/ as the data's split; if those are splits, name the held-out one val/"
                 if beside
                 else ""
             )

@@ -1,11 +1,14 @@
 """What a grid's coefficients record says against trusting its coefficients: an incomplete grid, a winner
-within the proxy's noise, tied with its runner-up, or with a score near the proxy's chance level. The caveats
-travel with the coefficients (`Coefficients.caveats`) to the family."""
+within the proxy's noise, tied with its runner-up, with a score near the proxy's chance level, or scored on a
+validation split that misses classes. The caveats travel with the coefficients (`Coefficients.caveats`) to the
+family."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from effnet.nas.study.chance import unseen_classes_warning
 
 
 def grid_caveats(record: Mapping[str, Any]) -> tuple[str, ...]:
@@ -46,6 +49,9 @@ def grid_caveats(record: Mapping[str, Any]) -> tuple[str, ...]:
             "its networks were not told apart from guessing; train the proxy longer (--proxy-epochs), at a "
             "higher --proxy-resolution, or on more images"
         )
+    unseen = unseen_classes_warning(chance) if isinstance(chance, dict) else None
+    if unseen is not None:
+        caveats.append(unseen)
     return tuple(caveats)
 
 

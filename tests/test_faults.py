@@ -22,6 +22,7 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+from refusals import refusal_stdout_is_right
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
@@ -544,7 +545,8 @@ def test_a_full_disk_mid_run_is_a_clean_error_and_the_journal_resumes(tmp_path, 
     result = runner.invoke(app, [*args, "--trials", "6"])
     monkeypatch.undo()
     assert result.exit_code == 2, result.output
-    *progress, line = result.output.strip().splitlines()  # the --json run's progress lines (stderr), then one error
+    *progress, line = result.stderr.strip().splitlines()  # the --json run's progress lines (stderr), then one error
+    refusal_stdout_is_right(result)
     assert all(re.match(r"study 'search' in |\[\d+:\d\d:\d\d\] search \d+/6 ", p) for p in progress), progress
     assert line.startswith(
         f"error: the storage journal file {run_dir / 'study.journal'} failed mid-run (OSError: "

@@ -172,7 +172,7 @@ def test_a_class_with_no_validation_image_is_counted_and_warned_of():
     assert every.unseen == 0 and every.unseen_warning() is None
     two_missing = chance_level(np.array([0, 0, 0]), 3)  # classes 1 and 2 held out no image
     assert two_missing.unseen == 2 and two_missing.record()["classes_without_val_images"] == 2
-    assert "2 of the 3 classes have no image among the 3 validation images" in two_missing.unseen_warning()
+    assert "2 of the 3 classes have no image among the proxy's 3 validation images" in two_missing.unseen_warning()
 
 
 def test_a_proxy_resolution_far_above_the_images_is_refused_before_any_cache(tmp_path):
@@ -207,7 +207,7 @@ def test_a_search_whose_held_out_split_misses_a_class_warns(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["chance"]["classes_without_val_images"] == 1
-    assert any("1 of the 2 classes have no image among" in w for w in summary["warnings"])
+    assert any("1 of the 2 classes have no image among the proxy's" in w for w in summary["warnings"])
 
 
 class AlwaysPrune(BasePruner):
@@ -396,3 +396,5 @@ def test_a_grid_near_chance_is_a_caveat_and_a_hand_written_record_cannot_break_i
     (tied,) = grid_caveats({"tied_with_runner_up": True, "runner_up": "not a mapping", "score": 0.4})
     assert "tied with the runner-up" in tied and "mean score 0.4000 each" in tied
     assert grid_caveats({"near_chance": False, "tied_with_runner_up": False}) == ()
+    (unseen,) = grid_caveats({"chance": chance_level(np.array([0, 0, 0]), 3).record()})  # a grid's record as well
+    assert "2 of the 3 classes have no image among the proxy's 3 validation images" in unseen

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from refusals import refusal_stdout_is_right
 
 from effnet.nas.cpus import usable_cores
 from effnet.nas.latency import measure
@@ -182,7 +183,7 @@ def test_bad_latency_settings_are_one_line_exit_2_before_any_work(cli, tmp_path,
     result = cli(command, *base, "--run-dir", tmp_path / "run", *args, "--json")
     assert result.exit_code == 2
     assert result.stderr.startswith(words) and result.stderr.count("\n") == 1, result.stderr
-    assert result.stdout == ""
+    refusal_stdout_is_right(result)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
@@ -202,8 +203,9 @@ def test_a_member_too_large_to_time_is_refused_in_one_line_before_any_member_is_
     args = ["--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1,3", "--latency", "--json"]
     result = cli("export-family", "--base", TINY_BASE, *args, "--run-dir", tmp_path / "family")
     assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: b3: to measure its latency"), result.output
+    refusal_stdout_is_right(result)
     assert timed == []  # b1 was not timed first, only to be thrown away
 
 
@@ -219,7 +221,8 @@ def test_a_grid_point_too_large_to_time_is_refused_before_the_grid_is_evaluated(
     run = tmp_path / "grid"
     result = cli("grid-scale", "--base", TINY_BASE, *GRID, "--latency", "--run-dir", run, "--json")
     assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "needs about" in lines[0], result.output
+    refusal_stdout_is_right(result)
     assert "use at most 1" not in lines[0]  # batch 1 is what did not fit: the fix is another network
     assert not (run / "study.journal").exists()  # refused before the study: no point was evaluated

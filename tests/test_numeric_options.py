@@ -17,6 +17,7 @@ import pytest
 import typer.main
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from refusals import refusal_stdout_is_right
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
@@ -315,8 +316,9 @@ def test_random_values_end_with_exit_0_or_2(command, data, stubbed, tmp_path, on
     assert "Traceback" not in result.output
     if result.exit_code == 2:  # effnet's one line, or the command line parser's usage error (not a number)
         assert (
-            result.output.startswith("error: ") and result.output.count("\n") == 1 or "Invalid value" in result.output
+            result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 or "Invalid value" in result.output
         ), result.output
+        refusal_stdout_is_right(result)
 
 
 @pytest.mark.parametrize(

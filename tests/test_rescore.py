@@ -15,6 +15,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from refusals import refusal_stdout_is_right
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
@@ -111,8 +112,9 @@ def test_rescoring_without_the_supernet_is_refused_in_one_line(tmp_path):
     args = [a if a != "supernet" else "train" for a in ARGS]
     result = CliRunner().invoke(app, [*args, "--rescore-top", "3", "--run-dir", str(tmp_path)])
     assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--rescore-top" in lines[0] and "--proxy supernet" in lines[0], result.output
+    refusal_stdout_is_right(result)
     assert "Traceback" not in result.output
 
 

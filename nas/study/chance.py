@@ -82,13 +82,7 @@ class ChanceLevel:
 
     def unseen_warning(self) -> str | None:
         """The sentence that says some classes have no validation image, or None where every class has one."""
-        if not self.unseen:
-            return None
-        return (
-            f"{self.unseen} of the {self.classes} classes have no image among the {self.val_images:,} validation "
-            "images, so the proxy's accuracy says nothing of them; give those classes more images, or hold out more "
-            "(--proxy-val-images)"
-        )
+        return unseen_classes_warning(self.record())
 
 
 def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
@@ -103,6 +97,19 @@ def chance_level(labels: np.ndarray, classes: int) -> ChanceLevel:
         val_images=total,
         balanced=bool(counts.max() - counts.min() <= 1),
         unseen=int((counts == 0).sum()),
+    )
+
+
+def unseen_classes_warning(record: dict[str, Any]) -> str | None:
+    """From a chance level's record (`ChanceLevel.record`, as run.yaml holds it), the sentence that says some
+    classes have no validation image; None where every class has one (or the record, older, does not say)."""
+    unseen = record.get("classes_without_val_images")
+    if not isinstance(unseen, int) or isinstance(unseen, bool) or unseen <= 0:
+        return None
+    return (
+        f"{unseen} of the {record.get('classes')} classes have no image among the proxy's {record.get('val_images')} "
+        "validation images, so its scores say nothing of them; give those classes more images, or hold out more "
+        "(--proxy-val-images)"
     )
 
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
+from refusals import refusal_stdout_is_right
 from typer.testing import CliRunner
 
 from effnet.cli.app import app
@@ -254,10 +255,12 @@ def test_two_grid_scale_processes_score_each_network_once(postgres_server, postg
 def test_a_wrong_password_is_a_clear_error_that_hides_it(postgres_server, postgres_url, tmp_path, no_training):
     wrong = postgres_url.replace(postgres_server.password, "not-the-password-9431")
     result = runner.invoke(app, ["search", *TINY_SEARCH, "--storage", wrong, "--run-dir", str(tmp_path), "--json"])
-    assert result.exit_code == 2 and result.stdout == ""
-    [line] = result.output.strip().splitlines()
+    assert result.exit_code == 2
+    refusal_stdout_is_right(result)
+    [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: cannot reach the storage postgresql://effnet:***@127.0.0.1:")
     assert 'password authentication failed for user "effnet"' in line and "not-the-password-9431" not in line
+    assert "not-the-password-9431" not in result.stdout  # nor in the JSON object of the error
 
 
 def test_workers_opening_an_empty_database_at_once_all_get_in(postgres_url, tmp_path):

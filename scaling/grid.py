@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effnet.nas.data.facts import check_proxy_resolution, data_facts
 from effnet.nas.files import dump_yaml, write_csv
 from effnet.nas.outputs import holding_run_dirs
 from effnet.nas.progress import ProgressCallback
@@ -161,6 +162,7 @@ def check_grid(
     from effnet.nas.data.sources import data_record
 
     points = config.points()
+    check_proxy_resolution(config.proxy.resolution, data_facts(config.proxy.data, config.study.seed).image_size)
     if config.latency is not None:  # timed after every evaluation: a network too large is refused before them
         check_networks_fit([point_spec(config.base, *p.key, config.grid.phi) for p in points], config.latency)
     config.study.worker_device()

@@ -398,3 +398,13 @@ def test_a_grid_near_chance_is_a_caveat_and_a_hand_written_record_cannot_break_i
     assert grid_caveats({"near_chance": False, "tied_with_runner_up": False}) == ()
     (unseen,) = grid_caveats({"chance": chance_level(np.array([0, 0, 0]), 3).record()})  # a grid's record as well
     assert "2 of the 3 classes have no image among the proxy's 3 validation images" in unseen
+
+
+def test_a_grid_whose_proxy_resolution_is_far_above_the_images_is_refused_before_its_study(tmp_path):
+    """As search: a proxy resolution over 8x the synthetic data's 32 px images, refused before the study."""
+    args = ["grid-scale", "--base", TINY_BASE, "--proxy", "zero-cost", "--data", "synthetic", "--proxy-resolution"]
+    args += ["300", "--alpha-range", "1.2", "--beta-range", "1.1", "--gamma-range", "1.15"]
+    result = runner.invoke(app, [*map(str, args), "--run-dir", str(tmp_path / "grid")])
+    assert result.exit_code == 2, result.output
+    assert "--proxy-resolution is 300 px, 9x the data's median image short side (32 px)" in result.stderr
+    assert not (tmp_path / "grid").exists()

@@ -196,7 +196,9 @@ def grid_scale(
     proxy_epochs: int | None = options.PROXY_EPOCHS,
     epochs: int | None = options.OLD_EPOCHS,
     proxy_resolution: int = typer.Option(
-        32, "--proxy-resolution", help="Proxy image size at γ = 1; a point trains at round(size·γ)."
+        32,
+        "--proxy-resolution",
+        help="Proxy image size at γ = 1 (at most 8x a folder's median image side); a point trains at round(size·γ).",
     ),
     batch_size: int = options.BATCH_SIZE,
     proxy_train_images: int | None = options.PROXY_TRAIN_IMAGES,

@@ -152,7 +152,9 @@ def search(
     data: str = options.DATA,
     proxy_epochs: int | None = options.PROXY_EPOCHS,
     epochs: int | None = options.OLD_EPOCHS,
-    proxy_resolution: int = typer.Option(32, "--proxy-resolution", help="Image size the proxy trains at."),
+    proxy_resolution: int = typer.Option(
+        32, "--proxy-resolution", help="Image size the proxy trains at (at most 8x a folder's median image side)."
+    ),
     resolution: str | None = typer.Option(
         None,
         "--resolution",

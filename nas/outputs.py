@@ -170,9 +170,8 @@ def _ownership(
             raise _other_study(folder, recorded_study, study)
         if recorded is None:
             if not force:
-                shown = ", ".join(present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
                 raise InputError(
-                    f"run directory {folder} holds files effnet did not write ({shown}); choose a new "
+                    f"run directory {folder} holds files effnet did not write ({_listed(present)}); choose a new "
                     "or empty run directory, or pass --force to write beside them (effnet never "
                     "replaces or deletes them)"
                 )
@@ -193,11 +192,15 @@ def _holds_outputs(folder: Path, writes: tuple[str, ...]) -> bool:
 def _refuse_clashes(folder: Path, foreign: frozenset[str], writes: tuple[str, ...]) -> None:
     clashing = sorted(name for name in foreign if any(fnmatch.fnmatchcase(name, pattern) for pattern in writes))
     if clashing:
-        shown = ", ".join(clashing[:3]) + (f" and {len(clashing) - 3} more" if len(clashing) > 3 else "")
         raise InputError(
-            f"run directory {folder} holds {shown}, which effnet did not write and would have to replace; effnet "
-            "never replaces or deletes such a file: move it away or choose another run directory"
+            f"run directory {folder} holds {_listed(clashing)}, which effnet did not write and would have to "
+            "replace; effnet never replaces or deletes such a file: move it away or choose another run directory"
         )
+
+
+def _listed(names: list[str]) -> str:
+    """The first three names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _manifest_text(command: str, foreign: frozenset[str], study: str | None, writes: tuple[str, ...]) -> str:

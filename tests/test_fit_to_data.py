@@ -81,7 +81,8 @@ def test_a_search_on_a_folder_writes_its_class_count_and_counts_that_head(tmp_pa
     assert "of chance 0.3333" in warning and "--proxy-epochs" in warning
     run = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())
     assert warning in json.dumps(run)
-    assert "chance level 0.3333" in (tmp_path / "run" / "report.html").read_text()
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "chance level 0.3333" in report and "of chance 0.3333" in report  # the level, and the warning
     # the search recorded the folder's median image size (48 x 40) in b0's provenance: export-family warns from it
     family = runner.invoke(
         app,
@@ -208,6 +209,7 @@ def test_a_search_whose_held_out_split_misses_a_class_warns(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["chance"]["classes_without_val_images"] == 1
     assert any("1 of the 2 classes have no image among the proxy's" in w for w in summary["warnings"])
+    assert "1 of the 2 classes have no image among the proxy&#x27;s" in (tmp_path / "r" / "report.html").read_text()
 
 
 class AlwaysPrune(BasePruner):

@@ -417,6 +417,7 @@ def test_a_zero_cost_search_on_identical_images_warns_that_its_scores_rank_nothi
     shown = " ".join(result.output.split())
     assert "score is the floor of a degenerate network" in shown and "--proxy train" in shown
     assert (tmp_path / "r" / "b0.yaml").is_file()
+    assert "score is the floor of a degenerate network" in (tmp_path / "r" / "report.html").read_text()
 
 
 # -- temporary files, stops and failed writes ---------------------------------------------------------

@@ -3,6 +3,7 @@ the cost the search weighs (FLOPs, or the predicted latency) with the band, the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,9 @@ def write_search_report(
     chance: ChanceLevel | None = None,
     fit: DataFit | None = None,
     latency: dict[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> Path:
+    """report.html; `warnings` (`search_warnings`) are shown as the terminal states them."""
     metric = ACCURACY_ATTR if config.multi_objective else REWARD_ATTR
     trained = [t for t in trials if t.state == TrialState.COMPLETE and is_in_band(t)]
     study = scored_study(trained, lambda t: t.user_attrs.get(metric), f"{config.study.name}-report")
@@ -166,9 +169,7 @@ def write_search_report(
         )
         if latency is not None:
             lines.append(latency_line(latency))
-        accuracy = best.user_attrs.get(ACCURACY_ATTR)
-        if chance is not None and accuracy is not None and chance.near(accuracy):
-            lines.append("warning: " + chance.warning(accuracy, "b0's proxy accuracy"))
+    lines.extend(f"warning: {warning}" for warning in warnings)
     sections = [
         history_section(study, metric, "trained candidate"),
         importance_section(study, metric, "trained candidate"),

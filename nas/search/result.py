@@ -15,6 +15,23 @@ from effnet.nas.space.fit import DataFit
 from effnet.nas.study.chance import ChanceLevel
 
 
+def search_warnings(proxy: str, best: float | None, chance: ChanceLevel | None) -> list[str]:
+    """What speaks against a search's result, whose best candidate scored `best` by `proxy`: that accuracy within
+    the margin of chance, classes with no validation image, or a training-free score at the floor every
+    degenerate network gets. The terminal, `--json`, run.yaml's readers and report.html show the same sentences."""
+    if best is not None and proxy not in ACCURACY_PROXIES and best <= 2 * ZERO_COST_FLOOR:
+        return [
+            f"the best candidate's {proxy} score is the floor of a degenerate network "
+            f"({best:.3g}; a singular NASWOT kernel: identical images in the scoring batch, say), so the scores "
+            "rank nothing; check the data for duplicates, or use --proxy train"
+        ]
+    if chance is None:
+        return []
+    unseen = chance.unseen_warning()
+    near = [chance.warning(best)] if best is not None and chance.near(best) else []
+    return near + ([unseen] if unseen else [])
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One trained candidate as the result lists it."""
@@ -66,20 +83,9 @@ class SearchResult:
 
     @property
     def warnings(self) -> list[str]:
-        """What speaks against the result: the best candidate's accuracy within the margin of chance, classes
-        with no validation image, or a training-free score at the floor every degenerate network gets."""
+        """What speaks against the result (`search_warnings` for the best candidate)."""
         best = self.top[0].accuracy if self.top else None
-        if best is not None and self.config.proxy.name not in ACCURACY_PROXIES and best <= 2 * ZERO_COST_FLOOR:
-            return [
-                f"the best candidate's {self.config.proxy.name} score is the floor of a degenerate network "
-                f"({best:.3g}; a singular NASWOT kernel: identical images in the scoring batch, say), so the scores "
-                "rank nothing; check the data for duplicates, or use --proxy train"
-            ]
-        if self.chance is None:
-            return []
-        unseen = self.chance.unseen_warning()
-        near = [self.chance.warning(best)] if best is not None and self.chance.near(best) else []
-        return near + ([unseen] if unseen else [])
+        return search_warnings(self.config.proxy.name, best, self.chance)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (the command's `--json`)."""

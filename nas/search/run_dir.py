@@ -18,7 +18,7 @@ from effnet.nas.search.config import SearchConfig
 from effnet.nas.search.plots import plot_accuracy_vs_cost, plot_history
 from effnet.nas.search.report import write_search_report
 from effnet.nas.search.rescore import SCREENED_ACCURACY_ATTR, SCREENED_TRIAL_ATTR, Rescoring
-from effnet.nas.search.result import Candidate, SearchResult
+from effnet.nas.search.result import Candidate, SearchResult, search_warnings
 from effnet.nas.search.trials import best_trial, is_in_band, pareto_front, summarize
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.fit import DataFit
@@ -250,10 +250,13 @@ def write_search_files(
     if best is not None and chosen_by is not config:
         shown = next((t for t in trials if t.number == best.user_attrs[SCREENED_TRIAL_ATTR]), None)
     files["accuracy_plot"] = plot_accuracy_vs_cost(trials, config.cost_axis, front, shown, run_dir / plot_name, chance)
-    files["report"] = write_search_report(trials, config, front, shown, run_dir / REPORT_NAME, chance, fit, latency)
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]
+    warnings = search_warnings(config.proxy.name, ranked[0].user_attrs.get(ACCURACY_ATTR) if ranked else None, chance)
+    files["report"] = write_search_report(
+        trials, config, front, shown, run_dir / REPORT_NAME, chance, fit, latency, warnings
+    )
     spec, certified = None, None
     if best is not None:
         spec, certified = certified_spec(chosen_by, space, best, fit, chance, latency)

@@ -311,10 +311,16 @@ class ProgressBar:
             self.progress.stop()
 
 
-def warn_skipped(data: dict) -> None:
+def warn_skipped(data: dict, said: set[tuple[str, ...]] | None = None) -> None:
     """A visible line when images were left out because they do not decode (run.yaml lists them), and one for
-    each of the data's notes (a damaged cache rebuilt)."""
+    each of the data's notes (a damaged cache rebuilt). `said`: the lists of files already warned of, for data
+    read more than once (a grid's proxy at each resolution): the same files are named once."""
     print_notes(data.get("notes", []))
+    files = tuple(data.get("skipped_files", ()))
+    if said is not None:
+        if files in said:
+            return
+        said.add(files)
     if data.get("skipped"):
         first = data["skipped_files"][0]
         progress_console.print(

@@ -285,6 +285,7 @@ def grid_scale(
         emit_json(result.as_dict())
     else:
         print_result(result)
+    said: set[tuple[str, ...]] = set()
     for record in result.data.values():
-        warn_skipped(record)
+        warn_skipped(record, said)
     exit_for_signal(result.signal, "scored points and files are")

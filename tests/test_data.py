@@ -463,6 +463,29 @@ def test_a_search_over_a_folder_with_a_bad_file_says_so_and_records_it(tmp_path)
     assert record["train_images"] + record["val_images"] == 12
 
 
+def test_a_grid_over_a_folder_with_a_bad_file_says_so_once_not_once_per_resolution(tmp_path):
+    """The grid's proxy reads the folder at each of its resolutions (16, 18 and 19 px here); the file that does
+    not decode is the same file each time and is named once."""
+    from typer.testing import CliRunner
+
+    from effnet.cli.app import app
+
+    from postgres import TINY_BASE
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    (data / "class1" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    grid = ["--alpha-range", "1.1:1.3", "--beta-range", "1.0:1.2", "--gamma-range", "1.0:1.2", "--step", "0.1"]
+    proxy = ["--proxy", "zero-cost", "--proxy-resolution", "16", "--batch-size", "8", "--threads", "1"]
+    args = ["--base", TINY_BASE, *grid, "--tolerance", "0.15", *proxy, "--data", str(data)]
+    result = CliRunner().invoke(app, ["grid-scale", *args, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("did not decode and were left out") == 1, result.stderr
+    import yaml
+
+    records = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["result"]["data"]
+    assert len(records) == 3 and all(r["skipped"] == 1 for r in records.values())  # each resolution's own record
+
+
 def test_decoding_on_the_device_gives_the_views_the_workers_give(tmp_path):
     """The nvjpeg path (here on the CPU: torchvision's batched decode_jpeg) draws the same random boxes from the
     same seeds; only the resizing differs (tensor against PIL bicubic), by a few grey levels. A PNG among the

@@ -185,7 +185,8 @@ def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
         elif any(c in text for c in GLOB_CHARACTERS):
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
             if not matches:
-                raise InputError(f"{text}: no file matches the pattern; check it")
+                brackets = " (a [ opens a set of characters: write [[] for a [ in a name)" if "[" in text else ""
+                raise InputError(f"{text}: no file matches the pattern{brackets}; check it")
         else:
             raise InputError(f"{text}: no such image file or folder; check the path")
         for match in matches:

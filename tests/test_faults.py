@@ -876,8 +876,8 @@ def test_a_strip_image_is_refused_from_its_header_before_any_resize(tmp_path):
 
 
 def test_symlink_loops_are_named_not_crashed_on(tmp_path):
-    """A looping link among a class's files is skipped and named like any file that does not decode; a data
-    folder or class folder that loops is one clear error."""
+    """A looping or dangling link among a class's files is skipped and named like any file that does not decode
+    (not left out unsaid); a data folder or class folder that loops is one clear error."""
     from effnet.nas.data.folder import index_folder
     from effnet.nas.data.sources import proxy_data
     from effnet.nas.errors import InputError
@@ -886,9 +886,11 @@ def test_symlink_loops_are_named_not_crashed_on(tmp_path):
 
     data = jpeg_folder(tmp_path / "data", classes=2, per_class=6)
     (data / "class0" / "loop.jpg").symlink_to("loop.jpg")
+    (data / "class1" / "moved.jpg").symlink_to(tmp_path / "no-longer-here.jpg")
     split = proxy_data(str(data), 16, seed=0, cache_dir=tmp_path / "cache", loader_workers=0)
-    [skipped] = split.skipped
-    assert skipped.startswith(f"{data / 'class0' / 'loop.jpg'}: cannot read the image (") and "symbolic" in skipped
+    loop, dangling = split.skipped
+    assert loop.startswith(f"{data / 'class0' / 'loop.jpg'}: cannot read the image (") and "symbolic" in loop
+    assert dangling.startswith(f"{data / 'class1' / 'moved.jpg'}: cannot read the image (No such file")
     assert len(split.train) + len(split.val) == 12
 
     (tmp_path / "root").symlink_to(tmp_path / "root")

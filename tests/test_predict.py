@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 import effnet
 from effnet.nas.data.loader import Normalize
 from effnet.nas.data.transforms import eval_transform as training_eval_transform
+from effnet.nas.errors import InputError
 from effnet.nas.inputs import parse_yaml
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec_file import spec_from_dict
@@ -267,6 +268,11 @@ def test_images_are_named_as_files_folders_and_globs_each_taken_once(trained, tm
     assert image_files([folder]) == jpgs
     assert image_files([f"{folder}/**/[0-9].jpg", jpgs[4], folder / "class2"]) == jpgs
     assert image_files([folder / "class1" / "notes.txt"]) == [folder / "class1" / "notes.txt"]  # named: decoded
+    # a file named with brackets that was moved: the pattern reading of [1] gets the way to name it literally
+    with pytest.raises(InputError, match=re.escape("write [[] for a [ in a name")):
+        image_files([folder / "cat[1].jpg"])
+    (folder / "class1" / "cat[1].jpg").write_bytes((folder / "class1" / "0.jpg").read_bytes())
+    assert image_files([f"{folder}/class1/cat[[]1].jpg"]) == [folder / "class1" / "cat[1].jpg"]
 
 
 def test_predict_reports_progress_as_the_one_progress_event(trained):

@@ -52,12 +52,13 @@ def _is_class_folder(entry: os.DirEntry) -> bool:
 
 
 def _is_image_file(entry: os.DirEntry) -> bool:
-    """A non-hidden entry with an image suffix that is a file, or that cannot be looked at (a link that loops,
-    no permission): listed, so that decoding it fails and names it like any other bad file."""
+    """A non-hidden entry with an image suffix that is a file, or a link that leads to no file (dangling, looping)
+    or an entry that cannot be looked at (no permission): listed, so that decoding it fails and names it like any
+    other bad file rather than leaving it out unsaid."""
     if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
         return False
     try:
-        return entry.is_file()
+        return entry.is_file() or entry.is_symlink()
     except OSError:
         return True
 

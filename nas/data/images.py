@@ -164,4 +164,8 @@ def decode_image(path: Path, draft: int | None = None) -> Any:
 
 
 def _reason(err: Exception) -> str:
+    """Why a file did not decode, in one short line: an operating system's error by its own words (the message
+    names the path already), anything else as the library says it."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        return err.strerror
     return " ".join(str(err).split())[:160] or type(err).__name__

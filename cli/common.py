@@ -94,7 +94,10 @@ def interrupted_exit(code: int) -> int:
         return code
     if not _told:
         print("interrupted", file=sys.stderr, flush=True)
-    return 128 + (stop_signal() or code - 128)
+    code = 128 + (stop_signal() or code - 128)
+    if json_requested() and not _emitted:  # stopped before any result: still one object on stdout
+        emit_json({"error": _told[-1] if _told else "interrupted", "exit_code": code})
+    return code
 
 
 def fail(message: str) -> typer.Exit:
@@ -170,9 +173,13 @@ def print_notes(notes: list[str]) -> None:
         progress_console.print(f"[yellow]warning:[/] {literal(note)}", soft_wrap=True)
 
 
+_emitted: list[bool] = []
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+    _emitted.append(True)
 
 
 class ProgressBar:

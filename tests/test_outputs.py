@@ -5,6 +5,7 @@ no temporary file behind."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import stat
@@ -453,11 +454,22 @@ def temporary_files(folder: Path) -> list[str]:
 def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec, size, tmp_path, b0_yaml):
     """B0's 21 MB timm state dict (5.3M float32 parameters) is being written, its temporary file holds it and
     the command waits inside the write: a stop signal ends the command with "interrupted", 128 + the signal,
-    and no file."""
+    and no file; under `--json`, stdout still gets its one object, the error."""
     out = tmp_path / "out" / "model.pt"
     spec_path = b0_yaml if spec == "b0" else TINY
     with subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITE, "export-model", str(spec_path), "--format", "timm", "--out", str(out)],
+        [
+            sys.executable,
+            "-c",
+            SLOW_WRITE,
+            "export-model",
+            str(spec_path),
+            "--format",
+            "timm",
+            "--out",
+            str(out),
+            *(["--json"] if signum == signal.SIGINT else []),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -467,12 +479,14 @@ def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec
             [tmp] = temporary_files(out.parent)
             assert (out.parent / tmp).stat().st_size >= size
             process.send_signal(signum)
-            _, stderr = process.communicate(timeout=60)
+            stdout, stderr = process.communicate(timeout=60)
         finally:
             process.kill()
     assert process.returncode == 128 + signum, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(out.parent.iterdir()) == []
+    if signum == signal.SIGINT:
+        assert json.loads(stdout) == {"error": "interrupted", "exit_code": 130}
 
 
 SLOW_CACHE = """

@@ -121,9 +121,24 @@ def _check_expansion(root: yaml.Node) -> None:
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
 
 
+def _check_nesting(text: str) -> None:
+    """Refuse a document nested deeper than `MAX_YAML_DEPTH` from its parser's events, before a node is composed:
+    libyaml's composer recurses in C once per level, and some tens of thousands of `[` (100 KB) overflow the
+    process's stack, a crash no exception reports."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep (the limit); flatten the document")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """Safe YAML loading within the limits above, errors as one line naming the file (and line)."""
     try:
+        _check_nesting(text)
         return yaml.load(text, Loader=_InputLoader)
     except _Refused as err:
         raise InputError(f"{source}: YAML refused: {err}") from None

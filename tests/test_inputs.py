@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -81,6 +83,24 @@ def test_nesting_is_read_to_the_limit_and_refused_one_level_past_it():
     assert deepest == [1]
     with pytest.raises(InputError, match=f"deep.yaml: YAML refused: nested more than {MAX_YAML_DEPTH} levels"):
         parse_yaml(nested(MAX_YAML_DEPTH + 1), "deep.yaml")
+
+
+def test_nesting_deep_enough_to_overflow_the_composers_stack_is_refused_not_a_crash():
+    """50,000 levels in 100 KB: libyaml's composer recursed once per level in C and the process died of a
+    segmentation fault (exit 139, no message). Run apart, so that a crash is this test's failure only."""
+    code = (
+        "from effnet.nas.inputs import parse_yaml\n"
+        "from effnet.nas.errors import InputError\n"
+        "try:\n"
+        "    parse_yaml('x: ' + '[' * 50_000 + ']' * 50_000, 'deep.yaml')\n"
+        "except InputError as err:\n"
+        "    print(err)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-500:])
+    assert result.stdout.strip() == f"deep.yaml: YAML refused: nested more than {MAX_YAML_DEPTH} levels deep " + (
+        "(the limit); flatten the document"
+    )
 
 
 def test_nesting_reached_through_an_alias_counts_at_its_full_depth():

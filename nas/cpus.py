@@ -21,6 +21,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from effnet.nas import checks
+from effnet.nas.errors import SettingError
 
 SAMPLE_S = 0.3
 """How long the CPUs are watched for other work before a run chooses its threads."""
@@ -67,6 +71,20 @@ def usable_cores(affinity: int | None = None, quota: float | None = None) -> int
     cpus = len(cpu_ids()) if affinity is None else affinity
     limit = cgroup_quota() if affinity is None and quota is None else quota
     return max(1, min(cpus, math.floor(limit + 1e-9)) if limit is not None else cpus)
+
+
+def check_threads(setting: str, threads: Any) -> int:
+    """A thread count of at least 1 and at most the cores this process may use (`usable_cores`), else a
+    `SettingError` naming `setting`: more threads than cores wait on each other (a search at 1,000 threads on 2
+    cores trained nothing in 3 minutes and overran its time limit)."""
+    cores = usable_cores()
+    if checks.whole(setting, threads, low=1) > cores:
+        raise SettingError(
+            setting,
+            f"{threads} is more than the {cores} cores this process may use (more threads than cores wait on "
+            f"each other); use at most {cores}",
+        )
+    return threads
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,31 @@ def test_a_search_records_the_choice_and_gives_torch_its_threads_back(tmp_path, 
     assert rows and all(r["epochs_trained"] == "1" and r["slow"] == "False" for r in rows)
 
 
+@pytest.mark.parametrize("command", ["search", "grid-scale", "proxy-check", "describe"])
+def test_more_threads_than_the_usable_cores_are_refused_by_every_command_that_takes_them(command, monkeypatch):
+    """`search --threads 1000` on 2 cores was taken as set: no candidate finished in 3 minutes and the run overran
+    its time limit. Every --threads is now held to the cores this process may use, with the most it may take."""
+    from typer.testing import CliRunner
+
+    from effnet.cli.app import app
+
+    monkeypatch.setattr(cpus, "usable_cores", lambda: 3)
+    extra = {"describe": [str(Path(__file__).parent / "data" / "tiny_base.yaml"), "--latency"]}.get(command, [])
+    result = CliRunner().invoke(app, [command, *extra, "--threads", "4"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: --threads 4 is more than the 3 cores this process may use (more threads than cores wait on each "
+        "other); use at most 3"
+    )
+
+
+def test_a_study_config_takes_threads_up_to_the_usable_cores(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpus, "usable_cores", lambda: 3)
+    with pytest.raises(effnet.SettingError, match="^threads 4 is more than the 3 cores"):
+        effnet.StudyConfig(run_dir=tmp_path, name="s", threads=4)
+    assert effnet.StudyConfig(run_dir=tmp_path, name="s", threads=3).threads == 3
+
+
 def test_slow_marks_seconds_per_flop_and_epoch_over_three_times_the_median():
     timings = {
         0: (1.0, 10**6, 1),

@@ -21,7 +21,7 @@ from torch import nn
 
 from effnet.nas import checks
 from effnet.nas.choices import LATENCY_RUNTIMES
-from effnet.nas.cpus import usable_cores
+from effnet.nas.cpus import check_threads
 from effnet.nas.errors import SettingError
 from effnet.nas.latency.runtimes import Prepared, prepare
 from effnet.nas.latency.settings import MAX_BATCH, MAX_REPEATS, NOISY_CV, REPEATS, WARMUP
@@ -68,13 +68,7 @@ def check_settings(runtime: str, device: str, batch: int, threads: int | None, w
     resolve_device(device)
     checks.whole("batch", batch, low=1, high=MAX_BATCH)
     if threads is not None:
-        cores = usable_cores()
-        if checks.whole("threads", threads, low=1) > cores:
-            raise SettingError(
-                "threads",
-                f"{threads} is more than the {cores} cores this process may use (more threads than cores time "
-                f"their contention, not the network); use at most {cores}",
-            )
+        check_threads("threads", threads)
     checks.whole("warmup", warmup, low=0, high=MAX_REPEATS)
     checks.whole("repeats", repeats, low=2, high=MAX_REPEATS)  # a spread needs two runs
 

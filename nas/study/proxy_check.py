@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.nas import checks
+from effnet.nas.cpus import check_threads
 from effnet.nas.data.sources import DataSplits, data_record
 from effnet.nas.errors import InputError, SettingError
 from effnet.nas.files import dump_yaml, write_csv
@@ -249,7 +250,7 @@ class ProxyCheckConfig:
         checks.seed("seed", self.seed)
         self.proxy()  # the data and supernet settings, checked as any proxy's
         if self.threads is not None:
-            checks.whole("threads", self.threads, low=1, high=4096)
+            check_threads("threads", self.threads)
 
 
 @dataclass(frozen=True)

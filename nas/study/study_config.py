@@ -10,7 +10,7 @@ from pathlib import Path
 
 from effnet.nas import checks
 from effnet.nas.choices import DEVICES
-from effnet.nas.cpus import ThreadChoice, choose_threads, cpu_state, given_threads
+from effnet.nas.cpus import ThreadChoice, check_threads, choose_threads, cpu_state, given_threads
 from effnet.nas.errors import SettingError
 from effnet.nas.memory import available_memory, check_loader_workers, gib
 from effnet.nas.study.storage import describe_storage, journal_path
@@ -60,7 +60,7 @@ class StudyConfig:
             )
         checks.choice("device", self.device, DEVICES)
         if self.threads is not None:
-            checks.whole("threads", self.threads, low=1, high=4096)
+            check_threads("threads", self.threads)
         if self.loader_workers is not None:
             checks.whole("loader_workers", self.loader_workers, low=0, high=256)
         if not isinstance(self.name, str) or not STUDY_NAME.fullmatch(self.name):

@@ -97,6 +97,29 @@ def stop_signals() -> Iterator[None]:
         _training.clear()
 
 
+@contextmanager
+def stops_deferred() -> Iterator[list[int]]:
+    """While the block runs, a first stop signal is recorded in the list yielded instead of raised: the block
+    writes what a finished run found (its spec, report and record), which a stop would leave half written though
+    the work is done. A second signal raises `Interrupted` at once. The previous handlers are put back after."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def record(signum: int, frame: Any) -> None:
+        if received:
+            raise Interrupted(signum)
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def install_worker_handlers() -> None:
     """In a worker process (which exits when its work is done): handle the first stop signal only."""
     _clear()

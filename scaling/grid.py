@@ -20,6 +20,7 @@ from effnet.nas.outputs import holding_run_dirs
 from effnet.nas.progress import ProgressCallback
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.record import write_run_record
+from effnet.nas.signals import stops_deferred
 from effnet.nas.study.chance import ChanceLevel, chance_level
 from effnet.nas.study.opening import check_settings, open_study
 from effnet.nas.study.optuna_log import optuna_quiet
@@ -226,51 +227,52 @@ def grid_scale(
     networks = network_results(run.study, config, points)
     if run.signal is None:  # stopped by a signal: the files are written at once, without the latency
         networks = with_latency(networks, config, on_progress)
-    rows = point_results(networks, points)
-    run_dir = config.study.run_dir
-    columns = CSV_COLUMNS + (LATENCY_COLUMNS if config.latency is not None else ())
-    files = {"grid_csv": write_csv(run_dir / "grid.csv", columns, (r.row() for r in rows))}
-    from effnet.scaling.plots import plot_grid
+    with stops_deferred() as stopped:  # the study's work is done: a stop now waits for its files
+        rows = point_results(networks, points)
+        run_dir = config.study.run_dir
+        columns = CSV_COLUMNS + (LATENCY_COLUMNS if config.latency is not None else ())
+        files = {"grid_csv": write_csv(run_dir / "grid.csv", columns, (r.row() for r in rows))}
+        from effnet.scaling.plots import plot_grid
 
-    files["plot"] = plot_grid(
-        rows,
-        config.grid,
-        run_dir / "grid.png",
-        f"{config.base.name}: grid at φ = {config.grid.phi}, {config.proxy.name} proxy on {config.proxy.data}",
-        config.score_name,
-        chance,
-    )
-    provenance = {
-        "command": "effnet grid-scale",
-        "study": config.study.name,
-        "storage": config.study.storage_label,
-        "run_dir": str(run_dir),
-    }
-    record = coefficients_record(config, networks, rows, base_label, provenance, chance)
-    coefficients = None
-    if record is not None:
-        files["coefficients"] = dump_yaml(record, run_dir / "coefficients.yaml")
-        coefficients = Coefficients(record["alpha"], record["beta"], record["gamma"], caveats=grid_caveats(record))
-    from effnet.nas.study.html_report import REPORT_NAME
-    from effnet.scaling.grid_report import write_grid_report
+        files["plot"] = plot_grid(
+            rows,
+            config.grid,
+            run_dir / "grid.png",
+            f"{config.base.name}: grid at φ = {config.grid.phi}, {config.proxy.name} proxy on {config.proxy.data}",
+            config.score_name,
+            chance,
+        )
+        provenance = {
+            "command": "effnet grid-scale",
+            "study": config.study.name,
+            "storage": config.study.storage_label,
+            "run_dir": str(run_dir),
+        }
+        record = coefficients_record(config, networks, rows, base_label, provenance, chance)
+        coefficients = None
+        if record is not None:
+            files["coefficients"] = dump_yaml(record, run_dir / "coefficients.yaml")
+            coefficients = Coefficients(record["alpha"], record["beta"], record["gamma"], caveats=grid_caveats(record))
+        from effnet.nas.study.html_report import REPORT_NAME
+        from effnet.scaling.grid_report import write_grid_report
 
-    files["report"] = write_grid_report(run.study, config, rows, record, run_dir / REPORT_NAME, chance)
-    files["run_record"] = run_dir / "run.yaml"
-    result = GridResult(
-        config=config,
-        networks=networks,
-        points=rows,
-        coefficients=coefficients,
-        record=record,
-        stop_reason=run.stop_reason,
-        signal=run.signal,
-        elapsed_s=run.elapsed_s,
-        files=files,
-        data=data,
-        notes=run.notes + class_note(config, data),
-        chance=chance,
-        threads=run.threads.record() if run.threads is not None else None,
-    )
-    summary = {k: v for k, v in result.as_dict().items() if k != "points"}
-    write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
+        files["report"] = write_grid_report(run.study, config, rows, record, run_dir / REPORT_NAME, chance)
+        files["run_record"] = run_dir / "run.yaml"
+        result = GridResult(
+            config=config,
+            networks=networks,
+            points=rows,
+            coefficients=coefficients,
+            record=record,
+            stop_reason=run.stop_reason,
+            signal=run.signal if run.signal is not None else (stopped[0] if stopped else None),
+            elapsed_s=run.elapsed_s,
+            files=files,
+            data=data,
+            notes=run.notes + class_note(config, data),
+            chance=chance,
+            threads=run.threads.record() if run.threads is not None else None,
+        )
+        summary = {k: v for k, v in result.as_dict().items() if k != "points"}
+        write_run_record(run_dir, "grid-scale", config.settings(base_label), summary)
     return result

@@ -352,6 +352,20 @@ def test_a_stop_signal_stops_a_training_at_once_but_lets_a_storage_write_finish(
         signals._clear()
 
 
+def test_a_stop_while_results_are_written_waits_for_them_and_a_second_stops_at_once():
+    from effnet.nas import signals
+
+    before = signal.getsignal(signal.SIGINT)
+    written = []
+    with signals.stops_deferred() as stopped:
+        os.kill(os.getpid(), signal.SIGINT)  # handled before the next line: recorded, not raised
+        written.append("spec")
+        assert stopped == [signal.SIGINT]
+        with pytest.raises(signals.Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert written == ["spec"] and signal.getsignal(signal.SIGINT) is before
+
+
 # -- atomic writes ----------------------------------------------------------------------------------
 
 

@@ -543,6 +543,45 @@ def test_sigterm_while_a_proxy_cache_is_built_leaves_no_temporary_file(tmp_path)
     assert temporary_files(caches) == [] and list(caches.rglob("*.npy")) == []
 
 
+SLOW_REPORT = """
+import sys, time
+from effnet.nas.search import run_dir
+real = run_dir.write_search_report
+def slowly(*args, **kwargs):
+    print("writing", flush=True)
+    time.sleep(3)
+    return real(*args, **kwargs)
+run_dir.write_search_report = slowly
+from effnet.cli.app import main
+sys.argv = ["effnet", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_while_a_finished_search_writes_its_files_lets_them_be_written(tmp_path):
+    """Every trial done, the run writing its report: Ctrl-C then used to end it with only trials.csv and the
+    plots, no b0.yaml, report.html or run.yaml, though nothing was left to compute. Now the files are written,
+    and the exit still says interrupted (130)."""
+    run = tmp_path / "run"
+    with subprocess.Popen(
+        [sys.executable, "-c", SLOW_REPORT, "search", *TINY_SEARCH, "--trials", "2", "--run-dir", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout.readline().strip() == "writing"
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert {"b0.yaml", "report.html", "run.yaml", "trials.csv"} <= {p.name for p in run.iterdir()}
+    assert yaml.safe_load((run / "run.yaml").read_text())["result"]["best_spec"] == str(run / "b0.yaml")
+
+
 def test_a_full_disk_during_a_write_is_one_line_naming_the_file(tmp_path, cli, monkeypatch):
     """ENOSPC while family.png is written (the last report file): exit 2, the file and the problem named, the
     file's temporary copy gone."""

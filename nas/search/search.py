@@ -35,6 +35,7 @@ from effnet.nas.search.result import SearchResult
 from effnet.nas.search.reward import LatencyBand
 from effnet.nas.search.run_dir import SEARCH_FILES, write_search_files
 from effnet.nas.search.supernet_stage import train_before_study
+from effnet.nas.signals import stops_deferred
 from effnet.nas.space.choices import SearchSpace
 from effnet.nas.space.fit import DataFit, fit_space
 from effnet.nas.space.load import load_space
@@ -148,10 +149,13 @@ def search(config: SearchConfig, on_progress: ProgressCallback | None = None) ->
     rescoring = rescore_after(job, run, started, reserve, on_progress) if config.rescore_top else None
     run.elapsed_s = time.time() - started  # the supernet's training and the rescoring included
     run.notes[:0] = notes
-    result = dataclasses.replace(
-        write_search_files(run, config, space, fit, chance, rescoring),
-        data=data_record(data),
-        supernet=supernet.record() if supernet is not None else None,
-    )
-    write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())
+    with stops_deferred() as stopped:  # the study's work is done: a stop now waits for its files
+        result = dataclasses.replace(
+            write_search_files(run, config, space, fit, chance, rescoring),
+            data=data_record(data),
+            supernet=supernet.record() if supernet is not None else None,
+        )
+        if stopped and result.signal is None:
+            result = dataclasses.replace(result, signal=stopped[0])
+        write_run_record(config.study.run_dir, "search", {**config.settings(), "data": result.data}, result.as_dict())
     return result

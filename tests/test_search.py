@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import random
@@ -541,15 +542,42 @@ class ReportingProxy:
 
 @pytest.mark.parametrize("objective", ["reward", "pareto"])
 def test_the_time_limit_stops_a_training_at_its_next_epoch_for_every_objective(tmp_path, objective):
+    """Stopped, not judged: the trial fails as one a stop signal cut short, to be trained again by the next run,
+    and counts toward no budget (as pruned, it filled the budget with a candidate never trained to the end)."""
+    from effnet.nas.search.trial import TimeLimitReached
+    from effnet.nas.search.trials import counts_toward_budget
+
     config = tiny_config(tmp_path, objective=objective)
     proxy = ReportingProxy()
     objective_fn = TrialObjective(config, load_space(TINY), lambda: proxy, deadline=time.time() - 1)
     study = study_of(config)
-    study.optimize(objective_fn, n_trials=40)
+    study.optimize(objective_fn, n_trials=40, catch=(TimeLimitReached,))
     stopped = [t for t in study.trials if t.user_attrs["in_band"]]
-    assert stopped and all(t.state == optuna.trial.TrialState.PRUNED for t in stopped)
+    assert stopped and all(t.state == optuna.trial.TrialState.FAIL for t in stopped)
     assert proxy.ran == [1] * len(stopped)  # each stopped after its first epoch
-    assert all(t.user_attrs["accuracy"] == 0.5 for t in stopped)
+    assert all(t.user_attrs["interrupted"] and "time limit" in t.user_attrs["fail_reason"] for t in stopped)
+    assert not any(counts_toward_budget(t) for t in stopped)
+
+
+def test_a_search_whose_only_candidate_the_time_limit_cut_trains_it_again_on_the_rerun(tmp_path):
+    """--trials 1, a 30-epoch candidate, a time limit it cannot finish in: the first run ends with no b0; the rerun
+    with a longer limit trains the same candidate to the end (it used to say "stopped by budget" forever)."""
+    args = [*TINY_SEARCH, "--trials", "1", "--pruner", "none", "--run-dir", str(tmp_path), "--json"]
+    args[args.index("--proxy-epochs") + 1] = "30"
+    first = runner.invoke(app, ["search", *args, "--timeout", "1"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["best_spec"] is None
+    second = runner.invoke(app, ["search", *args, "--timeout", "600"])
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.stdout)
+    assert summary["best_spec"] == str(tmp_path / "b0.yaml") and summary["trials_completed"] == 1
+    with (tmp_path / "trials.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["in_band"] == "True"]
+    cut, retried = rows
+    assert cut["state"] == "FAIL" and cut["error"] == "stopped by the time limit; queued again for the next run"
+    assert retried["state"] == "COMPLETE" and retried["epochs_trained"] == "30"
+    choices = [name for name in cut if name[:1] == "s" and name[1:2].isdigit()]  # s1_block, ...
+    assert [retried[c] for c in choices] == [cut[c] for c in choices]  # the same candidate
 
 
 def test_a_candidate_that_finished_its_last_epoch_past_the_time_limit_completes(tmp_path):

@@ -28,8 +28,10 @@ from effnet.nas.study.trial_attrs import (
     ACCURACY_ATTR,
     EPOCHS_TRAINED_ATTR,
     ERROR_ATTR,
+    FAIL_REASON_ATTR,
     FLOPS_ATTR,
     IN_BAND_ATTR,
+    INTERRUPTED_ATTR,
     LATENCY_ATTR,
     PARAMS_ATTR,
     REPORT_SECONDS_ATTR,
@@ -37,6 +39,15 @@ from effnet.nas.study.trial_attrs import (
     WORK_SECONDS_ATTR,
 )
 from effnet.nas.units import format_size
+
+LATE = "stopped by the time limit; queued again for the next run"
+
+
+class TimeLimitReached(Exception):
+    """A candidate's training cut short by the run's time limit: the trial fails as one a stop signal cut short
+    (marked `INTERRUPTED_ATTR`), so it counts toward no budget and the next run trains it again. Recorded as pruned,
+    it filled the budget with a candidate never trained to the end, and a rerun of a search whose only candidate
+    ended so had nothing left to do and no b0 to write."""
 
 
 class TrialObjective:
@@ -110,13 +121,16 @@ class TrialObjective:
                     trial.report(reward_for(config.objective, accuracy, weighed, config.cost_target), epoch)
                     prune = trial.should_prune()
                 late = self.deadline is not None and time.time() >= self.deadline and (epochs is None or epoch < epochs)
-                if prune or late:
+                if prune:
                     trial.set_user_attr(ACCURACY_ATTR, accuracy)
+                elif late:
+                    trial.set_user_attr(INTERRUPTED_ATTR, True)
+                    trial.set_user_attr(FAIL_REASON_ATTR, LATE)
             reporting += time.perf_counter() - begun
             if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {accuracy:.4f}")
             if late:
-                raise optuna.TrialPruned(f"stopped by the time limit after epoch {epoch}")
+                raise TimeLimitReached(f"{LATE} (after epoch {epoch})")
 
         proxy = self.proxy  # the first in-band candidate of a worker loads the data here, before the clock
         tell(f"training epoch 1/{epochs}" if epochs is not None else "scoring")
@@ -126,7 +140,7 @@ class TrialObjective:
                 accuracy = float(proxy.score(spec, report))
             if not math.isfinite(accuracy):
                 raise FloatingPointError(f"the proxy returned {accuracy}")
-        except (optuna.TrialPruned, KeyboardInterrupt):
+        except (optuna.TrialPruned, TimeLimitReached, KeyboardInterrupt):
             raise
         except Exception as err:
             trial.set_user_attr(ERROR_ATTR, f"{type(err).__name__}: {' '.join(str(err).split())}"[:500])

@@ -74,7 +74,8 @@ def recorded(
             raise
         except Exception as err:
             with contextlib.suppress(Exception), training(active=False):
-                trial.set_user_attr(FAIL_REASON_ATTR, failure_text(err))
+                if FAIL_REASON_ATTR not in trial.user_attrs:  # a reason the job gave (a time limit) stands
+                    trial.set_user_attr(FAIL_REASON_ATTR, failure_text(err))
             raise
 
     return run

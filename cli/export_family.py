@@ -91,7 +91,7 @@ def family_table(members: list[Any], coefficients: Any, title: str, latency: dic
     table.caption = (
         f"formula = (αβ²γ²)^φ with α={coefficients.alpha:g} β={coefficients.beta:g} "
         f"γ={coefficients.gamma:g} (αβ²γ² = {coefficients.flops_factor:.4g}); "
-        "FLOPs: fvcore convention, 1 multiply-add = 1"
+        "FLOPs: fvcore convention, 1 multiply-add = 1 FLOP"
     )
     return table
 
@@ -246,6 +246,7 @@ def export_family(
         "warnings": result.warnings,
         "members": result.rows(),
         "latency": timing.record() if timing is not None else None,
+        "removed": result.removed,
         "files": {"csv": str(result.files["csv"]), "plot": str(result.files["plot"]), "run": str(result.files["run"])},
     }
     if match_flops:
@@ -255,6 +256,11 @@ def export_family(
         summary["files"]["fit_csv"] = str(result.files["fit_csv"])
     for warning in result.warnings:
         progress_console.print(f"[yellow]warning:[/] {literal(warning)}")
+    if result.removed:
+        progress_console.print(
+            f"removed {literal(', '.join(result.removed))}: the earlier family's in {literal(run_dir)}, "
+            "which this one does not replace"
+        )
     if as_json:
         emit_json(summary)
         return

@@ -93,6 +93,26 @@ def claim_run_dir(
     return key
 
 
+def earlier_outputs(path: str | os.PathLike[str], command: str) -> frozenset[str]:
+    """The files an earlier run of `command` recorded in the directory's manifest as its outputs (their literal
+    names; patterns left out) and that are there now: what a run writing other names leaves behind, stale. Read
+    before `claim_run_dir`, which records this run's names in their place."""
+    folder = Path(path).expanduser()
+    data = read_small_yaml(folder / MANIFEST_NAME) if (folder / MANIFEST_NAME).is_file() else None
+    if not isinstance(data, dict) or data.get("command") != command or not isinstance(data.get("writes"), list):
+        return frozenset()
+    foreign = set(data.get("foreign") or ())
+    return frozenset(
+        name
+        for name in data["writes"]
+        if isinstance(name, str)
+        and not any(c in name for c in "*?[")
+        and name not in foreign | OWN_NAMES
+        and "/" not in name
+        and (folder / name).is_file()
+    )
+
+
 def release_run_dir(key: Path) -> None:
     held = claims.get(key)
     if held is None:

@@ -14,7 +14,7 @@ from effnet.nas.files import write_csv
 from effnet.nas.latency.measure import Latency
 from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.net.spec_file import dump_spec
-from effnet.nas.outputs import claim_run_dir, holding_run_dirs
+from effnet.nas.outputs import claim_run_dir, earlier_outputs, holding_run_dirs
 from effnet.nas.progress import Progress, ProgressCallback
 from effnet.nas.record import RUN_RECORD, write_run_record
 from effnet.nas.space.fit import MAX_CLASSES
@@ -83,6 +83,9 @@ class FamilyResult:
     """The data's median image size: from `export_family`'s argument or the base's provenance (None: unknown)."""
     latency: dict[str, Latency] | None = None
     """Each member's latency on this machine, by name (None: not measured, `FamilyConfig.latency` unset)."""
+    removed: list[str] = field(default_factory=list)
+    """Files an earlier export into the same run directory wrote that this family does not (its other members,
+    its official_fit.csv), removed so that the directory holds one family."""
 
     @property
     def warnings(self) -> list[str]:
@@ -160,8 +163,10 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
         members = match_flops_family(base, coefficients, config.phis)
     else:
         members = compound_family(base, coefficients, config.phis)
+    earlier: frozenset[str] = frozenset()
     if run_dir is not None:  # once the members' names, which the files take, are known; before any is timed
         written = (*FAMILY_FILES, *(f"{m.name}.yaml" for m in members))
+        earlier = earlier_outputs(run_dir, "export-family")
         claim_run_dir(run_dir, "export-family", config.force, writes=written)
     latency = None
     if config.latency is not None:
@@ -188,6 +193,12 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
     from effnet.scaling.plots import plot_family
 
     result.files["plot"] = plot_family(members, run_dir / "family.png", f"{base.name} family ({mode})")
+    # an earlier family's files this one does not replace (its b5.yaml beside a b1-b2 family) would describe a
+    # family the directory no longer holds: they go
+    now = {path.name for path in (*result.files.values(), *result.member_files.values())}
+    for name in sorted(earlier - now - {RUN_RECORD}):
+        (run_dir / name).unlink(missing_ok=True)
+        result.removed.append(name)
     result.files["run"] = write_run_record(
         run_dir,
         "export-family",
@@ -203,6 +214,7 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
             "members": [m.name for m in members],
             **({"latency_ms": {name: 1000 * t.median_s for name, t in latency.items()}} if latency else {}),
             "warnings": result.warnings,
+            "removed": result.removed,
             "seconds": round(time.perf_counter() - started, 3),
         },
     )

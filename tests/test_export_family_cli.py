@@ -118,6 +118,27 @@ def test_preset_official_reproduces_the_presets(tmp_path):
     assert (tmp_path / "official_fit.csv").exists()
 
 
+def test_a_second_family_into_the_same_run_directory_leaves_none_of_the_first_behind(tmp_path):
+    """The official B1-B7 first, then a two-member family with other coefficients: b3-b7 and official_fit.csv of
+    the first would describe a family the directory no longer holds (train b5.yaml: a member of which family?).
+    They go, said once; a file of the user's put there in between stays."""
+    run_json("--preset", "official", "--run-dir", str(tmp_path))
+    (tmp_path / "notes.txt").write_text("mine")
+    result = invoke("--base", B0_PATH, *PAPER_FLAGS, "--phi", "1,2", "--run-dir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["removed"] == [*(f"b{i}.yaml" for i in range(3, 8)), "official_fit.csv"]
+    assert "removed b3.yaml, b4.yaml" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "b1.yaml",
+        "b2.yaml",
+        "family.csv",
+        "family.png",
+        "notes.txt",
+        "run.yaml",
+    ]
+    assert load_spec(tmp_path / "b2.yaml").provenance["phi"] == 2  # the new family's, not the official B2
+
+
 def test_coefficients_file(tmp_path):
     path = tmp_path / "coefficients.yaml"
     path.write_text("alpha: 1.2\nbeta: 1.1\ngamma: 1.15\nscores: []\n")

@@ -104,7 +104,8 @@ def print_result(result: Any) -> None:
         console.print("evaluations are left: rerun the same command to resume (scored networks are kept)")
     for warning in data["warnings"]:
         console.print(f"[yellow]warning:[/] {literal(warning)}")
-    console.print(literal(f"grid: {data['files']['grid_csv']}  plot: {data['files']['plot']}"))
+    files = data["files"]
+    console.print(literal(f"grid: {files['grid_csv']}  plot: {files['plot']}  report: {files['report']}"))
 
 
 def print_best(data: dict[str, Any]) -> None:

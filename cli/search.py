@@ -95,7 +95,7 @@ def print_result(result: Any) -> None:
         console.print("[yellow]no candidate inside the band finished training yet; rerun to continue[/]")
     if data["chance"] is not None:
         console.print(chance_line(data["chance"], "an accuracy"))
-    console.print(literal(f"trials: {data['trials_csv']}  plots: {', '.join(data['plots'])}"))
+    console.print(literal(f"trials: {data['trials_csv']}  plots: {', '.join(data['plots'])}  report: {data['report']}"))
 
 
 @clean_input_errors()

@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import effnet
+from effnet.nas.data.images import decode_image
 from effnet.nas.data.loader import Normalize
 from effnet.nas.data.transforms import eval_transform as training_eval_transform
 from effnet.nas.errors import InputError
@@ -245,14 +246,21 @@ def test_the_readmes_snippet_runs(trained, tmp_path, monkeypatch, capsys):
     (tmp_path / "runs").mkdir()
     shutil.copytree(trained["run"], tmp_path / "runs" / "train-tiny")
     shutil.copyfile(trained["onnx"], tmp_path / "tiny.onnx")
-    photo = sorted(trained["val"].rglob("*.jpg"))[0]
-    shutil.copyfile(photo, tmp_path / "photo.jpg")
+    # a phone's photo: stored sideways (40 x 24) with EXIF orientation 6, upright 24 x 40
+    stored = Image.open(sorted(trained["val"].rglob("*.jpg"))[0]).convert("RGB").resize((40, 24))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "photo.jpg"
+    stored.save(photo, exif=exif)
     monkeypatch.chdir(tmp_path)
-    exec(compile(snippet, "README.md", "exec"), {})
+    names: dict = {}
+    exec(compile(snippet, "README.md", "exec"), names)
     lines = capsys.readouterr().out.splitlines()
     model, info = effnet.load_model(trained["run"])
+    upright = effnet.eval_transform(info)(decode_image(photo))[None]  # as effnet.predict reads the file
+    assert torch.equal(names["x"], upright) and torch.equal(names["prepare"](names["image"])[None], upright)
     with torch.no_grad():
-        expected = CLASSES[int(model(effnet.eval_transform(info)(Image.open(photo).convert("RGB"))[None]).argmax())]
+        expected = CLASSES[int(model(upright).argmax())]
     assert lines[0] == lines[2] == expected and lines[1].startswith(f"(('{expected}', ")
 
 

@@ -43,6 +43,7 @@ from effnet.nas.files import atomic_write
 from effnet.nas.inference import export_metadata
 from effnet.nas.net.fold import fold_batch_norm
 from effnet.nas.net.interop import to_effnet
+from effnet.nas.net.limits import check_memory
 from effnet.nas.net.model import Network, build_model
 from effnet.nas.net.onnx_graph import EXAMPLE_BATCH, onnx_graph, require_onnx
 from effnet.nas.net.spec import NetworkSpec
@@ -132,6 +133,7 @@ def export_model(
     checks.choice("which", which, WEIGHTS)
     source = read_weights(weights, which) if weights is not None else None
     spec = as_trained(spec, source)
+    check_memory(spec, "export")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(spec).eval()

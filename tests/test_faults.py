@@ -20,6 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 from refusals import refusal_stdout_is_right
@@ -766,6 +767,29 @@ def test_a_proxy_cache_path_taken_by_something_else_is_a_clear_error(where, tmp_
         expected = "choose a writable directory with --cache-dir"
     with pytest.raises(InputError, match=re.escape(expected)):
         proxy_data(str(tmp_path / "data"), 16, seed=0, cache_dir=cache_dir, loader_workers=0)
+
+
+def test_a_network_too_large_for_the_free_memory_is_refused_by_train_and_export_model(tmp_path, monkeypatch):
+    """1 GiB free: the tiny spec at 2,000 px trains on batches of 8 with at least 4.6 GiB (twice 8 images' 77M
+    feature map values, float32), and at 4,000 px one image's feature maps alone are 1.1 GiB. Both went ahead
+    and died of the allocator's error (exit 1), or would have taken the machine's memory."""
+    from effnet.nas.net import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 2**30)
+    base = yaml.safe_load((Path(__file__).parent / "data" / "tiny_base.yaml").read_text())
+    paths = {}
+    for size in (2000, 4000):
+        paths[size] = tmp_path / f"tiny{size}.yaml"
+        paths[size].write_text(yaml.safe_dump({**base, "resolution": size}))
+    train = [str(paths[2000]), "--data", "synthetic", "--batch-size", "8", "--run-dir", str(tmp_path / "t")]
+    result = runner.invoke(app, ["train", *train])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: tiny: to train the network needs about 4.6 GiB (at least, for batches of")
+    assert "use a smaller --batch-size" in result.output
+    result = runner.invoke(app, ["export-model", str(paths[4000]), "--out", str(tmp_path / "big.onnx")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: tiny: to export the network needs about 1.1 GiB (weights and feature")
+    assert not (tmp_path / "big.onnx").exists()
 
 
 def test_more_loader_workers_than_the_free_memory_holds_are_refused(tmp_path, monkeypatch, no_training):

@@ -95,18 +95,25 @@ def check_cost(spec: NetworkSpec, source: str) -> None:
         )
 
 
-def memory_needed(spec: NetworkSpec) -> int:
-    """Bytes to build the network and run one image through it: weights and every feature map, float32."""
+def memory_needed(spec: NetworkSpec, batch: int | None = None) -> int:
+    """Bytes to build the network and run one image through it: weights and every feature map, float32. With
+    `batch`, a training step's least: the weights four times (with their gradients, momentum and average) and
+    each of `batch` images' feature maps twice (kept for the backward pass, and their gradients); torch needs
+    more, so a refusal by this count is certain."""
     cost = spec_cost(spec)
-    return BYTES_PER_VALUE * (cost.params + cost.activations)
+    if batch is None:
+        return BYTES_PER_VALUE * (cost.params + cost.activations)
+    return BYTES_PER_VALUE * (4 * cost.params + 2 * batch * cost.activations)
 
 
-def check_memory(spec: NetworkSpec, purpose: str) -> None:
-    """Refuse to build a network this machine has not the free memory for (where that is known)."""
-    needed, available = memory_needed(spec), available_memory()
+def check_memory(spec: NetworkSpec, purpose: str, batch: int | None = None) -> None:
+    """Refuse to build a network this machine has not the free memory for (where that is known); with `batch`,
+    to train it on batches of that many images."""
+    needed, available = memory_needed(spec, batch), available_memory()
     if available is not None and needed > available:
+        what = "weights and feature maps for one image" if batch is None else f"at least, for batches of {batch}"
+        fix = "a smaller network or a machine with more memory"
         raise InputError(
-            f"{spec.name}: to {purpose} the network needs about {gib(needed)} (weights and feature "
-            f"maps for one image) and {gib(available)} is free on this machine; use a smaller "
-            "network or a machine with more memory"
+            f"{spec.name}: to {purpose} the network needs about {gib(needed)} ({what}) and {gib(available)} is "
+            f"free on this machine; use {fix if batch is None else 'a smaller --batch-size, ' + fix}"
         )

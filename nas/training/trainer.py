@@ -12,6 +12,7 @@ from pathlib import Path
 from effnet.nas.data.sources import DataSplits, data_record, is_builtin, training_data
 from effnet.nas.errors import InputError
 from effnet.nas.memory import check_loader_workers
+from effnet.nas.net.limits import check_memory
 from effnet.nas.net.spec import InvalidSpec, NetworkSpec
 from effnet.nas.net.spec_file import spec_from_dict, spec_to_dict
 from effnet.nas.outputs import claim_run_dir, holding_run_dirs
@@ -49,12 +50,14 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
     the resume or the weights started from) as the status of a `preparing` event, then the epochs' progress
     (`train` in `effnet.nas.training.loop`: steps, and each epoch's record as `metrics`)."""
     dist = distributed_from_env()
-    resolve_device(config.device)
+    device = resolve_device(config.device)
     check_loader_workers(config.loader_workers)
     size = config.spec.resolution if config.resolution is None else config.resolution
     images = training_data(config.data, size, config.seed)
     augment = config.augment if config.augment != "auto" else "none" if is_builtin(config.data) else "paper"
     trained = training_spec(config.spec, images, size)
+    if device.type == "cpu":  # a GPU's memory is its own: CUDA's out-of-memory error names it
+        check_memory(trained, "train", batch=config.batch_size)
     run_dir = config.directory
     if dist.is_main and not config.resume:  # held before the check for an earlier run's checkpoint: no race
         claim_run_dir(run_dir, "train", config.force, writes=TRAIN_FILES)

@@ -463,6 +463,27 @@ def test_a_search_over_a_folder_with_a_bad_file_says_so_and_records_it(tmp_path)
     assert record["train_images"] + record["val_images"] == 12
 
 
+def test_a_training_counts_only_the_images_that_decoded_in_each_split(tmp_path):
+    """4 + 2 images a class, and one file of each split that does not decode: run.yaml says 8 trained and 4
+    validated on, as a search over the same folder does (it said 9 and 5, the files as listed)."""
+    from typer.testing import CliRunner
+
+    from effnet.cli.app import app
+
+    from postgres import TINY_BASE
+
+    data = jpeg_folder(tmp_path / "data", classes=2, per_class=4, val_per_class=2)
+    (data / "train" / "class0" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (data / "val" / "class1" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    args = [TINY_BASE, "--data", str(data), "--resolution", "16", "--epochs", "1", "--batch-size", "4"]
+    result = CliRunner().invoke(app, ["train", *args, "--loader-workers", "0", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    import yaml
+
+    record = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["settings"]["data"]
+    assert (record["train_images"], record["val_images"], record["skipped"]) == (8, 4, 2)
+
+
 def test_a_grid_over_a_folder_with_a_bad_file_says_so_once_not_once_per_resolution(tmp_path):
     """The grid's proxy reads the folder at each of its resolutions (16, 18 and 19 px here); the file that does
     not decode is the same file each time and is named once."""

@@ -75,6 +75,8 @@ class TrainingBatches:
         self.normalize = Normalize(device)
         self.skipped: dict[str, None] = {}
         """Files left out, each once however many passes met it (a dict as an ordered set)."""
+        self.skipped_val: dict[str, None] = {}
+        """Those of them from the validation split."""
 
     def epoch(self, epoch: int, steps: int, keep: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's training batches, normalised on the device; the first `keep` are kept (as the uint8
@@ -103,5 +105,6 @@ class TrainingBatches:
         (its files are in `skipped`)."""
         for batch in self.val:
             self.skipped.update(dict.fromkeys(batch.skipped))
+            self.skipped_val.update(dict.fromkeys(batch.skipped))
             if len(batch.labels):
                 yield self.normalize(batch.images), batch.labels

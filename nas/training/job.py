@@ -100,6 +100,8 @@ class TrainResult:
     world_size: int
     skipped: tuple[str, ...] = ()
     """Files that did not decode (left out, each named with the reason)."""
+    skipped_val: int = 0
+    """How many of them are validation images."""
     init: dict[str, Any] | None = None
     """Where the weights started from (`InitialWeights.record`), None for the initialisation."""
     deployment: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -334,6 +334,7 @@ def _train(
         device=str(torch_device),
         world_size=dist.world_size,
         skipped=tuple(batches.skipped),
+        skipped_val=len(batches.skipped_val),
         init=started_from,
         deployment=deployment_record(data),
     )

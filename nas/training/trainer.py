@@ -141,7 +141,15 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
         )
     if not dist.is_main:
         return None
-    data_section = {**data_record(images), "skipped": len(result.skipped), "skipped_files": list(result.skipped[:20])}
+    listed = data_record(images)  # the split sizes as listed; the images trained and validated on are fewer by
+    skipped_train = len(result.skipped) - result.skipped_val  # the files that did not decode
+    data_section = {
+        **listed,
+        "train_images": listed["train_images"] - skipped_train,
+        "val_images": listed["val_images"] - result.skipped_val,
+        "skipped": len(result.skipped),
+        "skipped_files": list(result.skipped[:20]),
+    }
     write_run_record(
         run_dir, "train", {**recorded, "spec": spec_to_dict(trained), "data": data_section}, result.as_dict()
     )

@@ -14,6 +14,7 @@ from effnet.cli.common import (
     console,
     emit_json,
     exit_for_signal,
+    fail,
     literal,
     print_notes,
     progress_console,
@@ -123,21 +124,26 @@ def search(
         help="Latency target T on this machine: 12ms, 0.012s, 800us (MnasNet's objective ACC·(L/T)^-0.07; L "
         "predicted by this machine's latency table, built first if missing: effnet latency-table).",
     ),
-    latency_tolerance: float = typer.Option(
-        0.1, "--latency-tolerance", help="Band around the latency target: outside T·(1±tol), never trained."
+    latency_tolerance: float | None = typer.Option(
+        None,
+        "--latency-tolerance",
+        help="With --target-latency, the band around it: outside T·(1±tol), never trained (default 0.1).",
     ),
-    latency_runtime: str = typer.Option(
-        "folded",
+    latency_runtime: str | None = typer.Option(
+        None,
         "--latency-runtime",
-        help=f"With --target-latency, what runs the network where it is deployed: {' | '.join(LATENCY_RUNTIMES)}.",
+        help=f"With --target-latency, what runs the network where it is deployed: {' | '.join(LATENCY_RUNTIMES)} "
+        "(default folded).",
         autocompletion=lambda: list(LATENCY_RUNTIMES),
     ),
-    latency_device: str = typer.Option(
-        "cpu", "--latency-device", help="With --target-latency, where it runs: cpu | cuda | cuda:N."
+    latency_device: str | None = typer.Option(
+        None, "--latency-device", help="With --target-latency, where it runs: cpu | cuda | cuda:N (default cpu)."
     ),
-    latency_batch: int = typer.Option(1, "--latency-batch", help="With --target-latency, images per request."),
-    latency_threads: int = typer.Option(
-        1, "--latency-threads", help="With --target-latency, CPU threads where it is deployed."
+    latency_batch: int | None = typer.Option(
+        None, "--latency-batch", help="With --target-latency, images per request (default 1)."
+    ),
+    latency_threads: int | None = typer.Option(
+        None, "--latency-threads", help="With --target-latency, CPU threads where it is deployed (default 1)."
     ),
     space: str | None = typer.Option(
         None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."
@@ -215,14 +221,31 @@ def search(
 
     run_dir = run_dir or Path("runs") / study_name
     latency_s = options.parse_latency(target_latency) if target_latency is not None else None
+    latency_flags = {
+        "--latency-tolerance": latency_tolerance,
+        "--latency-runtime": latency_runtime,
+        "--latency-device": latency_device,
+        "--latency-batch": latency_batch,
+        "--latency-threads": latency_threads,
+    }
+    given = [flag for flag, value in latency_flags.items() if value is not None]
+    if given and latency_s is None:
+        raise fail(f"{given[0]} is a setting of the latency target; add --target-latency, or leave it out")
+    default = TableSettings()
+    table = TableSettings(
+        default.runtime if latency_runtime is None else latency_runtime,
+        default.device if latency_device is None else latency_device,
+        default.batch if latency_batch is None else latency_batch,
+        default.threads if latency_threads is None else latency_threads,
+    )
     if target_flops is None and latency_s is None:
         target_flops = DEFAULT_TARGET_FLOPS
     flops = parse_size(target_flops, "--target-flops") if target_flops is not None else None
     config = SearchConfig(
         target_flops=flops,
         target_latency_s=latency_s,
-        latency_tolerance=latency_tolerance,
-        latency=TableSettings(latency_runtime, latency_device, latency_batch, latency_threads),
+        **({"latency_tolerance": latency_tolerance} if latency_tolerance is not None else {}),
+        latency=table,
         flops_tolerance=flops_tolerance,
         objective=objective,
         space=space,
@@ -257,7 +280,7 @@ def search(
         bands.append(f"band {format_size(config.band.low)}–{format_size(config.band.high)} FLOPs")
     if config.latency_band is not None:
         low, high = config.latency_band.low, config.latency_band.high
-        bands.append(f"latency band {1000 * low:.2f}–{1000 * high:.2f} ms ({latency_runtime})")
+        bands.append(f"latency band {1000 * low:.2f}–{1000 * high:.2f} ms ({config.latency.runtime})")
     header = f"study {study_name!r} in {config.study.storage_label}; {', '.join(bands)}"
     with ProgressBar("search", header=header, plain=as_json) as bar:
         result = run_search(config, on_progress=bar)

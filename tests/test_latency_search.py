@@ -113,6 +113,26 @@ def test_a_latency_without_a_unit_or_not_positive_is_refused_in_one_line(tmp_pat
     assert "12ms" in result.output  # how to write one
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        # the search has its own --threads and --device: an error naming those would send the user to the wrong flag
+        (["--target-latency", "1ms", "--latency-threads", "1000"], "error: --latency-threads 1000 is more than the"),
+        (["--target-latency", "1ms", "--latency-device", "cuda:7"], "error: --latency-device 'cuda:7': "),
+        (["--target-latency", "1ms", "--latency-batch", "0"], "error: --latency-batch must be at least 1, got 0"),
+        (["--target-latency", "1ms", "--latency-runtime", "tflite"], "error: --latency-runtime must be one of"),
+        # without a latency target they were taken silently (run.yaml recorded a device this machine has not)
+        (["--latency-device", "cuda:7"], "error: --latency-device is a setting of the latency target; add --target-"),
+        (["--latency-tolerance", "0.2"], "error: --latency-tolerance is a setting of the latency target; add --tar"),
+    ],
+)
+def test_latency_settings_are_named_as_the_search_takes_them(tmp_path, args, words):
+    result = runner.invoke(app, ["search", *FAST, *args, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(words) and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_resuming_with_another_latency_target_is_refused(tmp_path, reach):
     fastest, slowest = reach
     target = middle(fastest, slowest)

@@ -81,7 +81,10 @@ def check_search(
     config.study.worker_device()
     config.study.check_workers()
     if config.latency_band is not None:
-        check_table_settings(config.latency)
+        try:
+            check_table_settings(config.latency)
+        except SettingError as err:  # the search's own threads and device are other settings
+            raise SettingError(f"latency_{err.setting}", err.problem) from None
     claim_study_dir(config.study, "search", (*SEARCH_FILES, CHECKPOINT_FILES))
     check_settings(SearchJob(config, space), config.study, notes)
     table = None

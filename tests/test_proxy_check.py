@@ -156,9 +156,14 @@ def test_p_values_against_hand_computed_values():
     # P(tau >= 2/3) = 4/24 and the two-sided p is 8/24 = 1/3.
     assert kendall([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(1 / 3)
     assert kendall([1, 2, 3, 4], [1, 2, 3, 4]).pvalue == pytest.approx(2 / 24)
-    # Spearman, t with n - 2 = 2 degrees of freedom: t = 0.8 * sqrt(2 / (1 - 0.64)) = 1.8856, and for 2 degrees of
-    # freedom the two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - 1.8856 / 2.3570 = 0.2.
-    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(0.2)
+    # Spearman, exact for few items: rho = 1 - sum(d^2) / 10 for 4 items, so |rho| >= 0.8 for the order itself and
+    # its 3 adjacent swaps (sum 0 or 2) and for their 4 reverses (sum 20 or 18): p = 8/24. For 3 items in the same
+    # order 2 of the 6 orders have |rho| = 1: p = 1/3 (the t distribution's approximation said 0.2 and 0).
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]).pvalue == pytest.approx(1 / 3)
+    assert spearman([1, 2, 3], [10, 20, 30]).pvalue == pytest.approx(1 / 3)
+    # from 9 items on, the t distribution with n - 2 degrees of freedom: for 9 items with one adjacent swap,
+    # rho = 1 - 6 * 2 / (9 * 80) = 59/60, t = rho * sqrt(7 / (1 - rho^2)) = 14.3096, p = 2 P(T7 > t) = 1.936e-6
+    assert spearman(list(range(9)), [0, 1, 2, 3, 5, 4, 6, 7, 8]).pvalue == pytest.approx(1.936e-6, rel=0.001)
 
 
 def test_rank_correlation_of_a_constant_is_nan_and_bad_input_raises():

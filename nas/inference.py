@@ -81,7 +81,7 @@ def model_info(weights: WeightsFile) -> ModelInfo:
 def load_model(checkpoint: str | os.PathLike[str], weights: str = "best") -> tuple[nn.Module, ModelInfo]:
     """The network a training checkpoint (or a run directory: its best.pt) holds, in eval mode with its own
     classifier, and its `ModelInfo`. `weights`: best (the ones that scored best on validation), ema or raw."""
-    source = read_weights(checkpoint, weights)
+    source = read_weights(checks.path("checkpoint", checkpoint), weights)
     info = model_info(source)
     assert source.trained_spec is not None  # model_info refused a file without one
     model = build_model(source.trained_spec)

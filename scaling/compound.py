@@ -32,6 +32,7 @@ def scale(
 ) -> NetworkSpec:
     """Grow `spec`: repeats `ceil(depth * r)`, channels `round_filters(c, width)` on stem, every
     stage and head, input `resolution` pixels. Provenance records the base and the multipliers."""
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     for setting, value in (("depth", depth), ("width", width), ("resolution", resolution)):
         checks.number(setting, value)
     if depth <= 0 or width <= 0:
@@ -127,6 +128,7 @@ def compound_scale(
 ) -> NetworkSpec:
     """Grow `spec` along the compound direction: depth alpha^phi, width beta^phi, resolution
     `scaled_resolution(spec.resolution, gamma^phi)`, dropout `dropout_rule(spec.dropout, phi)`."""
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
     coefficients = Coefficients(alpha, beta, gamma)
     checks.number("phi", phi, low=0, high=MAX_PHI)
     depth, width, resolution_multiplier = alpha**phi, beta**phi, gamma**phi

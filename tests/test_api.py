@@ -168,6 +168,30 @@ WRONG_VALUES = {  # a public call given a value of the wrong kind: each once rai
         lambda: effnet.eval_transform(None),
         "info must be the ModelInfo that effnet.load_model returns, got NoneType",
     ),
+    "train_network, no config": (
+        lambda: effnet.train_network(None),
+        "config must be a TrainConfig (effnet.TrainConfig(spec, data=...)), got NoneType",
+    ),
+    "TrainConfig, epochs as text": (lambda: effnet.TrainConfig(_b0(), epochs="x"), "epochs must be a whole number"),
+    "TrainConfig, no epochs": (lambda: effnet.TrainConfig(_b0(), epochs=0), "epochs must be at least 1, got 0"),
+    "TrainConfig, a negative learning rate": (lambda: effnet.TrainConfig(_b0(), lr=-1.0), "lr must be"),
+    "load_model, no checkpoint": (
+        lambda: effnet.load_model(None),
+        "checkpoint must be a path (str or pathlib.Path), got NoneType",
+    ),
+    "read_weights, a number": (lambda: effnet.read_weights(5), "path must be a path (str or pathlib.Path), got int"),
+    "fold_batch_norm, a path": (
+        lambda: effnet.fold_batch_norm("b0.yaml"),
+        "model must be a torch module (effnet.build_model(spec)), got str",
+    ),
+    "compound_scale, no spec": (
+        lambda: effnet.compound_scale(None, *PAPER, phi=1),
+        "spec must be a NetworkSpec (effnet.load_spec(path)), got NoneType",
+    ),
+    "dump_spec, no spec": (
+        lambda: effnet.dump_spec(None, "b0.yaml"),
+        "spec must be a NetworkSpec (effnet.load_spec(path)), got NoneType",
+    ),
 }
 
 

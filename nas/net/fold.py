@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.model import ConvBNAct, SameConv2d
 
@@ -87,6 +87,8 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     """An eval-mode, gradient-free copy of `model` (a network `build_model` made) with each conv-BatchNorm pair
     folded into one biased conv, which also applies the activation that followed; the BatchNorm's and the
     activation's places hold an `nn.Identity`. The model itself is unchanged."""
+    if not isinstance(model, nn.Module):
+        raise SettingError("model", f"must be a torch module (effnet.build_model(spec)), got {type(model).__name__}")
     folded = copy.deepcopy(model).eval().requires_grad_(False)
     for module in folded.modules():
         if not isinstance(module, ConvBNAct):

@@ -162,4 +162,5 @@ def dump_spec_text(spec: NetworkSpec) -> str:
 
 
 def dump_spec(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:
-    return atomic_write_text(path, dump_spec_text(spec))
+    checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
+    return atomic_write_text(checks.path("path", path), dump_spec_text(spec))

@@ -12,7 +12,7 @@ from effnet.nas import checks
 from effnet.nas.data.transforms import AUGMENTS
 from effnet.nas.errors import SettingError
 from effnet.nas.net.spec import NetworkSpec
-from effnet.nas.training.recipe import Recipe
+from effnet.nas.training.recipe import Recipe, check_recipe_numbers
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks.instance("spec", self.spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
         checks.seed("seed", self.seed)
+        check_recipe_numbers(
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            self.warmup_epochs,
+            self.ema_decay,
+            self.label_smoothing,
+            self.weight_decay,
+            self.precise_bn,
+        )
         if self.resolution is not None:
             checks.whole("resolution", self.resolution, low=1, high=4096)
         checks.choice("augment", self.augment, ("auto", *AUGMENTS))

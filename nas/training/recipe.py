@@ -76,20 +76,46 @@ class Recipe:
     """none, light (random resized crop and flip) or paper (and AutoAugment's ImageNet policy)."""
 
     def __post_init__(self) -> None:
-        checks.whole("epochs", self.epochs, low=1, high=100_000)
-        checks.whole("batch_size", self.batch_size, low=1, high=1_000_000)
-        checks.number("lr", self.lr, low=0, low_open=True)
-        checks.number("warmup_epochs", self.warmup_epochs, low=0)
-        checks.number("ema_decay", self.ema_decay, low=0, high=1, high_open=True)
-        checks.number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
-        checks.number("weight_decay", self.weight_decay, low=0)
+        check_recipe_numbers(
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            self.warmup_epochs,
+            self.ema_decay,
+            self.label_smoothing,
+            self.weight_decay,
+            self.precise_bn_batches,
+        )
         checks.number("decay_rate", self.decay_rate, low=0, high=1, low_open=True)
         checks.number("decay_epochs", self.decay_epochs, low=0, low_open=True)
-        checks.whole("precise_bn_batches", self.precise_bn_batches, low=0, high=100_000)
         checks.choice("augment", self.augment, AUGMENTS)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_recipe_numbers(
+    epochs: Any,
+    batch_size: Any,
+    lr: Any,
+    warmup_epochs: Any,
+    ema_decay: Any,
+    label_smoothing: Any,
+    weight_decay: Any,
+    precise_bn_batches: Any,
+) -> None:
+    """The numbers a caller gives for a recipe (`TrainConfig`'s, where the learning rate and warm-up may be None
+    still: derived later) and a settled `Recipe`'s, each a `SettingError` naming it."""
+    checks.whole("epochs", epochs, low=1, high=100_000)
+    checks.whole("batch_size", batch_size, low=1, high=1_000_000)
+    if lr is not None:
+        checks.number("lr", lr, low=0, low_open=True)
+    if warmup_epochs is not None:
+        checks.number("warmup_epochs", warmup_epochs, low=0)
+    checks.number("ema_decay", ema_decay, low=0, high=1, high_open=True)
+    checks.number("label_smoothing", label_smoothing, low=0, high=1, high_open=True)
+    checks.number("weight_decay", weight_decay, low=0)
+    checks.whole("precise_bn_batches", precise_bn_batches, low=0, high=100_000)
 
 
 def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, decay_rate: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from effnet.nas import checks
 from effnet.nas.data.sources import DataSplits, data_record, is_builtin, training_data
 from effnet.nas.errors import InputError
 from effnet.nas.memory import check_loader_workers
@@ -49,6 +50,7 @@ def train_network(config: TrainConfig, on_progress: ProgressCallback | None = No
     On rank 0 `on_progress` first gets the run described (what is trained on what data, the learning rate,
     the resume or the weights started from) as the status of a `preparing` event, then the epochs' progress
     (`train` in `effnet.nas.training.loop`: steps, and each epoch's record as `metrics`)."""
+    checks.instance("config", config, TrainConfig, "a TrainConfig (effnet.TrainConfig(spec, data=...))")
     dist = distributed_from_env()
     device = resolve_device(config.device)
     check_loader_workers(config.loader_workers)

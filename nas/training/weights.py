@@ -98,7 +98,7 @@ def read_weights(path: str | os.PathLike[str], weights: str | None = None) -> We
     takes its EMA weights. A state dict holds one set of weights: `best` takes them, `ema` and `raw` are refused."""
     if weights is not None and weights not in WEIGHTS:
         raise SettingError("weights", f"must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    source = weights_path(path)
+    source = weights_path(checks.path("path", path))
     data = read_torch_file(source, "weights file", "give an effnet checkpoint or a state dict saved with torch.save")
     if is_checkpoint(data):
         return _checkpoint_weights(data, source, weights)

@@ -159,7 +159,7 @@ def export_family(
     preset: str | None = typer.Option(
         None, "--preset", help="'official': the TensorFlow reference's own B1-B7 and the φ that fits each."
     ),
-    classes: str | None = options.CLASSES,
+    classes: str | None = options.BASE_CLASSES,
     data: str | None = typer.Option(
         None,
         "--data",

@@ -89,10 +89,12 @@ def print_result(result: Any) -> None:
         if n.state == "failed":
             p = n.evaluated
             console.print(f"[red]failed[/] α={p.alpha:g} β={p.beta:g} γ={p.gamma:g}: {literal(n.error)}")
+    twins = len(data["twin_groups"])
+    ended = "done" if data["stop_reason"] == "done" else f"stopped by {data['stop_reason']}"
     console.print(
         f"evaluated {data['evaluations_done']} of {data['evaluations_total']} (distinct networks × runs; "
-        f"{data['points_total']} points, {len(data['twin_groups'])} twin groups); "
-        f"stopped by {data['stop_reason']} after {data['elapsed_s']:.0f} s"
+        f"{data['points_total']} points, {twins} twin group{'' if twins == 1 else 's'}); "
+        f"{ended} after {data['elapsed_s']:.0f} s"
     )
     if data["threads"] is not None:
         console.print(f"CPU threads: {data['threads']['reason']}")
@@ -191,7 +193,7 @@ def grid_scale(
         help="Constrain the measured (rounded) FLOPs ratio of the φ = k network "
         "over the base (its k-th root) instead of the formula α·β²·γ².",
     ),
-    classes: str | None = options.CLASSES,
+    classes: str | None = options.BASE_CLASSES,
     proxy: str = typer.Option("train", "--proxy", help="Accuracy proxy: train (short training), zero-cost or synflow."),
     data: str = options.DATA,
     proxy_epochs: int | None = options.PROXY_EPOCHS,

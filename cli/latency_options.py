@@ -37,7 +37,7 @@ def settings_given(latency: bool, flags: dict[str, Any]) -> None:
 
 def noise_warning(latency: Any) -> str:
     return (
-        f"the {latency.repeats} timed runs varied by a coefficient of variation of {latency.cv:.2f}, above "
+        f"the {latency.repeats} timed runs varied by a coefficient of variation of {latency.cv:.3f}, above "
         f"{NOISY_CV:.2f}: other work likely shared the {latency.device}, which lifts the median too; close other "
         "programs and measure again, or give more --repeats"
     )

@@ -66,7 +66,7 @@ def print_build(data: dict[str, Any]) -> None:
 @clean_input_errors()
 def latency_table(
     space: str | None = typer.Option(
-        None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."
+        None, "--space", help="Search space: efficientnet (default), efficientnet-nested, mnasnet, or a YAML file."
     ),
     resolution: int | None = typer.Option(
         None, "--resolution", help="Time the space's networks at this resolution instead of the space's own."

@@ -36,6 +36,8 @@ def parse_duration(text: str, flag: str = "--timeout") -> float | None:
 
 
 LATENCY_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+MIN_LATENCY_S = 1e-6
+"""A microsecond: below it no network runs (and a band in milliseconds would show as 0.00-0.00 ms)."""
 
 
 def parse_latency(text: str, flag: str = "--target-latency") -> float:
@@ -48,8 +50,12 @@ def parse_latency(text: str, flag: str = "--target-latency") -> float:
         seconds = float(value[: -len(unit)]) * LATENCY_UNITS[unit] if unit else math.nan
     except ValueError:
         seconds = math.nan
-    if unit is None or not math.isfinite(seconds) or not 0 < seconds <= 3600:
+    if unit is None or not math.isfinite(seconds) or "_" in value:
         raise InputError(f"{flag} {text!r} is not a latency; write it with its unit, like 12ms, 0.012s or 800us")
+    if not MIN_LATENCY_S <= seconds <= 3600:
+        raise InputError(
+            f"{flag} {text!r} is not a latency a network can have: give one from 1us to 3600s, like 12ms or 800us"
+        )
     return seconds
 
 
@@ -97,7 +103,7 @@ SUPERNET_EPOCHS = typer.Option(
     200,
     "--supernet-epochs",
     help="Epochs the supernet trains (--proxy supernet), one random in-band path a "
-    "step; a search counts them in --timeout.",
+    "step; in a search, their time counts in its --timeout.",
 )
 SUPERNET_KERNELS = typer.Option(
     "separate",
@@ -144,12 +150,8 @@ FORCE = typer.Option(
 )
 
 
-CLASSES = typer.Option(
-    None,
-    "--classes",
-    help="Classes of the networks' classifier (default: the data's; for "
-    "grid-scale and export-family: the base spec's).",
-)
+CLASSES = typer.Option(None, "--classes", help="Classes of the networks' classifier (default: the data's).")
+BASE_CLASSES = typer.Option(None, "--classes", help="Classes of the networks' classifier (default: the base spec's).")
 
 
 def whole_number(text: str | None, flag: str) -> int | None:

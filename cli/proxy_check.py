@@ -75,7 +75,7 @@ def proxy_check(
     target_flops: str = typer.Option("400M", "--target-flops", "-t", help="FLOPs target T: 400M, 0.4G, 400e6."),
     flops_tolerance: float = typer.Option(0.1, "--flops-tolerance", help="Candidates are drawn inside T·(1±tol)."),
     space: str | None = typer.Option(
-        None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."
+        None, "--space", help="Search space: efficientnet (default), efficientnet-nested, mnasnet, or a YAML file."
     ),
     data: str = options.DATA,
     proxy: list[str] | None = typer.Option(

@@ -146,7 +146,7 @@ def search(
         None, "--latency-threads", help="With --target-latency, CPU threads where it is deployed (default 1)."
     ),
     space: str | None = typer.Option(
-        None, "--space", help="Search space: efficientnet (default), mnasnet, or a YAML file."
+        None, "--space", help="Search space: efficientnet (default), efficientnet-nested, mnasnet, or a YAML file."
     ),
     proxy: str = typer.Option(
         "train",

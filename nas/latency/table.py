@@ -215,7 +215,7 @@ class TableBuild:
         table = self.table
         if table.noisy:
             notes.append(
-                f"the latency table's parts varied by a median coefficient of variation of {table.noise_cv:.2f}, "
+                f"the latency table's parts varied by a median coefficient of variation of {table.noise_cv:.3f}, "
                 f"above {NOISY_CV:.2f}: other work shared the cores while they were timed, so its times are less "
                 "to be trusted; build it again on a quiet machine (effnet latency-table --rebuild)"
             )

@@ -99,7 +99,9 @@ def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
             raise InputError(f"{path}: checkpoint fields have unexpected types; delete it to start over")
         return checkpoint
     if path.exists():
-        raise InputError(f"{path} holds an earlier run's checkpoint; resume it or choose another run directory")
+        raise InputError(
+            f"{path} holds an earlier run's checkpoint; resume it (--resume) or choose another run directory"
+        )
     return None
 
 

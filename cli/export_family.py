@@ -197,8 +197,8 @@ def export_family(
     settings_given(latency, {"--runtime": runtime, "--batch": batch, "--threads": threads, "--repeats": repeats})
     timing = scaling_settings(runtime, batch, threads, repeats) if latency else None
     phis = parse_phi_list(phi) if phi is not None else DEFAULT_PHIS
+    base = load_spec(base_path)  # first: a base that is not there is the first thing to fix
     coefficients, source = resolve_coefficients(coefficients_path, alpha, beta, gamma, official)
-    base = load_spec(base_path)
     image_size = None
     if data is not None:
         from effnet.nas.data.facts import data_facts

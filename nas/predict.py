@@ -231,8 +231,8 @@ def predict(
     else:
         checks.instance("images", images, Iterable, "a path, or paths, folders or glob patterns")
         items = [checks.path("images", item) for item in images]
+    predictor = open_predictor(model, weights, device)  # first: a model that is not there is the first thing to fix
     files = image_files(items)
-    predictor = open_predictor(model, weights, device)
     info = predictor.info
     k = min(top_k, len(info.classes))
     predictions: list[Prediction] = []

@@ -192,6 +192,7 @@ def write(tmp_path, text: str) -> str:
     "args, message",
     [
         (["--base", "{tmp}/missing.yaml", *PAPER_FLAGS], "no such spec file"),
+        (["--base", "{tmp}/missing.yaml"], "no such spec file"),  # the base first, before the missing coefficients
         (["--coefficients", "{tmp}/missing.yaml"], "no such coefficients file"),
         (["--coefficients", "{bad_yaml}"], "YAML syntax error"),
         (["--coefficients", "{no_gamma}"], "missing key 'gamma'"),

@@ -332,6 +332,11 @@ def test_exported_files_without_effnet_metadata_are_refused_naming_what_to_give(
         assert "or the checkpoint itself" in line
 
 
+def test_a_missing_model_is_named_before_missing_images(cli, tmp_path):
+    line = one_error_line(cli("predict", tmp_path / "gone.pt", tmp_path / "gone.jpg"))
+    assert line.startswith(f"error: {tmp_path / 'gone.pt'}: no such checkpoint or model file")
+
+
 def test_a_checkpoint_without_class_names_is_refused(trained, cli, tmp_path):
     state = torch.load(trained["run"] / "best.pt", weights_only=True)
     del state["classes"]

@@ -36,6 +36,15 @@ def test_a_database_url_ending_like_a_journal_is_a_database(ending, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and files_holding("j0urnal-pw", tmp_path) == []
 
 
+def test_an_sqlite_file_that_cannot_be_opened_gets_the_fix_for_a_file(tmp_path, no_training):
+    url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--storage", url, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().endswith(
+        "unable to open database file; check that the database file's folder exists and is writable"
+    )
+
+
 def test_a_journal_is_named_by_its_scheme(tmp_path):
     path = tmp_path / "elsewhere" / "my.journal"
     notes: list[str] = []

@@ -209,10 +209,12 @@ def _open_database(url: str) -> RDBStorage:
                 time.sleep(0.2 * attempt)
                 continue
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(
-                f"cannot reach the storage {shown}: {redact(reason, secrets)}; "
-                f"check the host, port, credentials and database name"
-            ) from None
+            fix = (
+                "check that the database file's folder exists and is writable"
+                if scheme == "sqlite"
+                else "check the host, port, credentials and database name"
+            )
+            raise InputError(f"cannot reach the storage {shown}: {redact(reason, secrets)}; {fix}") from None
 
 
 def _retry_stale_trials() -> dict[str, Any]:

@@ -200,7 +200,7 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
             architecture=result.best_spec.summary,
         )
         if args.keep_picks is not None:  # for bench_reference.py: the pick scored again over more splits
-            dump_spec(result.best_spec, Path(args.keep_picks) / f"{proxy}-{seed}.yaml")
+            dump_spec(result.best_spec, Path(args.keep_picks) / f"{proxy}-{seed}.yaml", replace=True)
     return row
 
 

@@ -184,7 +184,7 @@ def export_family(config: FamilyConfig, on_progress: ProgressCallback | None = N
     if run_dir is None:
         return result
     for done, member in enumerate(members, 1):
-        result.member_files[member.name] = dump_spec(member.spec, run_dir / f"{member.name}.yaml")
+        result.member_files[member.name] = dump_spec(member.spec, run_dir / f"{member.name}.yaml", replace=True)
         report(Progress(done, len(members), f"wrote {member.name}.yaml"))
     columns = CSV_COLUMNS + (MATCH_COLUMNS if mode == "match-flops" else ()) + (LATENCY_COLUMNS if latency else ())
     result.files["csv"] = write_csv(run_dir / "family.csv", columns, result.rows())

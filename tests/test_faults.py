@@ -378,7 +378,7 @@ def study_with(n: int) -> optuna.Study:
 
 
 WRITERS: dict[str, tuple[str, Callable[[Path, int], object]]] = {
-    "spec": ("text", lambda path, v: dump_spec(reference_b0().replace(name=f"version{v}"), path)),
+    "spec": ("text", lambda path, v: dump_spec(reference_b0().replace(name=f"version{v}"), path, replace=True)),
     "coefficients": ("text", lambda path, v: dump_yaml({"alpha": 1.2, "beta": 1.1, "gamma": 1.1 + v}, path)),
     "run record": ("text", lambda path, v: write_run_record(path.parent, "search", {"version": v})),
     "trials csv": ("text", lambda path, v: write_trials_csv(study_with(v + 1), path)),

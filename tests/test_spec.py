@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import pytest
 import yaml
 from refusals import refusal_stdout_is_right
 
+from effnet.nas.errors import InputError
 from effnet.nas.net.spec_file import dump_spec, dump_spec_text, load_spec, spec_from_dict, spec_to_dict
+from effnet.scaling.presets import reference_b0
 
 from random_specs import random_spec_dict, random_specs
 
@@ -110,6 +113,16 @@ def test_random_spec_dicts_survive_load_and_dump_unchanged():
     for _ in range(100):
         data = random_spec_dict(rng)
         assert spec_to_dict(spec_from_dict(copy.deepcopy(data))) == data
+
+
+def test_dump_spec_replaces_an_existing_file_only_when_asked(tmp_path):
+    """A spec of the user's under the same name was replaced without a word."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: my own, hand-written\n")
+    with pytest.raises(InputError, match=re.escape(f"{mine} exists; give a new file name, or replace=True")):
+        dump_spec(reference_b0(), mine)
+    assert mine.read_text() == "name: my own, hand-written\n"
+    assert load_spec(dump_spec(reference_b0(), mine, replace=True)) == reference_b0()
 
 
 def test_same_padding_is_written_and_read_back(b0_yaml, tmp_path):

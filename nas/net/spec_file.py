@@ -161,6 +161,11 @@ def dump_spec_text(spec: NetworkSpec) -> str:
     return yaml_text(spec_to_dict(spec))
 
 
-def dump_spec(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:
+def dump_spec(spec: NetworkSpec, path: str | os.PathLike[str], replace: bool = False) -> Path:
+    """Write `spec` as YAML at `path`, atomically; an existing file there is replaced only with `replace` (a spec
+    of the user's under the same name is theirs), else an `InputError`."""
     checks.instance("spec", spec, NetworkSpec, "a NetworkSpec (effnet.load_spec(path))")
-    return atomic_write_text(checks.path("path", path), dump_spec_text(spec))
+    checks.path("path", path)
+    if not replace and os.path.lexists(path):
+        raise InputError(f"{path} exists; give a new file name, or replace=True to replace it")
+    return atomic_write_text(path, dump_spec_text(spec))

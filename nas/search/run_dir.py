@@ -260,7 +260,7 @@ def write_search_files(
     spec, certified = None, None
     if best is not None:
         spec, certified = certified_spec(chosen_by, space, best, fit, chance, latency)
-        files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml")
+        files["best_spec"] = dump_spec(spec, run_dir / "b0.yaml", replace=True)
     return SearchResult(
         config=config,
         best_spec=spec,

@@ -17,7 +17,8 @@ import numpy as np
 
 MARGIN_SE = 3.0
 CHANCE_RULE = (
-    "chance: the share of the validation split's largest class (1 / classes when balanced); "
+    "chance: the share of the validation split's largest class (1 / classes when the classes are the same "
+    "size; balanced: their sizes differ by one image at most); "
     f"near chance: under chance + {MARGIN_SE:g} binomial standard errors, sqrt(chance * (1 - chance) / n) "
     "on the n validation images"
 )

@@ -42,14 +42,19 @@ def print_result(result: Any) -> None:
     if c.target_flops is not None:
         targets.append(f"{format_size(c.target_flops)} FLOPs ±{100 * c.flops_tolerance:.3g}%")
     table = Table(title=f"best candidates (target {', '.join(targets)}, {c.objective})")
+    if c.multi_objective:
+        table.caption = "front: on the Pareto front of accuracy and cost (no trained candidate is better on both)"
     measured = "accuracy" if c.proxy.name in ACCURACY_PROXIES else "score"  # a zero-cost score is no accuracy
     columns = ["trial", "reward", measured, "FLOPs", "params", "architecture"]
     if c.by_latency:
         columns.insert(3, "predicted")
+    if c.multi_objective:
+        columns.insert(1, "front")
     for column in columns:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for t in result.top:
-        row = [str(t.trial), f"{t.reward or 0:.4f}", f"{t.accuracy or 0:.4f}"]
+        row = [str(t.trial), *(["yes" if t.on_front else ""] if c.multi_objective else []), f"{t.reward or 0:.4f}"]
+        row.append(f"{t.accuracy or 0:.4f}")
         if c.by_latency:
             row.append(f"{1000 * t.latency_s:.2f} ms" if t.latency_s is not None else "")
         table.add_row(*row, format_size(t.flops), format_size(t.params), literal(t.architecture))

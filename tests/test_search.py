@@ -592,6 +592,26 @@ def test_a_candidate_that_finished_its_last_epoch_past_the_time_limit_completes(
     assert trained and all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
 
 
+def test_a_pareto_searchs_table_marks_the_front_members_and_no_dominated_one(tmp_path):
+    """The best-candidates table of a Pareto search ranks by accuracy, so it shows dominated candidates too (a
+    0.919 at 400M beside a 0.953 at 377M): each row says whether it is on the front, by trials.csv's points."""
+    import effnet
+
+    result = effnet.search(tiny_config(tmp_path, objective="pareto", trials=8, proxy={"epochs": 1, "resolution": 16}))
+    with (tmp_path / "trials.csv").open() as fh:
+        done = [r for r in csv.DictReader(fh) if r["state"] == "COMPLETE" and r["in_band"] == "True"]
+    points = {int(r["number"]): (float(r["accuracy"]), int(r["flops"])) for r in done}
+    dominated = {
+        n for n, (a, f) in points.items() if any(b >= a and g <= f and (b, g) != (a, f) for b, g in points.values())
+    }
+    assert result.top and all(t.on_front == (t.trial not in dominated) for t in result.top)
+    shown = runner.invoke(
+        app, ["search", *TINY_SEARCH, "--objective", "pareto", "--trials", "8", "--run-dir", str(tmp_path / "cli")]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "front: on the Pareto front of accuracy and cost" in " ".join(shown.stdout.split())
+
+
 def test_a_pareto_search_picks_the_front_member_with_the_best_soft_reward(tmp_path):
     result = runner.invoke(
         app, ["search", *TINY_SEARCH, "--objective", "pareto", "--trials", "8", "--run-dir", str(tmp_path), "--json"]

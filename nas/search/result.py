@@ -44,6 +44,8 @@ class Candidate:
     latency_s: float | None
     """The latency the table predicts (a search with a latency target), None otherwise."""
     architecture: str
+    on_front: bool = False
+    """On the Pareto front of accuracy against the cost the search weighs (no trained candidate is better on both)."""
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def best_latency(config: SearchConfig, spec: NetworkSpec, trial: FrozenTrial) ->
     }
 
 
-def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
+def _candidate(trial: FrozenTrial, space: SearchSpace, front: set[int]) -> Candidate:
     a = trial.user_attrs
     return Candidate(
         trial=a.get(SCREENED_TRIAL_ATTR, trial.number),  # a re-scored candidate by its number in trials.csv
@@ -214,6 +214,7 @@ def _candidate(trial: FrozenTrial, space: SearchSpace) -> Candidate:
         params=a[PARAMS_ATTR],
         latency_s=a.get(LATENCY_ATTR),
         architecture=space.spec_from_params(trial.params).summary,
+        on_front=trial.number in front,
     )
 
 
@@ -253,6 +254,7 @@ def write_search_files(
     ranked = sorted(scored, key=lambda t: t.user_attrs.get(metric) or 0.0, reverse=True)
     if best is not None:
         ranked = [best] + [t for t in ranked if t.number != best.number]
+    on_front = {t.number for t in front} if chosen_by is config else set()  # the front is the screening's
     warnings = search_warnings(config.proxy.name, ranked[0].user_attrs.get(ACCURACY_ATTR) if ranked else None, chance)
     files["report"] = write_search_report(
         trials, config, front, shown, run_dir / REPORT_NAME, chance, fit, latency, warnings
@@ -265,7 +267,7 @@ def write_search_files(
         config=config,
         best_spec=spec,
         best_flops=certified,
-        top=[_candidate(t, space) for t in ranked[:TOP]],
+        top=[_candidate(t, space, on_front) for t in ranked[:TOP]],
         summary=summarize(study),
         stop_reason=run.stop_reason,
         signal=run.signal,

@@ -116,7 +116,7 @@ class GridResult:
                 "report": str(self.files["report"]),
                 "run": str(self.files["run_record"]),
             },
-            "points": [r.row() for r in self.points],
+            "points": [r.record() for r in self.points],
             "data": self.data,
             "notes": self.notes,
             "classes": c.base.num_classes,

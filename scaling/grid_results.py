@@ -143,6 +143,16 @@ class PointResult:
             **(latency_row(n.latency) if n.latency is not None else {}),
         }
 
+    def record(self) -> dict[str, Any]:
+        """The row as plain data (`--json`): lists where grid.csv joins them with spaces."""
+        own, n = self.twin_of is None, self.network
+        return {
+            **self.row(),
+            "scores": list(n.scores),
+            "trials": list(n.trials) if own else None,
+            "worker": list(n.workers) if own else None,
+        }
+
 
 CSV_COLUMNS = (
     "alpha",

@@ -550,6 +550,9 @@ def test_grid_scale_on_the_reference_b0_completes(tmp_path):
     assert summary["networks_total"] == summary["evaluations_done"] == 2 and summary["warnings"] == []
     assert sorted(r["gamma"] for r in summary["points"]) == [1.15, 1.2]
     assert sorted(r["proxy_resolution"] for r in summary["points"]) == [18, 19]  # round(16 * 1.15), round(16 * 1.2)
+    for point in summary["points"]:  # lists, as JSON has them (grid.csv joins them with spaces)
+        assert point["scores"] == [point["score"]] and len(point["trials"]) == len(point["worker"]) == 1
+        assert isinstance(point["trials"][0], int)
     assert summary["base"]["name"] == "efficientnet-b0"
     for name in ("coefficients.yaml", "grid.csv", "grid.png", "run.yaml", "study.journal"):
         assert (tmp_path / name).stat().st_size > 0

@@ -80,9 +80,10 @@ def print_result(result: Any) -> None:
         )
     if result.threads is not None:
         console.print(f"CPU threads: {result.threads['reason']}")
+    trained = "trained" if c.proxy.name in ACCURACY_PROXIES else "scored"  # a zero-cost proxy trains nothing
     console.print(
-        f"trained {s.completed} completed + {s.pruned} pruned, {s.failed} failed, {s.outside_band} "
-        f"sampled outside the band (not trained); stopped by {result.stop_reason} after "
+        f"{trained} {s.completed} completed + {s.pruned} pruned, {s.failed} failed, {s.outside_band} "
+        f"sampled outside the band (not {trained}); stopped by {result.stop_reason} after "
         f"{result.elapsed_s:.0f} s"
     )
     if result.best_spec is not None:

@@ -401,6 +401,7 @@ def test_a_zero_cost_search_calls_its_number_a_score_not_an_accuracy(tmp_path, c
     assert "proxy score" in shown  # the b0 line
     header = next(line for line in result.stdout.splitlines() if "reward" in line and "params" in line)
     assert "score" in header and "accuracy" not in header  # nor the table's column
+    assert "scored 3 completed" in shown and "(not scored)" in shown  # nor "trained": nothing is
 
 
 def test_a_zero_cost_search_on_identical_images_warns_that_its_scores_rank_nothing(tmp_path, cli):

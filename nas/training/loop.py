@@ -106,13 +106,8 @@ def open_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
 
 
 def check_resumable(checkpoint: dict[str, Any], spec: NetworkSpec, recipe: Recipe, path: Path) -> None:
-    """A checkpoint resumes only the run that wrote it: same spec, same recipe but for `epochs`."""
-    if checkpoint["spec"] != dump_spec_text(spec):
-        raise InputError(
-            f"{path} was written for a different spec than {spec.name!r} at {spec.resolution} px "
-            f"with {spec.num_classes} classes; resume with the same spec, data and resolution, "
-            "or choose another run directory"
-        )
+    """A checkpoint resumes only the run that wrote it: same spec, same recipe but for `epochs`. The recipe is
+    compared first: other data (or resolution) changes the spec too, and is what to name."""
     theirs, mine = checkpoint["settings"], recipe.as_dict()
     for key, value in mine.items():
         if key not in RESUMABLE_CHANGES and theirs.get(key) != value:
@@ -121,6 +116,12 @@ def check_resumable(checkpoint: dict[str, Any], spec: NetworkSpec, recipe: Recip
                 f"was {theirs.get(key)} in the run that wrote {path}, this run asks for "
                 f"{value}; resume with the same settings or choose another run directory",
             )
+    if checkpoint["spec"] != dump_spec_text(spec):
+        raise InputError(
+            f"{path} was written for a different spec than {spec.name!r} at {spec.resolution} px "
+            f"with {spec.num_classes} classes; resume with the same spec, data and resolution, "
+            "or choose another run directory"
+        )
     done = int(checkpoint["epoch"])
     if recipe.epochs < done:
         raise SettingError("epochs", f"must be {done} or more to resume {path}, which has trained {done}")

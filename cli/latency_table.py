@@ -100,12 +100,14 @@ def latency_table(
     from effnet.nas import checks
     from effnet.nas.latency.reach import latency_reach
     from effnet.nas.latency.table import TableSettings, build_table
+    from effnet.nas.net.spec import MAX_INTEGER
     from effnet.nas.space.load import load_space
 
     searched = load_space(space)
+    bounds = (("resolution", "resolution", resolution, 4096), ("num_classes", "classes", classes, MAX_INTEGER))
     changes = {
-        name: checks.whole(setting, value, low=1)
-        for name, setting, value in (("resolution", "resolution", resolution), ("num_classes", "classes", classes))
+        name: checks.whole(setting, value, low=1, high=high)  # named by its flag, not as the spec's field
+        for name, setting, value, high in bounds
         if value is not None
     }
     if changes:

@@ -233,7 +233,8 @@ def onnxruntime_missing(monkeypatch):
         (["--threads", str(usable_cores() + 1)], f"error: --threads {usable_cores() + 1} is more than the"),
         (["--resolution", "0"], "error: --resolution must be at least 1"),
         (["--batch", "0"], "error: --batch must be at least 1"),
-        (["--resolution", "100000"], "error: the tiny space's largest network has "),
+        (["--resolution", "100000"], "error: --resolution must be at most 4,096, got 100000"),
+        (["--classes", "1000000000"], "error: --classes must be at most 10,000,000"),  # not as spec.num_classes
         (["--runtime", "onnxruntime"], "error: the onnxruntime runtime needs onnxruntime, not installed; pip install"),
     ],
 )

@@ -51,6 +51,11 @@ def holding_run_dirs() -> Iterator[None]:
     before = {key: claim.depth for key, claim in claims.items()}
     try:
         yield
+    except InputError:  # refused after the claim (a storage that cannot be reached, say): no directory left
+        for key, claim in claims.items():
+            if key not in before and claim.made:
+                _remove_if_unused(key)
+        raise
     finally:
         for key, claim in list(claims.items()):
             for _ in range(claim.depth - before.get(key, 0)):
@@ -80,6 +85,7 @@ def claim_run_dir(
             raise _taken_by(folder, held.command, command)
         held.depth += 1
         return key
+    made = not os.path.lexists(folder)
     ensure_writable_dir(folder)
     fd, created = _lock(folder)
     try:
@@ -89,7 +95,7 @@ def claim_run_dir(
             (folder / LOCK_NAME).unlink(missing_ok=True)
         os.close(fd)
         raise
-    claims[key] = Claim(fd, command, foreign)
+    claims[key] = Claim(fd, command, foreign, made=made)
     return key
 
 
@@ -111,6 +117,17 @@ def earlier_outputs(path: str | os.PathLike[str], command: str) -> frozenset[str
         and "/" not in name
         and (folder / name).is_file()
     )
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Remove a run directory this command created and wrote nothing in but its manifest and lock."""
+    try:
+        if set(os.listdir(folder)) <= OWN_NAMES:
+            for name in OWN_NAMES:
+                (folder / name).unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:  # another process wrote there meanwhile, or it is gone: leave it as it is
+        pass
 
 
 def release_run_dir(key: Path) -> None:

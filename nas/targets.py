@@ -40,6 +40,8 @@ class Claim:
     command: str
     foreign: frozenset[str]
     depth: int = 1
+    made: bool = False
+    """Whether the claim created the directory (a refused command then leaves none behind)."""
 
 
 claims: dict[Path, Claim] = {}

@@ -33,7 +33,7 @@ def test_a_database_url_ending_like_a_journal_is_a_database(ending, tmp_path, mo
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: cannot reach the storage postgresql://effnet:***@127.0.0.1:1/{ending}: ")
     assert "j0urnal-pw" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and files_holding("j0urnal-pw", tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # no folder named after the URL, nor the refused run's own directory
 
 
 def test_an_sqlite_file_that_cannot_be_opened_gets_the_fix_for_a_file(tmp_path, no_training):
@@ -43,6 +43,15 @@ def test_an_sqlite_file_that_cannot_be_opened_gets_the_fix_for_a_file(tmp_path, 
     assert result.output.strip().endswith(
         "unable to open database file; check that the database file's folder exists and is writable"
     )
+    assert not (tmp_path / "run").exists()  # the refused run leaves no directory of its manifest and lock
+
+
+def test_a_refused_run_keeps_a_directory_it_did_not_create(tmp_path, no_training):
+    (tmp_path / "run").mkdir()
+    url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
+    result = runner.invoke(app, ["search", *TINY_SEARCH, "--storage", url, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert (tmp_path / "run").is_dir()
 
 
 def test_a_journal_is_named_by_its_scheme(tmp_path):

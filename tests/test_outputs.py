@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -446,6 +447,24 @@ def temporary_files(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
 
 
+def stopped_once_it_says(
+    script: str, args: list[str], said: str, signum: int, meanwhile: Callable[[], None] = lambda: None
+) -> subprocess.CompletedProcess:
+    """Run effnet with `args` under `script` (which slows a step that prints `said`), send `signum` once it says
+    so (after `meanwhile`, which checks the files at that moment), and return the ended process's output."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout.readline().strip() == said
+            meanwhile()
+            process.send_signal(signum)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 @pytest.mark.parametrize(
     "signum, spec, size",
     [(signal.SIGTERM, "b0", 20 * 10**6), (signal.SIGINT, "tiny", 1)],
@@ -458,36 +477,19 @@ def test_a_stop_during_export_models_write_leaves_no_temporary_file(signum, spec
     and no file; under `--json`, stdout still gets its one object, the error."""
     out = tmp_path / "out" / "model.pt"
     spec_path = b0_yaml if spec == "b0" else TINY
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SLOW_WRITE,
-            "export-model",
-            str(spec_path),
-            "--format",
-            "timm",
-            "--out",
-            str(out),
-            *(["--json"] if signum == signal.SIGINT else []),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout.readline().strip() == "writing"
-            [tmp] = temporary_files(out.parent)
-            assert (out.parent / tmp).stat().st_size >= size
-            process.send_signal(signum)
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            process.kill()
-    assert process.returncode == 128 + signum, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+
+    def half_written() -> None:
+        [tmp] = temporary_files(out.parent)
+        assert (out.parent / tmp).stat().st_size >= size
+
+    json_flag = ["--json"] if signum == signal.SIGINT else []
+    args = ["export-model", str(spec_path), "--format", "timm", "--out", str(out), *json_flag]
+    ended = stopped_once_it_says(SLOW_WRITE, args, "writing", signum, half_written)
+    assert ended.returncode == 128 + signum, ended.stderr
+    assert "interrupted" in ended.stderr and "Traceback" not in ended.stderr
     assert list(out.parent.iterdir()) == []
     if signum == signal.SIGINT:
-        assert json.loads(stdout) == {"error": "interrupted", "exit_code": 130}
+        assert json.loads(ended.stdout) == {"error": "interrupted", "exit_code": 130}
 
 
 SLOW_CACHE = """
@@ -529,18 +531,13 @@ def test_sigterm_while_a_proxy_cache_is_built_leaves_no_temporary_file(tmp_path)
         "--run-dir",
         str(tmp_path / "run"),
     ]
-    with subprocess.Popen(
-        [sys.executable, "-c", SLOW_CACHE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        try:
-            assert process.stdout.readline().strip() == "decoding"
-            assert len(temporary_files(caches)) == 1
-            process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            process.kill()
-    assert process.returncode == 143, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+
+    def one_cache_in_writing() -> None:
+        assert len(temporary_files(caches)) == 1
+
+    ended = stopped_once_it_says(SLOW_CACHE, args, "decoding", signal.SIGTERM, one_cache_in_writing)
+    assert ended.returncode == 143, ended.stderr
+    assert "interrupted" in ended.stderr and "Traceback" not in ended.stderr
     assert temporary_files(caches) == [] and list(caches.rglob("*.npy")) == []
 
 
@@ -565,20 +562,10 @@ def test_a_stop_while_a_finished_search_writes_its_files_lets_them_be_written(tm
     plots, no b0.yaml, report.html or run.yaml, though nothing was left to compute. Now the files are written,
     and the exit still says interrupted (130)."""
     run = tmp_path / "run"
-    with subprocess.Popen(
-        [sys.executable, "-c", SLOW_REPORT, "search", *TINY_SEARCH, "--trials", "2", "--run-dir", str(run)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout.readline().strip() == "writing"
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            process.kill()
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    args = ["search", *TINY_SEARCH, "--trials", "2", "--run-dir", str(run)]
+    ended = stopped_once_it_says(SLOW_REPORT, args, "writing", signal.SIGINT)
+    assert ended.returncode == 130, ended.stderr
+    assert "interrupted" in ended.stderr and "Traceback" not in ended.stderr
     assert {"b0.yaml", "report.html", "run.yaml", "trials.csv"} <= {p.name for p in run.iterdir()}
     assert yaml.safe_load((run / "run.yaml").read_text())["result"]["best_spec"] == str(run / "b0.yaml")
 

@@ -298,6 +298,27 @@ def test_workers_die_with_their_parent(tmp_path, effnet_command):
 
 
 @pytest.mark.slow
+def test_a_worker_killed_mid_trial_has_its_trial_failed_and_queued_before_the_run_ends(tmp_path, effnet_command):
+    """--workers 2, one killed: the run went on with the other and ended with the dead worker's trial still
+    RUNNING in trials.csv and "0 failed"; it is failed (its worker gone) and queued again before the files."""
+    run_dir = tmp_path / "run"
+    args = ["search", *TINY_SEARCH, "--proxy-epochs", "3", "--workers", 2, "--run-dir", run_dir, "--json"]
+    command = effnet_command([*args, "--trials", 6], "search")
+    wait_for(lambda: training_early(journal_trials(run_dir)), 240)
+    [victim] = [t for t in journal_trials(run_dir) if t.state == TrialState.RUNNING and in_band(t)][:1]
+    pid = int(victim.user_attrs["worker"].rpartition(":")[2])
+    assert pid in children(command.pid)
+    os.kill(pid, signal.SIGKILL)
+    assert command.wait(300) == 0, command.stderr[-3000:]
+    after = journal_trials(run_dir)
+    dead = next(t for t in after if t.number == victim.number)
+    assert dead.state == TrialState.FAIL and "died mid-trial" in dead.user_attrs["fail_reason"]
+    assert [t.number for t in after if t.user_attrs.get("retry_of") == victim.number]  # queued (or run) again
+    with open(run_dir / "trials.csv", newline="") as fh:
+        assert not [r for r in csv.DictReader(fh) if r["state"] == "RUNNING"]
+
+
+@pytest.mark.slow
 def test_a_dead_workers_trial_is_recovered_by_a_run_under_another_host_name(tmp_path, effnet_command, monkeypatch):
     """A run in a new container has a new host name: the dead worker's process cannot be looked up there, and
     its trial is recovered because its heartbeat stopped."""

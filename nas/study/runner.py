@@ -123,6 +123,8 @@ def run_study(job: StudyJob, config: StudyConfig, on_progress: ProgressCallback 
                 )
                 failed = watch_workers(processes, report)
                 notes += [worker_note(config, processes[index].exitcode, index) for index in failed]
+                if failed:  # a worker that died left its trial running: failed and queued again now, not next run
+                    recover_stale_trials(storage, study, grace)
                 reason = stop_reason_now(job, study, deadline) or "workers ended"
         except Interrupted as stop:
             request_stop(stop.signum)

@@ -125,14 +125,20 @@ def _check_nesting(text: str) -> None:
     """Refuse a document nested deeper than `MAX_YAML_DEPTH` from its parser's events, before a node is composed:
     libyaml's composer recurses in C once per level, and some tens of thousands of `[` (100 KB) overflow the
     process's stack, a crash no exception reports."""
+    too_deep = f"nested more than {MAX_YAML_DEPTH} levels deep (the limit); flatten the document"
     depth = 0
-    for event in yaml.parse(text, Loader=_BaseLoader):
-        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep (the limit); flatten the document")
-        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=_BaseLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise _Refused(too_deep)
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.MarkedYAMLError as err:  # libyaml 0.2.5's scanner, reading ahead, stops at 1,000 levels itself
+        if "nesting depth" in str(err.problem):
+            raise _Refused(too_deep) from None
+        raise
 
 
 def parse_yaml(text: str, source: str) -> Any:

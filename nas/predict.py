@@ -83,16 +83,23 @@ class Predictor:
         return logits
 
 
-def open_predictor(path: str | os.PathLike[str], weights: str = "best", device: str = "auto") -> Predictor:
-    """The network in `path`: a training checkpoint or run directory (its `weights`: best, ema or raw), an ONNX
-    file (by its .onnx suffix) or a TorchScript file, on `device` (auto, cpu, cuda, cuda:N)."""
-    checks.choice("weights", weights, WEIGHTS)
+def existing_model(path: str | os.PathLike[str]) -> Path:
+    """`path` where something is there (what it holds is `open_predictor`'s to check), else the `InputError` that
+    names it: a missing model is the first thing to fix, before the images."""
     source = Path(path)
     if not source.exists():
         raise InputError(
             f"{source}: no such checkpoint or model file; give an effnet checkpoint, its run directory, "
             "or an ONNX or TorchScript file from effnet export-model"
         )
+    return source
+
+
+def open_predictor(path: str | os.PathLike[str], weights: str = "best", device: str = "auto") -> Predictor:
+    """The network in `path`: a training checkpoint or run directory (its `weights`: best, ema or raw), an ONNX
+    file (by its .onnx suffix) or a TorchScript file, on `device` (auto, cpu, cuda, cuda:N)."""
+    checks.choice("weights", weights, WEIGHTS)
+    source = existing_model(path)
     torch_device = resolve_device(device)
     exported = source.suffix.lower() == ".onnx" or (source.is_file() and _is_torchscript(source))
     if exported and weights != "best":
@@ -231,8 +238,9 @@ def predict(
     else:
         checks.instance("images", images, Iterable, "a path, or paths, folders or glob patterns")
         items = [checks.path("images", item) for item in images]
-    predictor = open_predictor(model, weights, device)  # first: a model that is not there is the first thing to fix
+    existing_model(model)
     files = image_files(items)
+    predictor = open_predictor(model, weights, device)
     info = predictor.info
     k = min(top_k, len(info.classes))
     predictions: list[Prediction] = []

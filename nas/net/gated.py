@@ -21,7 +21,8 @@ from typing import cast
 
 import torch
 from torch import nn
-from torch.nn.modules import module as module_hooks
+
+from effnet.nas.net.unobserved import unobserved
 
 GATED_MIN_PIXELS_PER_CHANNEL = 8
 """`gated_pointwise` runs where H*W >= this x the conv's output channels: its N x C x C_out scaled weights then
@@ -64,39 +65,13 @@ def gate_then_pointwise(layers: nn.Sequential, i: int) -> tuple[nn.Module, nn.Se
     return None
 
 
-def _hooked(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
-    )
-
-
-def _globally_hooked() -> bool:
-    return bool(
-        module_hooks._global_forward_hooks
-        or module_hooks._global_forward_pre_hooks
-        or module_hooks._global_backward_hooks
-        or module_hooks._global_backward_pre_hooks
-    )
-
-
 def gate_in_weights(x: torch.Tensor, se: nn.Module, project: nn.Sequential, conv: nn.Conv2d) -> bool:
     """Whether `GatedLayers` may run `se` and `conv` as one `gated_pointwise` on `x` (see the module's doc)."""
-    if (
-        isinstance(x, torch.fx.Proxy)
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.compiler.is_compiling()
-        or torch.onnx.is_in_onnx_export()
-        or _globally_hooked()
-    ):
-        return False
     return (
-        x.device.type == "cpu"
+        unobserved(x, se, project, conv)
+        and x.device.type == "cpu"
         and x.is_contiguous(memory_format=torch.channels_last)
         and x.shape[2] * x.shape[3] >= GATED_MIN_PIXELS_PER_CHANNEL * conv.out_channels
-        and not _hooked(se)
-        and not _hooked(project)
-        and not _hooked(conv)
     )
 
 

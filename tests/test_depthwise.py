@@ -14,7 +14,7 @@ from effnet.nas.net.depthwise import (
     FastDepthwiseConv2d,
     depthwise_conv2d,
     kernel_chunks,
-    pad_columns,
+    pad_zeros,
     takes_fast_backward,
 )
 from effnet.nas.net.model import SameConv2d, build_model
@@ -26,16 +26,19 @@ def channels_last(*shape: int, dtype: torch.dtype = torch.float64, seed: int = 0
     return t.contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize(("left", "right"), [(2, 2), (0, 2), (3, 0), (0, 0), (1, 4)])
+@pytest.mark.parametrize(
+    "padding", [(2, 2, 0, 0), (0, 2, 0, 0), (3, 0, 0, 0), (0, 0, 0, 0), (1, 4, 0, 0), (2, 2, 2, 2), (0, 1, 3, 0)]
+)
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
-def test_pad_columns_equals_torchs_pad(left, right, layout):
+def test_pad_zeros_equals_torchs_pad(padding, layout):
     """Written in one pass for channels_last (torch's pad elsewhere): the same values and layout as `F.pad`,
     into memory that held other values before (the borders are zeroed, not left as they were)."""
+    left, right, top, bottom = padding
     x = channels_last(2, 5, 3, 4).contiguous(memory_format=layout)
     for _ in range(3):  # reuse freed blocks: an unzeroed border would show their old values
-        torch.full((2, 5, 3, 4 + left + right), float("nan"), dtype=torch.float64)
-        padded = pad_columns(x, left, right)
-        assert torch.equal(padded, F.pad(x, (left, right)))
+        torch.full((2, 5, 3 + top + bottom, 4 + left + right), float("nan"), dtype=torch.float64)
+        padded = pad_zeros(x, *padding)
+        assert torch.equal(padded, F.pad(x, padding))
         assert padded.is_contiguous(memory_format=layout)
 
 

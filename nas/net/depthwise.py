@@ -42,16 +42,20 @@ def kernel_chunks(kernel_width: int, stride: int) -> Iterator[tuple[int, int, in
         column = start + width
 
 
-def pad_columns(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """`F.pad(x, (left, right))`, for a channels_last `x` written in one pass: the border columns zeroed and the
-    interior copied, where `F.pad` fills the whole tensor first (1.2-1.9x slower at B0's shapes, 2 threads)."""
-    if left < 0 or right < 0 or not x.is_contiguous(memory_format=torch.channels_last):
-        return F.pad(x, (left, right))
+def pad_zeros(x: torch.Tensor, left: int, right: int, top: int = 0, bottom: int = 0) -> torch.Tensor:
+    """`F.pad(x, (left, right, top, bottom))`, for a channels_last `x` written in one pass: the borders zeroed and
+    the interior copied, where `F.pad` fills the whole tensor first (1.2-1.9x slower at B0's shapes, 2 threads)."""
+    if min(left, right, top, bottom) < 0 or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.pad(x, (left, right, top, bottom))
     n, c, h, w = x.shape
-    out = torch.empty((n, c, h, left + w + right), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    out[..., :left].zero_()
-    out[..., left + w :].zero_()
-    out[..., left : left + w].copy_(x)
+    shape = (n, c, top + h + bottom, left + w + right)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    out[..., :top, :].zero_()
+    out[..., top + h :, :].zero_()
+    interior = out[..., top : top + h, :]
+    interior[..., :left].zero_()
+    interior[..., left + w :].zero_()
+    interior[..., left : left + w].copy_(x)
     return out
 
 
@@ -63,10 +67,8 @@ def depthwise_weight_grad(
     # Rows: the conv's own padding where the input is at least as tall as the kernel (oneDNN's fast kernel takes
     # it there: 5-25 % less than padding the rows here, at B0's shapes); else padded here with the columns.
     rows_in_conv = x.shape[-2] >= kernel[0]
-    if rows_in_conv:
-        padded = pad_columns(x, padding[1], padding[1])
-    else:
-        padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    rows = 0 if rows_in_conv else padding[0]
+    padded = pad_zeros(x, padding[1], padding[1], rows, rows)
     conv_padding = [padding[0] if rows_in_conv else 0, 0]
     padded_width, out_width = padded.shape[-1], grad_out.shape[-1]
     chunks = []
@@ -75,7 +77,7 @@ def depthwise_weight_grad(
         shift = start // stride[1]
         grad = grad_out
         if shift or chunk_width != out_width:
-            grad = pad_columns(grad_out, shift, chunk_width - out_width - shift)
+            grad = pad_zeros(grad_out, shift, chunk_width - out_width - shift)
         shape = grad.new_empty((channels, 1, kernel[0], width))
         part = torch.ops.aten.convolution_backward(
             grad, padded, shape, None, list(stride), conv_padding, [1, 1], False, [0, 0], channels, [False, True, False]

@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.nas.net import depthwise
-from effnet.nas.net.depthwise import (
-    FastDepthwiseConv2d,
-    depthwise_conv2d,
-    kernel_chunks,
-    pad_zeros,
-    takes_fast_backward,
-)
+from effnet.nas.net.depthwise import FastDepthwiseConv2d, depthwise_conv2d, kernel_chunks, takes_fast_backward, window
 from effnet.nas.net.model import SameConv2d, build_model
 from effnet.scaling.presets import reference_b0
 
@@ -27,19 +21,20 @@ def channels_last(*shape: int, dtype: torch.dtype = torch.float64, seed: int = 0
 
 
 @pytest.mark.parametrize(
-    "padding", [(2, 2, 0, 0), (0, 2, 0, 0), (3, 0, 0, 0), (0, 0, 0, 0), (1, 4, 0, 0), (2, 2, 2, 2), (0, 1, 3, 0)]
+    ("first", "columns", "rows"),
+    [(-2, 8, 0), (0, 6, 0), (-3, 7, 0), (0, 4, 0), (1, 5, 0), (2, 2, 0), (-2, 8, 2), (3, 4, 1)],
 )
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
-def test_pad_zeros_equals_torchs_pad(padding, layout):
-    """Written in one pass for channels_last (torch's pad elsewhere): the same values and layout as `F.pad`,
-    into memory that held other values before (the borders are zeroed, not left as they were)."""
-    left, right, top, bottom = padding
+def test_a_window_equals_torchs_pad(first, columns, rows, layout):
+    """Written in one pass for channels_last (torch's pad elsewhere): the same values and layout as `F.pad` with
+    the window's padding (negative where it crops), into memory that held other values before (the borders are
+    zeroed, not left as they were). Windows over x's left, right, inside and beyond both sides."""
     x = channels_last(2, 5, 3, 4).contiguous(memory_format=layout)
     for _ in range(3):  # reuse freed blocks: an unzeroed border would show their old values
-        torch.full((2, 5, 3 + top + bottom, 4 + left + right), float("nan"), dtype=torch.float64)
-        padded = pad_zeros(x, *padding)
-        assert torch.equal(padded, F.pad(x, padding))
-        assert padded.is_contiguous(memory_format=layout)
+        torch.full((2, 5, 3 + 2 * rows, columns), float("nan"), dtype=torch.float64)
+        cut = window(x, first, columns, rows)
+        assert torch.equal(cut, F.pad(x, (-first, first + columns - 4, rows, rows)))
+        assert cut.is_contiguous(memory_format=layout)
 
 
 @pytest.mark.parametrize(

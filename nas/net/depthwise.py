@@ -42,45 +42,57 @@ def kernel_chunks(kernel_width: int, stride: int) -> Iterator[tuple[int, int, in
         column = start + width
 
 
-def pad_zeros(x: torch.Tensor, left: int, right: int, top: int = 0, bottom: int = 0) -> torch.Tensor:
-    """`F.pad(x, (left, right, top, bottom))`, for a channels_last `x` written in one pass: the borders zeroed and
-    the interior copied, where `F.pad` fills the whole tensor first (1.2-1.9x slower at B0's shapes, 2 threads)."""
-    if min(left, right, top, bottom) < 0 or not x.is_contiguous(memory_format=torch.channels_last):
-        return F.pad(x, (left, right, top, bottom))
+def window(x: torch.Tensor, first: int, columns: int, rows: int = 0) -> torch.Tensor:
+    """Columns `first .. first + columns` of `x` (N x C x H x W; those outside it zeros) with `rows` rows of zeros
+    above and below: `F.pad(x, (-first, first + columns - W, rows, rows))`. A channels_last `x` gives a
+    channels_last window written in one pass (borders zeroed, the rest copied), where `F.pad` fills the whole
+    tensor first (1.2-1.9x slower at B0's shapes, 2 threads)."""
     n, c, h, w = x.shape
-    shape = (n, c, top + h + bottom, left + w + right)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    out[..., :top, :].zero_()
-    out[..., top + h :, :].zero_()
-    interior = out[..., top : top + h, :]
-    interior[..., :left].zero_()
-    interior[..., left + w :].zero_()
-    interior[..., left : left + w].copy_(x)
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return F.pad(x, (-first, first + columns - w, rows, rows))
+    out = torch.empty((n, c, h + 2 * rows, columns), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    out[..., :rows, :].zero_()
+    out[..., rows + h :, :].zero_()
+    interior = out[..., rows : rows + h, :]
+    low = min(max(-first, 0), columns)  # the window's columns low .. high are x's
+    high = max(min(w - first, columns), low)
+    interior[..., :low].zero_()
+    interior[..., high:].zero_()
+    interior[..., low:high].copy_(x[..., first + low : first + high])
     return out
 
 
 def depthwise_weight_grad(
     x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
 ) -> torch.Tensor:
-    """The gradient of a depthwise conv's (channels, 1, kh, kw) weight, as chunks at most `FAST_WIDTH` wide."""
-    channels = x.shape[1]
+    """The gradient of a depthwise conv's (channels, 1, kh, kw) weight, as chunks at most `FAST_WIDTH` wide.
+
+    Each chunk is the weight gradient of a narrower conv over columns of the zero-padded input. At stride 1 each
+    chunk reads its own window of the input, exactly as wide as its conv needs for the output gradient's
+    columns; at stride 2 the chunks share one padded input and the output gradient is shifted instead (a quarter
+    of the input's size to copy, against a second window)."""
+    channels, width_in = x.shape[1], x.shape[-1]
     # Rows: the conv's own padding where the input is at least as tall as the kernel (oneDNN's fast kernel takes
     # it there: 5-25 % less than padding the rows here, at B0's shapes); else padded here with the columns.
     rows_in_conv = x.shape[-2] >= kernel[0]
     rows = 0 if rows_in_conv else padding[0]
-    padded = pad_zeros(x, padding[1], padding[1], rows, rows)
     conv_padding = [padding[0] if rows_in_conv else 0, 0]
-    padded_width, out_width = padded.shape[-1], grad_out.shape[-1]
+    out_width = grad_out.shape[-1]
+    padded_width = width_in + 2 * padding[1]
+    padded = None if stride[1] == 1 else window(x, -padding[1], padded_width, rows)
     chunks = []
     for start, width, skip in kernel_chunks(kernel[1], stride[1]):
-        chunk_width = (padded_width - width) // stride[1] + 1
-        shift = start // stride[1]
-        grad = grad_out
-        if shift or chunk_width != out_width:
-            grad = pad_zeros(grad_out, shift, chunk_width - out_width - shift)
+        if padded is None:
+            source, grad = window(x, start - padding[1], out_width + width - 1, rows), grad_out
+        else:
+            source, grad = padded, grad_out
+            chunk_width = (padded_width - width) // stride[1] + 1
+            shift = start // stride[1]
+            if shift or chunk_width != out_width:
+                grad = window(grad_out, -shift, chunk_width)
         shape = grad.new_empty((channels, 1, kernel[0], width))
         part = torch.ops.aten.convolution_backward(
-            grad, padded, shape, None, list(stride), conv_padding, [1, 1], False, [0, 0], channels, [False, True, False]
+            grad, source, shape, None, list(stride), conv_padding, [1, 1], False, [0, 0], channels, [False, True, False]
         )[1]
         chunks.append(part[..., skip:])
     return torch.cat(chunks, dim=-1)

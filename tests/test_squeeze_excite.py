@@ -96,6 +96,28 @@ def test_a_hooked_conv_sees_its_4d_input_and_only_its_se_runs_convs(one_torch_th
     assert counts.products == 1 + 2 * (B0_SQUEEZE_EXCITES - 1)
 
 
+def test_a_replaced_conv_runs_as_the_module_it_is(one_torch_thread):
+    """A conv a user or a library swapped for a module of its own (a wrapper, a quantized conv) is called, not
+    read for weights it may not have."""
+
+    class Wrapped(nn.Module):
+        def __init__(self, conv: nn.Conv2d):
+            super().__init__()
+            self.inner = conv
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return self.inner(x)
+
+    model = b0_64px().eval()
+    watched = squeeze_excites(model)[3]
+    watched.reduce = Wrapped(watched.reduce)
+    counts = forward_counts(model, images_64px())
+    assert watched.reduce.calls == 1
+    assert counts.products == 1 + 2 * (B0_SQUEEZE_EXCITES - 1)
+
+
 def test_the_default_layout_and_a_global_hook_run_the_convs(one_torch_thread):
     model = b0_64px().eval()
     default_layout = b0_64px().to(memory_format=torch.contiguous_format)

@@ -106,7 +106,9 @@ class SqueezeExcite(nn.Module):
         batch 32, 2 threads)."""
         squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
         if not (
-            unobserved(x, self.reduce, self.act, self.expand)
+            type(self.reduce) is nn.Conv2d  # not one a user or a library replaced (quantized, wrapped, ...)
+            and type(self.expand) is nn.Conv2d
+            and unobserved(x, self.reduce, self.act, self.expand)
             and x.device.type == "cpu"
             and x.is_contiguous(memory_format=torch.channels_last)
         ):

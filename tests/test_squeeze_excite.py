@@ -129,6 +129,16 @@ def test_the_default_layout_and_a_global_hook_run_the_convs(one_torch_thread):
         handle.remove()
 
 
+def test_a_standalone_se_under_vmap_is_the_plain_se(one_torch_thread):
+    """`torch.func.vmap` over an SE (each sample a batch of its own; its wrapped tensors answer no question of
+    layout) equals a loop over the samples."""
+    torch.manual_seed(0)
+    se = SqueezeExcite(8, 2, "silu").double()
+    stacked = torch.randn(3, 2, 8, 5, 4, dtype=torch.float64).contiguous()
+    looped = torch.stack([se(sample.contiguous(memory_format=CL)) for sample in stacked])
+    torch.testing.assert_close(torch.func.vmap(se)(stacked), looped, rtol=1e-12, atol=1e-12)
+
+
 def test_fvcore_counts_the_convs(one_torch_thread):
     """fvcore counts FLOPs per op on a `torch.jit.trace` of the network: the SEs' convs are counted as convs,
     the same per operator as for the network in the default layout, where no SE takes the products."""

@@ -17,9 +17,11 @@ from torch.nn.modules import module as module_hooks
 
 
 def recorded(x: Any) -> bool:
-    """Whether the ops applied to `x` now are being recorded by a tracer, compiler or exporter."""
+    """Whether the ops applied to `x` now are being recorded by a tracer, compiler or exporter, or transformed by
+    `torch.func` (vmap, grad, ...: its wrapped tensors answer no question of memory layout)."""
     return bool(
         isinstance(x, torch.fx.Proxy)
+        or torch._C._are_functorch_transforms_active()
         or torch.jit.is_tracing()
         or torch.jit.is_scripting()
         or torch.compiler.is_compiling()

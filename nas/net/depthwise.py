@@ -4,16 +4,16 @@ oneDNN (torch's CPU convolutions) has a dedicated depthwise kernel for the weigh
 kernel is at most 3 wide and the input is at least as tall as the kernel; every other depthwise weight
 gradient (a 5x5 kernel, or a 3x3 one over a 2x2 map) falls to its generic grouped kernel, which is 5-20x
 slower than the forward (bench/RESULTS.md, "Model speed"). The same gradient is a sum of gradients of
-kernels at most 3 wide: with the input padded once, the columns `start .. start + width` of the kernel are
-the gradient of a `width`-wide kernel over the padded input, with the output gradient shifted right by
-`start / stride` columns (zeros shifted in, and as many zeros after as the narrower kernel's wider output
-needs). A chunk starts at a multiple of the stride, so for stride 2 and a 5x5 kernel the chunks are
-columns 0-2 and 2-4, column 2 taken from the first. The forward and the input gradient are torch's own.
+kernels at most 3 wide: the columns `start .. start + width` of the kernel are the gradient of a
+`width`-wide kernel over the zero-padded input, read from column `start` on (at stride 1, a window of the
+input cut there; at stride 2, the padded input with the output gradient shifted right by `start / stride`
+columns instead). A chunk starts at a multiple of the stride, so for stride 2 and a 5x5 kernel the chunks
+are columns 0-2 and 2-4, column 2 taken from the first. The forward and the input gradient are torch's own.
 
 Only the weight gradient's arithmetic differs (the same products, summed in another order). The fast path
 runs where it pays and nothing sees it: under autograd on the CPU in float32 or float64, channels_last,
-without autocast, and never while torch.fx, TorchScript, torch.compile or the ONNX exporter traces; every
-other call is `F.conv2d`.
+without autocast, and never while torch.fx, TorchScript, torch.compile, the ONNX exporter or a `torch.func`
+transform records or transforms the ops (`effnet.nas.net.unobserved`); every other call is `F.conv2d`.
 """
 
 from __future__ import annotations

@@ -148,3 +148,23 @@ def test_torch_fx_and_tracing_see_torchs_conv(one_torch_thread):
         scripted = torch.jit.trace(module, x)
         assert torch.equal(scripted(x), module(x))
         assert "aten::_convolution" in str(scripted.inlined_graph)
+
+
+def test_torch_func_grad_over_b0_equals_autograd(one_torch_thread):
+    """`torch.func` transforms take torch's conv: the chunked gradient's autograd.Function has no functorch
+    rule, and under `torch.func.grad` it raised. B0 at 32 px in eval mode (BatchNorm's running statistics are
+    not updated inside a transform), float64: the gradient by parameter equals `torch.autograd.grad`'s."""
+    torch.manual_seed(0)
+    model = build_model(reference_b0().replace(resolution=32)).double().to(memory_format=torch.channels_last).eval()
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    images = channels_last(2, 3, 32, 32)
+    labels = torch.tensor([1, 2])
+
+    def loss(p):
+        return F.cross_entropy(torch.func.functional_call(model, (p, buffers), (images,)), labels)
+
+    by_func = torch.func.grad(loss)(params)
+    expected = torch.autograd.grad(F.cross_entropy(model(images), labels), list(model.parameters()))
+    for (name, grad), reference in zip(by_func.items(), expected, strict=True):
+        torch.testing.assert_close(grad, reference, rtol=1e-10, atol=1e-14, msg=name)

@@ -116,3 +116,25 @@ def test_allocator_respects_what_the_environment_chose():
     result = allocator_in_fresh_process(MALLOC_MMAP_THRESHOLD_="65536")
     assert result["said"] == "MALLOC_*_ variables from the environment"
     assert result["tunables"] is None
+
+
+def test_compiling_silences_torchs_cuda_toolkit_notice_and_nothing_else():
+    """torch's compiler imports `torch.utils.cpp_extension`, which warns "No CUDA runtime is found, using
+    CUDA_HOME=..." on any machine with a CUDA toolkit and no GPU: noise on a CPU training. Its other warnings
+    still reach a handler."""
+    import logging
+
+    from effnet.nas.training.runtime import compile_model
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log.addHandler(handler)
+    try:
+        compile_model(nn.Linear(2, 2), enabled=True)  # lazy: nothing is compiled until the first call
+        log.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
+        log.warning("Error checking compiler version for %s", "c++")
+    finally:
+        log.removeHandler(handler)
+    assert seen == ["Error checking compiler version for c++"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -88,11 +89,27 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+CUDA_TOOLKIT_NOTICE = "No CUDA runtime is found"
+"""How torch's `torch.utils.cpp_extension` starts the warning it logs when it finds a CUDA toolkit but no GPU."""
+
+
+class _WithoutCudaToolkitNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." warning. The compiler imports
+    `torch.utils.cpp_extension`, which logs it wherever a CUDA toolkit is installed and no GPU answers: on a
+    CPU training it says nothing about the run (a `--device cuda` without a GPU is refused before)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(CUDA_TOOLKIT_NOTICE)
+
+
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
     """`torch.compile` the model when asked. On CPU it measured slower than eager for B0 and took a
     minute per architecture to compile (bench/RESULTS.md), so it is for long CUDA trainings."""
     if not enabled:
         return model
+    extensions_log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _WithoutCudaToolkitNotice) for f in extensions_log.filters):
+        extensions_log.addFilter(_WithoutCudaToolkitNotice())
     compiled = torch.compile(model)
     assert isinstance(compiled, nn.Module)  # an OptimizedModule around `model`; torch types it as any callable
     return compiled

@@ -240,8 +240,21 @@ class Network(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x)).flatten(1)
-        return self.classifier(self.dropout(x))
+        return self.classifier(self.dropout(self.pooled(self.features(x))))
+
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's global average pool, N x C. On the CPU, for channels_last features where nothing watches
+        the pool (`effnet.nas.net.unobserved`), a sum over the pixels divided by their count: the same mean,
+        whose gradient is a broadcast view of the N x C one, so the head's activation, BatchNorm and conv take
+        theirs in channels_last. `AdaptiveAvgPool2d`'s gradient is a new tensor in the default layout, and
+        mixing the two cost 2 % of B0's training step at 224 px (2 threads)."""
+        if (
+            unobserved(features, self.pool)
+            and features.device.type == "cpu"
+            and features.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return features.sum((2, 3)) / (features.shape[2] * features.shape[3])
+        return self.pool(features).flatten(1)
 
 
 def build_model(spec: NetworkSpec) -> Network:

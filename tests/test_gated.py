@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from same_step import assert_same_step
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -67,11 +68,7 @@ def test_a_training_step_gates_the_first_three_blocks_of_b0_at_64_px_and_changes
     monkeypatch.setattr(gated, "GATED_MIN_PIXELS_PER_CHANNEL", 10**9)
     expected_loss, expected_grads, none = step(reference, images, labels)
     assert none == 0
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=0)
-    for name, grad in expected_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
-    for (name, buffer), expected in zip(model.named_buffers(), reference.buffers(), strict=True):
-        torch.testing.assert_close(buffer, expected, rtol=1e-12, atol=1e-12, msg=name)
+    assert_same_step(loss, grads, model, expected_loss, expected_grads, reference)
 
 
 def test_a_hooked_se_sees_its_output_and_only_its_block_runs_layer_by_layer(batch, one_torch_thread):

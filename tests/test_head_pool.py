@@ -8,6 +8,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from same_step import assert_same_step
 from torch import nn
 
 from effnet.nas.net.model import build_model
@@ -50,11 +51,7 @@ def test_the_sum_equals_the_pool_and_keeps_the_heads_gradient_channels_last(one_
     loss, grads, head_cl = step(model)
     expected_loss, expected_grads, reference_head_cl = step(reference)
     assert head_cl == [True] and reference_head_cl == [False]
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=0)
-    for name, grad in expected_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
-    for (name, buffer), expected in zip(model.named_buffers(), reference.buffers(), strict=True):
-        torch.testing.assert_close(buffer, expected, rtol=1e-12, atol=1e-12, msg=name)
+    assert_same_step(loss, grads, model, expected_loss, expected_grads, reference)
 
 
 def test_fvcore_counts_the_pool(one_torch_thread):

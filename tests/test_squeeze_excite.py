@@ -8,6 +8,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from same_step import assert_same_step
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -79,11 +80,7 @@ def test_a_training_step_with_the_products_equals_one_with_the_convs(one_torch_t
         loss.backward()
         results.append((loss.detach(), {n: p.grad for n, p in network.named_parameters()}))
     (loss, grads), (expected_loss, expected_grads) = results
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=0)
-    for name, grad in expected_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
-    for (name, buffer), expected in zip(model.named_buffers(), reference.buffers(), strict=True):
-        torch.testing.assert_close(buffer, expected, rtol=1e-12, atol=1e-12, msg=name)
+    assert_same_step(loss, grads, model, expected_loss, expected_grads, reference)
 
 
 def test_a_hooked_conv_sees_its_4d_input_and_only_its_se_runs_convs(one_torch_thread):

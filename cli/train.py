@@ -165,6 +165,7 @@ def train(
     from effnet.nas.training.distributed import distributed_from_env
     from effnet.nas.training.job import TrainConfig
     from effnet.nas.training.loop import CHECKPOINT_NAME
+    from effnet.nas.training.runtime import silence_cuda_toolkit_notice
     from effnet.nas.training.trainer import train_network
 
     config = TrainConfig(
@@ -190,6 +191,8 @@ def train(
         init=init,
         force=force,
     )
+    if compiled:
+        silence_cuda_toolkit_notice()  # the compiler's import of cpp_extension logs it on any GPU-less toolkit box
     main = distributed_from_env().is_main
     if main:
         set_run_dir(config.directory)

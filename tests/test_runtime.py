@@ -118,23 +118,30 @@ def test_allocator_respects_what_the_environment_chose():
     assert result["tunables"] is None
 
 
-def test_compiling_silences_torchs_cuda_toolkit_notice_and_nothing_else():
+def test_the_command_lines_filter_drops_torchs_cuda_toolkit_notice_and_nothing_else():
     """torch's compiler imports `torch.utils.cpp_extension`, which warns "No CUDA runtime is found, using
-    CUDA_HOME=..." on any machine with a CUDA toolkit and no GPU: noise on a CPU training. Its other warnings
-    still reach a handler."""
+    CUDA_HOME=..." on any machine with a CUDA toolkit and no GPU: noise on a CPU training. `effnet train
+    --compile` filters it; torch's other warnings still reach a handler, and the library's `compile_model` leaves
+    torch's logs as they are."""
     import logging
 
-    from effnet.nas.training.runtime import compile_model
+    from effnet.nas.training import runtime
 
     log = logging.getLogger("torch.utils.cpp_extension")
     seen: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
     log.addHandler(handler)
+    filters = list(log.filters)
     try:
-        compile_model(nn.Linear(2, 2), enabled=True)  # lazy: nothing is compiled until the first call
+        runtime.compile_model(nn.Linear(2, 2), enabled=True)  # lazy: nothing is compiled until the first call
+        assert log.filters == filters
+        runtime.silence_cuda_toolkit_notice()
+        runtime.silence_cuda_toolkit_notice()  # once is enough, and twice adds nothing
+        assert len(log.filters) == len(filters) + 1
         log.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
         log.warning("Error checking compiler version for %s", "c++")
     finally:
         log.removeHandler(handler)
+        log.filters[:] = filters
     assert seen == ["Error checking compiler version for c++"]

@@ -81,13 +81,18 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
+def pixel_mean(x: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """The mean over an N x C x H x W tensor's pixels as a sum divided by their count: under autograd its
+    gradient is a broadcast view of the N x C one, where `mean`'s and `AdaptiveAvgPool2d`'s are new full-size
+    tensors in the default layout (1.5x slower SE steps, and a head whose gradient leaves channels_last)."""
+    return x.sum((2, 3), keepdim=keepdim) / (x.shape[2] * x.shape[3])
+
+
 class SqueezeExcite(nn.Module):
     """Global mean -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate.
 
     The squeeze is a spatial mean rather than `AdaptiveAvgPool2d`, as in the TensorFlow reference;
-    fvcore does not count it (nor `mean`), and the analytic counter follows it. It is computed as a
-    sum divided by the pixel count: under autograd the gradient of `sum` is a broadcast view, that of
-    `mean` a full-size tensor in the contiguous layout (measured 1.5x slower SE steps).
+    fvcore does not count it (nor `mean`), and the analytic counter follows it (`pixel_mean`).
     """
 
     def __init__(self, channels: int, reduced: int, activation: str):
@@ -104,7 +109,7 @@ class SqueezeExcite(nn.Module):
         matrices) where nothing watches them (`effnet.nas.net.unobserved`): oneDNN's convolution on a 1x1 map
         costs 3-4x the product, forward and backward (B0's 16 SEs: about 22 against 7 ms a training step at
         batch 32, 2 threads)."""
-        squeezed = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
+        squeezed = pixel_mean(x, keepdim=True)
         if not (
             type(self.reduce) is nn.Conv2d  # not one a user or a library replaced (quantized, wrapped, ...)
             and type(self.expand) is nn.Conv2d
@@ -244,16 +249,15 @@ class Network(nn.Module):
 
     def pooled(self, features: torch.Tensor) -> torch.Tensor:
         """The head's global average pool, N x C. On the CPU, for channels_last features where nothing watches
-        the pool (`effnet.nas.net.unobserved`), a sum over the pixels divided by their count: the same mean,
-        whose gradient is a broadcast view of the N x C one, so the head's activation, BatchNorm and conv take
-        theirs in channels_last. `AdaptiveAvgPool2d`'s gradient is a new tensor in the default layout, and
+        the pool (`effnet.nas.net.unobserved`), `pixel_mean`: the same mean, so the head's activation, BatchNorm
+        and conv take their gradients in channels_last; `AdaptiveAvgPool2d`'s comes in the default layout, and
         mixing the two cost 2 % of B0's training step at 224 px (2 threads)."""
         if (
             unobserved(features, self.pool)
             and features.device.type == "cpu"
             and features.is_contiguous(memory_format=torch.channels_last)
         ):
-            return features.sum((2, 3)) / (features.shape[2] * features.shape[3])
+            return pixel_mean(features)
         return self.pool(features).flatten(1)
 
 

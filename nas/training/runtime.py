@@ -102,14 +102,19 @@ class _WithoutCudaToolkitNotice(logging.Filter):
         return not record.getMessage().startswith(CUDA_TOOLKIT_NOTICE)
 
 
+def silence_cuda_toolkit_notice() -> None:
+    """Drop that one warning from torch's `torch.utils.cpp_extension` log for the rest of the process (a filter on
+    that logger, added once). For the command line, which owns its process; the library leaves torch's logs alone."""
+    extensions_log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _WithoutCudaToolkitNotice) for f in extensions_log.filters):
+        extensions_log.addFilter(_WithoutCudaToolkitNotice())
+
+
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
     """`torch.compile` the model when asked. On CPU it measured slower than eager for B0 and took a
     minute per architecture to compile (bench/RESULTS.md), so it is for long CUDA trainings."""
     if not enabled:
         return model
-    extensions_log = logging.getLogger("torch.utils.cpp_extension")
-    if not any(isinstance(f, _WithoutCudaToolkitNotice) for f in extensions_log.filters):
-        extensions_log.addFilter(_WithoutCudaToolkitNotice())
     compiled = torch.compile(model)
     assert isinstance(compiled, nn.Module)  # an OptimizedModule around `model`; torch types it as any callable
     return compiled

@@ -10,11 +10,18 @@
         --supernet-ops nested --supernet-kernels shared --supernet-epochs 40 --rescore-top 4   # the train proxy decides
     python bench/bench_search.py --compare proxies --wall 15m --seeds 3 --space efficientnet-nested \
         --supernet-ops nested --supernet-kernels shared --supernet-recipe sandwich --supernet-epochs 10 --rescore-top 4
+    python bench/bench_search.py --samplers tpe,nsga2 --proxy supernet --trials 300 --space efficientnet-nested \
+        --supernet-ops nested --supernet-kernels shared --supernet-epochs 40   # evolution on the supernet's scores
 
-`--compare samplers` (default): for each sampler and seed it runs the default search (`effnet search`
-defaults: 400M ± 10 %, the efficientnet space, the train proxy on the embedded digits) into a fresh run
-directory and reports the best reward, trials per minute, and the share of wall time spent outside proxy
-training (sampling, analytic FLOPs, storage writes, pruning checks, out-of-band trials).
+`--compare samplers` (default): for each of the two `--samplers` (TPE and random search by default) and seed
+it runs the default search (`effnet search` defaults: 400M ± 10 %, the efficientnet space, the train proxy on
+the embedded digits; `--space`, `--proxy` and the supernet's settings change them) for `--trials` candidates
+into a fresh run directory and reports the best reward, trials per minute, and the share of wall time spent
+outside proxy training (sampling, analytic FLOPs, storage writes, pruning checks, out-of-band trials; a
+supernet's training counts as training). With the supernet proxy each run trains its own supernet (the same
+one for the same seed) and the best reward is the supernet's score: `tpe,nsga2` asks whether Once-for-All's
+evolutionary search (Optuna's NSGA-II, a genetic algorithm, on the one objective) finds better candidates of
+the trained supernet than TPE does.
 
 `--compare proxies`: for each seed, the default search with the `train` proxy and with the `supernet` proxy,
 each given the same wall time (`--wall`; the supernet's training counts in it) and no trial limit; the best
@@ -32,20 +39,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
 from rich.console import Console
 from rich.table import Table
 
 from effnet.cli.options import parse_duration
+from effnet.nas.choices import SAMPLERS
 from effnet.nas.net.spec_file import dump_spec
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.search.config import SearchConfig
-from effnet.nas.search.job import SearchJob
 from effnet.nas.search.reward import mnasnet_reward
-from effnet.nas.search.search import check_search, search
-from effnet.nas.search.trials import best_trial, summarize
-from effnet.nas.study.runner import run_study
+from effnet.nas.search.search import search
+from effnet.nas.search.trials import best_trial
+from effnet.nas.study.storage import open_storage
 from effnet.nas.study.study_config import StudyConfig
 from effnet.nas.study.trial_attrs import REWARD_ATTR, WORK_SECONDS_ATTR
 from effnet.nas.training.allocator import configure_allocator
@@ -53,21 +61,40 @@ from effnet.nas.training.allocator import configure_allocator
 TARGET = 400_000_000
 
 
-def run_one(sampler: str, seed: int, trials: int, data: str, epochs: int, proxy: str, root: Path) -> dict:
+def proxy_config(proxy: str, args: argparse.Namespace) -> ProxyConfig:
+    """The proxy as the command line sets it: the train proxy's epochs, the supernet's settings."""
+    return ProxyConfig(
+        name=proxy,
+        data=args.data,
+        epochs=args.epochs,
+        supernet_epochs=args.supernet_epochs,
+        supernet_kernels=args.supernet_kernels,
+        supernet_ops=args.supernet_ops,
+        supernet_recipe=args.supernet_recipe,
+    )
+
+
+def run_one(sampler: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
+    """One search of `args.trials` candidates with `sampler`, in a run directory of its own (a supernet proxy's
+    training included: the same seed trains the same supernet, as a user's run would)."""
+    run_dir = root / f"{sampler}-{seed}"
     config = SearchConfig(
         target_flops=TARGET,
         sampler=sampler,
-        trials=trials,
-        proxy=ProxyConfig(name=proxy, data=data, epochs=epochs),
-        study=StudyConfig(run_dir=root / f"{sampler}-{seed}", name="search", seed=seed),
+        trials=args.trials,
+        space=args.space,
+        proxy=proxy_config(args.proxy, args),
+        study=StudyConfig(run_dir=run_dir, name="search", seed=seed, threads=args.threads),
     )
     started = time.perf_counter()
-    study = run_study(SearchJob(config, check_search(config)[0]), config.study).study
+    result = search(config)  # the supernet's training first, where the proxy is the supernet
     wall = time.perf_counter() - started
+    study = optuna.load_study(study_name="search", storage=open_storage(None, run_dir))
     trials_done = study.get_trials(deepcopy=False)
     training = sum(t.user_attrs.get(WORK_SECONDS_ATTR, 0.0) for t in trials_done)
+    training += (result.supernet or {}).get("trained_now_s", 0.0)
     best = best_trial(study, config)
-    summary = summarize(study)
+    summary = result.summary
     return {
         "sampler": sampler,
         "seed": seed,
@@ -100,19 +127,23 @@ def interleaved(
 
 
 def compare_samplers(args: argparse.Namespace, console: Console) -> None:
+    samplers = tuple(args.samplers.split(","))
+    if len(samplers) != 2 or not set(samplers) <= set(SAMPLERS):
+        raise SystemExit(f"--samplers: two of {', '.join(SAMPLERS)}, comma-separated; got {args.samplers!r}")
     rows = interleaved(
         args.seeds,
-        ("tpe", "random"),
-        lambda sampler, seed, root: run_one(sampler, seed, args.trials, args.data, args.epochs, args.proxy, root),
+        samplers,
+        lambda sampler, seed, root: run_one(sampler, seed, args, root),
         lambda row: (
             f"best reward {row['best_reward']:.4f}, {row['trained']} trained / {row['outside']} outside "
             f"band in {row['wall_s']:.0f} s"
         ),
         console,
+        args.first_seed,
     )
     table = Table(
-        title=f"TPE vs random search: {args.trials} trained candidates per run, {args.data}, "
-        f"{args.proxy} proxy ({args.epochs} epochs if train), 400M ± 10 %"
+        title=f"{samplers[0]} vs {samplers[1]}: {args.trials} candidates per run, {args.data}, space "
+        f"{args.space or 'efficientnet'}, {args.proxy} proxy ({args.epochs} epochs if train), 400M ± 10 %"
     )
     for column in (
         "sampler",
@@ -138,7 +169,7 @@ def compare_samplers(args: argparse.Namespace, console: Console) -> None:
         )
     table.add_section()
     means = {}
-    for sampler in ("tpe", "random"):
+    for sampler in samplers:
         mine = [r for r in rows if r["sampler"] == sampler]
         means[sampler] = statistics.mean(r["best_reward"] for r in mine)
         table.add_row(
@@ -152,7 +183,8 @@ def compare_samplers(args: argparse.Namespace, console: Console) -> None:
             f"{statistics.mean(r['outside_share'] for r in mine):.1%}",
         )
     console.print(table)
-    console.print(f"best-reward ratio TPE / random: {means['tpe'] / means['random']:.3f}")
+    first, second = samplers
+    console.print(f"best-reward ratio {first} / {second}: {means[first] / means[second]:.3f}")
 
 
 def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, root: Path) -> dict:
@@ -161,15 +193,7 @@ def search_for(proxy: str, seed: int, wall: float, args: argparse.Namespace, roo
         target_flops=TARGET,
         trials=10_000_000,
         space=args.space,
-        proxy=ProxyConfig(
-            name=proxy,
-            data=args.data,
-            epochs=args.epochs,
-            supernet_epochs=args.supernet_epochs,
-            supernet_kernels=args.supernet_kernels,
-            supernet_ops=args.supernet_ops,
-            supernet_recipe=args.supernet_recipe,
-        ),
+        proxy=proxy_config(proxy, args),
         study=StudyConfig(
             run_dir=root / f"{proxy}-{seed}", name="search", seed=seed, timeout_s=wall, threads=args.threads
         ),
@@ -276,10 +300,11 @@ def main() -> None:
     parser.add_argument("--compare", choices=("samplers", "proxies"), default="samplers")
     parser.add_argument("--trials", type=int, default=12, help="trained candidates per run (samplers)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=0, help="proxies: seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--epochs", type=int, default=3, help="the train proxy's epochs")
-    parser.add_argument("--proxy", default="train", help="samplers: train (default) or zero-cost")
+    parser.add_argument("--proxy", default="train", help="samplers: train (default), zero-cost or supernet")
+    parser.add_argument("--samplers", default="tpe,random", help="samplers: the two compared, comma-separated")
     parser.add_argument("--wall", default="8m", help="proxies: each search's wall time (480, 8m)")
     parser.add_argument("--supernet-epochs", type=int, default=ProxyConfig.supernet_epochs)
     parser.add_argument("--supernet-kernels", default=ProxyConfig.supernet_kernels)
@@ -289,7 +314,7 @@ def main() -> None:
         "--proxies", default="train,supernet", help="proxies: the arms, comma-separated (one each to run them apart)"
     )
     parser.add_argument("--rescore-top", type=int, default=0, help="proxies: the supernet search's --rescore-top")
-    parser.add_argument("--space", default=None, help="proxies: the search space (default: the default search's)")
+    parser.add_argument("--space", default=None, help="the search space (default: the default search's)")
     parser.add_argument("--reference-epochs", type=int, default=8, help="proxies: the best candidate's training")
     parser.add_argument("--keep-picks", default=None, help="proxies: a folder for each pick's spec, PROXY-SEED.yaml")
     parser.add_argument("--threads", type=int, default=None)

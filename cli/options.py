@@ -108,8 +108,9 @@ SUPERNET_EPOCHS = typer.Option(
 SUPERNET_KERNELS = typer.Option(
     "separate",
     "--supernet-kernels",
-    help="Supernet kernel choices: separate weights per kernel size, or shared (a smaller kernel is the centre "
-    "of the largest; ranked worse with separate ops, the one that learns with --supernet-ops nested).",
+    help="Supernet kernel choices: separate weights per kernel size; shared (a smaller kernel is the centre "
+    "of the largest; ranked worse with separate ops, the one that learns with --supernet-ops nested); or "
+    "transformed (that centre through a learned matrix per layer, Once-for-All's elastic kernel).",
 )
 SUPERNET_RECIPE = typer.Option(
     "uniform",

@@ -116,7 +116,8 @@ def test_unknown_proxy_and_bad_settings_are_setting_errors():
         fast(epochs=0)
     with pytest.raises(SettingError, match="supernet_epochs must be at least 1, got 0"):
         fast(supernet_epochs=0)
-    with pytest.raises(SettingError, match="supernet_kernels must be one of shared, separate, got 'elastic'"):
+    kernels = "supernet_kernels must be one of shared, separate, transformed, got 'elastic'"
+    with pytest.raises(SettingError, match=kernels):
         fast(supernet_kernels="elastic")
     with pytest.raises(SettingError, match="supernet_recipe must be one of uniform, sandwich, got 'bignas'"):
         fast(supernet_recipe="bignas")

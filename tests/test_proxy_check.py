@@ -122,7 +122,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         (["--target-flops", "400X"], "not a size"),
         (["--proxy", "magic"], "--proxy must be one of train, supernet, zero-cost, naswot, synflow, got 'magic'"),
         (["--supernet-epochs", "0"], "--supernet-epochs must be at least 1, got 0"),
-        (["--supernet-kernels", "both"], "--supernet-kernels must be one of shared, separate, got 'both'"),
+        (["--supernet-kernels", "both"], "--supernet-kernels must be one of shared, separate, transformed, got 'both'"),
         (["--supernet-recipe", "bignas"], "--supernet-recipe must be one of uniform, sandwich, got 'bignas'"),
         (["--candidates", "2"], "--candidates must be at least 3, got 2"),
         (["--flops-tolerance", "1.5"], "--flops-tolerance must be below 1, got 1.5"),

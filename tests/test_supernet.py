@@ -16,8 +16,10 @@ from effnet.nas.data.sources import proxy_data
 from effnet.nas.errors import InputError
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model
+from effnet.nas.net.spec import BatchNormSpec
 from effnet.nas.proxies import supernet_training
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
+from effnet.nas.proxies.elastic import ConvBN
 from effnet.nas.proxies.factory import make_proxy
 from effnet.nas.proxies.supernet import Supernet
 from effnet.nas.proxies.supernet_training import (
@@ -95,7 +97,13 @@ def assert_inherits(supernet: Supernet, spec, images: torch.Tensor) -> None:
         torch.testing.assert_close(supernet(images, spec), model(images))
 
 
-SHARINGS = [("shared", "separate"), ("separate", "separate"), ("separate", "nested"), ("shared", "nested")]
+SHARINGS = [
+    ("shared", "separate"),
+    ("separate", "separate"),
+    ("separate", "nested"),
+    ("shared", "nested"),
+    ("transformed", "nested"),
+]
 
 
 @pytest.fixture(scope="module", params=SHARINGS, ids=[f"kernels={k}-ops={o}" for k, o in SHARINGS])
@@ -170,6 +178,57 @@ def test_a_smaller_kernel_is_the_centre_of_the_largest_when_shared():
     assert weight.shape == (16, 1, 3, 3)
     for channel in (0, 5, 15):
         assert torch.equal(weight[channel, 0], centre + 100 * channel)
+
+
+def test_a_transformed_kernel_maps_the_centre_by_its_matrix():
+    """OFA's elastic kernel: the 3x3 kernel is the 5x5's centre, its 9 taps mapped by the layer's 9x9 matrix
+    (the same for every channel), which starts as the identity; the 5x5 kernel stays the weight itself."""
+    net = Supernet(SPACE, resolution=16, num_classes=4, kernels="transformed")
+    depthwise = net.stages[1][0].ops["dsconv"].depthwise
+    assert set(depthwise.weights) == {"5"} and set(depthwise.transforms) == {"3"}
+    assert torch.equal(depthwise.transforms["3"], torch.eye(9))
+    with torch.no_grad():
+        depthwise.weights["5"].copy_(torch.arange(25.0).view(1, 1, 5, 5) + 100 * torch.arange(16.0).view(16, 1, 1, 1))
+    small = path(s2_block="dsconv", s2_kernel=3, s2_width=1.0)
+    centre = torch.tensor([[6.0, 7, 8], [11, 12, 13], [16, 17, 18]])  # rows 1-3, columns 1-3 of a 5x5 counted 0-24
+    assert torch.equal(net.state_for(small)["blocks.1.layers.0.0.weight"][5, 0], centre + 500)  # the identity
+    with torch.no_grad():  # tap i becomes the sum of taps i and i+1 (the last tap alone), by a hand-made matrix
+        depthwise.transforms["3"].copy_(torch.eye(9) + torch.diag(torch.ones(8), 1))
+    weight = net.state_for(small)["blocks.1.layers.0.0.weight"]
+    for channel in (0, 5, 15):
+        taps = (centre + 100 * channel).flatten()
+        expected = torch.cat([taps[:-1] + taps[1:], taps[-1:]]).view(3, 3)
+        assert torch.equal(weight[channel, 0], expected)
+    large = net.state_for(path(s2_block="dsconv", s2_kernel=5, s2_width=1.0))["blocks.1.layers.0.0.weight"]
+    assert torch.equal(large, depthwise.weights["5"])
+
+
+def test_a_transformed_kernel_chains_through_the_sizes_between():
+    """With kernels 3, 5 and 7, the 3x3 is the centre of the transformed 5x5, mapped again (7 -> 5 -> 3)."""
+    conv = ConvBN(2, 2, (3, 5, 7), 1, BatchNormSpec(), depthwise=True, sharing="transformed")
+    assert set(conv.transforms) == {"5", "3"}
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for tensor in (conv.weights["7"], conv.transforms["5"], conv.transforms["3"]):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+    full = conv.weights["7"]
+    five = (full[:, :, 1:6, 1:6].reshape(2, 25) @ conv.transforms["5"].T).view(2, 1, 5, 5)
+    three = (five[:, :, 1:4, 1:4].reshape(2, 9) @ conv.transforms["3"].T).view(2, 1, 3, 3)
+    torch.testing.assert_close(conv.weight(2, 2, 5), five)
+    torch.testing.assert_close(conv.weight(2, 2, 3), three)
+
+
+def test_a_transformed_kernel_trains_its_matrix_and_the_largest_kernel():
+    """A 3x3 path's loss reaches the 9x9 matrix and, through it, the 5x5 weight's centre alone."""
+    net = Supernet(SPACE, resolution=16, num_classes=4, kernels="transformed")
+    depthwise = net.stages[1][0].ops["dsconv"].depthwise
+    net(IMAGES, path(s2_block="dsconv", s2_kernel=3)).square().sum().backward()
+    matrix, largest = depthwise.transforms["3"].grad, depthwise.weights["5"].grad
+    assert matrix is not None and matrix.abs().sum() > 0
+    assert largest is not None and largest[..., 1:4, 1:4].abs().sum() > 0
+    ring = largest.clone()
+    ring[..., 1:4, 1:4] = 0
+    assert ring.abs().sum() == 0  # the taps outside the centre take no part in a 3x3 kernel
 
 
 def test_separate_kernels_have_their_own_weights():
@@ -347,10 +406,17 @@ def test_supernet_is_trained_once_and_then_reused(synthetic, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize(
-    "recipe, ops", [("uniform", "separate"), ("sandwich", "separate"), ("uniform", "nested"), ("sandwich", "nested")]
+    "recipe, ops, kernels",
+    [
+        ("uniform", "separate", "separate"),
+        ("sandwich", "separate", "separate"),
+        ("uniform", "nested", "separate"),
+        ("sandwich", "nested", "separate"),
+        ("uniform", "nested", "transformed"),
+    ],
 )
-def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path, recipe, ops):
-    config = tiny(supernet_recipe=recipe, supernet_ops=ops)
+def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_path, recipe, ops, kernels):
+    config = tiny(supernet_recipe=recipe, supernet_ops=ops, supernet_kernels=kernels)
     whole = train_supernet(setup_in(tmp_path / "whole"), config, synthetic, ONE_THREAD)
 
     def stop_after_four(progress):
@@ -370,6 +436,7 @@ def test_a_resumed_training_ends_where_an_uninterrupted_one_does(synthetic, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = [torch.load(t.path, weights_only=True)["losses"] for t in (whole, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+    assert any(".transforms." in k for k in a) == (kernels == "transformed")  # the matrices resume with the rest
 
 
 def test_training_stops_at_the_deadline_with_its_checkpoint(synthetic, tmp_path):

@@ -11,10 +11,10 @@ from typing import Any
 from effnet.nas import checks
 from effnet.nas.data.builtin import BUILTIN_SOURCES
 from effnet.nas.errors import SettingError
+from effnet.nas.proxies.elastic import KERNEL_SHARING
 from effnet.nas.proxies.names import PROXY_NAMES
 
 AUGMENTS = ("auto", "none", "light", "paper")
-KERNEL_SHARING = ("shared", "separate")
 SUPERNET_RECIPES = ("uniform", "sandwich")
 OP_SHARING = ("separate", "nested")
 SUPERNET_SETTINGS = ("supernet_epochs", "supernet_kernels", "supernet_recipe", "supernet_ops")
@@ -59,7 +59,8 @@ class ProxyConfig:
     """How a stage's kernel choices share weights in the supernet: `separate`, each kernel size has its own
     weights; `shared`, a smaller kernel is the centre of the largest (OFA's elastic kernel, without its
     transformation matrices), which ranked worse on digits with `separate` ops (tau -0.08 against 0.53 at 200
-    epochs) and is the one that lets a `nested` supernet learn (`bench/bench_supernet_choices.py`)."""
+    epochs) and is the one that lets a `nested` supernet learn (`bench/bench_supernet_choices.py`);
+    `transformed`, that centre through a learned matrix per layer and smaller size (OFA's, with them)."""
     supernet_recipe: str = "uniform"
     """What a step of the supernet's training trains: `uniform`, one random in-band path on the labels;
     `sandwich`, the band's largest path on the labels and its smallest and two random ones on the largest's

@@ -1,6 +1,7 @@
 """Weight-sharing layers: each holds the largest weights any choice of the space needs and computes with a
-slice of them, the leading channels and, for a smaller kernel, the centre of the largest one (OFA's elastic
-kernel without its transformation matrices) or a kernel of its own.
+slice of them, the leading channels and, for a smaller kernel, one of (`KERNEL_SHARING`): the centre of the
+largest one (`shared`); that centre through a learned linear map of its k x k taps (`transformed`, Once-for-All's
+elastic kernel with its transformation matrices); or a kernel of its own (`separate`).
 
 Each layer also gives its slice as the tensors of the builder's layer (`nas/net/model.py`): `ConvBN.state`
 those of a `ConvBNAct` (conv `.0`, BatchNorm `.1`), `SqueezeExcite.state` those of a `SqueezeExcite`.
@@ -17,6 +18,8 @@ from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.depthwise import depthwise_conv2d
 from effnet.nas.net.model import pad_same
 from effnet.nas.net.spec import BatchNormSpec
+
+KERNEL_SHARING = ("shared", "separate", "transformed")
 
 
 def centre(weight: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -41,7 +44,13 @@ def init_conv(weight: torch.Tensor, groups_are_channels: bool) -> None:
 
 class ConvBN(nn.Module):
     """Conv (no bias, padded as the spec's `padding` says, depthwise or not) + BatchNorm at the largest channels, with
-    one weight for the largest kernel (`shared`) or one per kernel size."""
+    one weight for the largest kernel (`shared`, `transformed`) or one per kernel size (`separate`).
+
+    `transformed` (Once-for-All, Cai et al., ICLR 2020, section 3.2): each smaller kernel size k has a k^2 x k^2
+    matrix, shared by the layer's channels and starting as the identity; a kernel of size k is the centre of the
+    next larger size's kernel (itself transformed), its k^2 taps mapped by that matrix. The sizes chain from the
+    largest down, as OFA's do (7 -> 5 -> 3), so a smaller kernel can differ from the centre it starts as
+    without the larger one changing."""
 
     def __init__(
         self,
@@ -51,26 +60,41 @@ class ConvBN(nn.Module):
         stride: int,
         bn: BatchNormSpec,
         depthwise: bool = False,
-        shared: bool = True,
+        sharing: str = "shared",
         padding: str = "symmetric",
     ):
         super().__init__()
         self.stride = stride
         self.padding = padding
         self.depthwise = depthwise
-        self.shared = shared
+        self.sharing = sharing
         self.largest = max(kernels)
-        sizes = (self.largest,) if shared else tuple(sorted(set(kernels)))
+        self.smaller = sorted(set(kernels) - {self.largest}, reverse=True)
+        sizes = tuple(sorted(set(kernels))) if sharing == "separate" else (self.largest,)
         self.weights = nn.ParameterDict(
             {str(k): nn.Parameter(torch.empty(out_max, 1 if depthwise else in_max, k, k)) for k in sizes}
+        )
+        self.transforms = nn.ParameterDict(
+            {str(k): nn.Parameter(torch.eye(k * k)) for k in self.smaller if sharing == "transformed"}
         )
         self.bn = nn.BatchNorm2d(out_max, eps=bn.epsilon, momentum=1.0 - bn.decay)
         for weight in self.weights.values():
             init_conv(weight, depthwise)
 
     def weight(self, in_channels: int, out_channels: int, kernel: int) -> torch.Tensor:
-        full = centre(self.weights[str(self.largest)], kernel) if self.shared else self.weights[str(kernel)]
-        return full[:out_channels] if self.depthwise else full[:out_channels, :in_channels]
+        """The conv weight of the slice: (out_channels, 1 or in_channels, kernel, kernel)."""
+        full = self.weights[str(kernel if self.sharing == "separate" else self.largest)]
+        sliced = full[:out_channels] if self.depthwise else full[:out_channels, :in_channels]
+        if self.sharing == "separate" or kernel == self.largest:
+            return sliced
+        if self.sharing == "shared":
+            return centre(sliced, kernel)
+        for size in self.smaller:  # largest first: each size the centre of the one before, transformed
+            window = centre(sliced, size)
+            sliced = (window.reshape(-1, size * size) @ self.transforms[str(size)].T).view(window.shape)
+            if size == kernel:
+                break
+        return sliced
 
     def forward(self, x: torch.Tensor, in_channels: int, out_channels: int, kernel: int) -> torch.Tensor:
         weight = self.weight(in_channels, out_channels, kernel)

@@ -8,10 +8,11 @@ without an expansion (dsconv and mbconv at expand 1: the same depthwise and proj
 by the activation after the projection), and one for `conv`, which nests in nothing. Where ops are nested, a
 layer that can keep its identity shortcut (all but a stage's first) starts with its last BatchNorm's scale at
 zero (Goyal et al.'s zero-gamma), so that every path starts as the same shallow network and its layers grow
-from there. Kernel choices share an op's weights by centre slicing or keep their own (`supernet_kernels`),
-width choices take the leading channels (of this stage's output and of the next stage's input), repeats
-choices the first layers of the stage, and SE and skip choices switch their branch on or off. The stem,
-head and classifier are the space's own, with the head taking the last stage's leading channels.
+from there. Kernel choices share an op's weights by centre slicing, with OFA's transformation matrices or
+without, or keep their own (`supernet_kernels`); width choices take the leading channels (of this stage's
+output and of the next stage's input), repeats choices the first layers of the stage, and SE and skip choices
+switch their branch on or off. The stem, head and classifier are the space's own, with the head taking the last
+stage's leading channels.
 
 A path is a spec of the space. `forward(x, spec)` runs its network; `state_for(spec)` gives its weights
 as the builder's network of that spec holds them, and `standalone(spec)` builds that network with them:
@@ -67,10 +68,10 @@ class Op(nn.Module):
         choices: StageChoices,
         stride: int,
         base: NetworkSpec,
-        shared: bool,
+        kernel_sharing: str,
     ):
         super().__init__()
-        bn, kernels = base.batch_norm, choices.kernel
+        bn, kernels, sharing = base.batch_norm, choices.kernel, kernel_sharing
         reduced = se_channels(in_max, max(choices.se_ratio))
         self.block = block
         self.expand = self.project = self.conv = self.se = None
@@ -78,17 +79,19 @@ class Op(nn.Module):
             mid = in_max * expand
             if expand != 1:
                 self.expand = ConvBN(in_max, mid, (1,), 1, bn)
-            self.depthwise = ConvBN(mid, mid, kernels, stride, bn, depthwise=True, shared=shared, padding=base.padding)
+            self.depthwise = ConvBN(
+                mid, mid, kernels, stride, bn, depthwise=True, sharing=sharing, padding=base.padding
+            )
             self.project = ConvBN(mid, out_max, (1,), 1, bn)
             gated = mid
         elif block == "dsconv":
             self.depthwise = ConvBN(
-                in_max, in_max, kernels, stride, bn, depthwise=True, shared=shared, padding=base.padding
+                in_max, in_max, kernels, stride, bn, depthwise=True, sharing=sharing, padding=base.padding
             )
             self.project = ConvBN(in_max, out_max, (1,), 1, bn)
             gated = in_max
         else:
-            self.conv = ConvBN(in_max, out_max, kernels, stride, bn, shared=shared, padding=base.padding)
+            self.conv = ConvBN(in_max, out_max, kernels, stride, bn, sharing=sharing, padding=base.padding)
             gated = out_max
         if reduced:
             self.se = SqueezeExcite(gated, reduced, base.activation)
@@ -134,7 +137,7 @@ class Layer(nn.Module):
         in_max: int,
         out_max: int,
         base: NetworkSpec,
-        shared: bool,
+        kernel_sharing: str,
         ops: str = "separate",
     ):
         super().__init__()
@@ -147,7 +150,7 @@ class Layer(nn.Module):
                 if key == "mbconv" and ops == "nested":  # built at the largest expand ratio, the others sliced
                     expand = max(choices.expand)
                 if key not in built:
-                    built[key] = Op(block, expand, in_max, out_max, choices, stride, base, shared)
+                    built[key] = Op(block, expand, in_max, out_max, choices, stride, base, kernel_sharing)
         if ops == "nested" and not first:
             for op in built.values():
                 last = op.conv if op.block == "conv" else op.project
@@ -194,8 +197,8 @@ class Layer(nn.Module):
 
 
 class Supernet(nn.Module):
-    """Every path of `space` at `resolution` px with `num_classes` outputs; `kernels` is `shared` or `separate`,
-    `ops` `separate` or `nested`."""
+    """Every path of `space` at `resolution` px with `num_classes` outputs; `kernels` is one of
+    `elastic.KERNEL_SHARING` (`shared`, `separate`, `transformed`), `ops` `separate` or `nested`."""
 
     def __init__(
         self,
@@ -209,7 +212,7 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = space
         self.base = base = space.base.replace(resolution=resolution, num_classes=num_classes, in_channels=in_channels)
-        bn, shared = base.batch_norm, kernels == "shared"
+        bn = base.batch_norm
         self.stem = ConvBN(
             in_channels, base.stem.out_channels, (base.stem.kernel,), base.stem.stride, bn, padding=base.padding
         )
@@ -219,7 +222,7 @@ class Supernet(nn.Module):
             depth = choices.repeats + max(choices.repeats_offset)
             stages.append(
                 nn.ModuleList(
-                    Layer(choices, i == 0, out_max if i else in_max, out_max, base, shared, ops) for i in range(depth)
+                    Layer(choices, i == 0, out_max if i else in_max, out_max, base, kernels, ops) for i in range(depth)
                 )
             )
             in_max = out_max

@@ -50,7 +50,8 @@ class ConvBN(nn.Module):
     matrix, shared by the layer's channels and starting as the identity; a kernel of size k is the centre of the
     next larger size's kernel (itself transformed), its k^2 taps mapped by that matrix. The sizes chain from the
     largest down, as OFA's do (7 -> 5 -> 3), so a smaller kernel can differ from the centre it starts as
-    without the larger one changing."""
+    without the larger one changing. The proxy's weight decay reaches the matrices as it does every 2-D weight
+    (OFA's training decays them too)."""
 
     def __init__(
         self,

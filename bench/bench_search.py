@@ -17,8 +17,9 @@
 it runs the default search (`effnet search` defaults: 400M ± 10 %, the efficientnet space, the train proxy on
 the embedded digits; `--space`, `--proxy` and the supernet's settings change them) for `--trials` candidates
 into a fresh run directory and reports the best reward, trials per minute, and the share of wall time spent
-outside proxy training (sampling, analytic FLOPs, storage writes, pruning checks, out-of-band trials; a
-supernet's training counts as training). With the supernet proxy each run trains its own supernet (the same
+outside proxy training (sampling, analytic FLOPs, storage writes, pruning checks, out-of-band trials, and the
+search's closing work: the best candidate's fvcore count, trials.csv, plots, the report; a supernet's training
+counts as training). With the supernet proxy each run trains its own supernet (the same
 one for the same seed) and the best reward is the supernet's score: `tpe,nsga2` asks whether Once-for-All's
 evolutionary search (Optuna's NSGA-II, a genetic algorithm, on the one objective) finds better candidates of
 the trained supernet than TPE does.
@@ -128,8 +129,8 @@ def interleaved(
 
 def compare_samplers(args: argparse.Namespace, console: Console) -> None:
     samplers = tuple(args.samplers.split(","))
-    if len(samplers) != 2 or not set(samplers) <= set(SAMPLERS):
-        raise SystemExit(f"--samplers: two of {', '.join(SAMPLERS)}, comma-separated; got {args.samplers!r}")
+    if len(set(samplers)) != 2 or len(samplers) != 2 or not set(samplers) <= set(SAMPLERS):
+        raise SystemExit(f"--samplers: two different of {', '.join(SAMPLERS)}, comma-separated; got {args.samplers!r}")
     rows = interleaved(
         args.seeds,
         samplers,

@@ -37,6 +37,7 @@ from effnet.nas.net.spec import NetworkSpec
 from effnet.nas.proxies.batches import ProxyBatches
 from effnet.nas.proxies.config import ProxyConfig, ProxyRuntime
 from effnet.nas.proxies.data import load_proxy_data
+from effnet.nas.proxies.elastic import KERNEL_SHARING
 from effnet.nas.proxies.supernet import Supernet, op_key
 from effnet.nas.proxies.supernet_training import draw_path
 from effnet.nas.proxies.train import CALIBRATION_BATCHES, parameter_groups
@@ -153,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sampling", nargs="+", choices=("fair", "uniform"), default=["fair", "uniform"])
     parser.add_argument("--ops", default="nested", choices=("nested", "separate"))
-    parser.add_argument("--kernels", default="shared", choices=("shared", "separate", "transformed"))
+    parser.add_argument("--kernels", default="shared", choices=KERNEL_SHARING)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--paths", type=int, default=6, help="random in-band paths scored with inherited weights")
     args = parser.parse_args()

@@ -110,7 +110,8 @@ SUPERNET_KERNELS = typer.Option(
     "--supernet-kernels",
     help="Supernet kernel choices: separate weights per kernel size; shared (a smaller kernel is the centre "
     "of the largest; ranked worse with separate ops, the one that learns with --supernet-ops nested); or "
-    "transformed (that centre through a learned matrix per layer, Once-for-All's elastic kernel).",
+    "transformed (the centre of the next larger kernel mapped by a learned matrix per layer, Once-for-All's "
+    "elastic kernel).",
 )
 SUPERNET_RECIPE = typer.Option(
     "uniform",

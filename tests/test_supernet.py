@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from effnet.nas.data.sources import proxy_data
-from effnet.nas.errors import InputError
+from effnet.nas.errors import InputError, SettingError
 from effnet.nas.net.flops import analytic_flops
 from effnet.nas.net.model import build_model
 from effnet.nas.net.spec import BatchNormSpec
@@ -229,6 +229,17 @@ def test_a_transformed_kernel_trains_its_matrix_and_the_largest_kernel():
     ring = largest.clone()
     ring[..., 1:4, 1:4] = 0
     assert ring.abs().sum() == 0  # the taps outside the centre take no part in a 3x3 kernel
+
+
+def test_a_kernel_size_or_sharing_the_layer_does_not_offer_is_refused():
+    """A size between two offered ones is no chained centre, and an unknown sharing is no sharing at all."""
+    conv = ConvBN(2, 2, (3, 7), 1, BatchNormSpec(), depthwise=True, sharing="transformed")
+    with pytest.raises(ValueError, match=r"kernel 5 is not one of this layer's sizes \[3, 7\]"):
+        conv.weight(2, 2, 5)
+    with pytest.raises(SettingError, match="supernet_kernels must be one of shared, separate, transformed"):
+        Supernet(SPACE, resolution=16, num_classes=4, kernels="shard")
+    with pytest.raises(SettingError, match="supernet_ops must be one of separate, nested"):
+        Supernet(SPACE, resolution=16, num_classes=4, ops="nest")
 
 
 def test_separate_kernels_have_their_own_weights():

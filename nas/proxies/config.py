@@ -60,7 +60,8 @@ class ProxyConfig:
     weights; `shared`, a smaller kernel is the centre of the largest (OFA's elastic kernel, without its
     transformation matrices), which ranked worse on digits with `separate` ops (tau -0.08 against 0.53 at 200
     epochs) and is the one that lets a `nested` supernet learn (`bench/bench_supernet_choices.py`);
-    `transformed`, that centre through a learned matrix per layer and smaller size (OFA's, with them)."""
+    `transformed`, the centre of the next larger kernel mapped by a learned matrix per layer and smaller size
+    (OFA's, with them)."""
     supernet_recipe: str = "uniform"
     """What a step of the supernet's training trains: `uniform`, one random in-band path on the labels;
     `sandwich`, the band's largest path on the labels and its smallest and two random ones on the largest's

@@ -46,7 +46,7 @@ class ConvBN(nn.Module):
     """Conv (no bias, padded as the spec's `padding` says, depthwise or not) + BatchNorm at the largest channels, with
     one weight for the largest kernel (`shared`, `transformed`) or one per kernel size (`separate`).
 
-    `transformed` (Once-for-All, Cai et al., ICLR 2020, section 3.2): each smaller kernel size k has a k^2 x k^2
+    `transformed` (Once-for-All, Cai et al., ICLR 2020, section 3.3): each smaller kernel size k has a k^2 x k^2
     matrix, shared by the layer's channels and starting as the identity; a kernel of size k is the centre of the
     next larger size's kernel (itself transformed), its k^2 taps mapped by that matrix. The sizes chain from the
     largest down, as OFA's do (7 -> 5 -> 3), so a smaller kernel can differ from the centre it starts as
@@ -69,8 +69,9 @@ class ConvBN(nn.Module):
         self.padding = padding
         self.depthwise = depthwise
         self.sharing = sharing
+        self.sizes = frozenset(kernels)
         self.largest = max(kernels)
-        self.smaller = sorted(set(kernels) - {self.largest}, reverse=True)
+        self.smaller = sorted(self.sizes - {self.largest}, reverse=True)
         sizes = tuple(sorted(set(kernels))) if sharing == "separate" else (self.largest,)
         self.weights = nn.ParameterDict(
             {str(k): nn.Parameter(torch.empty(out_max, 1 if depthwise else in_max, k, k)) for k in sizes}
@@ -84,6 +85,8 @@ class ConvBN(nn.Module):
 
     def weight(self, in_channels: int, out_channels: int, kernel: int) -> torch.Tensor:
         """The conv weight of the slice: (out_channels, 1 or in_channels, kernel, kernel)."""
+        if kernel not in self.sizes:
+            raise ValueError(f"kernel {kernel} is not one of this layer's sizes {sorted(self.sizes)}")
         full = self.weights[str(kernel if self.sharing == "separate" else self.largest)]
         sliced = full[:out_channels] if self.depthwise else full[:out_channels, :in_channels]
         if self.sharing == "separate" or kernel == self.largest:
@@ -128,7 +131,8 @@ class ConvBN(nn.Module):
         return bn.running_mean, bn.running_var, bn.num_batches_tracked
 
     def state(self, prefix: str, in_channels: int, out_channels: int, kernel: int) -> dict[str, torch.Tensor]:
-        """The slice as a builder's `ConvBNAct` named `prefix` holds it (views of the supernet's tensors)."""
+        """The slice as a builder's `ConvBNAct` named `prefix` holds it (views of the supernet's tensors; a
+        transformed kernel is computed from them)."""
         bn = self.bn
         mean, var, count = self.running_stats()
         return {

@@ -29,13 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.nas import checks
 from effnet.nas.errors import InputError
 from effnet.nas.net.activations import ACTIVATION_OPS
 from effnet.nas.net.layout import BlockPlan, plan_network, se_channels
 from effnet.nas.net.model import DropPath, Network, build_model
 from effnet.nas.net.rounding import round_filters
 from effnet.nas.net.spec import POOL_SKIP, NetworkSpec
-from effnet.nas.proxies.elastic import ConvBN, SqueezeExcite
+from effnet.nas.proxies.config import OP_SHARING
+from effnet.nas.proxies.elastic import KERNEL_SHARING, ConvBN, SqueezeExcite
 from effnet.nas.space.choices import SearchSpace, StageChoices
 
 Unit = tuple[ConvBN | SqueezeExcite, tuple[int, ...], bool]
@@ -210,6 +212,8 @@ class Supernet(nn.Module):
         ops: str = "separate",
     ):
         super().__init__()
+        checks.choice("supernet_kernels", kernels, KERNEL_SHARING)
+        checks.choice("supernet_ops", ops, OP_SHARING)
         self.space = space
         self.base = base = space.base.replace(resolution=resolution, num_classes=num_classes, in_channels=in_channels)
         bn = base.batch_norm
@@ -298,7 +302,8 @@ class Supernet(nn.Module):
         return self.classifier(F.dropout(x, spec.dropout, self.training))
 
     def state_for(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
-        """The path's weights, keyed as `build_model(network(spec)).state_dict()` (views of the supernet's)."""
+        """The path's weights, keyed as `build_model(network(spec)).state_dict()` (views of the supernet's, but
+        transformed kernels, computed from them)."""
         stem = self.base.stem
         state = self.stem.state("stem", self.base.in_channels, stem.out_channels, stem.kernel)
         channels = stem.out_channels

@@ -64,7 +64,9 @@ def op_groups(space: SearchSpace, ops: str) -> list[list[list[tuple[str, int]]]]
     return groups
 
 
-def fair_paths(space: SearchSpace, groups: Sequence[Sequence[Sequence[tuple[str, int]]]], rng: random.Random):
+def fair_paths(
+    space: SearchSpace, groups: Sequence[Sequence[Sequence[tuple[str, int]]]], rng: random.Random
+) -> list[NetworkSpec]:
     """One step's paths: as many as the most ops a stage has, each stage's ops once each (cycled where a stage
     has fewer), in a random order per stage."""
     count = max(len(g) for g in groups)
